@@ -1,0 +1,3 @@
+package iosystemdservice
+
+//go:generate go run github.com/varlink/go/cmd/varlink-go-interface-generator io.systemd.service.varlink

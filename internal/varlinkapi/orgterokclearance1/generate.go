@@ -1,0 +1,3 @@
+package orgterokclearance1
+
+//go:generate go run github.com/varlink/go/cmd/varlink-go-interface-generator org.terok.Clearance1.varlink

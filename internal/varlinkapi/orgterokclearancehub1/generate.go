@@ -1,0 +1,3 @@
+package orgterokclearancehub1
+
+//go:generate go run github.com/varlink/go/cmd/varlink-go-interface-generator org.terok.ClearanceHub1.varlink
