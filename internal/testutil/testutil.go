@@ -1,0 +1,75 @@
+// Package testutil holds helpers shared by clearance's tests: prerequisite
+// checks that skip on a developer's machine but fail in CI, and a slog
+// logger that writes to the test log.
+package testutil
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// Strict reports whether a missing prerequisite must fail the test instead
+// of skipping it: in CI (CI=true) or when CLEARANCE_REQUIRE_PRIV_TESTS=1.
+func Strict() bool {
+	return os.Getenv("CI") == "true" || os.Getenv("CLEARANCE_REQUIRE_PRIV_TESTS") == "1"
+}
+
+// Unavailable skips tb with the formatted reason, or fails it when
+// [Strict] is true, so a broken prerequisite in CI cannot hide as a skip.
+func Unavailable(tb testing.TB, format string, args ...any) {
+	tb.Helper()
+	if Strict() {
+		tb.Fatalf("prerequisite missing (CI requires it): "+format, args...)
+	}
+	tb.Skipf("skipping, prerequisite missing: "+format, args...)
+}
+
+// RequireRoot stops tb unless it runs as uid 0.
+func RequireRoot(tb testing.TB) {
+	tb.Helper()
+	if os.Geteuid() != 0 {
+		Unavailable(tb, "needs root (euid %d)", os.Geteuid())
+	}
+}
+
+// RequireTool stops tb unless every named program is on PATH, and returns
+// the path of the first.
+func RequireTool(tb testing.TB, names ...string) string {
+	tb.Helper()
+	var first string
+	for i, n := range names {
+		p, err := exec.LookPath(n)
+		if err != nil {
+			Unavailable(tb, "%s not on PATH", n)
+			return ""
+		}
+		if i == 0 {
+			first = p
+		}
+	}
+	return first
+}
+
+// Logger returns a logger that writes to tb's log at debug level.
+func Logger(tb testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(tbWriter{tb}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type tbWriter struct{ tb testing.TB }
+
+func (w tbWriter) Write(p []byte) (int, error) {
+	w.tb.Helper()
+	w.tb.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// Context returns a context cancelled when tb ends.
+func Context(tb testing.TB) context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	tb.Cleanup(cancel)
+	return ctx
+}
