@@ -13,12 +13,21 @@ import (
 
 // Generated type declarations
 
-// A connection_blocked request still waiting for a verdict.
+// A connection_blocked request still waiting for a verdict. target is what
+// org.terok.Clearance1.Verdict must name as dest (domain, else IP); count is
+// how many times the destination was blocked while pending.
 type PendingRequest struct {
-	Event           json.RawMessage `json:"event"`
-	Count           int64           `json:"count"`
-	First_seen_usec int64           `json:"first_seen_usec"`
-	Last_seen_usec  int64           `json:"last_seen_usec"`
+	Container       string            `json:"container"`
+	Request_id      string            `json:"request_id"`
+	Dest            string            `json:"dest"`
+	Port            int64             `json:"port"`
+	Proto           int64             `json:"proto"`
+	Domain          string            `json:"domain"`
+	Target          string            `json:"target"`
+	Dossier         map[string]string `json:"dossier"`
+	Count           int64             `json:"count"`
+	First_seen_usec int64             `json:"first_seen_usec"`
+	Last_seen_usec  int64             `json:"last_seen_usec"`
 }
 
 // Counters since the hub started.
@@ -92,8 +101,7 @@ func Dispatch_Error(err error) error {
 // Generated client method calls
 
 // Everything waiting for a verdict right now, oldest first, so a subscriber
-// that connects late can show it. The event objects are org.terok.Clearance1
-// ClearanceEvent records.
+// that connects late can show it.
 type Pending_methods struct{}
 
 func Pending() Pending_methods { return Pending_methods{} }
@@ -336,8 +344,7 @@ func (c *VarlinkCall) ReplyDecide(ctx context.Context, ok_ bool, expires_usec_ i
 // Generated dummy implementations for all varlink methods
 
 // Everything waiting for a verdict right now, oldest first, so a subscriber
-// that connects late can show it. The event objects are org.terok.Clearance1
-// ClearanceEvent records.
+// that connects late can show it.
 func (s *VarlinkInterface) Pending(ctx context.Context, c VarlinkCall) error {
 	return c.ReplyMethodNotImplemented(ctx, "org.terok.ClearanceHub1.Pending")
 }
@@ -396,9 +403,18 @@ func (s *VarlinkInterface) VarlinkGetDescription() string {
 # compatibility lacks. Served on the same socket.
 interface org.terok.ClearanceHub1
 
-# A connection_blocked request still waiting for a verdict.
+# A connection_blocked request still waiting for a verdict. target is what
+# org.terok.Clearance1.Verdict must name as dest (domain, else IP); count is
+# how many times the destination was blocked while pending.
 type PendingRequest (
-  event: object,
+  container: string,
+  request_id: string,
+  dest: string,
+  port: int,
+  proto: int,
+  domain: string,
+  target: string,
+  dossier: [string]string,
   count: int,
   first_seen_usec: int,
   last_seen_usec: int
@@ -420,8 +436,7 @@ type HubStats (
 )
 
 # Everything waiting for a verdict right now, oldest first, so a subscriber
-# that connects late can show it. The event objects are org.terok.Clearance1
-# ClearanceEvent records.
+# that connects late can show it.
 method Pending() -> (requests: []PendingRequest)
 
 # Counters for status displays and monitoring.

@@ -1,0 +1,548 @@
+// Package hub is the heart of clearance-hub, one per container: it keeps
+// the set of requests waiting for a verdict, fans every event out to
+// subscribers over bounded drop-oldest queues, validates verdicts exactly
+// as the seed does, and hands them to an [Applier].
+//
+// The package is pure Go: no sockets, no syscalls. The varlink glue, the
+// ingest socket and the NFLOG reader live elsewhere and call [Hub.Publish],
+// [Hub.Blocked], [Hub.Subscribe], [Hub.Verdict] and [Hub.Decide].
+//
+// # Verdict semantics
+//
+// [Hub.Verdict] follows the seed's check order: the action is validated
+// first, then the request id is looked up, then the (container, dest)
+// pair is compared with what was emitted, then the verdict is applied.
+// A failed application, for whatever reason, restores the request so the
+// operator can retry (the seed lost it on unexpected errors). The
+// verdict_applied event is fanned out before Verdict returns.
+package hub
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/terok-ai/clearance/internal/event"
+)
+
+// Defaults for [Config].
+const (
+	DefaultQueueDepth   = 128
+	DefaultPendingTTL   = time.Hour
+	DefaultMaxPending   = 4096
+	DefaultApplyTimeout = 15 * time.Second
+	DefaultReemit       = time.Second
+)
+
+// Verdict scopes accepted by [Hub.Decide].
+const (
+	ScopeOnce      = "once"
+	ScopeContainer = "container"
+	ScopeAlways    = "always"
+)
+
+// Applier writes a verdict into the container's firewall.
+//
+// Apply must be safe for concurrent use. It returns OK=false with a short
+// human-readable Stderr when the firewall refused or failed, and a non-nil
+// error for failures to reach the firewall at all; the hub treats both as
+// a failed verdict and restores the request.
+type Applier interface {
+	Apply(ctx context.Context, req ApplyRequest) (ApplyResult, error)
+}
+
+// ApplyRequest is one verdict to write.
+type ApplyRequest struct {
+	Container string // the container as the event named it
+	Dest      string // the verdict target: domain, or IP when no domain is known
+	IP        string // the destination IP of the blocked packet ("" if unknown)
+	Port      int64
+	Proto     int64
+	Action    string        // event.ActionAllow or event.ActionDeny
+	Scope     string        // ScopeOnce, ScopeContainer or ScopeAlways
+	TTL       time.Duration // for ScopeOnce; 0 means the applier's default
+}
+
+// ApplyResult is what the firewall answered.
+type ApplyResult struct {
+	OK      bool
+	Stderr  string    // diagnostic text, at most a few hundred bytes
+	Expires time.Time // zero when the verdict does not expire
+}
+
+// Config configures a [Hub]. The zero value is usable except for Applier,
+// which must be set before any verdict.
+type Config struct {
+	// Container is the id of the container this hub serves (for logs and
+	// generated request ids).
+	Container string
+
+	// QueueDepth bounds each subscriber's queue (default
+	// DefaultQueueDepth). When full, the oldest queued event is dropped,
+	// so a slow subscriber never slows the others.
+	QueueDepth int
+
+	// PendingTTL is how long an undecided request stays valid (default
+	// DefaultPendingTTL). Older requests are purged.
+	PendingTTL time.Duration
+
+	// MaxPending bounds the pending set (default DefaultMaxPending); the
+	// oldest request is evicted beyond it.
+	MaxPending int
+
+	// ApplyTimeout bounds one Applier call (default DefaultApplyTimeout).
+	ApplyTimeout time.Duration
+
+	// Reemit is the minimum interval between two connection_blocked
+	// events for the same coalesced destination (default DefaultReemit).
+	Reemit time.Duration
+
+	// Applier writes verdicts.
+	Applier Applier
+
+	// Log receives the audit trail and warnings. Nil discards.
+	Log *slog.Logger
+
+	// Now returns the current time (default time.Now). For tests.
+	Now func() time.Time
+}
+
+// Hub is one container's event bus and verdict gate. Its methods are safe
+// for concurrent use.
+type Hub struct {
+	cfg    Config
+	log    *slog.Logger
+	idBase string
+	seq    atomic.Uint64
+
+	mu      sync.Mutex
+	pending map[string]*pending // by request id
+	flows   map[flowKey]*pending
+	subs    map[*Subscription]struct{}
+	purged  map[string]uint64 // container → purge generation
+	gen     uint64
+
+	started   time.Time
+	eventsIn  atomic.Uint64
+	eventsOut atomic.Uint64
+	dropped   atomic.Uint64
+	coalesced atomic.Uint64
+	okCount   atomic.Uint64
+	failCount atomic.Uint64
+}
+
+// pending is one request waiting for a verdict.
+type pending struct {
+	ev        event.Event
+	target    string
+	count     int64
+	first     time.Time
+	last      time.Time
+	lastEmit  time.Time
+	flow      flowKey
+	hasFlow   bool
+	container string
+}
+
+// flowKey identifies repeats of one blocked destination.
+type flowKey struct {
+	container, dest, domain string
+	port, proto             int64
+}
+
+// New returns a hub configured by cfg.
+func New(cfg Config) *Hub {
+	if cfg.QueueDepth <= 0 {
+		cfg.QueueDepth = DefaultQueueDepth
+	}
+	if cfg.PendingTTL <= 0 {
+		cfg.PendingTTL = DefaultPendingTTL
+	}
+	if cfg.MaxPending <= 0 {
+		cfg.MaxPending = DefaultMaxPending
+	}
+	if cfg.ApplyTimeout <= 0 {
+		cfg.ApplyTimeout = DefaultApplyTimeout
+	}
+	if cfg.Reemit <= 0 {
+		cfg.Reemit = DefaultReemit
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	log := cfg.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Hub{
+		cfg:     cfg,
+		log:     log,
+		idBase:  newIDBase(),
+		pending: make(map[string]*pending),
+		flows:   make(map[flowKey]*pending),
+		subs:    make(map[*Subscription]struct{}),
+		purged:  make(map[string]uint64),
+		started: cfg.Now(),
+	}
+}
+
+// newIDBase returns a random prefix that makes the hub's own request ids
+// unique across restarts without any persistent state.
+func newIDBase() string {
+	var b [6]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return strconv.FormatInt(time.Now().UnixNano(), 36)
+	}
+	return hex.EncodeToString(b[:])
+}
+
+// NewRequestID returns a fresh opaque request id for this hub.
+func (h *Hub) NewRequestID() string {
+	return h.idBase + "-" + strconv.FormatUint(h.seq.Add(1), 10)
+}
+
+// Publish records and fans out an event from a producer (ingest socket).
+// The event must already be sanitised. connection_blocked events become
+// pending requests; container_exited, shield_down and shield_disengaged
+// purge that container's pending requests; every event reaches every
+// subscriber.
+func (h *Hub) Publish(ev event.Event) {
+	ev.Normalize()
+	h.eventsIn.Add(1)
+	now := h.cfg.Now()
+	h.mu.Lock()
+	switch ev.Type {
+	case event.ConnectionBlocked:
+		if ev.RequestID != "" {
+			h.addPendingLocked(ev, now, flowKey{}, false)
+		}
+	case event.ContainerExited, event.ShieldDown, event.ShieldDisengaged:
+		h.purgeLocked(ev.Container)
+	}
+	h.fanOutLocked(ev)
+	h.mu.Unlock()
+	if ev.Type == event.ConnectionBlocked {
+		h.auditBlocked(ev)
+	}
+}
+
+// Blocked records a blocked packet seen by the hub's own NFLOG watch. A
+// repeat of a destination that is already pending is coalesced: it bumps
+// the request's count and is re-announced (same request id) at most once
+// per Reemit interval. It returns the request id.
+func (h *Hub) Blocked(ev event.Event) string {
+	ev.Type = event.ConnectionBlocked
+	ev.Normalize()
+	h.eventsIn.Add(1)
+	now := h.cfg.Now()
+	key := flowKey{ev.Container, ev.Dest, ev.Domain, ev.Port, ev.Proto}
+	h.mu.Lock()
+	if p, ok := h.flows[key]; ok {
+		p.count++
+		p.last = now
+		id := p.ev.RequestID
+		if now.Sub(p.lastEmit) >= h.cfg.Reemit {
+			p.lastEmit = now
+			h.fanOutLocked(p.ev)
+		} else {
+			h.coalesced.Add(1)
+		}
+		h.mu.Unlock()
+		return id
+	}
+	ev.RequestID = h.NewRequestID()
+	h.addPendingLocked(ev, now, key, true)
+	h.fanOutLocked(ev)
+	h.mu.Unlock()
+	h.auditBlocked(ev)
+	return ev.RequestID
+}
+
+func (h *Hub) addPendingLocked(ev event.Event, now time.Time, key flowKey, hasFlow bool) {
+	if old, ok := h.pending[ev.RequestID]; ok {
+		h.removeLocked(old)
+	}
+	for len(h.pending) >= h.cfg.MaxPending {
+		h.removeLocked(h.oldestLocked())
+	}
+	p := &pending{ev: ev, target: ev.Target(), count: 1, first: now, last: now, lastEmit: now,
+		flow: key, hasFlow: hasFlow, container: ev.Container}
+	h.pending[ev.RequestID] = p
+	if hasFlow {
+		h.flows[key] = p
+	}
+}
+
+func (h *Hub) oldestLocked() *pending {
+	var oldest *pending
+	for _, p := range h.pending {
+		if oldest == nil || p.first.Before(oldest.first) {
+			oldest = p
+		}
+	}
+	return oldest
+}
+
+func (h *Hub) removeLocked(p *pending) {
+	if p == nil {
+		return
+	}
+	if h.pending[p.ev.RequestID] == p {
+		delete(h.pending, p.ev.RequestID)
+	}
+	if p.hasFlow && h.flows[p.flow] == p {
+		delete(h.flows, p.flow)
+	}
+}
+
+func (h *Hub) purgeLocked(container string) {
+	h.gen++
+	h.purged[container] = h.gen
+	for _, p := range h.pending {
+		if p.container == container {
+			h.removeLocked(p)
+		}
+	}
+}
+
+// Expire purges pending requests older than PendingTTL and returns how
+// many it removed. The daemon calls it periodically.
+func (h *Hub) Expire() int {
+	now := h.cfg.Now()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := 0
+	for _, p := range h.pending {
+		if now.Sub(p.last) > h.cfg.PendingTTL {
+			h.removeLocked(p)
+			n++
+		}
+	}
+	return n
+}
+
+// Emit fans out an event the hub produced itself (verdict expiry, DNS
+// naming updates) without touching the pending set.
+func (h *Hub) Emit(ev event.Event) {
+	ev.Normalize()
+	h.mu.Lock()
+	h.fanOutLocked(ev)
+	h.mu.Unlock()
+}
+
+func (h *Hub) fanOutLocked(ev event.Event) {
+	for s := range h.subs {
+		if s.push(ev) {
+			h.dropped.Add(1)
+		}
+	}
+}
+
+// Verdict applies an operator's verdict with the seed's semantics
+// (org.terok.Clearance1.Verdict). It returns nil on success, or one of
+// *InvalidActionError, *UnknownRequestError, *TupleMismatchError,
+// *ApplyFailedError.
+func (h *Hub) Verdict(ctx context.Context, container, requestID, dest, action string) error {
+	_, err := h.decide(ctx, decision{container: container, requestID: requestID, dest: dest,
+		action: action, scope: ScopeOnce, checkTuple: true})
+	return err
+}
+
+// Decide applies a verdict addressed by request id alone, with a scope
+// and, for ScopeOnce, a TTL (0 = the applier's default). It returns when
+// the verdict expires (zero when it does not). Errors are those of
+// [Hub.Verdict] plus *InvalidScopeError.
+func (h *Hub) Decide(ctx context.Context, requestID, action, scope string, ttl time.Duration) (time.Time, error) {
+	return h.decide(ctx, decision{requestID: requestID, action: action, scope: scope, ttl: ttl})
+}
+
+type decision struct {
+	container, requestID, dest, action, scope string
+	ttl                                       time.Duration
+	checkTuple                                bool
+	op                                        Operator
+}
+
+// Operator identifies who decided a verdict, for the audit trail.
+type Operator struct {
+	UID     int    // kernel-verified uid of the caller; -1 when unknown
+	Channel string // how the verdict arrived: "varlink", "notifier", "clearancectl", …
+}
+
+type operatorKey struct{}
+
+// WithOperator returns a context carrying the operator of a verdict;
+// [Hub.Verdict] and [Hub.Decide] record it in the audit trail.
+func WithOperator(ctx context.Context, op Operator) context.Context {
+	return context.WithValue(ctx, operatorKey{}, op)
+}
+
+func operatorFrom(ctx context.Context) Operator {
+	if op, ok := ctx.Value(operatorKey{}).(Operator); ok {
+		return op
+	}
+	return Operator{UID: -1, Channel: "unknown"}
+}
+
+func (h *Hub) decide(ctx context.Context, d decision) (time.Time, error) {
+	d.op = operatorFrom(ctx)
+	if !event.ValidAction(d.action) {
+		return time.Time{}, &InvalidActionError{Action: d.action}
+	}
+	switch d.scope {
+	case ScopeOnce, ScopeContainer, ScopeAlways:
+	default:
+		return time.Time{}, &InvalidScopeError{Scope: d.scope}
+	}
+	if d.ttl < 0 {
+		return time.Time{}, &InvalidScopeError{Scope: d.scope + " (negative ttl)"}
+	}
+
+	h.mu.Lock()
+	p, ok := h.pending[d.requestID]
+	if !ok {
+		h.mu.Unlock()
+		return time.Time{}, &UnknownRequestError{RequestID: d.requestID}
+	}
+	if d.checkTuple && (p.container != d.container || p.target != d.dest) {
+		h.mu.Unlock()
+		return time.Time{}, &TupleMismatchError{
+			ExpectedContainer: p.container, ExpectedDest: p.target,
+			GotContainer: d.container, GotDest: d.dest,
+		}
+	}
+	if !d.checkTuple {
+		d.container, d.dest = p.container, p.target
+	}
+	// Claim the request while the verdict is in flight: a second verdict
+	// on the same id gets UnknownRequest, as in the seed.
+	h.removeLocked(p)
+	gen := h.purged[p.container]
+	h.mu.Unlock()
+
+	req := ApplyRequest{Container: d.container, Dest: d.dest, IP: p.ev.Dest, Port: p.ev.Port,
+		Proto: p.ev.Proto, Action: d.action, Scope: d.scope, TTL: d.ttl}
+	res, applyErr := h.apply(ctx, req)
+	ok = applyErr == nil && res.OK
+
+	h.mu.Lock()
+	if ok {
+		// Superseded requests for the same target are decided too.
+		for _, q := range h.pending {
+			if q.container == p.container && q.target == p.target {
+				h.removeLocked(q)
+			}
+		}
+	} else if h.purged[p.container] == gen {
+		// Restore, unless the container went away meanwhile.
+		if _, taken := h.pending[p.ev.RequestID]; !taken {
+			h.pending[p.ev.RequestID] = p
+			if p.hasFlow {
+				if _, busy := h.flows[p.flow]; !busy {
+					h.flows[p.flow] = p
+				}
+			}
+		}
+	}
+	h.fanOutLocked(event.Event{Type: event.VerdictApplied, Container: d.container,
+		RequestID: d.requestID, Action: d.action, OK: ok, Dossier: map[string]string{}})
+	h.mu.Unlock()
+
+	if ok {
+		h.okCount.Add(1)
+		h.auditVerdict(p, d, res)
+		return res.Expires, nil
+	}
+	h.failCount.Add(1)
+	stderr := res.Stderr
+	if applyErr != nil {
+		stderr = applyErr.Error()
+	}
+	h.auditFailed(p, d, stderr)
+	return time.Time{}, &ApplyFailedError{Action: d.action, Stderr: stderr}
+}
+
+func (h *Hub) apply(ctx context.Context, req ApplyRequest) (res ApplyResult, err error) {
+	if h.cfg.Applier == nil {
+		return ApplyResult{}, fmt.Errorf("no verdict applier configured")
+	}
+	ctx, cancel := context.WithTimeout(ctx, h.cfg.ApplyTimeout)
+	defer cancel()
+	defer func() {
+		// An applier that panics must not lose the request either.
+		if r := recover(); r != nil {
+			err = fmt.Errorf("verdict applier panicked: %v", r)
+		}
+	}()
+	return h.cfg.Applier.Apply(ctx, req)
+}
+
+// PendingRequest is a request waiting for a verdict, as [Hub.Pending]
+// reports it.
+type PendingRequest struct {
+	Event     event.Event
+	Count     int64
+	FirstSeen time.Time
+	LastSeen  time.Time
+}
+
+// Pending returns every request waiting for a verdict, oldest first.
+func (h *Hub) Pending() []PendingRequest {
+	h.mu.Lock()
+	out := make([]PendingRequest, 0, len(h.pending))
+	for _, p := range h.pending {
+		ev := p.ev
+		ev.Dossier = cloneMap(ev.Dossier)
+		out = append(out, PendingRequest{Event: ev, Count: p.count, FirstSeen: p.first, LastSeen: p.last})
+	}
+	h.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].FirstSeen.Equal(out[j].FirstSeen) {
+			return out[i].FirstSeen.Before(out[j].FirstSeen)
+		}
+		return out[i].Event.RequestID < out[j].Event.RequestID
+	})
+	return out
+}
+
+func cloneMap(m map[string]string) map[string]string {
+	c := make(map[string]string, len(m))
+	for k, v := range m {
+		c[k] = v
+	}
+	return c
+}
+
+// Stats are the hub's counters.
+type Stats struct {
+	Container      string
+	Subscribers    int
+	Pending        int
+	EventsIn       uint64
+	EventsOut      uint64
+	Dropped        uint64
+	Coalesced      uint64
+	VerdictsOK     uint64
+	VerdictsFailed uint64
+	Started        time.Time
+}
+
+// Stats returns a snapshot of the hub's counters.
+func (h *Hub) Stats() Stats {
+	h.mu.Lock()
+	subs, pend := len(h.subs), len(h.pending)
+	h.mu.Unlock()
+	return Stats{
+		Container: h.cfg.Container, Subscribers: subs, Pending: pend,
+		EventsIn: h.eventsIn.Load(), EventsOut: h.eventsOut.Load(), Dropped: h.dropped.Load(),
+		Coalesced: h.coalesced.Load(), VerdictsOK: h.okCount.Load(), VerdictsFailed: h.failCount.Load(),
+		Started: h.started,
+	}
+}

@@ -1,0 +1,98 @@
+package hub
+
+import (
+	"sync"
+
+	"github.com/terok-ai/clearance/internal/event"
+)
+
+// Subscription is one subscriber's bounded queue of events.
+//
+// Events are queued by the hub without ever blocking; when the queue is
+// full the oldest queued event is dropped. The subscriber waits on
+// [Subscription.Ready] and drains with [Subscription.Next]. A Subscription
+// is used by one consumer goroutine; Close may be called from any.
+type Subscription struct {
+	h     *Hub
+	ready chan struct{}
+
+	mu     sync.Mutex
+	queue  []event.Event // ring buffer
+	head   int
+	n      int
+	drops  uint64
+	closed bool
+}
+
+// Subscribe registers a new subscriber. It receives every event published
+// from now on (there is no replay; see [Hub.Pending]). The caller must
+// Close it.
+func (h *Hub) Subscribe() *Subscription {
+	s := &Subscription{h: h, ready: make(chan struct{}, 1), queue: make([]event.Event, h.cfg.QueueDepth)}
+	h.mu.Lock()
+	h.subs[s] = struct{}{}
+	h.mu.Unlock()
+	return s
+}
+
+// push queues ev and reports whether an older event had to be dropped.
+func (s *Subscription) push(ev event.Event) (dropped bool) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return false
+	}
+	if s.n == len(s.queue) {
+		s.head = (s.head + 1) % len(s.queue)
+		s.n--
+		s.drops++
+		dropped = true
+	}
+	s.queue[(s.head+s.n)%len(s.queue)] = ev
+	s.n++
+	s.mu.Unlock()
+	select {
+	case s.ready <- struct{}{}:
+	default:
+	}
+	return dropped
+}
+
+// Ready returns a channel that receives a value when events may be
+// waiting. After a receive, drain with Next until it reports false.
+func (s *Subscription) Ready() <-chan struct{} { return s.ready }
+
+// Next removes and returns the oldest queued event.
+func (s *Subscription) Next() (event.Event, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.n == 0 {
+		return event.Event{}, false
+	}
+	ev := s.queue[s.head]
+	s.queue[s.head] = event.Event{}
+	s.head = (s.head + 1) % len(s.queue)
+	s.n--
+	return ev, true
+}
+
+// Delivered records that an event taken with Next reached the subscriber.
+func (s *Subscription) Delivered() { s.h.eventsOut.Add(1) }
+
+// Drops returns how many events this subscriber lost to a full queue.
+func (s *Subscription) Drops() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.drops
+}
+
+// Close unregisters the subscriber and frees its queue. It is idempotent.
+func (s *Subscription) Close() {
+	s.h.mu.Lock()
+	delete(s.h.subs, s)
+	s.h.mu.Unlock()
+	s.mu.Lock()
+	s.closed = true
+	s.queue, s.n = nil, 0
+	s.mu.Unlock()
+}

@@ -1,0 +1,220 @@
+package hubd
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/varlink/go/varlink"
+
+	"github.com/terok-ai/clearance/internal/event"
+	"github.com/terok-ai/clearance/internal/hub"
+	"github.com/terok-ai/clearance/internal/varlinkapi"
+	"github.com/terok-ai/clearance/internal/varlinkapi/iosystemdservice"
+	"github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearance1"
+	"github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearancehub1"
+	"golang.org/x/sys/unix"
+)
+
+// Product identity reported by org.varlink.service.GetInfo.
+const (
+	Vendor  = "terok"
+	Product = "clearance-hub"
+	URL     = "https://github.com/terok-ai/clearance"
+)
+
+// Version is the hub's version, set at link time
+// (-ldflags "-X github.com/terok-ai/clearance/internal/hubd.Version=…").
+var Version = "0.1.0-dev"
+
+// ExtraStats supplies counters kept outside the hub (ingest, NFLOG).
+type ExtraStats func() (malformed, enobufs uint64)
+
+// NewService builds the varlink service of a hub: org.terok.Clearance1,
+// org.terok.ClearanceHub1 and io.systemd.service (org.varlink.service is
+// built in).
+func NewService(h *hub.Hub, level *slog.LevelVar, extra ExtraStats, log *slog.Logger) (*varlink.Service, error) {
+	svc, err := varlink.NewService(Vendor, Product, Version, URL)
+	if err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if err := svc.RegisterInterface(orgterokclearance1.VarlinkNew(&compat{hub: h, log: log})); err != nil {
+		return nil, err
+	}
+	if err := svc.RegisterInterface(orgterokclearancehub1.VarlinkNew(&ours{hub: h, extra: extra, log: log})); err != nil {
+		return nil, err
+	}
+	if err := svc.RegisterInterface(iosystemdservice.VarlinkNew(&varlinkapi.SystemdService{Level: level})); err != nil {
+		return nil, err
+	}
+	return svc, nil
+}
+
+// compat implements org.terok.Clearance1, wire-identical to the seed.
+type compat struct {
+	orgterokclearance1.VarlinkInterface
+	hub *hub.Hub
+	log *slog.Logger
+}
+
+// Subscribe streams every event until the peer hangs up or the hub stops.
+func (s *compat) Subscribe(ctx context.Context, c orgterokclearance1.VarlinkCall) error {
+	if !c.WantsMore() {
+		return varlinkapi.ReplyExpectedMore(ctx, &c.Call)
+	}
+	sub := s.hub.Subscribe()
+	defer sub.Close()
+	gone := varlinkapi.Hangup(&c.Call)
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-gone:
+			cancel()
+		case <-wctx.Done():
+		}
+	}()
+	c.Continues = true
+	for {
+		select {
+		case <-wctx.Done():
+			return nil
+		case <-sub.Ready():
+		}
+		for {
+			ev, ok := sub.Next()
+			if !ok {
+				break
+			}
+			if err := c.ReplySubscribe(wctx, toWire(ev)); err != nil {
+				return nil // the peer is gone or too slow to ever catch up; the connection ends
+			}
+			sub.Delivered()
+		}
+	}
+}
+
+// Verdict applies a verdict with the seed's check order and typed errors.
+func (s *compat) Verdict(ctx context.Context, c orgterokclearance1.VarlinkCall, container, requestID, dest, action string) error {
+	ctx = hub.WithOperator(ctx, operator(&c.Call, "varlink"))
+	err := s.hub.Verdict(ctx, container, requestID, dest, action)
+	if err == nil {
+		return c.ReplyVerdict(ctx, true)
+	}
+	return replyHubError(ctx, &c.Call, err, s.log)
+}
+
+// replyHubError maps the hub's domain errors to varlink errors, in one
+// place (STYLE: errors).
+func replyHubError(ctx context.Context, call *varlink.Call, err error, log *slog.Logger) error {
+	c := orgterokclearance1.VarlinkCall{Call: *call}
+	var (
+		inv   *hub.InvalidActionError
+		unk   *hub.UnknownRequestError
+		mis   *hub.TupleMismatchError
+		fail  *hub.ApplyFailedError
+		scope *hub.InvalidScopeError
+	)
+	switch {
+	case errors.As(err, &inv):
+		return c.ReplyInvalidAction(ctx, inv.Action)
+	case errors.As(err, &unk):
+		return c.ReplyUnknownRequest(ctx, unk.RequestID)
+	case errors.As(err, &mis):
+		return c.ReplyVerdictTupleMismatch(ctx, mis.ExpectedContainer, mis.ExpectedDest, mis.GotContainer, mis.GotDest)
+	case errors.As(err, &fail):
+		return c.ReplyShieldCliFailed(ctx, fail.Action, fail.Stderr)
+	case errors.As(err, &scope):
+		hc := orgterokclearancehub1.VarlinkCall{Call: *call}
+		return hc.ReplyInvalidScope(ctx, scope.Scope)
+	}
+	log.Error("verdict failed unexpectedly", "err", err)
+	return c.ReplyShieldCliFailed(ctx, "", err.Error())
+}
+
+// ours implements org.terok.ClearanceHub1.
+type ours struct {
+	orgterokclearancehub1.VarlinkInterface
+	hub   *hub.Hub
+	extra ExtraStats
+	log   *slog.Logger
+}
+
+// Pending lists the requests waiting for a verdict.
+func (s *ours) Pending(ctx context.Context, c orgterokclearancehub1.VarlinkCall) error {
+	ps := s.hub.Pending()
+	out := make([]orgterokclearancehub1.PendingRequest, 0, len(ps))
+	for _, p := range ps {
+		ev := p.Event
+		out = append(out, orgterokclearancehub1.PendingRequest{
+			Container: ev.Container, Request_id: ev.RequestID, Dest: ev.Dest, Port: ev.Port,
+			Proto: ev.Proto, Domain: ev.Domain, Target: ev.Target(), Dossier: ev.Dossier,
+			Count: p.Count, First_seen_usec: p.FirstSeen.UnixMicro(), Last_seen_usec: p.LastSeen.UnixMicro(),
+		})
+	}
+	return c.ReplyPending(ctx, out)
+}
+
+// Stats reports the hub's counters.
+func (s *ours) Stats(ctx context.Context, c orgterokclearancehub1.VarlinkCall) error {
+	st := s.hub.Stats()
+	var malformed, enobufs uint64
+	if s.extra != nil {
+		malformed, enobufs = s.extra()
+	}
+	return c.ReplyStats(ctx, orgterokclearancehub1.HubStats{
+		Container: st.Container, Subscribers: int64(st.Subscribers), Pending: int64(st.Pending),
+		Events_in: int64(st.EventsIn), Events_out: int64(st.EventsOut), Dropped: int64(st.Dropped),
+		Malformed: int64(malformed), Verdicts_ok: int64(st.VerdictsOK), Verdicts_failed: int64(st.VerdictsFailed),
+		Nflog_enobufs: int64(enobufs), Started_usec: st.Started.UnixMicro(),
+	})
+}
+
+// Decide applies a verdict by request id with a scope.
+func (s *ours) Decide(ctx context.Context, c orgterokclearancehub1.VarlinkCall, requestID, action, scope string, ttlSec int64) error {
+	if ttlSec < 0 || ttlSec > int64(100*365*24*time.Hour/time.Second) {
+		return c.ReplyInvalidParameter(ctx, "ttl_sec")
+	}
+	ctx = hub.WithOperator(ctx, operator(&c.Call, "varlink"))
+	exp, err := s.hub.Decide(ctx, requestID, action, scope, time.Duration(ttlSec)*time.Second)
+	if err != nil {
+		return replyHubError(ctx, &c.Call, err, s.log)
+	}
+	var usec int64
+	if !exp.IsZero() {
+		usec = exp.UnixMicro()
+	}
+	return c.ReplyDecide(ctx, true, usec)
+}
+
+// operator identifies the caller of a verdict by its kernel-verified uid.
+func operator(c *varlink.Call, channel string) hub.Operator {
+	op := hub.Operator{UID: -1, Channel: channel}
+	if uc, ok := varlinkapi.PeerConn(c).(*net.UnixConn); ok {
+		if raw, err := uc.SyscallConn(); err == nil {
+			raw.Control(func(fd uintptr) {
+				if cred, err := unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED); err == nil {
+					op.UID = int(cred.Uid)
+				}
+			})
+		}
+	}
+	return op
+}
+
+func toWire(ev event.Event) orgterokclearance1.ClearanceEvent {
+	d := ev.Dossier
+	if d == nil {
+		d = map[string]string{}
+	}
+	return orgterokclearance1.ClearanceEvent{
+		Type: ev.Type, Container: ev.Container, Request_id: ev.RequestID, Dest: ev.Dest,
+		Port: ev.Port, Proto: ev.Proto, Domain: ev.Domain, Action: ev.Action, Ok: ev.OK,
+		Reason: ev.Reason, Dossier: d,
+	}
+}

@@ -1,0 +1,511 @@
+package hubd
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/varlink/go/varlink"
+
+	"github.com/terok-ai/clearance/internal/event"
+	"github.com/terok-ai/clearance/internal/hub"
+	"github.com/terok-ai/clearance/internal/testutil"
+	"github.com/terok-ai/clearance/internal/varlinkapi"
+	"github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearance1"
+	"github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearancehub1"
+)
+
+// fakeApplier records verdicts and answers with a configurable result.
+type fakeApplier struct {
+	mu     sync.Mutex
+	calls  []hub.ApplyRequest
+	ok     bool
+	stderr string
+	err    error
+}
+
+func (f *fakeApplier) Apply(ctx context.Context, req hub.ApplyRequest) (hub.ApplyResult, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls = append(f.calls, req)
+	if f.err != nil {
+		return hub.ApplyResult{}, f.err
+	}
+	return hub.ApplyResult{OK: f.ok, Stderr: f.stderr}, nil
+}
+
+func (f *fakeApplier) Calls() []hub.ApplyRequest {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]hub.ApplyRequest(nil), f.calls...)
+}
+
+func (f *fakeApplier) set(ok bool, stderr string, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.ok, f.stderr, f.err = ok, stderr, err
+}
+
+type testHub struct {
+	hub     *hub.Hub
+	applier *fakeApplier
+	path    string
+	server  *varlinkapi.Server
+}
+
+// startHub serves a hub on a real Unix socket in a temp dir.
+func startHub(t *testing.T, depth int) *testHub {
+	t.Helper()
+	fa := &fakeApplier{ok: true}
+	h := hub.New(hub.Config{Container: "c", QueueDepth: depth, Applier: fa, Log: testutil.Logger(t)})
+	svc, err := NewService(h, nil, nil, testutil.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "hub.sock")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &varlinkapi.Server{Service: svc, Log: testutil.Logger(t), MaxMessage: 64 << 10}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("serve: %v", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Errorf("serve did not return after cancel")
+		}
+	})
+	return &testHub{hub: h, applier: fa, path: path, server: srv}
+}
+
+func dial(t *testing.T, path string) *varlink.Connection {
+	t.Helper()
+	c, err := varlinkapi.Dial(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// rawConn speaks varlink by hand, to check exact bytes.
+type rawConn struct {
+	t  *testing.T
+	c  net.Conn
+	br *bufio.Reader
+}
+
+func dialRaw(t *testing.T, path string) *rawConn {
+	t.Helper()
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return &rawConn{t: t, c: c, br: bufio.NewReader(c)}
+}
+
+func (r *rawConn) send(s string) {
+	r.t.Helper()
+	if _, err := r.c.Write([]byte(s + "\x00")); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+func (r *rawConn) recv() string {
+	r.t.Helper()
+	r.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	b, err := r.br.ReadBytes(0)
+	if err != nil {
+		r.t.Fatalf("recv: %v", err)
+	}
+	return string(b[:len(b)-1])
+}
+
+func blocked(id, dest, domain string) event.Event {
+	return event.Event{Type: event.ConnectionBlocked, Container: "c", RequestID: id, Dest: dest,
+		Port: 443, Proto: 6, Domain: domain, Dossier: map[string]string{}}
+}
+
+// subscribe starts a Subscribe stream and waits until the hub counts it.
+func subscribe(t *testing.T, th *testHub) func() (orgterokclearance1.ClearanceEvent, error) {
+	t.Helper()
+	before := th.hub.Stats().Subscribers
+	c := dial(t, th.path)
+	recv, err := orgterokclearance1.Subscribe().Send(context.Background(), c, varlink.More)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return th.hub.Stats().Subscribers > before })
+	return func() (orgterokclearance1.ClearanceEvent, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		ev, flags, err := recv(ctx)
+		if err == nil && flags&varlink.Continues == 0 {
+			return ev, errors.New("reply without continues")
+		}
+		return ev, err
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not reached within 10s")
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+func TestSubscribeWithoutMoreIsExpectedMore(t *testing.T) {
+	th := startHub(t, 0)
+	r := dialRaw(t, th.path)
+	r.send(`{"method":"org.terok.Clearance1.Subscribe"}`)
+	if got, want := r.recv(), `{"error":"org.varlink.service.ExpectedMore"}`; got != want {
+		t.Fatalf("reply = %s, want %s", got, want)
+	}
+	// The connection stays usable.
+	r.send(`{"method":"org.varlink.service.GetInfo"}`)
+	if got := r.recv(); !strings.Contains(got, `"product":"clearance-hub"`) {
+		t.Fatalf("GetInfo after ExpectedMore = %s", got)
+	}
+}
+
+func TestSubscribeStreamsAllElevenFields(t *testing.T) {
+	th := startHub(t, 0)
+	r := dialRaw(t, th.path)
+	r.send(`{"method":"org.terok.Clearance1.Subscribe","more":true}`)
+	waitFor(t, func() bool { return th.hub.Stats().Subscribers == 1 })
+	th.hub.Publish(event.Event{Type: event.ConnectionBlocked, Container: "c", RequestID: "c:1",
+		Dest: "198.51.100.1", Port: 443, Proto: 6, Domain: "registry.example.net"})
+	want := `{"parameters":{"event":{"type":"connection_blocked","container":"c","request_id":"c:1","dest":"198.51.100.1","port":443,"proto":6,"domain":"registry.example.net","action":"","ok":false,"reason":"","dossier":{}}},"continues":true}`
+	got := r.recv()
+	// Key order of the reply envelope is the library's; compare as JSON
+	// and check the event's field order byte for byte.
+	var g, w any
+	json.Unmarshal([]byte(got), &g)
+	json.Unmarshal([]byte(want), &w)
+	if diff := cmp.Diff(w, g); diff != "" {
+		t.Fatalf("event mismatch (-want +got):\n%s", diff)
+	}
+	wantEvent := `{"type":"connection_blocked","container":"c","request_id":"c:1","dest":"198.51.100.1","port":443,"proto":6,"domain":"registry.example.net","action":"","ok":false,"reason":"","dossier":{}}`
+	if !strings.Contains(got, wantEvent) {
+		t.Fatalf("event bytes = %s\nwant field order %s", got, wantEvent)
+	}
+}
+
+func TestVerdictTypedErrors(t *testing.T) {
+	th := startHub(t, 0)
+	th.hub.Publish(blocked("c:1", "198.51.100.1", "registry.example.net"))
+	tests := []struct {
+		name                     string
+		container, id, dest, act string
+		wantErr                  string
+		wantParams               map[string]string
+	}{
+		{"invalid action checked first", "x", "ghost:42", "y", "maybe",
+			"org.terok.Clearance1.InvalidAction", map[string]string{"action": "maybe"}},
+		{"action is case-sensitive", "c", "c:1", "registry.example.net", "Allow",
+			"org.terok.Clearance1.InvalidAction", map[string]string{"action": "Allow"}},
+		{"unknown request", "c", "ghost:42", "registry.example.net", "allow",
+			"org.terok.Clearance1.UnknownRequest", map[string]string{"request_id": "ghost:42"}},
+		{"wrong container", "other", "c:1", "registry.example.net", "allow",
+			"org.terok.Clearance1.VerdictTupleMismatch", map[string]string{
+				"expected_container": "c", "expected_dest": "registry.example.net",
+				"got_container": "other", "got_dest": "registry.example.net"}},
+		{"ip instead of domain", "c", "c:1", "198.51.100.1", "deny",
+			"org.terok.Clearance1.VerdictTupleMismatch", map[string]string{
+				"expected_container": "c", "expected_dest": "registry.example.net",
+				"got_container": "c", "got_dest": "198.51.100.1"}},
+	}
+	r := dialRaw(t, th.path)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, _ := json.Marshal(map[string]string{"container": tt.container, "request_id": tt.id, "dest": tt.dest, "action": tt.act})
+			r.send(fmt.Sprintf(`{"method":"org.terok.Clearance1.Verdict","parameters":%s}`, p))
+			var reply struct {
+				Error      string            `json:"error"`
+				Parameters map[string]string `json:"parameters"`
+			}
+			if err := json.Unmarshal([]byte(r.recv()), &reply); err != nil {
+				t.Fatal(err)
+			}
+			if reply.Error != tt.wantErr {
+				t.Fatalf("error = %q, want %q", reply.Error, tt.wantErr)
+			}
+			if diff := cmp.Diff(tt.wantParams, reply.Parameters); diff != "" {
+				t.Fatalf("parameters (-want +got):\n%s", diff)
+			}
+		})
+	}
+	if n := len(th.applier.Calls()); n != 0 {
+		t.Fatalf("applier called %d times for rejected verdicts", n)
+	}
+	// The binding survived every rejection.
+	c := dial(t, th.path)
+	ok, err := orgterokclearance1.Verdict().Call(context.Background(), c, "c", "c:1", "registry.example.net", "allow")
+	if err != nil || !ok {
+		t.Fatalf("verdict after rejections = %v, %v", ok, err)
+	}
+}
+
+func TestVerdictSuccessFansOutBeforeReply(t *testing.T) {
+	th := startHub(t, 0)
+	next := subscribe(t, th)
+	th.hub.Publish(blocked("c:1", "198.51.100.1", ""))
+	if ev, err := next(); err != nil || ev.Type != "connection_blocked" {
+		t.Fatalf("first event = %+v, %v", ev, err)
+	}
+	// Stream and RPC on one connection is not possible in varlink; the
+	// ordering guarantee is: by the time Verdict returns, the event is
+	// already queued for every subscriber.
+	c := dial(t, th.path)
+	ok, err := orgterokclearance1.Verdict().Call(context.Background(), c, "c", "c:1", "198.51.100.1", "allow")
+	if err != nil || !ok {
+		t.Fatalf("verdict = %v, %v", ok, err)
+	}
+	ev, err := next()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := orgterokclearance1.ClearanceEvent{Type: "verdict_applied", Container: "c", Request_id: "c:1",
+		Action: "allow", Ok: true, Dossier: map[string]string{}}
+	if diff := cmp.Diff(want, ev); diff != "" {
+		t.Fatalf("verdict_applied (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]hub.ApplyRequest{{Container: "c", Dest: "198.51.100.1", IP: "198.51.100.1",
+		Port: 443, Proto: 6, Action: "allow", Scope: "once"}}, th.applier.Calls()); diff != "" {
+		t.Fatalf("applier calls (-want +got):\n%s", diff)
+	}
+	// Consumed: a second verdict is unknown.
+	_, err = orgterokclearance1.Verdict().Call(context.Background(), c, "c", "c:1", "198.51.100.1", "allow")
+	var unk *orgterokclearance1.UnknownRequest
+	if !errors.As(err, &unk) || unk.Request_id != "c:1" {
+		t.Fatalf("second verdict err = %v", err)
+	}
+}
+
+func TestVerdictFailureRestoresBinding(t *testing.T) {
+	tests := []struct {
+		name       string
+		ok         bool
+		stderr     string
+		err        error
+		wantStderr string
+	}{
+		{"firewall refused", false, "nft lock", nil, "nft lock"},
+		{"verdict service unreachable", false, "", errors.New("dial verdict: connection refused"), "dial verdict: connection refused"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			th := startHub(t, 0)
+			next := subscribe(t, th)
+			th.hub.Publish(blocked("c:1", "198.51.100.1", "registry.example.net"))
+			next()
+			th.applier.set(tt.ok, tt.stderr, tt.err)
+			c := dial(t, th.path)
+			_, err := orgterokclearance1.Verdict().Call(context.Background(), c, "c", "c:1", "registry.example.net", "allow")
+			var failed *orgterokclearance1.ShieldCliFailed
+			if !errors.As(err, &failed) {
+				t.Fatalf("err = %v, want ShieldCliFailed", err)
+			}
+			if diff := cmp.Diff(orgterokclearance1.ShieldCliFailed{Action: "allow", Stderr: tt.wantStderr}, *failed); diff != "" {
+				t.Fatalf("ShieldCliFailed (-want +got):\n%s", diff)
+			}
+			ev, _ := next()
+			if ev.Type != "verdict_applied" || ev.Ok {
+				t.Fatalf("event = %+v, want verdict_applied ok=false", ev)
+			}
+			th.applier.set(true, "", nil)
+			ok, err := orgterokclearance1.Verdict().Call(context.Background(), c, "c", "c:1", "registry.example.net", "allow")
+			if err != nil || !ok {
+				t.Fatalf("retry = %v, %v", ok, err)
+			}
+		})
+	}
+}
+
+func TestSlowSubscriberDropsOldestAndOthersKeepUp(t *testing.T) {
+	th := startHub(t, 4)
+	// A subscriber that never reads.
+	slow := dialRaw(t, th.path)
+	slow.send(`{"method":"org.terok.Clearance1.Subscribe","more":true}`)
+	waitFor(t, func() bool { return th.hub.Stats().Subscribers == 1 })
+	fast := subscribe(t, th)
+	const n = 3000
+	var got atomic.Int64
+	done := make(chan error, 1)
+	go func() {
+		for i := 1; i <= n; i++ {
+			ev, err := fast()
+			if err != nil {
+				done <- err
+				return
+			}
+			got.Store(int64(i))
+			if want := fmt.Sprintf("c:%d", i); ev.Request_id != want {
+				done <- fmt.Errorf("event %d has id %s, want %s", i, ev.Request_id, want)
+				return
+			}
+		}
+		done <- nil
+	}()
+	for i := 1; i <= n; i++ {
+		th.hub.Emit(event.Event{Type: "shield_up", Container: "c", RequestID: fmt.Sprintf("c:%d", i)})
+		// Pace the producer to the fast subscriber (queue depth 4), so
+		// only the slow one can overflow.
+		for got.Load() < int64(i)-2 {
+			select {
+			case err := <-done:
+				t.Fatalf("fast subscriber failed after %d events: %v", got.Load(), err)
+			default:
+				time.Sleep(50 * time.Microsecond)
+			}
+		}
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if th.hub.Stats().Dropped == 0 {
+		t.Fatal("the slow subscriber dropped nothing")
+	}
+}
+
+func TestProtocolViolationsKeepConnection(t *testing.T) {
+	th := startHub(t, 0)
+	tests := []struct {
+		name, send, wantErr string
+	}{
+		{"not json", `{"method":`, varlinkapi.ProtocolViolation},
+		{"not an object", `[1,2,3]`, varlinkapi.ProtocolViolation},
+		{"no method", `{"parameters":{}}`, varlinkapi.ProtocolViolation},
+		{"parameters not an object", `{"method":"org.terok.Clearance1.Verdict","parameters":"x"}`, varlinkapi.ProtocolViolation},
+		{"invalid utf-8", "{\"method\":\"org.varlink.service.GetInfo\xff\"}", varlinkapi.ProtocolViolation},
+		{"unknown interface", `{"method":"org.example.Nope.Do"}`, "org.varlink.service.InterfaceNotFound"},
+		{"unknown method", `{"method":"org.terok.Clearance1.Nope"}`, "org.varlink.service.MethodNotFound"},
+		{"ill-typed parameter", `{"method":"org.terok.Clearance1.Verdict","parameters":{"container":1}}`, "org.varlink.service.InvalidParameter"},
+		{"oversized", `{"method":"org.varlink.service.GetInfo","parameters":{"x":"` + strings.Repeat("a", 100<<10) + `"}}`, varlinkapi.ProtocolViolation},
+	}
+	r := dialRaw(t, th.path)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r.send(tt.send)
+			var reply struct{ Error string }
+			got := r.recv()
+			if err := json.Unmarshal([]byte(got), &reply); err != nil || reply.Error != tt.wantErr {
+				t.Fatalf("reply = %s, want error %s", got, tt.wantErr)
+			}
+			r.send(`{"method":"io.systemd.service.Ping"}`)
+			if got := r.recv(); got != `{}` {
+				t.Fatalf("ping after %s = %s", tt.name, got)
+			}
+		})
+	}
+}
+
+func TestIntrospection(t *testing.T) {
+	th := startHub(t, 0)
+	c := dial(t, th.path)
+	var vendor, product, version, url string
+	var ifaces []string
+	if err := c.GetInfo(context.Background(), &vendor, &product, &version, &url, &ifaces); err != nil {
+		t.Fatal(err)
+	}
+	if vendor != Vendor || product != Product || version == "" || url != URL {
+		t.Fatalf("GetInfo = %q %q %q %q", vendor, product, version, url)
+	}
+	want := []string{"org.varlink.service", "org.terok.Clearance1", "org.terok.ClearanceHub1", "io.systemd.service"}
+	if diff := cmp.Diff(want, ifaces); diff != "" {
+		t.Fatalf("interfaces (-want +got):\n%s", diff)
+	}
+	desc, err := c.GetInterfaceDescription(context.Background(), "org.terok.Clearance1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{"interface org.terok.Clearance1", "port: int", "ok: bool", "dossier: [string]string",
+		"method Subscribe() -> (event: ClearanceEvent)", "error ShieldCliFailed (action: string, stderr: string)"} {
+		if !strings.Contains(desc, s) {
+			t.Errorf("description lacks %q", s)
+		}
+	}
+	if strings.Contains(desc, ": object") {
+		t.Error("ClearanceEvent has an untyped field")
+	}
+}
+
+func TestPendingAndStats(t *testing.T) {
+	th := startHub(t, 0)
+	th.hub.Publish(blocked("c:1", "198.51.100.1", "a.example"))
+	th.hub.Publish(blocked("c:2", "198.51.100.2", ""))
+	c := dial(t, th.path)
+	reqs, err := orgterokclearancehub1.Pending().Call(context.Background(), c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range reqs {
+		got = append(got, r.Request_id+"="+r.Target)
+	}
+	if diff := cmp.Diff([]string{"c:1=a.example", "c:2=198.51.100.2"}, got); diff != "" {
+		t.Fatalf("pending (-want +got):\n%s", diff)
+	}
+	st, err := orgterokclearancehub1.Stats().Call(context.Background(), c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Pending != 2 || st.Events_in != 2 || st.Container != "c" {
+		t.Fatalf("stats = %+v", st)
+	}
+	ok, _, err := orgterokclearancehub1.Decide().Call(context.Background(), c, "c:2", "deny", "container", 0)
+	if err != nil || !ok {
+		t.Fatalf("decide = %v, %v", ok, err)
+	}
+	_, _, err = orgterokclearancehub1.Decide().Call(context.Background(), c, "c:1", "allow", "forever", 0)
+	var scope *orgterokclearancehub1.InvalidScope
+	if !errors.As(err, &scope) || scope.Scope != "forever" {
+		t.Fatalf("bad scope err = %v", err)
+	}
+}
+
+func TestManyConnectionsOpenedAndDropped(t *testing.T) {
+	th := startHub(t, 0)
+	next := subscribe(t, th)
+	for i := 0; i < 1000; i++ {
+		c, err := net.Dial("unix", th.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i%3 == 0 {
+			c.Write([]byte(`{"method":"org.terok.Clearance1.Subscribe","more":true}` + "\x00"))
+		}
+		if i%3 == 1 {
+			c.Write(bytes.Repeat([]byte("x"), 1000))
+		}
+		c.Close()
+	}
+	th.hub.Publish(blocked("c:1", "198.51.100.1", ""))
+	if ev, err := next(); err != nil || ev.Request_id != "c:1" {
+		t.Fatalf("after churn: %+v, %v", ev, err)
+	}
+	waitFor(t, func() bool { return th.server.Active() <= 1 && th.hub.Stats().Subscribers == 1 })
+}

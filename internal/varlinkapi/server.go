@@ -1,0 +1,284 @@
+// Package varlinkapi is clearance's varlink layer: the serve loop every
+// clearance server uses, the client helpers every other binary uses, and
+// the generated interface packages below it (orgterokclearance1,
+// orgterokclearancehub1, iosystemdservice, …), whose .varlink files are the
+// source (go generate).
+//
+// It builds on github.com/varlink/go and its IDL generator but owns the
+// accept loop and the message framing, which fixes the library's gaps
+// (see docs/varlink.md):
+//
+//   - a peer hanging up during a streaming call is noticed ([Hangup]);
+//   - org.varlink.service.ExpectedMore can be sent ([ReplyExpectedMore]);
+//   - a malformed or oversized request gets a typed error reply
+//     (org.terok.ClearanceHub1.ProtocolViolation) and the connection stays
+//     usable, instead of being dropped without a word;
+//   - memory per connection is bounded by the message limit.
+//
+// Handlers must never return a Go error to signal a failed call: they reply
+// with a varlink error. A returned error ends the connection (it means the
+// reply could not be written).
+package varlinkapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"github.com/varlink/go/varlink"
+)
+
+// Defaults for [Server].
+const (
+	DefaultMaxMessage = 1 << 20
+	DefaultMaxConns   = 256
+)
+
+// ProtocolViolation is the error sent for a request that cannot be parsed.
+const ProtocolViolation = "org.terok.ClearanceHub1.ProtocolViolation"
+
+// Server serves one [varlink.Service] on any number of listeners.
+//
+// The zero value is not usable; set Service. Other fields may be left zero.
+type Server struct {
+	// Service holds the registered interfaces. Required.
+	Service *varlink.Service
+
+	// Log receives connection-level warnings. Nil discards them.
+	Log *slog.Logger
+
+	// MaxMessage bounds one request in bytes (default DefaultMaxMessage).
+	// A longer request is discarded up to its terminator and answered with
+	// ProtocolViolation; the connection stays open.
+	MaxMessage int
+
+	// MaxConns bounds concurrent connections (default DefaultMaxConns).
+	// Connections beyond it are accepted and closed at once.
+	MaxConns int
+
+	// Idle, when positive, makes Serve return nil after no connection has
+	// been open for this long (socket-activated services exit when idle;
+	// systemd keeps the listening socket and starts them again).
+	Idle time.Duration
+
+	active   atomic.Int64
+	rejected atomic.Uint64
+	warnMu   sync.Mutex
+	lastWarn time.Time
+}
+
+// Active reports the number of connections being served.
+func (s *Server) Active() int64 { return s.active.Load() }
+
+// Serve accepts connections on ln and serves each on its own goroutine
+// until ctx ends, then closes ln and every open connection and waits for
+// their goroutines. It returns nil after ctx ends or an idle timeout, and
+// the accept error otherwise.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer func() {
+		cancel()
+		ln.Close()
+		wg.Wait()
+	}()
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stop()
+
+	maxConns := s.MaxConns
+	if maxConns <= 0 {
+		maxConns = DefaultMaxConns
+	}
+	type deadliner interface{ SetDeadline(time.Time) error }
+	for {
+		if s.Idle > 0 {
+			if d, ok := ln.(deadliner); ok {
+				d.SetDeadline(time.Now().Add(s.Idle))
+			}
+		}
+		nc, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				if s.active.Load() == 0 {
+					return nil
+				}
+				continue
+			}
+			return fmt.Errorf("accept: %w", err)
+		}
+		if s.active.Load() >= int64(maxConns) {
+			s.rejected.Add(1)
+			s.warn("varlink: connection limit reached, closing new connection", "limit", maxConns)
+			nc.Close()
+			continue
+		}
+		s.active.Add(1)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer s.active.Add(-1)
+			s.ServeConn(ctx, nc)
+		}()
+	}
+}
+
+// ServeConn serves requests on one connection until the peer closes it,
+// a reply cannot be written, or ctx ends; then it closes nc.
+func (s *Server) ServeConn(ctx context.Context, nc net.Conn) {
+	max := s.MaxMessage
+	if max <= 0 {
+		max = DefaultMaxMessage
+	}
+	c := newConn(nc, max)
+	defer c.Close()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(ctx, func() { nc.Close() })
+	defer stop()
+
+	for {
+		msg, fds, err := c.next(ctx)
+		if errors.Is(err, errTooLarge) {
+			s.warn("varlink: request too large, discarded", "limit", max)
+			if werr := writeError(ctx, c, ProtocolViolation, map[string]string{
+				"reason": fmt.Sprintf("message larger than %d bytes", max)}); werr != nil {
+				return
+			}
+			continue
+		}
+		if err != nil {
+			return
+		}
+		if reason := checkCall(msg); reason != "" {
+			closeFiles(fds)
+			s.warn("varlink: malformed request", "reason", reason)
+			if werr := writeError(ctx, c, ProtocolViolation, map[string]string{"reason": reason}); werr != nil {
+				return
+			}
+			continue
+		}
+		if err := s.Service.HandleMessageWithFDs(ctx, c, msg, fds); err != nil {
+			if s.Log != nil && ctx.Err() == nil {
+				s.Log.Debug("varlink: connection ended by handler", "err", err)
+			}
+			return
+		}
+		if c.watching() {
+			// A streaming handler returned: the peer is gone or we are
+			// shutting down. Its background reader owns the socket.
+			return
+		}
+	}
+}
+
+// checkCall validates the shape of a call before the library sees it, and
+// returns why it is malformed, or "".
+func checkCall(msg []byte) string {
+	var call struct {
+		Method     string           `json:"method"`
+		Parameters *json.RawMessage `json:"parameters"`
+		More       bool             `json:"more"`
+		Oneway     bool             `json:"oneway"`
+		Upgrade    bool             `json:"upgrade"`
+	}
+	if !utf8.Valid(msg) {
+		return "request is not valid UTF-8"
+	}
+	if !json.Valid(msg) {
+		return "request is not valid JSON"
+	}
+	if err := json.Unmarshal(msg, &call); err != nil {
+		return "request is not a varlink call object: " + err.Error()
+	}
+	if call.Method == "" {
+		return "request has no method"
+	}
+	if call.Parameters != nil {
+		p := *call.Parameters
+		if len(p) == 0 || (p[0] != '{' && string(p) != "null") {
+			return "parameters is not an object"
+		}
+	}
+	return ""
+}
+
+func (s *Server) warn(msg string, args ...any) {
+	if s.Log == nil {
+		return
+	}
+	s.warnMu.Lock()
+	now := time.Now()
+	ok := now.Sub(s.lastWarn) >= time.Second
+	if ok {
+		s.lastWarn = now
+	}
+	s.warnMu.Unlock()
+	if ok {
+		s.Log.Warn(msg, args...)
+	}
+}
+
+// writeError writes an error reply frame directly, for error names the
+// library refuses to send (org.varlink.service.*) and for requests the
+// library never saw.
+func writeError(ctx context.Context, w varlink.ReadWriterContext, name string, params any) error {
+	reply := struct {
+		Parameters any    `json:"parameters,omitempty"`
+		Error      string `json:"error"`
+	}{params, name}
+	b, err := json.Marshal(reply)
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(ctx, append(b, 0))
+	return err
+}
+
+// ReplyExpectedMore answers a streaming call made without "more": true with
+// org.varlink.service.ExpectedMore, which the library cannot send itself.
+func ReplyExpectedMore(ctx context.Context, c *varlink.Call) error {
+	if c.IsOneway() {
+		return nil
+	}
+	return writeError(ctx, c.Conn, "org.varlink.service.ExpectedMore", nil)
+}
+
+// ReplyPermissionDenied answers with org.varlink.service.PermissionDenied.
+func ReplyPermissionDenied(ctx context.Context, c *varlink.Call) error {
+	if c.IsOneway() {
+		return nil
+	}
+	return writeError(ctx, c.Conn, "org.varlink.service.PermissionDenied", nil)
+}
+
+// Hangup returns a channel that is closed when the peer of c hangs up. A
+// streaming handler selects on it next to its event source. After the
+// first call the connection serves no further requests: the handler must
+// return only when the peer is gone, ctx is done, or a write failed.
+// It returns nil (never closed) for connections not served by [Server].
+func Hangup(c *varlink.Call) <-chan struct{} {
+	if h, ok := c.Conn.(interface{ Hangup() <-chan struct{} }); ok {
+		return h.Hangup()
+	}
+	return nil
+}
+
+// PeerConn returns the network connection a call arrived on, for peer
+// credentials, or nil.
+func PeerConn(c *varlink.Call) net.Conn {
+	if g, ok := c.Conn.(varlink.GetNetConn); ok {
+		return g.NetConn()
+	}
+	return nil
+}

@@ -1,0 +1,70 @@
+package varlinkapi
+
+import (
+	"context"
+	"log/slog"
+	"os"
+
+	"github.com/terok-ai/clearance/internal/varlinkapi/iosystemdservice"
+)
+
+// SystemdService implements io.systemd.service, as systemd's own varlink
+// services do: Ping, SetLogLevel and GetEnvironment.
+//
+// Register it with iosystemdservice.VarlinkNew.
+type SystemdService struct {
+	iosystemdservice.VarlinkInterface
+
+	// Level is changed by SetLogLevel. Nil makes SetLogLevel a no-op
+	// that still succeeds.
+	Level *slog.LevelVar
+
+	// Allowed, if set, decides whether the caller of SetLogLevel and
+	// GetEnvironment may use them; nil allows everyone who can connect.
+	Allowed func(c *iosystemdservice.VarlinkCall) bool
+}
+
+// Ping implements io.systemd.service.Ping.
+func (s *SystemdService) Ping(ctx context.Context, c iosystemdservice.VarlinkCall) error {
+	return c.ReplyPing(ctx)
+}
+
+// SetLogLevel implements io.systemd.service.SetLogLevel (syslog levels 0–7).
+func (s *SystemdService) SetLogLevel(ctx context.Context, c iosystemdservice.VarlinkCall, level int64) error {
+	if s.Allowed != nil && !s.Allowed(&c) {
+		return c.ReplyPermissionDenied(ctx)
+	}
+	if level < 0 || level > 7 {
+		return c.ReplyInvalidParameter(ctx, "level")
+	}
+	if s.Level != nil {
+		s.Level.Set(SyslogLevel(int(level)))
+	}
+	return c.ReplySetLogLevel(ctx)
+}
+
+// GetEnvironment implements io.systemd.service.GetEnvironment.
+func (s *SystemdService) GetEnvironment(ctx context.Context, c iosystemdservice.VarlinkCall) error {
+	if s.Allowed != nil && !s.Allowed(&c) {
+		return c.ReplyPermissionDenied(ctx)
+	}
+	env := os.Environ()
+	if env == nil {
+		env = []string{}
+	}
+	return c.ReplyGetEnvironment(ctx, env)
+}
+
+// SyslogLevel maps a syslog priority (0 emerg … 7 debug) to a slog level.
+func SyslogLevel(p int) slog.Level {
+	switch {
+	case p >= 7:
+		return slog.LevelDebug
+	case p >= 5:
+		return slog.LevelInfo
+	case p == 4:
+		return slog.LevelWarn
+	default:
+		return slog.LevelError
+	}
+}
