@@ -49,7 +49,7 @@ type conn struct {
 
 	hangupOnce    sync.Once
 	hangupStarted atomic.Bool
-	gone       chan struct{} // closed when the peer hung up (after Hangup)
+	gone          chan struct{} // closed when the peer hung up (after Hangup)
 }
 
 func newConn(nc net.Conn, max int) *conn {
