@@ -1,0 +1,342 @@
+package hub
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/terok-ai/clearance/internal/event"
+)
+
+type stubApplier struct {
+	mu    sync.Mutex
+	res   ApplyResult
+	err   error
+	panic bool
+	calls []ApplyRequest
+}
+
+func (s *stubApplier) Apply(ctx context.Context, req ApplyRequest) (ApplyResult, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.calls = append(s.calls, req)
+	if s.panic {
+		panic("boom")
+	}
+	return s.res, s.err
+}
+
+type clock struct{ t time.Time }
+
+func (c *clock) now() time.Time      { return c.t }
+func (c *clock) add(d time.Duration) { c.t = c.t.Add(d) }
+func newClock() *clock               { return &clock{t: time.Unix(1_800_000_000, 0)} }
+func blockedEv(ctr, id, dest, domain string) event.Event {
+	return event.Event{Type: event.ConnectionBlocked, Container: ctr, RequestID: id, Dest: dest,
+		Port: 443, Proto: 6, Domain: domain}
+}
+
+func drain(s *Subscription) []event.Event {
+	var out []event.Event
+	for {
+		ev, ok := s.Next()
+		if !ok {
+			return out
+		}
+		out = append(out, ev)
+	}
+}
+
+func ids(evs []event.Event) []string {
+	var out []string
+	for _, e := range evs {
+		out = append(out, e.Type+":"+e.RequestID)
+	}
+	return out
+}
+
+func TestBindingRecordsDomainElseIP(t *testing.T) {
+	tests := []struct {
+		name       string
+		ev         event.Event
+		wantTarget string
+	}{
+		{"domain preferred", blockedEv("c", "c:1", "198.51.100.1", "registry.example.net"), "registry.example.net"},
+		{"ip when no domain", blockedEv("c", "c:1", "198.51.100.1", ""), "198.51.100.1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := New(Config{})
+			h.Publish(tt.ev)
+			p := h.Pending()
+			if len(p) != 1 || p[0].Event.Target() != tt.wantTarget {
+				t.Fatalf("pending = %+v, want target %s", p, tt.wantTarget)
+			}
+			if p[0].Event.Dossier == nil {
+				t.Fatal("dossier is nil")
+			}
+		})
+	}
+}
+
+func TestPurgeOnLifecycle(t *testing.T) {
+	for _, typ := range []string{event.ShieldDown, event.ShieldDisengaged, event.ContainerExited} {
+		t.Run(typ, func(t *testing.T) {
+			h := New(Config{})
+			h.Publish(blockedEv("a", "a:1", "198.51.100.1", ""))
+			h.Publish(blockedEv("a", "a:2", "198.51.100.2", ""))
+			h.Publish(blockedEv("b", "b:1", "198.51.100.1", ""))
+			h.Publish(event.Event{Type: typ, Container: "a"})
+			var got []string
+			for _, p := range h.Pending() {
+				got = append(got, p.Event.RequestID)
+			}
+			if diff := cmp.Diff([]string{"b:1"}, got); diff != "" {
+				t.Fatalf("pending after %s (-want +got):\n%s", typ, diff)
+			}
+		})
+	}
+}
+
+func TestFanOutDropOldest(t *testing.T) {
+	h := New(Config{QueueDepth: 2})
+	s1, s2 := h.Subscribe(), h.Subscribe()
+	defer s1.Close()
+	defer s2.Close()
+	for i := 0; i < 4; i++ {
+		h.Publish(blockedEv("c", fmt.Sprintf("c:%d", i), "198.51.100.1", ""))
+	}
+	want := []string{"connection_blocked:c:2", "connection_blocked:c:3"}
+	for i, s := range []*Subscription{s1, s2} {
+		if diff := cmp.Diff(want, ids(drain(s))); diff != "" {
+			t.Fatalf("subscriber %d (-want +got):\n%s", i, diff)
+		}
+	}
+	if got := h.Stats().Dropped; got != 4 {
+		t.Fatalf("dropped = %d, want 4", got)
+	}
+}
+
+func TestVerdictSemantics(t *testing.T) {
+	tests := []struct {
+		name        string
+		container   string
+		id          string
+		dest        string
+		action      string
+		res         ApplyResult
+		applyErr    error
+		panic       bool
+		wantErr     error
+		wantPending bool
+		wantApplied bool // a verdict_applied event is fanned out
+		wantOK      bool
+	}{
+		{name: "success consumes", container: "c", id: "c:1", dest: "registry.example.net", action: "allow",
+			res: ApplyResult{OK: true}, wantApplied: true, wantOK: true},
+		{name: "invalid action first", container: "zz", id: "ghost", dest: "zz", action: "maybe",
+			wantErr: &InvalidActionError{Action: "maybe"}, wantPending: true},
+		{name: "unknown request", container: "c", id: "ghost:42", dest: "registry.example.net", action: "allow",
+			wantErr: &UnknownRequestError{RequestID: "ghost:42"}, wantPending: true},
+		{name: "mismatch keeps binding", container: "d", id: "c:1", dest: "registry.example.net", action: "deny",
+			wantErr: &TupleMismatchError{ExpectedContainer: "c", ExpectedDest: "registry.example.net",
+				GotContainer: "d", GotDest: "registry.example.net"}, wantPending: true},
+		{name: "firewall refusal restores", container: "c", id: "c:1", dest: "registry.example.net", action: "allow",
+			res: ApplyResult{Stderr: "nft lock"}, wantErr: &ApplyFailedError{Action: "allow", Stderr: "nft lock"},
+			wantPending: true, wantApplied: true},
+		{name: "transport error restores", container: "c", id: "c:1", dest: "registry.example.net", action: "allow",
+			applyErr: errors.New("verdict service gone"), wantErr: &ApplyFailedError{Action: "allow", Stderr: "verdict service gone"},
+			wantPending: true, wantApplied: true},
+		{name: "panicking applier restores", container: "c", id: "c:1", dest: "registry.example.net", action: "deny",
+			panic: true, wantErr: &ApplyFailedError{Action: "deny", Stderr: "verdict applier panicked: boom"},
+			wantPending: true, wantApplied: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ap := &stubApplier{res: tt.res, err: tt.applyErr, panic: tt.panic}
+			h := New(Config{Applier: ap})
+			h.Publish(blockedEv("c", "c:1", "198.51.100.1", "registry.example.net"))
+			sub := h.Subscribe()
+			defer sub.Close()
+			err := h.Verdict(context.Background(), tt.container, tt.id, tt.dest, tt.action)
+			if diff := cmp.Diff(tt.wantErr, err, cmp.Comparer(func(a, b error) bool {
+				return (a == nil) == (b == nil) && (a == nil || a.Error() == b.Error())
+			})); diff != "" {
+				t.Fatalf("error (-want +got):\n%s", diff)
+			}
+			if got := len(h.Pending()) == 1; got != tt.wantPending {
+				t.Fatalf("pending = %v, want %v", got, tt.wantPending)
+			}
+			evs := drain(sub)
+			if got := len(evs) == 1; got != tt.wantApplied {
+				t.Fatalf("events = %+v", evs)
+			}
+			if tt.wantApplied {
+				want := event.Event{Type: event.VerdictApplied, Container: tt.container, RequestID: tt.id,
+					Action: tt.action, OK: tt.wantOK, Dossier: map[string]string{}}
+				if diff := cmp.Diff(want, evs[0]); diff != "" {
+					t.Fatalf("verdict_applied (-want +got):\n%s", diff)
+				}
+			}
+		})
+	}
+}
+
+func TestVerdictRacingContainerExitIsNotRestored(t *testing.T) {
+	h := New(Config{})
+	block := make(chan struct{})
+	h.cfg.Applier = applierFunc(func(ctx context.Context, req ApplyRequest) (ApplyResult, error) {
+		<-block
+		return ApplyResult{}, errors.New("netns gone")
+	})
+	h.Publish(blockedEv("c", "c:1", "198.51.100.1", ""))
+	done := make(chan error)
+	go func() { done <- h.Verdict(context.Background(), "c", "c:1", "198.51.100.1", "allow") }()
+	for h.Stats().Pending != 0 {
+		time.Sleep(time.Millisecond)
+	}
+	h.Publish(event.Event{Type: event.ContainerExited, Container: "c", Reason: "poststop"})
+	close(block)
+	if err := <-done; err == nil {
+		t.Fatal("verdict succeeded")
+	}
+	if n := len(h.Pending()); n != 0 {
+		t.Fatalf("a request of an exited container was restored (%d pending)", n)
+	}
+}
+
+type applierFunc func(context.Context, ApplyRequest) (ApplyResult, error)
+
+func (f applierFunc) Apply(ctx context.Context, r ApplyRequest) (ApplyResult, error) {
+	return f(ctx, r)
+}
+
+func TestSupersededRequestsDecidedTogether(t *testing.T) {
+	h := New(Config{Applier: &stubApplier{res: ApplyResult{OK: true}}})
+	// A producer that re-emits the same target under new ids (the seed's
+	// shield does, every 30 s): deciding the newest decides them all, so
+	// the old ids do not linger (the seed kept them forever).
+	h.Publish(blockedEv("c", "c:1", "198.51.100.1", "a.example"))
+	h.Publish(blockedEv("c", "c:2", "198.51.100.1", "a.example"))
+	h.Publish(blockedEv("c", "c:3", "198.51.100.9", "b.example"))
+	if err := h.Verdict(context.Background(), "c", "c:2", "a.example", "allow"); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, p := range h.Pending() {
+		got = append(got, p.Event.RequestID)
+	}
+	if diff := cmp.Diff([]string{"c:3"}, got); diff != "" {
+		t.Fatalf("pending (-want +got):\n%s", diff)
+	}
+}
+
+func TestPendingExpiresAndIsBounded(t *testing.T) {
+	c := newClock()
+	h := New(Config{PendingTTL: time.Minute, MaxPending: 3, Now: c.now})
+	for i := 0; i < 5; i++ {
+		h.Publish(blockedEv("c", fmt.Sprintf("c:%d", i), "198.51.100.1", ""))
+		c.add(time.Second)
+	}
+	var got []string
+	for _, p := range h.Pending() {
+		got = append(got, p.Event.RequestID)
+	}
+	if diff := cmp.Diff([]string{"c:2", "c:3", "c:4"}, got); diff != "" {
+		t.Fatalf("bounded pending (-want +got):\n%s", diff)
+	}
+	c.add(time.Minute)
+	if n := h.Expire(); n != 3 || len(h.Pending()) != 0 {
+		t.Fatalf("expired %d, %d left", n, len(h.Pending()))
+	}
+}
+
+func TestBlockedCoalescesRepeats(t *testing.T) {
+	c := newClock()
+	h := New(Config{Container: "c", Reemit: time.Second, Now: c.now})
+	sub := h.Subscribe()
+	defer sub.Close()
+	ev := event.Event{Container: "c", Dest: "198.51.100.1", Port: 443, Proto: 6}
+	id := h.Blocked(ev)
+	for i := 0; i < 1000; i++ {
+		if got := h.Blocked(ev); got != id {
+			t.Fatalf("repeat got a new id %s", got)
+		}
+	}
+	c.add(2 * time.Second)
+	h.Blocked(ev)
+	other := h.Blocked(event.Event{Container: "c", Dest: "198.51.100.1", Port: 80, Proto: 6})
+	if other == id {
+		t.Fatal("another port shares the request id")
+	}
+	if diff := cmp.Diff([]string{"connection_blocked:" + id, "connection_blocked:" + id, "connection_blocked:" + other},
+		ids(drain(sub))); diff != "" {
+		t.Fatalf("events (-want +got):\n%s", diff)
+	}
+	p := h.Pending()
+	if p[0].Count != 1002 {
+		t.Fatalf("count = %d, want 1002", p[0].Count)
+	}
+}
+
+func TestRequestIDsUniqueAcrossHubs(t *testing.T) {
+	a, b := New(Config{}), New(Config{})
+	if a.NewRequestID() == b.NewRequestID() {
+		t.Fatal("two hub instances issued the same first id")
+	}
+}
+
+func TestDecideScopes(t *testing.T) {
+	ap := &stubApplier{res: ApplyResult{OK: true, Expires: time.Unix(1_800_003_600, 0)}}
+	h := New(Config{Applier: ap})
+	h.Publish(blockedEv("c", "c:1", "198.51.100.1", ""))
+	if _, err := h.Decide(context.Background(), "c:1", "allow", "sometimes", 0); !errors.As(err, new(*InvalidScopeError)) {
+		t.Fatalf("bad scope err = %v", err)
+	}
+	ctx := WithOperator(context.Background(), Operator{UID: 1000, Channel: "clearancectl"})
+	exp, err := h.Decide(ctx, "c:1", "allow", ScopeOnce, time.Hour)
+	if err != nil || exp.Unix() != 1_800_003_600 {
+		t.Fatalf("decide = %v, %v", exp, err)
+	}
+	want := []ApplyRequest{{Container: "c", Dest: "198.51.100.1", IP: "198.51.100.1", Port: 443, Proto: 6,
+		Action: "allow", Scope: ScopeOnce, TTL: time.Hour}}
+	if diff := cmp.Diff(want, ap.calls); diff != "" {
+		t.Fatalf("apply (-want +got):\n%s", diff)
+	}
+}
+
+func BenchmarkFanOut10(b *testing.B) {
+	h := New(Config{QueueDepth: 1024})
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	for i := 0; i < 10; i++ {
+		s := h.Subscribe()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer s.Close()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-s.Ready():
+					for _, ok := s.Next(); ok; _, ok = s.Next() {
+					}
+				}
+			}
+		}()
+	}
+	ev := event.Event{Type: event.ShieldUp, Container: "c", Dossier: map[string]string{}}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		h.Emit(ev)
+	}
+	b.StopTimer()
+	close(stop)
+	wg.Wait()
+}
