@@ -1,0 +1,19 @@
+// Command clearance-hub serves one container's clearance hub. See
+// clearance-hub --help and docs/architecture.md.
+package main
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/terok-ai/clearance/internal/hubd"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	code := hubd.Command(ctx, os.Args[1:], os.Stderr)
+	stop()
+	os.Exit(code)
+}

@@ -1,0 +1,543 @@
+// Package config loads clearance's YAML configuration.
+//
+// Configuration is read from up to two files, each overriding the keys it
+// sets in the ones before it (see [DefaultPaths]):
+//
+//	/etc/clearance/clearance.yaml                  system-wide, written by the packager or admin
+//	$XDG_CONFIG_HOME/clearance/clearance.yaml      per user (default ~/.config)
+//
+// or from the single file named by $CLEARANCE_CONFIG. Missing files are
+// ignored and an empty file means "all defaults", so clearance runs with no
+// configuration at all. Decoding is strict: an unknown key, a value of the
+// wrong type or a malformed duration is an error naming the file and the
+// line, for example
+//
+//	/etc/clearance/clearance.yaml:3: field nflog_grop not found
+//
+// Durations are Go duration strings ("10s", "1h30m"); a bare number is an
+// error. docs/configuration.md shows a complete commented example.
+//
+// A [Config] is a plain value: once loaded, it is safe to read from any
+// number of goroutines, and nothing in this package mutates it afterwards.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// SystemPath is the system-wide configuration file, read first.
+const SystemPath = "/etc/clearance/clearance.yaml"
+
+// EnvConfig names the environment variable that, when set and non-empty,
+// replaces [DefaultPaths] with the single file it names. That file must
+// exist.
+const EnvConfig = "CLEARANCE_CONFIG"
+
+// maxFileBytes bounds how much of one configuration file is read.
+const maxFileBytes = 1 << 20
+
+// Verdict modes (verdict.mode).
+const (
+	// VerdictModeService sends verdicts to the privileged verdict service
+	// on verdict.socket.
+	VerdictModeService = "service"
+	// VerdictModeExec runs terok-shield allow|deny CONTAINER DEST as the
+	// seed did.
+	VerdictModeExec = "exec"
+)
+
+// Ruleset modes (ruleset.mode).
+const (
+	// RulesetModeBuiltin installs clearance's own "table inet clearance".
+	RulesetModeBuiltin = "builtin"
+	// RulesetModeShield leaves the ruleset to terok-shield.
+	RulesetModeShield = "terok-shield"
+)
+
+// Config is the whole configuration. [Default] returns it with every
+// default filled in; [Load] starts from that and applies the files.
+type Config struct {
+	Hub      Hub      `yaml:"hub"`
+	Verdict  Verdict  `yaml:"verdict"`
+	Ruleset  Ruleset  `yaml:"ruleset"`
+	Notifier Notifier `yaml:"notifier"`
+}
+
+// Hub configures clearance-hub, the per-container hub.
+//
+// The systemd watchdog needs no key here: the hub pings it whenever the unit
+// sets WatchdogSec= (WATCHDOG_USEC in its environment).
+type Hub struct {
+	// QueueDepth is the number of events buffered per subscriber. When a
+	// subscriber falls further behind, its oldest queued event is dropped,
+	// so a slow subscriber never slows the others. Default 128.
+	QueueDepth int `yaml:"queue_depth"`
+
+	// PendingTTL is how long a blocked request stays pending (and can still
+	// receive a verdict) before it is purged. Default 1h.
+	PendingTTL time.Duration `yaml:"pending_ttl"`
+
+	// MaxPending caps the number of pending requests per container; beyond
+	// it the oldest is purged. Default 4096.
+	MaxPending int `yaml:"max_pending"`
+
+	// RuntimeDir is the base directory of the per-container hub
+	// directories (<runtime_dir>/<id>/hub.sock). Environment variables
+	// are expanded. Default "" means $XDG_RUNTIME_DIR/clearance (see
+	// [Hub.Dir]).
+	RuntimeDir string `yaml:"runtime_dir"`
+
+	// MaxMessageBytes is the largest varlink message the hub accepts; a
+	// bigger one is discarded and answered with ProtocolViolation, and the
+	// connection goes on. Default 1 MiB (1048576).
+	MaxMessageBytes int `yaml:"max_message_bytes"`
+
+	// MaxLineBytes is the longest line accepted on the ingest socket; a
+	// longer line is dropped without losing the connection's later lines.
+	// Default 65536.
+	MaxLineBytes int `yaml:"max_line_bytes"`
+}
+
+// Verdict configures how verdicts are applied.
+type Verdict struct {
+	// Mode is "service" (ask the privileged clearance-verdict service on
+	// Socket) or "exec" (run ShieldBinary allow|deny CONTAINER DEST
+	// directly, as the seed did). Default "service".
+	Mode string `yaml:"mode"`
+
+	// Socket is the verdict service's varlink socket. Default
+	// "/run/clearance/verdict.sock".
+	Socket string `yaml:"socket"`
+
+	// ShieldBinary is the terok-shield executable used in "exec" mode.
+	// Default "" means terok-shield next to the running executable, then
+	// on $PATH.
+	ShieldBinary string `yaml:"shield_binary"`
+
+	// Timeout bounds one verdict application (the whole terok-shield run
+	// in "exec" mode, the service call otherwise). Default 10s.
+	Timeout time.Duration `yaml:"timeout"`
+
+	// OnceTTL is the lifetime of a verdict with scope "once". Default 1h.
+	OnceTTL time.Duration `yaml:"once_ttl"`
+}
+
+// Ruleset configures the container's firewall ruleset.
+type Ruleset struct {
+	// Mode is "builtin" (clearance's own table inet clearance) or
+	// "terok-shield" (the shield owns the ruleset). Default "builtin".
+	Mode string `yaml:"mode"`
+
+	// NflogGroup is the NFLOG group blocked packets and DNS replies are
+	// logged to, 0..65535. Default 100.
+	NflogGroup int `yaml:"nflog_group"`
+
+	// DNSPrefix is the NFLOG prefix of logged DNS replies. Default
+	// "CLEARANCE_DNS: ".
+	DNSPrefix string `yaml:"dns_prefix"`
+
+	// BlockPrefix is the NFLOG prefix of blocked packets. Default
+	// "CLEARANCE_BLOCKED: ".
+	BlockPrefix string `yaml:"block_prefix"`
+
+	// Resolvers are the IP addresses DNS may go to; their replies are
+	// logged so destinations get names. Default empty: the resolvers are
+	// taken from the container's own resolv.conf.
+	Resolvers []string `yaml:"resolvers"`
+
+	// PolicyDir holds the YAML allowlist policies. Default
+	// "/etc/clearance/policy.d".
+	PolicyDir string `yaml:"policy_dir"`
+}
+
+// Notifier configures clearance-notifier, the desktop bridge.
+type Notifier struct {
+	// HubGlob lists the glob patterns of hub sockets to subscribe to.
+	// Environment variables are expanded (see [Notifier.Globs]). Default
+	// ["$XDG_RUNTIME_DIR/clearance/*/hub.sock"].
+	HubGlob []string `yaml:"hub_glob"`
+
+	// AllowFor, when positive, adds a third button "Allow for <AllowFor>"
+	// (a verdict with that TTL). Default 0: no third button.
+	AllowFor time.Duration `yaml:"allow_for"`
+
+	// MaxVisible caps the prompts on screen at once; further ones wait
+	// until one is answered. Default 5.
+	MaxVisible int `yaml:"max_visible"`
+
+	// RatePerMinute caps the new prompts shown per minute. Default 30.
+	RatePerMinute int `yaml:"rate_per_minute"`
+
+	// HeadlessExitOK makes the notifier exit with status 0 instead of
+	// failing when no notification daemon is reachable. Default false.
+	HeadlessExitOK bool `yaml:"headless_exit_ok"`
+}
+
+// Default returns a new Config holding every default.
+func Default() *Config {
+	return &Config{
+		Hub: Hub{
+			QueueDepth:      128,
+			PendingTTL:      time.Hour,
+			MaxPending:      4096,
+			RuntimeDir:      "",
+			MaxMessageBytes: 1 << 20,
+			MaxLineBytes:    65536,
+		},
+		Verdict: Verdict{
+			Mode:         VerdictModeService,
+			Socket:       "/run/clearance/verdict.sock",
+			ShieldBinary: "",
+			Timeout:      10 * time.Second,
+			OnceTTL:      time.Hour,
+		},
+		Ruleset: Ruleset{
+			Mode:        RulesetModeBuiltin,
+			NflogGroup:  100,
+			DNSPrefix:   "CLEARANCE_DNS: ",
+			BlockPrefix: "CLEARANCE_BLOCKED: ",
+			Resolvers:   []string{},
+			PolicyDir:   "/etc/clearance/policy.d",
+		},
+		Notifier: Notifier{
+			HubGlob:        []string{"$XDG_RUNTIME_DIR/clearance/*/hub.sock"},
+			AllowFor:       0,
+			MaxVisible:     5,
+			RatePerMinute:  30,
+			HeadlessExitOK: false,
+		},
+	}
+}
+
+// DefaultPaths returns the files [Load] reads when called without paths:
+// $CLEARANCE_CONFIG alone when it is set, otherwise [SystemPath] then
+// $XDG_CONFIG_HOME/clearance/clearance.yaml ($XDG_CONFIG_HOME defaults to
+// ~/.config; the user file is left out when neither it nor $HOME is known).
+func DefaultPaths() []string {
+	if p := os.Getenv(EnvConfig); p != "" {
+		return []string{p}
+	}
+	paths := []string{SystemPath}
+	base := os.Getenv("XDG_CONFIG_HOME")
+	if base == "" || !filepath.IsAbs(base) {
+		// The XDG spec says to ignore a relative value.
+		base = ""
+		if home, err := os.UserHomeDir(); err == nil && home != "" {
+			base = filepath.Join(home, ".config")
+		}
+	}
+	if base != "" {
+		paths = append(paths, filepath.Join(base, "clearance", "clearance.yaml"))
+	}
+	return paths
+}
+
+// Load returns the defaults overridden by each file in paths, in order;
+// later files win key by key (a list replaces the whole list). Missing
+// files are ignored. Without paths it reads [DefaultPaths], and then a file
+// named by $CLEARANCE_CONFIG must exist.
+//
+// Errors name the file and line: a syntax error, an unknown key, a value of
+// the wrong type, or a value that fails validation (a non-positive depth, an
+// unknown mode, …). Several problems are joined into one error.
+func Load(paths ...string) (*Config, error) {
+	required := false
+	if len(paths) == 0 {
+		paths = DefaultPaths()
+		required = os.Getenv(EnvConfig) != ""
+	}
+	cfg := Default()
+	pos := positions{}
+	for _, p := range paths {
+		b, err := readFile(p)
+		if errors.Is(err, fs.ErrNotExist) && !required {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read config: %w", err)
+		}
+		if err := decode(p, b, cfg, pos); err != nil {
+			return nil, err
+		}
+	}
+	if err := cfg.validate(pos); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// Validate checks c as [Load] does, for a Config built in code.
+func (c *Config) Validate() error {
+	return c.validate(nil)
+}
+
+// Dir returns the base directory of the per-container hub directories:
+// RuntimeDir with environment variables expanded, or
+// $XDG_RUNTIME_DIR/clearance (/run/user/<uid>/clearance when
+// $XDG_RUNTIME_DIR is unset or empty) when RuntimeDir is empty.
+func (h Hub) Dir() string {
+	if h.RuntimeDir == "" {
+		return filepath.Join(xdgRuntimeDir(), "clearance")
+	}
+	return expand(h.RuntimeDir)
+}
+
+// Globs returns HubGlob with environment variables expanded;
+// $XDG_RUNTIME_DIR falls back to /run/user/<uid> when unset or empty.
+func (n Notifier) Globs() []string {
+	out := make([]string, len(n.HubGlob))
+	for i, g := range n.HubGlob {
+		out[i] = expand(g)
+	}
+	return out
+}
+
+func xdgRuntimeDir() string {
+	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" {
+		return d
+	}
+	return "/run/user/" + strconv.Itoa(os.Getuid())
+}
+
+// expand expands $VAR and ${VAR}, giving XDG_RUNTIME_DIR its fallback.
+func expand(s string) string {
+	return os.Expand(s, func(k string) string {
+		if k == "XDG_RUNTIME_DIR" {
+			return xdgRuntimeDir()
+		}
+		return os.Getenv(k)
+	})
+}
+
+func readFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxFileBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if len(b) > maxFileBytes {
+		return nil, fmt.Errorf("%s: file larger than %d bytes", path, maxFileBytes)
+	}
+	return b, nil
+}
+
+// FileError is one problem in a configuration file at a line (0 when the
+// line is unknown).
+type FileError struct {
+	Path string
+	Line int
+	Msg  string
+}
+
+func (e *FileError) Error() string {
+	if e.Line > 0 {
+		return fmt.Sprintf("%s:%d: %s", e.Path, e.Line, e.Msg)
+	}
+	return fmt.Sprintf("%s: %s", e.Path, e.Msg)
+}
+
+var (
+	lineRE   = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
+	inTypeRE = regexp.MustCompile(` in type [\w.]+$`)
+)
+
+// decode strictly decodes b (read from path) over cfg and records where
+// each key was set.
+func decode(path string, b []byte, cfg *Config, pos positions) error {
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	err := dec.Decode(cfg)
+	if errors.Is(err, io.EOF) {
+		return nil // empty file (or comments only): defaults
+	}
+	if err != nil {
+		return fileErrors(path, err)
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		if err != nil {
+			return fileErrors(path, err)
+		}
+		return &FileError{Path: path, Line: extra.Line, Msg: "more than one YAML document"}
+	}
+	var root yaml.Node
+	if err := yaml.Unmarshal(b, &root); err == nil {
+		pos.record(path, &root, "")
+	}
+	return nil
+}
+
+// fileErrors turns a yaml.v3 error into FileErrors naming path and line.
+func fileErrors(path string, err error) error {
+	var msgs []string
+	var te *yaml.TypeError
+	if errors.As(err, &te) {
+		msgs = te.Errors
+	} else {
+		msgs = []string{err.Error()}
+	}
+	errs := make([]error, 0, len(msgs))
+	for _, m := range msgs {
+		fe := &FileError{Path: path, Msg: strings.TrimPrefix(m, "yaml: ")}
+		if sm := lineRE.FindStringSubmatch(m); sm != nil {
+			fe.Line, _ = strconv.Atoi(sm[1])
+			fe.Msg = sm[2]
+		}
+		fe.Msg = inTypeRE.ReplaceAllString(fe.Msg, "")
+		errs = append(errs, fe)
+	}
+	return errors.Join(errs...)
+}
+
+// positions maps a dotted key ("hub.queue_depth") to where it was last set.
+type positions map[string]FileError
+
+func (p positions) record(path string, n *yaml.Node, prefix string) {
+	if n.Kind == yaml.DocumentNode {
+		for _, c := range n.Content {
+			p.record(path, c, prefix)
+		}
+		return
+	}
+	if n.Kind != yaml.MappingNode {
+		return
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		key := k.Value
+		if prefix != "" {
+			key = prefix + "." + key
+		}
+		p[key] = FileError{Path: path, Line: k.Line}
+		p.record(path, v, key)
+	}
+}
+
+// invalid builds a validation error for key, placed at the file and line
+// that last set it.
+func (p positions) invalid(key, format string, args ...any) error {
+	msg := key + ": " + fmt.Sprintf(format, args...)
+	if at, ok := p[key]; ok {
+		return &FileError{Path: at.Path, Line: at.Line, Msg: msg}
+	}
+	return errors.New("invalid configuration: " + msg)
+}
+
+func (c *Config) validate(p positions) error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, p.invalid(key, format, args...))
+	}
+	positive := func(key string, v int) {
+		if v <= 0 {
+			bad(key, "must be positive, got %d", v)
+		}
+	}
+	positiveDur := func(key string, v time.Duration) {
+		if v <= 0 {
+			bad(key, "must be a positive duration, got %s", v)
+		}
+	}
+	absPath := func(key, v string, emptyOK bool) {
+		if v == "" && emptyOK {
+			return
+		}
+		if !filepath.IsAbs(expand(v)) {
+			bad(key, "must be an absolute path, got %q", v)
+		}
+	}
+
+	h := c.Hub
+	positive("hub.queue_depth", h.QueueDepth)
+	positiveDur("hub.pending_ttl", h.PendingTTL)
+	positive("hub.max_pending", h.MaxPending)
+	absPath("hub.runtime_dir", h.RuntimeDir, true)
+	if h.MaxMessageBytes < 4096 {
+		bad("hub.max_message_bytes", "must be at least 4096, got %d", h.MaxMessageBytes)
+	}
+	if h.MaxLineBytes < 1024 {
+		bad("hub.max_line_bytes", "must be at least 1024, got %d", h.MaxLineBytes)
+	}
+
+	v := c.Verdict
+	switch v.Mode {
+	case VerdictModeService, VerdictModeExec:
+	default:
+		bad("verdict.mode", "unknown mode %q (want %q or %q)", v.Mode, VerdictModeExec, VerdictModeService)
+	}
+	absPath("verdict.socket", v.Socket, false)
+	positiveDur("verdict.timeout", v.Timeout)
+	positiveDur("verdict.once_ttl", v.OnceTTL)
+
+	r := c.Ruleset
+	switch r.Mode {
+	case RulesetModeBuiltin, RulesetModeShield:
+	default:
+		bad("ruleset.mode", "unknown mode %q (want %q or %q)", r.Mode, RulesetModeBuiltin, RulesetModeShield)
+	}
+	if r.NflogGroup < 0 || r.NflogGroup > 65535 {
+		bad("ruleset.nflog_group", "must be 0..65535, got %d", r.NflogGroup)
+	}
+	for _, pf := range []struct{ key, v string }{{"ruleset.dns_prefix", r.DNSPrefix}, {"ruleset.block_prefix", r.BlockPrefix}} {
+		if err := checkPrefix(pf.v); err != nil {
+			bad(pf.key, "%v", err)
+		}
+	}
+	if r.DNSPrefix == r.BlockPrefix {
+		bad("ruleset.block_prefix", "must differ from ruleset.dns_prefix (both %q)", r.BlockPrefix)
+	}
+	for i, a := range r.Resolvers {
+		if _, err := netip.ParseAddr(a); err != nil {
+			bad("ruleset.resolvers", "entry %d: %q is not an IP address", i, a)
+		}
+	}
+	absPath("ruleset.policy_dir", r.PolicyDir, false)
+
+	n := c.Notifier
+	if len(n.HubGlob) == 0 {
+		bad("notifier.hub_glob", "must list at least one pattern")
+	}
+	for i, g := range n.HubGlob {
+		if _, err := filepath.Match(g, ""); err != nil || g == "" {
+			bad("notifier.hub_glob", "entry %d: bad pattern %q", i, g)
+		}
+	}
+	if n.AllowFor < 0 {
+		bad("notifier.allow_for", "must not be negative, got %s", n.AllowFor)
+	}
+	positive("notifier.max_visible", n.MaxVisible)
+	positive("notifier.rate_per_minute", n.RatePerMinute)
+
+	return errors.Join(errs...)
+}
+
+// checkPrefix accepts an NFLOG prefix nftables can carry: 1..127 printable
+// ASCII characters without a double quote.
+func checkPrefix(s string) error {
+	if s == "" || len(s) > 127 {
+		return fmt.Errorf("must be 1..127 characters, got %d", len(s))
+	}
+	for _, c := range []byte(s) {
+		if c < 0x20 || c > 0x7e || c == '"' {
+			return fmt.Errorf("must be printable ASCII without '\"', got %q", s)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,195 @@
+package hubd
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"path/filepath"
+
+	"github.com/terok-ai/clearance/internal/config"
+	"github.com/terok-ai/clearance/internal/hub"
+	"github.com/terok-ai/clearance/internal/sd"
+	"github.com/terok-ai/clearance/internal/shieldexec"
+	"github.com/terok-ai/clearance/internal/sockets"
+)
+
+const usage = `Usage: clearance-hub [options] CONTAINER_ID
+
+Serves one container's clearance hub: blocked connections become
+connection_blocked events for subscribers (clearance-notifier,
+clearancectl), and operator verdicts are applied to the container's
+firewall.
+
+Sockets: from systemd socket activation (LISTEN_FDS, names "varlink" and
+"ingest", see clearance-hub@.socket), or else bound here as
+$XDG_RUNTIME_DIR/clearance/CONTAINER_ID/hub.sock and ingest.sock
+(directory 0700, sockets 0600), removed on exit.
+
+Verdicts go to the privileged clearance-verdict service
+(/run/clearance/verdict.sock), or with verdict.mode "exec" to
+"terok-shield allow|deny CONTAINER DEST" as the seed did. With the built-in
+ruleset the hub also watches the container's NFLOG group through the
+verdict service.
+
+Options:
+`
+
+// Command runs clearance-hub with the given arguments and returns its exit
+// status: 0 after a clean shutdown, 1 on failure, 2 on a usage error.
+func Command(ctx context.Context, args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("clearance-hub", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, usage)
+		fs.PrintDefaults()
+	}
+	cfgPath := fs.String("config", "", "read only this configuration file (default: /etc/clearance/clearance.yaml, then $XDG_CONFIG_HOME/clearance/clearance.yaml)")
+	runtimeDir := fs.String("runtime-dir", "", "base directory of the hub sockets when not socket-activated (default: hub.runtime_dir, $XDG_RUNTIME_DIR/clearance)")
+	verdictMode := fs.String("verdict-mode", "", `"service" or "exec" (default: verdict.mode)`)
+	watch := fs.String("watch", "auto", `NFLOG watch through the verdict service: "auto" (with the built-in ruleset in service mode), "on" or "off"`)
+	debug := fs.Bool("debug", false, "log at debug level")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() != 1 {
+		fs.Usage()
+		return 2
+	}
+	id := fs.Arg(0)
+	if err := sockets.ValidContainerID(id); err != nil {
+		fmt.Fprintf(stderr, "clearance-hub: %v\n", err)
+		return 2
+	}
+
+	level := new(slog.LevelVar)
+	if *debug {
+		level.Set(slog.LevelDebug)
+	}
+	log := sd.NewLogger(level, "clearance-hub")
+
+	var paths []string
+	if *cfgPath != "" {
+		paths = []string{*cfgPath}
+	}
+	cfg, err := config.Load(paths...)
+	if err != nil {
+		log.Error("configuration", "err", err)
+		return 1
+	}
+	if *verdictMode != "" {
+		cfg.Verdict.Mode = *verdictMode
+	}
+	if *runtimeDir != "" {
+		cfg.Hub.RuntimeDir = *runtimeDir
+	}
+	if err := cfg.Validate(); err != nil {
+		log.Error("configuration", "err", err)
+		return 2
+	}
+
+	varlinkLns, ingestLns, err := listeners(cfg.Hub.Dir(), id)
+	if err != nil {
+		log.Error("listen", "container", id, "err", err)
+		return 1
+	}
+
+	fw := &Firewall{Socket: cfg.Verdict.Socket, Container: id, OnceTTL: cfg.Verdict.OnceTTL}
+	var applier hub.Applier = fw
+	if cfg.Verdict.Mode == config.VerdictModeExec {
+		bin := cfg.Verdict.ShieldBinary
+		if bin == "" {
+			bin = shieldexec.FindShieldBinary()
+		}
+		applier = ExecApplier{Exec: &shieldexec.Exec{Binary: bin, Timeout: cfg.Verdict.Timeout, Log: log}}
+	}
+	var watcher *Watcher
+	switch *watch {
+	case "on":
+		watcher = &Watcher{}
+	case "auto":
+		if cfg.Verdict.Mode == config.VerdictModeService && cfg.Ruleset.Mode == config.RulesetModeBuiltin {
+			watcher = &Watcher{}
+		}
+	case "off":
+	default:
+		fmt.Fprintf(stderr, "clearance-hub: -watch must be auto, on or off\n")
+		return 2
+	}
+	if watcher != nil {
+		watcher.Firewall = fw
+		watcher.BlockPrefix = cfg.Ruleset.BlockPrefix
+		watcher.DNSPrefix = cfg.Ruleset.DNSPrefix
+	}
+
+	err = Run(ctx, Options{
+		Container: id,
+		Varlink:   varlinkLns,
+		Ingest:    ingestLns,
+		Hub: hub.Config{
+			QueueDepth:   cfg.Hub.QueueDepth,
+			PendingTTL:   cfg.Hub.PendingTTL,
+			MaxPending:   cfg.Hub.MaxPending,
+			ApplyTimeout: cfg.Verdict.Timeout + cfg.Verdict.Timeout/2,
+			Applier:      applier,
+		},
+		MaxMessage: cfg.Hub.MaxMessageBytes,
+		MaxLine:    cfg.Hub.MaxLineBytes,
+		Watcher:    watcher,
+		Level:      level,
+		Log:        log,
+		SD:         sd.NewNotifier(log),
+	})
+	if err != nil {
+		log.Error("hub failed", "container", id, "err", err)
+		return 1
+	}
+	return 0
+}
+
+// listeners returns the activated sockets named "varlink" and "ingest",
+// or binds both under dir/id when the hub was not socket-activated.
+func listeners(dir, id string) (varlinkLns, ingestLns []net.Listener, err error) {
+	act, err := sockets.Activated()
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(act) > 0 {
+		varlinkLns, ingestLns = act["varlink"], act["ingest"]
+		if len(varlinkLns) == 0 {
+			names := make([]string, 0, len(act))
+			for name := range act {
+				names = append(names, name)
+			}
+			return nil, nil, fmt.Errorf("no activated socket named \"varlink\" (got %q; set FileDescriptorName=varlink)", names)
+		}
+		return varlinkLns, ingestLns, nil
+	}
+	hubDir := filepath.Join(dir, id)
+	v, err := sockets.BindHardened(filepath.Join(hubDir, "hub.sock"), "hub")
+	if err != nil {
+		return nil, nil, err
+	}
+	in, err := sockets.BindHardened(filepath.Join(hubDir, "ingest.sock"), "ingest")
+	if err != nil {
+		v.Close()
+		sockets.RemoveDirIfEmpty(hubDir)
+		return nil, nil, err
+	}
+	return []net.Listener{sockets.RemoveDirOnClose(v, hubDir)}, []net.Listener{sockets.RemoveDirOnClose(in, hubDir)}, nil
+}
+
+// ExecApplier applies verdicts by running terok-shield, as the seed did.
+type ExecApplier struct{ Exec *shieldexec.Exec }
+
+// Apply implements [hub.Applier].
+func (a ExecApplier) Apply(ctx context.Context, req hub.ApplyRequest) (hub.ApplyResult, error) {
+	ok, stderr := a.Exec.Apply(ctx, req.Container, req.Dest, req.Action)
+	return hub.ApplyResult{OK: ok, Stderr: stderr}, nil
+}

@@ -1,0 +1,238 @@
+package hubd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/varlink/go/varlink"
+
+	"github.com/terok-ai/clearance/internal/event"
+	"github.com/terok-ai/clearance/internal/hub"
+	"github.com/terok-ai/clearance/internal/nflog"
+	"github.com/terok-ai/clearance/internal/sanitize"
+	"github.com/terok-ai/clearance/internal/varlinkapi"
+	"github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearancefirewall1"
+)
+
+// DefaultVerdictSocket is where the privileged verdict service listens.
+const DefaultVerdictSocket = "/run/clearance/verdict.sock"
+
+// Firewall is the hub's client of the privileged verdict service
+// (org.terok.ClearanceFirewall1). It opens one connection per call: the
+// service is started per connection (Accept=yes), so nothing privileged
+// runs between calls.
+//
+// Firewall implements [hub.Applier]. It is safe for concurrent use.
+type Firewall struct {
+	// Socket is the verdict service's socket (default DefaultVerdictSocket).
+	Socket string
+	// Container is the id the container's runtime record was written under.
+	Container string
+	// OnceTTL is the default lifetime of a "once" verdict; 0 leaves it to
+	// the service's configuration.
+	OnceTTL time.Duration
+}
+
+func (f *Firewall) dial(ctx context.Context) (*varlink.Connection, error) {
+	sock := f.Socket
+	if sock == "" {
+		sock = DefaultVerdictSocket
+	}
+	return varlinkapi.Dial(ctx, sock)
+}
+
+// Apply writes a verdict into the container's ruleset.
+func (f *Firewall) Apply(ctx context.Context, req hub.ApplyRequest) (hub.ApplyResult, error) {
+	ip := req.IP
+	if ip == "" {
+		ip = req.Dest
+	}
+	if _, err := netip.ParseAddr(ip); err != nil {
+		return hub.ApplyResult{Stderr: fmt.Sprintf("no IP address to %s for %q", req.Action, req.Dest)}, nil
+	}
+	ttl := req.TTL
+	if ttl == 0 && req.Scope == hub.ScopeOnce {
+		ttl = f.OnceTTL
+	}
+	c, err := f.dial(ctx)
+	if err != nil {
+		return hub.ApplyResult{}, err
+	}
+	defer c.Close()
+	ok, stderr, exp, err := orgterokclearancefirewall1.Apply().Call(ctx, c, f.Container, ip, req.Action,
+		req.Scope, int64(ttl/time.Second), "")
+	if err != nil {
+		return hub.ApplyResult{}, fmt.Errorf("verdict service: %w", err)
+	}
+	res := hub.ApplyResult{OK: ok, Stderr: stderr}
+	if exp > 0 {
+		res.Expires = time.UnixMicro(exp)
+	}
+	return res, nil
+}
+
+// Engage installs or verifies the container's ruleset.
+func (f *Firewall) Engage(ctx context.Context) (engagedNow bool, err error) {
+	c, err := f.dial(ctx)
+	if err != nil {
+		return false, err
+	}
+	defer c.Close()
+	_, now, err := orgterokclearancefirewall1.Engage().Call(ctx, c, f.Container)
+	if err != nil {
+		return false, fmt.Errorf("engage %s: %w", f.Container, err)
+	}
+	return now, nil
+}
+
+// Watch asks the service for the container's bound NFLOG socket. The
+// caller owns the returned file.
+func (f *Firewall) Watch(ctx context.Context) (*os.File, error) {
+	c, err := f.dial(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	var out struct {
+		Group int64 `json:"group"`
+	}
+	in := struct {
+		Container string `json:"container"`
+	}{f.Container}
+	fds, err := c.CallWithFDs(ctx, "org.terok.ClearanceFirewall1.Watch", in, &out, nil)
+	if err != nil {
+		closeAll(fds)
+		return nil, fmt.Errorf("watch %s: %w", f.Container, orgterokclearancefirewall1.Dispatch_Error(err))
+	}
+	if len(fds) != 1 {
+		closeAll(fds)
+		return nil, fmt.Errorf("watch %s: service passed %d file descriptors, want 1", f.Container, len(fds))
+	}
+	return fds[0], nil
+}
+
+func closeAll(fs []*os.File) {
+	for _, f := range fs {
+		f.Close()
+	}
+}
+
+// Watcher turns the container's NFLOG records into blocked requests at the
+// hub: it engages the ruleset, gets the bound NFLOG socket from the verdict
+// service, reads it, names destinations from the DNS replies it logs, and
+// calls [hub.Hub.Blocked]. When the socket or the service goes away it
+// retries with backoff.
+type Watcher struct {
+	Hub       *hub.Hub
+	Firewall  *Firewall
+	Container string
+	// BlockPrefix and DNSPrefix are the NFLOG prefixes of the ruleset.
+	BlockPrefix, DNSPrefix string
+	Log                    *slog.Logger
+
+	names   nflog.Names
+	enobufs func() uint64
+	ready   chan struct{}
+}
+
+// Ready is closed once the first NFLOG socket is being read.
+func (w *Watcher) Ready() <-chan struct{} {
+	if w.ready == nil {
+		w.ready = make(chan struct{})
+	}
+	return w.ready
+}
+
+// ENOBUFS reports how many times the kernel dropped records because the
+// hub read too slowly.
+func (w *Watcher) ENOBUFS() uint64 {
+	if w.enobufs == nil {
+		return 0
+	}
+	return w.enobufs()
+}
+
+// Run watches until ctx ends.
+func (w *Watcher) Run(ctx context.Context) error {
+	if w.ready == nil {
+		w.ready = make(chan struct{})
+	}
+	var total uint64
+	readyOnce := false
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		err := w.once(ctx, &total, func() {
+			if !readyOnce {
+				readyOnce = true
+				close(w.ready)
+			}
+			backoff = 100 * time.Millisecond
+		})
+		if ctx.Err() != nil {
+			return nil
+		}
+		w.Log.Warn("nflog watch lost; retrying", "container", w.Container, "err", err, "in", backoff)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 10*time.Second)
+	}
+	return nil
+}
+
+func (w *Watcher) once(ctx context.Context, total *uint64, up func()) error {
+	if _, err := w.Firewall.Engage(ctx); err != nil {
+		return err
+	}
+	f, err := w.Firewall.Watch(ctx)
+	if err != nil {
+		return err
+	}
+	r, err := nflog.NewReader(f, w.Log)
+	if err != nil {
+		f.Close()
+		return err
+	}
+	r.SetReadBuffer(4 << 20)
+	base := *total
+	w.enobufs = func() uint64 { return base + r.Stats().ENOBUFS }
+	up()
+	err = r.Run(ctx, w.handle)
+	*total = base + r.Stats().ENOBUFS
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	if err == nil {
+		err = errors.New("nflog reader ended")
+	}
+	return err
+}
+
+func (w *Watcher) handle(rec nflog.Record) {
+	now := time.Now()
+	switch {
+	case w.DNSPrefix != "" && strings.HasPrefix(rec.Prefix, strings.TrimSpace(w.DNSPrefix)):
+		answers, _ := nflog.ParseDNS(rec.Payload)
+		if len(answers) > 0 {
+			w.names.Observe(answers, now)
+		}
+	case w.BlockPrefix == "" || strings.HasPrefix(rec.Prefix, strings.TrimSpace(w.BlockPrefix)):
+		p, err := nflog.ParsePacket(rec.Payload)
+		if err != nil || p.Dst.IsMulticast() {
+			return // multicast (e.g. ff02::/16 neighbour discovery) is noise, not a prompt
+		}
+		ev := event.Event{Container: w.Container, Dest: p.Dst.String(), Port: int64(p.DstPort), Proto: int64(p.Proto)}
+		if name, ok := w.names.Lookup(p.Dst, now); ok {
+			ev.Domain = sanitize.String(name, sanitize.DefaultMax) // DNS names come from the container
+		}
+		w.Hub.Blocked(ev)
+	}
+}

@@ -1,0 +1,197 @@
+// Package hubd assembles clearance-hub, the per-container hub daemon: the
+// [hub.Hub] behind its varlink socket (org.terok.Clearance1,
+// org.terok.ClearanceHub1, io.systemd.service), the ingest socket for
+// external producers, the NFLOG watch through the privileged verdict
+// service, and the systemd notification protocol.
+package hubd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/terok-ai/clearance/internal/event"
+	"github.com/terok-ai/clearance/internal/hub"
+	"github.com/terok-ai/clearance/internal/ingest"
+	"github.com/terok-ai/clearance/internal/varlinkapi"
+)
+
+// SDNotifier is the part of the systemd notification protocol the hub
+// uses; *sd.Notifier implements it.
+type SDNotifier interface {
+	Ready(status string)
+	Status(status string)
+	Stopping()
+	RunWatchdog(ctx context.Context)
+}
+
+// Options configures [Run].
+type Options struct {
+	// Container is the id the hub serves. Required.
+	Container string
+
+	// Varlink and Ingest are the listeners (from socket activation, or
+	// bound by the caller). At least one varlink listener is required;
+	// Run closes them all when it returns.
+	Varlink []net.Listener
+	Ingest  []net.Listener
+
+	// Hub configures the hub core. Container, Log and (unless set)
+	// Applier are filled in by Run.
+	Hub hub.Config
+
+	// MaxMessage bounds a varlink request; MaxLine an ingest line.
+	MaxMessage int
+	MaxLine    int
+
+	// Watcher, if set, feeds blocked packets from NFLOG (builtin or
+	// terok-shield ruleset through the verdict service). Run starts it.
+	Watcher *Watcher
+
+	// Level is the log level io.systemd.service.SetLogLevel changes.
+	Level *slog.LevelVar
+
+	// Log receives the audit trail and diagnostics. Nil discards.
+	Log *slog.Logger
+
+	// SD is the systemd notifier; nil means none.
+	SD SDNotifier
+
+	// StatusEvery is how often STATUS= is refreshed (default 2s).
+	StatusEvery time.Duration
+
+	// Ready, if set, is called once the hub is serving (after READY=1).
+	Ready func(*hub.Hub)
+}
+
+// Run serves one container's hub until ctx ends, then shuts down cleanly:
+// STOPPING=1, every connection closed, every goroutine finished.
+func Run(ctx context.Context, o Options) error {
+	if o.Container == "" {
+		return errors.New("hub: no container id")
+	}
+	if len(o.Varlink) == 0 {
+		return errors.New("hub: no varlink listener")
+	}
+	log := o.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("container", o.Container)
+	if o.Level == nil {
+		o.Level = new(slog.LevelVar)
+	}
+	hc := o.Hub
+	hc.Container = o.Container
+	hc.Log = log
+	h := hub.New(hc)
+
+	in := &ingest.Server{
+		Sink: func(ev event.Event) error {
+			// The container a producer names is informational; the hub
+			// serves exactly one container, named by its unit instance.
+			h.Publish(ev)
+			return nil
+		},
+		Log: log, MaxLine: o.MaxLine,
+	}
+	extra := func() (malformed, enobufs uint64) {
+		st := in.Stats()
+		malformed = st.Malformed + st.Oversized
+		if o.Watcher != nil {
+			enobufs = o.Watcher.ENOBUFS()
+		}
+		return malformed, enobufs
+	}
+	svc, err := NewService(h, o.Level, extra, log)
+	if err != nil {
+		return fmt.Errorf("varlink service: %w", err)
+	}
+	vs := &varlinkapi.Server{Service: svc, Log: log, MaxMessage: o.MaxMessage}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errc := make(chan error, len(o.Varlink)+len(o.Ingest)+1)
+	run := func(f func() error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(); err != nil {
+				errc <- err
+				cancel()
+			}
+		}()
+	}
+	for _, ln := range o.Varlink {
+		run(func() error { return vs.Serve(ctx, ln) })
+	}
+	for _, ln := range o.Ingest {
+		run(func() error { return in.Serve(ctx, ln) })
+	}
+	if o.Watcher != nil {
+		o.Watcher.Hub = h
+		o.Watcher.Container = o.Container
+		if o.Watcher.Log == nil {
+			o.Watcher.Log = log
+		}
+		run(func() error { return o.Watcher.Run(ctx) })
+	}
+
+	status := func() string {
+		st := h.Stats()
+		return fmt.Sprintf("serving %s: %d subscriber(s), %d pending", o.Container, st.Subscribers, st.Pending)
+	}
+	if o.SD != nil {
+		o.SD.Ready(status())
+		run(func() error { o.SD.RunWatchdog(ctx); return nil })
+	}
+	log.Info("hub ready", "subscribers", 0)
+	if o.Ready != nil {
+		o.Ready(h)
+	}
+
+	every := o.StatusEvery
+	if every <= 0 {
+		every = 2 * time.Second
+	}
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	last := ""
+	for done := false; !done; {
+		select {
+		case <-ctx.Done():
+			done = true
+		case <-tick.C:
+			if n := h.Expire(); n > 0 {
+				log.Info("purged stale pending requests", "count", n)
+			}
+			if s := status(); s != last && o.SD != nil {
+				o.SD.Status(s)
+				last = s
+			}
+		}
+	}
+	if o.SD != nil {
+		o.SD.Stopping()
+	}
+	cancel()
+	wg.Wait()
+	for _, ln := range o.Varlink {
+		ln.Close()
+	}
+	for _, ln := range o.Ingest {
+		ln.Close()
+	}
+	close(errc)
+	var errs []error
+	for err := range errc {
+		errs = append(errs, err)
+	}
+	log.Info("hub stopped")
+	return errors.Join(errs...)
+}
