@@ -1,0 +1,133 @@
+// Command clearance-verdict is clearance's privileged verdict service.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/terok-ai/clearance/internal/config"
+	"github.com/terok-ai/clearance/internal/sd"
+	"github.com/terok-ai/clearance/internal/verdict"
+)
+
+const usage = `Usage: clearance-verdict [--config FILE] [--socket PATH] [--runtime-root DIR] [--policy-dir DIR]
+                         [--shield-apply sets|exec] [--idle DURATION]
+
+The privileged half of clearance: checks that the caller owns a container's
+network namespace, installs and inspects its nftables ruleset, applies
+verdicts, and hands the container's bound NFLOG socket to the caller.
+Serves org.terok.ClearanceVerdict1 (the seed's Apply), org.terok.ClearanceFirewall1
+(Engage, Watch, Apply with scope, Revoke, List, Explain, Disengage),
+org.varlink.service and io.systemd.service.
+
+How it is started decides how long it lives:
+  * systemd socket unit with Accept=yes (clearance-verdict.socket): the passed
+    fd is one connected socket; the instance serves that connection and exits
+    when the caller hangs up.
+  * socket unit with Accept=no: the passed fd is the listening socket; served
+    until no connection has been open for --idle.
+  * no LISTEN_FDS: binds --socket itself (directory 0755 owned by root, socket
+    0666: any local user may connect, because every call is authorized on its
+    own from the caller's kernel-verified uid, SO_PEERCRED) and serves until
+    SIGTERM or SIGINT.
+
+Authorization: the caller's uid must own the container's network namespace
+(owner of the user namespace owning it) or be 0. The namespace comes from a
+file descriptor passed with the call, or from the runtime record under the
+caller's uid (<runtime-root>/user/<uid>/clearance/<id>/container.json, or
+<runtime-root>/clearance/containers/<id>/container.json for root), whose pid is
+re-checked against the recorded namespace inode and device.
+
+Options:
+`
+
+func main() {
+	os.Exit(run())
+}
+
+func run() int {
+	fs := flag.NewFlagSet("clearance-verdict", flag.ContinueOnError)
+	fs.Usage = func() { fmt.Fprint(fs.Output(), usage); fs.PrintDefaults() }
+	cfgPath := fs.String("config", "", "configuration `file` (default: "+config.SystemPath+", or $"+config.EnvConfig+")")
+	socket := fs.String("socket", verdict.DefaultSocket, "socket `path` to bind without socket activation")
+	runtimeRoot := fs.String("runtime-root", "/run", "`dir` under which runtime records are found")
+	policyDir := fs.String("policy-dir", "", "YAML policy `dir` (default: ruleset.policy_dir of the configuration)")
+	shieldApply := fs.String("shield-apply", verdict.ShieldApplySets, "in terok-shield mode, write into the shield's sets (`sets`) or run terok-shield allow|deny (exec)")
+	shieldBinary := fs.String("shield-binary", "", "terok-shield `executable` for --shield-apply exec (default: verdict.shield_binary, next to this binary, then $PATH)")
+	idle := fs.Duration("idle", 30*time.Second, "with a listening activated socket, exit after this `duration` without connections")
+	if err := fs.Parse(os.Args[1:]); err != nil {
+		if err == flag.ErrHelp {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "clearance-verdict: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+
+	level := new(slog.LevelVar)
+	log := sd.NewLogger(level, "clearance-verdict")
+	var paths []string
+	if *cfgPath != "" {
+		paths = []string{*cfgPath}
+	}
+	if os.Getenv(config.EnvConfig) == "" && *cfgPath == "" {
+		paths = []string{config.SystemPath} // a root service reads no user config
+	}
+	cfg, err := config.Load(paths...)
+	if err != nil {
+		log.Error("load configuration", "err", err)
+		return 1
+	}
+	vc, err := verdict.FromConfig(cfg)
+	if err != nil {
+		log.Error("load configuration", "err", err)
+		return 1
+	}
+	vc.RuntimeRoot, vc.ShieldApply, vc.Level, vc.Log = *runtimeRoot, *shieldApply, level, log
+	if *policyDir != "" {
+		vc.PolicyDir = *policyDir
+	}
+	if *shieldApply == verdict.ShieldApplyExec {
+		bin := *shieldBinary
+		if bin == "" {
+			bin = cfg.Verdict.ShieldBinary
+		}
+		vc.Shield = shieldRunner(bin, cfg.Verdict.Timeout, log)
+	}
+	svc, err := verdict.New(vc)
+	if err != nil {
+		log.Error("start", "err", err)
+		return 1
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	sock, activated, err := verdict.Activated()
+	if err != nil {
+		log.Error("socket activation", "err", err)
+		return 1
+	}
+	if !activated {
+		ln, err := verdict.Listen(*socket)
+		if err != nil {
+			log.Error("listen", "err", err)
+			return 1
+		}
+		sock = verdict.Socket{Listener: ln}
+		*idle = 0
+		log.Info("verdict service listening", "socket", *socket)
+	}
+	if err := verdict.Run(ctx, svc, sock, verdict.RunOptions{Idle: *idle, Log: log}); err != nil {
+		log.Error("serve", "err", err)
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,211 @@
+package record
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func valid() Record {
+	return Record{
+		ID: "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", ID12: "0123456789ab",
+		Name: "web-1", PID: 4242, NetnsInode: 4026532000, NetnsDev: 4, OwnerUID: 1000,
+		Dossier: map[string]string{"project": "demo"}, Policy: "demo", CreatedUsec: 1700000000000000,
+	}
+}
+
+func TestLocate(t *testing.T) {
+	tests := []struct {
+		name, root string
+		uid        int
+		id, want   string
+	}{
+		{"user", "", 1000, "0123456789ab", "/run/user/1000/clearance/0123456789ab/container.json"},
+		{"root", "", 0, "0123456789ab", "/run/clearance/containers/0123456789ab/container.json"},
+		{"injected root", "/tmp/x", 7, "abc", "/tmp/x/user/7/clearance/abc/container.json"},
+		{"dot-dot refused", "", 1000, "..", ""},
+		{"slash refused", "", 1000, "a/b", ""},
+		{"empty refused", "", 1000, "", ""},
+		{"negative uid refused", "", -1, "abc", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := Locate(tt.root, tt.uid, tt.id); got != tt.want {
+				t.Errorf("Locate(%q, %d, %q) = %q, want %q", tt.root, tt.uid, tt.id, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestDecode(t *testing.T) {
+	good := `{"id":"abcdef012345678","id12":"abcdef012345","name":"n","pid":99,"netns_inode":5,"netns_dev":4,"owner_uid":1000,"dossier":{"a":"b"},"policy":"p","created_usec":1}`
+	tests := []struct {
+		name    string
+		in      string
+		wantErr bool
+	}{
+		{"complete", good, false},
+		{"no dossier becomes empty map", strings.Replace(good, `"dossier":{"a":"b"},`, "", 1), false},
+		{"no policy", strings.Replace(good, `"policy":"p",`, "", 1), false},
+		{"unknown field", strings.Replace(good, `"name"`, `"extra":1,"name"`, 1), true},
+		{"trailing data", good + `{}`, true},
+		{"pid 1", strings.Replace(good, `"pid":99`, `"pid":1`, 1), true},
+		{"pid missing", strings.Replace(good, `"pid":99,`, "", 1), true},
+		{"negative pid", strings.Replace(good, `"pid":99`, `"pid":-5`, 1), true},
+		{"inode missing", strings.Replace(good, `"netns_inode":5,`, "", 1), true},
+		{"dev missing", strings.Replace(good, `"netns_dev":4,`, "", 1), true},
+		{"bad id12", strings.Replace(good, `"id12":"abcdef012345"`, `"id12":"../etc"`, 1), true},
+		{"bad policy", strings.Replace(good, `"policy":"p"`, `"policy":"../p"`, 1), true},
+		{"wrong type", strings.Replace(good, `"pid":99`, `"pid":"99"`, 1), true},
+		{"not json", `nope`, true},
+		{"too large", `{"name":"` + strings.Repeat("a", MaxSize) + `"}`, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r, err := Decode([]byte(tt.in))
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("Decode: err = %v, wantErr %v", err, tt.wantErr)
+			}
+			if err != nil && !errors.Is(err, ErrInvalid) {
+				t.Errorf("error %v does not wrap ErrInvalid", err)
+			}
+			if err == nil && r.Dossier == nil {
+				t.Error("Dossier is nil")
+			}
+		})
+	}
+}
+
+func TestWriteRead(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "clearance", "0123456789ab")
+	want := valid()
+	if err := Write(dir, want); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, FileName)
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode().Perm() != 0o600 {
+		t.Errorf("mode %v, want 0600", st.Mode().Perm())
+	}
+	got, err := ReadOwned(path, uint32(os.Getuid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("record (-want +got):\n%s", diff)
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 1 {
+		t.Errorf("dir holds %d entries, want only the record", len(entries))
+	}
+	// Rewriting replaces it.
+	want.PID = 5000
+	if err := Write(dir, want); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := Read(path); got.PID != 5000 {
+		t.Errorf("pid after rewrite %d, want 5000", got.PID)
+	}
+}
+
+func TestWriteRefusesInvalid(t *testing.T) {
+	r := valid()
+	r.PID = 0
+	if err := Write(t.TempDir(), r); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("Write(pid 0) = %v, want ErrInvalid", err)
+	}
+}
+
+func TestReadOwnedRefuses(t *testing.T) {
+	base := t.TempDir()
+	real := filepath.Join(base, "real")
+	if err := Write(real, valid()); err != nil {
+		t.Fatal(err)
+	}
+	// A symlinked record file.
+	linkFile := filepath.Join(base, "linkfile")
+	os.MkdirAll(linkFile, 0o700)
+	if err := os.Symlink(filepath.Join(real, FileName), filepath.Join(linkFile, FileName)); err != nil {
+		t.Fatal(err)
+	}
+	// A symlinked directory.
+	if err := os.Symlink(real, filepath.Join(base, "linkdir")); err != nil {
+		t.Fatal(err)
+	}
+	// A world-writable file.
+	ww := filepath.Join(base, "ww")
+	if err := Write(ww, valid()); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(filepath.Join(ww, FileName), 0o666)
+	// A directory in place of the file.
+	dirf := filepath.Join(base, "dir")
+	os.MkdirAll(filepath.Join(dirf, FileName), 0o700)
+
+	tests := []struct {
+		name    string
+		path    string
+		uid     uint32
+		wantErr error
+	}{
+		{"symlinked file", filepath.Join(linkFile, FileName), uint32(os.Getuid()), ErrInvalid},
+		{"symlinked directory", filepath.Join(base, "linkdir", FileName), uint32(os.Getuid()), ErrInvalid},
+		{"world writable", filepath.Join(ww, FileName), uint32(os.Getuid()), ErrInvalid},
+		{"not a regular file", filepath.Join(dirf, FileName), uint32(os.Getuid()), ErrInvalid},
+		{"missing", filepath.Join(base, "none", FileName), uint32(os.Getuid()), os.ErrNotExist},
+	}
+	if os.Getuid() != 0 {
+		tests = append(tests, struct {
+			name    string
+			path    string
+			uid     uint32
+			wantErr error
+		}{"owned by someone else", filepath.Join(real, FileName), uint32(os.Getuid()) + 1, ErrInvalid})
+	} else {
+		other := filepath.Join(base, "other")
+		if err := Write(other, valid()); err != nil {
+			t.Fatal(err)
+		}
+		os.Chown(filepath.Join(other, FileName), 4321, 4321)
+		tests = append(tests, struct {
+			name    string
+			path    string
+			uid     uint32
+			wantErr error
+		}{"owned by someone else", filepath.Join(other, FileName), 1000, ErrInvalid})
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := ReadOwned(tt.path, tt.uid)
+			if !errors.Is(err, tt.wantErr) {
+				t.Fatalf("ReadOwned = %v, want %v", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func FuzzDecode(f *testing.F) {
+	f.Add([]byte(`{"id":"abcdef012345678","id12":"abcdef012345","name":"n","pid":99,"netns_inode":5,"netns_dev":4,"owner_uid":1000,"dossier":{"a":"b"},"policy":"p","created_usec":1}`))
+	f.Add([]byte(`{}`))
+	f.Add([]byte(`{"pid":1e400}`))
+	f.Add([]byte(`[`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r, err := Decode(b)
+		if err != nil {
+			if !errors.Is(err, ErrInvalid) {
+				t.Fatalf("error %v does not wrap ErrInvalid", err)
+			}
+			return
+		}
+		if r.PID <= 1 || !ValidID(r.ID12) || r.NetnsInode == 0 || r.Dossier == nil {
+			t.Fatalf("Decode accepted an invalid record: %+v", r)
+		}
+	})
+}

@@ -1,0 +1,3 @@
+package orgterokclearanceverdict1
+
+//go:generate go run github.com/varlink/go/cmd/varlink-go-interface-generator org.terok.ClearanceVerdict1.varlink

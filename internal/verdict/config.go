@@ -1,0 +1,35 @@
+package verdict
+
+import (
+	"fmt"
+	"net/netip"
+
+	"github.com/terok-ai/clearance/internal/config"
+)
+
+// FromConfig translates the shared configuration's ruleset and verdict
+// sections into a service Config (without Backend, Bind, Shield, Level and
+// Log, which the caller supplies).
+func FromConfig(c *config.Config) (Config, error) {
+	out := Config{
+		PolicyDir:   c.Ruleset.PolicyDir,
+		Group:       uint16(c.Ruleset.NflogGroup),
+		BlockPrefix: c.Ruleset.BlockPrefix,
+		DNSPrefix:   c.Ruleset.DNSPrefix,
+		OnceTTL:     c.Verdict.OnceTTL,
+	}
+	switch c.Ruleset.Mode {
+	case config.RulesetModeShield:
+		out.Mode = ModeShield
+	default:
+		out.Mode = ModeBuiltin
+	}
+	for _, r := range c.Ruleset.Resolvers {
+		a, err := netip.ParseAddr(r)
+		if err != nil {
+			return out, fmt.Errorf("ruleset.resolvers: %q: %w", r, err)
+		}
+		out.Resolvers = append(out.Resolvers, a.Unmap())
+	}
+	return out, nil
+}

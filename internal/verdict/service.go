@@ -1,0 +1,386 @@
+package verdict
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/varlink/go/varlink"
+
+	"github.com/terok-ai/clearance/internal/event"
+	"github.com/terok-ai/clearance/internal/netns"
+	"github.com/terok-ai/clearance/internal/nft"
+	"github.com/terok-ai/clearance/internal/policy"
+	"github.com/terok-ai/clearance/internal/varlinkapi"
+	"github.com/terok-ai/clearance/internal/varlinkapi/iosystemdservice"
+	"github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearancefirewall1"
+	"github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearanceverdict1"
+)
+
+// Product identity reported by org.varlink.service.GetInfo.
+const (
+	Vendor  = "terok"
+	Product = "clearance-verdict"
+	URL     = "https://github.com/terok-ai/clearance"
+)
+
+// Version is set at link time
+// (-ldflags "-X github.com/terok-ai/clearance/internal/verdict.Version=…").
+var Version = "0.1.0-dev"
+
+// Journal MESSAGE_IDs of the records this service writes (the hub logs
+// verdicts itself). They equal hub.MsgEngaged and hub.MsgDisengaged.
+const (
+	MsgEngaged    = "e1a4c7b2d5f84e3a9c6b0d1f2e3a4b57"
+	MsgDisengaged = "f3b6d9e2a5c74b1e8d0f1a2b3c4d5e68"
+)
+
+// Scopes of org.terok.ClearanceFirewall1.Apply.
+const (
+	ScopeOnce      = "once"
+	ScopeContainer = "container"
+	ScopeAlways    = "always"
+)
+
+// Ruleset modes and how verdicts reach terok-shield.
+const (
+	ModeBuiltin = "builtin"
+	ModeShield  = "terok-shield"
+
+	// ShieldApplySets writes into terok-shield's sets with nftables.
+	ShieldApplySets = "sets"
+	// ShieldApplyExec runs terok-shield allow|deny, as the seed did.
+	ShieldApplyExec = "exec"
+)
+
+// UserPolicyDir returns where policies of containers owned by uid live:
+// <dir>/uid-<uid> (uid ≠ 0), or dir itself for root. "always" verdicts of a
+// user are appended there, never to a file other users' containers read.
+func UserPolicyDir(dir string, uid uint32) string {
+	if uid == 0 {
+		return dir
+	}
+	return filepath.Join(dir, "uid-"+strconv.FormatUint(uint64(uid), 10))
+}
+
+// Config configures a [Service]. Zero fields take the documented defaults.
+type Config struct {
+	// RuntimeRoot is where runtime records are found (see record.Locate);
+	// "" means /run.
+	RuntimeRoot string
+	// PolicyDir holds the YAML policies (policy.DefaultDir when "").
+	// Engage loads <PolicyDir>/<name>.yaml and, for a container owned by
+	// a user, <PolicyDir>/uid-<uid>/<name>.yaml on top ([UserPolicyDir]).
+	PolicyDir string
+	// Mode is ModeBuiltin (default) or ModeShield.
+	Mode string
+	// ShieldApply is ShieldApplySets (default) or ShieldApplyExec; only
+	// used in ModeShield.
+	ShieldApply string
+	// Group is the NFLOG group (default 100).
+	Group uint16
+	// CopyRange is the bytes copied per NFLOG record (0: nflog default).
+	CopyRange uint16
+	// BlockPrefix and DNSPrefix are the built-in ruleset's log prefixes
+	// ("" for the nft defaults).
+	BlockPrefix, DNSPrefix string
+	// Resolvers are DNS servers to open. Empty means the container's own
+	// /etc/resolv.conf (when its pid is known), plus the policy's.
+	Resolvers []netip.Addr
+	// OnceTTL is the lifetime of a "once" verdict without ttl (default 1h).
+	OnceTTL time.Duration
+
+	// Backend opens firewalls. Nil means NFTBackend with the layouts of
+	// Mode (nft.Builtin, or nft.ShieldTiered then nft.Shield).
+	Backend Backend
+	// Bind binds NFLOG (nil: [NFLOGBind]).
+	Bind Binder
+	// Shield runs terok-shield in ShieldApplyExec mode. Required there.
+	Shield ShieldRunner
+	// Level is changed by io.systemd.service.SetLogLevel (root only).
+	Level *slog.LevelVar
+	// Log receives audit records and errors; nil discards.
+	Log *slog.Logger
+	// Now returns the wall clock (nil: time.Now); expiry times use it.
+	Now func() time.Time
+}
+
+// Service implements the verdict service's varlink interfaces. It keeps
+// no state between calls and is safe for concurrent use.
+type Service struct {
+	cfg   Config
+	log   *slog.Logger
+	cache fwCache // open firewalls per namespace, kept between calls
+}
+
+// New checks cfg and returns a Service.
+func New(cfg Config) (*Service, error) {
+	if cfg.Mode == "" {
+		cfg.Mode = ModeBuiltin
+	}
+	if cfg.ShieldApply == "" {
+		cfg.ShieldApply = ShieldApplySets
+	}
+	if cfg.Mode != ModeBuiltin && cfg.Mode != ModeShield {
+		return nil, fmt.Errorf("new verdict service: unknown ruleset mode %q", cfg.Mode)
+	}
+	if cfg.ShieldApply != ShieldApplySets && cfg.ShieldApply != ShieldApplyExec {
+		return nil, fmt.Errorf("new verdict service: unknown shield apply mode %q", cfg.ShieldApply)
+	}
+	if cfg.execMode() && cfg.Shield == nil {
+		return nil, errors.New("new verdict service: shield exec mode needs a ShieldRunner")
+	}
+	if cfg.PolicyDir == "" {
+		cfg.PolicyDir = policy.DefaultDir
+	}
+	if cfg.Group == 0 {
+		cfg.Group = nft.DefaultGroup
+	}
+	if cfg.OnceTTL <= 0 {
+		cfg.OnceTTL = time.Hour
+	}
+	if cfg.Backend == nil {
+		layouts := []nft.Layout{nft.Builtin}
+		if cfg.Mode == ModeShield {
+			layouts = []nft.Layout{nft.ShieldTiered, nft.Shield}
+		}
+		cfg.Backend = NFTBackend{Layouts: layouts}
+	}
+	if cfg.Bind == nil {
+		cfg.Bind = NFLOGBind
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	log := cfg.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Service{cfg: cfg, log: log}, nil
+}
+
+func (c *Config) execMode() bool { return c.Mode == ModeShield && c.ShieldApply == ShieldApplyExec }
+
+// Varlink returns a varlink service with org.terok.ClearanceVerdict1,
+// org.terok.ClearanceFirewall1 and io.systemd.service registered.
+func (s *Service) Varlink() (*varlink.Service, error) {
+	svc, err := varlink.NewService(Vendor, Product, Version, URL)
+	if err != nil {
+		return nil, err
+	}
+	if err := svc.RegisterInterface(orgterokclearanceverdict1.VarlinkNew(&compat{s: s})); err != nil {
+		return nil, err
+	}
+	if err := svc.RegisterInterface(orgterokclearancefirewall1.VarlinkNew(&firewall1{s: s})); err != nil {
+		return nil, err
+	}
+	sd := &varlinkapi.SystemdService{Level: s.cfg.Level, Allowed: func(c *iosystemdservice.VarlinkCall) bool {
+		uid, err := peerUID(&c.Call)
+		return err == nil && uid == 0
+	}}
+	if err := svc.RegisterInterface(iosystemdservice.VarlinkNew(sd)); err != nil {
+		return nil, err
+	}
+	return svc, nil
+}
+
+// Close closes the firewall connections kept between calls and waits
+// for them. Call it when the service has stopped serving ([Run] does).
+func (s *Service) Close() { s.cache.closeAll() }
+
+// openFirewall returns t's firewall (cached between calls, see fwCache)
+// and the func that releases it.
+func (s *Service) openFirewall(t *target) (Firewall, func(), error) {
+	fw, release, err := s.cache.get(t.id, func() (Firewall, error) { return s.cfg.Backend.Open(int(t.ns.Fd())) })
+	if err != nil {
+		return nil, nil, &firewallError{op: "open", err: err}
+	}
+	return fw, release, nil
+}
+
+// failed drops t's cached firewall after an operation failed, in case the
+// failure left its connection unusable, and returns err.
+func (s *Service) failed(t *target, err error) error {
+	s.cache.invalidate(t.id)
+	return err
+}
+
+// firewallError is a failed firewall operation.
+type firewallError struct {
+	op  string
+	err error
+}
+
+func (e *firewallError) Error() string { return e.op + ": " + e.err.Error() }
+func (e *firewallError) Unwrap() error { return e.err }
+
+// ruleset builds the built-in ruleset for t from the configuration and
+// the container's policies.
+func (s *Service) ruleset(t *target) (nft.Ruleset, error) {
+	rs := nft.Ruleset{
+		Group: s.cfg.Group, BlockPrefix: s.cfg.BlockPrefix, DNSPrefix: s.cfg.DNSPrefix,
+		Resolvers: append([]netip.Addr(nil), s.cfg.Resolvers...),
+	}
+	if name := t.policyName(); name != "" {
+		dirs := []string{s.cfg.PolicyDir}
+		if t.owner != 0 {
+			dirs = append(dirs, UserPolicyDir(s.cfg.PolicyDir, t.owner))
+		}
+		for _, d := range dirs {
+			p, err := policy.Load(d, name)
+			if err != nil {
+				return rs, fmt.Errorf("load policy %q: %w", name, err)
+			}
+			rs.Allow = append(rs.Allow, p.AllowPrefixes()...)
+			rs.Deny = append(rs.Deny, p.DenyPrefixes()...)
+			rs.Resolvers = append(rs.Resolvers, p.Resolvers...)
+		}
+	}
+	if len(s.cfg.Resolvers) == 0 && t.pid() > 1 {
+		rcs, err := containerResolvers(t.pid())
+		if err != nil {
+			s.log.Debug("no resolvers from the container's resolv.conf", "container", t.container, "err", err)
+		}
+		rs.Resolvers = append(rs.Resolvers, rcs...)
+	}
+	return rs, nil
+}
+
+// engage installs or verifies the ruleset.
+func (s *Service) engage(t *target) (table string, now bool, err error) {
+	fw, release, err := s.openFirewall(t)
+	if err != nil {
+		return "", false, err
+	}
+	defer release()
+	was, err := fw.Engaged()
+	if err != nil {
+		return "", false, s.failed(t, &firewallError{op: "engage", err: err})
+	}
+	rs, err := s.ruleset(t)
+	if err != nil {
+		return "", false, &firewallError{op: "engage", err: err}
+	}
+	if err := fw.Engage(rs); err != nil {
+		return "", false, s.failed(t, &firewallError{op: "engage", err: err})
+	}
+	s.log.Info("engaged "+fw.Table()+" for "+t.container, "MESSAGE_ID", MsgEngaged,
+		"CLEARANCE_CONTAINER", t.container, "CLEARANCE_OPERATOR_UID", strconv.FormatUint(uint64(t.peer), 10),
+		"table", fw.Table(), "engaged_now", !was, "netns", t.id.String())
+	return fw.Table(), !was, nil
+}
+
+// disengage removes the built-in table.
+func (s *Service) disengage(t *target) error {
+	fw, release, err := s.openFirewall(t)
+	if err != nil {
+		return err
+	}
+	defer release()
+	if err := fw.Disengage(); err != nil {
+		return s.failed(t, &firewallError{op: "disengage", err: err})
+	}
+	s.log.Info("disengaged "+fw.Table()+" for "+t.container, "MESSAGE_ID", MsgDisengaged,
+		"CLEARANCE_CONTAINER", t.container, "CLEARANCE_OPERATOR_UID", strconv.FormatUint(uint64(t.peer), 10),
+		"table", fw.Table(), "netns", t.id.String())
+	return nil
+}
+
+// watch binds the NFLOG group inside t's namespace. The caller owns the
+// returned socket.
+func (s *Service) watch(t *target) (*os.File, error) {
+	var f *os.File
+	err := netns.Do(int(t.ns.Fd()), func() error {
+		var err error
+		f, err = s.cfg.Bind(s.cfg.Group, s.cfg.CopyRange)
+		return err
+	})
+	if err != nil {
+		return nil, &firewallError{op: "watch", err: err}
+	}
+	return f, nil
+}
+
+// applyRequest is a validated scoped verdict.
+type applyRequest struct {
+	dest         netip.Prefix
+	destText     string // as the caller wrote it (exec mode passes it on)
+	action       string
+	scope        string
+	ttl          time.Duration
+	policyTarget string
+}
+
+// apply applies a verdict and returns the outcome as ok/stderr, with the
+// element's expiry (zero for none).
+func (s *Service) apply(ctx context.Context, t *target, r applyRequest) (bool, string, time.Time) {
+	if s.cfg.execMode() {
+		ok, stderr := s.cfg.Shield.Apply(ctx, t.container, r.destText, r.action)
+		if ok && r.scope == ScopeAlways {
+			if err := s.persist(t, r); err != nil {
+				return false, err.Error(), time.Time{}
+			}
+		}
+		return ok, stderr, time.Time{}
+	}
+	fw, release, err := s.openFirewall(t)
+	if err != nil {
+		return false, err.Error(), time.Time{}
+	}
+	defer release()
+	ttl := r.ttl
+	err = fw.Apply(r.action, r.dest, ttl)
+	if errors.Is(err, nft.ErrNoTimeout) && s.cfg.Mode == ModeShield {
+		// terok-shield's sets have no timeout flag: the verdict lasts
+		// until the container exits, as the seed's did.
+		ttl = 0
+		err = fw.Apply(r.action, r.dest, 0)
+	}
+	if err != nil {
+		s.failed(t, err)
+		return false, "apply " + r.action + " " + r.destText + ": " + err.Error(), time.Time{}
+	}
+	var exp time.Time
+	if ttl > 0 {
+		exp = s.cfg.Now().Add(ttl)
+	}
+	if r.scope == ScopeAlways {
+		if err := s.persist(t, r); err != nil {
+			return false, "applied until the container exits, but " + err.Error(), time.Time{}
+		}
+	}
+	return true, "", exp
+}
+
+// persist appends an "always" verdict to the container's policy, in the
+// directory of the namespace owner (never a file other users' containers
+// read).
+func (s *Service) persist(t *target, r applyRequest) error {
+	name := r.policyTarget
+	if name == "" {
+		name = t.policyName()
+	}
+	if name == "" {
+		return errors.New("not saved to a policy: the container has no policy name")
+	}
+	dir := UserPolicyDir(s.cfg.PolicyDir, t.owner)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("not saved to policy %q: %w", name, err)
+	}
+	list := policy.ListAllow
+	if r.action == event.ActionDeny {
+		list = policy.ListDeny
+	}
+	comment := "always, by uid " + strconv.FormatUint(uint64(t.peer), 10) + " for " + t.container + " at " +
+		s.cfg.Now().UTC().Format(time.RFC3339)
+	if err := policy.Append(dir, name, list, policy.Entry{Dest: r.dest, Comment: comment}); err != nil {
+		return fmt.Errorf("not saved to policy %q: %w", name, err)
+	}
+	return nil
+}

@@ -1,0 +1,163 @@
+package verdict
+
+import (
+	"errors"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+	"unicode/utf8"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/terok-ai/clearance/internal/netns"
+	"github.com/terok-ai/clearance/internal/nft"
+	fw1 "github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearancefirewall1"
+)
+
+func TestParseResolvConf(t *testing.T) {
+	in := "# comment\nnameserver 10.0.0.53\nnameserver   fe80::1%eth0\nsearch example.com\nnameserver bogus\nnameserver ::ffff:192.0.2.1\noptions ndots:2\nnameserver\n"
+	want := []netip.Addr{netip.MustParseAddr("10.0.0.53"), netip.MustParseAddr("fe80::1"), netip.MustParseAddr("192.0.2.1")}
+	if diff := cmp.Diff(want, parseResolvConf([]byte(in)), cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
+		t.Errorf("parseResolvConf (-want +got):\n%s", diff)
+	}
+}
+
+func TestAuthorize(t *testing.T) {
+	tests := []struct {
+		name        string
+		peer, owner uint32
+		ok          bool
+	}{
+		{"owner", 1000, 1000, true},
+		{"root for anyone", 0, 1000, true},
+		{"root for root", 0, 0, true},
+		{"other user", 1001, 1000, false},
+		{"user for root's namespace", 1000, 0, false},
+		{"overflow uid is nobody's", 1000, 65534, false},
+		{"overflow uid is not nobody's either", 65534, 65534, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := authorize(tt.peer, tt.owner)
+			var pe *permissionError
+			if tt.ok != (err == nil) || (err != nil && !errors.As(err, &pe)) {
+				t.Errorf("authorize(%d, %d) = %v, want ok=%v", tt.peer, tt.owner, err, tt.ok)
+			}
+		})
+	}
+}
+
+func TestTruncate(t *testing.T) {
+	long := strings.Repeat("é", 400) // 800 bytes
+	got := truncate(long)
+	if len(got) > maxStderr || !utf8.ValidString(got) {
+		t.Errorf("truncate: %d bytes, valid %v", len(got), utf8.ValidString(got))
+	}
+	if got := truncate("  short\n"); got != "short" {
+		t.Errorf("truncate(short) = %q", got)
+	}
+}
+
+func TestWireElement(t *testing.T) {
+	now := time.UnixMicro(1_700_000_000_000_000)
+	tests := []struct {
+		name string
+		in   nft.Element
+		want fw1.Element
+	}{
+		{"single address with timeout",
+			nft.Element{Set: "allow4", List: "allow", Prefix: netip.MustParsePrefix("192.0.2.1/32"), Timeout: 1500 * time.Millisecond, Expires: time.Second},
+			fw1.Element{List: "allow", Set: "allow4", Dest: "192.0.2.1", Timeout_sec: 2, Expires_usec: now.Add(time.Second).UnixMicro()}},
+		{"permanent prefix",
+			nft.Element{Set: "deny6_net", List: "deny", Prefix: netip.MustParsePrefix("2001:db8::/32"), Comment: "c"},
+			fw1.Element{List: "deny", Set: "deny6_net", Dest: "2001:db8::/32", Comment: "c"}},
+		{"non-CIDR range",
+			nft.Element{Set: "allow_v4", List: "allow", First: netip.MustParseAddr("10.0.0.1"), Last: netip.MustParseAddr("10.0.0.5")},
+			fw1.Element{List: "allow", Set: "allow_v4", Dest: "10.0.0.1-10.0.0.5"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if diff := cmp.Diff(tt.want, wireElement(tt.in, now)); diff != "" {
+				t.Errorf("wireElement (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestUserPolicyDir(t *testing.T) {
+	if got := UserPolicyDir("/etc/clearance/policy.d", 0); got != "/etc/clearance/policy.d" {
+		t.Errorf("root: %q", got)
+	}
+	if got := UserPolicyDir("/etc/clearance/policy.d", 1000); got != "/etc/clearance/policy.d/uid-1000" {
+		t.Errorf("user: %q", got)
+	}
+}
+
+func TestNewRejectsBadConfig(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  Config
+	}{
+		{"unknown mode", Config{Mode: "iptables"}},
+		{"unknown shield apply", Config{Mode: ModeShield, ShieldApply: "magic"}},
+		{"exec without runner", Config{Mode: ModeShield, ShieldApply: ShieldApplyExec}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := New(tt.cfg); err == nil {
+				t.Error("New succeeded")
+			}
+		})
+	}
+}
+
+// fakeFW counts closes.
+type fakeFW struct {
+	Firewall
+	closed *int
+	mu     *sync.Mutex
+}
+
+func (f fakeFW) Close() error { f.mu.Lock(); *f.closed++; f.mu.Unlock(); return nil }
+
+func TestFWCache(t *testing.T) {
+	var mu sync.Mutex
+	closed, opened := 0, 0
+	open := func() (Firewall, error) { opened++; return fakeFW{closed: &closed, mu: &mu}, nil }
+	var c fwCache
+	a, b := netns.ID{Dev: 4, Ino: 1}, netns.ID{Dev: 4, Ino: 2}
+
+	_, rel1, _ := c.get(a, open)
+	_, rel2, _ := c.get(a, open)
+	_, rel3, _ := c.get(b, open)
+	if opened != 2 {
+		t.Errorf("opened %d, want 2 (one per namespace)", opened)
+	}
+	c.invalidate(a) // still in use twice: not closed yet
+	rel1()
+	c.wg.Wait()
+	mu.Lock()
+	if closed != 0 {
+		t.Errorf("closed %d while in use", closed)
+	}
+	mu.Unlock()
+	rel2()
+	c.wg.Wait()
+	mu.Lock()
+	if closed != 1 {
+		t.Errorf("closed %d after the last user of the invalidated firewall, want 1", closed)
+	}
+	mu.Unlock()
+	_, rel4, _ := c.get(a, open) // reopened
+	if opened != 3 {
+		t.Errorf("opened %d after invalidate, want 3", opened)
+	}
+	rel3()
+	rel4()
+	c.closeAll()
+	if closed != 3 {
+		t.Errorf("closed %d after closeAll, want 3", closed)
+	}
+}
