@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"net"
 	"strconv"
 	"time"
 
@@ -73,5 +74,9 @@ func (h *Hub) auditFailed(p *pending, d decision, stderr string) {
 func (h *Hub) AuditExpired(container, dest string, at time.Time) {
 	h.log.Info("verdict expired for "+dest, keyMessageID, MsgExpired, keyContainer, container,
 		keyDest, dest, keyExpires, strconv.FormatInt(at.UnixMicro(), 10))
-	h.Emit(event.Event{Type: event.VerdictExpired, Container: container, Dest: dest})
+	ev := event.Event{Type: event.VerdictExpired, Container: container, Dest: dest}
+	if net.ParseIP(dest) == nil {
+		ev.Dest, ev.Domain = "", dest
+	}
+	h.Emit(ev)
 }

@@ -124,10 +124,12 @@ type Hub struct {
 
 	mu      sync.Mutex
 	pending map[string]*pending // by request id
+	order   []*pending          // insertion order, with removed entries skipped lazily
 	flows   map[flowKey]*pending
 	subs    map[*Subscription]struct{}
 	purged  map[string]uint64 // container → purge generation
 	gen     uint64
+	expiry  map[expiryKey]expiring
 
 	started   time.Time
 	eventsIn  atomic.Uint64
@@ -149,6 +151,7 @@ type pending struct {
 	flow      flowKey
 	hasFlow   bool
 	container string
+	live      bool // in the pending set
 }
 
 // flowKey identifies repeats of one blocked destination.
@@ -189,6 +192,7 @@ func New(cfg Config) *Hub {
 		flows:   make(map[flowKey]*pending),
 		subs:    make(map[*Subscription]struct{}),
 		purged:  make(map[string]uint64),
+		expiry:  make(map[expiryKey]expiring),
 		started: cfg.Now(),
 	}
 }
@@ -274,26 +278,48 @@ func (h *Hub) addPendingLocked(ev event.Event, now time.Time, key flowKey, hasFl
 	}
 	p := &pending{ev: ev, target: ev.Target(), count: 1, first: now, last: now, lastEmit: now,
 		flow: key, hasFlow: hasFlow, container: ev.Container}
-	h.pending[ev.RequestID] = p
-	if hasFlow {
-		h.flows[key] = p
+	h.insertLocked(p)
+}
+
+// insertLocked adds p to the pending set as its newest entry.
+func (h *Hub) insertLocked(p *pending) {
+	p.live = true
+	h.pending[p.ev.RequestID] = p
+	if p.hasFlow {
+		if _, busy := h.flows[p.flow]; !busy {
+			h.flows[p.flow] = p
+		}
+	}
+	h.order = append(h.order, p)
+	if len(h.order) > 2*len(h.pending)+64 {
+		live := h.order[:0]
+		for _, q := range h.order {
+			if q.live {
+				live = append(live, q)
+			}
+		}
+		clear(h.order[len(live):])
+		h.order = live
 	}
 }
 
 func (h *Hub) oldestLocked() *pending {
-	var oldest *pending
-	for _, p := range h.pending {
-		if oldest == nil || p.first.Before(oldest.first) {
-			oldest = p
+	for len(h.order) > 0 {
+		p := h.order[0]
+		if p.live {
+			return p
 		}
+		h.order[0] = nil
+		h.order = h.order[1:]
 	}
-	return oldest
+	return nil
 }
 
 func (h *Hub) removeLocked(p *pending) {
 	if p == nil {
 		return
 	}
+	p.live = false
 	if h.pending[p.ev.RequestID] == p {
 		delete(h.pending, p.ev.RequestID)
 	}
@@ -338,8 +364,12 @@ func (h *Hub) Emit(ev event.Event) {
 }
 
 func (h *Hub) fanOutLocked(ev event.Event) {
+	if len(h.subs) == 0 {
+		return
+	}
+	it := &Item{Event: ev}
 	for s := range h.subs {
-		if s.push(ev) {
+		if s.push(it) {
 			h.dropped.Add(1)
 		}
 	}
@@ -434,6 +464,7 @@ func (h *Hub) decide(ctx context.Context, d decision) (time.Time, error) {
 
 	h.mu.Lock()
 	if ok {
+		h.trackExpiryLocked(req, res.Expires)
 		// Superseded requests for the same target are decided too.
 		for _, q := range h.pending {
 			if q.container == p.container && q.target == p.target {
@@ -443,12 +474,7 @@ func (h *Hub) decide(ctx context.Context, d decision) (time.Time, error) {
 	} else if h.purged[p.container] == gen {
 		// Restore, unless the container went away meanwhile.
 		if _, taken := h.pending[p.ev.RequestID]; !taken {
-			h.pending[p.ev.RequestID] = p
-			if p.hasFlow {
-				if _, busy := h.flows[p.flow]; !busy {
-					h.flows[p.flow] = p
-				}
-			}
+			h.insertLocked(p)
 		}
 	}
 	h.fanOutLocked(event.Event{Type: event.VerdictApplied, Container: d.container,
@@ -482,6 +508,62 @@ func (h *Hub) apply(ctx context.Context, req ApplyRequest) (res ApplyResult, err
 		}
 	}()
 	return h.cfg.Applier.Apply(ctx, req)
+}
+
+// Revoker is implemented by appliers that can take a verdict back; the
+// hub uses it to end a timed verdict on time by the wall clock, which,
+// unlike the kernel's element timeout, keeps running during suspend.
+type Revoker interface {
+	Revoke(ctx context.Context, container, ip string) error
+}
+
+type expiryKey struct{ container, ip string }
+
+type expiring struct {
+	dest string
+	at   time.Time
+}
+
+func (h *Hub) trackExpiryLocked(req ApplyRequest, at time.Time) {
+	k := expiryKey{req.Container, req.IP}
+	if at.IsZero() {
+		delete(h.expiry, k) // a lasting verdict replaced any timed one
+		return
+	}
+	h.expiry[k] = expiring{dest: req.Dest, at: at}
+}
+
+// ExpireVerdicts ends every timed verdict whose expiry has passed by the
+// wall clock: it revokes the element if the applier can (the kernel's own
+// timeout may lag after a suspend), announces a verdict_expired event and
+// writes the audit record. It returns how many expired. The daemon calls
+// it every second.
+func (h *Hub) ExpireVerdicts(ctx context.Context) int {
+	now := h.cfg.Now()
+	h.mu.Lock()
+	var due []struct {
+		k expiryKey
+		e expiring
+	}
+	for k, e := range h.expiry {
+		if !now.Before(e.at) {
+			due = append(due, struct {
+				k expiryKey
+				e expiring
+			}{k, e})
+			delete(h.expiry, k)
+		}
+	}
+	h.mu.Unlock()
+	for _, d := range due {
+		if r, ok := h.cfg.Applier.(Revoker); ok {
+			if err := r.Revoke(ctx, d.k.container, d.k.ip); err != nil {
+				h.log.Warn("revoke expired verdict", "container", d.k.container, "dest", d.k.ip, "err", err)
+			}
+		}
+		h.AuditExpired(d.k.container, d.e.dest, d.e.at)
+	}
+	return len(due)
 }
 
 // PendingRequest is a request waiting for a verdict, as [Hub.Pending]

@@ -340,3 +340,60 @@ func BenchmarkFanOut10(b *testing.B) {
 	close(stop)
 	wg.Wait()
 }
+
+type revokingApplier struct {
+	stubApplier
+	revoked []string
+}
+
+func (r *revokingApplier) Revoke(ctx context.Context, container, ip string) error {
+	r.revoked = append(r.revoked, container+"/"+ip)
+	return nil
+}
+
+func TestTimedVerdictExpiresByWallClock(t *testing.T) {
+	c := newClock()
+	ap := &revokingApplier{stubApplier: stubApplier{res: ApplyResult{OK: true, Expires: c.t.Add(time.Hour)}}}
+	h := New(Config{Applier: ap, Now: c.now})
+	sub := h.Subscribe()
+	defer sub.Close()
+	h.Publish(blockedEv("c", "c:1", "198.51.100.1", "a.example"))
+	if _, err := h.Decide(context.Background(), "c:1", "allow", ScopeOnce, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	drain(sub)
+	c.add(59 * time.Minute)
+	if n := h.ExpireVerdicts(context.Background()); n != 0 {
+		t.Fatalf("expired %d before the TTL", n)
+	}
+	// A suspend: the wall clock jumps past the expiry at once.
+	c.add(3 * time.Hour)
+	if n := h.ExpireVerdicts(context.Background()); n != 1 {
+		t.Fatalf("expired %d, want 1", n)
+	}
+	if diff := cmp.Diff([]string{"c/198.51.100.1"}, ap.revoked); diff != "" {
+		t.Fatalf("revoked (-want +got):\n%s", diff)
+	}
+	evs := drain(sub)
+	if len(evs) != 1 || evs[0].Type != event.VerdictExpired || evs[0].Domain != "a.example" {
+		t.Fatalf("events = %+v", evs)
+	}
+	if n := h.ExpireVerdicts(context.Background()); n != 0 {
+		t.Fatalf("expired again: %d", n)
+	}
+}
+
+func TestLastingVerdictCancelsExpiry(t *testing.T) {
+	c := newClock()
+	ap := &revokingApplier{stubApplier: stubApplier{res: ApplyResult{OK: true, Expires: c.t.Add(time.Minute)}}}
+	h := New(Config{Applier: ap, Now: c.now})
+	h.Publish(blockedEv("c", "c:1", "198.51.100.1", ""))
+	h.Decide(context.Background(), "c:1", "allow", ScopeOnce, time.Minute)
+	ap.res = ApplyResult{OK: true}
+	h.Publish(blockedEv("c", "c:2", "198.51.100.1", ""))
+	h.Decide(context.Background(), "c:2", "allow", ScopeContainer, 0)
+	c.add(time.Hour)
+	if n := h.ExpireVerdicts(context.Background()); n != 0 || len(ap.revoked) != 0 {
+		t.Fatalf("a container-scoped verdict was revoked by an older timer: %v", ap.revoked)
+	}
+}

@@ -17,7 +17,7 @@ type Subscription struct {
 	ready chan struct{}
 
 	mu     sync.Mutex
-	queue  []event.Event // ring buffer
+	queue  []*Item // ring buffer
 	head   int
 	n      int
 	drops  uint64
@@ -28,15 +28,32 @@ type Subscription struct {
 // from now on (there is no replay; see [Hub.Pending]). The caller must
 // Close it.
 func (h *Hub) Subscribe() *Subscription {
-	s := &Subscription{h: h, ready: make(chan struct{}, 1), queue: make([]event.Event, h.cfg.QueueDepth)}
+	s := &Subscription{h: h, ready: make(chan struct{}, 1), queue: make([]*Item, h.cfg.QueueDepth)}
 	h.mu.Lock()
 	h.subs[s] = struct{}{}
 	h.mu.Unlock()
 	return s
 }
 
+// Item is one queued event. The same Item is queued for every
+// subscriber, so an encoding of it is computed once and shared.
+type Item struct {
+	Event event.Event
+
+	once sync.Once
+	enc  []byte
+}
+
+// Encoded returns encode(it.Event), computing it on the first call only.
+// Every caller must pass the same encoder: the subscribers of one
+// interface share the result. The returned slice must not be modified.
+func (it *Item) Encoded(encode func(event.Event) []byte) []byte {
+	it.once.Do(func() { it.enc = encode(it.Event) })
+	return it.enc
+}
+
 // push queues ev and reports whether an older event had to be dropped.
-func (s *Subscription) push(ev event.Event) (dropped bool) {
+func (s *Subscription) push(ev *Item) (dropped bool) {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -64,20 +81,38 @@ func (s *Subscription) Ready() <-chan struct{} { return s.ready }
 
 // Next removes and returns the oldest queued event.
 func (s *Subscription) Next() (event.Event, bool) {
+	it, ok := s.NextItem()
+	if !ok {
+		return event.Event{}, false
+	}
+	return it.Event, true
+}
+
+// NextItem removes and returns the oldest queued item.
+func (s *Subscription) NextItem() (*Item, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.n == 0 {
-		return event.Event{}, false
+		return nil, false
 	}
-	ev := s.queue[s.head]
-	s.queue[s.head] = event.Event{}
+	it := s.queue[s.head]
+	s.queue[s.head] = nil
 	s.head = (s.head + 1) % len(s.queue)
 	s.n--
-	return ev, true
+	return it, true
 }
 
-// Delivered records that an event taken with Next reached the subscriber.
-func (s *Subscription) Delivered() { s.h.eventsOut.Add(1) }
+// Wake makes Ready fire again, for a consumer that stopped draining
+// before the queue was empty.
+func (s *Subscription) Wake() {
+	select {
+	case s.ready <- struct{}{}:
+	default:
+	}
+}
+
+// Delivered records that n events taken with Next reached the subscriber.
+func (s *Subscription) Delivered(n int) { s.h.eventsOut.Add(uint64(n)) }
 
 // Drops returns how many events this subscriber lost to a full queue.
 func (s *Subscription) Drops() uint64 {

@@ -8,16 +8,14 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
-
-	"github.com/varlink/go/varlink"
 
 	"github.com/terok-ai/clearance/internal/event"
 	"github.com/terok-ai/clearance/internal/hub"
 	"github.com/terok-ai/clearance/internal/nflog"
 	"github.com/terok-ai/clearance/internal/sanitize"
-	"github.com/terok-ai/clearance/internal/varlinkapi"
-	"github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearancefirewall1"
+	"github.com/terok-ai/clearance/internal/verdict/verdictclient"
 )
 
 // DefaultVerdictSocket is where the privileged verdict service listens.
@@ -39,12 +37,12 @@ type Firewall struct {
 	OnceTTL time.Duration
 }
 
-func (f *Firewall) dial(ctx context.Context) (*varlink.Connection, error) {
+func (f *Firewall) dial(ctx context.Context) (*verdictclient.Client, error) {
 	sock := f.Socket
 	if sock == "" {
 		sock = DefaultVerdictSocket
 	}
-	return varlinkapi.Dial(ctx, sock)
+	return verdictclient.Dial(ctx, sock)
 }
 
 // Apply writes a verdict into the container's ruleset.
@@ -65,16 +63,22 @@ func (f *Firewall) Apply(ctx context.Context, req hub.ApplyRequest) (hub.ApplyRe
 		return hub.ApplyResult{}, err
 	}
 	defer c.Close()
-	ok, stderr, exp, err := orgterokclearancefirewall1.Apply().Call(ctx, c, f.Container, ip, req.Action,
-		req.Scope, int64(ttl/time.Second), "")
+	res, err := c.Apply(ctx, verdictclient.ApplyRequest{Container: f.Container, IP: ip, Action: req.Action,
+		Scope: req.Scope, TTL: ttl}, nil)
 	if err != nil {
 		return hub.ApplyResult{}, fmt.Errorf("verdict service: %w", err)
 	}
-	res := hub.ApplyResult{OK: ok, Stderr: stderr}
-	if exp > 0 {
-		res.Expires = time.UnixMicro(exp)
+	return hub.ApplyResult{OK: res.OK, Stderr: res.Stderr, Expires: res.Expires}, nil
+}
+
+// Revoke removes ip from the container's allow and deny sets.
+func (f *Firewall) Revoke(ctx context.Context, container, ip string) error {
+	c, err := f.dial(ctx)
+	if err != nil {
+		return err
 	}
-	return res, nil
+	defer c.Close()
+	return c.Revoke(ctx, f.Container, ip, nil)
 }
 
 // Engage installs or verifies the container's ruleset.
@@ -84,11 +88,8 @@ func (f *Firewall) Engage(ctx context.Context) (engagedNow bool, err error) {
 		return false, err
 	}
 	defer c.Close()
-	_, now, err := orgterokclearancefirewall1.Engage().Call(ctx, c, f.Container)
-	if err != nil {
-		return false, fmt.Errorf("engage %s: %w", f.Container, err)
-	}
-	return now, nil
+	_, now, err := c.Engage(ctx, f.Container, nil)
+	return now, err
 }
 
 // Watch asks the service for the container's bound NFLOG socket. The
@@ -99,28 +100,8 @@ func (f *Firewall) Watch(ctx context.Context) (*os.File, error) {
 		return nil, err
 	}
 	defer c.Close()
-	var out struct {
-		Group int64 `json:"group"`
-	}
-	in := struct {
-		Container string `json:"container"`
-	}{f.Container}
-	fds, err := c.CallWithFDs(ctx, "org.terok.ClearanceFirewall1.Watch", in, &out, nil)
-	if err != nil {
-		closeAll(fds)
-		return nil, fmt.Errorf("watch %s: %w", f.Container, orgterokclearancefirewall1.Dispatch_Error(err))
-	}
-	if len(fds) != 1 {
-		closeAll(fds)
-		return nil, fmt.Errorf("watch %s: service passed %d file descriptors, want 1", f.Container, len(fds))
-	}
-	return fds[0], nil
-}
-
-func closeAll(fs []*os.File) {
-	for _, f := range fs {
-		f.Close()
-	}
+	file, _, err := c.Watch(ctx, f.Container, nil)
+	return file, err
 }
 
 // Watcher turns the container's NFLOG records into blocked requests at the
@@ -137,7 +118,7 @@ type Watcher struct {
 	Log                    *slog.Logger
 
 	names   nflog.Names
-	enobufs func() uint64
+	enobufs atomic.Pointer[func() uint64]
 	ready   chan struct{}
 }
 
@@ -152,10 +133,11 @@ func (w *Watcher) Ready() <-chan struct{} {
 // ENOBUFS reports how many times the kernel dropped records because the
 // hub read too slowly.
 func (w *Watcher) ENOBUFS() uint64 {
-	if w.enobufs == nil {
+	f := w.enobufs.Load()
+	if f == nil {
 		return 0
 	}
-	return w.enobufs()
+	return (*f)()
 }
 
 // Run watches until ctx ends.
@@ -203,7 +185,8 @@ func (w *Watcher) once(ctx context.Context, total *uint64, up func()) error {
 	}
 	r.SetReadBuffer(4 << 20)
 	base := *total
-	w.enobufs = func() uint64 { return base + r.Stats().ENOBUFS }
+	count := func() uint64 { return base + r.Stats().ENOBUFS }
+	w.enobufs.Store(&count)
 	up()
 	err = r.Run(ctx, w.handle)
 	*total = base + r.Stats().ENOBUFS

@@ -139,12 +139,24 @@ func Run(ctx context.Context, o Options) error {
 		if o.Watcher.Log == nil {
 			o.Watcher.Log = log
 		}
+		o.Watcher.Ready() // initialise before the goroutine starts
 		run(func() error { return o.Watcher.Run(ctx) })
 	}
 
 	status := func() string {
 		st := h.Stats()
 		return fmt.Sprintf("serving %s: %d subscriber(s), %d pending", o.Container, st.Subscribers, st.Pending)
+	}
+	if o.Watcher != nil {
+		// READY=1 means blocked packets reach subscribers: wait for the
+		// NFLOG watch, but not forever (a missing verdict service must
+		// not keep the unit in "activating"; the watch keeps retrying).
+		select {
+		case <-o.Watcher.Ready():
+		case <-time.After(5 * time.Second):
+			log.Warn("NFLOG watch not up yet; serving without it for now")
+		case <-ctx.Done():
+		}
 	}
 	if o.SD != nil {
 		o.SD.Ready(status())
@@ -159,14 +171,19 @@ func Run(ctx context.Context, o Options) error {
 	if every <= 0 {
 		every = 2 * time.Second
 	}
-	tick := time.NewTicker(every)
-	defer tick.Stop()
+	statusTick := time.NewTicker(every)
+	defer statusTick.Stop()
+	// Timed verdicts are checked against the wall clock every second.
+	expiryTick := time.NewTicker(time.Second)
+	defer expiryTick.Stop()
 	last := ""
 	for done := false; !done; {
 		select {
 		case <-ctx.Done():
 			done = true
-		case <-tick.C:
+		case <-expiryTick.C:
+			h.ExpireVerdicts(ctx)
+		case <-statusTick.C:
 			if n := h.Expire(); n > 0 {
 				log.Info("purged stale pending requests", "count", n)
 			}

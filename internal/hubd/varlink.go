@@ -2,6 +2,7 @@ package hubd
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"net"
@@ -80,23 +81,58 @@ func (s *compat) Subscribe(ctx context.Context, c orgterokclearance1.VarlinkCall
 		}
 	}()
 	c.Continues = true
+	var batch []byte
 	for {
 		select {
 		case <-wctx.Done():
 			return nil
 		case <-sub.Ready():
 		}
-		for {
-			ev, ok := sub.Next()
+		// Write everything queued in one go: one syscall per burst, and
+		// each event is encoded once for all subscribers.
+		batch = batch[:0]
+		n := 0
+		for n < maxBatch {
+			it, ok := sub.NextItem()
 			if !ok {
 				break
 			}
-			if err := c.ReplySubscribe(wctx, toWire(ev)); err != nil {
-				return nil // the peer is gone or too slow to ever catch up; the connection ends
-			}
-			sub.Delivered()
+			batch = append(batch, it.Encoded(encodeSubscribeReply)...)
+			n++
+		}
+		if n == 0 {
+			continue
+		}
+		if _, err := c.Conn.Write(wctx, batch); err != nil {
+			return nil // the peer is gone or too slow to ever catch up; the connection ends
+		}
+		sub.Delivered(n)
+		if n == maxBatch {
+			sub.Wake()
 		}
 	}
+}
+
+// maxBatch bounds the events written in one burst to a subscriber.
+const maxBatch = 256
+
+// encodeSubscribeReply encodes ev as one org.terok.Clearance1.Subscribe
+// reply frame with "continues": true, NUL-terminated, exactly as the
+// generated ReplySubscribe would.
+func encodeSubscribeReply(ev event.Event) []byte {
+	b, err := json.Marshal(struct {
+		Parameters struct {
+			Event orgterokclearance1.ClearanceEvent `json:"event"`
+		} `json:"parameters"`
+		Continues bool `json:"continues"`
+	}{Parameters: struct {
+		Event orgterokclearance1.ClearanceEvent `json:"event"`
+	}{toWire(ev)}, Continues: true})
+	if err != nil {
+		// Strings and a map of strings always marshal.
+		panic("encode event: " + err.Error())
+	}
+	return append(b, 0)
 }
 
 // Verdict applies a verdict with the seed's check order and typed errors.

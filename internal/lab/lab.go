@@ -1,0 +1,331 @@
+// Package lab builds small throwaway networks of namespaces for clearance's
+// end-to-end tests and its demo: a "container" network namespace with a
+// process in it, a test host in another namespace, and a veth pair between
+// them with no default route, no NAT and no forwarding, so traffic can only
+// go between the two.
+//
+// Everything a Lab creates is removed by [Lab.Close]: namespaces die with
+// the processes holding them (and their veths with them). Needs root.
+package lab
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/net/dns/dnsmessage"
+
+	"github.com/terok-ai/clearance/internal/netns"
+)
+
+// Lab owns the namespaces and processes it created.
+type Lab struct {
+	mu       sync.Mutex
+	cleanups []func()
+}
+
+// New returns an empty lab.
+func New() *Lab { return &Lab{} }
+
+func (l *Lab) defer_(f func()) {
+	l.mu.Lock()
+	l.cleanups = append(l.cleanups, f)
+	l.mu.Unlock()
+}
+
+// Close removes everything the lab created, newest first.
+func (l *Lab) Close() {
+	l.mu.Lock()
+	cs := l.cleanups
+	l.cleanups = nil
+	l.mu.Unlock()
+	for i := len(cs) - 1; i >= 0; i-- {
+		cs[i]()
+	}
+}
+
+// NS is a network namespace held open by a sleeping process.
+type NS struct {
+	Name string
+	Pid  int      // the process in the namespace (what a container's init would be)
+	File *os.File // an open /proc/<pid>/ns/net
+}
+
+// Namespace creates a network namespace with loopback up, held by a
+// process of its own.
+func (l *Lab) Namespace(name string) (*NS, error) {
+	cmd := exec.Command("unshare", "--net", "sleep", "infinity")
+	// No Pdeathsig: it fires when the forking *thread* exits, and threads
+	// that entered a namespace (netns.Do) are made to exit on purpose.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start namespace holder: %w", err)
+	}
+	l.defer_(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	self, err := os.Readlink("/proc/self/ns/net")
+	if err != nil {
+		return nil, err
+	}
+	// Wait until unshare has exec'd sleep in the new namespace.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		cur, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", cmd.Process.Pid))
+		if err == nil && cur != self {
+			comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", cmd.Process.Pid))
+			if string(comm) == "sleep\n" {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			return nil, errors.New("namespace holder did not start")
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	f, err := netns.OpenPID(cmd.Process.Pid)
+	if err != nil {
+		return nil, err
+	}
+	l.defer_(func() { f.Close() })
+	ns := &NS{Name: name, Pid: cmd.Process.Pid, File: f}
+	if err := ns.IP("link", "set", "lo", "up"); err != nil {
+		return nil, err
+	}
+	return ns, nil
+}
+
+// IP runs `ip ARGS…` inside the namespace.
+func (ns *NS) IP(args ...string) error {
+	out, err := exec.Command("nsenter", append([]string{"--net=" + nsPath(ns), "ip"}, args...)...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("ip %v in %s: %v: %s", args, ns.Name, err, out)
+	}
+	return nil
+}
+
+func nsPath(ns *NS) string { return "/proc/" + strconv.Itoa(ns.Pid) + "/ns/net" }
+
+// Link connects a and b with a veth pair, addresses aAddr on a's end and
+// bAddr on b's end (both with their prefix length), both up. No routes
+// beyond the link's own prefix are added.
+func (l *Lab) Link(a, b *NS, aAddr, bAddr netip.Prefix) error {
+	var r [3]byte
+	rand.Read(r[:])
+	an, bn := "clab"+hex.EncodeToString(r[:]), "clbb"+hex.EncodeToString(r[:])
+	out, err := exec.Command("ip", "link", "add", an, "netns", nsPath(a), "type", "veth",
+		"peer", "name", bn, "netns", nsPath(b)).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("add veth: %v: %s", err, out)
+	}
+	// The veth dies with either namespace; nothing else to clean up.
+	for _, s := range []struct {
+		ns   *NS
+		dev  string
+		addr netip.Prefix
+	}{{a, an, aAddr}, {b, bn, bAddr}} {
+		if err := s.ns.IP("addr", "add", s.addr.String(), "dev", s.dev); err != nil {
+			return err
+		}
+		if err := s.ns.IP("link", "set", s.dev, "up"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Listen opens a listener inside the namespace. The returned listener is
+// used from any goroutine: a socket stays in the namespace it was made in.
+func (ns *NS) Listen(network, addr string) (net.Listener, error) {
+	var ln net.Listener
+	err := netns.Do(int(ns.File.Fd()), func() (err error) {
+		ln, err = net.Listen(network, addr)
+		return err
+	})
+	return ln, err
+}
+
+// ListenPacket opens a packet socket inside the namespace.
+func (ns *NS) ListenPacket(network, addr string) (net.PacketConn, error) {
+	var pc net.PacketConn
+	err := netns.Do(int(ns.File.Fd()), func() (err error) {
+		pc, err = net.ListenPacket(network, addr)
+		return err
+	})
+	return pc, err
+}
+
+// Dial connects from inside the namespace. The connect itself happens on a
+// thread in the namespace, so its timing is the namespace's.
+func (ns *NS) Dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	var c net.Conn
+	err := netns.Do(int(ns.File.Fd()), func() (err error) {
+		var d net.Dialer
+		c, err = d.DialContext(ctx, network, addr)
+		return err
+	})
+	return c, err
+}
+
+// Resolve sends a DNS query for name (type A) from inside the namespace
+// to server and returns the answer's addresses.
+func (ns *NS) Resolve(ctx context.Context, server netip.AddrPort, name string) ([]netip.Addr, error) {
+	c, err := ns.Dial(ctx, "udp", server.String())
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	q := dnsmessage.Message{Header: dnsmessage.Header{ID: 0x4242, RecursionDesired: true},
+		Questions: []dnsmessage.Question{{Name: dnsmessage.MustNewName(name + "."), Type: dnsmessage.TypeA, Class: dnsmessage.ClassINET}}}
+	b, err := q.Pack()
+	if err != nil {
+		return nil, err
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		c.SetDeadline(dl)
+	}
+	if _, err := c.Write(b); err != nil {
+		return nil, err
+	}
+	buf := make([]byte, 1500)
+	n, err := c.Read(buf)
+	if err != nil {
+		return nil, err
+	}
+	var m dnsmessage.Message
+	if err := m.Unpack(buf[:n]); err != nil {
+		return nil, err
+	}
+	var out []netip.Addr
+	for _, a := range m.Answers {
+		if r, ok := a.Body.(*dnsmessage.AResource); ok {
+			out = append(out, netip.AddrFrom4(r.A))
+		}
+	}
+	return out, nil
+}
+
+// ServeDNS answers A queries for the names in zone on addr (UDP) inside
+// the namespace, until the lab closes.
+func (l *Lab) ServeDNS(ns *NS, addr netip.AddrPort, zone map[string]netip.Addr) error {
+	pc, err := ns.ListenPacket("udp", addr.String())
+	if err != nil {
+		return err
+	}
+	l.defer_(func() { pc.Close() })
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			var q dnsmessage.Message
+			if q.Unpack(buf[:n]) != nil || len(q.Questions) != 1 {
+				continue
+			}
+			r := dnsmessage.Message{Header: dnsmessage.Header{ID: q.ID, Response: true, Authoritative: true},
+				Questions: q.Questions}
+			name := q.Questions[0].Name.String()
+			if ip, ok := zone[name[:len(name)-1]]; ok && ip.Is4() && q.Questions[0].Type == dnsmessage.TypeA {
+				r.Answers = []dnsmessage.Resource{{
+					Header: dnsmessage.ResourceHeader{Name: q.Questions[0].Name, Type: dnsmessage.TypeA, Class: dnsmessage.ClassINET, TTL: 300},
+					Body:   &dnsmessage.AResource{A: ip.As4()},
+				}}
+			} else {
+				r.RCode = dnsmessage.RCodeNameError
+			}
+			out, err := r.Pack()
+			if err == nil {
+				pc.WriteTo(out, from)
+			}
+		}
+	}()
+	return nil
+}
+
+// Echo serves TCP on addr inside ns: every connection gets "hello\n".
+func (l *Lab) Echo(ns *NS, addr string) error {
+	ln, err := ns.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	l.defer_(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Write([]byte("hello\n"))
+			c.Close()
+		}
+	}()
+	return nil
+}
+
+// TempDir makes a private directory removed when the lab closes.
+func (l *Lab) TempDir() (string, error) {
+	d, err := os.MkdirTemp("", "clearance-lab-")
+	if err != nil {
+		return "", err
+	}
+	l.defer_(func() { os.RemoveAll(d) })
+	return d, os.Chmod(d, 0o755)
+}
+
+// Start runs a command until the lab closes (SIGTERM, then SIGKILL after
+// 5 s), with its output appended to logFile.
+func (l *Lab) Start(cmd *exec.Cmd, logFile string) error {
+	if logFile != "" {
+		f, err := os.OpenFile(logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+		if err != nil {
+			return err
+		}
+		cmd.Stdout, cmd.Stderr = f, f
+		l.defer_(func() { f.Close() })
+	}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	l.defer_(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+	})
+	return nil
+}
+
+// WaitSocket waits until a Unix socket at path accepts connections.
+func WaitSocket(ctx context.Context, path string) error {
+	for {
+		c, err := net.Dial("unix", path)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for %s: %w", filepath.Base(path), err)
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
+}

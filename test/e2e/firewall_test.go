@@ -1,0 +1,302 @@
+// Package e2e holds clearance's end-to-end tests: the built binaries,
+// a real kernel ruleset and NFLOG, in network namespaces the tests create.
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/varlink/go/varlink"
+
+	"github.com/terok-ai/clearance/internal/lab"
+	"github.com/terok-ai/clearance/internal/testutil"
+	"github.com/terok-ai/clearance/internal/varlinkapi"
+	"github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearance1"
+	"github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearancehub1"
+)
+
+var binDir string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "clearance-e2e-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	for _, c := range []string{"clearance-hub", "clearance-verdict"} {
+		out, err := exec.Command("go", "build", "-o", filepath.Join(dir, c), "../../cmd/"+c).CombinedOutput()
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "build %s: %v\n%s", c, err, out)
+			os.Exit(1)
+		}
+	}
+	binDir = dir
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func requireLab(t *testing.T) {
+	t.Helper()
+	testutil.RequireRoot(t)
+	testutil.RequireTool(t, "unshare", "nsenter", "ip")
+}
+
+func newStack(t *testing.T, o lab.StackOptions) *lab.Stack {
+	t.Helper()
+	l := lab.New()
+	t.Cleanup(l.Close)
+	o.Bin = binDir
+	s, err := l.NewStack(testutil.Context(t), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("hub log:\n%s\nverdict log:\n%s", s.Tail("hub"), s.Tail("verdict"))
+		}
+	})
+	return s
+}
+
+type stream struct {
+	t    *testing.T
+	recv func(context.Context) (orgterokclearance1.ClearanceEvent, uint64, error)
+	rpc  *varlink.Connection
+}
+
+func subscribe(t *testing.T, s *lab.Stack) *stream {
+	t.Helper()
+	ctx := testutil.Context(t)
+	c, err := varlinkapi.Dial(ctx, s.HubSock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	recv, err := orgterokclearance1.Subscribe().Send(ctx, c, varlink.More)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rpc, err := varlinkapi.Dial(ctx, s.HubSock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rpc.Close() })
+	// Subscribe has no reply until the first event: make sure the hub
+	// counts this subscriber before anything happens.
+	for {
+		st, err := orgterokclearancehub1.Stats().Call(ctx, rpc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Subscribers >= 1 {
+			break
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	return &stream{t: t, recv: recv, rpc: rpc}
+}
+
+// next returns the next event of the given type, skipping others.
+func (s *stream) next(typ string) orgterokclearance1.ClearanceEvent {
+	s.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for {
+		ev, _, err := s.recv(ctx)
+		if err != nil {
+			s.t.Fatalf("waiting for %s: %v", typ, err)
+		}
+		if ev.Type == typ {
+			return ev
+		}
+	}
+}
+
+// blockedConnect connects from the container and expects it to be refused
+// at once (the ruleset rejects with admin-prohibited).
+func blockedConnect(t *testing.T, s *lab.Stack, port int) {
+	t.Helper()
+	err := s.Connect(context.Background(), port, 5*time.Second)
+	if err == nil {
+		t.Fatalf("connect to port %d passed; want it blocked", port)
+	}
+	t.Logf("blocked connect to %d: %v", port, err)
+}
+
+func TestBlockedConnectionPromptAllowRetry(t *testing.T) {
+	requireLab(t)
+	s := newStack(t, lab.StackOptions{})
+	st := subscribe(t, s)
+
+	blockedConnect(t, s, lab.EchoPort)
+	ev := st.next("connection_blocked")
+	if ev.Dest != lab.HostAddr.String() || ev.Port != lab.EchoPort || ev.Proto != 6 || ev.Container != s.ID {
+		t.Fatalf("event = %+v", ev)
+	}
+	if ev.Request_id == "" || ev.Dossier == nil {
+		t.Fatalf("event lacks request id or dossier: %+v", ev)
+	}
+	target := ev.Domain
+	if target == "" {
+		target = ev.Dest
+	}
+	ok, err := orgterokclearance1.Verdict().Call(context.Background(), st.rpc, ev.Container, ev.Request_id, target, "allow")
+	if err != nil || !ok {
+		t.Fatalf("verdict: %v %v", ok, err)
+	}
+	applied := st.next("verdict_applied")
+	if !applied.Ok || applied.Request_id != ev.Request_id {
+		t.Fatalf("verdict_applied = %+v", applied)
+	}
+	if err := s.Connect(context.Background(), lab.EchoPort, 5*time.Second); err != nil {
+		t.Fatalf("retry after allow: %v", err)
+	}
+}
+
+func TestDenyDropsSilentlyAndStopsPrompting(t *testing.T) {
+	requireLab(t)
+	s := newStack(t, lab.StackOptions{})
+	st := subscribe(t, s)
+
+	blockedConnect(t, s, lab.OtherPort)
+	ev := st.next("connection_blocked")
+	ok, err := orgterokclearance1.Verdict().Call(context.Background(), st.rpc, ev.Container, ev.Request_id, ev.Dest, "deny")
+	if err != nil || !ok {
+		t.Fatalf("deny: %v %v", ok, err)
+	}
+	st.next("verdict_applied")
+	// Dropped, not rejected: the connect times out instead of failing fast.
+	err = s.Connect(context.Background(), lab.OtherPort, 500*time.Millisecond)
+	if !errors.Is(err, context.DeadlineExceeded) && !strings.Contains(fmt.Sprint(err), "timeout") {
+		t.Fatalf("connect after deny = %v, want a timeout (silent drop)", err)
+	}
+	// No second prompt: the next event is the marker published afterwards.
+	in, err := netDialUnix(s.IngestSock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(in, `{"type":"shield_up","container":%q}`+"\n", s.ID)
+	in.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	next, _, err := st.recv(ctx)
+	if err != nil || next.Type != "shield_up" {
+		t.Fatalf("after deny the next event is %+v (%v), want the shield_up marker", next, err)
+	}
+	if reqs, _ := orgterokclearancehub1.Pending().Call(context.Background(), st.rpc); len(reqs) != 0 {
+		t.Fatalf("pending after deny: %+v", reqs)
+	}
+}
+
+func TestOnceVerdictExpires(t *testing.T) {
+	requireLab(t)
+	s := newStack(t, lab.StackOptions{})
+	st := subscribe(t, s)
+
+	blockedConnect(t, s, lab.EchoPort)
+	ev := st.next("connection_blocked")
+	ok, exp, err := orgterokclearancehub1.Decide().Call(context.Background(), st.rpc, ev.Request_id, "allow", "once", 2)
+	if err != nil || !ok || exp == 0 {
+		t.Fatalf("decide once: %v %v %v", ok, exp, err)
+	}
+	if err := s.Connect(context.Background(), lab.EchoPort, 5*time.Second); err != nil {
+		t.Fatalf("connect within the TTL: %v", err)
+	}
+	expired := st.next("verdict_expired")
+	if expired.Dest != lab.HostAddr.String() {
+		t.Fatalf("verdict_expired = %+v", expired)
+	}
+	if at := time.UnixMicro(exp); time.Now().Before(at) {
+		t.Fatalf("expiry announced before %v", at)
+	}
+	blockedConnect(t, s, lab.EchoPort)
+	if again := st.next("connection_blocked"); again.Port != lab.EchoPort {
+		t.Fatalf("after expiry: %+v", again)
+	}
+}
+
+func TestDomainFromDNSReplies(t *testing.T) {
+	requireLab(t)
+	s := newStack(t, lab.StackOptions{})
+	st := subscribe(t, s)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	addrs, err := s.Container.Resolve(ctx, netip.AddrPortFrom(lab.HostAddr, 53), lab.TestDomain)
+	if err != nil || len(addrs) != 1 || addrs[0] != lab.HostAddr {
+		t.Fatalf("resolve through the allowed resolver: %v %v", addrs, err)
+	}
+	blockedConnect(t, s, lab.EchoPort)
+	ev := st.next("connection_blocked")
+	if ev.Domain != lab.TestDomain {
+		t.Fatalf("domain = %q, want %q (event %+v)", ev.Domain, lab.TestDomain, ev)
+	}
+	// The verdict names the domain, as seed clients do.
+	if _, err := orgterokclearance1.Verdict().Call(context.Background(), st.rpc, ev.Container, ev.Request_id, ev.Dest, "allow"); err == nil {
+		t.Fatal("verdict naming the IP instead of the domain was accepted")
+	}
+	ok, err := orgterokclearance1.Verdict().Call(context.Background(), st.rpc, ev.Container, ev.Request_id, lab.TestDomain, "allow")
+	if err != nil || !ok {
+		t.Fatalf("verdict by domain: %v %v", ok, err)
+	}
+	if err := s.Connect(context.Background(), lab.EchoPort, 5*time.Second); err != nil {
+		t.Fatalf("retry: %v", err)
+	}
+}
+
+func TestAlwaysSurvivesANewNamespace(t *testing.T) {
+	requireLab(t)
+	policyDir := t.TempDir()
+	s := newStack(t, lab.StackOptions{PolicyDir: policyDir, Policy: "proj"})
+	st := subscribe(t, s)
+	blockedConnect(t, s, lab.EchoPort)
+	ev := st.next("connection_blocked")
+	ok, _, err := orgterokclearancehub1.Decide().Call(context.Background(), st.rpc, ev.Request_id, "allow", "always", 0)
+	if err != nil || !ok {
+		t.Fatalf("decide always: %v %v", ok, err)
+	}
+
+	// A new container (new namespaces) of the same project starts allowed.
+	s2 := newStack(t, lab.StackOptions{PolicyDir: policyDir, Policy: "proj", ID: "labctr000002"})
+	if err := s2.Connect(context.Background(), lab.EchoPort, 5*time.Second); err != nil {
+		t.Fatalf("new namespace from the same policy: %v", err)
+	}
+	// And only because of the policy: a fresh stack with another policy
+	// name still blocks it.
+	s3 := newStack(t, lab.StackOptions{PolicyDir: policyDir, Policy: "other", ID: "labctr000003"})
+	blockedConnect(t, s3, lab.EchoPort)
+}
+
+func TestBlockedFloodCoalesces(t *testing.T) {
+	requireLab(t)
+	s := newStack(t, lab.StackOptions{})
+	st := subscribe(t, s)
+	for i := 0; i < 20; i++ {
+		s.Connect(context.Background(), lab.EchoPort, time.Second)
+	}
+	st.next("connection_blocked")
+	reqs, err := orgterokclearancehub1.Pending().Call(context.Background(), st.rpc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(reqs) != 1 || reqs[0].Count < 2 {
+		t.Fatalf("pending after 20 blocked connects = %+v, want one request with a count", reqs)
+	}
+}
+
+func netDialUnix(path string) (interface {
+	Write([]byte) (int, error)
+	Close() error
+}, error) {
+	return net.Dial("unix", path)
+}
