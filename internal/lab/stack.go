@@ -120,7 +120,7 @@ func (l *Lab) NewStack(ctx context.Context, o StackOptions) (*Stack, error) {
 	}
 	rec := record.Record{ID: o.ID, ID12: o.ID[:min(12, len(o.ID))], Name: "lab", PID: s.Container.Pid,
 		NetnsInode: id.Ino, NetnsDev: id.Dev, OwnerUID: uint32(os.Getuid()), Policy: o.Policy,
-		Dossier: map[string]string{"project": "lab", "task": "demo", "name": "busy-agent"},
+		Dossier:     map[string]string{"project": "lab", "task": "demo", "name": "busy-agent"},
 		CreatedUsec: time.Now().UnixMicro()}
 	if err := record.Write(filepath.Dir(record.Locate(s.RuntimeRoot, os.Getuid(), o.ID)), rec); err != nil {
 		return nil, fmt.Errorf("write runtime record: %w", err)
