@@ -8,10 +8,13 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 
 	"github.com/terok-ai/clearance/internal/config"
 	"github.com/terok-ai/clearance/internal/hub"
+	"github.com/terok-ai/clearance/internal/record"
+	"github.com/terok-ai/clearance/internal/sanitize"
 	"github.com/terok-ai/clearance/internal/sd"
 	"github.com/terok-ai/clearance/internal/shieldexec"
 	"github.com/terok-ai/clearance/internal/sockets"
@@ -51,6 +54,7 @@ func Command(ctx context.Context, args []string, stderr io.Writer) int {
 	runtimeDir := fs.String("runtime-dir", "", "base directory of the hub sockets when not socket-activated (default: hub.runtime_dir, $XDG_RUNTIME_DIR/clearance)")
 	verdictMode := fs.String("verdict-mode", "", `"service" or "exec" (default: verdict.mode)`)
 	watch := fs.String("watch", "auto", `NFLOG watch through the verdict service: "auto" (with the built-in ruleset in service mode), "on" or "off"`)
+	runtimeRoot := fs.String("runtime-root", record.DefaultRuntimeRoot, "where the OCI hook writes runtime records (the container's dossier is read from its record)")
 	debug := fs.Bool("debug", false, "log at debug level")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -123,6 +127,7 @@ func Command(ctx context.Context, args []string, stderr io.Writer) int {
 		return 2
 	}
 	if watcher != nil {
+		watcher.Dossier = readDossier(*runtimeRoot, id, log)
 		watcher.Firewall = fw
 		watcher.BlockPrefix = cfg.Ruleset.BlockPrefix
 		watcher.DNSPrefix = cfg.Ruleset.DNSPrefix
@@ -183,6 +188,18 @@ func listeners(dir, id string) (varlinkLns, ingestLns []net.Listener, err error)
 		return nil, nil, err
 	}
 	return []net.Listener{sockets.RemoveDirOnClose(v, hubDir)}, []net.Listener{sockets.RemoveDirOnClose(in, hubDir)}, nil
+}
+
+// readDossier returns the dossier from the container's runtime record,
+// sanitised like everything else that came from the container, or {}.
+func readDossier(root, id string, log *slog.Logger) map[string]string {
+	path := record.Locate(root, os.Getuid(), id)
+	rec, err := record.ReadOwned(path, uint32(os.Getuid()))
+	if err != nil {
+		log.Info("no runtime record; prompts carry no dossier", "container", id, "err", err)
+		return map[string]string{}
+	}
+	return sanitize.Map(rec.Dossier, sanitize.DefaultMax)
 }
 
 // ExecApplier applies verdicts by running terok-shield, as the seed did.

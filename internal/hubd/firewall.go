@@ -115,7 +115,10 @@ type Watcher struct {
 	Container string
 	// BlockPrefix and DNSPrefix are the NFLOG prefixes of the ruleset.
 	BlockPrefix, DNSPrefix string
-	Log                    *slog.Logger
+	// Dossier is attached to every blocked event (the container's
+	// identity from its runtime record, already sanitised).
+	Dossier map[string]string
+	Log     *slog.Logger
 
 	names   nflog.Names
 	enobufs atomic.Pointer[func() uint64]
@@ -212,7 +215,8 @@ func (w *Watcher) handle(rec nflog.Record) {
 		if err != nil || p.Dst.IsMulticast() {
 			return // multicast (e.g. ff02::/16 neighbour discovery) is noise, not a prompt
 		}
-		ev := event.Event{Container: w.Container, Dest: p.Dst.String(), Port: int64(p.DstPort), Proto: int64(p.Proto)}
+		ev := event.Event{Container: w.Container, Dest: p.Dst.String(), Port: int64(p.DstPort), Proto: int64(p.Proto),
+			Dossier: w.Dossier}
 		if name, ok := w.names.Lookup(p.Dst, now); ok {
 			ev.Domain = sanitize.String(name, sanitize.DefaultMax) // DNS names come from the container
 		}

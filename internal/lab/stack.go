@@ -189,7 +189,7 @@ func (s *Stack) StartHub(ctx context.Context, bin string) error {
 			}
 		}
 	}()
-	h := exec.Command(filepath.Join(bin, "clearance-hub"), "-config", s.Config, s.ID)
+	h := exec.Command(filepath.Join(bin, "clearance-hub"), "-config", s.Config, "-runtime-root", s.RuntimeRoot, s.ID)
 	h.Env = append(os.Environ(), "NOTIFY_SOCKET="+notify, "XDG_RUNTIME_DIR="+filepath.Join(s.Dir, "xdg"))
 	if err := s.Lab.Start(h, filepath.Join(s.Logs, "hub.log")); err != nil {
 		return err

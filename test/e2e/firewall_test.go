@@ -143,8 +143,8 @@ func TestBlockedConnectionPromptAllowRetry(t *testing.T) {
 	if ev.Dest != lab.HostAddr.String() || ev.Port != lab.EchoPort || ev.Proto != 6 || ev.Container != s.ID {
 		t.Fatalf("event = %+v", ev)
 	}
-	if ev.Request_id == "" || ev.Dossier == nil {
-		t.Fatalf("event lacks request id or dossier: %+v", ev)
+	if ev.Request_id == "" || ev.Dossier["project"] != "lab" || ev.Dossier["name"] != "busy-agent" {
+		t.Fatalf("event lacks request id or the record's dossier: %+v", ev)
 	}
 	target := ev.Domain
 	if target == "" {
