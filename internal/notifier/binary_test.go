@@ -1,0 +1,211 @@
+package notifier
+
+import (
+	"bytes"
+	"errors"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/terok-ai/clearance/internal/notify/notifytest"
+)
+
+// daemonProcess is the built clearance-notifier running "run" against a
+// private bus and a temporary $XDG_RUNTIME_DIR, with $NOTIFY_SOCKET
+// pointing at a datagram socket the test reads.
+type daemonProcess struct {
+	cmd    *exec.Cmd
+	out    *bytes.Buffer
+	notify *net.UnixConn
+	exited chan error
+}
+
+func startBinaryDaemon(tb testing.TB, busAddr, rt string) *daemonProcess {
+	tb.Helper()
+	bin := binary(tb)
+	cfg := filepath.Join(rt, "clearance.yaml")
+	if err := os.WriteFile(cfg, nil, 0o600); err != nil { // empty: all defaults
+		tb.Fatal(err)
+	}
+	nsPath := filepath.Join(rt, "notify.sock")
+	ns, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: nsPath, Net: "unixgram"})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { ns.Close() })
+	cmd := exec.Command(bin, "run")
+	cmd.Env = append(envWithout("DBUS_SESSION_BUS_ADDRESS", "XDG_RUNTIME_DIR", "CLEARANCE_CONFIG", "NOTIFY_SOCKET", "JOURNAL_STREAM"),
+		"DBUS_SESSION_BUS_ADDRESS="+busAddr, "XDG_RUNTIME_DIR="+rt, "CLEARANCE_CONFIG="+cfg, "NOTIFY_SOCKET="+nsPath)
+	out := &bytes.Buffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	p := &daemonProcess{cmd: cmd, out: out, notify: ns, exited: make(chan error, 1)}
+	go func() { p.exited <- cmd.Wait() }()
+	tb.Cleanup(func() {
+		cmd.Process.Kill()
+		<-p.exited
+		if tb.Failed() {
+			tb.Logf("clearance-notifier output:\n%s", out.String())
+		}
+	})
+	return p
+}
+
+// waitState reads sd_notify datagrams until one contains want.
+func (p *daemonProcess) waitState(tb testing.TB, want string) string {
+	tb.Helper()
+	buf := make([]byte, 4096)
+	p.notify.SetReadDeadline(time.Now().Add(15 * time.Second))
+	for {
+		n, err := p.notify.Read(buf)
+		if err != nil {
+			tb.Fatalf("no sd_notify state containing %q: %v", want, err)
+		}
+		if s := string(buf[:n]); strings.Contains(s, want) {
+			return s
+		}
+	}
+}
+
+// terminate sends SIGTERM and returns how long the process took to exit
+// and its exit status.
+func (p *daemonProcess) terminate(tb testing.TB) (time.Duration, int) {
+	tb.Helper()
+	start := time.Now()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		tb.Fatal(err)
+	}
+	select {
+	case err := <-p.exited:
+		p.exited <- err // for Cleanup
+		code := 0
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			code = ee.ExitCode()
+		}
+		return time.Since(start), code
+	case <-time.After(15 * time.Second):
+		tb.Fatal("clearance-notifier did not exit after SIGTERM")
+	}
+	return 0, -1
+}
+
+// TestBinaryDaemon runs the built binary as a user service would: it
+// reports READY=1 and its status over $NOTIFY_SOCKET, shows a prompt for
+// a hub found through the default glob under $XDG_RUNTIME_DIR, and on
+// SIGTERM closes the prompt and exits 0.
+func TestBinaryDaemon(t *testing.T) {
+	bus := notifytest.NewBus(t)
+	srv := notifytest.NewServer(t, bus.Addr, fullCaps)
+	rt := runtimeDir(t)
+	th := startHubAt(t, filepath.Join(rt, "clearance", "abcdef012345", "hub.sock"), "abcdef012345")
+	p := startBinaryDaemon(t, bus.Addr, rt)
+	ready := p.waitState(t, "READY=1")
+	t.Logf("ready: %q", ready)
+	th.waitSubscribers(t, 1)
+	p.waitState(t, "1 hubs (1 connected)")
+	th.hub.Blocked(blockedEvent("abcdef012345", "192.0.2.90", "bin.example", nil))
+	prompt := waitNotify(t, srv, "Blocked: bin.example:443")
+	p.waitState(t, "1 pending (1 shown)")
+
+	took, code := p.terminate(t)
+	t.Logf("exited %d after SIGTERM in %v", code, took)
+	if code != 0 {
+		t.Errorf("exit status %d after SIGTERM, want 0", code)
+	}
+	closed := false
+	for _, c := range srv.Calls() {
+		closed = closed || (c.Method == "CloseNotification" && c.ID == prompt.ID)
+	}
+	if !closed {
+		t.Errorf("prompt %d not closed on SIGTERM", prompt.ID)
+	}
+}
+
+// BenchmarkBlockToNotify measures a connection_blocked event published at
+// a real hub until the fake notification server records the Notify (hub
+// fan-out, varlink stream, rendering, D-Bus round trip through a private
+// dbus-daemon). Reports p50_us and p99_us.
+func BenchmarkBlockToNotify(b *testing.B) {
+	bus := notifytest.NewBus(b)
+	srv := notifytest.NewServer(b, bus.Addr, fullCaps)
+	base := filepath.Join(runtimeDir(b), "clearance")
+	th := startHubAt(b, filepath.Join(base, "bench0000001", "hub.sock"), "bench0000001")
+	startDaemon(b, Options{Globs: []string{filepath.Join(base, "*", "hub.sock")}, DialBus: dialBus(b, bus.Addr),
+		MaxVisible: 1 << 30, RatePerMinute: 1 << 30})
+	th.waitSubscribers(b, 1)
+	lat := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for i := range b.N {
+		srv.Reset()
+		host := "h" + strconv.Itoa(i) + ".bench.example"
+		summary := "Blocked: " + host + ":443"
+		start := time.Now()
+		th.hub.Blocked(blockedEvent("bench0000001", "192.0.2.1", host, nil))
+		if _, err := srv.WaitFor(notifyWith(summary), 15*time.Second); err != nil {
+			b.Fatal(err)
+		}
+		lat = append(lat, time.Since(start))
+	}
+	b.StopTimer()
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	pct := func(p float64) float64 {
+		return float64(lat[min(len(lat)-1, int(p*float64(len(lat))))].Nanoseconds()) / 1e3
+	}
+	b.ReportMetric(pct(0.50), "p50_us")
+	b.ReportMetric(pct(0.99), "p99_us")
+}
+
+// BenchmarkIdleRSS starts the built daemon with one hub and one prompt
+// shown, then reads its resident set size (VmRSS) once it is idle, and
+// the time it takes to exit on SIGTERM. Reports idle_rss_MiB and
+// sigterm_exit_ms; the loop itself only re-reads VmRSS.
+func BenchmarkIdleRSS(b *testing.B) {
+	bus := notifytest.NewBus(b)
+	srv := notifytest.NewServer(b, bus.Addr, fullCaps)
+	rt := runtimeDir(b)
+	th := startHubAt(b, filepath.Join(rt, "clearance", "rss000000001", "hub.sock"), "rss000000001")
+	p := startBinaryDaemon(b, bus.Addr, rt)
+	p.waitState(b, "READY=1")
+	th.waitSubscribers(b, 1)
+	th.hub.Blocked(blockedEvent("rss000000001", "192.0.2.1", "rss.example", nil))
+	waitNotify(b, srv, "Blocked: rss.example:443")
+	p.waitState(b, "1 pending (1 shown)")
+	var rss float64
+	b.ResetTimer()
+	for range b.N {
+		rss = vmRSSMiB(b, p.cmd.Process.Pid)
+	}
+	b.StopTimer()
+	b.ReportMetric(rss, "idle_rss_MiB")
+	took, _ := p.terminate(b)
+	b.ReportMetric(float64(took.Microseconds())/1e3, "sigterm_exit_ms")
+}
+
+// vmRSSMiB reads VmRSS of pid from /proc.
+func vmRSSMiB(tb testing.TB, pid int) float64 {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
+			if err != nil {
+				tb.Fatal(err)
+			}
+			return kb / 1024
+		}
+	}
+	tb.Fatal("no VmRSS")
+	return 0
+}

@@ -1,0 +1,43 @@
+// Package notifier is clearance-notifier, the desktop channel of
+// clearance: one process per graphical login that follows every hub of
+// the user, shows its prompts as freedesktop notifications and sends the
+// operator's Allow/Deny back to the hub that asked.
+//
+// [Run] is the daemon; [Main] is the whole command line (the daemon and
+// the one-off "notify" command) behind cmd/clearance-notifier.
+//
+// # Finding hubs
+//
+// Hub sockets are found by glob patterns (config notifier.hub_glob,
+// default $XDG_RUNTIME_DIR/clearance/*/hub.sock; the seed's
+// $XDG_RUNTIME_DIR/terok/clearance/*.sock works too). The directories a
+// pattern can descend through are watched with inotify, including the
+// nearest existing ancestor while the base directory does not exist yet,
+// so a hub is followed as soon as it binds its socket; a rescan every
+// minute is only a safety net. Names starting with "." and anything that
+// is not a socket are ignored.
+//
+// Each hub gets one connection streaming org.terok.Clearance1.Subscribe
+// and one for calls: Pending (so prompts waiting from before show up),
+// Verdict, and Decide for the optional time-limited allow. A hub that
+// restarts is reconnected with backoff (1 s doubling to 10 s, reset on
+// success); a hub whose directory is removed is forgotten at once and its
+// prompts are closed (a hub whose socket alone vanished gets a grace
+// period to come back).
+//
+// # Desktop
+//
+// Prompts go through [notify.Popups] on a [notify.Client] dialled from
+// $DBUS_SESSION_BUS_ADDRESS only: no autolaunch, ever. A lost bus is
+// dialled again with backoff and the pending prompts are re-posted.
+// Without any session bus the daemon runs headless (logging that prompts
+// are unavailable and pointing at `clearancectl watch`), or exits 0 when
+// notifier.headless_exit_ok is set.
+//
+// # Service manager
+//
+// READY=1 is sent once the daemon runs, and STATUS= keeps "N hubs (M
+// connected), P pending (V shown), notifications: ok|unavailable"
+// current. SIGTERM closes the prompts (their buttons would lead nowhere)
+// and exits 0.
+package notifier

@@ -1,0 +1,275 @@
+package notifier
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/varlink/go/varlink"
+
+	"github.com/terok-ai/clearance/internal/event"
+	"github.com/terok-ai/clearance/internal/varlinkapi"
+	"github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearance1"
+	"github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearancehub1"
+)
+
+// hubSink is what a hub connection reports to: the daemon.
+type hubSink interface {
+	// hubEvent delivers one event of hub h.
+	hubEvent(ctx context.Context, h *hubConn, ev event.Event)
+	// hubReconnected is called when h connected again after losing its
+	// connection, before the new pending set is delivered.
+	hubReconnected(ctx context.Context, h *hubConn)
+}
+
+// hubConn follows one hub socket: a Subscribe stream on one connection
+// and calls (Pending, Verdict, Decide) on a second one, reconnecting with
+// backoff when the hub restarts.
+//
+// run owns the stream connection; the call connection is shared by run
+// (Pending) and verdict goroutines under rpcMu.
+type hubConn struct {
+	path string
+	log  *slog.Logger
+	opts *Options
+	sink hubSink
+
+	poke      chan struct{} // reconnect now, with the backoff reset
+	connected atomic.Bool
+
+	rpcMu        sync.Mutex
+	rpc          *varlink.Connection
+	rpcInterrupt func()
+}
+
+func newHubConn(path string, opts *Options, sink hubSink) *hubConn {
+	return &hubConn{
+		path: path,
+		log:  opts.Logger.With("hub", path),
+		opts: opts,
+		sink: sink,
+		poke: make(chan struct{}, 1),
+	}
+}
+
+// name is the hub's short name: its directory for ".../<id>/hub.sock",
+// else the socket's file name.
+func (h *hubConn) name() string {
+	if filepath.Base(h.path) == "hub.sock" {
+		return filepath.Base(filepath.Dir(h.path))
+	}
+	return filepath.Base(h.path)
+}
+
+// Poke asks a waiting connection loop to try again at once.
+func (h *hubConn) Poke() {
+	select {
+	case h.poke <- struct{}{}:
+	default:
+	}
+}
+
+// run follows the hub until ctx ends. Waits between attempts are
+// BackoffMin, doubling up to BackoffMax, reset after every successful
+// connection and by Poke.
+func (h *hubConn) run(ctx context.Context) {
+	defer h.closeRPC()
+	backoff := h.opts.BackoffMin
+	everConnected := false
+	for {
+		connected, err := h.session(ctx, everConnected)
+		if ctx.Err() != nil {
+			return
+		}
+		if connected {
+			everConnected = true
+			backoff = h.opts.BackoffMin
+			h.log.Info("hub stream ended; reconnecting", "err", err, "in", backoff)
+		} else {
+			h.log.Info("hub connection failed; retrying", "err", err, "in", backoff)
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-h.poke:
+			t.Stop()
+			backoff = h.opts.BackoffMin
+		case <-t.C:
+			backoff = min(2*backoff, h.opts.BackoffMax)
+		}
+	}
+}
+
+// session connects, delivers the pending set and then the stream until it
+// ends. connected reports whether the subscription was established.
+func (h *hubConn) session(ctx context.Context, reconnect bool) (connected bool, err error) {
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, interrupt, err := dialHub(sctx, h.path)
+	if err != nil {
+		return false, err
+	}
+	defer stream.Close()
+	// The receive function keeps the Send context, but the library can
+	// miss a cancellation that races with arriving data; shutting the
+	// read side ends a blocked receive for sure.
+	stop := context.AfterFunc(sctx, interrupt)
+	defer stop()
+	recv, err := orgterokclearance1.Subscribe().Send(sctx, stream, varlink.More)
+	if err != nil {
+		return false, fmt.Errorf("subscribe: %w", err)
+	}
+	h.closeRPC() // a call connection from before the restart is stale
+	pending, err := h.pending(sctx)
+	if err != nil {
+		// A seed hub has no org.terok.ClearanceHub1: go on without the
+		// backlog. A transport failure means the hub is gone again.
+		if varlinkapi.ErrorName(err) == "" {
+			return false, err
+		}
+		h.log.Debug("hub has no pending list", "err", err)
+	}
+	h.connected.Store(true)
+	defer h.connected.Store(false)
+	if reconnect {
+		h.log.Info("reconnected to hub")
+		h.sink.hubReconnected(sctx, h)
+	} else {
+		h.log.Info("subscribed to hub", "pending", len(pending))
+	}
+	backlog := make(map[string]bool, len(pending))
+	for _, p := range pending {
+		backlog[p.Request_id] = true
+		h.sink.hubEvent(sctx, h, event.Event{
+			Type: event.ConnectionBlocked, Container: p.Container, RequestID: p.Request_id,
+			Dest: p.Dest, Port: p.Port, Proto: p.Proto, Domain: p.Domain, Dossier: p.Dossier,
+		})
+	}
+	for {
+		w, flags, err := recv(sctx)
+		if err != nil {
+			return true, err
+		}
+		ev := fromWire(w)
+		// The same block may be both in the backlog and in the first
+		// events of the stream: show it once. Later repeats (the hub's
+		// re-announcements) count.
+		if ev.Type == event.ConnectionBlocked && backlog[ev.RequestID] {
+			delete(backlog, ev.RequestID)
+		} else {
+			h.sink.hubEvent(sctx, h, ev)
+		}
+		if flags&varlink.Continues == 0 {
+			return true, errors.New("stream ended")
+		}
+	}
+}
+
+func fromWire(w orgterokclearance1.ClearanceEvent) event.Event {
+	ev := event.Event{
+		Type: w.Type, Container: w.Container, RequestID: w.Request_id, Dest: w.Dest,
+		Port: w.Port, Proto: w.Proto, Domain: w.Domain, Action: w.Action, OK: w.Ok,
+		Reason: w.Reason, Dossier: w.Dossier,
+	}
+	ev.Normalize()
+	return ev
+}
+
+// pending fetches the hub's backlog on the call connection.
+func (h *hubConn) pending(ctx context.Context) ([]orgterokclearancehub1.PendingRequest, error) {
+	var out []orgterokclearancehub1.PendingRequest
+	err := h.call(ctx, func(ctx context.Context, c *varlink.Connection) error {
+		var err error
+		out, err = orgterokclearancehub1.Pending().Call(ctx, c)
+		return err
+	})
+	return out, err
+}
+
+// verdict sends the operator's choice: Verdict for allow and deny,
+// Decide(allow, once, ttl) for the time-limited allow.
+func (h *hubConn) verdict(ctx context.Context, container, requestID, target, action string, allowFor time.Duration) error {
+	return h.call(ctx, func(ctx context.Context, c *varlink.Connection) error {
+		if allowFor > 0 {
+			_, _, err := orgterokclearancehub1.Decide().Call(ctx, c, requestID, event.ActionAllow, "once",
+				int64((allowFor+time.Second-1)/time.Second))
+			return err
+		}
+		_, err := orgterokclearance1.Verdict().Call(ctx, c, container, requestID, target, action)
+		return err
+	})
+}
+
+// call runs f on the call connection, dialling it when needed, bounded by
+// CallTimeout. A transport failure closes the connection so the next call
+// dials again; a varlink error reply leaves it open.
+func (h *hubConn) call(ctx context.Context, f func(context.Context, *varlink.Connection) error) error {
+	ctx, cancel := context.WithTimeout(ctx, h.opts.CallTimeout)
+	defer cancel()
+	h.rpcMu.Lock()
+	defer h.rpcMu.Unlock()
+	if h.rpc == nil {
+		c, interrupt, err := dialHub(ctx, h.path)
+		if err != nil {
+			return err
+		}
+		h.rpc, h.rpcInterrupt = c, interrupt
+	}
+	c := h.rpc
+	stop := context.AfterFunc(ctx, h.rpcInterrupt)
+	err := f(ctx, c)
+	interrupted := !stop()
+	if interrupted || (err != nil && varlinkapi.ErrorName(err) == "") {
+		c.Close() // transport failure or timeout: its framing is unknown now
+		h.rpc, h.rpcInterrupt = nil, nil
+	}
+	if err == nil && interrupted {
+		err = ctx.Err()
+	}
+	return err
+}
+
+// dialHub connects to the varlink socket at path. interrupt shuts down the
+// connection's read side (without closing it, which would race with the
+// library's reader): a receive blocked on it returns at once, and every
+// later one fails.
+func dialHub(ctx context.Context, path string) (c *varlink.Connection, interrupt func(), err error) {
+	d := &captureDialer{}
+	c, err = varlink.NewConnectionWithDialer(ctx, "unix:"+path, d)
+	if err != nil {
+		return nil, nil, fmt.Errorf("dial varlink %s: %w", path, err)
+	}
+	uc, _ := d.conn.(*net.UnixConn)
+	return c, func() {
+		if uc != nil {
+			_ = uc.CloseRead()
+		}
+	}, nil
+}
+
+// captureDialer dials Unix sockets and remembers the connection.
+type captureDialer struct{ conn net.Conn }
+
+func (d *captureDialer) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
+	var nd net.Dialer
+	c, err := nd.DialContext(ctx, network, address)
+	d.conn = c
+	return c, err
+}
+
+func (h *hubConn) closeRPC() {
+	h.rpcMu.Lock()
+	defer h.rpcMu.Unlock()
+	if h.rpc != nil {
+		h.rpc.Close()
+		h.rpc, h.rpcInterrupt = nil, nil
+	}
+}
