@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# make bench (second half): end-to-end measurements with the built binaries,
+# printed as "name: value unit" lines. See docs/benchmarks.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+exec go run ./test/bench -bin bin "$@"

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs the Debian packages clearance's build, tests and demo need.
+# Run as root on Debian 12 or newer. Idempotent: installs only what is missing.
+set -euo pipefail
+
+PACKAGES=(
+  ca-certificates git make gcc        # build
+  dbus-daemon dbus-bin                # private session buses in tests
+  systemd                             # systemd-socket-activate, systemd-analyze, journald, systemd --user
+  util-linux iproute2 nftables        # unshare/nsenter, veth, nft read-back in tests
+  tmux                                # driving clearancectl watch in tests
+  xvfb dunst libnotify-bin x11-apps imagemagick   # the real notification daemon end to end
+  procps psmisc                       # ps for RSS measurements
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "deps: missing Debian packages (run as root to install): ${missing[*]}" >&2
+    exit 1
+  fi
+  echo "deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v go >/dev/null 2>&1 && [ -x /usr/local/go/bin/go ]; then
+  echo "deps: Go is at /usr/local/go/bin; add it to PATH" >&2
+fi
