@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -113,7 +112,7 @@ func (h *hubConn) run(ctx context.Context) {
 func (h *hubConn) session(ctx context.Context, reconnect bool) (connected bool, err error) {
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stream, interrupt, err := dialHub(sctx, h.path)
+	stream, interrupt, err := varlinkapi.DialInterruptible(sctx, h.path)
 	if err != nil {
 		return false, err
 	}
@@ -217,7 +216,7 @@ func (h *hubConn) call(ctx context.Context, f func(context.Context, *varlink.Con
 	h.rpcMu.Lock()
 	defer h.rpcMu.Unlock()
 	if h.rpc == nil {
-		c, interrupt, err := dialHub(ctx, h.path)
+		c, interrupt, err := varlinkapi.DialInterruptible(ctx, h.path)
 		if err != nil {
 			return err
 		}
@@ -235,34 +234,6 @@ func (h *hubConn) call(ctx context.Context, f func(context.Context, *varlink.Con
 		err = ctx.Err()
 	}
 	return err
-}
-
-// dialHub connects to the varlink socket at path. interrupt shuts down the
-// connection's read side (without closing it, which would race with the
-// library's reader): a receive blocked on it returns at once, and every
-// later one fails.
-func dialHub(ctx context.Context, path string) (c *varlink.Connection, interrupt func(), err error) {
-	d := &captureDialer{}
-	c, err = varlink.NewConnectionWithDialer(ctx, "unix:"+path, d)
-	if err != nil {
-		return nil, nil, fmt.Errorf("dial varlink %s: %w", path, err)
-	}
-	uc, _ := d.conn.(*net.UnixConn)
-	return c, func() {
-		if uc != nil {
-			_ = uc.CloseRead()
-		}
-	}, nil
-}
-
-// captureDialer dials Unix sockets and remembers the connection.
-type captureDialer struct{ conn net.Conn }
-
-func (d *captureDialer) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
-	var nd net.Dialer
-	c, err := nd.DialContext(ctx, network, address)
-	d.conn = c
-	return c, err
 }
 
 func (h *hubConn) closeRPC() {

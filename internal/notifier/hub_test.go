@@ -8,17 +8,18 @@ import (
 
 	"github.com/varlink/go/varlink"
 
+	"github.com/terok-ai/clearance/internal/varlinkapi"
 	"github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearance1"
 )
 
 // TestStreamCancelRacesData: cancelling a Subscribe stream while events
 // arrive must end the receive. varlink/go's context handling alone can
-// miss it (seen with GOMAXPROCS=1); dialHub's interrupt makes it certain.
+// miss it (seen with GOMAXPROCS=1); DialInterruptible's interrupt makes it certain.
 func TestStreamCancelRacesData(t *testing.T) {
 	th := startHubAt(t, filepath.Join(runtimeDir(t), "x", "hub.sock"), "c")
 	for i := 0; i < 300; i++ {
 		ctx, cancel := context.WithCancel(context.Background())
-		c, interrupt, err := dialHub(ctx, th.path)
+		c, interrupt, err := varlinkapi.DialInterruptible(ctx, th.path)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -3,6 +3,7 @@ package varlinkapi
 import (
 	"context"
 	"fmt"
+	"net"
 	"strings"
 
 	"github.com/varlink/go/varlink"
@@ -18,6 +19,38 @@ func Dial(ctx context.Context, path string) (*varlink.Connection, error) {
 		return nil, fmt.Errorf("dial varlink %s: %w", path, err)
 	}
 	return c, nil
+}
+
+// DialInterruptible is [Dial] plus an interrupt function that shuts down
+// the connection's read side without closing it: a receive blocked on
+// the connection (a Subscribe stream waiting for its next event) returns at
+// once, and every later one fails. Use it for streams a context should be
+// able to end: cancelling the context of a blocked receive can leave the
+// library's reader stuck, and closing the connection from another
+// goroutine races with that reader. The caller still closes the
+// connection.
+func DialInterruptible(ctx context.Context, path string) (c *varlink.Connection, interrupt func(), err error) {
+	d := &captureDialer{}
+	c, err = varlink.NewConnectionWithDialer(ctx, "unix:"+path, d)
+	if err != nil {
+		return nil, nil, fmt.Errorf("dial varlink %s: %w", path, err)
+	}
+	uc, _ := d.conn.(*net.UnixConn)
+	return c, func() {
+		if uc != nil {
+			_ = uc.CloseRead()
+		}
+	}, nil
+}
+
+// captureDialer dials Unix sockets and remembers the connection.
+type captureDialer struct{ conn net.Conn }
+
+func (d *captureDialer) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
+	var nd net.Dialer
+	c, err := nd.DialContext(ctx, network, address)
+	d.conn = c
+	return c, err
 }
 
 // ErrorName returns the varlink error name carried by err (a typed error
