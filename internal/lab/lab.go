@@ -329,3 +329,34 @@ func WaitSocket(ctx context.Context, path string) error {
 		}
 	}
 }
+
+// OnLink makes every address of prefix reachable on a link inside ns (a
+// veth pair whose both ends stay in ns), so the container can send to
+// many destinations that never leave its namespace. addr is ns's own
+// address on that link, inside prefix.
+func (ns *NS) OnLink(addr netip.Prefix) error {
+	var r [3]byte
+	rand.Read(r[:])
+	a, b := "clxa"+hex.EncodeToString(r[:]), "clxb"+hex.EncodeToString(r[:])
+	if err := ns.IP("link", "add", a, "type", "veth", "peer", "name", b); err != nil {
+		return err
+	}
+	if err := ns.IP("addr", "add", addr.String(), "dev", a); err != nil {
+		return err
+	}
+	if err := ns.IP("link", "set", a, "up"); err != nil {
+		return err
+	}
+	return ns.IP("link", "set", b, "up")
+}
+
+// SendUDP sends one datagram from inside ns.
+func (ns *NS) SendUDP(dst netip.AddrPort, payload []byte) error {
+	c, err := ns.Dial(context.Background(), "udp", dst.String())
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_, err = c.Write(payload)
+	return err
+}
