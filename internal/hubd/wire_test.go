@@ -509,3 +509,51 @@ func TestManyConnectionsOpenedAndDropped(t *testing.T) {
 	}
 	waitFor(t, func() bool { return th.server.Active() <= 1 && th.hub.Stats().Subscribers == 1 })
 }
+
+// FuzzRequest: any single request, however malformed, gets exactly one
+// reply and leaves the connection serving the next request.
+func FuzzRequest(f *testing.F) {
+	for _, s := range []string{
+		`{"method":"org.terok.Clearance1.Verdict","parameters":{"container":"c","request_id":"x","dest":"d","action":"allow"}}`,
+		`{"method":"org.varlink.service.GetInterfaceDescription","parameters":{"interface":"org.terok.Clearance1"}}`,
+		`{"method":"org.terok.ClearanceHub1.Decide","parameters":{"request_id":"x","action":"deny","scope":"once","ttl_sec":-1}}`,
+		`{"method":"io.systemd.service.SetLogLevel","parameters":{"level":99}}`,
+		`{"method":"org.terok.Clearance1.Subscribe"}`,
+		`{"method":5}`, `null`, `{}`, "\xff",
+	} {
+		f.Add([]byte(s))
+	}
+	h := hub.New(hub.Config{Container: "c", Applier: &fakeApplier{ok: true}})
+	svc, err := NewService(h, nil, nil, nil)
+	if err != nil {
+		f.Fatal(err)
+	}
+	srv := &varlinkapi.Server{Service: svc, MaxMessage: 4096}
+	f.Fuzz(func(t *testing.T, msg []byte) {
+		if bytes.IndexByte(msg, 0) >= 0 || bytes.Contains(msg, []byte("more")) || bytes.Contains(msg, []byte("oneway")) {
+			return // streams and oneway calls legitimately send no single reply
+		}
+		a, b := net.Pipe()
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { srv.ServeConn(ctx, a); close(done) }()
+		defer func() { cancel(); b.Close(); <-done }()
+		b.SetDeadline(time.Now().Add(5 * time.Second))
+		br := bufio.NewReader(b)
+		go func() {
+			b.Write(append(append([]byte(nil), msg...), 0))
+			b.Write([]byte(`{"method":"io.systemd.service.Ping"}` + "\x00"))
+		}()
+		first, err := br.ReadBytes(0)
+		if err != nil {
+			t.Fatalf("no reply to %q: %v", msg, err)
+		}
+		if !json.Valid(first[:len(first)-1]) {
+			t.Fatalf("reply is not JSON: %q", first)
+		}
+		second, err := br.ReadBytes(0)
+		if err != nil || string(second) != "{}\x00" {
+			t.Fatalf("after %q the connection did not answer Ping: %q %v", msg, second, err)
+		}
+	})
+}

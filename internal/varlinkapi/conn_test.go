@@ -1,6 +1,7 @@
 package varlinkapi
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"net"
@@ -54,4 +55,61 @@ func TestFraming(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzFraming: whatever bytes arrive, split however, the connection yields
+// exactly the NUL-separated messages up to the limit, errTooLarge for each
+// longer one, and nothing else.
+func FuzzFraming(f *testing.F) {
+	f.Add([]byte("a\x00bc\x00"), uint8(3), uint8(2))
+	f.Add([]byte(strings.Repeat("x", 40)+"\x00ok\x00"), uint8(7), uint8(10))
+	f.Add([]byte("\x00\x00\x00"), uint8(1), uint8(1))
+	f.Fuzz(func(t *testing.T, data []byte, chunk uint8, max uint8) {
+		if chunk == 0 {
+			chunk = 1
+		}
+		limit := int(max%64) + 1
+		// Reference: split complete messages; a trailing partial one is
+		// never returned.
+		var want []string
+		rest := data
+		for {
+			i := bytes.IndexByte(rest, 0)
+			if i < 0 {
+				break
+			}
+			if i > limit {
+				want = append(want, "!")
+			} else {
+				want = append(want, string(rest[:i]))
+			}
+			rest = rest[i+1:]
+		}
+		a, b := net.Pipe()
+		defer a.Close()
+		go func() {
+			for p := data; len(p) > 0; {
+				n := min(int(chunk), len(p))
+				b.Write(p[:n])
+				p = p[n:]
+			}
+			b.Close()
+		}()
+		c := newConn(a, limit)
+		var got []string
+		for {
+			msg, _, err := c.next(context.Background())
+			if errors.Is(err, errTooLarge) {
+				got = append(got, "!")
+				continue
+			}
+			if err != nil {
+				break
+			}
+			got = append(got, string(msg))
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Fatalf("frames (-want +got):\n%s", diff)
+		}
+	})
 }

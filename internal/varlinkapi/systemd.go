@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"os"
 
+	"github.com/terok-ai/clearance/internal/sd"
 	"github.com/terok-ai/clearance/internal/varlinkapi/iosystemdservice"
 )
 
@@ -34,11 +35,12 @@ func (s *SystemdService) SetLogLevel(ctx context.Context, c iosystemdservice.Var
 	if s.Allowed != nil && !s.Allowed(&c) {
 		return c.ReplyPermissionDenied(ctx)
 	}
-	if level < 0 || level > 7 {
+	l, err := sd.ParseLogLevel(int(level))
+	if err != nil {
 		return c.ReplyInvalidParameter(ctx, "level")
 	}
 	if s.Level != nil {
-		s.Level.Set(SyslogLevel(int(level)))
+		s.Level.Set(l)
 	}
 	return c.ReplySetLogLevel(ctx)
 }
@@ -53,18 +55,4 @@ func (s *SystemdService) GetEnvironment(ctx context.Context, c iosystemdservice.
 		env = []string{}
 	}
 	return c.ReplyGetEnvironment(ctx, env)
-}
-
-// SyslogLevel maps a syslog priority (0 emerg … 7 debug) to a slog level.
-func SyslogLevel(p int) slog.Level {
-	switch {
-	case p >= 7:
-		return slog.LevelDebug
-	case p >= 5:
-		return slog.LevelInfo
-	case p == 4:
-		return slog.LevelWarn
-	default:
-		return slog.LevelError
-	}
 }
