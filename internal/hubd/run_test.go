@@ -1,0 +1,96 @@
+package hubd
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/varlink/go/varlink"
+
+	"github.com/terok-ai/clearance/internal/hub"
+	"github.com/terok-ai/clearance/internal/testutil"
+	"github.com/terok-ai/clearance/internal/varlinkapi"
+	"github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearance1"
+)
+
+// TestRunStopsEverything: with subscribers, producers and a hung-up
+// client in flight, Run returns promptly when its context ends and leaves
+// no goroutine behind.
+func TestRunStopsEverything(t *testing.T) {
+	before := runtime.NumGoroutine()
+	dir := t.TempDir()
+	vl, err := net.Listen("unix", filepath.Join(dir, "hub.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	il, err := net.Listen("unix", filepath.Join(dir, "ingest.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan *hub.Hub, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, Options{Container: "c", Varlink: []net.Listener{vl}, Ingest: []net.Listener{il},
+			Hub: hub.Config{Applier: &fakeApplier{ok: true}}, Log: testutil.Logger(t),
+			Ready: func(h *hub.Hub) { ready <- h }})
+	}()
+	h := <-ready
+	var conns []*varlink.Connection
+	for i := 0; i < 3; i++ {
+		c, err := varlinkapi.Dial(context.Background(), filepath.Join(dir, "hub.sock"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+		if _, err := orgterokclearance1.Subscribe().Send(context.Background(), c, varlink.More); err != nil {
+			t.Fatal(err)
+		}
+	}
+	in, err := net.Dial("unix", filepath.Join(dir, "ingest.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 100; i++ {
+		fmt.Fprintf(in, `{"type":"pending","container":"c","id":"c:%d","dest":"198.51.100.1","port":1,"proto":6}`+"\n", i)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for h.Stats().EventsIn < 100 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	start := time.Now()
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return")
+	}
+	t.Logf("Run returned %v after cancel with 3 subscribers and a producer connected", time.Since(start))
+	in.Close()
+	for _, c := range conns {
+		c.Close()
+	}
+	deadline = time.Now().Add(10 * time.Second)
+	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > before {
+		buf := make([]byte, 1<<16)
+		buf = buf[:runtime.Stack(buf, true)]
+		var ours []string
+		for _, g := range strings.Split(string(buf), "\n\n") {
+			if strings.Contains(g, "clearance/internal") {
+				ours = append(ours, g)
+			}
+		}
+		t.Fatalf("%d goroutines before, %d after:\n%s", before, n, strings.Join(ours, "\n\n"))
+	}
+}
