@@ -18,7 +18,7 @@ GOFLAGS  ?= -trimpath
 
 export PATH := /usr/local/go/bin:$(PATH)
 
-.PHONY: all build test test-go bench demo install lint generate deps fuzz clean
+.PHONY: all build test test-go bench demo install lint generate deps fuzz clean package
 
 all: build
 
@@ -61,8 +61,9 @@ install: build
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/systemd/user $(DESTDIR)$(PREFIX)/lib/systemd/system \
 	  $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/doc/clearance
 	@for c in $(CMDS); do install -m 0755 $(BINDIR)/$$c $(DESTDIR)$(PREFIX)/bin/$$c; done
-	@for u in units/user/*; do [ -f "$$u" ] && install -m 0644 "$$u" $(DESTDIR)$(PREFIX)/lib/systemd/user/ || true; done
-	@for u in units/system/*; do [ -f "$$u" ] && install -m 0644 "$$u" $(DESTDIR)$(PREFIX)/lib/systemd/system/ || true; done
+	@# Units name /usr/bin/…; point them at $(PREFIX)/bin.
+	@for u in units/user/*; do [ -f "$$u" ] && sed 's|/usr/bin/|$(PREFIX)/bin/|g' "$$u" > $(DESTDIR)$(PREFIX)/lib/systemd/user/$$(basename "$$u") || true; done
+	@for u in units/system/*; do [ -f "$$u" ] && sed 's|/usr/bin/|$(PREFIX)/bin/|g' "$$u" > $(DESTDIR)$(PREFIX)/lib/systemd/system/$$(basename "$$u") || true; done
 	@for m in docs/man/*.1; do [ -f "$$m" ] && install -m 0644 "$$m" $(DESTDIR)$(PREFIX)/share/man/man1/ || true; done
 	@if [ -f packaging/clearance.catalog ]; then install -D -m 0644 packaging/clearance.catalog $(DESTDIR)$(PREFIX)/lib/systemd/catalog/clearance.catalog; fi
 	@if [ -f packaging/oci/clearance.json ]; then install -D -m 0644 packaging/oci/clearance.json $(DESTDIR)$(PREFIX)/share/containers/oci/hooks.d/clearance.json; fi
@@ -74,3 +75,9 @@ install: build
 
 clean:
 	rm -rf $(BINDIR)
+
+# .deb and .rpm into dist/ (nfpm, run with go run at a pinned version;
+# see docs/packaging.md). PACKAGE_FORMATS=deb builds only one.
+PACKAGE_FORMATS ?= deb rpm
+package:
+	@./scripts/package.sh dist $(PACKAGE_FORMATS)
