@@ -1,0 +1,96 @@
+# bash completion for clearancectl(1)                        -*- shell-script -*-
+
+_clearancectl_containers()
+{
+    local d=${XDG_RUNTIME_DIR:-/run/user/$(id -u)}/clearance
+    [[ -d $d ]] && command ls -1 -- "$d" 2>/dev/null
+}
+
+_clearancectl_requests()
+{
+    # The ID column of "clearancectl pending" (row 1 is the header).
+    clearancectl pending 2>/dev/null | awk 'NR > 1 { print $2 }'
+}
+
+_clearancectl()
+{
+    local cur prev words cword
+    _init_completion 2>/dev/null || {
+        cur=${COMP_WORDS[COMP_CWORD]}
+        prev=${COMP_WORDS[COMP_CWORD-1]}
+        words=("${COMP_WORDS[@]}")
+        cword=$COMP_CWORD
+    }
+
+    local commands="watch pending allow deny status log explain policy help"
+    local cmd="" i
+    for ((i = 1; i < cword; i++)); do
+        case ${words[i]} in
+            -*) ;;
+            *) cmd=${words[i]}; break ;;
+        esac
+    done
+
+    if [[ -z $cmd ]]; then
+        COMPREPLY=($(compgen -W "$commands --help" -- "$cur"))
+        return
+    fi
+
+    case $prev in
+        --container)
+            COMPREPLY=($(compgen -W "$(_clearancectl_containers)" -- "$cur"))
+            return ;;
+        --glob|--socket)
+            COMPREPLY=($(compgen -f -- "$cur"))
+            return ;;
+        --for)
+            COMPREPLY=($(compgen -W "30s 5m 15m 30m 1h 12h 1d 1w" -- "$cur"))
+            return ;;
+        --since)
+            COMPREPLY=($(compgen -W "10m 1h 1d today yesterday" -- "$cur"))
+            return ;;
+        --action)
+            COMPREPLY=($(compgen -W "allow deny" -- "$cur"))
+            return ;;
+        --proto)
+            COMPREPLY=($(compgen -W "tcp udp" -- "$cur"))
+            return ;;
+        --lines)
+            return ;;
+    esac
+
+    local opts="--help"
+    case $cmd in
+        watch)   opts+=" --container --glob" ;;
+        pending) opts+=" --container --glob --json" ;;
+        status)  opts+=" --container --glob --json" ;;
+        allow|deny)
+            opts+=" --container --glob --for --until-exit --always"
+            if [[ $cur != -* ]]; then
+                COMPREPLY=($(compgen -W "$(_clearancectl_requests)" -- "$cur"))
+                return
+            fi ;;
+        log)     opts+=" --container --since --action --lines --json" ;;
+        explain)
+            opts+=" --proto --json --socket"
+            if [[ $cur != -* && ${words[cword-1]} == explain ]]; then
+                COMPREPLY=($(compgen -W "$(_clearancectl_containers)" -- "$cur"))
+                return
+            fi ;;
+        policy)
+            opts+=" --json --all --socket"
+            if [[ $cur != -* ]]; then
+                if [[ ${words[cword-1]} == policy ]]; then
+                    COMPREPLY=($(compgen -W "show export" -- "$cur"))
+                else
+                    COMPREPLY=($(compgen -W "$(_clearancectl_containers)" -- "$cur"))
+                fi
+                return
+            fi ;;
+        help)
+            COMPREPLY=($(compgen -W "$commands" -- "$cur"))
+            return ;;
+    esac
+    COMPREPLY=($(compgen -W "$opts" -- "$cur"))
+}
+complete -F _clearancectl clearancectl

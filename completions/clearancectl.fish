@@ -1,0 +1,46 @@
+# fish completion for clearancectl(1)
+
+function __clearancectl_containers
+    set -l dir (set -q XDG_RUNTIME_DIR; and echo $XDG_RUNTIME_DIR; or echo /run/user/(id -u))/clearance
+    test -d $dir; and command ls -1 -- $dir 2>/dev/null
+end
+
+function __clearancectl_requests
+    clearancectl pending 2>/dev/null | awk 'NR > 1 { print $2 }'
+end
+
+set -l cmds watch pending allow deny status log explain policy help
+
+complete -c clearancectl -f
+complete -c clearancectl -n "not __fish_seen_subcommand_from $cmds" -a watch -d 'Live prompts; answer them from the terminal'
+complete -c clearancectl -n "not __fish_seen_subcommand_from $cmds" -a pending -d 'List requests waiting for a verdict'
+complete -c clearancectl -n "not __fish_seen_subcommand_from $cmds" -a allow -d 'Allow a pending request by id'
+complete -c clearancectl -n "not __fish_seen_subcommand_from $cmds" -a deny -d 'Deny a pending request by id'
+complete -c clearancectl -n "not __fish_seen_subcommand_from $cmds" -a status -d 'Hubs, containers, pending requests, counters'
+complete -c clearancectl -n "not __fish_seen_subcommand_from $cmds" -a log -d 'Audit trail from the journal'
+complete -c clearancectl -n "not __fish_seen_subcommand_from $cmds" -a explain -d 'What the firewall does with a destination'
+complete -c clearancectl -n "not __fish_seen_subcommand_from $cmds" -a policy -d 'Show or export allow and deny sets'
+complete -c clearancectl -n "not __fish_seen_subcommand_from $cmds" -a help -d 'Help on a command'
+complete -c clearancectl -n "__fish_seen_subcommand_from help" -a "$cmds"
+
+complete -c clearancectl -l help -d 'Show help'
+complete -c clearancectl -n "__fish_seen_subcommand_from watch pending status allow deny" -l container -x -a '(__clearancectl_containers)' -d 'Only this container'
+complete -c clearancectl -n "__fish_seen_subcommand_from watch pending status allow deny" -l glob -r -d 'Also look for hub sockets matching PATTERN'
+complete -c clearancectl -n "__fish_seen_subcommand_from pending status log explain policy" -l json -d 'Print JSON'
+
+complete -c clearancectl -n "__fish_seen_subcommand_from allow deny" -a '(__clearancectl_requests)' -d 'Pending request'
+complete -c clearancectl -n "__fish_seen_subcommand_from allow deny" -l for -x -a '30s 5m 15m 30m 1h 12h 1d 1w' -d 'Expire after DURATION'
+complete -c clearancectl -n "__fish_seen_subcommand_from allow deny" -l until-exit -d 'Until the container exits'
+complete -c clearancectl -n "__fish_seen_subcommand_from allow deny" -l always -d 'Always, and written to the policy'
+
+complete -c clearancectl -n "__fish_seen_subcommand_from log" -l container -x -d 'Only this container'
+complete -c clearancectl -n "__fish_seen_subcommand_from log" -l since -x -a '10m 1h 1d today yesterday' -d 'Only records newer than TIME'
+complete -c clearancectl -n "__fish_seen_subcommand_from log" -l action -x -a 'allow deny' -d 'Only verdicts with this action'
+complete -c clearancectl -n "__fish_seen_subcommand_from log" -l lines -x -d 'Only the last N records'
+
+complete -c clearancectl -n "__fish_seen_subcommand_from explain" -l proto -x -a 'tcp udp' -d 'Protocol'
+complete -c clearancectl -n "__fish_seen_subcommand_from explain policy" -l socket -r -d 'Verdict service socket'
+complete -c clearancectl -n "__fish_seen_subcommand_from explain; and test (count (commandline -opc)) -eq 2" -a '(__clearancectl_containers)' -d 'Container'
+complete -c clearancectl -n "__fish_seen_subcommand_from policy; and not __fish_seen_subcommand_from show export" -a 'show export'
+complete -c clearancectl -n "__fish_seen_subcommand_from show export" -a '(__clearancectl_containers)' -d 'Container'
+complete -c clearancectl -n "__fish_seen_subcommand_from policy" -l all -d 'Export: include expiring elements'

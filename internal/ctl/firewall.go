@@ -1,0 +1,348 @@
+package ctl
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/varlink/go/varlink"
+
+	"github.com/terok-ai/clearance/internal/policy"
+	"github.com/terok-ai/clearance/internal/varlinkapi"
+	fw "github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearancefirewall1"
+)
+
+// Firewall is the part of the privileged verdict service
+// (org.terok.ClearanceFirewall1 on /run/clearance/verdict.sock) that
+// clearancectl reads. Implementations need not be safe for concurrent use;
+// the caller closes them.
+type Firewall interface {
+	// Explain says what the container's ruleset does with a new
+	// connection to ip:port/proto.
+	Explain(ctx context.Context, container, ip string, port int64, proto string) (Explanation, error)
+	// List returns the elements of the container's allow and deny sets.
+	List(ctx context.Context, container string) ([]fw.Element, error)
+	// Close releases the connection.
+	Close() error
+}
+
+// Explanation is the firewall's answer for one address.
+type Explanation struct {
+	// Verdict is "accept", "drop" or "reject".
+	Verdict string `json:"verdict"`
+	// Reason names the deciding rule: "loopback", "resolver", "denied",
+	// "allowed", "blocked" or "not-engaged".
+	Reason string `json:"reason"`
+	// ExpiresUsec is when the deciding set element expires
+	// (CLOCK_REALTIME microseconds), 0 for never or no element.
+	ExpiresUsec int64 `json:"expires_usec"`
+}
+
+// errFirewallUnreachable wraps a failure to connect to the verdict service.
+var errFirewallUnreachable = errors.New("verdict service not reachable")
+
+// varlinkFirewall is [Firewall] over varlink.
+type varlinkFirewall struct{ c *varlink.Connection }
+
+func dialFirewall(ctx context.Context, path string) (Firewall, error) {
+	c, err := varlinkapi.Dial(ctx, path)
+	if err != nil {
+		return nil, fmt.Errorf("%w at %s: %w", errFirewallUnreachable, path, err)
+	}
+	return &varlinkFirewall{c: c}, nil
+}
+
+func (v *varlinkFirewall) Explain(ctx context.Context, container, ip string, port int64, proto string) (Explanation, error) {
+	verdict, reason, exp, err := fw.Explain().Call(ctx, v.c, container, ip, port, proto)
+	return Explanation{Verdict: verdict, Reason: reason, ExpiresUsec: exp}, err
+}
+
+func (v *varlinkFirewall) List(ctx context.Context, container string) ([]fw.Element, error) {
+	return fw.List().Call(ctx, v.c, container)
+}
+
+func (v *varlinkFirewall) Close() error { return v.c.Close() }
+
+func defaultLookupHost(ctx context.Context, host string) ([]string, error) {
+	return net.DefaultResolver.LookupHost(ctx, host)
+}
+
+// firewallFailure maps an error of the verdict service to a message and
+// exit code.
+func (r *runner) firewallFailure(err error, container string) int {
+	if errors.Is(err, errFirewallUnreachable) {
+		return r.fail(ExitFailure, "%s (is clearance-verdict.socket enabled?)", cleanLong(err.Error()))
+	}
+	var p struct {
+		Reason string `json:"reason"`
+		Op     string `json:"op"`
+		Dest   string `json:"dest"`
+	}
+	errParams(err, &p)
+	switch varlinkapi.ErrorName(err) {
+	case errFwNoContainer:
+		return r.fail(ExitNotFound, "no such container %s (no runtime record for it under your uid, or it has exited)", clean(container))
+	case errFwPermission, errPermission:
+		return r.fail(ExitFailure, "permission denied by the verdict service: %s", orDash(cleanLong(p.Reason)))
+	case errFwStale:
+		return r.fail(ExitFailure, "the runtime record of %s does not match the kernel: %s", clean(container), orDash(cleanLong(p.Reason)))
+	case errFwInvalidDest:
+		return r.fail(ExitUsage, "invalid destination %s", clean(p.Dest))
+	case errFwFailed:
+		return r.fail(ExitFailure, "the firewall failed (%s): %s", clean(p.Op), orDash(cleanLong(p.Reason)))
+	case errIfaceNotFound, errMethodNotFound:
+		return r.fail(ExitFailure, "the verdict service does not offer org.terok.ClearanceFirewall1 (a seed verdict server?)")
+	}
+	return r.fail(ExitFailure, "verdict service: %s", describeErr(err))
+}
+
+// splitDest parses DEST[:PORT]: "host", "host:443", "192.0.2.1:443",
+// "2001:db8::1", "[2001:db8::1]:443".
+func splitDest(s string) (host string, port int64, err error) {
+	if s == "" {
+		return "", 0, errors.New("empty destination")
+	}
+	if a, err := netip.ParseAddr(s); err == nil {
+		return a.String(), 0, nil
+	}
+	if strings.HasPrefix(s, "[") && strings.HasSuffix(s, "]") {
+		a, err := netip.ParseAddr(s[1 : len(s)-1])
+		if err != nil {
+			return "", 0, fmt.Errorf("invalid address %q", s)
+		}
+		return a.String(), 0, nil
+	}
+	if strings.Contains(s, ":") {
+		h, ps, err := net.SplitHostPort(s)
+		if err != nil {
+			return "", 0, fmt.Errorf("invalid destination %q (want HOST, HOST:PORT or [IPv6]:PORT)", s)
+		}
+		n, err := strconv.ParseUint(ps, 10, 16)
+		if err != nil || n == 0 {
+			return "", 0, fmt.Errorf("invalid port %q", ps)
+		}
+		if h == "" {
+			return "", 0, errors.New("empty host")
+		}
+		return h, int64(n), nil
+	}
+	return s, 0, nil
+}
+
+// explainJSON is the output of "explain --json".
+type explainJSON struct {
+	Container string          `json:"container"`
+	Dest      string          `json:"dest"`
+	Port      int64           `json:"port"`
+	Proto     string          `json:"proto"`
+	Resolved  bool            `json:"resolved_on_host"`
+	Addresses []explainResult `json:"addresses"`
+}
+
+type explainResult struct {
+	IP string `json:"ip"`
+	Explanation
+}
+
+func (r *runner) cmdExplain(ctx context.Context, args []string) int {
+	fs := r.newFlags("explain", "CONTAINER DEST[:PORT] [--proto tcp|udp] [--json]",
+		`Asks the verdict service what CONTAINER's ruleset does with a new
+connection to DEST: accepted, dropped or rejected, which rule or set
+element decides, and when that element expires. A DEST that is not an
+address is resolved on the host (the container may resolve it differently).`)
+	proto := fs.String("proto", "", "protocol (tcp or udp; default: either)")
+	asJSON := fs.Bool("json", false, "print JSON")
+	sock := fs.String("socket", DefaultVerdictSocket, "the verdict service's `PATH`")
+	pos, err := r.parse(fs, args)
+	if err != nil {
+		return parseExit(err)
+	}
+	if len(pos) != 2 {
+		return r.usageErr(fs, "explain needs CONTAINER and DEST[:PORT]")
+	}
+	switch *proto {
+	case "", "tcp", "udp":
+	default:
+		return r.usageErr(fs, "--proto must be tcp or udp")
+	}
+	container := pos[0]
+	host, port, err := splitDest(pos[1])
+	if err != nil {
+		return r.usageErr(fs, "%s", clean(err.Error()))
+	}
+	out := explainJSON{Container: container, Dest: host, Port: port, Proto: *proto}
+	var ips []string
+	if a, err := netip.ParseAddr(host); err == nil {
+		ips = []string{a.Unmap().String()}
+	} else {
+		out.Resolved = true
+		ips, err = r.lookupHost(ctx, host)
+		if err != nil || len(ips) == 0 {
+			return r.fail(ExitNotFound, "cannot resolve %s on this host: %s", clean(host), describeErr(err))
+		}
+		sort.Strings(ips)
+	}
+	f, err := r.dialFirewall(ctx, *sock)
+	if err != nil {
+		return r.firewallFailure(err, container)
+	}
+	defer f.Close()
+	for _, ip := range ips {
+		x, err := f.Explain(ctx, container, ip, port, *proto)
+		if err != nil {
+			return r.firewallFailure(err, container)
+		}
+		out.Addresses = append(out.Addresses, explainResult{IP: ip, Explanation: x})
+	}
+	if *asJSON {
+		if err := writeJSON(r.stdout, out); err != nil {
+			return r.fail(ExitFailure, "%v", err)
+		}
+		return ExitOK
+	}
+	head := clean(host)
+	if port > 0 {
+		head += ":" + strconv.FormatInt(port, 10)
+	}
+	if *proto != "" {
+		head += "/" + *proto
+	}
+	fmt.Fprintf(r.stdout, "%s from container %s", head, clean(container))
+	if out.Resolved {
+		fmt.Fprint(r.stdout, " (resolved on this host)")
+	}
+	fmt.Fprintln(r.stdout, ":")
+	t := &table{head: []string{"ADDRESS", "VERDICT", "REASON", "EXPIRES", "MEANING"}}
+	for _, a := range out.Addresses {
+		exp := "-"
+		if t := usecTime(a.ExpiresUsec); !t.IsZero() {
+			exp = clock(t, r.now())
+		}
+		verdict := clean(a.Verdict)
+		switch a.Verdict {
+		case "accept":
+			verdict = r.paint(colGreen, verdict)
+		case "drop", "reject":
+			verdict = r.paint(colRed, verdict)
+		}
+		t.add(clean(a.IP), verdict, clean(a.Reason), exp, reasonMeaning(a.Reason))
+	}
+	t.write(r.stdout, r)
+	return ExitOK
+}
+
+// reasonMeaning explains the verdict service's reasons in words.
+func reasonMeaning(reason string) string {
+	switch reason {
+	case "loopback":
+		return "loopback traffic always passes"
+	case "resolver":
+		return "DNS to a configured resolver passes"
+	case "denied":
+		return "in a deny set: dropped silently"
+	case "allowed":
+		return "in an allow set"
+	case "blocked":
+		return "no rule matches: logged (a prompt appears) and rejected"
+	case "not-engaged":
+		return "no ruleset: nothing is filtered"
+	}
+	return "-"
+}
+
+func (r *runner) cmdPolicy(ctx context.Context, args []string) int {
+	fs := r.newFlags("policy", "show|export CONTAINER [--json] [--all]",
+		`show:   lists the elements of CONTAINER's allow and deny sets, with expiry.
+export: prints them as a clearance YAML policy (permanent elements only,
+        unless --all), ready for /etc/clearance/policy.d/<name>.yaml.`)
+	asJSON := fs.Bool("json", false, "show: print JSON")
+	all := fs.Bool("all", false, "export: include elements that expire")
+	sock := fs.String("socket", DefaultVerdictSocket, "the verdict service's `PATH`")
+	pos, err := r.parse(fs, args)
+	if err != nil {
+		return parseExit(err)
+	}
+	if len(pos) != 2 || (pos[0] != "show" && pos[0] != "export") {
+		return r.usageErr(fs, "policy needs show or export, and CONTAINER")
+	}
+	verb, container := pos[0], pos[1]
+	f, err := r.dialFirewall(ctx, *sock)
+	if err != nil {
+		return r.firewallFailure(err, container)
+	}
+	defer f.Close()
+	elems, err := f.List(ctx, container)
+	if err != nil {
+		return r.firewallFailure(err, container)
+	}
+	if verb == "export" {
+		return r.exportPolicy(elems, *all)
+	}
+	if *asJSON {
+		if elems == nil {
+			elems = []fw.Element{}
+		}
+		if err := writeJSON(r.stdout, elems); err != nil {
+			return r.fail(ExitFailure, "%v", err)
+		}
+		return ExitOK
+	}
+	if len(elems) == 0 {
+		fmt.Fprintf(r.stdout, "no allow or deny elements for %s\n", clean(container))
+		return ExitOK
+	}
+	t := &table{head: []string{"LIST", "SET", "DEST", "EXPIRES", "COMMENT"}}
+	for _, e := range elems {
+		exp := "never"
+		if t := usecTime(e.Expires_usec); !t.IsZero() {
+			exp = clock(t, r.now())
+		}
+		list := clean(e.List)
+		if e.List == policy.ListAllow {
+			list = r.paint(colGreen, list)
+		} else {
+			list = r.paint(colRed, list)
+		}
+		t.add(list, clean(e.Set), clean(e.Dest), exp, orDash(clean(e.Comment)))
+	}
+	t.write(r.stdout, r)
+	return ExitOK
+}
+
+// exportPolicy writes elements as a YAML policy.
+func (r *runner) exportPolicy(elems []fw.Element, all bool) int {
+	var p policy.Policy
+	skipped := 0
+	for _, e := range elems {
+		if e.Timeout_sec > 0 && !all {
+			skipped++
+			continue
+		}
+		pfx, err := policy.ParseDest(e.Dest)
+		if err != nil {
+			fmt.Fprintf(r.stderr, "clearancectl: skipping %s: %s\n", clean(e.Dest), clean(err.Error()))
+			continue
+		}
+		entry := policy.Entry{Dest: pfx, Comment: clean(e.Comment)}
+		switch e.List {
+		case policy.ListAllow:
+			p.Allow = append(p.Allow, entry)
+		case policy.ListDeny:
+			p.Deny = append(p.Deny, entry)
+		}
+	}
+	b, err := p.Marshal()
+	if err != nil {
+		return r.fail(ExitFailure, "%v", err)
+	}
+	if skipped > 0 {
+		fmt.Fprintf(r.stderr, "clearancectl: left out %d element(s) that expire (use --all to include them)\n", skipped)
+	}
+	r.stdout.Write(b)
+	return ExitOK
+}

@@ -1,0 +1,259 @@
+package ctl
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/varlink/go/varlink"
+
+	"github.com/terok-ai/clearance/internal/varlinkapi"
+	"github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearance1"
+	"github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearancehub1"
+)
+
+// callTimeout bounds one call to a hub. A verdict may wait for the
+// firewall (the hub's own bound is 15 s).
+const callTimeout = 30 * time.Second
+
+// hubRef is one hub socket found on disk.
+type hubRef struct {
+	// Path is the socket path.
+	Path string
+	// ID names the hub: the directory of a ".../<id>/hub.sock", else the
+	// socket's base name without ".sock". It comes from the file system
+	// and is printed only through clean.
+	ID string
+}
+
+// hubID derives a hub's name from its socket path.
+func hubID(path string) string {
+	base := filepath.Base(path)
+	if base == "hub.sock" {
+		return filepath.Base(filepath.Dir(path))
+	}
+	return strings.TrimSuffix(base, ".sock")
+}
+
+// discover returns the sockets matching any of patterns, sorted by ID
+// then path, without duplicates. Hidden entries (a name starting with
+// ".") and anything that is not a socket are skipped.
+func discover(patterns []string) ([]hubRef, error) {
+	seen := map[string]bool{}
+	var out []hubRef
+	for _, p := range patterns {
+		matches, err := filepath.Glob(p)
+		if err != nil {
+			return nil, fmt.Errorf("glob %q: %w", p, err)
+		}
+		for _, m := range matches {
+			if seen[m] {
+				continue
+			}
+			seen[m] = true
+			id := hubID(m)
+			if strings.HasPrefix(id, ".") || strings.HasPrefix(filepath.Base(m), ".") {
+				continue
+			}
+			st, err := os.Stat(m)
+			if err != nil || st.Mode().Type() != fs.ModeSocket {
+				continue
+			}
+			out = append(out, hubRef{Path: m, ID: id})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].ID != out[j].ID {
+			return out[i].ID < out[j].ID
+		}
+		return out[i].Path < out[j].Path
+	})
+	return out, nil
+}
+
+// matches reports whether a request or hub belongs to the container the
+// operator asked for: the hub's ID or the event's container name.
+func matches(filter, hubID, container string) bool {
+	return filter == "" || filter == hubID || filter == container
+}
+
+// Varlink error names clearancectl branches on.
+const (
+	errUnknownRequest = "org.terok.Clearance1.UnknownRequest"
+	errShieldFailed   = "org.terok.Clearance1.ShieldCliFailed"
+	errInvalidScope   = "org.terok.ClearanceHub1.InvalidScope"
+	errIfaceNotFound  = "org.varlink.service.InterfaceNotFound"
+	errMethodNotFound = "org.varlink.service.MethodNotFound"
+	errMethodNotImpl  = "org.varlink.service.MethodNotImplemented"
+	errPermission     = "org.varlink.service.PermissionDenied"
+	errFwNoContainer  = "org.terok.ClearanceFirewall1.NoSuchContainer"
+	errFwPermission   = "org.terok.ClearanceFirewall1.PermissionDenied"
+	errFwStale        = "org.terok.ClearanceFirewall1.StaleRecord"
+	errFwInvalidDest  = "org.terok.ClearanceFirewall1.InvalidDestination"
+	errFwFailed       = "org.terok.ClearanceFirewall1.FirewallFailed"
+)
+
+// unsupported reports whether err says the peer lacks the interface or
+// method (a seed hub has no org.terok.ClearanceHub1).
+func unsupported(err error) bool {
+	switch varlinkapi.ErrorName(err) {
+	case errIfaceNotFound, errMethodNotFound, errMethodNotImpl:
+		return true
+	}
+	return false
+}
+
+// errParams decodes the parameters of a varlink error reply into v. It
+// understands both a raw *varlink.Error and the typed errors of the
+// generated packages.
+func errParams(err error, v any) bool {
+	var ve *varlink.Error
+	if errors.As(err, &ve) {
+		raw, ok := ve.Parameters.(*json.RawMessage)
+		if !ok || raw == nil {
+			return false
+		}
+		return json.Unmarshal(*raw, v) == nil
+	}
+	// Typed errors: re-encode through JSON (their tags match the wire).
+	b, jerr := json.Marshal(err)
+	if jerr != nil {
+		return false
+	}
+	return json.Unmarshal(b, v) == nil
+}
+
+// shieldStderr extracts the firewall's diagnostic from a ShieldCliFailed.
+func shieldStderr(err error) string {
+	var t *orgterokclearance1.ShieldCliFailed
+	if errors.As(err, &t) {
+		return t.Stderr
+	}
+	var p struct {
+		Stderr string `json:"stderr"`
+	}
+	errParams(err, &p)
+	return p.Stderr
+}
+
+// describeErr renders a hub or transport error for an operator, inert.
+func describeErr(err error) string {
+	if err == nil {
+		return "no answer"
+	}
+	name := varlinkapi.ErrorName(err)
+	switch name {
+	case "":
+		return cleanLong(err.Error())
+	case errUnknownRequest:
+		return "no longer pending (already decided, expired or purged)"
+	case errShieldFailed:
+		if s := shieldStderr(err); s != "" {
+			return "the firewall refused: " + cleanLong(s)
+		}
+		return "the firewall refused"
+	case errInvalidScope:
+		return "the hub refused the scope"
+	case errIfaceNotFound, errMethodNotFound:
+		return "the hub does not support this (a seed hub without org.terok.ClearanceHub1?)"
+	case errPermission, errFwPermission:
+		return "permission denied"
+	}
+	return clean(name)
+}
+
+// pendingOf asks one hub for its pending requests.
+func pendingOf(ctx context.Context, path string) ([]orgterokclearancehub1.PendingRequest, error) {
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	c, err := varlinkapi.Dial(ctx, path)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	return orgterokclearancehub1.Pending().Call(ctx, c)
+}
+
+// statsOf asks one hub for its counters.
+func statsOf(ctx context.Context, path string) (orgterokclearancehub1.HubStats, error) {
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	c, err := varlinkapi.Dial(ctx, path)
+	if err != nil {
+		return orgterokclearancehub1.HubStats{}, err
+	}
+	defer c.Close()
+	return orgterokclearancehub1.Stats().Call(ctx, c)
+}
+
+// hubPending is one hub's answer to Pending.
+type hubPending struct {
+	hub  hubRef
+	reqs []orgterokclearancehub1.PendingRequest
+	err  error
+}
+
+// collectPending asks every hub concurrently, keeping the order of hubs.
+func collectPending(ctx context.Context, hubs []hubRef) []hubPending {
+	out := make([]hubPending, len(hubs))
+	var wg sync.WaitGroup
+	for i, h := range hubs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			reqs, err := pendingOf(ctx, h.Path)
+			out[i] = hubPending{hub: h, reqs: reqs, err: err}
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+// rpc is a lazily dialled, serialised method-call connection to one hub:
+// the second connection next to a Subscribe stream. It redials after a
+// transport error. Safe for concurrent use; calls run one at a time.
+type rpc struct {
+	path string
+	mu   sync.Mutex
+	conn *varlink.Connection
+}
+
+// do runs f on the connection, dialling it first when needed.
+func (p *rpc) do(ctx context.Context, f func(ctx context.Context, c *varlink.Connection) error) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	if p.conn == nil {
+		c, err := varlinkapi.Dial(ctx, p.path)
+		if err != nil {
+			return err
+		}
+		p.conn = c
+	}
+	err := f(ctx, p.conn)
+	if err != nil && varlinkapi.ErrorName(err) == "" {
+		// Not a reply: the connection is in an unknown state.
+		p.conn.Close()
+		p.conn = nil
+	}
+	return err
+}
+
+// close closes the connection, if any.
+func (p *rpc) close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.conn != nil {
+		p.conn.Close()
+		p.conn = nil
+	}
+}
