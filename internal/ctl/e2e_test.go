@@ -181,8 +181,8 @@ func TestStatusJSON(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []statusJSON{
-		{Hub: "c1", Socket: th.path, Answers: true, Container: "c1", Pending: 2, EventsIn: 2},
-		{Hub: "c2", Socket: th2.path, Answers: true, Container: "c2"},
+		{Hub: "c1", Socket: th.path, Answers: true, Container: "c1", Pending: 2, EventsIn: 2, Ruleset: "external"},
+		{Hub: "c2", Socket: th2.path, Answers: true, Container: "c2", Ruleset: "external"},
 	}
 	opts := cmpopts.IgnoreFields(statusJSON{}, "StartedUsec", "EventsOut")
 	if diff := cmp.Diff(want, got, opts); diff != "" {

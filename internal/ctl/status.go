@@ -24,11 +24,12 @@ type statusJSON struct {
 	VerdictsFailed int64  `json:"verdicts_failed"`
 	NflogEnobufs   int64  `json:"nflog_enobufs"`
 	StartedUsec    int64  `json:"started_usec"`
+	Ruleset        string `json:"ruleset"`
 }
 
 func (r *runner) cmdStatus(ctx context.Context, args []string) int {
 	fs := r.newFlags("status", "[--container ID] [--json]",
-		"Shows every hub found: its container, whether it answers, pending requests,\nsubscribers and event counters.")
+		"Shows every hub found: its container, whether it answers, whether its ruleset\nis engaged (NFLOG watched), pending requests, subscribers and event counters.")
 	var hf hubFlags
 	hf.register(fs, true)
 	asJSON := fs.Bool("json", false, "print JSON (values exact, non-ASCII escaped)")
@@ -60,6 +61,7 @@ func (r *runner) cmdStatus(ctx context.Context, args []string) int {
 				row.EventsIn, row.EventsOut, row.Dropped = st.Events_in, st.Events_out, st.Dropped
 				row.Malformed, row.VerdictsOK, row.VerdictsFailed = st.Malformed, st.Verdicts_ok, st.Verdicts_failed
 				row.NflogEnobufs, row.StartedUsec = st.Nflog_enobufs, st.Started_usec
+				row.Ruleset = st.Ruleset
 			}
 			rows[i] = row
 		}()
@@ -95,17 +97,17 @@ func (r *runner) cmdStatus(ctx context.Context, args []string) int {
 		fmt.Fprintf(r.stdout, "no hubs found (looked for %s)\n", clean(r.defaultGlob()))
 		return code
 	}
-	t := &table{head: []string{"HUB", "CONTAINER", "STATE", "PENDING", "SUBSCRIBERS", "IN", "OUT", "DROPPED", "VERDICTS", "UP"}}
+	t := &table{head: []string{"HUB", "CONTAINER", "STATE", "RULESET", "PENDING", "SUBSCRIBERS", "IN", "OUT", "DROPPED", "VERDICTS", "UP"}}
 	for _, s := range out {
 		if !s.Answers {
-			t.add(clean(s.Hub), "-", r.paint(colRed, "not answering: "+s.Error), "-", "-", "-", "-", "-", "-", "-")
+			t.add(clean(s.Hub), "-", r.paint(colRed, "not answering: "+s.Error), "-", "-", "-", "-", "-", "-", "-", "-")
 			continue
 		}
 		verdicts := strconv.FormatInt(s.VerdictsOK, 10)
 		if s.VerdictsFailed > 0 {
 			verdicts += " (" + strconv.FormatInt(s.VerdictsFailed, 10) + " failed)"
 		}
-		t.add(clean(s.Hub), clean(s.Container), r.paint(colGreen, "ok"), strconv.FormatInt(s.Pending, 10),
+		t.add(clean(s.Hub), clean(s.Container), r.paint(colGreen, "ok"), clean(s.Ruleset), strconv.FormatInt(s.Pending, 10),
 			strconv.FormatInt(s.Subscribers, 10), strconv.FormatInt(s.EventsIn, 10),
 			strconv.FormatInt(s.EventsOut, 10), strconv.FormatInt(s.Dropped, 10), verdicts,
 			r.sinceUsec(s.StartedUsec))

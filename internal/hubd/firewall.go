@@ -120,9 +120,10 @@ type Watcher struct {
 	Dossier map[string]string
 	Log     *slog.Logger
 
-	names   nflog.Names
-	enobufs atomic.Pointer[func() uint64]
-	ready   chan struct{}
+	names    nflog.Names
+	enobufs  atomic.Pointer[func() uint64]
+	watching atomic.Bool
+	ready    chan struct{}
 }
 
 // Ready is closed once the first NFLOG socket is being read.
@@ -132,6 +133,9 @@ func (w *Watcher) Ready() <-chan struct{} {
 	}
 	return w.ready
 }
+
+// Watching reports whether an NFLOG socket is being read right now.
+func (w *Watcher) Watching() bool { return w.watching.Load() }
 
 // ENOBUFS reports how many times the kernel dropped records because the
 // hub read too slowly.
@@ -191,7 +195,9 @@ func (w *Watcher) once(ctx context.Context, total *uint64, up func()) error {
 	count := func() uint64 { return base + r.Stats().ENOBUFS }
 	w.enobufs.Store(&count)
 	up()
+	w.watching.Store(true)
 	err = r.Run(ctx, w.handle)
+	w.watching.Store(false)
 	*total = base + r.Stats().ENOBUFS
 	if errors.Is(err, context.Canceled) {
 		return nil

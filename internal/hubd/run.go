@@ -99,13 +99,18 @@ func Run(ctx context.Context, o Options) error {
 		},
 		Log: log, MaxLine: o.MaxLine,
 	}
-	extra := func() (malformed, enobufs uint64) {
+	extra := func() (malformed, enobufs uint64, ruleset string) {
 		st := in.Stats()
 		malformed = st.Malformed + st.Oversized
+		ruleset = "external"
 		if o.Watcher != nil {
 			enobufs = o.Watcher.ENOBUFS()
+			ruleset = "engaging"
+			if o.Watcher.Watching() {
+				ruleset = "engaged"
+			}
 		}
-		return malformed, enobufs
+		return malformed, enobufs, ruleset
 	}
 	svc, err := NewService(h, o.Level, extra, log)
 	if err != nil {

@@ -30,8 +30,9 @@ const (
 // (-ldflags "-X github.com/terok-ai/clearance/internal/hubd.Version=…").
 var Version = "0.1.0-dev"
 
-// ExtraStats supplies counters kept outside the hub (ingest, NFLOG).
-type ExtraStats func() (malformed, enobufs uint64)
+// ExtraStats supplies what is kept outside the hub: ingest and NFLOG
+// counters, and the ruleset state ("engaged", "engaging", "external").
+type ExtraStats func() (malformed, enobufs uint64, ruleset string)
 
 // NewService builds the varlink service of a hub: org.terok.Clearance1,
 // org.terok.ClearanceHub1 and io.systemd.service (org.varlink.service is
@@ -200,14 +201,15 @@ func (s *ours) Pending(ctx context.Context, c orgterokclearancehub1.VarlinkCall)
 func (s *ours) Stats(ctx context.Context, c orgterokclearancehub1.VarlinkCall) error {
 	st := s.hub.Stats()
 	var malformed, enobufs uint64
+	ruleset := "external"
 	if s.extra != nil {
-		malformed, enobufs = s.extra()
+		malformed, enobufs, ruleset = s.extra()
 	}
 	return c.ReplyStats(ctx, orgterokclearancehub1.HubStats{
 		Container: st.Container, Subscribers: int64(st.Subscribers), Pending: int64(st.Pending),
 		Events_in: int64(st.EventsIn), Events_out: int64(st.EventsOut), Dropped: int64(st.Dropped),
 		Malformed: int64(malformed), Verdicts_ok: int64(st.VerdictsOK), Verdicts_failed: int64(st.VerdictsFailed),
-		Nflog_enobufs: int64(enobufs), Started_usec: st.Started.UnixMicro(),
+		Nflog_enobufs: int64(enobufs), Started_usec: st.Started.UnixMicro(), Ruleset: ruleset,
 	})
 }
 

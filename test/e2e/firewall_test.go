@@ -98,6 +98,9 @@ func subscribe(t *testing.T, s *lab.Stack) *stream {
 		if err != nil {
 			t.Fatal(err)
 		}
+		if st.Ruleset != "engaged" {
+			t.Fatalf("a hub that sent READY=1 reports ruleset %q", st.Ruleset)
+		}
 		if st.Subscribers >= 1 {
 			break
 		}

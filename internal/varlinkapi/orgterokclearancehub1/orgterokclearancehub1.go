@@ -30,7 +30,10 @@ type PendingRequest struct {
 	Last_seen_usec  int64             `json:"last_seen_usec"`
 }
 
-// Counters since the hub started.
+// Counters since the hub started. ruleset is "engaged" when the hub's own
+// NFLOG watch is up (its ruleset is installed), "engaging" while it is
+// being set up or re-established, and "external" when blocked connections
+// come from a producer on the ingest socket (terok-shield) instead.
 type HubStats struct {
 	Container       string `json:"container"`
 	Subscribers     int64  `json:"subscribers"`
@@ -43,6 +46,7 @@ type HubStats struct {
 	Verdicts_failed int64  `json:"verdicts_failed"`
 	Nflog_enobufs   int64  `json:"nflog_enobufs"`
 	Started_usec    int64  `json:"started_usec"`
+	Ruleset         string `json:"ruleset"`
 }
 
 // scope is not one of "once", "container", "always".
@@ -420,7 +424,10 @@ type PendingRequest (
   last_seen_usec: int
 )
 
-# Counters since the hub started.
+# Counters since the hub started. ruleset is "engaged" when the hub's own
+# NFLOG watch is up (its ruleset is installed), "engaging" while it is
+# being set up or re-established, and "external" when blocked connections
+# come from a producer on the ingest socket (terok-shield) instead.
 type HubStats (
   container: string,
   subscribers: int,
@@ -432,7 +439,8 @@ type HubStats (
   verdicts_ok: int,
   verdicts_failed: int,
   nflog_enobufs: int,
-  started_usec: int
+  started_usec: int,
+  ruleset: string
 )
 
 # Everything waiting for a verdict right now, oldest first, so a subscriber
