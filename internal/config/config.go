@@ -181,8 +181,10 @@ type Notifier struct {
 	// RatePerMinute caps the new prompts shown per minute. Default 30.
 	RatePerMinute int `yaml:"rate_per_minute"`
 
-	// HeadlessExitOK makes the notifier exit with status 0 instead of
-	// failing when no notification daemon is reachable. Default false.
+	// HeadlessExitOK makes the notifier exit at once with status 0 when
+	// there is no session bus. By default it keeps running headless: it
+	// follows the hubs, logs that prompts need clearancectl, and retries
+	// the bus every 30 s. Default false.
 	HeadlessExitOK bool `yaml:"headless_exit_ok"`
 }
 
