@@ -9,8 +9,11 @@ PACKAGES=(
   systemd                             # systemd-socket-activate, systemd-analyze, journald, systemd --user
   util-linux iproute2 nftables        # unshare/nsenter, veth, nft read-back in tests
   tmux                                # driving clearancectl watch in tests
-  xvfb dunst libnotify-bin x11-apps imagemagick   # the real notification daemon end to end
+  xvfb dunst libnotify-bin x11-apps imagemagick fonts-dejavu-core  # the real notification daemon end to end
   procps psmisc                       # ps for RSS measurements
+  podman runc conmon netavark containernetworking-plugins golang-github-containers-common \
+    busybox-static uidmap             # real containers in test/podman (runc: crun fails on hybrid cgroups)
+  rpm lintian                         # make package checks: rpm -qpl, lintian on the .deb
 )
 
 missing=()

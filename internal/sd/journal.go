@@ -31,17 +31,25 @@ var reserved = map[string]bool{
 	"CODE_FUNC":         true,
 }
 
+// EnvLog names the environment variable that forces the log handler
+// [NewLogger] picks: "journal" (native journal entries, even when stderr
+// is not the journal, e.g. under systemd-cat or in tests) or "stderr"
+// (text on stderr, even under systemd). Any other value, or none, means
+// automatic.
+const EnvLog = "CLEARANCE_LOG"
+
 // NewLogger returns the logger a clearance daemon logs through: a
 // [JournalHandler] when stderr is connected to the journal
-// ($JOURNAL_STREAM matches stderr), plain text on stderr otherwise. level
-// may be changed at any time (io.systemd.service.SetLogLevel); nil means
-// Info. identifier becomes SYSLOG_IDENTIFIER.
+// ($JOURNAL_STREAM matches stderr), plain text on stderr otherwise;
+// $CLEARANCE_LOG ([EnvLog]) overrides the choice. level may be changed at
+// any time (io.systemd.service.SetLogLevel); nil means Info. identifier
+// becomes SYSLOG_IDENTIFIER.
 func NewLogger(level *slog.LevelVar, identifier string) *slog.Logger {
 	var lv slog.Leveler = slog.LevelInfo
 	if level != nil {
 		lv = level
 	}
-	if ok, _ := journal.StderrIsJournalStream(); ok {
+	if useJournal(os.Getenv(EnvLog), journal.StderrIsJournalStream) {
 		return slog.New(NewJournalHandler(&JournalOptions{
 			Level:      lv,
 			Identifier: identifier,
@@ -49,6 +57,19 @@ func NewLogger(level *slog.LevelVar, identifier string) *slog.Logger {
 		}))
 	}
 	return slog.New(newTextHandler(os.Stderr, lv))
+}
+
+// useJournal decides between the journal and text on stderr: env is the
+// value of $CLEARANCE_LOG, isStream reports whether stderr is the journal.
+func useJournal(env string, isStream func() (bool, error)) bool {
+	switch env {
+	case "journal":
+		return true
+	case "stderr":
+		return false
+	}
+	ok, _ := isStream()
+	return ok
 }
 
 // newTextHandler is slog's text handler with names for clearance's extra

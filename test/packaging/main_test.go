@@ -1,0 +1,193 @@
+// Package packaging tests what clearance ships: the systemd units
+// (systemd-analyze verify and security, the verdict service's units under
+// a real systemd manager), the journal catalog and the audit records in a
+// real journald, the default configuration, and the .deb and .rpm built by
+// scripts/package.sh.
+//
+// Tests that need a systemd manager or journald run them in a private
+// mount namespace with tmpfs on /run (reference: test-machine.md §9): the
+// test binary re-executes itself under "unshare -m --propagation private"
+// with $CLEARANCE_PKGTEST_INNER naming the inner test, which mounts, starts
+// what it needs and kills it by pid before it returns. Nothing is started
+// on the machine's real /run, and no system-wide systemd is ever booted.
+package packaging
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/terok-ai/clearance/internal/testutil"
+)
+
+// envInner names the inner test a re-executed test binary runs.
+const envInner = "CLEARANCE_PKGTEST_INNER"
+
+// repoRoot is the repository's top directory.
+var repoRoot = func() string {
+	wd, err := os.Getwd()
+	if err != nil {
+		panic(err)
+	}
+	return filepath.Clean(filepath.Join(wd, "..", ".."))
+}()
+
+func TestMain(m *testing.M) {
+	if mode := os.Getenv(envClient); mode != "" {
+		os.Exit(runClient(mode))
+	}
+	code := m.Run()
+	buildOnce.cleanup()
+	os.Exit(code)
+}
+
+// builds holds the binaries built for this test binary.
+type builds struct {
+	sync.Mutex
+	dir   string
+	built map[string]error
+}
+
+var buildOnce builds
+
+func (b *builds) cleanup() {
+	if b.dir != "" {
+		os.RemoveAll(b.dir)
+	}
+}
+
+// binaries builds the named commands (cmd/<name>) once per test binary
+// and returns the directory holding them. The directory is 0755 so other
+// uids can run what is in it.
+func binaries(t *testing.T, names ...string) string {
+	t.Helper()
+	buildOnce.Lock()
+	defer buildOnce.Unlock()
+	if buildOnce.dir == "" {
+		dir, err := os.MkdirTemp("", "clearance-pkgtest-bin-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.Chmod(dir, 0o755)
+		buildOnce.dir, buildOnce.built = dir, map[string]error{}
+	}
+	for _, n := range names {
+		err, done := buildOnce.built[n]
+		if !done {
+			cmd := exec.Command("go", "build", "-o", filepath.Join(buildOnce.dir, n), "./cmd/"+n)
+			cmd.Dir = repoRoot
+			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+			if out, e := cmd.CombinedOutput(); e != nil {
+				err = fmt.Errorf("build %s: %v\n%s", n, e, out)
+			}
+			buildOnce.built[n] = err
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return buildOnce.dir
+}
+
+// unitFiles returns the unit files under units/<kind> (user or system).
+func unitFiles(t *testing.T, kind string) []string {
+	t.Helper()
+	var out []string
+	for _, pat := range []string{"*.service", "*.socket", "*.target", "*.timer", "*.path"} {
+		m, err := filepath.Glob(filepath.Join(repoRoot, "units", kind, pat))
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, m...)
+	}
+	sort.Strings(out)
+	return out
+}
+
+var execRe = regexp.MustCompile(`(?m)^(Exec[A-Za-z]*=[-@:+!]*)/usr/bin/(clearance[-a-z]*)`)
+
+// referencedBinaries lists the clearance binaries the units' Exec lines run.
+func referencedBinaries(t *testing.T, files []string) []string {
+	t.Helper()
+	seen := map[string]bool{}
+	var out []string
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range execRe.FindAllStringSubmatch(string(b), -1) {
+			if !seen[m[2]] {
+				seen[m[2]] = true
+				out = append(out, m[2])
+			}
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// installUnits copies unit files into dir with /usr/bin/clearance* in
+// their Exec lines pointing at bin instead.
+func installUnits(t *testing.T, files []string, dir, bin string) []string {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b = execRe.ReplaceAll(b, []byte("${1}"+bin+"/${2}"))
+		dst := filepath.Join(dir, filepath.Base(f))
+		if err := os.WriteFile(dst, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, dst)
+	}
+	return out
+}
+
+// runInner runs the test named name in this test binary again, inside a
+// new private mount namespace, and fails t if it fails. Its output is
+// logged.
+func runInner(t *testing.T, name string, env ...string) {
+	t.Helper()
+	testutil.RequireRoot(t)
+	testutil.RequireTool(t, "unshare")
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"-m", "--propagation", "private", exe, "-test.run", "^" + name + "$", "-test.v", "-test.count=1"}
+	if d, ok := t.Deadline(); ok {
+		args = append(args, "-test.timeout", time.Until(d).Round(time.Second).String())
+	}
+	cmd := exec.Command("unshare", args...)
+	cmd.Env = append(append(os.Environ(), envInner+"="+name), env...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err = cmd.Run()
+	t.Logf("inner %s:\n%s", name, strings.TrimSpace(out.String()))
+	if err != nil {
+		t.Fatalf("inner %s: %v", name, err)
+	}
+	if !strings.Contains(out.String(), "--- PASS: "+name) {
+		t.Fatalf("inner %s did not pass", name)
+	}
+}
+
+// inner reports whether this process is the re-executed inner run of the
+// test name. Outside it the inner test returns at once: it only ever runs
+// through runInner.
+func inner(name string) bool { return os.Getenv(envInner) == name }
