@@ -149,7 +149,7 @@ func TestDiscoverSkipsHiddenAndNonSockets(t *testing.T) {
 	seed := filepath.Join(rt, "terok", "clearance")
 	os.MkdirAll(seed, 0o700)
 	seedHub := startHub(t, filepath.Join(rt, "seedrt"), "s")
-	os.Rename(seedHub.path, filepath.Join(seed, "s.sock"))
+	os.Rename(seedHub.Path, filepath.Join(seed, "s.sock"))
 
 	pats := []string{filepath.Join(rt, "clearance", "*", "hub.sock"), filepath.Join(seed, "*.sock"),
 		filepath.Join(rt, "clearance", "*", "hub.sock")}

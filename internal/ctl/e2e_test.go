@@ -17,10 +17,10 @@ func TestPendingJSON(t *testing.T) {
 	th := startHub(t, rt, "c1")
 	ev := blockedEv("c1", "198.51.100.7", "api.example.com", 443)
 	ev.Dossier = map[string]string{"project": "proj", "task": "t1"}
-	id := th.hub.Blocked(ev)
-	th.hub.Blocked(ev) // coalesced: count 2
+	id := th.Hub.Blocked(ev)
+	th.Hub.Blocked(ev) // coalesced: count 2
 	other := startHub(t, rt, "c2")
-	id2 := other.hub.Blocked(blockedEv("c2", "192.0.2.9", "", 53))
+	id2 := other.Hub.Blocked(blockedEv("c2", "192.0.2.9", "", 53))
 
 	res := runCtl(t, rt, "pending", "--json")
 	if res.code != ExitOK {
@@ -31,9 +31,9 @@ func TestPendingJSON(t *testing.T) {
 		t.Fatalf("decode %q: %v", res.stdout, err)
 	}
 	want := []pendingJSON{
-		{Hub: "c1", Socket: th.path, Container: "c1", RequestID: id, Dest: "198.51.100.7", Port: 443, Proto: 6,
+		{Hub: "c1", Socket: th.Path, Container: "c1", RequestID: id, Dest: "198.51.100.7", Port: 443, Proto: 6,
 			Domain: "api.example.com", Target: "api.example.com", Dossier: ev.Dossier, Count: 2},
-		{Hub: "c2", Socket: other.path, Container: "c2", RequestID: id2, Dest: "192.0.2.9", Port: 53, Proto: 6,
+		{Hub: "c2", Socket: other.Path, Container: "c2", RequestID: id2, Dest: "192.0.2.9", Port: 53, Proto: 6,
 			Target: "192.0.2.9", Dossier: map[string]string{}, Count: 1},
 	}
 	opts := cmpopts.IgnoreFields(pendingJSON{}, "FirstSeenUsec", "LastSeenUsec")
@@ -92,7 +92,7 @@ func TestVerdictScopes(t *testing.T) {
 			rt := shortTempDir(t)
 			th := startHub(t, rt, "c1")
 			startHub(t, rt, "c2") // a second hub that does not hold the id
-			id := th.hub.Blocked(blockedEv("c1", "198.51.100.7", "api.example.com", 443))
+			id := th.Hub.Blocked(blockedEv("c1", "198.51.100.7", "api.example.com", 443))
 			args := append([]string(nil), tt.args...)
 			for i, a := range args {
 				if a == "ID" {
@@ -108,10 +108,10 @@ func TestVerdictScopes(t *testing.T) {
 			}
 			want := []hub.ApplyRequest{{Container: "c1", Dest: "api.example.com", IP: "198.51.100.7", Port: 443,
 				Proto: 6, Action: tt.action, Scope: tt.scope, TTL: tt.ttl}}
-			if diff := cmp.Diff(want, th.applier.Calls()); diff != "" {
+			if diff := cmp.Diff(want, th.Applier.Calls()); diff != "" {
 				t.Errorf("applier calls (-want +got):\n%s", diff)
 			}
-			if n := len(th.hub.Pending()); n != 0 {
+			if n := len(th.Hub.Pending()); n != 0 {
 				t.Errorf("%d requests still pending", n)
 			}
 		})
@@ -121,24 +121,24 @@ func TestVerdictScopes(t *testing.T) {
 func TestVerdictErrors(t *testing.T) {
 	rt := shortTempDir(t)
 	th := startHub(t, rt, "c1")
-	id := th.hub.Blocked(blockedEv("c1", "198.51.100.7", "api.example.com", 443))
+	id := th.Hub.Blocked(blockedEv("c1", "198.51.100.7", "api.example.com", 443))
 
 	res := runCtl(t, rt, "allow", "nope-42")
 	if res.code != ExitNotFound || !strings.Contains(res.stderr, "nope-42 is not pending on any hub") {
 		t.Errorf("unknown id: exit %d, stderr %q", res.code, res.stderr)
 	}
-	if len(th.applier.Calls()) != 0 {
+	if len(th.Applier.Calls()) != 0 {
 		t.Errorf("applier called for an unknown id")
 	}
 
-	th.applier.set(false, "nft: \x1b[31mNo such file\u202e or directory")
+	th.Applier.Set(false, "nft: \x1b[31mNo such file\u202e or directory", nil)
 	res = runCtl(t, rt, "allow", id)
 	if res.code != ExitRefused || !strings.Contains(res.stderr, "the firewall refused to allow api.example.com:443/tcp (c1): nft:") ||
 		!strings.Contains(res.stderr, "still pending") {
 		t.Errorf("refused: exit %d, stderr %q", res.code, res.stderr)
 	}
 	assertInert(t, "refusal message", res.stderr)
-	if len(th.hub.Pending()) != 1 {
+	if len(th.Hub.Pending()) != 1 {
 		t.Errorf("a refused verdict must leave the request pending")
 	}
 
@@ -158,7 +158,7 @@ func TestVerdictErrors(t *testing.T) {
 	}
 
 	// The id held by a hub that stopped answering is not "unknown".
-	th.stop()
+	th.Stop()
 	res = runCtl(t, rt, "allow", id)
 	if res.code == ExitOK {
 		t.Errorf("allow on a stopped hub succeeded")
@@ -168,8 +168,8 @@ func TestVerdictErrors(t *testing.T) {
 func TestStatusJSON(t *testing.T) {
 	rt := shortTempDir(t)
 	th := startHub(t, rt, "c1")
-	th.hub.Blocked(blockedEv("c1", "198.51.100.7", "api.example.com", 443))
-	th.hub.Blocked(blockedEv("c1", "198.51.100.8", "", 80))
+	th.Hub.Blocked(blockedEv("c1", "198.51.100.7", "api.example.com", 443))
+	th.Hub.Blocked(blockedEv("c1", "198.51.100.8", "", 80))
 	th2 := startHub(t, rt, "c2")
 
 	res := runCtl(t, rt, "status", "--json")
@@ -181,8 +181,8 @@ func TestStatusJSON(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []statusJSON{
-		{Hub: "c1", Socket: th.path, Answers: true, Container: "c1", Pending: 2, EventsIn: 2, Ruleset: "external"},
-		{Hub: "c2", Socket: th2.path, Answers: true, Container: "c2", Ruleset: "external"},
+		{Hub: "c1", Socket: th.Path, Answers: true, Container: "c1", Pending: 2, EventsIn: 2, Ruleset: "external"},
+		{Hub: "c2", Socket: th2.Path, Answers: true, Container: "c2", Ruleset: "external"},
 	}
 	opts := cmpopts.IgnoreFields(statusJSON{}, "StartedUsec", "EventsOut")
 	if diff := cmp.Diff(want, got, opts); diff != "" {
@@ -204,7 +204,7 @@ func TestStatusReportsSilentHub(t *testing.T) {
 	th := startHub(t, rt, "c1")
 	// Stop serving but leave a stale socket file behind (the seed's
 	// hubs do that).
-	th.stop()
+	th.Stop()
 	res := runCtl(t, rt, "status", "--json")
 	if res.code != ExitFailure {
 		t.Errorf("exit %d, want %d", res.code, ExitFailure)
@@ -226,7 +226,7 @@ func TestHostileStringsInPending(t *testing.T) {
 	// Publish takes events as a producer sends them: nothing here cleans
 	// them, so the hostile bytes really reach the wire.
 	ev.RequestID = "c1:1"
-	th.hub.Publish(ev)
+	th.Hub.Publish(ev)
 
 	res := runCtl(t, rt, "pending")
 	if res.code != ExitOK {

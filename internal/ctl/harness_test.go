@@ -3,7 +3,6 @@ package ctl
 import (
 	"bytes"
 	"context"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,111 +12,31 @@ import (
 
 	"github.com/terok-ai/clearance/internal/event"
 	"github.com/terok-ai/clearance/internal/hub"
-	"github.com/terok-ai/clearance/internal/hubd"
-	"github.com/terok-ai/clearance/internal/testutil"
-	"github.com/terok-ai/clearance/internal/varlinkapi"
+	"github.com/terok-ai/clearance/internal/hubd/hubtest"
 )
 
-// fakeApplier records verdicts and answers with a configurable result
-// (copied from internal/hubd's wire tests).
-type fakeApplier struct {
-	mu     sync.Mutex
-	calls  []hub.ApplyRequest
-	ok     bool
-	stderr string
-	err    error
-}
-
-func (f *fakeApplier) Apply(ctx context.Context, req hub.ApplyRequest) (hub.ApplyResult, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.calls = append(f.calls, req)
-	if f.err != nil {
-		return hub.ApplyResult{}, f.err
-	}
-	res := hub.ApplyResult{OK: f.ok, Stderr: f.stderr}
-	if f.ok && req.Scope == hub.ScopeOnce && req.TTL > 0 {
-		res.Expires = time.Now().Add(req.TTL)
-	}
-	return res, nil
-}
-
-func (f *fakeApplier) Calls() []hub.ApplyRequest {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return append([]hub.ApplyRequest(nil), f.calls...)
-}
-
-func (f *fakeApplier) set(ok bool, stderr string) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.ok, f.stderr = ok, stderr
-}
-
-// testHub is a real hub served on <runtime>/clearance/<id>/hub.sock.
-type testHub struct {
-	hub     *hub.Hub
-	applier *fakeApplier
-	path    string
-	stop    func()
-}
-
-// startHub serves a hub for container id under runtimeDir until the test
-// ends or stop is called. stop leaves the socket file in place (a stale
-// socket, refusing connections), as a crashed hub would.
-func startHub(t *testing.T, runtimeDir, id string) *testHub {
+// startHub serves a hub for container id on
+// <runtimeDir>/clearance/<id>/hub.sock until the test ends or Stop is
+// called. Stop leaves the socket file in place (a stale socket, refusing
+// connections), as a crashed hub would.
+func startHub(t *testing.T, runtimeDir, id string) *hubtest.Hub {
 	t.Helper()
-	return startHubWith(t, runtimeDir, id, &fakeApplier{ok: true}, nil)
+	return startHubWith(t, runtimeDir, id, nil, nil)
 }
 
-func startHubWith(t *testing.T, runtimeDir, id string, fa *fakeApplier, h *hub.Hub) *testHub {
+// startHubWith is startHub with a given applier and hub (nil for new
+// ones).
+func startHubWith(t *testing.T, runtimeDir, id string, fa *hubtest.Applier, h *hub.Hub) *hubtest.Hub {
 	t.Helper()
-	if h == nil {
-		h = hub.New(hub.Config{Container: id, Applier: fa, Log: testutil.Logger(t)})
-	}
-	dir := filepath.Join(runtimeDir, "clearance", id)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	return serveHub(t, filepath.Join(dir, "hub.sock"), fa, h)
+	path := filepath.Join(runtimeDir, "clearance", id, "hub.sock")
+	return hubtest.Serve(t, path, hubtest.Options{Container: id, Applier: fa, Hub: h, KeepSocket: true})
 }
 
-// serveHub serves h on a new socket at path.
-func serveHub(t *testing.T, path string, fa *fakeApplier, h *hub.Hub) *testHub {
+// serveHub serves h on a new socket at path, leaving the socket file in
+// place on Stop.
+func serveHub(t *testing.T, path string, fa *hubtest.Applier, h *hub.Hub) *hubtest.Hub {
 	t.Helper()
-	if h == nil {
-		h = hub.New(hub.Config{Container: "x", Applier: fa, Log: testutil.Logger(t)})
-	}
-	svc, err := hubd.NewService(h, nil, nil, testutil.Logger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln.SetUnlinkOnClose(false)
-	t.Cleanup(func() { os.Remove(path) })
-	srv := &varlinkapi.Server{Service: svc, Log: testutil.Logger(t), MaxMessage: 64 << 10}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, ln) }()
-	var once sync.Once
-	stop := func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("serve: %v", err)
-				}
-			case <-time.After(10 * time.Second):
-				t.Errorf("serve did not return after cancel")
-			}
-		})
-	}
-	t.Cleanup(stop)
-	return &testHub{hub: h, applier: fa, path: path, stop: stop}
+	return hubtest.Serve(t, path, hubtest.Options{Container: "x", Applier: fa, Hub: h, KeepSocket: true})
 }
 
 // blockedEv is a blocked connection of container c.
@@ -188,13 +107,7 @@ func truncateForLog(s string) string {
 // waitFor polls cond until it holds, failing after a generous timeout.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	hubtest.WaitUntil(t, what, cond)
 }
 
 // shortTempDir returns a temp dir with a short path (Unix socket paths

@@ -14,6 +14,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/terok-ai/clearance/internal/hub"
+	"github.com/terok-ai/clearance/internal/hubd/hubtest"
 	"github.com/terok-ai/clearance/internal/testutil"
 )
 
@@ -116,23 +117,23 @@ func startPTYWatch(t *testing.T, rt string, env map[string]string, args ...strin
 
 func TestWatchPTYPromptConfirmVerdict(t *testing.T) {
 	rt := shortTempDir(t)
-	fa := &fakeApplier{ok: true}
+	fa := &hubtest.Applier{}
 	h := hub.New(hub.Config{Container: "c1", Applier: fa, Log: testutil.Logger(t), Reemit: time.Nanosecond})
 	th := startHubWith(t, rt, "c1", fa, h)
-	th.hub.Blocked(blockedEv("c1", "192.0.2.1", "early.example", 80))
+	th.Hub.Blocked(blockedEv("c1", "192.0.2.1", "early.example", 80))
 
 	s := startPTYWatch(t, rt, map[string]string{"NO_COLOR": "1"})
 	s.waitOut("hub c1: connected")
 	// Requests waiting before watch started are shown too.
 	s.waitOut("[1] BLOCKED  early.example:80/tcp (192.0.2.1)  Container: c1")
-	waitFor(t, "subscriber", func() bool { return th.hub.Stats().Subscribers >= 1 })
+	waitFor(t, "subscriber", func() bool { return th.Hub.Stats().Subscribers >= 1 })
 
 	ev := blockedEv("c1", "198.51.100.7", "api.example.com", 443)
 	ev.Dossier = map[string]string{"project": "proj", "task": "t1", "name": "builder"}
-	id := th.hub.Blocked(ev)
+	id := th.Hub.Blocked(ev)
 	s.waitOut("[2] BLOCKED  api.example.com:443/tcp (198.51.100.7)  Task: proj/t1 · builder")
-	th.hub.Blocked(ev)
-	th.hub.Blocked(ev)
+	th.Hub.Blocked(ev)
+	th.Hub.Blocked(ev)
 	s.waitOut("[2] blocked again  api.example.com:443/tcp (198.51.100.7)  ×3")
 
 	// A verdict needs an explicit confirmation; anything else cancels.
@@ -158,7 +159,7 @@ func TestWatchPTYPromptConfirmVerdict(t *testing.T) {
 	if diff := cmp.Diff(want, fa.Calls()); diff != "" {
 		t.Errorf("applier calls (-want +got):\n%s", diff)
 	}
-	if _, still := pendingIDs(th.hub)[id]; still {
+	if _, still := pendingIDs(th.Hub)[id]; still {
 		t.Errorf("request %s still pending after the verdict", id)
 	}
 
@@ -198,17 +199,17 @@ func TestWatchPTYHostileStringsAndFailure(t *testing.T) {
 	th := startHub(t, rt, "c1")
 	s := startPTYWatch(t, rt, map[string]string{"NO_COLOR": "1"})
 	s.waitOut("hub c1: connected")
-	waitFor(t, "subscriber", func() bool { return th.hub.Stats().Subscribers >= 1 })
+	waitFor(t, "subscriber", func() bool { return th.Hub.Stats().Subscribers >= 1 })
 
 	ev := blockedEv("c1", "198.51.100.7", hostile, 443)
 	ev.RequestID = "c1:1"
 	ev.Dossier = map[string]string{"project": "\x1b[1mp\u202e", "task": hostile, "name": "n\x1b]8;;http://x\x07"}
-	th.hub.Publish(ev)
+	th.Hub.Publish(ev)
 	s.waitOut("[1] BLOCKED")
 	s.waitOut("evil")
 
 	// The firewall refuses: the prompt stays, and says so.
-	th.applier.set(false, "nft: \x1b[31mtable missing\u202e")
+	th.Applier.Set(false, "nft: \x1b[31mtable missing\u202e", nil)
 	m := s.mark()
 	s.typeLine("d 1")
 	s.waitOutAfter(m, "Type y and Enter")
@@ -222,7 +223,7 @@ func TestWatchPTYHostileStringsAndFailure(t *testing.T) {
 	exited := blockedEv("c1", "", "", 0)
 	exited.Type = "container_exited"
 	exited.Reason = "stopped\x1b[2J"
-	th.hub.Publish(exited)
+	th.Hub.Publish(exited)
 	s.waitOut("container c1 exited (stopped [2J); dropped [1]")
 
 	s.typeLine("q")
@@ -241,8 +242,8 @@ func TestWatchColourOnlyOnTerminal(t *testing.T) {
 	th := startHub(t, rt, "c1")
 	s := startPTYWatch(t, rt, nil)
 	s.waitOut("connected")
-	waitFor(t, "subscriber", func() bool { return th.hub.Stats().Subscribers >= 1 })
-	th.hub.Blocked(blockedEv("c1", "198.51.100.7", "api.example.com", 443))
+	waitFor(t, "subscriber", func() bool { return th.Hub.Stats().Subscribers >= 1 })
+	th.Hub.Blocked(blockedEv("c1", "198.51.100.7", "api.example.com", 443))
 	s.waitOut("\x1b[33m[1] BLOCKED")
 	s.typeLine("q")
 	s.wait()
@@ -283,25 +284,25 @@ func TestWatchDiscoversReconnectsAndForgetsHubs(t *testing.T) {
 	// A hub appearing later is picked up.
 	th := startHub(t, rt, "c1")
 	s.waitOut("hub c1: connected")
-	waitFor(t, "subscriber", func() bool { return th.hub.Stats().Subscribers >= 1 })
-	th.hub.Blocked(blockedEv("c1", "198.51.100.7", "api.example.com", 443))
+	waitFor(t, "subscriber", func() bool { return th.Hub.Stats().Subscribers >= 1 })
+	th.Hub.Blocked(blockedEv("c1", "198.51.100.7", "api.example.com", 443))
 	s.waitOut("[1] BLOCKED  api.example.com:443/tcp")
 
 	// The hub restarts on the same socket path (atomically replaced, as
 	// systemd's socket keeps the path): watch reconnects, sees that [1]
 	// is gone with the old hub, and shows the new hub's queue.
 	m := s.mark()
-	th.stop()
+	th.Stop()
 	s.waitOutAfter(m, "hub c1: connection lost")
-	fa2 := &fakeApplier{ok: true}
+	fa2 := &hubtest.Applier{}
 	h2 := hub.New(hub.Config{Container: "c1", Applier: fa2, Log: testutil.Logger(t)})
-	tmp := filepath.Join(filepath.Dir(th.path), "new.sock")
+	tmp := filepath.Join(filepath.Dir(th.Path), "new.sock")
 	th2 := serveHub(t, tmp, fa2, h2)
 	h2.Blocked(blockedEv("c1", "203.0.113.5", "", 22))
-	if err := os.Rename(tmp, th.path); err != nil {
+	if err := os.Rename(tmp, th.Path); err != nil {
 		t.Fatal(err)
 	}
-	th2.path = th.path
+	th2.Path = th.Path
 	s.waitOutAfter(m, "hub c1: reconnected")
 	s.waitOutAfter(m, "[1] no longer pending")
 	s.waitOutAfter(m, "[2] BLOCKED  203.0.113.5:22/tcp")
@@ -316,16 +317,16 @@ func TestWatchDiscoversReconnectsAndForgetsHubs(t *testing.T) {
 	// A second hub, then the first one disappears for good.
 	tc2 := startHub(t, rt, "c2")
 	s.waitOut("hub c2: connected")
-	waitFor(t, "subscriber", func() bool { return tc2.hub.Stats().Subscribers >= 1 })
+	waitFor(t, "subscriber", func() bool { return tc2.Hub.Stats().Subscribers >= 1 })
 	h2.Blocked(blockedEv("c1", "203.0.113.6", "", 22))
 	s.waitOut("[3] BLOCKED  203.0.113.6:22/tcp")
 	m = s.mark()
-	th2.stop()
-	os.RemoveAll(filepath.Dir(th.path))
+	th2.Stop()
+	os.RemoveAll(filepath.Dir(th.Path))
 	s.waitOutAfter(m, "hub c1: gone; dropped [3]")
 
 	// The other hub is unaffected.
-	tc2.hub.Blocked(blockedEv("c2", "192.0.2.44", "", 8080))
+	tc2.Hub.Blocked(blockedEv("c2", "192.0.2.44", "", 8080))
 	s.waitOut("[4] BLOCKED  192.0.2.44:8080/tcp")
 	s.typeLine("q")
 	if code := s.wait(); code != ExitOK {

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -34,7 +35,7 @@ func BenchmarkIngestFanout10(b *testing.B) {
 	}()
 	const subs = 10
 	var wg sync.WaitGroup
-	counts := make([]int, subs)
+	counts := make([]atomic.Int64, subs)
 	for s := 0; s < subs; s++ {
 		c, err := net.Dial("unix", filepath.Join(dir, "hub.sock"))
 		if err != nil {
@@ -46,7 +47,7 @@ func BenchmarkIngestFanout10(b *testing.B) {
 		go func() {
 			defer wg.Done()
 			buf := make([]byte, 1<<16)
-			for counts[s] < b.N {
+			for counts[s].Load() < int64(b.N) {
 				c.SetReadDeadline(time.Now().Add(5 * time.Second))
 				m, err := c.Read(buf)
 				if err != nil {
@@ -54,7 +55,7 @@ func BenchmarkIngestFanout10(b *testing.B) {
 				}
 				for _, x := range buf[:m] {
 					if x == 0 {
-						counts[s]++
+						counts[s].Add(1)
 					}
 				}
 			}
@@ -75,11 +76,11 @@ func BenchmarkIngestFanout10(b *testing.B) {
 			sb.Reset()
 			// Pace to the slowest subscriber so the bounded queues do not drop.
 			for {
-				m := b.N
-				for _, c := range counts {
-					m = min(m, c)
+				m := int64(b.N)
+				for s := range counts {
+					m = min(m, counts[s].Load())
 				}
-				if m >= i-64 {
+				if m >= int64(i-64) {
 					break
 				}
 				time.Sleep(50 * time.Microsecond)

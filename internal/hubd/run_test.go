@@ -1,4 +1,4 @@
-package hubd
+package hubd_test
 
 import (
 	"context"
@@ -13,6 +13,8 @@ import (
 	"github.com/varlink/go/varlink"
 
 	"github.com/terok-ai/clearance/internal/hub"
+	"github.com/terok-ai/clearance/internal/hubd"
+	"github.com/terok-ai/clearance/internal/hubd/hubtest"
 	"github.com/terok-ai/clearance/internal/testutil"
 	"github.com/terok-ai/clearance/internal/varlinkapi"
 	"github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearance1"
@@ -36,8 +38,8 @@ func TestRunStopsEverything(t *testing.T) {
 	ready := make(chan *hub.Hub, 1)
 	done := make(chan error, 1)
 	go func() {
-		done <- Run(ctx, Options{Container: "c", Varlink: []net.Listener{vl}, Ingest: []net.Listener{il},
-			Hub: hub.Config{Applier: &fakeApplier{ok: true}}, Log: testutil.Logger(t),
+		done <- hubd.Run(ctx, hubd.Options{Container: "c", Varlink: []net.Listener{vl}, Ingest: []net.Listener{il},
+			Hub: hub.Config{Applier: &hubtest.Applier{}}, Log: testutil.Logger(t),
 			Ready: func(h *hub.Hub) { ready <- h }})
 	}()
 	h := <-ready

@@ -1,4 +1,4 @@
-package hubd
+package hubd_test
 
 import (
 	"bufio"
@@ -10,7 +10,6 @@ import (
 	"net"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -20,80 +19,17 @@ import (
 
 	"github.com/terok-ai/clearance/internal/event"
 	"github.com/terok-ai/clearance/internal/hub"
-	"github.com/terok-ai/clearance/internal/testutil"
+	"github.com/terok-ai/clearance/internal/hubd"
+	"github.com/terok-ai/clearance/internal/hubd/hubtest"
 	"github.com/terok-ai/clearance/internal/varlinkapi"
 	"github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearance1"
 	"github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearancehub1"
 )
 
-// fakeApplier records verdicts and answers with a configurable result.
-type fakeApplier struct {
-	mu     sync.Mutex
-	calls  []hub.ApplyRequest
-	ok     bool
-	stderr string
-	err    error
-}
-
-func (f *fakeApplier) Apply(ctx context.Context, req hub.ApplyRequest) (hub.ApplyResult, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.calls = append(f.calls, req)
-	if f.err != nil {
-		return hub.ApplyResult{}, f.err
-	}
-	return hub.ApplyResult{OK: f.ok, Stderr: f.stderr}, nil
-}
-
-func (f *fakeApplier) Calls() []hub.ApplyRequest {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return append([]hub.ApplyRequest(nil), f.calls...)
-}
-
-func (f *fakeApplier) set(ok bool, stderr string, err error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.ok, f.stderr, f.err = ok, stderr, err
-}
-
-type testHub struct {
-	hub     *hub.Hub
-	applier *fakeApplier
-	path    string
-	server  *varlinkapi.Server
-}
-
 // startHub serves a hub on a real Unix socket in a temp dir.
-func startHub(t *testing.T, depth int) *testHub {
+func startHub(t *testing.T, depth int) *hubtest.Hub {
 	t.Helper()
-	fa := &fakeApplier{ok: true}
-	h := hub.New(hub.Config{Container: "c", QueueDepth: depth, Applier: fa, Log: testutil.Logger(t)})
-	svc, err := NewService(h, nil, nil, testutil.Logger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "hub.sock")
-	ln, err := net.Listen("unix", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &varlinkapi.Server{Service: svc, Log: testutil.Logger(t), MaxMessage: 64 << 10}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("serve: %v", err)
-			}
-		case <-time.After(5 * time.Second):
-			t.Errorf("serve did not return after cancel")
-		}
-	})
-	return &testHub{hub: h, applier: fa, path: path, server: srv}
+	return hubtest.Serve(t, filepath.Join(t.TempDir(), "hub.sock"), hubtest.Options{QueueDepth: depth})
 }
 
 func dial(t *testing.T, path string) *varlink.Connection {
@@ -146,15 +82,15 @@ func blocked(id, dest, domain string) event.Event {
 }
 
 // subscribe starts a Subscribe stream and waits until the hub counts it.
-func subscribe(t *testing.T, th *testHub) func() (orgterokclearance1.ClearanceEvent, error) {
+func subscribe(t *testing.T, th *hubtest.Hub) func() (orgterokclearance1.ClearanceEvent, error) {
 	t.Helper()
-	before := th.hub.Stats().Subscribers
-	c := dial(t, th.path)
+	before := th.Hub.Stats().Subscribers
+	c := dial(t, th.Path)
 	recv, err := orgterokclearance1.Subscribe().Send(context.Background(), c, varlink.More)
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, func() bool { return th.hub.Stats().Subscribers > before })
+	waitFor(t, func() bool { return th.Hub.Stats().Subscribers > before })
 	return func() (orgterokclearance1.ClearanceEvent, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -168,18 +104,12 @@ func subscribe(t *testing.T, th *testHub) func() (orgterokclearance1.ClearanceEv
 
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not reached within 10s")
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	hubtest.WaitUntil(t, "wait", cond)
 }
 
 func TestSubscribeWithoutMoreIsExpectedMore(t *testing.T) {
 	th := startHub(t, 0)
-	r := dialRaw(t, th.path)
+	r := dialRaw(t, th.Path)
 	r.send(`{"method":"org.terok.Clearance1.Subscribe"}`)
 	if got, want := r.recv(), `{"error":"org.varlink.service.ExpectedMore"}`; got != want {
 		t.Fatalf("reply = %s, want %s", got, want)
@@ -193,10 +123,10 @@ func TestSubscribeWithoutMoreIsExpectedMore(t *testing.T) {
 
 func TestSubscribeStreamsAllElevenFields(t *testing.T) {
 	th := startHub(t, 0)
-	r := dialRaw(t, th.path)
+	r := dialRaw(t, th.Path)
 	r.send(`{"method":"org.terok.Clearance1.Subscribe","more":true}`)
-	waitFor(t, func() bool { return th.hub.Stats().Subscribers == 1 })
-	th.hub.Publish(event.Event{Type: event.ConnectionBlocked, Container: "c", RequestID: "c:1",
+	waitFor(t, func() bool { return th.Hub.Stats().Subscribers == 1 })
+	th.Hub.Publish(event.Event{Type: event.ConnectionBlocked, Container: "c", RequestID: "c:1",
 		Dest: "198.51.100.1", Port: 443, Proto: 6, Domain: "registry.example.net"})
 	want := `{"parameters":{"event":{"type":"connection_blocked","container":"c","request_id":"c:1","dest":"198.51.100.1","port":443,"proto":6,"domain":"registry.example.net","action":"","ok":false,"reason":"","dossier":{}}},"continues":true}`
 	got := r.recv()
@@ -216,7 +146,7 @@ func TestSubscribeStreamsAllElevenFields(t *testing.T) {
 
 func TestVerdictTypedErrors(t *testing.T) {
 	th := startHub(t, 0)
-	th.hub.Publish(blocked("c:1", "198.51.100.1", "registry.example.net"))
+	th.Hub.Publish(blocked("c:1", "198.51.100.1", "registry.example.net"))
 	tests := []struct {
 		name                     string
 		container, id, dest, act string
@@ -238,7 +168,7 @@ func TestVerdictTypedErrors(t *testing.T) {
 				"expected_container": "c", "expected_dest": "registry.example.net",
 				"got_container": "c", "got_dest": "198.51.100.1"}},
 	}
-	r := dialRaw(t, th.path)
+	r := dialRaw(t, th.Path)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			p, _ := json.Marshal(map[string]string{"container": tt.container, "request_id": tt.id, "dest": tt.dest, "action": tt.act})
@@ -258,11 +188,11 @@ func TestVerdictTypedErrors(t *testing.T) {
 			}
 		})
 	}
-	if n := len(th.applier.Calls()); n != 0 {
+	if n := len(th.Applier.Calls()); n != 0 {
 		t.Fatalf("applier called %d times for rejected verdicts", n)
 	}
 	// The binding survived every rejection.
-	c := dial(t, th.path)
+	c := dial(t, th.Path)
 	ok, err := orgterokclearance1.Verdict().Call(context.Background(), c, "c", "c:1", "registry.example.net", "allow")
 	if err != nil || !ok {
 		t.Fatalf("verdict after rejections = %v, %v", ok, err)
@@ -272,14 +202,14 @@ func TestVerdictTypedErrors(t *testing.T) {
 func TestVerdictSuccessFansOutBeforeReply(t *testing.T) {
 	th := startHub(t, 0)
 	next := subscribe(t, th)
-	th.hub.Publish(blocked("c:1", "198.51.100.1", ""))
+	th.Hub.Publish(blocked("c:1", "198.51.100.1", ""))
 	if ev, err := next(); err != nil || ev.Type != "connection_blocked" {
 		t.Fatalf("first event = %+v, %v", ev, err)
 	}
 	// Stream and RPC on one connection is not possible in varlink; the
 	// ordering guarantee is: by the time Verdict returns, the event is
 	// already queued for every subscriber.
-	c := dial(t, th.path)
+	c := dial(t, th.Path)
 	ok, err := orgterokclearance1.Verdict().Call(context.Background(), c, "c", "c:1", "198.51.100.1", "allow")
 	if err != nil || !ok {
 		t.Fatalf("verdict = %v, %v", ok, err)
@@ -294,7 +224,7 @@ func TestVerdictSuccessFansOutBeforeReply(t *testing.T) {
 		t.Fatalf("verdict_applied (-want +got):\n%s", diff)
 	}
 	if diff := cmp.Diff([]hub.ApplyRequest{{Container: "c", Dest: "198.51.100.1", IP: "198.51.100.1",
-		Port: 443, Proto: 6, Action: "allow", Scope: "once"}}, th.applier.Calls()); diff != "" {
+		Port: 443, Proto: 6, Action: "allow", Scope: "once"}}, th.Applier.Calls()); diff != "" {
 		t.Fatalf("applier calls (-want +got):\n%s", diff)
 	}
 	// Consumed: a second verdict is unknown.
@@ -320,10 +250,10 @@ func TestVerdictFailureRestoresBinding(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			th := startHub(t, 0)
 			next := subscribe(t, th)
-			th.hub.Publish(blocked("c:1", "198.51.100.1", "registry.example.net"))
+			th.Hub.Publish(blocked("c:1", "198.51.100.1", "registry.example.net"))
 			next()
-			th.applier.set(tt.ok, tt.stderr, tt.err)
-			c := dial(t, th.path)
+			th.Applier.Set(tt.ok, tt.stderr, tt.err)
+			c := dial(t, th.Path)
 			_, err := orgterokclearance1.Verdict().Call(context.Background(), c, "c", "c:1", "registry.example.net", "allow")
 			var failed *orgterokclearance1.ShieldCliFailed
 			if !errors.As(err, &failed) {
@@ -336,7 +266,7 @@ func TestVerdictFailureRestoresBinding(t *testing.T) {
 			if ev.Type != "verdict_applied" || ev.Ok {
 				t.Fatalf("event = %+v, want verdict_applied ok=false", ev)
 			}
-			th.applier.set(true, "", nil)
+			th.Applier.Set(true, "", nil)
 			ok, err := orgterokclearance1.Verdict().Call(context.Background(), c, "c", "c:1", "registry.example.net", "allow")
 			if err != nil || !ok {
 				t.Fatalf("retry = %v, %v", ok, err)
@@ -348,9 +278,9 @@ func TestVerdictFailureRestoresBinding(t *testing.T) {
 func TestSlowSubscriberDropsOldestAndOthersKeepUp(t *testing.T) {
 	th := startHub(t, 4)
 	// A subscriber that never reads.
-	slow := dialRaw(t, th.path)
+	slow := dialRaw(t, th.Path)
 	slow.send(`{"method":"org.terok.Clearance1.Subscribe","more":true}`)
-	waitFor(t, func() bool { return th.hub.Stats().Subscribers == 1 })
+	waitFor(t, func() bool { return th.Hub.Stats().Subscribers == 1 })
 	fast := subscribe(t, th)
 	const n = 3000
 	var got atomic.Int64
@@ -371,7 +301,7 @@ func TestSlowSubscriberDropsOldestAndOthersKeepUp(t *testing.T) {
 		done <- nil
 	}()
 	for i := 1; i <= n; i++ {
-		th.hub.Emit(event.Event{Type: "shield_up", Container: "c", RequestID: fmt.Sprintf("c:%d", i)})
+		th.Hub.Emit(event.Event{Type: "shield_up", Container: "c", RequestID: fmt.Sprintf("c:%d", i)})
 		// Pace the producer to the fast subscriber (queue depth 4), so
 		// only the slow one can overflow.
 		for got.Load() < int64(i)-2 {
@@ -386,7 +316,7 @@ func TestSlowSubscriberDropsOldestAndOthersKeepUp(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	if th.hub.Stats().Dropped == 0 {
+	if th.Hub.Stats().Dropped == 0 {
 		t.Fatal("the slow subscriber dropped nothing")
 	}
 }
@@ -406,7 +336,7 @@ func TestProtocolViolationsKeepConnection(t *testing.T) {
 		{"ill-typed parameter", `{"method":"org.terok.Clearance1.Verdict","parameters":{"container":1}}`, "org.varlink.service.InvalidParameter"},
 		{"oversized", `{"method":"org.varlink.service.GetInfo","parameters":{"x":"` + strings.Repeat("a", 100<<10) + `"}}`, varlinkapi.ProtocolViolation},
 	}
-	r := dialRaw(t, th.path)
+	r := dialRaw(t, th.Path)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			r.send(tt.send)
@@ -425,13 +355,13 @@ func TestProtocolViolationsKeepConnection(t *testing.T) {
 
 func TestIntrospection(t *testing.T) {
 	th := startHub(t, 0)
-	c := dial(t, th.path)
+	c := dial(t, th.Path)
 	var vendor, product, version, url string
 	var ifaces []string
 	if err := c.GetInfo(context.Background(), &vendor, &product, &version, &url, &ifaces); err != nil {
 		t.Fatal(err)
 	}
-	if vendor != Vendor || product != Product || version == "" || url != URL {
+	if vendor != hubd.Vendor || product != hubd.Product || version == "" || url != hubd.URL {
 		t.Fatalf("GetInfo = %q %q %q %q", vendor, product, version, url)
 	}
 	want := []string{"org.varlink.service", "org.terok.Clearance1", "org.terok.ClearanceHub1", "io.systemd.service"}
@@ -455,9 +385,9 @@ func TestIntrospection(t *testing.T) {
 
 func TestPendingAndStats(t *testing.T) {
 	th := startHub(t, 0)
-	th.hub.Publish(blocked("c:1", "198.51.100.1", "a.example"))
-	th.hub.Publish(blocked("c:2", "198.51.100.2", ""))
-	c := dial(t, th.path)
+	th.Hub.Publish(blocked("c:1", "198.51.100.1", "a.example"))
+	th.Hub.Publish(blocked("c:2", "198.51.100.2", ""))
+	c := dial(t, th.Path)
 	reqs, err := orgterokclearancehub1.Pending().Call(context.Background(), c)
 	if err != nil {
 		t.Fatal(err)
@@ -491,7 +421,7 @@ func TestManyConnectionsOpenedAndDropped(t *testing.T) {
 	th := startHub(t, 0)
 	next := subscribe(t, th)
 	for i := 0; i < 1000; i++ {
-		c, err := net.Dial("unix", th.path)
+		c, err := net.Dial("unix", th.Path)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -503,11 +433,11 @@ func TestManyConnectionsOpenedAndDropped(t *testing.T) {
 		}
 		c.Close()
 	}
-	th.hub.Publish(blocked("c:1", "198.51.100.1", ""))
+	th.Hub.Publish(blocked("c:1", "198.51.100.1", ""))
 	if ev, err := next(); err != nil || ev.Request_id != "c:1" {
 		t.Fatalf("after churn: %+v, %v", ev, err)
 	}
-	waitFor(t, func() bool { return th.server.Active() <= 1 && th.hub.Stats().Subscribers == 1 })
+	waitFor(t, func() bool { return th.Server.Active() <= 1 && th.Hub.Stats().Subscribers == 1 })
 }
 
 // FuzzRequest: any single request, however malformed, gets exactly one
@@ -523,8 +453,8 @@ func FuzzRequest(f *testing.F) {
 	} {
 		f.Add([]byte(s))
 	}
-	h := hub.New(hub.Config{Container: "c", Applier: &fakeApplier{ok: true}})
-	svc, err := NewService(h, nil, nil, nil)
+	h := hub.New(hub.Config{Container: "c", Applier: &hubtest.Applier{}})
+	svc, err := hubd.NewService(h, nil, nil, nil)
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -111,9 +111,9 @@ func TestBinaryDaemon(t *testing.T) {
 	p := startBinaryDaemon(t, bus.Addr, rt)
 	ready := p.waitState(t, "READY=1")
 	t.Logf("ready: %q", ready)
-	th.waitSubscribers(t, 1)
+	th.WaitSubscribers(t, 1)
 	p.waitState(t, "1 hubs (1 connected)")
-	th.hub.Blocked(blockedEvent("abcdef012345", "192.0.2.90", "bin.example", nil))
+	th.Hub.Blocked(blockedEvent("abcdef012345", "192.0.2.90", "bin.example", nil))
 	prompt := waitNotify(t, srv, "Blocked: bin.example:443")
 	p.waitState(t, "1 pending (1 shown)")
 
@@ -142,7 +142,7 @@ func BenchmarkBlockToNotify(b *testing.B) {
 	th := startHubAt(b, filepath.Join(base, "bench0000001", "hub.sock"), "bench0000001")
 	startDaemon(b, Options{Globs: []string{filepath.Join(base, "*", "hub.sock")}, DialBus: dialBus(b, bus.Addr),
 		MaxVisible: 1 << 30, RatePerMinute: 1 << 30})
-	th.waitSubscribers(b, 1)
+	th.WaitSubscribers(b, 1)
 	lat := make([]time.Duration, 0, b.N)
 	b.ResetTimer()
 	for i := range b.N {
@@ -150,7 +150,7 @@ func BenchmarkBlockToNotify(b *testing.B) {
 		host := "h" + strconv.Itoa(i) + ".bench.example"
 		summary := "Blocked: " + host + ":443"
 		start := time.Now()
-		th.hub.Blocked(blockedEvent("bench0000001", "192.0.2.1", host, nil))
+		th.Hub.Blocked(blockedEvent("bench0000001", "192.0.2.1", host, nil))
 		if _, err := srv.WaitFor(notifyWith(summary), 15*time.Second); err != nil {
 			b.Fatal(err)
 		}
@@ -176,8 +176,8 @@ func BenchmarkIdleRSS(b *testing.B) {
 	th := startHubAt(b, filepath.Join(rt, "clearance", "rss000000001", "hub.sock"), "rss000000001")
 	p := startBinaryDaemon(b, bus.Addr, rt)
 	p.waitState(b, "READY=1")
-	th.waitSubscribers(b, 1)
-	th.hub.Blocked(blockedEvent("rss000000001", "192.0.2.1", "rss.example", nil))
+	th.WaitSubscribers(b, 1)
+	th.Hub.Blocked(blockedEvent("rss000000001", "192.0.2.1", "rss.example", nil))
 	waitNotify(b, srv, "Blocked: rss.example:443")
 	p.waitState(b, "1 pending (1 shown)")
 	var rss float64

@@ -15,6 +15,7 @@ import (
 
 	"github.com/terok-ai/clearance/internal/event"
 	"github.com/terok-ai/clearance/internal/hub"
+	"github.com/terok-ai/clearance/internal/hubd/hubtest"
 	"github.com/terok-ai/clearance/internal/notify/notifytest"
 )
 
@@ -30,7 +31,7 @@ func TestDaemonFollowsHubs(t *testing.T) {
 
 	// Hub A exists before the daemon, with a request already waiting.
 	hubA := startHubAt(t, filepath.Join(base, "aaaa00000001", "hub.sock"), "ctr-a")
-	idA := hubA.hub.Blocked(blockedEvent("ctr-a", "192.0.2.1", "before.example",
+	idA := hubA.Hub.Blocked(blockedEvent("ctr-a", "192.0.2.1", "before.example",
 		map[string]string{"project": "proj", "task": "t1", "name": "builder"}))
 
 	start := time.Now()
@@ -47,10 +48,10 @@ func TestDaemonFollowsHubs(t *testing.T) {
 	// Hub B appears after the daemon started: inotify finds it.
 	pathB := filepath.Join(base, "bbbb00000002", "hub.sock")
 	hubB := startHubAt(t, pathB, "ctr-b")
-	hubB.waitSubscribers(t, 1)
-	watch := hubB.hub.Subscribe()
+	hubB.WaitSubscribers(t, 1)
+	watch := hubB.Hub.Subscribe()
 	defer watch.Close()
-	idB := hubB.hub.Blocked(blockedEvent("ctr-b", "192.0.2.7", "api.example.com", nil))
+	idB := hubB.Hub.Blocked(blockedEvent("ctr-b", "192.0.2.7", "api.example.com", nil))
 
 	var promptB notifytest.Call
 	t.Run("a block at a late hub becomes a prompt", func(t *testing.T) {
@@ -83,7 +84,7 @@ func TestDaemonFollowsHubs(t *testing.T) {
 		if err := srv.Invoke(promptB.ID, "allow"); err != nil {
 			t.Fatal(err)
 		}
-		calls := hubB.applier.waitCalls(t, 1)
+		calls := hubB.Applier.WaitCalls(t, 1)
 		if diff := cmp.Diff(hub.ApplyRequest{Container: "ctr-b", Dest: "api.example.com", IP: "192.0.2.7",
 			Port: 443, Proto: 6, Action: "allow", Scope: hub.ScopeOnce}, calls[0]); diff != "" {
 			t.Errorf("applied verdict (-want +got):\n%s", diff)
@@ -102,10 +103,10 @@ func TestDaemonFollowsHubs(t *testing.T) {
 
 	var promptB2 notifytest.Call
 	t.Run("a restarted hub is subscribed again", func(t *testing.T) {
-		hubB.stop()
+		hubB.Stop()
 		hubB2 := startHubAt(t, pathB, "ctr-b")
-		hubB2.waitSubscribers(t, 1)
-		hubB2.hub.Blocked(blockedEvent("ctr-b", "192.0.2.8", "second.example", nil))
+		hubB2.WaitSubscribers(t, 1)
+		hubB2.Hub.Blocked(blockedEvent("ctr-b", "192.0.2.8", "second.example", nil))
 		promptB2 = waitNotify(t, srv, "Blocked: second.example:443")
 		hubB = hubB2
 	})
@@ -114,7 +115,7 @@ func TestDaemonFollowsHubs(t *testing.T) {
 		if promptB2.ID == 0 {
 			t.Skip("no prompt from the restarted hub")
 		}
-		hubB.stop()
+		hubB.Stop()
 		if err := os.RemoveAll(filepath.Dir(pathB)); err != nil {
 			t.Fatal(err)
 		}
@@ -172,11 +173,11 @@ func TestDaemonTransportFailureShowsAllowFailed(t *testing.T) {
 	srv := notifytest.NewServer(t, bus.Addr, fullCaps)
 	base := filepath.Join(runtimeDir(t), "clearance")
 	th := startHubAt(t, filepath.Join(base, "cccc00000003", "hub.sock"), "ctr-c")
-	th.hub.Blocked(blockedEvent("ctr-c", "192.0.2.9", "gone.example", nil))
+	th.Hub.Blocked(blockedEvent("ctr-c", "192.0.2.9", "gone.example", nil))
 	startDaemon(t, Options{Globs: []string{filepath.Join(base, "*", "hub.sock")}, DialBus: dialBus(t, bus.Addr),
 		ForgetAfter: time.Hour})
 	p := waitNotify(t, srv, "Blocked: gone.example:443")
-	th.stop() // socket gone, directory stays: the prompt is kept for a while
+	th.Stop() // socket gone, directory stays: the prompt is kept for a while
 	if err := srv.Invoke(p.ID, "allow"); err != nil {
 		t.Fatal(err)
 	}
@@ -194,8 +195,8 @@ func TestDaemonAllowFor(t *testing.T) {
 	th := startHubAt(t, filepath.Join(base, "dddd00000004", "hub.sock"), "ctr-d")
 	startDaemon(t, Options{Globs: []string{filepath.Join(base, "*", "hub.sock")}, DialBus: dialBus(t, bus.Addr),
 		AllowFor: time.Hour})
-	th.waitSubscribers(t, 1)
-	th.hub.Blocked(blockedEvent("ctr-d", "192.0.2.10", "later.example", nil))
+	th.WaitSubscribers(t, 1)
+	th.Hub.Blocked(blockedEvent("ctr-d", "192.0.2.10", "later.example", nil))
 	p := waitNotify(t, srv, "Blocked: later.example:443")
 	if diff := cmp.Diff([]string{"allow", "Allow", "deny", "Deny", "allow_for", "Allow 1 h"}, p.Actions); diff != "" {
 		t.Fatalf("actions (-want +got):\n%s", diff)
@@ -203,7 +204,7 @@ func TestDaemonAllowFor(t *testing.T) {
 	if err := srv.Invoke(p.ID, "allow_for"); err != nil {
 		t.Fatal(err)
 	}
-	got := th.applier.waitCalls(t, 1)[0]
+	got := th.Applier.WaitCalls(t, 1)[0]
 	if got.Action != "allow" || got.Scope != hub.ScopeOnce || got.TTL != time.Hour {
 		t.Errorf("applied %+v, want allow once for 1h", got)
 	}
@@ -218,7 +219,7 @@ func TestDaemonNotificationServerRestart(t *testing.T) {
 	srv := notifytest.NewServer(t, bus.Addr, fullCaps)
 	base := filepath.Join(runtimeDir(t), "clearance")
 	th := startHubAt(t, filepath.Join(base, "eeee00000005", "hub.sock"), "ctr-e")
-	th.hub.Blocked(blockedEvent("ctr-e", "192.0.2.11", "again.example", nil))
+	th.Hub.Blocked(blockedEvent("ctr-e", "192.0.2.11", "again.example", nil))
 	startDaemon(t, Options{Globs: []string{filepath.Join(base, "*", "hub.sock")}, DialBus: dialBus(t, bus.Addr)})
 	waitNotify(t, srv, "Blocked: again.example:443")
 	srv.Reset()
@@ -244,7 +245,7 @@ func TestDaemonHeadless(t *testing.T) {
 	t.Run("keeps running", func(t *testing.T) {
 		st := &recordStatus{}
 		d := startDaemon(t, Options{Globs: []string{glob}, Status: st})
-		waitUntil(t, "READY", func() bool { return st.get() != "" })
+		hubtest.WaitUntil(t, "READY", func() bool { return st.get() != "" })
 		if s := st.get(); !strings.Contains(s, "unavailable") {
 			t.Errorf("status %q does not say notifications are unavailable", s)
 		}
@@ -263,7 +264,7 @@ func TestHostileStringsRenderInert(t *testing.T) {
 	base := filepath.Join(runtimeDir(t), "clearance")
 	th := startHubAt(t, filepath.Join(base, "ffff00000006", "hub.sock"), "ctr-f")
 	startDaemon(t, Options{Globs: []string{filepath.Join(base, "*", "hub.sock")}, DialBus: dialBus(t, bus.Addr)})
-	th.waitSubscribers(t, 1)
+	th.WaitSubscribers(t, 1)
 
 	hostile := map[string]string{
 		"markup": `<b>bold</b> & <a href="x">link</a>`,
@@ -274,7 +275,7 @@ func TestHostileStringsRenderInert(t *testing.T) {
 	for name, s := range hostile {
 		t.Run(name, func(t *testing.T) {
 			srv.Reset()
-			th.hub.Blocked(event.Event{Type: event.ConnectionBlocked, Container: "ctr-f", Dest: "192.0.2.12",
+			th.Hub.Blocked(event.Event{Type: event.ConnectionBlocked, Container: "ctr-f", Dest: "192.0.2.12",
 				Port: 443, Proto: 6, Domain: s + ".example",
 				Dossier: map[string]string{"project": s, "task": s, "name": s}})
 			calls, err := srv.WaitFor(func(calls []notifytest.Call) bool {
@@ -372,7 +373,7 @@ func TestDaemonBusLost(t *testing.T) {
 	}
 	base := filepath.Join(runtimeDir(t), "clearance")
 	th := startHubAt(t, filepath.Join(base, "9999aaaa0007", "hub.sock"), "ctr-g")
-	th.hub.Blocked(blockedEvent("ctr-g", "192.0.2.13", "lost.example", nil))
+	th.Hub.Blocked(blockedEvent("ctr-g", "192.0.2.13", "lost.example", nil))
 	startDaemon(t, Options{Globs: []string{filepath.Join(base, "*", "hub.sock")}, DialBus: dial})
 	waitNotify(t, srv1, "Blocked: lost.example:443")
 
@@ -386,7 +387,7 @@ func TestDaemonBusLost(t *testing.T) {
 	if err := srv2.Invoke(p.ID, "deny"); err != nil {
 		t.Fatal(err)
 	}
-	if got := th.applier.waitCalls(t, 1)[0]; got.Action != "deny" || got.Dest != "lost.example" {
+	if got := th.Applier.WaitCalls(t, 1)[0]; got.Action != "deny" || got.Dest != "lost.example" {
 		t.Errorf("applied %+v, want deny lost.example", got)
 	}
 }

@@ -75,8 +75,8 @@ func TestDunstEndToEnd(t *testing.T) {
 	base := filepath.Join(runtimeDir(t), "clearance")
 	th := startHubAt(t, filepath.Join(base, "0123456789ab", "hub.sock"), "0123456789ab")
 	startDaemon(t, Options{Globs: []string{filepath.Join(base, "*", "hub.sock")}, DialBus: dial})
-	th.waitSubscribers(t, 1)
-	th.hub.Blocked(blockedEvent("0123456789ab", "192.0.2.80", "api.example.com",
+	th.WaitSubscribers(t, 1)
+	th.Hub.Blocked(blockedEvent("0123456789ab", "192.0.2.80", "api.example.com",
 		map[string]string{"project": "webshop", "task": "build-42", "name": "builder"}))
 
 	prompt := rec.waitFor(t, "Blocked: api.example.com:443")
@@ -99,7 +99,7 @@ func TestDunstEndToEnd(t *testing.T) {
 	if in, err := os.ReadFile(pickerLog); err == nil {
 		t.Logf("dunst context menu offered:\n%s", in)
 	}
-	got := th.applier.waitCalls(t, 1)[0]
+	got := th.Applier.WaitCalls(t, 1)[0]
 	if got.Container != "0123456789ab" || got.Dest != "api.example.com" || got.Action != "allow" {
 		t.Errorf("hub applied %+v, want allow api.example.com for 0123456789ab", got)
 	}

@@ -4,109 +4,25 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
-	"path/filepath"
 	"runtime"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/terok-ai/clearance/internal/event"
-	"github.com/terok-ai/clearance/internal/hub"
-	"github.com/terok-ai/clearance/internal/hubd"
+	"github.com/terok-ai/clearance/internal/hubd/hubtest"
 	"github.com/terok-ai/clearance/internal/notify"
 	"github.com/terok-ai/clearance/internal/notify/notifytest"
 	"github.com/terok-ai/clearance/internal/testutil"
-	"github.com/terok-ai/clearance/internal/varlinkapi"
 )
 
-// fakeApplier records verdicts and answers OK (copied from hubd's tests).
-type fakeApplier struct {
-	mu    sync.Mutex
-	calls []hub.ApplyRequest
-	added chan struct{}
-}
-
-func newFakeApplier() *fakeApplier { return &fakeApplier{added: make(chan struct{})} }
-
-func (f *fakeApplier) Apply(ctx context.Context, req hub.ApplyRequest) (hub.ApplyResult, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.calls = append(f.calls, req)
-	close(f.added)
-	f.added = make(chan struct{})
-	return hub.ApplyResult{OK: true}, nil
-}
-
-// waitCalls waits until the applier has at least n calls and returns them.
-func (f *fakeApplier) waitCalls(t testing.TB, n int) []hub.ApplyRequest {
-	t.Helper()
-	deadline := time.After(10 * time.Second)
-	for {
-		f.mu.Lock()
-		calls := append([]hub.ApplyRequest(nil), f.calls...)
-		added := f.added
-		f.mu.Unlock()
-		if len(calls) >= n {
-			return calls
-		}
-		select {
-		case <-added:
-		case <-deadline:
-			t.Fatalf("applier got %d calls, want %d: %+v", len(calls), n, calls)
-		}
-	}
-}
-
-// testHub is a real hub (hub.Hub + hubd service + varlinkapi.Server) on a
-// Unix socket, like clearance-hub without NFLOG.
-type testHub struct {
-	hub     *hub.Hub
-	applier *fakeApplier
-	path    string
-	stop    func()
-}
-
-// startHubAt serves a hub for container on path, creating its directory
-// (0700). stop (also run in Cleanup) ends the server, which removes the
-// socket file.
-func startHubAt(tb testing.TB, path, container string) *testHub {
+// startHubAt serves a hub for container on path (see hubtest.Serve);
+// Stop (also run in Cleanup) ends the server, which removes the socket
+// file.
+func startHubAt(tb testing.TB, path, container string) *hubtest.Hub {
 	tb.Helper()
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		tb.Fatal(err)
-	}
-	fa := newFakeApplier()
-	h := hub.New(hub.Config{Container: container, Applier: fa, Log: logFor(tb)})
-	svc, err := hubd.NewService(h, nil, nil, logFor(tb))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	ln, err := net.Listen("unix", path)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	srv := &varlinkapi.Server{Service: svc, Log: logFor(tb), MaxMessage: 64 << 10}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, ln) }()
-	var once sync.Once
-	stop := func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					tb.Errorf("serve: %v", err)
-				}
-			case <-time.After(5 * time.Second):
-				tb.Errorf("hub server did not stop")
-			}
-			ln.Close()
-		})
-	}
-	tb.Cleanup(stop)
-	return &testHub{hub: h, applier: fa, path: path, stop: stop}
+	return hubtest.Serve(tb, path, hubtest.Options{Container: container, Log: logFor(tb)})
 }
 
 // logFor logs to the test log, or nowhere in benchmarks (logging would
@@ -116,24 +32,6 @@ func logFor(tb testing.TB) *slog.Logger {
 		return slog.New(slog.DiscardHandler)
 	}
 	return testutil.Logger(tb)
-}
-
-// waitSubscribers waits until the hub has at least n subscribers.
-func (th *testHub) waitSubscribers(tb testing.TB, n int) {
-	tb.Helper()
-	waitUntil(tb, "hub subscribers", func() bool { return th.hub.Stats().Subscribers >= n })
-}
-
-// waitUntil polls cond (for state without a change notification).
-func waitUntil(tb testing.TB, what string, cond func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("%s: condition not reached within 15s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
 }
 
 // runtimeDir returns a short temporary directory standing in for

@@ -19,7 +19,7 @@ func TestStreamCancelRacesData(t *testing.T) {
 	th := startHubAt(t, filepath.Join(runtimeDir(t), "x", "hub.sock"), "c")
 	for i := 0; i < 300; i++ {
 		ctx, cancel := context.WithCancel(context.Background())
-		c, interrupt, err := varlinkapi.DialInterruptible(ctx, th.path)
+		c, interrupt, err := varlinkapi.DialInterruptible(ctx, th.Path)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -40,7 +40,7 @@ func TestStreamCancelRacesData(t *testing.T) {
 			}
 		}()
 		if i%2 == 1 { // with and without data in flight
-			th.hub.Publish(blockedEvent("c", "192.0.2.1", "x.example", nil))
+			th.Hub.Publish(blockedEvent("c", "192.0.2.1", "x.example", nil))
 		}
 		cancel()
 		select {
