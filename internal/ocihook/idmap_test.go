@@ -1,0 +1,130 @@
+package ocihook
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestParseIDMap(t *testing.T) {
+	tests := []struct {
+		name    string
+		in      string
+		want    []IDMapRange
+		wantErr bool
+	}{
+		{"initial namespace", "         0          0 4294967295\n", []IDMapRange{{0, 0, 4294967295}}, false},
+		{"rootless podman", "         0       1001          1\n         1     100000      65536\n",
+			[]IDMapRange{{0, 1001, 1}, {1, 100000, 65536}}, false},
+		{"empty lines ignored", "\n0 1000 1\n\n", []IDMapRange{{0, 1000, 1}}, false},
+		{"empty map", "", nil, true},
+		{"two fields", "0 1000\n", nil, true},
+		{"four fields", "0 1000 1 1\n", nil, true},
+		{"negative", "0 -1 1\n", nil, true},
+		{"not a number", "0 x 1\n", nil, true},
+		{"too large", "0 4294967296 1\n", nil, true},
+		{"zero count", "0 1000 0\n", nil, true},
+		{"range overflows", "4294967295 0 2\n", nil, true},
+		{"outside overflows", "0 4294967295 2\n", nil, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := ParseIDMap([]byte(tt.in))
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("ParseIDMap(%q) err = %v, wantErr %v", tt.in, err, tt.wantErr)
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("ParseIDMap(%q) (-want +got):\n%s", tt.in, diff)
+			}
+		})
+	}
+}
+
+func TestHostUID(t *testing.T) {
+	tests := []struct {
+		name    string
+		uidMap  string
+		euid    int
+		want    uint32
+		wantErr bool
+	}{
+		{"rootful podman: root in the initial namespace", "0 0 4294967295\n", 0, 0, false},
+		{"a user in the initial namespace", "0 0 4294967295\n", 1000, 1000, false},
+		{"rootless podman: uid 0 is the host user", "0 1001 1\n1 100000 65536\n", 0, 1001, false},
+		{"rootless podman: a subordinate uid", "0 1001 1\n1 100000 65536\n", 5, 100004, false},
+		{"unmapped uid", "0 1001 1\n", 7, 0, true},
+		{"maps to the invalid uid", "0 4294967295 1\n", 0, 0, true},
+		{"negative euid", "0 0 4294967295\n", -1, 0, true},
+		{"garbage", "hello\n", 0, 0, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "uid_map")
+			if err := os.WriteFile(p, []byte(tt.uidMap), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			got, err := HostUID(p, tt.euid)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("HostUID err = %v, wantErr %v", err, tt.wantErr)
+			}
+			if got != tt.want {
+				t.Errorf("HostUID = %d, want %d", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestHostUIDSelf(t *testing.T) {
+	got, err := HostUID("", os.Geteuid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile("/proc/self/uid_map")
+	if m, _ := ParseIDMap(b); Initial(m) && got != uint32(os.Geteuid()) {
+		t.Errorf("HostUID in the initial namespace = %d, want euid %d", got, os.Geteuid())
+	}
+}
+
+func TestInitial(t *testing.T) {
+	if !Initial([]IDMapRange{{0, 0, 4294967295}}) {
+		t.Error("identity map not recognised")
+	}
+	if Initial([]IDMapRange{{0, 0, 65536}}) {
+		t.Error("partial identity map taken for the initial namespace")
+	}
+}
+
+func FuzzParseIDMap(f *testing.F) {
+	f.Add([]byte("0 0 4294967295\n"))
+	f.Add([]byte("0 1001 1\n1 100000 65536\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, err := ParseIDMap(b)
+		if err != nil {
+			return
+		}
+		for _, r := range m {
+			if r.Count == 0 || uint64(r.Inside)+uint64(r.Count) > 1<<32 {
+				t.Fatalf("accepted bad range %+v", r)
+			}
+			if out, ok := MapID(m, r.Inside); !ok || out != r.Outside && !overlaps(m, r) {
+				t.Fatalf("MapID(%d) = %d, %v", r.Inside, out, ok)
+			}
+		}
+	})
+}
+
+// overlaps reports whether an earlier range also covers r.Inside (the
+// first match wins, as in the kernel's lookup of a valid map).
+func overlaps(m []IDMapRange, r IDMapRange) bool {
+	for _, o := range m {
+		if o == r {
+			return false
+		}
+		if r.Inside >= o.Inside && uint64(r.Inside) < uint64(o.Inside)+uint64(o.Count) {
+			return true
+		}
+	}
+	return false
+}

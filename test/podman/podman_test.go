@@ -1,0 +1,304 @@
+package podman
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/varlink/go/varlink"
+
+	"github.com/terok-ai/clearance/internal/lab"
+	"github.com/terok-ai/clearance/internal/record"
+	"github.com/terok-ai/clearance/internal/testutil"
+	"github.com/terok-ai/clearance/internal/varlinkapi"
+	"github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearance1"
+	"github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearancehub1"
+)
+
+// script is the container's command: it waits for the test to wire the
+// network (/ready), tries the test host once, waits for the verdict
+// (/go2), tries again, prints both results, and exits when told (/done),
+// so the hub outlives the test's last look at it.
+const script = `until [ -e /ready ]; do sleep 0.05; done
+nc -w 3 10.254.77.1 8080 </dev/null; echo "attempt1 rc=$?"
+until [ -e /go2 ]; do sleep 0.05; done
+nc -w 2 10.254.77.1 8080 </dev/null; echo "attempt2 rc=$?"
+until [ -e /done ]; do sleep 0.05; done`
+
+// container is one container created with the project's hook enabled.
+type container struct {
+	e    *env
+	name string
+	id   string
+	id12 string
+	pid  int
+}
+
+// createInit runs podman create and podman init: the createRuntime hook
+// runs, and the container's process has not started.
+func (e *env) createInit(name string) *container {
+	t := e.t
+	e.mustPodman("create", "--name", name, "--network", "none",
+		"--annotation", gateAnn, "--annotation", "dossier.project=e2e", "--annotation", "dossier.task="+name,
+		image, "sh", "-c", script)
+	if out, err := e.podman("init", name); err != nil {
+		t.Fatalf("podman init (the hook aborts the container on failure): %v\n%s", err, out)
+	}
+	c := &container{e: e, name: name}
+	c.id = e.mustPodman("inspect", "-f", "{{.Id}}", name)
+	c.id12 = c.id[:12]
+	pid, err := strconv.Atoi(e.mustPodman("inspect", "-f", "{{.State.Pid}}", name))
+	if err != nil || pid <= 1 {
+		t.Fatalf("container pid: %v %d", err, pid)
+	}
+	c.pid = pid
+	return c
+}
+
+// wire connects the container's netns to a new test host serving
+// "hello" on echoPort (no default route, no NAT: the test host is all the
+// container can reach).
+func (c *container) wire() {
+	t := c.e.t
+	host, err := c.e.lab.Namespace("testhost-" + c.name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(fmt.Sprintf("/proc/%d/ns/net", c.pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	ns := &lab.NS{Name: c.name, Pid: c.pid, File: f}
+	if err := c.e.lab.Link(ns, host, netip.PrefixFrom(ctrAddr, 30), netip.PrefixFrom(hostAddr, 30)); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.e.lab.Echo(host, fmt.Sprintf("%s:%d", hostAddr, echoPort)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// touch creates a file in the container's root.
+func (c *container) touch(name string) {
+	if err := os.WriteFile(fmt.Sprintf("/proc/%d/root/%s", c.pid, name), nil, 0o644); err != nil {
+		c.e.t.Fatal(err)
+	}
+}
+
+func (c *container) logs() string {
+	out, _ := c.e.podman("logs", c.name)
+	return out
+}
+
+// assertHookRan checks what createRuntime must have left: the record, the
+// engaged ruleset and a running hub.
+func (c *container) assertHookRan() {
+	t := c.e.t
+	// record.Read refuses the /proc/<pid>/root magic link: read it in the
+	// namespace instead.
+	b, err := c.e.nsCmd(nil, "cat", record.Locate("/run", 0, c.id12)).Output()
+	if err != nil {
+		t.Fatalf("runtime record: %v", err)
+	}
+	rec, err := record.Decode(b)
+	if err != nil {
+		t.Fatalf("runtime record: %v", err)
+	}
+	if rec.ID != c.id || rec.PID != c.pid || rec.OwnerUID != 0 || rec.Policy != "e2e" || rec.Dossier["task"] != c.name {
+		t.Errorf("record = %+v", rec)
+	}
+	if s := c.e.systemctl("is-active", "clearance-hub@"+c.id12+".service"); s != "active" {
+		t.Fatalf("hub service is %q after podman init, want active", s)
+	}
+	if s := c.e.systemctl("is-active", "clearance-hub-ingest@"+c.id12+".socket"); s != "active" {
+		t.Errorf("ingest socket is %q, want active", s)
+	}
+	out, err := exec.Command("nsenter", "-n", "-t", strconv.Itoa(c.pid), "nft", "list", "table", "inet", "clearance").CombinedOutput()
+	if err != nil {
+		t.Fatalf("ruleset not engaged in the container: %v: %s", err, out)
+	}
+}
+
+// assertPoststopRan waits until poststop stopped the hub's units and
+// removed the record.
+func (c *container) assertPoststopRan() {
+	t := c.e.t
+	err := waitFor(testutil.Context(t), 30*time.Second, "poststop cleanup", func() (bool, string) {
+		var states []string
+		for _, u := range []string{"clearance-hub@" + c.id12 + ".service", "clearance-hub@" + c.id12 + ".socket",
+			"clearance-hub-ingest@" + c.id12 + ".socket"} {
+			states = append(states, c.e.systemctl("is-active", u))
+		}
+		_, rerr := os.Stat(c.e.recordPath(c.id12))
+		_, serr := os.Stat(filepath.Dir(c.e.hubSock(c.id12)))
+		ok := os.IsNotExist(rerr) && os.IsNotExist(serr) && strings.Join(states, ",") == "inactive,inactive,inactive"
+		return ok, fmt.Sprintf("units %v, record %v, hub dir %v", states, rerr, serr)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if failed := c.e.systemctl("list-units", "--failed", "--plain", "--no-legend", "clearance-*"); failed != "" {
+		t.Errorf("failed units left: %s", failed)
+	}
+}
+
+// subscription is a Subscribe stream plus an RPC connection to a hub.
+type subscription struct {
+	t    *testing.T
+	recv func(context.Context) (orgterokclearance1.ClearanceEvent, uint64, error)
+	rpc  *varlink.Connection
+}
+
+func subscribe(t *testing.T, sock string) *subscription {
+	t.Helper()
+	ctx := testutil.Context(t)
+	c, err := varlinkapi.Dial(ctx, sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	recv, err := orgterokclearance1.Subscribe().Send(ctx, c, varlink.More)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rpc, err := varlinkapi.Dial(ctx, sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rpc.Close() })
+	err = waitFor(ctx, 10*time.Second, "subscriber counted", func() (bool, string) {
+		st, err := orgterokclearancehub1.Stats().Call(ctx, rpc)
+		return err == nil && st.Subscribers >= 1, fmt.Sprint(err)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &subscription{t: t, recv: recv, rpc: rpc}
+}
+
+func (s *subscription) next(typ string) orgterokclearance1.ClearanceEvent {
+	s.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for {
+		ev, _, err := s.recv(ctx)
+		if err != nil {
+			s.t.Fatalf("waiting for %s: %v", typ, err)
+		}
+		if ev.Type == typ {
+			return ev
+		}
+		s.t.Logf("event %s (skipped): %+v", ev.Type, ev)
+	}
+}
+
+func (c *container) waitLog(marker string) string {
+	t := c.e.t
+	var logs string
+	err := waitFor(testutil.Context(t), 30*time.Second, "container output "+marker, func() (bool, string) {
+		logs = c.logs()
+		return strings.Contains(logs, marker), logs
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return logs
+}
+
+// TestRootful is the whole flow with a rootful container: podman init →
+// the hook writes the record, engages the ruleset, starts the hub's socket
+// in root's user manager and activates the hub → the container's
+// connection is refused → connection_blocked reaches a subscriber → a
+// verdict → the retry's result → podman rm → poststop stopped the units
+// and removed the record.
+func TestRootful(t *testing.T) {
+	e := newEnv(t)
+
+	t.Run("allow", func(t *testing.T) {
+		e.t = t
+		c := e.createInit("clr-allow")
+		c.assertHookRan()
+		c.wire()
+		sub := subscribe(t, e.hubSock(c.id12))
+		e.mustPodman("start", c.name)
+		c.touch("ready")
+
+		ev := sub.next("connection_blocked")
+		t.Logf("connection_blocked: %+v", ev)
+		if ev.Dest != hostAddr.String() || ev.Port != echoPort || ev.Container != c.id12 || ev.Dossier["project"] != "e2e" {
+			t.Fatalf("connection_blocked = %+v", ev)
+		}
+		logs := c.waitLog("attempt1 rc=")
+		if !strings.Contains(logs, "attempt1 rc=1") {
+			t.Fatalf("first attempt not refused:\n%s", logs)
+		}
+		ok, err := orgterokclearance1.Verdict().Call(testutil.Context(t), sub.rpc, ev.Container, ev.Request_id, ev.Dest, "allow")
+		if err != nil || !ok {
+			t.Fatalf("Verdict allow: %v %v", ok, err)
+		}
+		if applied := sub.next("verdict_applied"); !applied.Ok || applied.Request_id != ev.Request_id {
+			t.Fatalf("verdict_applied = %+v", applied)
+		}
+		c.touch("go2")
+		logs = c.waitLog("attempt2 rc=")
+		if !strings.Contains(logs, "hello") || !strings.Contains(logs, "attempt2 rc=0") {
+			t.Fatalf("retry after allow did not connect:\n%s", logs)
+		}
+		c.touch("done")
+		e.mustPodman("wait", c.name)
+		e.mustPodman("rm", c.name)
+		c.assertPoststopRan()
+	})
+
+	t.Run("deny", func(t *testing.T) {
+		e.t = t
+		c := e.createInit("clr-deny")
+		c.assertHookRan()
+		c.wire()
+		sub := subscribe(t, e.hubSock(c.id12))
+		e.mustPodman("start", c.name)
+		c.touch("ready")
+
+		ev := sub.next("connection_blocked")
+		c.waitLog("attempt1 rc=")
+		ok, err := orgterokclearance1.Verdict().Call(testutil.Context(t), sub.rpc, ev.Container, ev.Request_id, ev.Dest, "deny")
+		if err != nil || !ok {
+			t.Fatalf("Verdict deny: %v %v", ok, err)
+		}
+		sub.next("verdict_applied")
+		c.touch("go2")
+		logs := c.waitLog("attempt2 rc=")
+		if strings.Contains(logs, "hello") || strings.Contains(logs, "attempt2 rc=0") {
+			t.Fatalf("connection passed after deny:\n%s", logs)
+		}
+		// No second prompt: the next event is a marker sent afterwards.
+		in, err := net.Dial("unix", filepath.Join(filepath.Dir(e.hubSock(c.id12)), "ingest.sock"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(in, `{"type":"shield_up","container":%q}`+"\n", c.id12)
+		in.Close()
+		ctx, cancel := context.WithTimeout(testutil.Context(t), 20*time.Second)
+		defer cancel()
+		if next, _, err := sub.recv(ctx); err != nil || next.Type != "shield_up" {
+			b, _ := json.Marshal(next)
+			t.Fatalf("after deny the next event is %s (%v), want the shield_up marker", b, err)
+		}
+		if reqs, _ := orgterokclearancehub1.Pending().Call(testutil.Context(t), sub.rpc); len(reqs) != 0 {
+			t.Fatalf("pending after deny: %+v", reqs)
+		}
+		c.touch("done")
+		e.mustPodman("wait", c.name)
+		e.mustPodman("rm", c.name)
+		c.assertPoststopRan()
+	})
+}
