@@ -192,6 +192,9 @@ func TestInnerVerdictUnits(t *testing.T) {
 		copyFile(t, filepath.Join(os.Getenv("CLEARANCE_PKGTEST_BIN"), f), filepath.Join(bin, f), 0o755)
 	}
 	mustMount(t, "tmpfs", "/tmp", "tmpfs", "mode=1777")
+	// PrivateTmp= also makes a directory under /var/tmp: keep it off the
+	// real disk too.
+	mustMount(t, "tmpfs", "/var/tmp", "tmpfs", "mode=1777")
 	// /etc through an overlay, so the policy directory can exist without
 	// touching the real /etc.
 	ns.overlay(t, "/etc")
