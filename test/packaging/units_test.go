@@ -191,6 +191,13 @@ func TestInnerVerdictUnits(t *testing.T) {
 	for _, f := range []string{"clearance-verdict", "pkgtest-client"} {
 		copyFile(t, filepath.Join(os.Getenv("CLEARANCE_PKGTEST_BIN"), f), filepath.Join(bin, f), 0o755)
 	}
+	// The units too, before /tmp is covered: the checkout may live there.
+	var units []string
+	for _, u := range []string{"clearance-verdict.socket", "clearance-verdict@.service"} {
+		dst := filepath.Join(bin, u)
+		copyFile(t, filepath.Join(repoRoot, "units", "system", u), dst, 0o644)
+		units = append(units, dst)
+	}
 	mustMount(t, "tmpfs", "/tmp", "tmpfs", "mode=1777")
 	// PrivateTmp= also makes a directory under /var/tmp: keep it off the
 	// real disk too.
@@ -237,10 +244,6 @@ func TestInnerVerdictUnits(t *testing.T) {
 	os.Chown(filepath.Join(recDir, record.FileName), testUID, testUID)
 
 	// The packaged units, as the user manager's own.
-	units := []string{
-		filepath.Join(repoRoot, "units", "system", "clearance-verdict.socket"),
-		filepath.Join(repoRoot, "units", "system", "clearance-verdict@.service"),
-	}
 	installUnits(t, units, "/run/systemd/user", bin)
 	probe := probeUnit(t, units[1])
 	if err := os.WriteFile("/run/systemd/user/clearance-probe.service", []byte(probe), 0o644); err != nil {
