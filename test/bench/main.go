@@ -189,10 +189,18 @@ type runningHub struct {
 	ingest string
 }
 
-func (b *bench) startHub(id string) (*runningHub, error) {
+func (b *bench) startHub(id string) (*runningHub, error) { return b.startHubDepth(id, 0) }
+
+// startHubDepth starts a hub with the given subscriber queue depth (0:
+// the default).
+func (b *bench) startHubDepth(id string, depth int) (*runningHub, error) {
 	dir, _ := os.MkdirTemp("", "clearance-bench-")
 	os.Chmod(dir, 0o700)
-	cmd := exec.Command(filepath.Join(b.bin, "clearance-hub"), "-config", emptyConfig(dir), "-watch", "off", id)
+	cfg := emptyConfig(dir)
+	if depth > 0 {
+		os.WriteFile(cfg, []byte(fmt.Sprintf("hub:\n  queue_depth: %d\n", depth)), 0o600)
+	}
+	cmd := exec.Command(filepath.Join(b.bin, "clearance-hub"), "-config", cfg, "-watch", "off", id)
 	cmd.Env = append(os.Environ(), "XDG_RUNTIME_DIR="+dir)
 	if err := cmd.Start(); err != nil {
 		return nil, err
@@ -276,24 +284,30 @@ func (b *bench) latency() error {
 // received every event (no drops from the bounded queues). Subscribers
 // count raw frames, so the measurement is the hub's, not a JSON decoder's.
 func (b *bench) fanout() error {
-	best := 0.0
-	for _, rate := range []int{10000, 25000, 50000, 75000, 100000, 150000} {
-		min, err := b.fanoutAt(rate, 2*time.Second)
-		if err != nil {
-			return err
+	for _, depth := range []int{0, 1024} {
+		best := 0.0
+		for _, rate := range []int{10000, 25000, 50000, 75000, 100000, 150000} {
+			min, err := b.fanoutAt(rate, depth, 2*time.Second)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(os.Stderr, "fanout at %d events/s, queue depth %d: slowest subscriber got %.1f%%\n", rate, depth, min)
+			if min < 100 {
+				break
+			}
+			best = float64(rate)
 		}
-		fmt.Fprintf(os.Stderr, "fanout at %d events/s: slowest subscriber got %.1f%%\n", rate, min)
-		if min < 100 {
-			break
+		if depth == 0 {
+			report("fanout_events_per_s_10subs", best, "events/s")
+		} else {
+			report(fmt.Sprintf("fanout_events_per_s_10subs_depth%d", depth), best, "events/s")
 		}
-		best = float64(rate)
 	}
-	report("fanout_events_per_s_10subs", best, "events/s")
 	return nil
 }
 
-func (b *bench) fanoutAt(rate int, dur time.Duration) (float64, error) {
-	h, err := b.startHub("bench")
+func (b *bench) fanoutAt(rate, depth int, dur time.Duration) (float64, error) {
+	h, err := b.startHubDepth("bench", depth)
 	if err != nil {
 		return 0, err
 	}
