@@ -13,6 +13,7 @@ import (
 
 	"github.com/terok-ai/clearance/internal/config"
 	"github.com/terok-ai/clearance/internal/hub"
+	"github.com/terok-ai/clearance/internal/netns"
 	"github.com/terok-ai/clearance/internal/record"
 	"github.com/terok-ai/clearance/internal/sanitize"
 	"github.com/terok-ai/clearance/internal/sd"
@@ -104,7 +105,22 @@ func Command(ctx context.Context, args []string, stderr io.Writer) int {
 		return 1
 	}
 
-	fw := &Firewall{Socket: cfg.Verdict.Socket, Container: id, OnceTTL: cfg.Verdict.OnceTTL}
+	rec, recErr := readRecord(*runtimeRoot, id)
+	if recErr != nil {
+		log.Info("no runtime record; prompts carry no dossier and the verdict service resolves the container itself",
+			"container", id, "err", recErr)
+	}
+	fw := &Firewall{Socket: cfg.Verdict.Socket, Container: id, OnceTTL: cfg.Verdict.OnceTTL, Policy: rec.Policy}
+	if recErr == nil {
+		ns, err := openNetns(rec)
+		if err != nil {
+			log.Warn("cannot open the container's network namespace; the verdict service resolves it from the record",
+				"container", id, "err", err)
+		} else {
+			defer ns.Close()
+			fw.NS = ns
+		}
+	}
 	var applier hub.Applier = fw
 	if cfg.Verdict.Mode == config.VerdictModeExec {
 		bin := cfg.Verdict.ShieldBinary
@@ -127,7 +143,7 @@ func Command(ctx context.Context, args []string, stderr io.Writer) int {
 		return 2
 	}
 	if watcher != nil {
-		watcher.Dossier = readDossier(*runtimeRoot, id, log)
+		watcher.Dossier = sanitize.Map(rec.Dossier, sanitize.DefaultMax)
 		watcher.Firewall = fw
 		watcher.BlockPrefix = cfg.Ruleset.BlockPrefix
 		watcher.DNSPrefix = cfg.Ruleset.DNSPrefix
@@ -190,16 +206,29 @@ func listeners(dir, id string) (varlinkLns, ingestLns []net.Listener, err error)
 	return []net.Listener{sockets.RemoveDirOnClose(v, hubDir)}, []net.Listener{sockets.RemoveDirOnClose(in, hubDir)}, nil
 }
 
-// readDossier returns the dossier from the container's runtime record,
-// sanitised like everything else that came from the container, or {}.
-func readDossier(root, id string, log *slog.Logger) map[string]string {
-	path := record.Locate(root, os.Getuid(), id)
-	rec, err := record.ReadOwned(path, uint32(os.Getuid()))
+// readRecord reads the container's runtime record, written by the OCI
+// hook for our uid.
+func readRecord(root, id string) (record.Record, error) {
+	return record.ReadOwned(record.Locate(root, os.Getuid(), id), uint32(os.Getuid()))
+}
+
+// openNetns opens the network namespace of the record's process and checks
+// it is the one the hook recorded (not a reused pid).
+func openNetns(rec record.Record) (*os.File, error) {
+	f, err := netns.OpenPID(rec.PID)
 	if err != nil {
-		log.Info("no runtime record; prompts carry no dossier", "container", id, "err", err)
-		return map[string]string{}
+		return nil, err
 	}
-	return sanitize.Map(rec.Dossier, sanitize.DefaultMax)
+	got, err := netns.Identify(f)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if got.Ino != rec.NetnsInode || got.Dev != rec.NetnsDev {
+		f.Close()
+		return nil, fmt.Errorf("pid %d is in another network namespace than recorded (stale record)", rec.PID)
+	}
+	return f, nil
 }
 
 // ExecApplier applies verdicts by running terok-shield, as the seed did.

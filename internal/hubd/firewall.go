@@ -35,6 +35,15 @@ type Firewall struct {
 	// OnceTTL is the default lifetime of a "once" verdict; 0 leaves it to
 	// the service's configuration.
 	OnceTTL time.Duration
+	// NS, if set, is the container's network namespace, opened by the hub
+	// itself. It is passed with every call (SCM_RIGHTS), so the service
+	// acts on the namespace the hub proved it can open instead of
+	// resolving a pid from the runtime record. The Firewall does not own
+	// it.
+	NS *os.File
+	// Policy names the YAML policy "always" verdicts are saved to; ""
+	// leaves it to the runtime record.
+	Policy string
 }
 
 func (f *Firewall) dial(ctx context.Context) (*verdictclient.Client, error) {
@@ -63,8 +72,12 @@ func (f *Firewall) Apply(ctx context.Context, req hub.ApplyRequest) (hub.ApplyRe
 		return hub.ApplyResult{}, err
 	}
 	defer c.Close()
+	policy := ""
+	if req.Scope == hub.ScopeAlways {
+		policy = f.Policy
+	}
 	res, err := c.Apply(ctx, verdictclient.ApplyRequest{Container: f.Container, IP: ip, Action: req.Action,
-		Scope: req.Scope, TTL: ttl}, nil)
+		Scope: req.Scope, TTL: ttl, PolicyTarget: policy}, f.NS)
 	if err != nil {
 		return hub.ApplyResult{}, fmt.Errorf("verdict service: %w", err)
 	}
@@ -78,7 +91,7 @@ func (f *Firewall) Revoke(ctx context.Context, container, ip string) error {
 		return err
 	}
 	defer c.Close()
-	return c.Revoke(ctx, f.Container, ip, nil)
+	return c.Revoke(ctx, f.Container, ip, f.NS)
 }
 
 // Engage installs or verifies the container's ruleset.
@@ -88,7 +101,7 @@ func (f *Firewall) Engage(ctx context.Context) (engagedNow bool, err error) {
 		return false, err
 	}
 	defer c.Close()
-	_, now, err := c.Engage(ctx, f.Container, nil)
+	_, now, err := c.Engage(ctx, f.Container, f.NS)
 	return now, err
 }
 
@@ -100,7 +113,7 @@ func (f *Firewall) Watch(ctx context.Context) (*os.File, error) {
 		return nil, err
 	}
 	defer c.Close()
-	file, _, err := c.Watch(ctx, f.Container, nil)
+	file, _, err := c.Watch(ctx, f.Container, f.NS)
 	return file, err
 }
 
