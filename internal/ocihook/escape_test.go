@@ -1,6 +1,7 @@
 package ocihook
 
 import (
+	"github.com/terok-ai/clearance/internal/testutil"
 	"os/exec"
 	"strings"
 	"testing"
@@ -37,13 +38,9 @@ func TestEscapeUnitInstance(t *testing.T) {
 	}
 }
 
-// TestEscapeMatchesSystemdEscape compares with the real systemd-escape
-// where it is installed (it is a plain tool; missing it only skips).
+// TestEscapeMatchesSystemdEscape compares with the real systemd-escape.
 func TestEscapeMatchesSystemdEscape(t *testing.T) {
-	bin, err := exec.LookPath("systemd-escape")
-	if err != nil {
-		t.Skip("systemd-escape not installed")
-	}
+	bin := testutil.RequireTool(t, "systemd-escape")
 	for _, tt := range escapeCases {
 		if tt.in == "" || strings.ContainsRune(tt.in, 0) {
 			continue // not passable as an argument
