@@ -1,12 +1,13 @@
 package ocihook
 
 import (
-	"github.com/terok-ai/clearance/internal/testutil"
 	"os/exec"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/terok-ai/clearance/internal/testutil"
 )
 
 var escapeCases = []struct {
