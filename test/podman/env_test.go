@@ -1,13 +1,18 @@
 // Package podman holds clearance's end-to-end tests with real containers:
-// rootful podman with runc, the project's OCI hook from its hooks.d file,
-// a real `systemd --user` manager that socket-activates the hub from the
+// podman with runc, the project's OCI hook from its hooks.d file, a real
+// `systemd --user` manager that socket-activates the hub from the
 // project's units, and the verdict service, all inside one private mount
 // namespace (tmpfs /run and /tmp) so nothing touches the machine's own
-// /run. The container reaches only a test host on a veth the test wires.
-// See reference/test-machine.md §6–§9 for the recipe and its traps.
+// /run. TestRootful runs podman and the manager as root; TestRootless
+// runs them as a throwaway user (subordinate ids, its manager in a
+// delegated cgroup) with the verdict service as root. The container
+// reaches only a test host on a veth the test wires. See
+// reference/test-machine.md §6–§10 for the recipe and its traps.
 //
 // The tests need root and podman, runc, conmon, busybox-static, nft,
-// unshare/nsenter and systemd; with CI=true a missing one fails.
+// unshare/nsenter and systemd, and for the rootless test useradd/userdel
+// (passwd) and newuidmap/newgidmap (uidmap); with CI=true a missing one
+// fails.
 package podman
 
 import (
@@ -74,9 +79,10 @@ const (
 )
 
 // env is one private world: a holder process keeps a private mount
-// namespace (tmpfs /run and /tmp) in which root's systemd --user, the
-// verdict service and podman run. Everything is removed by t.Cleanup, by
-// pid and by name.
+// namespace (tmpfs /run and /tmp) in which the owner's systemd --user and
+// podman (root's, or a throwaway user's for rootless), and the verdict
+// service (always root) run. Everything is removed by t.Cleanup, by pid
+// and by name.
 type env struct {
 	t       testing.TB
 	dir     string // work dir on /var/tmp, same path inside and outside
@@ -84,10 +90,20 @@ type env struct {
 	logs    string
 	lab     *lab.Lab
 	cgroups []string // cgroup dirs that existed before (never removed)
+	// owner is the throwaway user running rootless podman and its own
+	// systemd --user (rootless_test.go); nil: root runs everything.
+	owner *sysUser
 }
 
-// newEnv builds the world. Failures are fatal.
+// newEnv builds the world for rootful podman. Failures are fatal.
 func newEnv(t testing.TB) *env {
+	t.Helper()
+	return newEnvFor(t, false)
+}
+
+// newEnvFor builds the world; rootless adds a throwaway user who runs
+// podman and owns the user manager.
+func newEnvFor(t testing.TB, rootless bool) *env {
 	t.Helper()
 	testutil.RequireRoot(t)
 	testutil.RequireTool(t, "podman", "runc", "conmon", "unshare", "nsenter", "ip", "nft", "systemctl", "busybox")
@@ -105,12 +121,18 @@ func newEnv(t testing.TB) *env {
 	e := &env{t: t, dir: dir, logs: filepath.Join(dir, "logs"), lab: lab.New(), cgroups: cgroupDirs()}
 	t.Cleanup(func() { e.close(t) })
 	for _, d := range []string{"logs", "store/root", "store/run", "store/tmp", "store/net", "hooks.d", "policy",
-		"home/.config/systemd/user/clearance-hub@.service.d"} {
+		"home/.config/systemd/user/clearance-hub@.service.d", "home/.config/containers"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
 			t.Fatal(err)
 		}
 	}
+	if rootless {
+		e.owner = newSysUser(t, e.path("home"))
+	}
 	e.writeConfig()
+	if e.owner != nil {
+		e.owner.chownTree(t, e.path("home"), e.path("logs"))
+	}
 	e.startHolder()
 	e.startUserManager()
 	e.startVerdict()
@@ -120,6 +142,18 @@ func newEnv(t testing.TB) *env {
 }
 
 func (e *env) path(p ...string) string { return filepath.Join(append([]string{e.dir}, p...)...) }
+
+// uid is the host uid owning the containers: root's, or the throwaway
+// user's for rootless podman.
+func (e *env) uid() int {
+	if e.owner != nil {
+		return e.owner.uid
+	}
+	return 0
+}
+
+// runtimeDir is the owner's XDG_RUNTIME_DIR in the namespace.
+func (e *env) runtimeDir() string { return "/run/user/" + strconv.Itoa(e.uid()) }
 
 // inNS returns the path p of the private mount namespace, as reachable
 // from the test process.
@@ -174,6 +208,21 @@ StandardError=inherit
 	}
 	files["hooks.d/clearance.json"] = strings.Replace(string(hook), "/usr/bin/clearance-oci-hook",
 		filepath.Join(binDir, "clearance-oci-hook"), 1)
+	if e.owner != nil {
+		// Rootless podman reads its configuration from the owner's home;
+		// it must exist before the first podman call (test-machine §10).
+		files["home/.config/containers/containers.conf"] = fmt.Sprintf(`[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+hooks_dir = ["%s"]
+`, e.path("hooks.d"))
+		files["home/.config/containers/storage.conf"] = fmt.Sprintf(`[storage]
+driver = "overlay"
+graphroot = "%s"
+runroot = "%s/containers"
+`, e.path("home", ".local", "share", "containers", "storage"), e.runtimeDir())
+	}
 	for name, content := range files {
 		if err := os.WriteFile(e.path(name), []byte(content), 0o644); err != nil {
 			t.Fatal(err)
@@ -214,10 +263,17 @@ func (e *env) buildRootfs() {
 // startHolder starts the process that holds the private mount namespace.
 func (e *env) startHolder() {
 	t := e.t
+	// Rootless podman wants / shared (else it warns on every call); the
+	// namespace is private, so the new peer groups have no peers outside.
+	shared := ""
+	if e.owner != nil {
+		shared = "mount --make-rshared /"
+	}
 	cmd := exec.Command("unshare", "-m", "--propagation", "private", "--", "sh", "-c",
 		`set -e; mount -n -t tmpfs -o mode=0755 tmpfs /run; mount -n -t tmpfs -o mode=1777 tmpfs /tmp
-mkdir -p /run/systemd/system /run/user/0; chmod 700 /run/user/0
-echo ready; exec sleep infinity`)
+mkdir -p /run/systemd/system "$1"; chown "$2:$3" "$1"; chmod 700 "$1"
+`+shared+`
+echo ready; exec sleep infinity`, "sh", e.runtimeDir(), strconv.Itoa(e.uid()), strconv.Itoa(e.gid()))
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -243,14 +299,36 @@ func (e *env) nsCmd(extra []string, argv ...string) *exec.Cmd {
 	return exec.Command("nsenter", append(args, argv...)...)
 }
 
-// userEnv is the environment of root's user session in the namespace.
-var userEnv = []string{"XDG_RUNTIME_DIR=/run/user/0"}
+// gid is the owner's primary gid.
+func (e *env) gid() int {
+	if e.owner != nil {
+		return e.owner.gid
+	}
+	return 0
+}
+
+// ownerCmd runs argv inside the private mount namespace as the owner
+// (root, or the throwaway user with its groups dropped), in the owner's
+// session: a clean environment with HOME and XDG_RUNTIME_DIR, plus extra.
+func (e *env) ownerCmd(extra []string, argv ...string) *exec.Cmd {
+	env := append([]string{"XDG_RUNTIME_DIR=" + e.runtimeDir()}, extra...)
+	if e.owner == nil {
+		return e.nsCmd(env, argv...)
+	}
+	args := append([]string{"-m", "-t", strconv.Itoa(e.holder),
+		"-S", strconv.Itoa(e.owner.uid), "-G", strconv.Itoa(e.owner.gid), "--", "env", "-i",
+		"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=" + e.path("home"),
+		"USER=" + e.owner.name, "LOGNAME=" + e.owner.name}, env...)
+	return exec.Command("nsenter", append(args, argv...)...)
+}
 
 func (e *env) startUserManager() {
 	t := e.t
 	// The manager gets cgroups of its own in the named (systemd) and
 	// unified hierarchies, as a delegated subtree: it never touches the
-	// machine's root cgroup or another test's manager.
+	// machine's root cgroup or another test's manager. A non-root manager needs the subtree delegated to it (test-machine
+	// §10): the directories and their cgroup.procs (and, in the unified
+	// hierarchy, cgroup.subtree_control and cgroup.threads) owned by it.
 	name := "clearance-e2e-" + filepath.Base(e.dir)
 	var procs []string
 	for _, h := range []string{"systemd", "unified"} {
@@ -259,9 +337,25 @@ func (e *env) startUserManager() {
 			t.Fatalf("cgroup for the user manager: %v", err)
 		}
 		e.onClose(func() { removeCgroupTree(d) }) // after the manager stopped
+		if e.owner != nil {
+			delegated := []string{d, filepath.Join(d, "cgroup.procs")}
+			if h == "unified" {
+				delegated = append(delegated, filepath.Join(d, "cgroup.subtree_control"), filepath.Join(d, "cgroup.threads"))
+			}
+			for _, p := range delegated {
+				if err := os.Chown(p, e.owner.uid, e.owner.gid); err != nil {
+					t.Fatalf("delegate cgroup: %v", err)
+				}
+			}
+		}
 		procs = append(procs, filepath.Join(d, "cgroup.procs"))
 	}
-	inner := e.nsCmd(userEnv, "/usr/lib/systemd/systemd", "--user")
+	if e.owner != nil {
+		// Whatever the manager left (its services, if it died first) is
+		// the owner's: killed by pid before the cgroups are removed.
+		e.onClose(func() { e.owner.killProcesses(e.t) })
+	}
+	inner := e.ownerCmd(nil, "/usr/lib/systemd/systemd", "--user")
 	cmd := exec.Command("sh", append([]string{"-c", `echo $$ > "$1"; echo $$ > "$2"; shift 2; exec "$@"`, "sh"},
 		append(procs, inner.Args...)...)...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -270,13 +364,13 @@ func (e *env) startUserManager() {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	// sh execs nsenter, which execs env, which execs systemd: the pid is
-	// the manager's.
+	// sh execs nsenter, which execs env, which execs systemd (nsenter
+	// -S/-G switch ids without forking): the pid is the manager's.
 	e.onClose(func() { stopProcess(cmd, 15*time.Second) })
 	ctx, cancel := context.WithTimeout(testutil.Context(t), 30*time.Second)
 	defer cancel()
 	for {
-		out, _ := e.nsCmd(userEnv, "systemctl", "--user", "is-system-running").Output()
+		out, _ := e.ownerCmd(nil, "systemctl", "--user", "is-system-running").Output()
 		s := strings.TrimSpace(string(out))
 		if s == "running" || s == "degraded" {
 			break
@@ -288,7 +382,7 @@ func (e *env) startUserManager() {
 		}
 	}
 	// The project's units must pass verify as installed (with the drop-in).
-	if out, err := e.nsCmd(userEnv, "systemd-analyze", "--user", "verify",
+	if out, err := e.ownerCmd(nil, "systemd-analyze", "--user", "verify",
 		"clearance-hub@0123456789ab.socket", "clearance-hub-ingest@0123456789ab.socket",
 		"clearance-hub@0123456789ab.service").CombinedOutput(); err != nil || len(out) > 0 {
 		t.Fatalf("systemd-analyze --user verify: %v: %s", err, out)
@@ -325,6 +419,10 @@ func (e *env) podman(args ...string) (string, error) {
 }
 
 func (e *env) podmanCmd(args ...string) *exec.Cmd {
+	if e.owner != nil {
+		// Rootless: the owner's ~/.config/containers decides everything.
+		return e.ownerCmd(nil, append([]string{"podman"}, args...)...)
+	}
 	argv := append([]string{"podman", "--root", e.path("store", "root"), "--runroot", e.path("store", "run")}, args...)
 	return e.nsCmd([]string{"CONTAINERS_CONF=" + e.path("containers.conf")}, argv...)
 }
@@ -342,20 +440,20 @@ func (e *env) importImage() {
 	e.mustPodman("import", "-q", e.path("rootfs.tar"), image)
 }
 
-// systemctl runs systemctl --user in root's session in the namespace.
+// systemctl runs systemctl --user in the owner's session in the namespace.
 func (e *env) systemctl(args ...string) string {
-	out, _ := e.nsCmd(userEnv, append([]string{"systemctl", "--user"}, args...)...).Output()
+	out, _ := e.ownerCmd(nil, append([]string{"systemctl", "--user"}, args...)...).Output()
 	return strings.TrimSpace(string(out))
 }
 
-// recordPath is where the hook writes root's record for id12.
+// recordPath is where the hook writes the owner's record for id12.
 func (e *env) recordPath(id12 string) string {
-	return e.inNS(record.Locate("/run", 0, id12))
+	return e.inNS(record.Locate("/run", e.uid(), id12))
 }
 
-// hubSock is the hub's socket for id12 in root's session.
+// hubSock is the hub's socket for id12 in the owner's session.
 func (e *env) hubSock(id12 string) string {
-	return e.inNS(filepath.Join("/run/user/0/clearance", id12, "hub.sock"))
+	return e.inNS(filepath.Join(e.runtimeDir(), "clearance", id12, "hub.sock"))
 }
 
 func (e *env) onClose(f func()) { e.t.Cleanup(f) }
@@ -395,6 +493,15 @@ func (e *env) teardownContainers() {
 	e.t.Cleanup(func() {
 		e.podman("rm", "-af", "-t", "0")
 		e.podman("rmi", "-af")
+		if e.owner != nil {
+			// The owner's storage (overlay layers owned by its subordinate
+			// ids) and the pause process holding podman's user namespace.
+			// Both go; the sweep after the user manager stopped kills
+			// what is left of the owner's processes by pid.
+			if out, err := e.podman("system", "reset", "-f"); err != nil {
+				e.t.Logf("podman system reset: %v: %s", err, out)
+			}
+		}
 	})
 }
 

@@ -87,9 +87,22 @@ func (c *container) wire() {
 	}
 }
 
-// touch creates a file in the container's root.
+// touch creates a file in the container's root. In a rootless
+// container that is done from inside its user namespace: its root (0555,
+// owned by the user) is writable only with the capabilities of the
+// container's root, and host root is not mapped there (EOVERFLOW).
 func (c *container) touch(name string) {
-	if err := os.WriteFile(fmt.Sprintf("/proc/%d/root/%s", c.pid, name), nil, 0o644); err != nil {
+	var err error
+	if c.e.owner != nil {
+		var out []byte
+		out, err = exec.Command("nsenter", "-U", "-m", "-t", strconv.Itoa(c.pid), "--", "/bin/touch", "/"+name).CombinedOutput()
+		if err != nil {
+			err = fmt.Errorf("touch /%s in the container: %w: %s", name, err, out)
+		}
+	} else {
+		err = os.WriteFile(fmt.Sprintf("/proc/%d/root/%s", c.pid, name), nil, 0o644)
+	}
+	if err != nil {
 		c.e.t.Fatal(err)
 	}
 }
@@ -105,7 +118,7 @@ func (c *container) assertHookRan() {
 	t := c.e.t
 	// record.Read refuses the /proc/<pid>/root magic link: read it in the
 	// namespace instead.
-	b, err := c.e.nsCmd(nil, "cat", record.Locate("/run", 0, c.id12)).Output()
+	b, err := c.e.nsCmd(nil, "cat", record.Locate("/run", c.e.uid(), c.id12)).Output()
 	if err != nil {
 		t.Fatalf("runtime record: %v", err)
 	}
@@ -113,7 +126,7 @@ func (c *container) assertHookRan() {
 	if err != nil {
 		t.Fatalf("runtime record: %v", err)
 	}
-	if rec.ID != c.id || rec.PID != c.pid || rec.OwnerUID != 0 || rec.Policy != "e2e" || rec.Dossier["task"] != c.name {
+	if rec.ID != c.id || rec.PID != c.pid || int(rec.OwnerUID) != c.e.uid() || rec.Policy != "e2e" || rec.Dossier["task"] != c.name {
 		t.Errorf("record = %+v", rec)
 	}
 	if s := c.e.systemctl("is-active", "clearance-hub@"+c.id12+".service"); s != "active" {
@@ -225,80 +238,110 @@ func TestRootful(t *testing.T) {
 
 	t.Run("allow", func(t *testing.T) {
 		e.t = t
-		c := e.createInit("clr-allow")
-		c.assertHookRan()
-		c.wire()
-		sub := subscribe(t, e.hubSock(c.id12))
-		e.mustPodman("start", c.name)
-		c.touch("ready")
-
-		ev := sub.next("connection_blocked")
-		t.Logf("connection_blocked: %+v", ev)
-		if ev.Dest != hostAddr.String() || ev.Port != echoPort || ev.Container != c.id12 || ev.Dossier["project"] != "e2e" {
-			t.Fatalf("connection_blocked = %+v", ev)
-		}
-		logs := c.waitLog("attempt1 rc=")
-		if !strings.Contains(logs, "attempt1 rc=1") {
-			t.Fatalf("first attempt not refused:\n%s", logs)
-		}
-		ok, err := orgterokclearance1.Verdict().Call(testutil.Context(t), sub.rpc, ev.Container, ev.Request_id, ev.Dest, "allow")
-		if err != nil || !ok {
-			t.Fatalf("Verdict allow: %v %v", ok, err)
-		}
-		if applied := sub.next("verdict_applied"); !applied.Ok || applied.Request_id != ev.Request_id {
-			t.Fatalf("verdict_applied = %+v", applied)
-		}
-		c.touch("go2")
-		logs = c.waitLog("attempt2 rc=")
-		if !strings.Contains(logs, "hello") || !strings.Contains(logs, "attempt2 rc=0") {
-			t.Fatalf("retry after allow did not connect:\n%s", logs)
-		}
-		c.touch("done")
-		e.mustPodman("wait", c.name)
-		e.mustPodman("rm", c.name)
-		c.assertPoststopRan()
+		allowFlow(t, e, "clr-allow", nil)
 	})
-
 	t.Run("deny", func(t *testing.T) {
 		e.t = t
-		c := e.createInit("clr-deny")
-		c.assertHookRan()
-		c.wire()
-		sub := subscribe(t, e.hubSock(c.id12))
-		e.mustPodman("start", c.name)
-		c.touch("ready")
-
-		ev := sub.next("connection_blocked")
-		c.waitLog("attempt1 rc=")
-		ok, err := orgterokclearance1.Verdict().Call(testutil.Context(t), sub.rpc, ev.Container, ev.Request_id, ev.Dest, "deny")
-		if err != nil || !ok {
-			t.Fatalf("Verdict deny: %v %v", ok, err)
-		}
-		sub.next("verdict_applied")
-		c.touch("go2")
-		logs := c.waitLog("attempt2 rc=")
-		if strings.Contains(logs, "hello") || strings.Contains(logs, "attempt2 rc=0") {
-			t.Fatalf("connection passed after deny:\n%s", logs)
-		}
-		// No second prompt: the next event is a marker sent afterwards.
-		in, err := net.Dial("unix", filepath.Join(filepath.Dir(e.hubSock(c.id12)), "ingest.sock"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		fmt.Fprintf(in, `{"type":"shield_up","container":%q}`+"\n", c.id12)
-		in.Close()
-		ctx, cancel := context.WithTimeout(testutil.Context(t), 20*time.Second)
-		defer cancel()
-		if next, _, err := sub.recv(ctx); err != nil || next.Type != "shield_up" {
-			b, _ := json.Marshal(next)
-			t.Fatalf("after deny the next event is %s (%v), want the shield_up marker", b, err)
-		}
-		if reqs, _ := orgterokclearancehub1.Pending().Call(testutil.Context(t), sub.rpc); len(reqs) != 0 {
-			t.Fatalf("pending after deny: %+v", reqs)
-		}
-		c.touch("done")
-		e.mustPodman("wait", c.name)
-		e.mustPodman("rm", c.name)
-		c.assertPoststopRan()
+		denyFlow(t, e, "clr-deny")
 	})
+}
+
+// allowFlow runs a container whose first connection is refused and
+// allowed, and whose retry connects; afterHook (may be nil) checks more
+// once the hook ran.
+func allowFlow(t *testing.T, e *env, name string, afterHook func(*container)) *container {
+	start := time.Now()
+	c := e.createInit(name)
+	t.Logf("podman create + init (hook): %v", time.Since(start).Round(time.Millisecond))
+	c.assertHookRan()
+	if afterHook != nil {
+		afterHook(c)
+	}
+	c.wire()
+	sub := subscribe(t, e.hubSock(c.id12))
+	e.mustPodman("start", c.name)
+	c.touch("ready")
+
+	ev := sub.next("connection_blocked")
+	t.Logf("connection_blocked: %+v", ev)
+	if ev.Dest != hostAddr.String() || ev.Port != echoPort || ev.Container != c.id12 || ev.Dossier["project"] != "e2e" {
+		t.Fatalf("connection_blocked = %+v", ev)
+	}
+	logs := c.waitLog("attempt1 rc=")
+	if !strings.Contains(logs, "attempt1 rc=1") {
+		t.Fatalf("first attempt not refused:\n%s", logs)
+	}
+	ok, err := orgterokclearance1.Verdict().Call(testutil.Context(t), sub.rpc, ev.Container, ev.Request_id, ev.Dest, "allow")
+	if err != nil || !ok {
+		t.Fatalf("Verdict allow: %v %v", ok, err)
+	}
+	if applied := sub.next("verdict_applied"); !applied.Ok || applied.Request_id != ev.Request_id {
+		t.Fatalf("verdict_applied = %+v", applied)
+	}
+	c.touch("go2")
+	logs = c.waitLog("attempt2 rc=")
+	if !strings.Contains(logs, "hello") || !strings.Contains(logs, "attempt2 rc=0") {
+		t.Fatalf("retry after allow did not connect:\n%s", logs)
+	}
+	c.touch("done")
+	e.mustPodman("wait", c.name)
+	start = time.Now()
+	e.mustPodman("rm", c.name)
+	c.assertPoststopRan()
+	t.Logf("podman rm until the hub's units are gone: %v", time.Since(start).Round(time.Millisecond))
+	return c
+}
+
+// denyFlow runs a container whose first connection is refused and
+// denied; the retry fails too, without a second prompt.
+func denyFlow(t *testing.T, e *env, name string) {
+	c := e.createInit(name)
+	c.assertHookRan()
+	c.wire()
+	sub := subscribe(t, e.hubSock(c.id12))
+	e.mustPodman("start", c.name)
+	c.touch("ready")
+
+	ev := sub.next("connection_blocked")
+	c.waitLog("attempt1 rc=")
+	ok, err := orgterokclearance1.Verdict().Call(testutil.Context(t), sub.rpc, ev.Container, ev.Request_id, ev.Dest, "deny")
+	if err != nil || !ok {
+		t.Fatalf("Verdict deny: %v %v", ok, err)
+	}
+	sub.next("verdict_applied")
+	c.touch("go2")
+	logs := c.waitLog("attempt2 rc=")
+	if strings.Contains(logs, "hello") || strings.Contains(logs, "attempt2 rc=0") {
+		t.Fatalf("connection passed after deny:\n%s", logs)
+	}
+	// No second prompt: the next event is a marker sent afterwards.
+	in, err := e.dialIngest(c.id12)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(in, `{"type":"shield_up","container":%q}`+"\n", c.id12)
+	in.Close()
+	ctx, cancel := context.WithTimeout(testutil.Context(t), 20*time.Second)
+	defer cancel()
+	if next, _, err := sub.recv(ctx); err != nil || next.Type != "shield_up" {
+		b, _ := json.Marshal(next)
+		t.Fatalf("after deny the next event is %s (%v), want the shield_up marker", b, err)
+	}
+	if reqs, _ := orgterokclearancehub1.Pending().Call(testutil.Context(t), sub.rpc); len(reqs) != 0 {
+		t.Fatalf("pending after deny: %+v", reqs)
+	}
+	c.touch("done")
+	e.mustPodman("wait", c.name)
+	e.mustPodman("rm", c.name)
+	c.assertPoststopRan()
+}
+
+// dialIngest connects to the hub's ingest socket as the owner (the
+// ingest accepts only the hub's own uid).
+func (e *env) dialIngest(id12 string) (net.Conn, error) {
+	dir := filepath.Dir(e.hubSock(id12))
+	if e.owner != nil {
+		return e.owner.dialAs(dir, "ingest.sock")
+	}
+	return net.Dial("unix", filepath.Join(dir, "ingest.sock"))
 }
