@@ -81,3 +81,16 @@ func Context(tb testing.TB) context.Context {
 	tb.Cleanup(cancel)
 	return ctx
 }
+
+// SystemdAnalyze returns a command running systemd-analyze with args in a
+// private mount namespace with a tmpfs on /run/systemd, so its
+// bookkeeping files (e.g. /run/systemd/systemd-units-load) never land on
+// the machine's real /run. Needs root for the mount namespace; without
+// root it runs systemd-analyze directly.
+func SystemdAnalyze(args ...string) *exec.Cmd {
+	if os.Geteuid() != 0 {
+		return exec.Command("systemd-analyze", args...)
+	}
+	return exec.Command("unshare", append([]string{"--mount", "--propagation", "private", "sh", "-c",
+		`mount -t tmpfs -o mode=0755 tmpfs /run/systemd && exec systemd-analyze "$@"`, "systemd-analyze"}, args...)...)
+}

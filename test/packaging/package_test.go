@@ -190,7 +190,7 @@ func checkDebInstall(t *testing.T, pkg string) {
 		args  []string
 		units []string
 	}{{[]string{"verify", man}, sys}, {[]string{"--user", "verify", man}, user}} {
-		cmd := exec.Command("systemd-analyze", append(set.args, set.units...)...)
+		cmd := testutil.SystemdAnalyze(append(set.args, set.units...)...)
 		rt := t.TempDir()
 		cmd.Env = append(os.Environ(), "XDG_RUNTIME_DIR="+rt)
 		out, err := cmd.CombinedOutput()

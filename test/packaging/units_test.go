@@ -47,7 +47,7 @@ func TestUnitsVerify(t *testing.T) {
 			if kind == "user" {
 				args = append([]string{"--user"}, args...)
 			}
-			cmd := exec.Command("systemd-analyze", append(args, copies...)...)
+			cmd := testutil.SystemdAnalyze(append(args, copies...)...)
 			cmd.Dir = dir
 			if kind == "user" {
 				// systemd-analyze --user needs a runtime directory to
@@ -84,7 +84,7 @@ func TestVerdictServiceExposure(t *testing.T) {
 	bin := binaries(t, "clearance-verdict")
 	dir := t.TempDir()
 	copies := installUnits(t, []string{unit}, dir, bin)
-	cmd := exec.Command("systemd-analyze", "security", "--offline=yes", "--no-pager", copies[0])
+	cmd := testutil.SystemdAnalyze("security", "--offline=yes", "--no-pager", copies[0])
 	cmd.Dir = dir
 	out, _ := cmd.CombinedOutput() // exits non-zero above its own threshold
 	m := exposureRe.FindSubmatch(out)

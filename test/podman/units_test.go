@@ -2,7 +2,6 @@ package podman
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 
@@ -14,7 +13,7 @@ import (
 // binary that exists (verify checks it; /usr/bin/clearance-hub is only
 // there once installed). Needs no root and no running manager.
 func TestUserUnitsVerify(t *testing.T) {
-	sa := testutil.RequireTool(t, "systemd-analyze")
+	testutil.RequireTool(t, "systemd-analyze")
 	dir := t.TempDir()
 	units := []string{"clearance-hub@.socket", "clearance-hub-ingest@.socket", "clearance-hub@.service"}
 	for _, u := range units {
@@ -38,7 +37,7 @@ func TestUserUnitsVerify(t *testing.T) {
 		{filepath.Join(dir, units[0]), filepath.Join(dir, units[1]), filepath.Join(dir, units[2])},
 		{"clearance-hub@0123456789ab.socket", "clearance-hub-ingest@0123456789ab.socket", "clearance-hub@0123456789ab.service"},
 	} {
-		cmd := exec.Command(sa, append([]string{"--user", "verify"}, args...)...)
+		cmd := testutil.SystemdAnalyze(append([]string{"--user", "verify"}, args...)...)
 		cmd.Env = append(os.Environ(), "XDG_RUNTIME_DIR="+dir, "SYSTEMD_UNIT_PATH="+dir+":")
 		if out, err := cmd.CombinedOutput(); err != nil || len(out) > 0 {
 			t.Errorf("systemd-analyze --user verify %v: %v\n%s", args, err, out)
