@@ -69,7 +69,12 @@ var measurements = []struct {
 }
 
 func report(name string, value float64, unit string) {
-	fmt.Printf("%s: %.3g %s\n", name, value, unit)
+	switch {
+	case value >= 100:
+		fmt.Printf("%s: %.0f %s\n", name, value, unit)
+	default:
+		fmt.Printf("%s: %.3g %s\n", name, value, unit)
+	}
 }
 
 func numCPU() int {

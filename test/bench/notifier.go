@@ -10,20 +10,68 @@ import (
 )
 
 func init() {
-	measurements = append(measurements, struct {
-		group string
-		run   func(*bench) error
-	}{"notifier", (*bench).notifier})
+	measurements = append(measurements,
+		struct {
+			group string
+			run   func(*bench) error
+		}{"notifier", (*bench).notifier},
+		struct {
+			group string
+			run   func(*bench) error
+		}{"container", (*bench).container},
+	)
 }
 
 // notifier: the notifier's Go benchmarks (a real dbus-daemon and a
 // recording notification server; the built binary for RSS), translated
 // into bench lines.
 func (b *bench) notifier() error {
-	out, err := exec.Command("go", "test", "-run", "^$", "-bench", "BenchmarkBlockToNotify|BenchmarkIdleRSS",
-		"-benchtime", "200x", "./internal/notifier").CombinedOutput()
+	metrics, err := goBench("./internal/notifier", "BenchmarkBlockToNotify|BenchmarkIdleRSS", "200x")
 	if err != nil {
-		return fmt.Errorf("notifier benchmarks: %v\n%s", err, out)
+		return err
+	}
+	return reportMetrics(metrics, []metric{
+		{"BlockToNotify/p50_us", "block_to_notify_p50_us", "us"},
+		{"BlockToNotify/p99_us", "block_to_notify_p99_us", "us"},
+		{"IdleRSS/idle_rss_MiB", "notifier_idle_rss_mib", "MiB"},
+		{"IdleRSS/sigterm_exit_ms", "notifier_sigterm_exit_ms", "ms"},
+	})
+}
+
+// container: real podman containers with and without the OCI hook, under
+// a real systemd --user (test/podman's benchmark; root, podman).
+func (b *bench) container() error {
+	metrics, err := goBench("./test/podman", "BenchmarkContainerStart", "10x")
+	if err != nil {
+		return err
+	}
+	return reportMetrics(metrics, []metric{
+		{"ContainerStart/activation_to_first_event_ms", "activation_to_first_event_ms", "ms"},
+		{"ContainerStart/container_start_overhead_ms", "container_start_overhead_ms", "ms"},
+		{"ContainerStart/with_hook_ms", "container_start_with_hook_ms", "ms"},
+		{"ContainerStart/without_hook_ms", "container_start_without_hook_ms", "ms"},
+	})
+}
+
+type metric struct{ key, name, unit string }
+
+func reportMetrics(metrics map[string]float64, want []metric) error {
+	for _, m := range want {
+		v, ok := metrics[m.key]
+		if !ok {
+			return fmt.Errorf("benchmark output lacks %s", m.key)
+		}
+		report(m.name, v, m.unit)
+	}
+	return nil
+}
+
+// goBench runs Go benchmarks matching pattern in pkg and returns their
+// custom metrics as "Name/unit".
+func goBench(pkg, pattern, benchtime string) (map[string]float64, error) {
+	out, err := exec.Command("go", "test", "-run", "^$", "-bench", pattern, "-benchtime", benchtime, pkg).CombinedOutput()
+	if err != nil {
+		return nil, fmt.Errorf("benchmarks %s: %v\n%s", pkg, err, out)
 	}
 	metrics := map[string]float64{}
 	sc := bufio.NewScanner(bytes.NewReader(out))
@@ -39,17 +87,5 @@ func (b *bench) notifier() error {
 			}
 		}
 	}
-	for _, m := range []struct{ key, name, unit string }{
-		{"BlockToNotify/p50_us", "block_to_notify_p50_us", "us"},
-		{"BlockToNotify/p99_us", "block_to_notify_p99_us", "us"},
-		{"IdleRSS/idle_rss_MiB", "notifier_idle_rss_mib", "MiB"},
-		{"IdleRSS/sigterm_exit_ms", "notifier_sigterm_exit_ms", "ms"},
-	} {
-		v, ok := metrics[m.key]
-		if !ok {
-			return fmt.Errorf("notifier benchmark output lacks %s:\n%s", m.key, out)
-		}
-		report(m.name, v, m.unit)
-	}
-	return nil
+	return metrics, nil
 }
