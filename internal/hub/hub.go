@@ -130,6 +130,7 @@ type Hub struct {
 	purged  map[string]uint64 // container → purge generation
 	gen     uint64
 	expiry  map[expiryKey]expiring
+	decided map[decidedKey]time.Time // recently decided destinations, see Blocked
 
 	started   time.Time
 	eventsIn  atomic.Uint64
@@ -152,6 +153,7 @@ type pending struct {
 	hasFlow   bool
 	container string
 	live      bool // in the pending set
+	claimed   bool // a verdict on it is in flight
 }
 
 // flowKey identifies repeats of one blocked destination.
@@ -193,6 +195,7 @@ func New(cfg Config) *Hub {
 		subs:    make(map[*Subscription]struct{}),
 		purged:  make(map[string]uint64),
 		expiry:  make(map[expiryKey]expiring),
+		decided: make(map[decidedKey]time.Time),
 		started: cfg.Now(),
 	}
 }
@@ -248,11 +251,21 @@ func (h *Hub) Blocked(ev event.Event) string {
 	now := h.cfg.Now()
 	key := flowKey{ev.Container, ev.Dest, ev.Domain, ev.Port, ev.Proto}
 	h.mu.Lock()
+	if at, ok := h.decided[decidedKey{ev.Container, ev.Dest}]; ok {
+		if now.Sub(at) < decidedGrace {
+			// Logged before the verdict reached the kernel: not a new
+			// request for a destination the operator just decided.
+			h.coalesced.Add(1)
+			h.mu.Unlock()
+			return ""
+		}
+		delete(h.decided, decidedKey{ev.Container, ev.Dest})
+	}
 	if p, ok := h.flows[key]; ok {
 		p.count++
 		p.last = now
 		id := p.ev.RequestID
-		if now.Sub(p.lastEmit) >= h.cfg.Reemit {
+		if !p.claimed && now.Sub(p.lastEmit) >= h.cfg.Reemit {
 			p.lastEmit = now
 			h.fanOutLocked(p.ev)
 		} else {
@@ -452,8 +465,10 @@ func (h *Hub) decide(ctx context.Context, d decision) (time.Time, error) {
 		d.container, d.dest = p.container, p.target
 	}
 	// Claim the request while the verdict is in flight: a second verdict
-	// on the same id gets UnknownRequest, as in the seed.
-	h.removeLocked(p)
+	// on the same id gets UnknownRequest, as in the seed. Its flow stays
+	// mapped, so packets blocked meanwhile are counted, not a new prompt.
+	delete(h.pending, p.ev.RequestID)
+	p.live, p.claimed = false, true
 	gen := h.purged[p.container]
 	h.mu.Unlock()
 
@@ -463,19 +478,22 @@ func (h *Hub) decide(ctx context.Context, d decision) (time.Time, error) {
 	ok = applyErr == nil && res.OK
 
 	h.mu.Lock()
+	p.claimed = false
 	if ok {
+		h.removeLocked(p)
 		h.trackExpiryLocked(req, res.Expires)
+		h.markDecidedLocked(p.container, p.ev.Dest, h.cfg.Now())
 		// Superseded requests for the same target are decided too.
 		for _, q := range h.pending {
 			if q.container == p.container && q.target == p.target {
 				h.removeLocked(q)
 			}
 		}
-	} else if h.purged[p.container] == gen {
+	} else if _, taken := h.pending[p.ev.RequestID]; h.purged[p.container] == gen && !taken {
 		// Restore, unless the container went away meanwhile.
-		if _, taken := h.pending[p.ev.RequestID]; !taken {
-			h.insertLocked(p)
-		}
+		h.insertLocked(p)
+	} else {
+		h.removeLocked(p)
 	}
 	h.fanOutLocked(event.Event{Type: event.VerdictApplied, Container: d.container,
 		RequestID: d.requestID, Action: d.action, OK: ok, Dossier: map[string]string{}})
@@ -508,6 +526,25 @@ func (h *Hub) apply(ctx context.Context, req ApplyRequest) (res ApplyResult, err
 		}
 	}()
 	return h.cfg.Applier.Apply(ctx, req)
+}
+
+// decidedGrace is how long after a verdict blocked packets to the same
+// destination are taken for records the kernel logged before the verdict
+// landed, and not shown as a new prompt.
+const decidedGrace = 2 * time.Second
+
+type decidedKey struct{ container, dest string }
+
+func (h *Hub) markDecidedLocked(container, dest string, now time.Time) {
+	if dest == "" {
+		return
+	}
+	for k, at := range h.decided { // keep the map small
+		if now.Sub(at) >= decidedGrace {
+			delete(h.decided, k)
+		}
+	}
+	h.decided[decidedKey{container, dest}] = now
 }
 
 // Revoker is implemented by appliers that can take a verdict back; the

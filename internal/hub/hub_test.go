@@ -397,3 +397,64 @@ func TestLastingVerdictCancelsExpiry(t *testing.T) {
 		t.Fatalf("a container-scoped verdict was revoked by an older timer: %v", ap.revoked)
 	}
 }
+
+func TestLateRecordsAfterVerdictAreNoNewPrompt(t *testing.T) {
+	c := newClock()
+	h := New(Config{Container: "c", Applier: &stubApplier{res: ApplyResult{OK: true}}, Now: c.now})
+	sub := h.Subscribe()
+	defer sub.Close()
+	ev := event.Event{Container: "c", Dest: "198.51.100.1", Port: 443, Proto: 6}
+	id := h.Blocked(ev)
+	if _, err := h.Decide(context.Background(), id, "allow", ScopeOnce, 0); err != nil {
+		t.Fatal(err)
+	}
+	drain(sub)
+	// Records the kernel logged before the element landed.
+	c.add(100 * time.Millisecond)
+	if got := h.Blocked(ev); got != "" {
+		t.Fatalf("a record right after the verdict made request %s", got)
+	}
+	if evs := drain(sub); len(evs) != 0 {
+		t.Fatalf("events = %+v", evs)
+	}
+	// Much later (the verdict expired, say), it is a new request again.
+	c.add(time.Minute)
+	if got := h.Blocked(ev); got == "" || got == id {
+		t.Fatalf("after the grace period: id %q", got)
+	}
+}
+
+func TestRecordsDuringVerdictInFlightAreCounted(t *testing.T) {
+	block := make(chan struct{})
+	h := New(Config{Container: "c", Applier: applierFunc(func(ctx context.Context, req ApplyRequest) (ApplyResult, error) {
+		<-block
+		return ApplyResult{OK: true}, nil
+	})})
+	sub := h.Subscribe()
+	defer sub.Close()
+	ev := event.Event{Container: "c", Dest: "198.51.100.1", Port: 443, Proto: 6}
+	id := h.Blocked(ev)
+	drain(sub)
+	done := make(chan error)
+	go func() {
+		_, err := h.Decide(context.Background(), id, "allow", ScopeOnce, 0)
+		done <- err
+	}()
+	for h.Stats().Pending != 0 {
+		time.Sleep(time.Millisecond)
+	}
+	if got := h.Blocked(ev); got != id {
+		t.Fatalf("a record while the verdict is in flight made request %q, want it counted on %s", got, id)
+	}
+	if _, err := h.Decide(context.Background(), id, "deny", ScopeOnce, 0); !errors.As(err, new(*UnknownRequestError)) {
+		t.Fatalf("second verdict while the first is in flight: %v", err)
+	}
+	close(block)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	evs := drain(sub)
+	if len(evs) != 1 || evs[0].Type != event.VerdictApplied {
+		t.Fatalf("events = %+v, want only verdict_applied", evs)
+	}
+}
