@@ -1,11 +1,21 @@
 // Command demo is `make demo`: clearance's main job on built-in defaults,
-// step by step with timings. It builds a throwaway "container" network
-// namespace and a test host on a veth pair (no default route, no NAT),
-// starts the real clearance-verdict and clearance-hub from ./bin, makes a
-// blocked connection, shows the prompt a subscriber receives, answers
-// Allow, and shows the retry passing. Everything is removed at the end.
+// step by step with timings, in two acts.
 //
-// Needs root (network namespaces and nftables).
+// Act 1 builds a throwaway "container" network namespace and a test host
+// on a veth pair (no default route, no NAT), starts the real
+// clearance-verdict and clearance-hub from ./bin, makes a blocked
+// connection, shows the prompt a subscriber receives, answers Allow, and
+// shows the retry passing.
+//
+// Act 2 (container.go) does it with a real podman container: the
+// project's OCI hook and user units under a real systemd --user in a
+// private mount namespace, and a real desktop prompt (Xvfb, dunst,
+// clearance-notifier) whose Allow is invoked through dunst; the prompt's
+// screenshot goes to ./demo-artifacts/prompt.png ($CLEARANCE_ARTIFACTS).
+//
+// Everything is removed at the end, also on failure or Ctrl-C. Needs root
+// (namespaces, nftables, podman) and the Debian packages scripts/deps.sh
+// installs.
 package main
 
 import (
@@ -77,15 +87,32 @@ func main() {
 		fmt.Fprintln(os.Stderr, "demo: needs root (it creates network namespaces and nftables rulesets); run: sudo make demo")
 		os.Exit(1)
 	}
+	// Ctrl-C cancels ctx; the acts then clean up everything they made.
+	// Further signals are swallowed until the cleanup is done.
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	failed := false
 	l := lab.New()
 	err := run(ctx, l, *bin)
 	t := time.Now()
 	l.Close()
 	step(time.Since(t), "cleaned up: services stopped, namespaces and veth gone")
 	if err != nil {
-		fmt.Fprintln(os.Stderr, paint("31", "demo failed: "+err.Error()))
+		fmt.Fprintln(os.Stderr, paint("31", "act 1 failed: "+err.Error()))
+		failed = true
+	}
+	fmt.Println()
+	if ctx.Err() == nil {
+		if err := actContainer(ctx, *bin); err != nil {
+			fmt.Fprintln(os.Stderr, paint("31", "act 2 failed: "+err.Error()))
+			failed = true
+		}
+	} else {
+		fmt.Fprintln(os.Stderr, paint("31", "act 2 skipped: interrupted"))
+		failed = true
+	}
+	if failed {
+		fmt.Fprintln(os.Stderr, paint("31", "demo failed."))
 		os.Exit(1)
 	}
 	fmt.Println(paint("32", "demo complete."))
@@ -93,6 +120,8 @@ func main() {
 
 func run(ctx context.Context, l *lab.Lab, bin string) error {
 	fmt.Println(paint("1", "clearance demo — a container hits a blocked destination, its operator allows it"))
+	fmt.Println()
+	fmt.Println(paint("1", "act 1 — the real hub and verdict service, a network namespace as the container"))
 	fmt.Println()
 
 	t := time.Now()

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,7 +15,7 @@ import (
 
 	"github.com/varlink/go/varlink"
 
-	"github.com/terok-ai/clearance/internal/lab"
+	"github.com/terok-ai/clearance/internal/podmanlab"
 	"github.com/terok-ai/clearance/internal/record"
 	"github.com/terok-ai/clearance/internal/testutil"
 	"github.com/terok-ai/clearance/internal/varlinkapi"
@@ -24,18 +23,10 @@ import (
 	"github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearancehub1"
 )
 
-// script is the container's command: it waits for the test to wire the
-// network (/ready), tries the test host once, waits for the verdict
-// (/go2), tries again, prints both results, and exits when told (/done),
-// so the hub outlives the test's last look at it.
-const script = `until [ -e /ready ]; do sleep 0.05; done
-nc -w 3 10.254.77.1 8080 </dev/null; echo "attempt1 rc=$?"
-until [ -e /go2 ]; do sleep 0.05; done
-nc -w 2 10.254.77.1 8080 </dev/null; echo "attempt2 rc=$?"
-until [ -e /done ]; do sleep 0.05; done`
-
-// container is one container created with the project's hook enabled.
+// container is one container created with the project's hook enabled
+// (podmanlab.Container), bound to its env's test.
 type container struct {
+	*podmanlab.Container
 	e    *env
 	name string
 	id   string
@@ -47,70 +38,30 @@ type container struct {
 // runs, and the container's process has not started.
 func (e *env) createInit(name string) *container {
 	t := e.t
-	e.mustPodman("create", "--name", name, "--network", "none",
-		"--annotation", gateAnn, "--annotation", "dossier.project=e2e", "--annotation", "dossier.task="+name,
-		image, "sh", "-c", script)
-	if out, err := e.podman("init", name); err != nil {
-		t.Fatalf("podman init (the hook aborts the container on failure): %v\n%s", err, out)
+	pc, err := e.CreateInit(name, "dossier.project=e2e", "dossier.task="+name)
+	if err != nil {
+		t.Fatal(err)
 	}
-	c := &container{e: e, name: name}
-	c.id = e.mustPodman("inspect", "-f", "{{.Id}}", name)
-	c.id12 = c.id[:12]
-	pid, err := strconv.Atoi(e.mustPodman("inspect", "-f", "{{.State.Pid}}", name))
-	if err != nil || pid <= 1 {
-		t.Fatalf("container pid: %v %d", err, pid)
-	}
-	c.pid = pid
-	return c
+	return &container{Container: pc, e: e, name: pc.Name, id: pc.ID, id12: pc.ID12, pid: pc.Pid}
 }
 
 // wire connects the container's netns to a new test host serving
 // "hello" on echoPort (no default route, no NAT: the test host is all the
 // container can reach).
 func (c *container) wire() {
-	t := c.e.t
-	host, err := c.e.lab.Namespace("testhost-" + c.name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := os.Open(fmt.Sprintf("/proc/%d/ns/net", c.pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	ns := &lab.NS{Name: c.name, Pid: c.pid, File: f}
-	if err := c.e.lab.Link(ns, host, netip.PrefixFrom(ctrAddr, 30), netip.PrefixFrom(hostAddr, 30)); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.e.lab.Echo(host, fmt.Sprintf("%s:%d", hostAddr, echoPort)); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// touch creates a file in the container's root. In a rootless
-// container that is done from inside its user namespace: its root (0555,
-// owned by the user) is writable only with the capabilities of the
-// container's root, and host root is not mapped there (EOVERFLOW).
-func (c *container) touch(name string) {
-	var err error
-	if c.e.owner != nil {
-		var out []byte
-		out, err = exec.Command("nsenter", "-U", "-m", "-t", strconv.Itoa(c.pid), "--", "/bin/touch", "/"+name).CombinedOutput()
-		if err != nil {
-			err = fmt.Errorf("touch /%s in the container: %w: %s", name, err, out)
-		}
-	} else {
-		err = os.WriteFile(fmt.Sprintf("/proc/%d/root/%s", c.pid, name), nil, 0o644)
-	}
-	if err != nil {
+	if err := c.Wire(); err != nil {
 		c.e.t.Fatal(err)
 	}
 }
 
-func (c *container) logs() string {
-	out, _ := c.e.podman("logs", c.name)
-	return out
+// touch creates a file in the container's root.
+func (c *container) touch(name string) {
+	if err := c.Touch(name); err != nil {
+		c.e.t.Fatal(err)
+	}
 }
+
+func (c *container) logs() string { return c.Logs() }
 
 // assertHookRan checks what createRuntime must have left: the record, the
 // engaged ruleset and a running hub.
@@ -215,14 +166,9 @@ func (s *subscription) next(typ string) orgterokclearance1.ClearanceEvent {
 }
 
 func (c *container) waitLog(marker string) string {
-	t := c.e.t
-	var logs string
-	err := waitFor(testutil.Context(t), 30*time.Second, "container output "+marker, func() (bool, string) {
-		logs = c.logs()
-		return strings.Contains(logs, marker), logs
-	})
+	logs, err := c.WaitLog(testutil.Context(c.e.t), marker, 30*time.Second)
 	if err != nil {
-		t.Fatal(err)
+		c.e.t.Fatal(err)
 	}
 	return logs
 }
@@ -338,10 +284,4 @@ func denyFlow(t *testing.T, e *env, name string) {
 
 // dialIngest connects to the hub's ingest socket as the owner (the
 // ingest accepts only the hub's own uid).
-func (e *env) dialIngest(id12 string) (net.Conn, error) {
-	dir := filepath.Dir(e.hubSock(id12))
-	if e.owner != nil {
-		return e.owner.dialAs(dir, "ingest.sock")
-	}
-	return net.Dial("unix", filepath.Join(dir, "ingest.sock"))
-}
+func (e *env) dialIngest(id12 string) (net.Conn, error) { return e.DialIngest(id12) }
