@@ -59,6 +59,12 @@ const (
 	VerdictModeExec = "exec"
 )
 
+// How blocked TCP connections are refused (ruleset.tcp_reject).
+const (
+	TCPRejectICMPX = "icmpx"
+	TCPRejectReset = "reset"
+)
+
 // Ruleset modes (ruleset.mode).
 const (
 	// RulesetModeBuiltin installs clearance's own "table inet clearance".
@@ -153,6 +159,14 @@ type Ruleset struct {
 	// "CLEARANCE_BLOCKED: ".
 	BlockPrefix string `yaml:"block_prefix"`
 
+	// TCPReject is how a blocked TCP connection is refused: "icmpx"
+	// (ICMP admin-prohibited, like every other protocol) or "reset" (a TCP
+	// reset). With "icmpx", a program using a blocking connect() waits
+	// about a second for its SYN to be retransmitted and refused again
+	// (the kernel takes the first ICMP error as a soft one); with "reset"
+	// it fails at once with "connection refused". Default "icmpx".
+	TCPReject string `yaml:"tcp_reject"`
+
 	// Resolvers are the IP addresses DNS may go to; their replies are
 	// logged so destinations get names. Default empty: the resolvers are
 	// taken from the container's own resolv.conf.
@@ -211,6 +225,7 @@ func Default() *Config {
 			NflogGroup:  100,
 			DNSPrefix:   "CLEARANCE_DNS: ",
 			BlockPrefix: "CLEARANCE_BLOCKED: ",
+			TCPReject:   TCPRejectICMPX,
 			Resolvers:   []string{},
 			PolicyDir:   "/etc/clearance/policy.d",
 		},
@@ -493,6 +508,11 @@ func (c *Config) validate(p positions) error {
 	case RulesetModeBuiltin, RulesetModeShield:
 	default:
 		bad("ruleset.mode", "unknown mode %q (want %q or %q)", r.Mode, RulesetModeBuiltin, RulesetModeShield)
+	}
+	switch r.TCPReject {
+	case TCPRejectICMPX, TCPRejectReset:
+	default:
+		bad("ruleset.tcp_reject", "unknown value %q (want %q or %q)", r.TCPReject, TCPRejectICMPX, TCPRejectReset)
 	}
 	if r.NflogGroup < 0 || r.NflogGroup > 65535 {
 		bad("ruleset.nflog_group", "must be 0..65535, got %d", r.NflogGroup)

@@ -126,7 +126,7 @@ notifier:
 			want: func(c *Config) {
 				c.Hub = Hub{QueueDepth: 64, PendingTTL: 30 * time.Minute, MaxPending: 100, RuntimeDir: "/run/x", MaxMessageBytes: 65536, MaxLineBytes: 4096}
 				c.Verdict = Verdict{Mode: "exec", Socket: "/run/v.sock", ShieldBinary: "/usr/bin/terok-shield", Timeout: 2500 * time.Millisecond, OnceTTL: 10 * time.Minute}
-				c.Ruleset = Ruleset{Mode: "terok-shield", NflogGroup: 5, DNSPrefix: "D: ", BlockPrefix: "B: ", Resolvers: []string{"192.0.2.53"}, PolicyDir: "/srv/policy"}
+				c.Ruleset = Ruleset{Mode: "terok-shield", NflogGroup: 5, DNSPrefix: "D: ", BlockPrefix: "B: ", TCPReject: "icmpx", Resolvers: []string{"192.0.2.53"}, PolicyDir: "/srv/policy"}
 				c.Notifier = Notifier{HubGlob: []string{"/a/*.sock", "/b/*/hub.sock"}, AllowFor: time.Hour, MaxVisible: 1, RatePerMinute: 60, HeadlessExitOK: true}
 			},
 		},
@@ -202,6 +202,11 @@ func TestLoadErrors(t *testing.T) {
 			name:    "invalid ruleset mode",
 			content: "\nruleset:\n  mode: shield\n",
 			want:    []string{`FILE:3: ruleset.mode: unknown mode "shield"`},
+		},
+		{
+			name:    "invalid tcp_reject",
+			content: "ruleset:\n  tcp_reject: rst\n",
+			want:    []string{`FILE:2: ruleset.tcp_reject: unknown value "rst"`},
 		},
 		{
 			name:    "zero queue depth",

@@ -68,6 +68,8 @@ type StackOptions struct {
 	OnceTTL time.Duration
 	// NoHub leaves the hub to the caller (StartHub).
 	NoHub bool
+	// TCPReset sets ruleset.tcp_reject: reset.
+	TCPReset bool
 }
 
 // NewStack builds the network and starts the services. Close the lab to
@@ -126,6 +128,10 @@ func (l *Lab) NewStack(ctx context.Context, o StackOptions) (*Stack, error) {
 		return nil, fmt.Errorf("write runtime record: %w", err)
 	}
 
+	tcpReject := "icmpx"
+	if o.TCPReset {
+		tcpReject = "reset"
+	}
 	ttl := "1h"
 	if o.OnceTTL > 0 {
 		ttl = o.OnceTTL.String()
@@ -137,9 +143,10 @@ func (l *Lab) NewStack(ctx context.Context, o StackOptions) (*Stack, error) {
 ruleset:
   resolvers: [%q]
   policy_dir: %s
+  tcp_reject: %s
 hub:
   runtime_dir: %s
-`, s.VerdictSock, ttl, HostAddr.String(), s.PolicyDir, filepath.Join(dir, "xdg", "clearance"))
+`, s.VerdictSock, ttl, HostAddr.String(), s.PolicyDir, tcpReject, filepath.Join(dir, "xdg", "clearance"))
 	if err := os.WriteFile(s.Config, []byte(cfg), 0o600); err != nil {
 		return nil, err
 	}

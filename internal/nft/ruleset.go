@@ -44,6 +44,13 @@ type Ruleset struct {
 	// Prefixes nested inside another prefix of the same list are dropped
 	// (the wider one already covers them).
 	Allow, Deny []netip.Prefix
+	// TCPReset refuses blocked TCP connections with a TCP reset instead of
+	// ICMP admin-prohibited. A locally sent SYN rejected with ICMP while
+	// connect() still holds the socket only records a soft error, so a
+	// blocking connect() fails after the SYN's first retransmission (~1 s,
+	// and the packet is logged twice); a reset is processed as soon as the
+	// socket is released.
+	TCPReset bool
 }
 
 func (rs Ruleset) withDefaults() (Ruleset, error) {
@@ -237,13 +244,22 @@ func build(c *nftables.Conn, l Layout, rs Ruleset, elems map[string][]entry) err
 		rule(out, append(addrMatch(ref.v4, false, sets[ref.name]), v)...)
 	}
 	// Everything else: log to NFLOG (the prompt) and reject.
-	rule(out,
-		&expr.Log{
+	blockLog := func() *expr.Log {
+		return &expr.Log{
 			Key:        1<<unix.NFTA_LOG_GROUP | 1<<unix.NFTA_LOG_PREFIX | 1<<unix.NFTA_LOG_QTHRESHOLD,
 			Group:      rs.Group,
 			QThreshold: 1,
 			Data:       []byte(rs.BlockPrefix),
-		},
+		}
+	}
+	if rs.TCPReset {
+		rule(out,
+			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
+			blockLog(),
+			&expr.Reject{Type: unix.NFT_REJECT_TCP_RST})
+	}
+	rule(out, blockLog(),
 		&expr.Reject{Type: unix.NFT_REJECT_ICMPX_UNREACH, Code: unix.NFT_REJECT_ICMPX_ADMIN_PROHIBITED})
 
 	// Input: log UDP DNS replies from the resolvers (the hub names

@@ -17,6 +17,7 @@ func FromConfig(c *config.Config) (Config, error) {
 		BlockPrefix: c.Ruleset.BlockPrefix,
 		DNSPrefix:   c.Ruleset.DNSPrefix,
 		OnceTTL:     c.Verdict.OnceTTL,
+		TCPReset:    c.Ruleset.TCPReject == config.TCPRejectReset,
 	}
 	switch c.Ruleset.Mode {
 	case config.RulesetModeShield:

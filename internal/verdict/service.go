@@ -90,6 +90,9 @@ type Config struct {
 	// BlockPrefix and DNSPrefix are the built-in ruleset's log prefixes
 	// ("" for the nft defaults).
 	BlockPrefix, DNSPrefix string
+	// TCPReset refuses blocked TCP connections with a reset (see
+	// nft.Ruleset.TCPReset).
+	TCPReset bool
 	// Resolvers are DNS servers to open. Empty means the container's own
 	// /etc/resolv.conf (when its pid is known), plus the policy's.
 	Resolvers []netip.Addr
@@ -224,7 +227,7 @@ func (e *firewallError) Unwrap() error { return e.err }
 // the container's policies.
 func (s *Service) ruleset(t *target) (nft.Ruleset, error) {
 	rs := nft.Ruleset{
-		Group: s.cfg.Group, BlockPrefix: s.cfg.BlockPrefix, DNSPrefix: s.cfg.DNSPrefix,
+		Group: s.cfg.Group, BlockPrefix: s.cfg.BlockPrefix, DNSPrefix: s.cfg.DNSPrefix, TCPReset: s.cfg.TCPReset,
 		Resolvers: append([]netip.Addr(nil), s.cfg.Resolvers...),
 	}
 	if name := t.policyName(); name != "" {

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -302,4 +303,35 @@ func netDialUnix(path string) (interface {
 	Close() error
 }, error) {
 	return net.Dial("unix", path)
+}
+
+func TestRejectKinds(t *testing.T) {
+	requireLab(t)
+	for _, tt := range []struct {
+		name  string
+		reset bool
+		want  syscall.Errno
+	}{
+		{"icmpx admin-prohibited (default)", false, syscall.EHOSTUNREACH},
+		{"tcp reset", true, syscall.ECONNREFUSED},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newStack(t, lab.StackOptions{TCPReset: tt.reset})
+			st := subscribe(t, s)
+			err := s.Connect(context.Background(), lab.EchoPort, 5*time.Second)
+			if !errors.Is(err, tt.want) {
+				t.Fatalf("connect = %v, want %v", err, tt.want)
+			}
+			if ev := st.next("connection_blocked"); ev.Port != lab.EchoPort {
+				t.Fatalf("event = %+v", ev)
+			}
+			// UDP is refused with ICMP either way.
+			if err := s.Container.SendUDP(netip.AddrPortFrom(lab.HostAddr, 9), []byte("x")); err != nil && !errors.Is(err, syscall.EPERM) {
+				t.Fatalf("udp send: %v", err)
+			}
+			if ev := st.next("connection_blocked"); ev.Proto != 17 {
+				t.Fatalf("udp event = %+v", ev)
+			}
+		})
+	}
 }
