@@ -26,6 +26,16 @@
 // namespace's default logger for callers without log parameters, and
 // PF_UNBIND would take that default away from somebody else.
 //
+// # Why not go-nflog
+//
+// DESIGN.md names github.com/florianl/go-nflog/v2. Its v2.2.0 binds a group
+// only inside RegisterWithErrorFunc, which also starts its own reading
+// goroutine and unbinds the group when its context ends: it cannot hand a
+// bound socket to another process, which is the whole point of the
+// privilege split here. So [Bind] and [Reader] speak nfnetlink_log with
+// github.com/mdlayher/netlink (go-nflog's own netlink layer) directly, about
+// 300 lines. docs/architecture.md says the same.
+//
 // # DNS over TCP
 //
 // [ParseDNS] handles DNS replies carried in UDP only. Replies over TCP
