@@ -51,7 +51,7 @@ fuzz:
 	@./scripts/fuzz.sh 10s
 
 bench: deps build
-	$(GO) test -run '^$$' -bench . -benchmem -count=1 ./...
+	$(GO) test -p 1 -run '^$$' -bench . -benchmem -count=1 ./...
 	@./scripts/bench.sh
 
 demo: deps build
