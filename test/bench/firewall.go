@@ -40,33 +40,13 @@ func init() {
 // the kernel (the hub replies after the verdict service's netlink batch is
 // acknowledged).
 func (b *bench) firewall() error {
-	if os.Geteuid() != 0 {
-		return errors.New("needs root")
-	}
-	l := lab.New()
-	defer l.Close()
 	ctx := context.Background()
-	s, err := l.NewStack(ctx, lab.StackOptions{Bin: b.bin})
+	lh, err := b.labHub(ctx)
 	if err != nil {
 		return err
 	}
-	if err := s.Container.OnLink(netip.MustParsePrefix("10.254.78.1/24")); err != nil {
-		return err
-	}
-	c, err := varlinkapi.Dial(ctx, s.HubSock)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	recv, err := orgterokclearance1.Subscribe().Send(ctx, c, varlink.More)
-	if err != nil {
-		return err
-	}
-	rpc, err := varlinkapi.Dial(ctx, s.HubSock)
-	if err != nil {
-		return err
-	}
-	defer rpc.Close()
+	defer lh.close()
+	s, recv, rpc := lh.stack, lh.recv, lh.rpc
 	pc, err := s.Container.ListenPacket("udp4", "0.0.0.0:0")
 	if err != nil {
 		return err
@@ -202,6 +182,46 @@ func send(pc net.PacketConn, dst net.Addr) error {
 		return err
 	}
 	return nil
+}
+
+// labHub is a lab stack whose container can send to the whole of
+// 10.254.78.0/24 (on a link that never leaves its namespace), with a
+// subscriber and a call connection on its hub.
+type labHub struct {
+	stack *lab.Stack
+	recv  func(context.Context) (orgterokclearance1.ClearanceEvent, uint64, error)
+	rpc   *varlink.Connection
+	close func()
+}
+
+func (b *bench) labHub(ctx context.Context) (*labHub, error) {
+	if os.Geteuid() != 0 {
+		return nil, errors.New("needs root")
+	}
+	l := lab.New()
+	fail := func(err error) (*labHub, error) { l.Close(); return nil, err }
+	s, err := l.NewStack(ctx, lab.StackOptions{Bin: b.bin})
+	if err != nil {
+		return fail(err)
+	}
+	if err := s.Container.OnLink(netip.MustParsePrefix("10.254.78.1/24")); err != nil {
+		return fail(err)
+	}
+	c, err := varlinkapi.Dial(ctx, s.HubSock)
+	if err != nil {
+		return fail(err)
+	}
+	recv, err := orgterokclearance1.Subscribe().Send(ctx, c, varlink.More)
+	if err != nil {
+		c.Close()
+		return fail(err)
+	}
+	rpc, err := varlinkapi.Dial(ctx, s.HubSock)
+	if err != nil {
+		c.Close()
+		return fail(err)
+	}
+	return &labHub{stack: s, recv: recv, rpc: rpc, close: func() { rpc.Close(); c.Close(); l.Close() }}, nil
 }
 
 func waitFile(path string) error {

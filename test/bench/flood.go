@@ -5,15 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/netip"
 	"os"
 	"sync/atomic"
 	"time"
 
-	"github.com/varlink/go/varlink"
-
-	"github.com/terok-ai/clearance/internal/lab"
-	"github.com/terok-ai/clearance/internal/varlinkapi"
 	"github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearance1"
 	"github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearancehub1"
 )
@@ -31,33 +26,13 @@ func init() {
 // destination is the goal), the kernel's ENOBUFS drops, and whether a
 // verdict given in the middle of the flood was applied.
 func (b *bench) flood() error {
-	if os.Geteuid() != 0 {
-		return errors.New("needs root")
-	}
-	l := lab.New()
-	defer l.Close()
 	ctx := context.Background()
-	s, err := l.NewStack(ctx, lab.StackOptions{Bin: b.bin})
+	lh, err := b.labHub(ctx)
 	if err != nil {
 		return err
 	}
-	if err := s.Container.OnLink(netip.MustParsePrefix("10.254.78.1/24")); err != nil {
-		return err
-	}
-	c, err := varlinkapi.Dial(ctx, s.HubSock)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	recv, err := orgterokclearance1.Subscribe().Send(ctx, c, varlink.More)
-	if err != nil {
-		return err
-	}
-	rpc, err := varlinkapi.Dial(ctx, s.HubSock)
-	if err != nil {
-		return err
-	}
-	defer rpc.Close()
+	defer lh.close()
+	s, recv, rpc := lh.stack, lh.recv, lh.rpc
 	// Count distinct prompts (new request ids) as subscribers see them.
 	var prompts, events atomic.Int64
 	firstID := make(chan orgterokclearance1.ClearanceEvent, 1)
