@@ -7,6 +7,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -281,6 +282,43 @@ func (b *bench) latency() error {
 	}
 	report("ingest_to_subscriber_p50_us", float64(percentile(samples, 50))/1e3, "us")
 	report("ingest_to_subscriber_p99_us", float64(percentile(samples, 99))/1e3, "us")
+
+	// The same with a subscriber that reads raw frames instead of decoding
+	// them with varlink/go: the hub's share of the latency.
+	raw, err := net.Dial("unix", h.sock)
+	if err != nil {
+		return err
+	}
+	defer raw.Close()
+	raw.Write([]byte(`{"method":"org.terok.Clearance1.Subscribe","more":true}` + "\x00"))
+	time.Sleep(100 * time.Millisecond)
+	buf := make([]byte, 4096)
+	samples = samples[:0]
+	for i := 0; i < 5000; i++ {
+		line := pendingLine(10000 + i)
+		start := time.Now()
+		if _, err := in.Write([]byte(line)); err != nil {
+			return err
+		}
+		// One event per write; read until its NUL.
+		for done := false; !done; {
+			raw.SetReadDeadline(time.Now().Add(5 * time.Second))
+			n, err := raw.Read(buf)
+			if err != nil {
+				return err
+			}
+			done = bytes.IndexByte(buf[:n], 0) >= 0
+		}
+		took := time.Since(start)
+		if _, _, err := recv(ctx); err != nil { // keep the decoding subscriber drained
+			return err
+		}
+		if i >= 200 {
+			samples = append(samples, took)
+		}
+	}
+	report("ingest_to_raw_subscriber_p50_us", float64(percentile(samples, 50))/1e3, "us")
+	report("ingest_to_raw_subscriber_p99_us", float64(percentile(samples, 99))/1e3, "us")
 	return nil
 }
 
