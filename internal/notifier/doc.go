@@ -20,7 +20,7 @@
 // Each hub gets one connection streaming org.terok.Clearance1.Subscribe
 // and one for calls: Pending (so prompts waiting from before show up),
 // Verdict, and Decide for the optional time-limited allow. A hub that
-// restarts is reconnected with backoff (1 s doubling to 10 s, reset on
+// restarts is reconnected with backoff (100 ms doubling to 10 s, reset on
 // success); a hub whose directory is removed is forgotten at once and its
 // prompts are closed (a hub whose socket alone vanished gets a grace
 // period to come back).

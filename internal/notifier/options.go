@@ -13,7 +13,7 @@ import (
 
 // Defaults for [Options].
 const (
-	DefaultBackoffMin  = time.Second
+	DefaultBackoffMin  = 100 * time.Millisecond
 	DefaultBackoffMax  = 10 * time.Second
 	DefaultBusRetry    = 30 * time.Second
 	DefaultRescan      = 60 * time.Second
@@ -81,7 +81,8 @@ type Options struct {
 	// BackoffMin and BackoffMax bound the wait between reconnection
 	// attempts to a hub or to the bus: it starts at BackoffMin, doubles
 	// after each failure up to BackoffMax, and starts again after a
-	// success. Defaults 1 s and 10 s.
+	// success. Defaults 100 ms and 10 s: a hub found a moment before it
+	// listens is retried at once, a hub that is gone costs little.
 	BackoffMin, BackoffMax time.Duration
 
 	// BusRetry is the wait between attempts to find a session bus when
