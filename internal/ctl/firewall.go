@@ -6,15 +6,16 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
 
-	"github.com/varlink/go/varlink"
-
 	"github.com/terok-ai/clearance/internal/policy"
+	"github.com/terok-ai/clearance/internal/record"
 	"github.com/terok-ai/clearance/internal/varlinkapi"
 	fw "github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearancefirewall1"
+	"github.com/terok-ai/clearance/internal/verdict/verdictclient"
 )
 
 // Firewall is the part of the privileged verdict service
@@ -47,23 +48,50 @@ type Explanation struct {
 var errFirewallUnreachable = errors.New("verdict service not reachable")
 
 // varlinkFirewall is [Firewall] over varlink.
-type varlinkFirewall struct{ c *varlink.Connection }
+type varlinkFirewall struct{ c *verdictclient.Client }
 
 func dialFirewall(ctx context.Context, path string) (Firewall, error) {
-	c, err := varlinkapi.Dial(ctx, path)
+	c, err := verdictclient.Dial(ctx, path)
 	if err != nil {
 		return nil, fmt.Errorf("%w at %s: %w", errFirewallUnreachable, path, err)
 	}
 	return &varlinkFirewall{c: c}, nil
 }
 
+// containerNetns opens the container's network namespace from its runtime
+// record under our uid, to pass with the call; nil when there is none (the
+// service then resolves the container itself).
+func containerNetns(container string) *os.File {
+	rec, err := record.ReadOwned(record.Locate(record.DefaultRuntimeRoot, os.Getuid(), container), uint32(os.Getuid()))
+	if err != nil {
+		return nil
+	}
+	ns, err := rec.OpenNetns()
+	if err != nil {
+		return nil
+	}
+	return ns
+}
+
 func (v *varlinkFirewall) Explain(ctx context.Context, container, ip string, port int64, proto string) (Explanation, error) {
-	verdict, reason, exp, err := fw.Explain().Call(ctx, v.c, container, ip, port, proto)
-	return Explanation{Verdict: verdict, Reason: reason, ExpiresUsec: exp}, err
+	ns := containerNetns(container)
+	if ns != nil {
+		defer ns.Close()
+	}
+	x, err := v.c.Explain(ctx, container, ip, int(port), proto, ns)
+	e := Explanation{Verdict: x.Verdict, Reason: x.Reason}
+	if !x.Expires.IsZero() {
+		e.ExpiresUsec = x.Expires.UnixMicro()
+	}
+	return e, err
 }
 
 func (v *varlinkFirewall) List(ctx context.Context, container string) ([]fw.Element, error) {
-	return fw.List().Call(ctx, v.c, container)
+	ns := containerNetns(container)
+	if ns != nil {
+		defer ns.Close()
+	}
+	return v.c.List(ctx, container, ns)
 }
 
 func (v *varlinkFirewall) Close() error { return v.c.Close() }

@@ -13,7 +13,6 @@ import (
 
 	"github.com/terok-ai/clearance/internal/config"
 	"github.com/terok-ai/clearance/internal/hub"
-	"github.com/terok-ai/clearance/internal/netns"
 	"github.com/terok-ai/clearance/internal/record"
 	"github.com/terok-ai/clearance/internal/sanitize"
 	"github.com/terok-ai/clearance/internal/sd"
@@ -112,7 +111,7 @@ func Command(ctx context.Context, args []string, stderr io.Writer) int {
 	}
 	fw := &Firewall{Socket: cfg.Verdict.Socket, Container: id, OnceTTL: cfg.Verdict.OnceTTL, Policy: rec.Policy}
 	if recErr == nil {
-		ns, err := openNetns(rec)
+		ns, err := rec.OpenNetns()
 		if err != nil {
 			log.Warn("cannot open the container's network namespace; the verdict service resolves it from the record",
 				"container", id, "err", err)
@@ -210,25 +209,6 @@ func listeners(dir, id string) (varlinkLns, ingestLns []net.Listener, err error)
 // hook for our uid.
 func readRecord(root, id string) (record.Record, error) {
 	return record.ReadOwned(record.Locate(root, os.Getuid(), id), uint32(os.Getuid()))
-}
-
-// openNetns opens the network namespace of the record's process and checks
-// it is the one the hook recorded (not a reused pid).
-func openNetns(rec record.Record) (*os.File, error) {
-	f, err := netns.OpenPID(rec.PID)
-	if err != nil {
-		return nil, err
-	}
-	got, err := netns.Identify(f)
-	if err != nil {
-		f.Close()
-		return nil, err
-	}
-	if got.Ino != rec.NetnsInode || got.Dev != rec.NetnsDev {
-		f.Close()
-		return nil, fmt.Errorf("pid %d is in another network namespace than recorded (stale record)", rec.PID)
-	}
-	return f, nil
 }
 
 // ExecApplier applies verdicts by running terok-shield, as the seed did.

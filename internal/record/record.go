@@ -34,6 +34,8 @@ import (
 	"strconv"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/terok-ai/clearance/internal/netns"
 )
 
 // FileName is the record's file name inside its directory.
@@ -284,4 +286,26 @@ func Write(dir string, rec Record) error {
 		return fmt.Errorf("write record: sync dir: %w", err)
 	}
 	return nil
+}
+
+// OpenNetns opens the network namespace of the record's process and checks
+// that it is the namespace the hook recorded, so a reused pid is never
+// mistaken for the container. The caller closes the file. Callers pass it
+// to the verdict service with their calls: the service then acts on a
+// namespace the caller proved it can open, and resolves no pid itself.
+func (r Record) OpenNetns() (*os.File, error) {
+	f, err := netns.OpenPID(r.PID)
+	if err != nil {
+		return nil, err
+	}
+	got, err := netns.Identify(f)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if got.Ino != r.NetnsInode || got.Dev != r.NetnsDev {
+		f.Close()
+		return nil, fmt.Errorf("%w: pid %d is in another network namespace than recorded", ErrInvalid, r.PID)
+	}
+	return f, nil
 }

@@ -33,7 +33,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	for _, c := range []string{"clearance-hub", "clearance-verdict"} {
+	for _, c := range []string{"clearance-hub", "clearance-verdict", "clearancectl"} {
 		out, err := exec.Command("go", "build", "-o", filepath.Join(dir, c), "../../cmd/"+c).CombinedOutput()
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "build %s: %v\n%s", c, err, out)
@@ -333,5 +333,35 @@ func TestRejectKinds(t *testing.T) {
 				t.Fatalf("udp event = %+v", ev)
 			}
 		})
+	}
+}
+
+func TestClearancectlExplainAndPolicy(t *testing.T) {
+	requireLab(t)
+	s := newStack(t, lab.StackOptions{})
+	st := subscribe(t, s)
+	explain := func() string {
+		t.Helper()
+		out, err := exec.Command(filepath.Join(binDir, "clearancectl"), "explain", "--socket", s.VerdictSock, "--json",
+			s.ID, fmt.Sprintf("%s:%d", lab.HostAddr, lab.EchoPort)).CombinedOutput()
+		if err != nil {
+			t.Fatalf("clearancectl explain: %v\n%s", err, out)
+		}
+		return string(out)
+	}
+	if out := explain(); !strings.Contains(out, `"reason": "blocked"`) {
+		t.Fatalf("before a verdict: %s", out)
+	}
+	blockedConnect(t, s, lab.EchoPort)
+	ev := st.next("connection_blocked")
+	if ok, _, err := orgterokclearancehub1.Decide().Call(context.Background(), st.rpc, ev.Request_id, "allow", "container", 0); err != nil || !ok {
+		t.Fatalf("decide: %v %v", ok, err)
+	}
+	if out := explain(); !strings.Contains(out, `"reason": "allowed"`) {
+		t.Fatalf("after allow: %s", out)
+	}
+	out, err := exec.Command(filepath.Join(binDir, "clearancectl"), "policy", "export", "--socket", s.VerdictSock, s.ID).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), lab.HostAddr.String()) {
+		t.Fatalf("clearancectl policy export: %v\n%s", err, out)
 	}
 }
