@@ -46,6 +46,7 @@ type conn struct {
 	fds     []*os.File // fds received for the message being received
 	discard bool       // skipping the rest of an oversized message
 	readErr error      // the socket's terminal read error, once seen
+	chunk   []byte     // read buffer of next, kept for the connection's life
 
 	hangupOnce    sync.Once
 	hangupStarted atomic.Bool
@@ -117,7 +118,10 @@ type frame struct {
 func (c *conn) next(ctx context.Context) ([]byte, []*os.File, error) {
 	stop := context.AfterFunc(ctx, func() { c.nc.SetReadDeadline(time.Unix(1, 0)) })
 	defer stop()
-	chunk := make([]byte, readChunk)
+	if c.chunk == nil {
+		c.chunk = make([]byte, readChunk)
+	}
+	chunk := c.chunk
 	for {
 		c.mu.Lock()
 		if len(c.frames) > 0 {
