@@ -1,6 +1,7 @@
 package nflog
 
 import (
+	"bytes"
 	"encoding/binary"
 	"flag"
 	"net/netip"
@@ -32,13 +33,21 @@ func writeFixture(tb testing.TB, name string, b []byte) {
 	}
 }
 
-// TestUpdateFixtures rebuilds the synthetic fixtures with -update.
-func TestUpdateFixtures(t *testing.T) {
-	if !*update {
-		t.Skip("run with -update to rewrite testdata")
-	}
+// TestFixtures checks that the synthetic fixtures in testdata are what
+// their generator builds; with -update it rewrites them.
+func TestFixtures(t *testing.T) {
 	for name, b := range builtFixtures(t) {
-		writeFixture(t, name, b)
+		if *update {
+			writeFixture(t, name, b)
+			continue
+		}
+		got, err := os.ReadFile(filepath.Join("testdata", name))
+		if err != nil {
+			t.Fatalf("fixture %s: %v (run go test -run TestFixtures -update)", name, err)
+		}
+		if !bytes.Equal(got, b) {
+			t.Errorf("testdata/%s differs from its generator (run go test -run TestFixtures -update)", name)
+		}
 	}
 }
 
