@@ -14,7 +14,7 @@ import (
 )
 
 // update rewrites the fixtures in testdata/: the built ones from
-// TestUpdateFixtures, the kernel captures from the integration tests.
+// TestFixtures, the kernel captures from the integration tests.
 var update = flag.Bool("update", false, "rewrite testdata fixtures")
 
 func readFixture(tb testing.TB, name string) []byte {
