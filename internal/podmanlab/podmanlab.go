@@ -23,6 +23,7 @@ package podmanlab
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -32,6 +33,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -190,6 +192,11 @@ func New(ctx context.Context, o Options) (e *Env, err error) {
 	}
 	progress(time.Since(t), fmt.Sprintf("private mount namespace (holder pid %d): tmpfs /run and /tmp, work dir %s", e.holder, dir))
 	t = time.Now()
+	if err := e.startJournald(ctx); err != nil {
+		return e, err
+	}
+	progress(time.Since(t), "systemd-journald in it (journal on the namespace's tmpfs; the user manager's services log to it)")
+	t = time.Now()
 	if err := e.startUserManager(ctx); err != nil {
 		return e, err
 	}
@@ -298,12 +305,55 @@ func (e *Env) DialIngest(id12 string) (net.Conn, error) {
 
 // Tail returns the end of a log in the work dir's logs: "systemd",
 // "verdict", "hub", "notifier" or "holder".
-func (e *Env) Tail(name string) string { return Tail(e.Path("logs", name+".log")) }
+func (e *Env) Tail(name string) string {
+	if name == "hub" {
+		s := e.Log(name)
+		if len(s) > 2000 {
+			s = s[len(s)-2000:]
+		}
+		return strings.TrimSpace(s)
+	}
+	return Tail(e.Path("logs", name+".log"))
+}
 
-// Log returns the whole log name (see Tail).
+// Log returns the whole log name (see Tail). The hubs log to the
+// namespace's journal: "hub" is their journal, one line per entry with its
+// clearance fields.
 func (e *Env) Log(name string) string {
+	if name == "hub" {
+		return e.hubJournal()
+	}
 	b, _ := os.ReadFile(e.Path("logs", name+".log"))
 	return string(b)
+}
+
+// hubJournal renders the hubs' journal entries as "MESSAGE K=V …" lines.
+func (e *Env) hubJournal() string {
+	out, err := e.Journal("SYSLOG_IDENTIFIER=clearance-hub")
+	if err != nil {
+		return fmt.Sprintf("(journalctl: %v)", err)
+	}
+	var b strings.Builder
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		var r map[string]any
+		if json.Unmarshal([]byte(line), &r) != nil {
+			continue
+		}
+		msg, _ := r["MESSAGE"].(string)
+		b.WriteString(msg)
+		keys := make([]string, 0, len(r))
+		for k := range r {
+			if k == "MESSAGE_ID" || strings.HasPrefix(k, "CLEARANCE_") {
+				keys = append(keys, k)
+			}
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			fmt.Fprintf(&b, " %s=%v", k, r[k])
+		}
+		b.WriteString("\n")
+	}
+	return b.String()
 }
 
 func (e *Env) writeConfig() error {
@@ -330,13 +380,13 @@ network_config_dir = "%[1]s/store/net"
   policy_dir: %s
 `, HostAddr.String(), e.Path("policy")),
 		// The project's units, verbatim, plus a drop-in that runs the
-		// built hub with the Env's configuration.
+		// built hub with the Env's configuration. Its output goes to the
+		// namespace's journald, as in production: the audit trail is
+		// read back with journalctl ([Env.Journal], [Env.Tail]("hub")).
 		"home/.config/systemd/user/clearance-hub@.service.d/e2e.conf": fmt.Sprintf(`[Service]
 ExecStart=
 ExecStart=%s -config %s %%I
-StandardOutput=append:%s
-StandardError=inherit
-`, filepath.Join(e.bin, "clearance-hub"), e.Path("clearance.yaml"), e.Path("logs", "hub.log")),
+`, filepath.Join(e.bin, "clearance-hub"), e.Path("clearance.yaml")),
 	}
 	for _, u := range []string{"clearance-hub@.socket", "clearance-hub-ingest@.socket", "clearance-hub@.service"} {
 		b, err := os.ReadFile(filepath.Join(e.source, "units", "user", u))
@@ -414,6 +464,7 @@ func (e *Env) startHolder() error {
 	}
 	cmd := exec.Command("unshare", "-m", "--propagation", "private", "--", "sh", "-c",
 		`set -e; mount -n -t tmpfs -o mode=0755 tmpfs /run; mount -n -t tmpfs -o mode=1777 tmpfs /tmp
+if [ -d /var/log/journal ]; then mount -n -t tmpfs -o mode=0755 tmpfs /var/log/journal; fi
 mkdir -p /run/systemd/system "$1"; chown "$2:$3" "$1"; chmod 700 "$1"
 `+shared+`
 echo ready; exec sleep infinity`, "sh", e.RuntimeDir(), strconv.Itoa(e.UID()), strconv.Itoa(e.GID()))
@@ -514,6 +565,34 @@ func (e *Env) OwnerCmd(extra []string, argv ...string) *exec.Cmd {
 	cmd := exec.Command("nsenter", append(args, argv...)...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	return cmd
+}
+
+// startJournald runs systemd-journald in the namespace, on its tmpfs /run
+// (and a tmpfs over /var/log/journal, mounted by the holder), so the
+// services' audit records can be queried with [Env.Journal] and nothing
+// reaches the machine's own journal.
+func (e *Env) startJournald(ctx context.Context) error {
+	cmd := e.NSCmd(nil, "/lib/systemd/systemd-journald")
+	f, err := e.logFile("journald")
+	if err != nil {
+		return err
+	}
+	cmd.Stdout, cmd.Stderr = f, f
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start systemd-journald: %w", err)
+	}
+	e.defer_(func() error { StopProcess(cmd, 5*time.Second); return nil })
+	return WaitFor(ctx, 20*time.Second, "journald socket", func() (bool, string) {
+		_, err := os.Stat(e.InNS("/run/systemd/journal/socket"))
+		return err == nil, fmt.Sprint(err)
+	})
+}
+
+// Journal runs journalctl (-o json, no pager) with args on the namespace's
+// journal and returns its output.
+func (e *Env) Journal(args ...string) (string, error) {
+	out, err := e.NSCmd(nil, append([]string{"journalctl", "--no-pager", "-o", "json"}, args...)...).Output()
+	return string(out), err
 }
 
 func (e *Env) startUserManager(ctx context.Context) error {

@@ -223,7 +223,7 @@ func actContainer(ctx context.Context, bin string) (err error) {
 	}
 	step(time.Since(t), "the container retries %s:%d → %s", podmanlab.HostAddr, podmanlab.EchoPort, paint("32", "connected, got \"hello\""))
 
-	detail("audit trail (the hub's journal fields; journalctl MESSAGE_ID=… CLEARANCE_CONTAINER=%s where journald runs):", c.ID12)
+	detail("audit trail, from the namespace's journald (journalctl MESSAGE_ID=… CLEARANCE_CONTAINER=%s):", c.ID12)
 	for _, line := range strings.Split(e.Log("hub"), "\n") {
 		if strings.Contains(line, "MESSAGE_ID=") && strings.Contains(line, "CLEARANCE_CONTAINER="+c.ID12) {
 			detail("  %s", shorten(line))

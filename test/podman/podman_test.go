@@ -15,6 +15,7 @@ import (
 
 	"github.com/varlink/go/varlink"
 
+	"github.com/terok-ai/clearance/internal/hub"
 	"github.com/terok-ai/clearance/internal/podmanlab"
 	"github.com/terok-ai/clearance/internal/record"
 	"github.com/terok-ai/clearance/internal/testutil"
@@ -224,6 +225,7 @@ func allowFlow(t *testing.T, e *env, name string, afterHook func(*container)) *c
 	if applied := sub.next("verdict_applied"); !applied.Ok || applied.Request_id != ev.Request_id {
 		t.Fatalf("verdict_applied = %+v", applied)
 	}
+	assertAudited(t, e, c.id12, ev.Request_id)
 	c.touch("go2")
 	logs = c.waitLog("attempt2 rc=")
 	if !strings.Contains(logs, "hello") || !strings.Contains(logs, "attempt2 rc=0") {
@@ -285,3 +287,39 @@ func denyFlow(t *testing.T, e *env, name string) {
 // dialIngest connects to the hub's ingest socket as the owner (the
 // ingest accepts only the hub's own uid).
 func (e *env) dialIngest(id12 string) (net.Conn, error) { return e.DialIngest(id12) }
+
+// assertAudited checks the journal of the namespace for the verdict:
+// journalctl MESSAGE_ID=<verdict> CLEARANCE_CONTAINER=<id> answers who
+// allowed what, when (the hub under systemd --user logs to journald).
+func assertAudited(t *testing.T, e *env, id12, requestID string) {
+	t.Helper()
+	var rec map[string]any
+	err := podmanlab.WaitFor(testutil.Context(t), 15*time.Second, "verdict in the journal", func() (bool, string) {
+		out, err := e.Journal("MESSAGE_ID="+hub.MsgVerdict, "CLEARANCE_CONTAINER="+id12)
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+			var r map[string]any
+			if json.Unmarshal([]byte(line), &r) == nil && r["CLEARANCE_REQUEST_ID"] == requestID {
+				rec = r
+				return true, ""
+			}
+		}
+		return false, out
+	})
+	if err != nil {
+		tail, _ := e.NSCmd(nil, "journalctl", "--no-pager", "-n", "30", "-o", "short-monotonic").CombinedOutput()
+		t.Fatalf("%v; the namespace's journal ends:\n%s", err, tail)
+	}
+	want := map[string]string{"CLEARANCE_ACTION": "allow", "CLEARANCE_OPERATOR_UID": "0", "CLEARANCE_SCOPE": "once",
+		"CLEARANCE_DEST": hostAddr.String(), "CLEARANCE_PORT": strconv.Itoa(echoPort), "PRIORITY": "6"}
+	for k, v := range want {
+		if rec[k] != v {
+			t.Errorf("journal %s = %v, want %s (record %v)", k, rec[k], v, rec)
+		}
+	}
+	if exp, _ := rec["CLEARANCE_EXPIRES_USEC"].(string); exp == "" {
+		t.Errorf("journal record has no expiry: %v", rec)
+	}
+}
