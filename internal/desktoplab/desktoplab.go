@@ -38,9 +38,12 @@ import (
 // Tools lists the programs [Start] and the Desktop's methods run.
 var Tools = []string{"Xvfb", "dbus-daemon", "dunst", "dunstctl", "import"}
 
-// busConfig is a minimal session-bus configuration: no service
+// BusConfig returns a minimal session-bus configuration listening on the
+// Unix socket at path, for dbus-daemon --config-file: no service
 // directories (nothing can be D-Bus-activated, so no notification daemon
 // installed on the machine can answer), EXTERNAL auth, open policy.
+func BusConfig(path string) []byte { return fmt.Appendf(nil, busConfig, path) }
+
 const busConfig = `<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
  "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
 <busconfig>
@@ -238,7 +241,7 @@ func (d *Desktop) adopt(name string, cmd *exec.Cmd) error {
 
 func (d *Desktop) startBus(ctx context.Context) error {
 	conf := d.Path("session.conf")
-	if err := os.WriteFile(conf, fmt.Appendf(nil, busConfig, d.Path("bus")), 0o600); err != nil {
+	if err := os.WriteFile(conf, BusConfig(d.Path("bus")), 0o600); err != nil {
 		return fmt.Errorf("write bus config: %w", err)
 	}
 	cmd := d.o.Command(nil, "dbus-daemon", "--config-file="+conf, "--nofork", "--nopidfile", "--print-address=1")

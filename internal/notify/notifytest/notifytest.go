@@ -22,6 +22,7 @@ import (
 
 	"github.com/godbus/dbus/v5"
 
+	"github.com/terok-ai/clearance/internal/desktoplab"
 	"github.com/terok-ai/clearance/internal/testutil"
 )
 
@@ -30,23 +31,6 @@ const (
 	objPath   = dbus.ObjectPath("/org/freedesktop/Notifications")
 	ifaceName = "org.freedesktop.Notifications"
 )
-
-// busConfig is a minimal session-bus configuration: no service
-// directories (nothing can be D-Bus-activated, so no real notification
-// daemon installed on the machine can answer), EXTERNAL auth, open policy.
-const busConfig = `<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>session</type>
-  <listen>unix:path=%s</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow send_destination="*" eavesdrop="true"/>
-    <allow eavesdrop="true"/>
-    <allow own="*"/>
-  </policy>
-</busconfig>
-`
 
 // Bus is a private dbus-daemon started by [NewBus].
 type Bus struct {
@@ -71,7 +55,7 @@ func NewBus(tb testing.TB) *Bus {
 	dir := tb.TempDir()
 	sock := filepath.Join(dir, "bus")
 	conf := filepath.Join(dir, "session.conf")
-	if err := os.WriteFile(conf, fmt.Appendf(nil, busConfig, sock), 0o600); err != nil {
+	if err := os.WriteFile(conf, desktoplab.BusConfig(sock), 0o600); err != nil {
 		tb.Fatalf("write bus config: %v", err)
 	}
 	cmd := exec.Command(bin, "--config-file="+conf, "--nofork", "--nopidfile", "--print-address=1")
