@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io/fs"
 	"os"
@@ -256,4 +257,25 @@ func (p *rpc) close() {
 		p.conn.Close()
 		p.conn = nil
 	}
+}
+
+// listing parses the options every hub listing shares (--container, the
+// hub globs, --json; no arguments) and finds the hubs. When ok is false
+// the command ends with exit status code (usage error, or no hubs could be
+// looked for).
+func (r *runner) listing(fs *flag.FlagSet, args []string) (hubs []hubRef, hf hubFlags, asJSON bool, code int, ok bool) {
+	hf.register(fs, true)
+	jsonFlag := fs.Bool("json", false, "print JSON (values exact, non-ASCII escaped)")
+	pos, err := r.parse(fs, args)
+	if err != nil {
+		return nil, hf, false, parseExit(err), false
+	}
+	if len(pos) > 0 {
+		return nil, hf, false, r.usageErr(fs, strings.TrimPrefix(fs.Name(), "clearancectl ")+" takes no arguments"), false
+	}
+	hubs, err = discover(r.globs(&hf))
+	if err != nil {
+		return nil, hf, false, r.fail(ExitFailure, "%v", err), false
+	}
+	return hubs, hf, *jsonFlag, ExitOK, true
 }

@@ -30,21 +30,10 @@ type pendingJSON struct {
 func (r *runner) cmdPending(ctx context.Context, args []string) int {
 	fs := r.newFlags("pending", "[--container ID] [--json]",
 		"Lists every request waiting for a verdict, across all hubs, oldest first.")
-	var hf hubFlags
-	hf.register(fs, true)
-	asJSON := fs.Bool("json", false, "print JSON (values exact, non-ASCII escaped)")
-	pos, err := r.parse(fs, args)
-	if err != nil {
-		return parseExit(err)
+	hubs, hf, asJSON, code, ok := r.listing(fs, args)
+	if !ok {
+		return code
 	}
-	if len(pos) > 0 {
-		return r.usageErr(fs, "pending takes no arguments")
-	}
-	hubs, err := discover(r.globs(&hf))
-	if err != nil {
-		return r.fail(ExitFailure, "%v", err)
-	}
-	code := ExitOK
 	var rows []pendingJSON
 	for _, hp := range collectPending(ctx, hubs) {
 		if hp.err != nil {
@@ -70,7 +59,7 @@ func (r *runner) cmdPending(ctx context.Context, args []string) int {
 		}
 	}
 	sort.SliceStable(rows, func(i, j int) bool { return rows[i].FirstSeenUsec < rows[j].FirstSeenUsec })
-	if *asJSON {
+	if asJSON {
 		if rows == nil {
 			rows = []pendingJSON{}
 		}

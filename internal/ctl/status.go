@@ -30,19 +30,9 @@ type statusJSON struct {
 func (r *runner) cmdStatus(ctx context.Context, args []string) int {
 	fs := r.newFlags("status", "[--container ID] [--json]",
 		"Shows every hub found: its container, whether it answers, whether its ruleset\nis engaged (NFLOG watched), pending requests, subscribers and event counters.")
-	var hf hubFlags
-	hf.register(fs, true)
-	asJSON := fs.Bool("json", false, "print JSON (values exact, non-ASCII escaped)")
-	pos, err := r.parse(fs, args)
-	if err != nil {
-		return parseExit(err)
-	}
-	if len(pos) > 0 {
-		return r.usageErr(fs, "status takes no arguments")
-	}
-	hubs, err := discover(r.globs(&hf))
-	if err != nil {
-		return r.fail(ExitFailure, "%v", err)
+	hubs, hf, asJSON, code, ok := r.listing(fs, args)
+	if !ok {
+		return code
 	}
 	rows := make([]statusJSON, len(hubs))
 	var wg sync.WaitGroup
@@ -68,7 +58,6 @@ func (r *runner) cmdStatus(ctx context.Context, args []string) int {
 	}
 	wg.Wait()
 	var out []statusJSON
-	code := ExitOK
 	for _, row := range rows {
 		if !matches(hf.container, row.Hub, row.Container) {
 			continue
@@ -79,12 +68,12 @@ func (r *runner) cmdStatus(ctx context.Context, args []string) int {
 		out = append(out, row)
 	}
 	if hf.container != "" && len(out) == 0 {
-		if *asJSON {
+		if asJSON {
 			writeJSON(r.stdout, []statusJSON{})
 		}
 		return r.fail(ExitNotFound, "no hub for container %s", clean(hf.container))
 	}
-	if *asJSON {
+	if asJSON {
 		if out == nil {
 			out = []statusJSON{}
 		}
