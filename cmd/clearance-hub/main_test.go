@@ -51,21 +51,6 @@ func emptyConfig(t *testing.T) string {
 	return p
 }
 
-// waitPath waits until path exists.
-func waitPath(t *testing.T, path string) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if _, err := os.Stat(path); err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s did not appear", path)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func startHub(t *testing.T, env []string, args ...string) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command(hubBin, append([]string{"-config", emptyConfig(t), "-watch", "off"}, args...)...)
@@ -94,7 +79,10 @@ func TestSocketActivation(t *testing.T) {
 	hubSock, ingestSock := filepath.Join(dir, "hub.sock"), filepath.Join(dir, "ingest.sock")
 	cmd := exec.Command(sa, "-l", hubSock, "-l", ingestSock, "--fdname=varlink:ingest",
 		hubBin, "-config", emptyConfig(t), "-watch", "off", "ctr1")
-	cmd.Stderr = testWriter{t}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +90,25 @@ func TestSocketActivation(t *testing.T) {
 		cmd.Process.Signal(syscall.SIGTERM)
 		cmd.Wait()
 	})
-	waitPath(t, hubSock)
+	// systemd-socket-activate says "Listening on PATH as FD." for each
+	// socket once it listens.
+	listening := make(chan struct{}, 2)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			t.Log(sc.Text())
+			if strings.HasPrefix(sc.Text(), "Listening on ") {
+				listening <- struct{}{}
+			}
+		}
+	}()
+	for i := 0; i < 2; i++ {
+		select {
+		case <-listening:
+		case <-time.After(10 * time.Second):
+			t.Fatal("systemd-socket-activate did not listen")
+		}
+	}
 
 	// The first connection activates the hub and gets a reply.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -120,26 +126,39 @@ func TestSocketActivation(t *testing.T) {
 	if product != "clearance-hub" {
 		t.Fatalf("product = %q", product)
 	}
-	// The activated ingest socket feeds the activated hub.
+	// The activated ingest socket feeds the activated hub: a subscriber
+	// sees the event, and it is pending.
+	sc, err := varlinkapi.Dial(ctx, hubSock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Close()
+	recv, err := orgterokclearance1.Subscribe().Send(ctx, sc, varlink.More)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		st, err := orgterokclearancehub1.Stats().Call(ctx, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Subscribers == 1 {
+			break
+		}
+	}
 	in, err := net.Dial("unix", ingestSock)
 	if err != nil {
 		t.Fatal(err)
 	}
 	fmt.Fprintln(in, `{"type":"pending","container":"ctr1","id":"ctr1:1","dest":"198.51.100.7","port":443,"proto":6,"domain":""}`)
 	in.Close()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		reqs, err := orgterokclearancehub1.Pending().Call(ctx, c)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(reqs) == 1 && reqs[0].Request_id == "ctr1:1" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("pending = %+v", reqs)
-		}
-		time.Sleep(5 * time.Millisecond)
+	ev, _, err := recv(ctx)
+	if err != nil || ev.Type != "connection_blocked" || ev.Request_id != "ctr1:1" {
+		t.Fatalf("event through the activated ingest socket: %+v %v", ev, err)
+	}
+	reqs, err := orgterokclearancehub1.Pending().Call(ctx, c)
+	if err != nil || len(reqs) != 1 || reqs[0].Request_id != "ctr1:1" {
+		t.Fatalf("pending = %+v %v", reqs, err)
 	}
 }
 
@@ -255,10 +274,11 @@ func rssKiB(t *testing.T, pid int) int {
 
 func TestHostileClientsMemoryBounded(t *testing.T) {
 	rt := t.TempDir()
-	cmd := startHub(t, []string{"XDG_RUNTIME_DIR=" + rt}, "ctr3")
+	notifyPath, ready := notifyListener(t)
+	cmd := startHub(t, []string{"XDG_RUNTIME_DIR=" + rt, "NOTIFY_SOCKET=" + notifyPath}, "ctr3")
+	expectNotify(t, ready, "READY=1")
 	dir := filepath.Join(rt, "clearance", "ctr3")
 	sock, ingestSock := filepath.Join(dir, "hub.sock"), filepath.Join(dir, "ingest.sock")
-	waitPath(t, ingestSock)
 	ctx := context.Background()
 
 	// A well-behaved subscriber that must keep receiving throughout.

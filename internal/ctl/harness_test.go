@@ -47,14 +47,35 @@ func blockedEv(c, dest, domain string, port int64) event.Event {
 
 // syncBuffer is a bytes.Buffer safe for one writer and concurrent readers.
 type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
+	mu      sync.Mutex
+	b       bytes.Buffer
+	written chan struct{} // receives a value after each write (see Changed)
 }
 
 func (s *syncBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
+	n, err := s.b.Write(p)
+	ch := s.changed()
+	s.mu.Unlock()
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+	return n, err
+}
+
+func (s *syncBuffer) changed() chan struct{} {
+	if s.written == nil {
+		s.written = make(chan struct{}, 1)
+	}
+	return s.written
+}
+
+// Changed returns a channel that receives a value after a write.
+func (s *syncBuffer) Changed() <-chan struct{} {
+	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.b.Write(p)
+	return s.changed()
 }
 
 func (s *syncBuffer) String() string {

@@ -36,16 +36,18 @@ func (s *session) waitOut(what string) {
 // waitOutAfter waits until s appears after position from.
 func (s *session) waitOutAfter(from int, what string) {
 	s.t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
+	timeout := time.After(20 * time.Second)
+	changed := s.out.Changed()
 	for {
 		o := s.out.String()
 		if from <= len(o) && strings.Contains(o[from:], what) {
 			return
 		}
-		if time.Now().After(deadline) {
+		select {
+		case <-changed:
+		case <-timeout:
 			s.t.Fatalf("timed out waiting for %q; output:\n%s", what, o)
 		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 

@@ -44,16 +44,24 @@ func TestRunStopsEverything(t *testing.T) {
 	}()
 	h := <-ready
 	var conns []*varlink.Connection
+	var first func(context.Context) (orgterokclearance1.ClearanceEvent, uint64, error)
 	for i := 0; i < 3; i++ {
 		c, err := varlinkapi.Dial(context.Background(), filepath.Join(dir, "hub.sock"))
 		if err != nil {
 			t.Fatal(err)
 		}
 		conns = append(conns, c)
-		if _, err := orgterokclearance1.Subscribe().Send(context.Background(), c, varlink.More); err != nil {
+		recv, err := orgterokclearance1.Subscribe().Send(context.Background(), c, varlink.More)
+		if err != nil {
 			t.Fatal(err)
 		}
+		if first == nil {
+			first = recv
+		}
 	}
+	// The subscribers must be counted before the producer writes (there
+	// is no replay); then the events arrive.
+	hubtest.WaitUntil(t, "3 subscribers", func() bool { return h.Stats().Subscribers == 3 })
 	in, err := net.Dial("unix", filepath.Join(dir, "ingest.sock"))
 	if err != nil {
 		t.Fatal(err)
@@ -61,9 +69,12 @@ func TestRunStopsEverything(t *testing.T) {
 	for i := 0; i < 100; i++ {
 		fmt.Fprintf(in, `{"type":"pending","container":"c","id":"c:%d","dest":"198.51.100.1","port":1,"proto":6}`+"\n", i)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for h.Stats().EventsIn < 100 && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
+	rctx, rcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer rcancel()
+	for i := 0; i < 100; i++ {
+		if _, _, err := first(rctx); err != nil {
+			t.Fatalf("event %d: %v", i, err)
+		}
 	}
 	start := time.Now()
 	cancel()
@@ -80,7 +91,8 @@ func TestRunStopsEverything(t *testing.T) {
 	for _, c := range conns {
 		c.Close()
 	}
-	deadline = time.Now().Add(10 * time.Second)
+	// No event tells when the last goroutine has exited: poll.
+	deadline := time.Now().Add(10 * time.Second)
 	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
 	}
