@@ -39,6 +39,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/terok-ai/clearance/internal/verdict/verdictclient"
 )
 
 // Exit codes of clearancectl.
@@ -51,7 +53,7 @@ const (
 )
 
 // DefaultVerdictSocket is where the privileged verdict service listens.
-const DefaultVerdictSocket = "/run/clearance/verdict.sock"
+const DefaultVerdictSocket = verdictclient.DefaultSocket
 
 // runner holds one invocation's streams, environment and seams. Tests
 // build one directly to inject the journal and the firewall.

@@ -18,9 +18,6 @@ import (
 	"github.com/terok-ai/clearance/internal/verdict/verdictclient"
 )
 
-// DefaultVerdictSocket is where the privileged verdict service listens.
-const DefaultVerdictSocket = "/run/clearance/verdict.sock"
-
 // Firewall is the hub's client of the privileged verdict service
 // (org.terok.ClearanceFirewall1). It opens one connection per call: the
 // service is started per connection (Accept=yes), so nothing privileged
@@ -28,7 +25,8 @@ const DefaultVerdictSocket = "/run/clearance/verdict.sock"
 //
 // Firewall implements [hub.Applier]. It is safe for concurrent use.
 type Firewall struct {
-	// Socket is the verdict service's socket (default DefaultVerdictSocket).
+	// Socket is the verdict service's socket (default
+	// verdictclient.DefaultSocket).
 	Socket string
 	// Container is the id the container's runtime record was written under.
 	Container string
@@ -47,11 +45,7 @@ type Firewall struct {
 }
 
 func (f *Firewall) dial(ctx context.Context) (*verdictclient.Client, error) {
-	sock := f.Socket
-	if sock == "" {
-		sock = DefaultVerdictSocket
-	}
-	return verdictclient.Dial(ctx, sock)
+	return verdictclient.Dial(ctx, f.Socket)
 }
 
 // Apply writes a verdict into the container's ruleset.

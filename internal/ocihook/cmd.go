@@ -8,6 +8,8 @@ import (
 	"io"
 	"log/slog"
 	"time"
+
+	"github.com/terok-ai/clearance/internal/verdict/verdictclient"
 )
 
 const usage = `Usage: clearance-oci-hook [options] [createRuntime|poststop]
@@ -43,7 +45,7 @@ func Command(ctx context.Context, args []string, stdin io.Reader, stderr io.Writ
 	var h Hook
 	fs.StringVar(&h.RuntimeRoot, "runtime-root", "/run", "where runtime records are written (record.Locate)")
 	fs.StringVar(&h.UserRuntimeBase, "user-runtime-base", "/run/user", "parent of the users' runtime directories (their systemd managers and hub sockets)")
-	fs.StringVar(&h.VerdictSocket, "verdict-socket", "/run/clearance/verdict.sock", "the verdict service's socket")
+	fs.StringVar(&h.VerdictSocket, "verdict-socket", verdictclient.DefaultSocket, "the verdict service's socket")
 	engage := fs.String("engage", string(EngageRequired), `ruleset failure policy: "required" (abort the container), "optional" (log and run) or "off"`)
 	manager := fs.String("manager", string(ManagerAuto), `service manager: "auto" (the owner's user manager; for root, root's user manager if running, else the system manager), "user" or "system"`)
 	timeout := fs.Duration("timeout", 25*time.Second, "bound for the whole hook (keep below the hooks.d timeout)")

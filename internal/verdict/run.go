@@ -14,10 +14,11 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/terok-ai/clearance/internal/varlinkapi"
+	"github.com/terok-ai/clearance/internal/verdict/verdictclient"
 )
 
 // DefaultSocket is where the service listens without socket activation.
-const DefaultSocket = "/run/clearance/verdict.sock"
+const DefaultSocket = verdictclient.DefaultSocket
 
 // Socket is what the service serves: exactly one of Conn (one connected
 // socket from an Accept=yes socket unit) and Listener.
