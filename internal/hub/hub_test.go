@@ -189,17 +189,16 @@ func TestVerdictSemantics(t *testing.T) {
 
 func TestVerdictRacingContainerExitIsNotRestored(t *testing.T) {
 	h := New(Config{})
-	block := make(chan struct{})
+	block, entered := make(chan struct{}), make(chan struct{})
 	h.cfg.Applier = applierFunc(func(ctx context.Context, req ApplyRequest) (ApplyResult, error) {
+		close(entered) // the request has been claimed
 		<-block
 		return ApplyResult{}, errors.New("netns gone")
 	})
 	h.Publish(blockedEv("c", "c:1", "198.51.100.1", ""))
 	done := make(chan error)
 	go func() { done <- h.Verdict(context.Background(), "c", "c:1", "198.51.100.1", "allow") }()
-	for h.Stats().Pending != 0 {
-		time.Sleep(time.Millisecond)
-	}
+	<-entered
 	h.Publish(event.Event{Type: event.ContainerExited, Container: "c", Reason: "poststop"})
 	close(block)
 	if err := <-done; err == nil {
@@ -425,8 +424,9 @@ func TestLateRecordsAfterVerdictAreNoNewPrompt(t *testing.T) {
 }
 
 func TestRecordsDuringVerdictInFlightAreCounted(t *testing.T) {
-	block := make(chan struct{})
+	block, entered := make(chan struct{}), make(chan struct{})
 	h := New(Config{Container: "c", Applier: applierFunc(func(ctx context.Context, req ApplyRequest) (ApplyResult, error) {
+		close(entered) // the request has been claimed
 		<-block
 		return ApplyResult{OK: true}, nil
 	})})
@@ -440,9 +440,7 @@ func TestRecordsDuringVerdictInFlightAreCounted(t *testing.T) {
 		_, err := h.Decide(context.Background(), id, "allow", ScopeOnce, 0)
 		done <- err
 	}()
-	for h.Stats().Pending != 0 {
-		time.Sleep(time.Millisecond)
-	}
+	<-entered
 	if got := h.Blocked(ev); got != id {
 		t.Fatalf("a record while the verdict is in flight made request %q, want it counted on %s", got, id)
 	}

@@ -6,11 +6,14 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/terok-ai/clearance/internal/hub"
 )
 
 // BenchmarkIngestFanout10 measures the whole hub path in one process:
@@ -30,9 +33,12 @@ func BenchmarkIngestFanout10(b *testing.B) {
 	defer cancel()
 	log := slog.New(slog.NewTextHandler(discard{}, nil))
 	done := make(chan error, 1)
+	ready := make(chan *hub.Hub, 1)
 	go func() {
-		done <- Run(ctx, Options{Container: "bench", Varlink: []net.Listener{vl}, Ingest: []net.Listener{il}, Log: log})
+		done <- Run(ctx, Options{Container: "bench", Varlink: []net.Listener{vl}, Ingest: []net.Listener{il}, Log: log,
+			Ready: func(h *hub.Hub) { ready <- h }})
 	}()
+	h := <-ready
 	const subs = 10
 	var wg sync.WaitGroup
 	counts := make([]atomic.Int64, subs)
@@ -61,7 +67,10 @@ func BenchmarkIngestFanout10(b *testing.B) {
 			}
 		}()
 	}
-	time.Sleep(100 * time.Millisecond)
+	// Every subscriber counted before the first event (there is no replay).
+	for h.Stats().Subscribers < subs {
+		runtime.Gosched()
+	}
 	in, err := net.Dial("unix", filepath.Join(dir, "ingest.sock"))
 	if err != nil {
 		b.Fatal(err)
