@@ -2,6 +2,8 @@ package nft
 
 import (
 	"net/netip"
+
+	"golang.org/x/sys/unix"
 )
 
 // Reason is why a destination passes or not.
@@ -13,51 +15,73 @@ const (
 	ReasonNotEngaged Reason = "not-engaged"
 	// ReasonLoopback: loopback traffic is accepted (oifname "lo").
 	ReasonLoopback Reason = "loopback"
-	// ReasonResolver: port 53 of a configured resolver is open.
-	ReasonResolver Reason = "resolver"
+	// ReasonDNS: port 53 is redirected to the container's DNS forwarder
+	// (refused at once while there is none); only the forwarder's own
+	// marked packets reach the resolvers.
+	ReasonDNS Reason = "dns"
 	// ReasonDenied: the destination is in a deny set; dropped silently.
 	ReasonDenied Reason = "denied"
 	// ReasonAllowed: the destination is in an allow set.
 	ReasonAllowed Reason = "allowed"
+	// ReasonLearned: the destination was learned from a DNS answer for an
+	// allowed name.
+	ReasonLearned Reason = "learned"
 	// ReasonBlocked: no rule matches; the packet is logged to NFLOG (which
-	// raises a prompt) and rejected with icmpx admin-prohibited.
+	// raises a prompt) and rejected.
 	ReasonBlocked Reason = "blocked"
 )
 
 // Verdicts reported in [Explanation.Verdict].
 const (
-	VerdictAccept = "accept"
-	VerdictDrop   = "drop"
-	VerdictReject = "reject"
+	VerdictAccept   = "accept"
+	VerdictDrop     = "drop"
+	VerdictReject   = "reject"
+	VerdictRedirect = "redirect"
 )
 
 // Explanation is the answer of [Firewall.Explain] for one destination.
 //
-// It follows clearance's rule order (loopback, resolvers, deny sets, allow
-// sets, log+reject). For a terok-shield layout only the sets are known:
-// the shield's own rules (private ranges, its 0.6.x allow-before-deny order,
-// its DNS rules) are not modelled, and resolvers are never reported.
-// Established connections are always accepted, whatever the explanation.
+// It follows clearance's rule order (loopback, DNS, deny sets, allow sets,
+// learned sets, log+reject). For a terok-shield layout only the sets are
+// known: the shield's own rules (private ranges, its 0.6.x
+// allow-before-deny order, its DNS rules) are not modelled. Established
+// connections are always accepted, whatever the explanation.
 type Explanation struct {
-	Dest netip.Addr
-	Port uint16
+	Dest  netip.Addr
+	Proto uint8
+	Port  uint16
 	// Reason is the first rule that matches.
 	Reason Reason
-	// Verdict is VerdictAccept, VerdictDrop or VerdictReject.
+	// Verdict is VerdictAccept, VerdictDrop, VerdictReject or
+	// VerdictRedirect.
 	Verdict string
 	// Prompt is true when a new connection is logged to NFLOG, which makes
 	// the hub raise a prompt (ReasonBlocked only).
 	Prompt bool
-	// Match is the set element that decided (ReasonDenied, ReasonAllowed).
+	// Match is the set element that decided (ReasonDenied, ReasonAllowed,
+	// ReasonLearned).
 	Match *Element
 	// Shadowed are further matching elements that did not decide, e.g. an
 	// allow element overridden by a deny.
 	Shadowed []Element
 }
 
-func explain(l Layout, s *snapshot, dst netip.Addr, port uint16) Explanation {
+// matches reports whether element e of a set of kind k covers dst for
+// proto and port. With proto 0 (unknown), port elements match any
+// protocol with that port.
+func (e stored) matches(k setKind, dst netip.Addr, proto uint8, port uint16) bool {
+	if !e.contains(dst) {
+		return false
+	}
+	if !k.concat() {
+		return true
+	}
+	return e.port == port && (proto == 0 || e.proto == proto)
+}
+
+func explain(l Layout, s *snapshot, dst netip.Addr, proto uint8, port uint16) Explanation {
 	dst = dst.Unmap().WithZone("")
-	x := Explanation{Dest: dst, Port: port}
+	x := Explanation{Dest: dst, Proto: proto, Port: port}
 	decide := func(r Reason, v string) {
 		if x.Reason == "" {
 			x.Reason, x.Verdict = r, v
@@ -71,19 +95,13 @@ func explain(l Layout, s *snapshot, dst netip.Addr, port uint16) Explanation {
 		decide(ReasonLoopback, VerdictAccept)
 		return x
 	}
-	if port == 53 {
-		name := l.Resolver4
-		if dst.Is6() {
-			name = l.Resolver6
+	if port == 53 && (proto == 0 || proto == unix.IPPROTO_UDP || proto == unix.IPPROTO_TCP) && l.NAT != "" {
+		if s.dnsPort != 0 {
+			decide(ReasonDNS, VerdictRedirect)
+		} else {
+			decide(ReasonDNS, VerdictReject)
 		}
-		if ss, ok := s.sets[name]; ok && name != "" {
-			for _, e := range ss.elems {
-				if e.first.Compare(dst) <= 0 && dst.Compare(e.last) <= 0 {
-					decide(ReasonResolver, VerdictAccept)
-					return x
-				}
-			}
-		}
+		return x
 	}
 	for _, ref := range l.listSets() {
 		ss, ok := s.sets[ref.name]
@@ -91,15 +109,18 @@ func explain(l Layout, s *snapshot, dst netip.Addr, port uint16) Explanation {
 			continue
 		}
 		for _, e := range ss.elems {
-			if e.first.Compare(dst) > 0 || dst.Compare(e.last) > 0 {
+			if !e.matches(ref.kind, dst, proto, port) {
 				continue
 			}
 			el := e.element(ref.name, ref.list)
 			if x.Match == nil {
 				x.Match = &el
-				if ref.list == actionDeny {
+				switch ref.list {
+				case actionDeny:
 					decide(ReasonDenied, VerdictDrop)
-				} else {
+				case ListLearned:
+					decide(ReasonLearned, VerdictAccept)
+				default:
 					decide(ReasonAllowed, VerdictAccept)
 				}
 			} else {

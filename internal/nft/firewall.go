@@ -83,10 +83,12 @@ func (f *Firewall) Layout() Layout { return f.layout }
 //
 // Engage is idempotent and repairs: the table is deleted and re-created in
 // one atomic batch, so whatever was there is replaced by the ruleset rs.
-// Elements present in the allow/deny sets before are preserved (timed ones
-// with their remaining time as the new timeout) and take precedence over rs's
-// initial policy for the same prefix; established connections are not
-// interrupted. The resolver sets are replaced by rs.Resolvers.
+// Elements present in the allow, deny and learned sets before are
+// preserved (timed ones with their remaining time as the new timeout) and
+// take precedence over rs's initial policy for the same destination; the
+// forwarder's redirect port is kept unless rs names one; established
+// connections are not interrupted. The resolver sets are replaced by
+// rs.Resolvers.
 func (f *Firewall) Engage(rs Ruleset) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -101,14 +103,17 @@ func (f *Firewall) Engage(rs Ruleset) error {
 	if err != nil {
 		return fmt.Errorf("engage: %w", err)
 	}
+	if rs.DNSPort == 0 {
+		rs.DNSPort = snap.dnsPort
+	}
 	preserved := make(map[string][]entry)
 	for _, ref := range f.layout.listSets() {
 		ss, ok := snap.sets[ref.name]
-		if !ok || !sameFamily(ss.set, ref.v4) {
+		if !ok || ss.kind != ref.kind || !sameFamily(ss.set, ref) {
 			continue
 		}
 		for _, e := range ss.elems {
-			p, ok := e.prefix()
+			d, ok := e.dest()
 			if !ok {
 				continue
 			}
@@ -119,9 +124,7 @@ func (f *Firewall) Engage(rs Ruleset) error {
 				}
 				ttl = e.expires
 			}
-			// Keep the element in the set kind it belongs to now.
-			name := f.layout.list(ref.list, ref.v4).target(p.IsSingleIP())
-			preserved[name] = append(preserved[name], entry{p: p, ttl: ttl})
+			preserved[ref.name] = append(preserved[ref.name], entry{d: d, ttl: ttl, comment: e.comment})
 		}
 	}
 	elems, err := plan(f.layout, rs, preserved)
@@ -138,8 +141,55 @@ func (f *Firewall) Engage(rs Ruleset) error {
 	return nil
 }
 
-func sameFamily(s *nftables.Set, v4 bool) bool {
-	return (s.KeyType.Bytes == 4) == v4
+func sameFamily(s *nftables.Set, ref setRef) bool {
+	return s.KeyType.Bytes == keyType(ref.kind, ref.v4).Bytes
+}
+
+// SetDNSPort points the redirect of DNS queries at the forwarder's port
+// (built-in layout only): the nat chain's rules are replaced in one
+// atomic batch. mark is the forwarder's upstream mark, exempt from the
+// redirect (0: DefaultDNSMark); it must be the ruleset's.
+func (f *Firewall) SetDNSPort(port uint16, mark uint32) error {
+	if !f.layout.Owned || f.layout.NAT == "" {
+		return errors.New("set dns port: the layout has no forwarder")
+	}
+	if port == 0 {
+		return errors.New("set dns port: port 0")
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	s, err := f.read()
+	if err != nil {
+		return err
+	}
+	if !s.engaged || !s.hasNAT {
+		return fmt.Errorf("set dns port: table inet %s: %w", f.layout.Table, ErrNotEngaged)
+	}
+	t := &nftables.Table{Family: nftables.TableFamilyINet, Name: f.layout.Table}
+	ch := &nftables.Chain{Name: f.layout.NAT, Table: t}
+	f.conn.FlushChain(ch)
+	if mark == 0 {
+		mark = DefaultDNSMark
+	}
+	addNAT(f.conn, t, f.layout, mark, port)
+	if err := f.conn.Flush(); err != nil {
+		return fmt.Errorf("set dns port %d: %w", port, err)
+	}
+	return nil
+}
+
+// DNSPort returns the port DNS is redirected to, 0 for none.
+func (f *Firewall) DNSPort() (uint16, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	s, err := f.read()
+	if err != nil {
+		return 0, err
+	}
+	if !s.engaged {
+		return 0, fmt.Errorf("dns port: table inet %s: %w", f.layout.Table, ErrNotEngaged)
+	}
+	return s.dnsPort, nil
 }
 
 // Disengage deletes the built-in table; it is not an error if the table is
@@ -159,94 +209,190 @@ func (f *Firewall) Disengage() error {
 	return nil
 }
 
-// Apply records a verdict for dest: action "allow" adds dest to the allow
-// set of its family and removes the identical entry from the deny set;
-// "deny" does the opposite. ttl > 0 gives the element a kernel timeout
-// (error [ErrNoTimeout] if the set has no timeout flag); 0 makes it
-// permanent. A single address (use [Host]) goes to the host set, a wider
-// prefix to the _net set.
+// Apply records a verdict for d: action "allow" adds d to the allow set
+// of its family and shape and removes the identical entry from the deny
+// set; "deny" does the opposite. ttl > 0 gives the element a kernel
+// timeout (error [ErrNoTimeout] if the set has no timeout flag); 0 makes
+// it permanent. A single address goes to the host set (host-port set for
+// one protocol and port), a wider prefix to the _net (_netport) set. In a
+// layout without port sets, d is widened to the whole host. The comment
+// (at most 127 bytes kept) is stored with the element.
 //
 // The latest verdict wins: an identical element already in the set is
 // replaced, so its timeout becomes ttl (a once-allow becomes permanent, or
 // the other way round). A different, overlapping element in an interval set
 // fails with [ErrOverlap]. A wider deny prefix still wins over an allowed
 // address inside it; [Firewall.Explain] shows that.
-func (f *Firewall) Apply(action string, dest netip.Prefix, ttl time.Duration) error {
+func (f *Firewall) Apply(action string, d Dest, ttl time.Duration, comment string) error {
 	if action != actionAllow && action != actionDeny {
-		return fmt.Errorf("apply %q to %v: %w", action, dest, ErrAction)
+		return fmt.Errorf("apply %q to %v: %w", action, d, ErrAction)
 	}
-	p, err := normalize(dest)
+	d, err := normalizeDest(d)
 	if err != nil {
 		return fmt.Errorf("apply %s: %w", action, err)
 	}
 	if ttl < 0 {
-		return fmt.Errorf("apply %s %v: negative ttl %v", action, p, ttl)
+		return fmt.Errorf("apply %s %v: negative ttl %v", action, d, ttl)
 	}
 	other := actionDeny
 	if action == actionDeny {
 		other = actionAllow
 	}
 	err = f.update(func(s *snapshot) error {
-		v4, single := p.Addr().Is4(), p.IsSingleIP()
-		tgt, err := s.get(f.layout.list(action, v4).target(single))
+		names := f.layout.list(action, d.Prefix.Addr().Is4())
+		name, d := names.target(d)
+		tgt, err := s.get(name)
 		if err != nil {
 			return err
 		}
-		r := rangeOf(p)
+		r := rangeOf(d.Prefix)
 		for _, e := range tgt.elems {
+			if e.proto != d.Proto || e.port != d.Port {
+				continue
+			}
 			if e.ipRange == r {
-				if err := f.conn.SetDeleteElements(tgt.set, encodeDelete(tgt.set, e)); err != nil {
+				if err := f.conn.SetDeleteElements(tgt.set, encodeDelete(tgt.set, tgt.kind, e)); err != nil {
 					return err
 				}
 			} else if tgt.set.Interval && e.overlaps(r) {
 				return fmt.Errorf("%v in set %s: %w", e.ipRange.String(), tgt.set.Name, ErrOverlap)
 			}
 		}
-		els, err := encode(tgt.set, p, ttl)
+		els, err := encode(tgt.set, tgt.kind, d, ttl, comment)
 		if err != nil {
 			return err
 		}
 		if err := f.conn.SetAddElements(tgt.set, els); err != nil {
 			return err
 		}
-		return f.queueRemove(s, other, p)
+		return f.queueRemove(s, other, d)
 	})
 	if err != nil {
-		return fmt.Errorf("apply %s %v: %w", action, p, err)
+		return fmt.Errorf("apply %s %v: %w", action, d, err)
 	}
 	return nil
 }
 
-// Revoke removes dest from the allow and deny sets of its family (exact
-// matches only). It is not an error if dest is in neither.
-func (f *Firewall) Revoke(dest netip.Prefix) error {
-	p, err := normalize(dest)
+// Revoke removes d from the allow and deny sets of its family (exact
+// matches only). It is not an error if d is in neither.
+func (f *Firewall) Revoke(d Dest) error {
+	d, err := normalizeDest(d)
 	if err != nil {
 		return fmt.Errorf("revoke: %w", err)
 	}
 	err = f.update(func(s *snapshot) error {
-		if err := f.queueRemove(s, actionAllow, p); err != nil {
+		if err := f.queueRemove(s, actionAllow, d); err != nil {
 			return err
 		}
-		return f.queueRemove(s, actionDeny, p)
+		return f.queueRemove(s, actionDeny, d)
 	})
 	if err != nil {
-		return fmt.Errorf("revoke %v: %w", p, err)
+		return fmt.Errorf("revoke %v: %w", d, err)
 	}
 	return nil
 }
 
-// queueRemove queues the deletion of p from list's set, if it is there.
-func (f *Firewall) queueRemove(s *snapshot, list string, p netip.Prefix) error {
-	ss, err := s.get(f.layout.list(list, p.Addr().Is4()).target(p.IsSingleIP()))
+// queueRemove queues the deletion of d from list's set, if it is there.
+func (f *Firewall) queueRemove(s *snapshot, list string, d Dest) error {
+	name, d := f.layout.list(list, d.Prefix.Addr().Is4()).target(d)
+	ss, err := s.get(name)
 	if err != nil {
 		return err
 	}
-	r := rangeOf(p)
+	r := rangeOf(d.Prefix)
 	for _, e := range ss.elems {
-		if e.ipRange == r {
-			return f.conn.SetDeleteElements(ss.set, encodeDelete(ss.set, e))
+		if e.ipRange == r && e.proto == d.Proto && e.port == d.Port {
+			return f.conn.SetDeleteElements(ss.set, encodeDelete(ss.set, ss.kind, e))
 		}
+	}
+	return nil
+}
+
+// Learned is an address the DNS forwarder learned for an allowed name.
+type Learned struct {
+	// Dest is a single address, whole or for one protocol and port.
+	Dest Dest
+	// Timeout is when the kernel removes the element; it must be > 0.
+	Timeout time.Duration
+	// Comment is stored with the element (at most 127 bytes kept),
+	// typically the name the address was an answer for.
+	Comment string
+}
+
+// maxLearnTimeout bounds learned elements: they follow DNS, which never
+// lasts a week.
+const maxLearnTimeout = 7 * 24 * time.Hour
+
+// Learn adds (or refreshes) addresses in the learned sets, in one batch,
+// and returns once the kernel has acknowledged it. An element already
+// present takes the new timeout (the kernel replaces it). The learned sets
+// are written only by the forwarder, so Learn reads nothing first; it
+// fails with [ErrNotEngaged] when the table is not there.
+func (f *Firewall) Learn(ls []Learned) error {
+	if len(f.layout.Learn4.names()) == 0 {
+		return errors.New("learn: the layout has no learned sets")
+	}
+	t := &nftables.Table{Family: nftables.TableFamilyINet, Name: f.layout.Table}
+	batch := make(map[string][]nftables.SetElement)
+	sets := make(map[string]*nftables.Set)
+	for _, l := range ls {
+		d, err := normalizeDest(l.Dest)
+		if err != nil {
+			return fmt.Errorf("learn: %w", err)
+		}
+		if !d.Single() {
+			return fmt.Errorf("learn %v: not a single address", d)
+		}
+		if l.Timeout <= 0 || l.Timeout > maxLearnTimeout {
+			return fmt.Errorf("learn %v: timeout %v out of range", d, l.Timeout)
+		}
+		v4 := d.Prefix.Addr().Is4()
+		names := f.layout.list(ListLearned, v4)
+		name, _ := names.target(d)
+		k := names.kind(name)
+		s, ok := sets[name]
+		if !ok {
+			s = &nftables.Set{Table: t, Name: name, KeyType: keyType(k, v4), Concatenation: k.concat(), HasTimeout: true}
+			sets[name] = s
+		}
+		els, err := encode(s, k, d, l.Timeout, l.Comment)
+		if err != nil {
+			return fmt.Errorf("learn: %w", err)
+		}
+		batch[name] = append(batch[name], els...)
+	}
+	if len(batch) == 0 {
+		return nil
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for name, els := range batch {
+		if err := f.conn.SetAddElements(sets[name], els); err != nil {
+			f.conn.Flush()
+			return fmt.Errorf("learn: %w", err)
+		}
+	}
+	if err := f.conn.Flush(); err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			err = fmt.Errorf("%w (%w)", ErrNotEngaged, err)
+		}
+		return fmt.Errorf("learn %d element(s): %w", len(ls), err)
+	}
+	return nil
+}
+
+// Unlearn removes learned elements; those already gone are skipped.
+func (f *Firewall) Unlearn(ds []Dest) error {
+	err := f.update(func(s *snapshot) error {
+		for _, d := range ds {
+			if err := f.queueRemove(s, ListLearned, d); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("unlearn: %w", err)
 	}
 	return nil
 }
@@ -279,7 +425,8 @@ func (f *Firewall) update(queue func(*snapshot) error) error {
 	return err
 }
 
-// List returns the elements of the allow and deny sets, deny sets first.
+// List returns the elements of the deny, allow and learned sets, in that
+// order.
 func (f *Firewall) List() ([]Element, error) {
 	f.mu.Lock()
 	s, err := f.read()
@@ -293,16 +440,17 @@ func (f *Firewall) List() ([]Element, error) {
 	return s.elements(f.layout), nil
 }
 
-// Explain says what the ruleset does with a new connection to dst:port,
-// judged from the live set contents. See [Explanation].
-func (f *Firewall) Explain(dst netip.Addr, port uint16) (Explanation, error) {
+// Explain says what the ruleset does with a new connection to dst, for
+// protocol proto (0: unknown) and port, judged from the live set contents.
+// See [Explanation].
+func (f *Firewall) Explain(dst netip.Addr, proto uint8, port uint16) (Explanation, error) {
 	f.mu.Lock()
 	s, err := f.read()
 	f.mu.Unlock()
 	if err != nil {
 		return Explanation{}, err
 	}
-	return explain(f.layout, s, dst, port), nil
+	return explain(f.layout, s, dst, proto, port), nil
 }
 
 // read takes a snapshot of the layout's sets. Sets that do not exist are
@@ -327,19 +475,29 @@ func (f *Firewall) read() (*snapshot, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list sets of inet %s: %w", t.Name, err)
 	}
-	want := map[string]bool{f.layout.Resolver4: true, f.layout.Resolver6: true}
+	want := map[string]setKind{f.layout.Resolver4: kindHost, f.layout.Resolver6: kindHost}
 	for _, ref := range f.layout.listSets() {
-		want[ref.name] = true
+		want[ref.name] = ref.kind
 	}
 	for _, set := range sets {
-		if !want[set.Name] || set.Name == "" {
+		k, ok := want[set.Name]
+		if !ok || set.Name == "" {
 			continue
 		}
 		raw, err := f.conn.GetSetElements(set)
 		if err != nil {
 			return nil, fmt.Errorf("list set %s: %w", set.Name, err)
 		}
-		s.sets[set.Name] = &setState{set: set, elems: decode(set, raw)}
+		s.sets[set.Name] = &setState{set: set, kind: k, elems: decode(set, k, raw)}
+	}
+	if f.layout.NAT != "" {
+		rules, err := f.conn.GetRules(t, &nftables.Chain{Name: f.layout.NAT, Table: t})
+		if err == nil {
+			s.hasNAT = true
+			s.dnsPort = natPort(rules)
+		} else if !errors.Is(err, unix.ENOENT) {
+			return nil, fmt.Errorf("list chain %s: %w", f.layout.NAT, err)
+		}
 	}
 	return s, nil
 }
@@ -348,17 +506,20 @@ func (f *Firewall) read() (*snapshot, error) {
 type snapshot struct {
 	engaged bool
 	sets    map[string]*setState
+	hasNAT  bool   // the nat chain exists
+	dnsPort uint16 // its redirect port, 0 for none
 }
 
 type setState struct {
 	set   *nftables.Set
+	kind  setKind
 	elems []stored
 }
 
 func (s *snapshot) get(name string) (*setState, error) {
 	ss, ok := s.sets[name]
-	if !ok {
-		return nil, fmt.Errorf("set %s missing: %w", name, ErrNotEngaged)
+	if !ok || name == "" {
+		return nil, fmt.Errorf("set %q missing: %w", name, ErrNotEngaged)
 	}
 	return ss, nil
 }
@@ -390,14 +551,15 @@ func (s *snapshot) elements(l Layout) []Element {
 	return out
 }
 
-// Element is one entry of an allow or deny set.
+// Element is one entry of an allow, deny or learned set.
 type Element struct {
-	// Set is the kernel set's name, List "allow" or "deny".
+	// Set is the kernel set's name; List is "allow", "deny" or
+	// [ListLearned].
 	Set, List string
-	// Prefix is the entry as a CIDR prefix (/32 or /128 for a single
-	// address). It is the zero Prefix for an interval that is not a CIDR
-	// (only possible in sets written by other tools).
-	Prefix netip.Prefix
+	// Dest is what the element covers. Its Prefix is the zero Prefix for
+	// an interval that is not a CIDR (only possible in sets written by
+	// other tools).
+	Dest Dest
 	// First and Last are the first and last address covered (inclusive).
 	First, Last netip.Addr
 	// Timeout is the element's timeout, 0 for a permanent element.
@@ -409,10 +571,14 @@ type Element struct {
 	Comment string
 }
 
+// Allows reports whether the element lets traffic pass (allow and
+// learned sets).
+func (e Element) Allows() bool { return e.List != actionDeny }
+
 func (e stored) element(set, list string) Element {
-	p, _ := e.prefix()
+	d, _ := e.dest()
 	return Element{
-		Set: set, List: list, Prefix: p, First: e.first, Last: e.last,
+		Set: set, List: list, Dest: d, First: e.first, Last: e.last,
 		Timeout: e.timeout, Expires: e.expires, Comment: e.comment,
 	}
 }

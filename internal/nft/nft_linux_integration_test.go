@@ -162,19 +162,19 @@ func TestIntegrationEngageApplyExpire(t *testing.T) {
 	if _, err := fw.List(); !errors.Is(err, nft.ErrNotEngaged) {
 		t.Fatalf("List before engage = %v, want ErrNotEngaged", err)
 	}
-	if err := fw.Apply("allow", nft.Host(hostAddr), 0); !errors.Is(err, nft.ErrNotEngaged) {
+	if err := fw.Apply("allow", nft.HostDest(hostAddr), 0, ""); !errors.Is(err, nft.ErrNotEngaged) {
 		t.Fatalf("Apply before engage = %v, want ErrNotEngaged", err)
 	}
 
 	rs := nft.Ruleset{
 		Resolvers: []netip.Addr{resolver, netip.MustParseAddr("fd00:77::1")},
-		Allow: []netip.Prefix{
-			netip.MustParsePrefix("192.0.2.10/32"),
-			netip.MustParsePrefix("198.51.100.0/24"),
-			netip.MustParsePrefix("198.51.100.128/25"), // nested: dropped
-			netip.MustParsePrefix("2001:db8::1/128"),
-		},
-		Deny: []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24")},
+		Allow: prefixDests(
+			"192.0.2.10/32",
+			"198.51.100.0/24",
+			"198.51.100.128/25", // nested: dropped
+			"2001:db8::1/128",
+		),
+		Deny: prefixDests("203.0.113.0/24"),
 	}
 	if err := fw.Engage(rs); err != nil {
 		t.Fatal(err)
@@ -190,14 +190,14 @@ func TestIntegrationEngageApplyExpire(t *testing.T) {
 		t.Errorf("connect while blocked = %v; this kernel reported EHOSTUNREACH before", err)
 	}
 	explainIs(t, fw, hostAddr, uint16(tb.port), nft.ReasonBlocked, "")
-	explainIs(t, fw, resolver, 53, nft.ReasonResolver, "")
+	explainIs(t, fw, resolver, 53, nft.ReasonDNS, "")
 	explainIs(t, fw, netip.MustParseAddr("127.0.0.1"), 80, nft.ReasonLoopback, "")
 	explainIs(t, fw, netip.MustParseAddr("198.51.100.7"), 443, nft.ReasonAllowed, "allow4_net")
 	explainIs(t, fw, netip.MustParseAddr("203.0.113.9"), 443, nft.ReasonDenied, "deny4_net")
 	explainIs(t, fw, netip.MustParseAddr("2001:db8::1"), 443, nft.ReasonAllowed, "allow6")
 
 	// Engaging twice is idempotent and keeps runtime elements.
-	if err := fw.Apply("allow", nft.Host(netip.MustParseAddr("192.0.2.99")), time.Hour); err != nil {
+	if err := fw.Apply("allow", nft.HostDest(netip.MustParseAddr("192.0.2.99")), time.Hour, ""); err != nil {
 		t.Fatal(err)
 	}
 	before := listPrefixes(t, fw)
@@ -210,7 +210,7 @@ func TestIntegrationEngageApplyExpire(t *testing.T) {
 	checkRuleset(t, tb)
 
 	// allow → connects.
-	if err := fw.Apply("allow", nft.Host(hostAddr), 0); err != nil {
+	if err := fw.Apply("allow", nft.HostDest(hostAddr), 0, ""); err != nil {
 		t.Fatal(err)
 	}
 	if err := tb.dial(t); err != nil {
@@ -219,7 +219,7 @@ func TestIntegrationEngageApplyExpire(t *testing.T) {
 	explainIs(t, fw, hostAddr, uint16(tb.port), nft.ReasonAllowed, "allow4")
 
 	// deny → silently dropped: the connect times out.
-	if err := fw.Apply("deny", nft.Host(hostAddr), 0); err != nil {
+	if err := fw.Apply("deny", nft.HostDest(hostAddr), 0, ""); err != nil {
 		t.Fatal(err)
 	}
 	if err := tb.dial(t); !isTimeout(err) {
@@ -231,7 +231,7 @@ func TestIntegrationEngageApplyExpire(t *testing.T) {
 	}
 
 	// once (1 s) → connects, then expires and is refused again.
-	if err := fw.Apply("allow", nft.Host(hostAddr), time.Second); err != nil {
+	if err := fw.Apply("allow", nft.HostDest(hostAddr), time.Second, ""); err != nil {
 		t.Fatal(err)
 	}
 	el := findElement(t, fw, "allow4", nft.Host(hostAddr))
@@ -257,11 +257,11 @@ func TestIntegrationEngageApplyExpire(t *testing.T) {
 	explainIs(t, fw, hostAddr, uint16(tb.port), nft.ReasonBlocked, "")
 
 	// Revoke removes from both lists; revoking again is fine.
-	if err := fw.Apply("deny", nft.Host(netip.MustParseAddr("2001:db8::1")), 0); err != nil {
+	if err := fw.Apply("deny", nft.HostDest(netip.MustParseAddr("2001:db8::1")), 0, ""); err != nil {
 		t.Fatal(err)
 	}
 	for range 2 {
-		if err := fw.Revoke(nft.Host(netip.MustParseAddr("2001:db8::1"))); err != nil {
+		if err := fw.Revoke(nft.HostDest(netip.MustParseAddr("2001:db8::1"))); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -285,7 +285,7 @@ func TestIntegrationEngageApplyExpire(t *testing.T) {
 func TestIntegrationApplyEdgeCases(t *testing.T) {
 	tb := newTestbed(t)
 	fw := tb.fw
-	if err := fw.Engage(nft.Ruleset{Allow: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}}); err != nil {
+	if err := fw.Engage(nft.Ruleset{Allow: prefixDests("10.0.0.0/8")}); err != nil {
 		t.Fatal(err)
 	}
 	tests := []struct {
@@ -310,7 +310,7 @@ func TestIntegrationApplyEdgeCases(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			err := fw.Apply(tt.action, netip.MustParsePrefix(tt.dest), tt.ttl)
+			err := fw.Apply(tt.action, nft.PrefixDest(netip.MustParsePrefix(tt.dest)), tt.ttl, "")
 			switch {
 			case tt.wantErr != nil && !errors.Is(err, tt.wantErr):
 				t.Fatalf("Apply = %v, want %v", err, tt.wantErr)
@@ -336,7 +336,7 @@ func TestIntegrationApplyEdgeCases(t *testing.T) {
 		t.Errorf("shadowed = %+v, want the allow6_net element", x.Shadowed)
 	}
 	for _, p := range []string{"172.16.0.0/12", "255.255.255.255/32", "::/0"} {
-		if err := fw.Revoke(netip.MustParsePrefix(p)); err != nil {
+		if err := fw.Revoke(nft.PrefixDest(netip.MustParsePrefix(p))); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -377,16 +377,16 @@ add element inet terok_shield allow_v4 { 140.82.112.0/20 }
 	if err := fw.Engage(nft.Ruleset{}); err != nil {
 		t.Fatalf("Engage on shield table: %v", err)
 	}
-	if err := fw.Apply("allow", nft.Host(netip.MustParseAddr("192.0.2.1")), 0); err != nil {
+	if err := fw.Apply("allow", nft.HostDest(netip.MustParseAddr("192.0.2.1")), 0, ""); err != nil {
 		t.Fatal(err)
 	}
-	if err := fw.Apply("allow", nft.Host(netip.MustParseAddr("192.0.2.2")), time.Minute); !errors.Is(err, nft.ErrNoTimeout) {
+	if err := fw.Apply("allow", nft.HostDest(netip.MustParseAddr("192.0.2.2")), time.Minute, ""); !errors.Is(err, nft.ErrNoTimeout) {
 		t.Fatalf("timed allow in shield set = %v, want ErrNoTimeout", err)
 	}
-	if err := fw.Apply("deny", netip.MustParsePrefix("2001:db8::/32"), 0); err != nil {
+	if err := fw.Apply("deny", nft.PrefixDest(netip.MustParsePrefix("2001:db8::/32")), 0, ""); err != nil {
 		t.Fatal(err)
 	}
-	if err := fw.Apply("deny", nft.Host(netip.MustParseAddr("192.0.2.1")), 0); err != nil {
+	if err := fw.Apply("deny", nft.HostDest(netip.MustParseAddr("192.0.2.1")), 0, ""); err != nil {
 		t.Fatal(err)
 	}
 	want := []string{"allow_v4 140.82.112.0/20", "deny_v4 192.0.2.1/32", "deny_v6 2001:db8::/32"}
@@ -416,24 +416,30 @@ func checkRuleset(t *testing.T, tb *testbed) {
 		`type filter hook output priority filter; policy drop;`,
 		`oifname "lo" accept`,
 		`ct state established,related accept`,
-		`ip daddr @resolver4 udp dport 53 accept`,
-		`ip daddr @resolver4 tcp dport 53 accept`,
-		`ip6 daddr @resolver6 udp dport 53 accept`,
+		`meta mark 0x636c7200 ip daddr @resolver4 udp dport 53 accept`,
+		`meta mark 0x636c7200 ip daddr @resolver4 tcp dport 53 accept`,
+		`meta mark 0x636c7200 ip6 daddr @resolver6 udp dport 53 accept`,
+		`udp dport 53 reject`,
+		`tcp dport 53 reject with tcp reset`,
+		`ip daddr . meta l4proto . th dport @deny4_port drop`,
+		`ip6 daddr . meta l4proto . th dport @allow6_netport accept`,
+		`ip daddr @dns4 accept`,
+		`ip daddr . meta l4proto . th dport @dns4_port accept`,
+		`ip6 daddr . meta l4proto . th dport @dns6_port accept`,
 		`ip daddr @deny4 drop`,
 		`ip6 daddr @deny6_net drop`,
 		`ip daddr @allow4 accept`,
 		`ip6 daddr @allow6_net accept`,
 		`log prefix "CLEARANCE_BLOCKED: " group 100 queue-threshold 1 reject with icmpx admin-prohibited`,
-		`type filter hook input priority filter; policy accept;`,
-		`ip saddr @resolver4 udp sport 53 log prefix "CLEARANCE_DNS: " group 100 queue-threshold 1`,
-		`ip6 saddr @resolver6 udp sport 53 log prefix "CLEARANCE_DNS: " group 100 queue-threshold 1`,
+		`type nat hook output priority -100; policy accept;`,
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("nft list table lacks %q:\n%s", want, text)
 		}
 	}
 	// Rule order: deny before allow before the terminal log+reject.
-	order := []string{`@deny4 drop`, `@deny6_net drop`, `@allow4 accept`, `@allow6_net accept`, `log prefix "CLEARANCE_BLOCKED: "`}
+	order := []string{`dport 53 reject`, `@deny4 drop`, `@deny6_netport drop`, `@allow4 accept`, `@allow6_netport accept`,
+		`@dns4 accept`, `@dns6_port accept`, `log prefix "CLEARANCE_BLOCKED: "`}
 	last := -1
 	for _, s := range order {
 		i := strings.Index(text, s)
@@ -447,7 +453,7 @@ func checkRuleset(t *testing.T, tb *testbed) {
 		Nftables []struct {
 			Set *struct {
 				Name  string   `json:"name"`
-				Type  string   `json:"type"`
+				Type  any      `json:"type"`
 				Flags []string `json:"flags"`
 			} `json:"set"`
 		} `json:"nftables"`
@@ -458,7 +464,15 @@ func checkRuleset(t *testing.T, tb *testbed) {
 	got := map[string]string{}
 	for _, o := range doc.Nftables {
 		if o.Set != nil {
-			got[o.Set.Name] = o.Set.Type + " " + strings.Join(o.Set.Flags, ",")
+			typ, _ := o.Set.Type.(string)
+			if parts, ok := o.Set.Type.([]any); ok { // a concatenation
+				var ss []string
+				for _, p := range parts {
+					ss = append(ss, p.(string))
+				}
+				typ = strings.Join(ss, " . ")
+			}
+			got[o.Set.Name] = typ + " " + strings.Join(o.Set.Flags, ",")
 		}
 	}
 	want := map[string]string{
@@ -467,6 +481,12 @@ func checkRuleset(t *testing.T, tb *testbed) {
 		"deny4": "ipv4_addr timeout", "deny6": "ipv6_addr timeout",
 		"allow4_net": "ipv4_addr interval", "allow6_net": "ipv6_addr interval",
 		"deny4_net": "ipv4_addr interval", "deny6_net": "ipv6_addr interval",
+		"allow4_port": "ipv4_addr . inet_proto . inet_service timeout", "allow6_port": "ipv6_addr . inet_proto . inet_service timeout",
+		"deny4_port": "ipv4_addr . inet_proto . inet_service timeout", "deny6_port": "ipv6_addr . inet_proto . inet_service timeout",
+		"allow4_netport": "ipv4_addr . inet_proto . inet_service interval", "allow6_netport": "ipv6_addr . inet_proto . inet_service interval",
+		"deny4_netport": "ipv4_addr . inet_proto . inet_service interval", "deny6_netport": "ipv6_addr . inet_proto . inet_service interval",
+		"dns4": "ipv4_addr timeout", "dns6": "ipv6_addr timeout",
+		"dns4_port": "ipv4_addr . inet_proto . inet_service timeout", "dns6_port": "ipv6_addr . inet_proto . inet_service timeout",
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("sets per nft -j (-want +got):\n%s", diff)
@@ -475,7 +495,7 @@ func checkRuleset(t *testing.T, tb *testbed) {
 
 func explainIs(t *testing.T, fw *nft.Firewall, dst netip.Addr, port uint16, want nft.Reason, set string) nft.Explanation {
 	t.Helper()
-	x, err := fw.Explain(dst, port)
+	x, err := fw.Explain(dst, 6, port)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -497,7 +517,11 @@ func listPrefixes(t *testing.T, fw *nft.Firewall) []string {
 	}
 	var out []string
 	for _, e := range els {
-		out = append(out, e.Set+" "+e.Prefix.String())
+		d := e.Dest.Prefix.String()
+		if !e.Dest.Whole() {
+			d = e.Dest.String()
+		}
+		out = append(out, e.Set+" "+d)
 	}
 	slices.Sort(out)
 	return out
@@ -510,9 +534,17 @@ func findElement(t *testing.T, fw *nft.Firewall, set string, p netip.Prefix) *nf
 		t.Fatal(err)
 	}
 	for _, e := range els {
-		if e.Set == set && e.Prefix == p {
+		if e.Set == set && e.Dest.Prefix == p {
 			return &e
 		}
 	}
 	return nil
+}
+
+func prefixDests(ss ...string) []nft.Dest {
+	var out []nft.Dest
+	for _, s := range ss {
+		out = append(out, nft.PrefixDest(netip.MustParsePrefix(s)))
+	}
+	return out
 }

@@ -2,7 +2,10 @@ package nft
 
 import (
 	"errors"
+	"net"
 	"net/netip"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -16,6 +19,7 @@ var (
 	set4     = &nftables.Set{Name: "allow4", KeyType: nftables.TypeIPAddr, HasTimeout: true}
 	set6     = &nftables.Set{Name: "allow6", KeyType: nftables.TypeIP6Addr, HasTimeout: true}
 	set4net  = &nftables.Set{Name: "allow4_net", KeyType: nftables.TypeIPAddr, Interval: true}
+	set4port = &nftables.Set{Name: "allow4_port", KeyType: keyType(kindHostPort, true), HasTimeout: true, Concatenation: true}
 	shield4  = &nftables.Set{Name: "allow_v4", KeyType: nftables.TypeIPAddr, Interval: true, HasTimeout: true}
 	cmpAddrs = cmp.Options{
 		cmp.Comparer(func(a, b netip.Prefix) bool { return a == b }),
@@ -79,7 +83,11 @@ func TestEncode(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := encode(tt.set, netip.MustParsePrefix(tt.p), tt.ttl)
+			k := kindHost
+			if tt.set.Interval {
+				k = kindNet
+			}
+			got, err := encode(tt.set, k, PrefixDest(netip.MustParsePrefix(tt.p)), tt.ttl, "")
 			if (err != nil) != tt.wantErr {
 				t.Fatalf("encode error = %v, want error %v", err, tt.wantErr)
 			}
@@ -102,7 +110,7 @@ func TestDecode(t *testing.T) {
 		{Key: k("10.0.0.6"), IntervalEnd: true},
 		{Key: k("10.0.0.5")},
 	}
-	got := decode(set4net, raw)
+	got := decode(set4net, kindNet, raw)
 	want := []stored{
 		{ipRange: ipRange{a("10.0.0.5"), a("10.0.0.5")}, hasEnd: true},
 		{ipRange: ipRange{a("192.0.2.0"), a("192.0.2.255")}, timeout: time.Minute, expires: time.Second, hasEnd: true},
@@ -117,27 +125,32 @@ func TestDecode(t *testing.T) {
 	if _, ok := (ipRange{a("10.0.0.1"), a("10.0.0.3")}).prefix(); ok {
 		t.Error("10.0.0.1-10.0.0.3 reported as a CIDR")
 	}
-	hash := decode(set4, []nftables.SetElement{{Key: k("192.0.2.9")}, {Key: k("192.0.2.1"), Timeout: time.Second}})
+	hash := decode(set4, kindHost, []nftables.SetElement{{Key: k("192.0.2.9")}, {Key: k("192.0.2.1"), Timeout: time.Second}})
 	if len(hash) != 2 || hash[0].first != a("192.0.2.1") || hash[0].last != a("192.0.2.1") {
 		t.Errorf("hash decode = %+v", hash)
 	}
 }
 
 func TestPlan(t *testing.T) {
-	pp := func(ss ...string) []netip.Prefix {
-		var out []netip.Prefix
+	pp := func(ss ...string) []Dest {
+		var out []Dest
 		for _, s := range ss {
-			out = append(out, netip.MustParsePrefix(s))
+			d, err := parseDest(s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, d)
 		}
 		return out
 	}
 	rs := Ruleset{
-		Allow: pp("192.0.2.1/32", "10.0.0.0/8", "10.1.0.0/16", "2001:db8::/32", "::ffff:192.0.2.5/128", "192.0.2.9/32"),
-		Deny:  pp("192.0.2.1/32", "203.0.113.0/24", "192.0.2.7/32"),
+		Allow: pp("192.0.2.1/32", "10.0.0.0/8", "10.1.0.0/16", "2001:db8::/32", "::ffff:192.0.2.5/128", "192.0.2.9/32",
+			"192.0.2.1:443/tcp", "10.0.0.0/8:53/udp", "10.1.0.0/16:53/udp", "10.1.0.0/16:53/tcp", "[2001:db8::1]:443/tcp"),
+		Deny: pp("192.0.2.1/32", "203.0.113.0/24", "192.0.2.7/32"),
 	}
 	preserved := map[string][]entry{
-		"deny4":  {{p: netip.MustParsePrefix("192.0.2.9/32"), ttl: time.Minute}},
-		"allow4": {{p: netip.MustParsePrefix("192.0.2.7/32")}},
+		"deny4":  {{d: PrefixDest(netip.MustParsePrefix("192.0.2.9/32")), ttl: time.Minute}},
+		"allow4": {{d: PrefixDest(netip.MustParsePrefix("192.0.2.7/32"))}},
 	}
 	got, err := plan(Builtin, rs, preserved)
 	if err != nil {
@@ -146,21 +159,24 @@ func TestPlan(t *testing.T) {
 	str := map[string][]string{}
 	for name, es := range got {
 		for _, e := range es {
-			str[name] = append(str[name], e.p.String()+" "+e.ttl.String())
+			str[name] = append(str[name], e.d.String()+" "+e.ttl.String())
 		}
 	}
 	want := map[string][]string{
 		// 192.0.2.1 is in both initial lists: kept in both, deny wins in the ruleset.
-		"allow4":     {"192.0.2.1/32 0s", "192.0.2.5/32 0s", "192.0.2.7/32 0s"},
-		"allow4_net": {"10.0.0.0/8 0s"},
-		"allow6_net": {"2001:db8::/32 0s"},
-		"deny4":      {"192.0.2.1/32 0s", "192.0.2.9/32 1m0s"},
-		"deny4_net":  {"203.0.113.0/24 0s"},
+		"allow4":         {"192.0.2.1 0s", "192.0.2.5 0s", "192.0.2.7 0s"},
+		"allow4_net":     {"10.0.0.0/8 0s"},
+		"allow4_port":    {"192.0.2.1:443/tcp 0s"},
+		"allow4_netport": {"10.0.0.0/8:53/udp 0s", "10.1.0.0/16:53/tcp 0s"},
+		"allow6_net":     {"2001:db8::/32 0s"},
+		"allow6_port":    {"[2001:db8::1]:443/tcp 0s"},
+		"deny4":          {"192.0.2.1 0s", "192.0.2.9 1m0s"},
+		"deny4_net":      {"203.0.113.0/24 0s"},
 	}
 	if diff := cmp.Diff(want, str); diff != "" {
 		t.Errorf("plan (-want +got):\n%s", diff)
 	}
-	if _, err := plan(Builtin, Ruleset{Allow: []netip.Prefix{{}}}, nil); err == nil {
+	if _, err := plan(Builtin, Ruleset{Allow: []Dest{{}}}, nil); err == nil {
 		t.Error("plan with an invalid prefix = nil error")
 	}
 }
@@ -170,7 +186,7 @@ func TestRulesetDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rs.Group != 100 || rs.BlockPrefix != "CLEARANCE_BLOCKED: " || rs.DNSPrefix != "CLEARANCE_DNS: " {
+	if rs.Group != 100 || rs.BlockPrefix != "CLEARANCE_BLOCKED: " || rs.DNSMark != DefaultDNSMark {
 		t.Errorf("defaults = %+v", rs)
 	}
 	if _, err := (Ruleset{BlockPrefix: string(make([]byte, 128))}).withDefaults(); err == nil {
@@ -189,12 +205,19 @@ func TestExplain(t *testing.T) {
 		"allow4_net": {set: set4net, elems: []stored{el("198.51.100.0", "198.51.100.255", 0)}},
 		"deny4_net":  {set: set4net, elems: []stored{el("203.0.113.0", "203.0.113.255", 0)}},
 		"allow6":     {set: set6, elems: []stored{el("2001:db8::1", "2001:db8::1", 0)}},
+		"allow4_port": {set: set4port, kind: kindHostPort, elems: []stored{
+			{ipRange: ipRange{a("192.0.2.80"), a("192.0.2.80")}, proto: 6, port: 443}}},
+		"dns4_port": {set: set4port, kind: kindHostPort, elems: []stored{
+			{ipRange: ipRange{a("192.0.2.81"), a("192.0.2.81")}, proto: 6, port: 443},
+			{ipRange: ipRange{a("203.0.113.8"), a("203.0.113.8")}, proto: 6, port: 443}}},
 	}}
+	withPort := &snapshot{engaged: true, dnsPort: 5353, sets: snap.sets}
 	tests := []struct {
 		name     string
 		snap     *snapshot
 		dst      string
 		port     uint16
+		proto    uint8
 		reason   Reason
 		verdict  string
 		set      string
@@ -204,8 +227,15 @@ func TestExplain(t *testing.T) {
 		{name: "not engaged", snap: &snapshot{}, dst: "192.0.2.1", reason: ReasonNotEngaged, verdict: VerdictAccept},
 		{name: "loopback", dst: "127.0.0.53", port: 53, reason: ReasonLoopback, verdict: VerdictAccept},
 		{name: "v6 loopback", dst: "::1", reason: ReasonLoopback, verdict: VerdictAccept},
-		{name: "resolver dns", dst: "192.0.2.53", port: 53, reason: ReasonResolver, verdict: VerdictAccept},
+		{name: "dns without a forwarder", dst: "192.0.2.53", port: 53, reason: ReasonDNS, verdict: VerdictReject},
+		{name: "dns with a forwarder", snap: withPort, dst: "198.51.100.9", port: 53, proto: 17, reason: ReasonDNS, verdict: VerdictRedirect},
 		{name: "resolver other port", dst: "192.0.2.53", port: 443, reason: ReasonBlocked, verdict: VerdictReject, prompt: true},
+		{name: "port element, its port", dst: "192.0.2.80", port: 443, proto: 6, reason: ReasonAllowed, verdict: VerdictAccept, set: "allow4_port"},
+		{name: "port element, unknown proto", dst: "192.0.2.80", port: 443, reason: ReasonAllowed, verdict: VerdictAccept, set: "allow4_port"},
+		{name: "port element, other proto", dst: "192.0.2.80", port: 443, proto: 17, reason: ReasonBlocked, verdict: VerdictReject, prompt: true},
+		{name: "port element, other port", dst: "192.0.2.80", port: 80, proto: 6, reason: ReasonBlocked, verdict: VerdictReject, prompt: true},
+		{name: "learned", dst: "192.0.2.81", port: 443, proto: 6, reason: ReasonLearned, verdict: VerdictAccept, set: "dns4_port"},
+		{name: "deny before learned", dst: "203.0.113.8", port: 443, proto: 6, reason: ReasonDenied, verdict: VerdictDrop, set: "deny4_net", shadowed: 1},
 		{name: "allowed once", dst: "192.0.2.1", port: 443, reason: ReasonAllowed, verdict: VerdictAccept, set: "allow4"},
 		{name: "mapped address", dst: "::ffff:192.0.2.1", port: 443, reason: ReasonAllowed, verdict: VerdictAccept, set: "allow4"},
 		{name: "allowed by cidr", dst: "198.51.100.200", port: 80, reason: ReasonAllowed, verdict: VerdictAccept, set: "allow4_net"},
@@ -219,7 +249,7 @@ func TestExplain(t *testing.T) {
 			if s == nil {
 				s = snap
 			}
-			x := explain(Builtin, s, a(tt.dst), tt.port)
+			x := explain(Builtin, s, a(tt.dst), tt.proto, tt.port)
 			gotSet := ""
 			if x.Match != nil {
 				gotSet = x.Match.Set
@@ -253,17 +283,122 @@ func TestApplyNotEngagedFake(t *testing.T) {
 		t.Fatal(err)
 	}
 	fw := New(c, Builtin)
-	err = fw.Apply("allow", Host(netip.MustParseAddr("192.0.2.1")), 0)
+	err = fw.Apply("allow", HostDest(netip.MustParseAddr("192.0.2.1")), 0, "")
 	if err == nil || !errorsIs(err, ErrNotEngaged) {
 		t.Fatalf("Apply = %v, want ErrNotEngaged", err)
 	}
 	if batches != 0 {
 		t.Errorf("%d batches sent", batches)
 	}
-	x, err := fw.Explain(netip.MustParseAddr("192.0.2.1"), 80)
+	x, err := fw.Explain(netip.MustParseAddr("192.0.2.1"), 6, 80)
 	if err != nil || x.Reason != ReasonNotEngaged {
 		t.Errorf("Explain = %+v, %v", x, err)
 	}
 }
 
 func errorsIs(err, target error) bool { return errors.Is(err, target) }
+
+// parseDest parses the [Dest.String] form ("192.0.2.1", "10.0.0.0/8",
+// "192.0.2.1:443/tcp", "[2001:db8::1]:53/udp").
+func parseDest(s string) (Dest, error) {
+	var d Dest
+	if i := strings.LastIndex(s, "/"); i > 0 {
+		if proto, err := ParseProto(s[i+1:]); err == nil {
+			host, port, err := net.SplitHostPort(s[:i])
+			if err != nil {
+				return d, err
+			}
+			n, err := strconv.ParseUint(port, 10, 16)
+			if err != nil {
+				return d, err
+			}
+			d.Proto, d.Port, s = proto, uint16(n), host
+		}
+	}
+	if !strings.Contains(s, "/") {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return d, err
+		}
+		d.Prefix = Host(a)
+		return d, nil
+	}
+	p, err := netip.ParsePrefix(s)
+	d.Prefix = p
+	return d, err
+}
+
+func TestDestString(t *testing.T) {
+	for _, s := range []string{"192.0.2.1", "10.0.0.0/8", "192.0.2.1:443/tcp", "10.0.0.0/8:53/udp",
+		"[2001:db8::1]:53/udp", "2001:db8::/32", "[2001:db8::/32]:443/sctp"} {
+		d, err := parseDest(s)
+		if err != nil {
+			t.Fatalf("parse %q: %v", s, err)
+		}
+		if got := d.String(); got != s {
+			t.Errorf("String(parse(%q)) = %q", s, got)
+		}
+	}
+	for _, d := range []Dest{
+		{Prefix: netip.MustParsePrefix("192.0.2.1/32"), Port: 443},
+		{Prefix: netip.MustParsePrefix("192.0.2.1/32"), Proto: 6},
+		{},
+	} {
+		if _, err := normalizeDest(d); err == nil {
+			t.Errorf("normalizeDest(%+v) = nil error", d)
+		}
+	}
+}
+
+func TestEncodeConcat(t *testing.T) {
+	a := netip.MustParseAddr
+	set4netport := &nftables.Set{Name: "allow4_netport", KeyType: keyType(kindNetPort, true), Interval: true, Concatenation: true}
+	set6port := &nftables.Set{Name: "allow6_port", KeyType: keyType(kindHostPort, false), HasTimeout: true, Concatenation: true}
+	tests := []struct {
+		name    string
+		set     *nftables.Set
+		k       setKind
+		d       string
+		ttl     time.Duration
+		want    []nftables.SetElement
+		wantErr bool
+	}{
+		{name: "v4 host port: address, proto and port in 4-byte registers", set: set4port, k: kindHostPort,
+			d: "192.0.2.1:443/tcp", ttl: time.Minute,
+			want: []nftables.SetElement{{Key: []byte{192, 0, 2, 1, 6, 0, 0, 0, 1, 187, 0, 0}, Timeout: time.Minute}}},
+		{name: "v6 host port", set: set6port, k: kindHostPort, d: "[2001:db8::1]:53/udp",
+			want: []nftables.SetElement{{Key: append(a("2001:db8::1").AsSlice(), 17, 0, 0, 0, 0, 53, 0, 0)}}},
+		{name: "net port: one element with an inclusive end", set: set4netport, k: kindNetPort, d: "10.0.0.0/8:53/udp",
+			want: []nftables.SetElement{{Key: []byte{10, 0, 0, 0, 17, 0, 0, 0, 0, 53, 0, 0},
+				KeyEnd: []byte{10, 255, 255, 255, 17, 0, 0, 0, 0, 53, 0, 0}}}},
+		{name: "whole host into a port set", set: set4port, k: kindHostPort, d: "192.0.2.1", wantErr: true},
+		{name: "port into a host set", set: set4, k: kindHost, d: "192.0.2.1:443/tcp", wantErr: true},
+		{name: "wrong family", set: set4port, k: kindHostPort, d: "[2001:db8::1]:53/udp", wantErr: true},
+		{name: "timeout on the netport set", set: set4netport, k: kindNetPort, d: "10.0.0.0/8:53/udp", ttl: time.Second, wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d, err := parseDest(tt.d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := encode(tt.set, tt.k, d, tt.ttl, "")
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("encode error = %v, want error %v", err, tt.wantErr)
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("encode (-want +got):\n%s", diff)
+			}
+			if err != nil {
+				return
+			}
+			back := decode(tt.set, tt.k, got)
+			if len(back) != 1 {
+				t.Fatalf("decode(encode) = %+v", back)
+			}
+			if bd, ok := back[0].dest(); !ok || bd != d {
+				t.Errorf("decode(encode(%v)) = %v", d, bd)
+			}
+		})
+	}
+}

@@ -16,7 +16,10 @@ import (
 const (
 	DefaultGroup       = 100
 	DefaultBlockPrefix = "CLEARANCE_BLOCKED: "
-	DefaultDNSPrefix   = "CLEARANCE_DNS: "
+	// DefaultDNSMark is the firewall mark ("clr\0") of the DNS
+	// forwarder's upstream sockets: only packets carrying it reach the
+	// resolvers, and they are not redirected to the forwarder again.
+	DefaultDNSMark = 0x636c7200
 )
 
 // maxPrefixLen is the longest log prefix the kernel accepts
@@ -24,26 +27,31 @@ const (
 const maxPrefixLen = 127
 
 // Ruleset configures the built-in ruleset installed by [Firewall.Engage].
-// The zero value is valid: group 100, the default prefixes, no resolvers
-// and an empty initial policy.
+// The zero value is valid: group 100, the default prefix and mark, no
+// resolvers, no forwarder yet (DNS refused) and an empty initial policy.
 type Ruleset struct {
-	// Group is the NFLOG group blocked packets and DNS replies are logged to.
-	// Zero means DefaultGroup (100); group 0 itself cannot be selected.
+	// Group is the NFLOG group blocked packets are logged to. Zero means
+	// DefaultGroup (100); group 0 itself cannot be selected.
 	Group uint16
 	// BlockPrefix is the log prefix of blocked (rejected) packets.
 	// Empty means DefaultBlockPrefix.
 	BlockPrefix string
-	// DNSPrefix is the log prefix of DNS replies from the resolvers.
-	// Empty means DefaultDNSPrefix.
-	DNSPrefix string
-	// Resolvers are the DNS servers whose port 53 (UDP and TCP) is open and
-	// whose UDP replies are logged with DNSPrefix.
+	// Resolvers are the DNS servers the forwarder's marked packets may
+	// reach on port 53 (UDP and TCP).
 	Resolvers []netip.Addr
-	// Allow and Deny are the initial policy, loaded without timeout. Single
-	// addresses go to the host sets, wider prefixes to the _net sets.
-	// Prefixes nested inside another prefix of the same list are dropped
-	// (the wider one already covers them).
-	Allow, Deny []netip.Prefix
+	// DNSMark is the mark of the forwarder's upstream sockets (zero:
+	// DefaultDNSMark).
+	DNSMark uint32
+	// DNSPort is the port of the forwarder's listeners on 127.0.0.1 and
+	// ::1 that every DNS query (udp and tcp port 53, any address) is
+	// redirected to. Zero keeps the port of the ruleset being replaced;
+	// if there is none, DNS is refused at once (ICMP port unreachable,
+	// TCP reset) until [Firewall.SetDNSPort] names one.
+	DNSPort uint16
+	// Allow and Deny are the initial policy, loaded without timeout.
+	// Entries nested inside a wider one of the same list, protocol and
+	// port are dropped (the wider one already covers them).
+	Allow, Deny []Dest
 	// TCPReset refuses blocked TCP connections with a TCP reset instead of
 	// ICMP admin-prohibited. A locally sent SYN rejected with ICMP while
 	// connect() still holds the socket only records a soft error, so a
@@ -60,34 +68,34 @@ func (rs Ruleset) withDefaults() (Ruleset, error) {
 	if rs.BlockPrefix == "" {
 		rs.BlockPrefix = DefaultBlockPrefix
 	}
-	if rs.DNSPrefix == "" {
-		rs.DNSPrefix = DefaultDNSPrefix
+	if rs.DNSMark == 0 {
+		rs.DNSMark = DefaultDNSMark
 	}
-	for _, p := range []string{rs.BlockPrefix, rs.DNSPrefix} {
-		if len(p) > maxPrefixLen {
-			return rs, fmt.Errorf("log prefix %q longer than %d bytes", p, maxPrefixLen)
-		}
+	if len(rs.BlockPrefix) > maxPrefixLen {
+		return rs, fmt.Errorf("log prefix %q longer than %d bytes", rs.BlockPrefix, maxPrefixLen)
 	}
 	return rs, nil
 }
 
 // entry is one element to load into a set at engage time.
 type entry struct {
-	p   netip.Prefix
-	ttl time.Duration
+	d       Dest
+	ttl     time.Duration
+	comment string
 }
 
 // plan computes the elements per set name for Engage: the initial policy
 // plus the preserved elements of a previous engagement. A preserved element
-// wins over a policy entry for the same prefix, in either list, so a runtime
-// verdict survives re-engaging. Within an interval set, entries nested in a
-// wider entry are dropped (the kernel rejects overlapping intervals).
+// wins over a policy entry for the same destination, in either list, so a
+// runtime verdict survives re-engaging. Within an interval set, entries
+// nested in a wider entry with the same protocol and port are dropped (the
+// kernel rejects overlapping intervals).
 func plan(l Layout, rs Ruleset, preserved map[string][]entry) (map[string][]entry, error) {
 	out := make(map[string][]entry)
-	kept := make(map[netip.Prefix]bool) // preserved prefixes, either list
+	kept := make(map[Dest]bool) // preserved destinations, either list
 	for _, es := range preserved {
 		for _, e := range es {
-			kept[e.p] = true
+			kept[e.d] = true
 		}
 	}
 	for name, es := range preserved {
@@ -95,20 +103,23 @@ func plan(l Layout, rs Ruleset, preserved map[string][]entry) (map[string][]entr
 	}
 	for _, l2 := range []struct {
 		action string
-		ps     []netip.Prefix
+		ds     []Dest
 	}{{actionAllow, rs.Allow}, {actionDeny, rs.Deny}} {
-		seen := make(map[netip.Prefix]bool)
-		for _, raw := range l2.ps {
-			p, err := normalize(raw)
+		seen := make(map[Dest]bool)
+		for _, raw := range l2.ds {
+			d, err := normalizeDest(raw)
 			if err != nil {
 				return nil, fmt.Errorf("initial %s policy: %w", l2.action, err)
 			}
-			if kept[p] || seen[p] {
+			if kept[d] || seen[d] {
 				continue
 			}
-			seen[p] = true
-			name := l.list(l2.action, p.Addr().Is4()).target(p.IsSingleIP())
-			out[name] = append(out[name], entry{p: p})
+			seen[d] = true
+			name, d := l.list(l2.action, d.Prefix.Addr().Is4()).target(d)
+			if name == "" {
+				return nil, fmt.Errorf("initial %s policy: no set for %v", l2.action, d)
+			}
+			out[name] = append(out[name], entry{d: d})
 		}
 	}
 	for name, es := range out {
@@ -117,22 +128,45 @@ func plan(l Layout, rs Ruleset, preserved map[string][]entry) (map[string][]entr
 	return out, nil
 }
 
-// dropNested sorts es by prefix and removes entries contained in a wider one.
+// dropNested sorts es and removes entries contained in a wider one with
+// the same protocol and port.
 func dropNested(es []entry) []entry {
 	slices.SortFunc(es, func(a, b entry) int {
-		if c := a.p.Bits() - b.p.Bits(); c != 0 {
+		if c := a.d.Prefix.Bits() - b.d.Prefix.Bits(); c != 0 {
 			return c
 		}
-		return a.p.Addr().Compare(b.p.Addr())
+		return a.d.Prefix.Addr().Compare(b.d.Prefix.Addr())
 	})
 	var kept []entry
 	for _, e := range es {
-		if !slices.ContainsFunc(kept, func(k entry) bool { return k.p.Overlaps(e.p) }) {
+		if !slices.ContainsFunc(kept, func(k entry) bool {
+			return k.d.Proto == e.d.Proto && k.d.Port == e.d.Port && k.d.Prefix.Overlaps(e.d.Prefix)
+		}) {
 			kept = append(kept, e)
 		}
 	}
-	slices.SortFunc(kept, func(a, b entry) int { return a.p.Addr().Compare(b.p.Addr()) })
+	slices.SortFunc(kept, func(a, b entry) int {
+		if c := a.d.Prefix.Addr().Compare(b.d.Prefix.Addr()); c != 0 {
+			return c
+		}
+		if a.d.Proto != b.d.Proto {
+			return int(a.d.Proto) - int(b.d.Proto)
+		}
+		return int(a.d.Port) - int(b.d.Port)
+	})
 	return kept
+}
+
+// keyType returns the key type of a set of kind k for a family.
+func keyType(k setKind, v4 bool) nftables.SetDatatype {
+	addr := nftables.TypeIP6Addr
+	if v4 {
+		addr = nftables.TypeIPAddr
+	}
+	if k.concat() {
+		return nftables.MustConcatSetType(addr, nftables.TypeInetProto, nftables.TypeInetService)
+	}
+	return addr
 }
 
 // build queues the whole built-in table on c: the table is created if
@@ -145,25 +179,23 @@ func build(c *nftables.Conn, l Layout, rs Ruleset, elems map[string][]entry) err
 	c.AddTable(t)
 
 	sets := make(map[string]*nftables.Set)
-	addSet := func(name string, v4, interval, timeout bool, els []nftables.SetElement) error {
+	addSet := func(name string, k setKind, v4, timeout bool, els []nftables.SetElement) error {
 		s := &nftables.Set{
-			Table:      t,
-			Name:       name,
-			KeyType:    nftables.TypeIP6Addr,
-			Interval:   interval,
-			HasTimeout: timeout,
-		}
-		if v4 {
-			s.KeyType = nftables.TypeIPAddr
+			Table:         t,
+			Name:          name,
+			KeyType:       keyType(k, v4),
+			Interval:      k.interval(),
+			Concatenation: k.concat(),
+			HasTimeout:    timeout,
 		}
 		sets[name] = s
 		if err := c.AddSet(s, nil); err != nil {
 			return fmt.Errorf("add set %s: %w", name, err)
 		}
 		for _, e := range elems[name] {
-			enc, err := encode(s, e.p, e.ttl)
+			enc, err := encode(s, k, e.d, e.ttl, e.comment)
 			if err != nil {
-				return fmt.Errorf("add %v to set %s: %w", e.p, name, err)
+				return fmt.Errorf("add %v to set %s: %w", e.d, name, err)
 			}
 			els = append(els, enc...)
 		}
@@ -184,16 +216,16 @@ func build(c *nftables.Conn, l Layout, rs Ruleset, elems map[string][]entry) err
 			res6 = append(res6, nftables.SetElement{Key: r.AsSlice()})
 		}
 	}
-	if err := addSet(l.Resolver4, true, false, false, dedupeKeys(res4)); err != nil {
+	if err := addSet(l.Resolver4, kindHost, true, false, dedupeKeys(res4)); err != nil {
 		return err
 	}
-	if err := addSet(l.Resolver6, false, false, false, dedupeKeys(res6)); err != nil {
+	if err := addSet(l.Resolver6, kindHost, false, false, dedupeKeys(res6)); err != nil {
 		return err
 	}
 	for _, ref := range l.listSets() {
-		names := l.list(ref.list, ref.v4)
-		interval := ref.name == names.Net
-		if err := addSet(ref.name, ref.v4, interval, !interval, nil); err != nil {
+		// Hash sets time out (verdicts, learned addresses); interval sets
+		// hold the policy's CIDRs, which do not.
+		if err := addSet(ref.name, ref.kind, ref.v4, !ref.kind.interval(), nil); err != nil {
 			return err
 		}
 	}
@@ -201,14 +233,10 @@ func build(c *nftables.Conn, l Layout, rs Ruleset, elems map[string][]entry) err
 	accept := &expr.Verdict{Kind: expr.VerdictAccept}
 	drop := &expr.Verdict{Kind: expr.VerdictDrop}
 
-	policyDrop, policyAccept := nftables.ChainPolicyDrop, nftables.ChainPolicyAccept
+	policyDrop := nftables.ChainPolicyDrop
 	out := c.AddChain(&nftables.Chain{
 		Name: "output", Table: t, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookOutput, Priority: nftables.ChainPriorityFilter, Policy: &policyDrop,
-	})
-	in := c.AddChain(&nftables.Chain{
-		Name: "input", Table: t, Type: nftables.ChainTypeFilter,
-		Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityFilter, Policy: &policyAccept,
 	})
 	rule := func(ch *nftables.Chain, es ...expr.Any) {
 		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: es})
@@ -217,31 +245,57 @@ func build(c *nftables.Conn, l Layout, rs Ruleset, elems map[string][]entry) err
 	// oifname "lo" accept
 	rule(out, &expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname("lo")}, accept)
+	// ip daddr 127.0.0.0/8 accept; ip6 daddr ::1 accept: queries the nat
+	// chain redirected to the forwarder's listeners. The output hook sees
+	// the device the packet was routed to before the redirect (oifname is
+	// not "lo" for a query to a resolver on eth0), so match the address;
+	// loopback addresses never leave the namespace.
+	rule(out, &expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV4}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{127}}, accept)
+	rule(out, &expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV6}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 24, Len: 16},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: netip.IPv6Loopback().AsSlice()}, accept)
 	// ct state established,related accept
 	rule(out, &expr.Ct{Register: 1, Key: expr.CtKeySTATE},
 		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
 			Mask: binaryutil.NativeEndian.PutUint32(expr.CtStateBitESTABLISHED | expr.CtStateBitRELATED),
 			Xor:  binaryutil.NativeEndian.PutUint32(0)},
 		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(0)}, accept)
-	// ip/ip6 daddr @resolverN udp/tcp dport 53 accept
+	// meta mark M ip/ip6 daddr @resolverN udp/tcp dport 53 accept: only
+	// the forwarder's own upstream sockets reach the resolvers.
 	for _, v4 := range []bool{true, false} {
 		s := sets[l.Resolver4]
 		if !v4 {
 			s = sets[l.Resolver6]
 		}
 		for _, proto := range []byte{unix.IPPROTO_UDP, unix.IPPROTO_TCP} {
-			es := addrMatch(v4, false, s)
+			es := markMatch(expr.CmpOpEq, rs.DNSMark)
+			es = append(es, addrMatch(v4, false, s)...)
 			es = append(es, portMatch(proto, 2, 53)...)
 			rule(out, append(es, accept)...)
 		}
 	}
+	// Any other DNS was not redirected (no forwarder yet): refuse it at
+	// once, without a log (no prompt for port 53).
+	rule(out, append(portMatch(unix.IPPROTO_UDP, 2, 53),
+		&expr.Reject{Type: unix.NFT_REJECT_ICMPX_UNREACH, Code: unix.NFT_REJECT_ICMPX_PORT_UNREACH})...)
+	rule(out, append(portMatch(unix.IPPROTO_TCP, 2, 53), &expr.Reject{Type: unix.NFT_REJECT_TCP_RST})...)
 	// Deny before allow: deny wins. Deny drops silently (no log, no prompt).
 	for _, ref := range l.listSets() {
 		v := accept
 		if ref.list == actionDeny {
 			v = drop
 		}
-		rule(out, append(addrMatch(ref.v4, false, sets[ref.name]), v)...)
+		var m []expr.Any
+		if ref.kind.concat() {
+			m = concatMatch(ref.v4, sets[ref.name])
+		} else {
+			m = addrMatch(ref.v4, false, sets[ref.name])
+		}
+		rule(out, append(m, v)...)
 	}
 	// Everything else: log to NFLOG (the prompt) and reject.
 	blockLog := func() *expr.Log {
@@ -262,23 +316,51 @@ func build(c *nftables.Conn, l Layout, rs Ruleset, elems map[string][]entry) err
 	rule(out, blockLog(),
 		&expr.Reject{Type: unix.NFT_REJECT_ICMPX_UNREACH, Code: unix.NFT_REJECT_ICMPX_ADMIN_PROHIBITED})
 
-	// Input: log UDP DNS replies from the resolvers (the hub names
-	// destinations from them); the chain accepts everything.
-	for _, v4 := range []bool{true, false} {
-		s := sets[l.Resolver4]
-		if !v4 {
-			s = sets[l.Resolver6]
-		}
-		es := addrMatch(v4, true, s)
-		es = append(es, portMatch(unix.IPPROTO_UDP, 0, 53)...)
-		rule(in, append(es, &expr.Log{
-			Key:        1<<unix.NFTA_LOG_GROUP | 1<<unix.NFTA_LOG_PREFIX | 1<<unix.NFTA_LOG_QTHRESHOLD,
-			Group:      rs.Group,
-			QThreshold: 1,
-			Data:       []byte(rs.DNSPrefix),
-		})...)
-	}
+	addNAT(c, t, l, rs.DNSMark, rs.DNSPort)
 	return nil
+}
+
+// addNAT queues the nat chain that redirects DNS to the forwarder's port
+// (no rule when port is 0).
+func addNAT(c *nftables.Conn, t *nftables.Table, l Layout, mark uint32, port uint16) {
+	policyAccept := nftables.ChainPolicyAccept
+	ch := c.AddChain(&nftables.Chain{
+		Name: l.NAT, Table: t, Type: nftables.ChainTypeNAT,
+		Hooknum: nftables.ChainHookOutput, Priority: nftables.ChainPriorityNATDest, Policy: &policyAccept,
+	})
+	if port == 0 {
+		return
+	}
+	// meta mark != M udp/tcp dport 53 redirect to :port
+	for _, proto := range []byte{unix.IPPROTO_UDP, unix.IPPROTO_TCP} {
+		es := markMatch(expr.CmpOpNeq, mark)
+		es = append(es, portMatch(proto, 2, 53)...)
+		es = append(es,
+			&expr.Immediate{Register: 1, Data: binaryutil.BigEndian.PutUint16(port)},
+			&expr.Redir{RegisterProtoMin: 1, Flags: unix.NF_NAT_RANGE_PROTO_SPECIFIED})
+		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: es})
+	}
+}
+
+// natPort returns the redirect port of the rules of the nat chain, 0 if
+// there is none.
+func natPort(rules []*nftables.Rule) uint16 {
+	for _, r := range rules {
+		for _, e := range r.Exprs {
+			if im, ok := e.(*expr.Immediate); ok && len(im.Data) == 2 {
+				return binaryutil.BigEndian.Uint16(im.Data)
+			}
+		}
+	}
+	return 0
+}
+
+// markMatch matches "meta mark ==/!= m".
+func markMatch(op expr.CmpOp, m uint32) []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
+		&expr.Cmp{Op: op, Register: 1, Data: binaryutil.NativeEndian.PutUint32(m)},
+	}
 }
 
 // addrMatch matches "ip daddr @s" (or saddr, or ip6) in an inet table.
@@ -297,6 +379,24 @@ func addrMatch(v4, src bool, s *nftables.Set) []expr.Any {
 		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: n},
+		&expr.Lookup{SourceRegister: 1, SetName: s.Name, SetID: s.ID},
+	}
+}
+
+// concatMatch matches "ip daddr . meta l4proto . th dport @s" (or ip6):
+// the address from register 1 on (32-bit registers 8..), then the
+// protocol and the port in the next 32-bit registers, as nft lays them out.
+func concatMatch(v4 bool, s *nftables.Set) []expr.Any {
+	proto, off, n, next := byte(unix.NFPROTO_IPV6), uint32(24), uint32(16), uint32(12)
+	if v4 {
+		proto, off, n, next = unix.NFPROTO_IPV4, 16, 4, 9
+	}
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: n},
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: next},
+		&expr.Payload{DestRegister: next + 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
 		&expr.Lookup{SourceRegister: 1, SetName: s.Name, SetID: s.ID},
 	}
 }

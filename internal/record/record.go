@@ -24,14 +24,17 @@
 package record
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -72,6 +75,47 @@ type Record struct {
 	Policy string `json:"policy"`
 	// CreatedUsec is when the record was written (CLOCK_REALTIME µs).
 	CreatedUsec int64 `json:"created_usec"`
+	// Resolvers are the nameservers of the container's /etc/resolv.conf
+	// as the runtime wrote it, read by the hook at createRuntime (never
+	// later from inside the container, which may rewrite it). The DNS
+	// forwarder asks them unless the configuration names resolvers.
+	Resolvers []string `json:"resolvers,omitempty"`
+}
+
+// MaxResolvers bounds [Record.Resolvers] (resolv.conf itself honours 3).
+const MaxResolvers = 8
+
+// ResolverAddrs returns the record's resolvers as addresses.
+func (r *Record) ResolverAddrs() []netip.Addr {
+	out := make([]netip.Addr, 0, len(r.Resolvers))
+	for _, s := range r.Resolvers {
+		if a, err := netip.ParseAddr(s); err == nil {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// ParseResolvConf returns the addresses of the nameserver lines of a
+// resolv.conf, at most [MaxResolvers]. IPv4-mapped addresses become IPv4;
+// scoped (link-local with a zone) addresses are skipped, because the zone
+// names an interface of the container's namespace that the forwarder
+// cannot resolve.
+func ParseResolvConf(b []byte) []netip.Addr {
+	var out []netip.Addr
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() && len(out) < MaxResolvers {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 2 || fields[0] != "nameserver" {
+			continue
+		}
+		a, err := netip.ParseAddr(fields[1])
+		if err != nil || a.Zone() != "" {
+			continue
+		}
+		out = append(out, a.Unmap())
+	}
+	return out
 }
 
 // ErrInvalid is wrapped by every validation error of [Record.Validate],
@@ -106,6 +150,13 @@ func (r *Record) Validate() error {
 		return bad("policy %q", r.Policy)
 	case len(r.Name) > 256:
 		return bad("name longer than 256 bytes")
+	case len(r.Resolvers) > MaxResolvers:
+		return bad("%d resolvers, at most %d", len(r.Resolvers), MaxResolvers)
+	}
+	for _, s := range r.Resolvers {
+		if a, err := netip.ParseAddr(s); err != nil || a.Zone() != "" {
+			return bad("resolver %q", s)
+		}
 	}
 	return nil
 }

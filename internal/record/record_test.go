@@ -2,6 +2,7 @@ package record
 
 import (
 	"errors"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -208,4 +209,35 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("Decode accepted an invalid record: %+v", r)
 		}
 	})
+}
+
+func TestParseResolvConf(t *testing.T) {
+	in := "# comment\nnameserver 10.0.0.53\nnameserver   fe80::1%eth0\nnameserver fe80::2\nsearch example.com\nnameserver bogus\nnameserver ::ffff:192.0.2.1\noptions ndots:2\nnameserver\n"
+	want := []netip.Addr{netip.MustParseAddr("10.0.0.53"), netip.MustParseAddr("fe80::2"), netip.MustParseAddr("192.0.2.1")}
+	if diff := cmp.Diff(want, ParseResolvConf([]byte(in)), cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
+		t.Errorf("ParseResolvConf (-want +got):\n%s", diff)
+	}
+}
+
+
+func TestResolversValidated(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		rs   []string
+		ok   bool
+	}{
+		{"none", nil, true},
+		{"v4 and v6", []string{"192.0.2.53", "2001:db8::53"}, true},
+		{"not an address", []string{"dns.example"}, false},
+		{"zone", []string{"fe80::1%eth0"}, false},
+		{"too many", []string{"192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.4", "192.0.2.5", "192.0.2.6", "192.0.2.7", "192.0.2.8", "192.0.2.9"}, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			r := valid()
+			r.Resolvers = tt.rs
+			if err := r.Validate(); (err == nil) != tt.ok {
+				t.Errorf("Validate = %v, want ok %v", err, tt.ok)
+			}
+		})
+	}
 }

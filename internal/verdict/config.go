@@ -15,7 +15,6 @@ func FromConfig(c *config.Config) (Config, error) {
 		PolicyDir:   c.Ruleset.PolicyDir,
 		Group:       uint16(c.Ruleset.NflogGroup),
 		BlockPrefix: c.Ruleset.BlockPrefix,
-		DNSPrefix:   c.Ruleset.DNSPrefix,
 		OnceTTL:     c.Verdict.OnceTTL,
 		TCPReset:    c.Ruleset.TCPReject == config.TCPRejectReset,
 	}

@@ -11,6 +11,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/varlink/go/varlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/terok-ai/clearance/internal/event"
 	"github.com/terok-ai/clearance/internal/nft"
@@ -50,7 +51,7 @@ func (h *compat) apply(ctx context.Context, call *varlink.Call, container, dest,
 		closeFDs(call)
 		return false, "invalid destination " + quote(dest) + ": must be an IP address or CIDR prefix"
 	}
-	r.dest = p
+	r.dest = nft.PrefixDest(p)
 	t, err := s.resolve(call, container)
 	if err != nil {
 		s.log.Warn("verdict refused", "container", container, "dest", dest, "action", action, "err", err)
@@ -103,7 +104,8 @@ func (h *firewall1) Watch(ctx context.Context, c fw1.VarlinkCall, container stri
 	return c.ReplyWithFDs(ctx, reply{Group: int64(h.s.cfg.Group)}, []*os.File{f})
 }
 
-func (h *firewall1) Apply(ctx context.Context, c fw1.VarlinkCall, container, ip, action, scope string, ttlSec int64, policyTarget string) error {
+func (h *firewall1) Apply(ctx context.Context, c fw1.VarlinkCall, container, ip, action, scope string, ttlSec int64,
+	policyTarget string, proto *string, port *int64, name *string) error {
 	s := h.s
 	switch {
 	case !event.ValidAction(action):
@@ -120,12 +122,24 @@ func (h *firewall1) Apply(ctx context.Context, c fw1.VarlinkCall, container, ip,
 		return c.ReplyInvalidParameter(ctx, "policy_target")
 	}
 	r := applyRequest{destText: ip, action: action, scope: scope, policyTarget: policyTarget}
+	if name != nil && *name != "" {
+		if !validName(*name) {
+			closeFDs(&c.Call)
+			return c.ReplyInvalidParameter(ctx, "name")
+		}
+		r.name = *name
+	}
 	p, err := policy.ParseDest(ip)
 	if err != nil && (!s.cfg.execMode() || scope == ScopeAlways) {
 		closeFDs(&c.Call)
 		return c.ReplyInvalidDestination(ctx, ip)
 	}
-	r.dest = p
+	svcProto, svcPort, bad := service(proto, port)
+	if bad != "" {
+		closeFDs(&c.Call)
+		return c.ReplyInvalidParameter(ctx, bad)
+	}
+	r.dest = nft.Dest{Prefix: p, Proto: svcProto, Port: svcPort}
 	if scope == ScopeOnce {
 		r.ttl = s.cfg.OnceTTL
 		if ttlSec > 0 {
@@ -139,19 +153,64 @@ func (h *firewall1) Apply(ctx context.Context, c fw1.VarlinkCall, container, ip,
 	defer t.Close()
 	ok, stderr, exp := s.apply(ctx, t, r)
 	if !ok {
-		s.log.Warn("verdict failed", "container", container, "dest", ip, "action", action, "scope", scope, "stderr", stderr)
+		s.log.Warn("verdict failed", "container", container, "dest", r.dest.String(), "action", action, "scope", scope, "stderr", stderr)
 	}
 	return c.ReplyApply(ctx, ok, truncate(stderr), usec(exp))
 }
 
-func (h *firewall1) Revoke(ctx context.Context, c fw1.VarlinkCall, container, ip string) error {
+// service validates an optional protocol and port pair: both absent (or
+// "" and 0) mean every port. bad names the invalid parameter.
+func service(proto *string, port *int64) (p uint8, n uint16, bad string) {
+	var ps string
+	var pn int64
+	if proto != nil {
+		ps = *proto
+	}
+	if port != nil {
+		pn = *port
+	}
+	switch {
+	case ps == "" && pn == 0:
+		return 0, 0, ""
+	case pn <= 0 || pn > math.MaxUint16:
+		return 0, 0, "port"
+	}
+	p, err := nft.ParseProto(ps)
+	if err != nil {
+		return 0, 0, "proto"
+	}
+	return p, uint16(pn), ""
+}
+
+// validName accepts what may name a verdict's destination: a DNS name or
+// a wildcard pattern, in printable ASCII without spaces (the hub
+// sanitised it; the policy file checks it again when "always" saves it).
+func validName(s string) bool {
+	if len(s) == 0 || len(s) > 253 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] <= ' ' || s[i] > '~' {
+			return false
+		}
+	}
+	return true
+}
+
+func (h *firewall1) Revoke(ctx context.Context, c fw1.VarlinkCall, container, ip string, proto *string, port *int64) error {
 	p, err := policy.ParseDest(ip)
 	if err != nil {
 		closeFDs(&c.Call)
 		return c.ReplyInvalidDestination(ctx, ip)
 	}
+	svcProto, svcPort, bad := service(proto, port)
+	if bad != "" {
+		closeFDs(&c.Call)
+		return c.ReplyInvalidParameter(ctx, bad)
+	}
+	d := nft.Dest{Prefix: p, Proto: svcProto, Port: svcPort}
 	err = h.s.withFirewall(&c.Call, container, func(t *target, fw Firewall) error {
-		if err := fw.Revoke(p); err != nil {
+		if err := fw.Revoke(d); err != nil {
 			return &firewallError{op: "revoke", err: err}
 		}
 		return nil
@@ -192,16 +251,17 @@ func (h *firewall1) Explain(ctx context.Context, c fw1.VarlinkCall, container, i
 		closeFDs(&c.Call)
 		return c.ReplyInvalidParameter(ctx, "port")
 	}
-	switch proto {
-	case "", "tcp", "udp":
-	default:
-		closeFDs(&c.Call)
-		return c.ReplyInvalidParameter(ctx, "proto")
+	var p uint8
+	if proto != "" {
+		if p, err = nft.ParseProto(proto); err != nil {
+			closeFDs(&c.Call)
+			return c.ReplyInvalidParameter(ctx, "proto")
+		}
 	}
 	var x nft.Explanation
 	err = h.s.withFirewall(&c.Call, container, func(t *target, fw Firewall) error {
 		var err error
-		if x, err = fw.Explain(a, uint16(port)); err != nil {
+		if x, err = fw.Explain(a, p, uint16(port)); err != nil {
 			return &firewallError{op: "explain", err: err}
 		}
 		return nil
@@ -214,6 +274,158 @@ func (h *firewall1) Explain(ctx context.Context, c fw1.VarlinkCall, container, i
 		exp = h.s.cfg.Now().Add(x.Match.Expires)
 	}
 	return c.ReplyExplain(ctx, x.Verdict, string(x.Reason), usec(exp))
+}
+
+func (h *firewall1) Forwarder(ctx context.Context, c fw1.VarlinkCall, container string) error {
+	t, err := h.s.resolve(&c.Call, container)
+	if err != nil {
+		return h.s.replyError(ctx, &c, "forwarder", container, err)
+	}
+	defer t.Close()
+	rs, err := h.s.ruleset(t)
+	if err != nil {
+		return h.s.replyError(ctx, &c, "forwarder", container, &firewallError{op: "forwarder", err: err})
+	}
+	fs, err := h.s.forwarder(t)
+	if err != nil {
+		return h.s.replyError(ctx, &c, "forwarder", container, err)
+	}
+	defer fs.close() // the caller has its own copies once the reply is sent
+	if c.IsOneway() {
+		return nil
+	}
+	resolvers := make([]string, 0, len(rs.Resolvers))
+	for _, r := range rs.Resolvers {
+		resolvers = append(resolvers, r.String())
+	}
+	h.s.log.Info("DNS forwarder sockets for "+container, "container", container, "port", fs.port,
+		"sockets", strings.Join(fs.names, ","), "resolvers", strings.Join(resolvers, ","))
+	type reply struct {
+		Port      int64          `json:"port"`
+		Mark      int64          `json:"mark"`
+		Sockets   []string       `json:"sockets"`
+		Resolvers []string       `json:"resolvers"`
+		Names     []fw1.NameRule `json:"names"`
+	}
+	return c.ReplyWithFDs(ctx, reply{Port: int64(fs.port), Mark: int64(h.s.cfg.dnsMark()), Sockets: fs.names,
+		Resolvers: resolvers, Names: h.s.nameRules(t)}, fs.files)
+}
+
+func (h *firewall1) UpstreamTCP(ctx context.Context, c fw1.VarlinkCall, container, family string, count int64) error {
+	var fam int
+	switch family {
+	case "ip4":
+		fam = unix.AF_INET
+	case "ip6":
+		fam = unix.AF_INET6
+	default:
+		closeFDs(&c.Call)
+		return c.ReplyInvalidParameter(ctx, "family")
+	}
+	if count < 1 || count > maxUpstreamTCP {
+		closeFDs(&c.Call)
+		return c.ReplyInvalidParameter(ctx, "count")
+	}
+	t, err := h.s.resolve(&c.Call, container)
+	if err != nil {
+		return h.s.replyError(ctx, &c, "upstream-tcp", container, err)
+	}
+	defer t.Close()
+	files, err := h.s.upstreamTCP(t, fam, int(count))
+	if err != nil {
+		return h.s.replyError(ctx, &c, "upstream-tcp", container, err)
+	}
+	defer func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}()
+	if c.IsOneway() {
+		return nil
+	}
+	type reply struct {
+		Count int64 `json:"count"`
+	}
+	return c.ReplyWithFDs(ctx, reply{Count: int64(len(files))}, files)
+}
+
+// maxLearn bounds the elements of one Learn or Unlearn call.
+const maxLearn = 1024
+
+// learned validates wire elements; bad names the invalid parameter.
+func learned(els []fw1.Learned, needTTL bool) ([]nft.Learned, string) {
+	if len(els) > maxLearn {
+		return nil, "elements"
+	}
+	out := make([]nft.Learned, 0, len(els))
+	for _, e := range els {
+		a, err := netip.ParseAddr(e.Dest)
+		if err != nil || a.Zone() != "" {
+			return nil, "dest"
+		}
+		var proto *string
+		var port *int64
+		if e.Proto != "" || e.Port != 0 {
+			proto, port = &e.Proto, &e.Port
+		}
+		p, n, bad := service(proto, port)
+		if bad != "" {
+			return nil, bad
+		}
+		ttl := time.Duration(e.Ttl_ms) * time.Millisecond
+		if needTTL && (e.Ttl_ms <= 0 || ttl > 7*24*time.Hour) {
+			return nil, "ttl_ms"
+		}
+		if len(e.Comment) > 253 || (e.Comment != "" && !validName(e.Comment)) {
+			return nil, "comment"
+		}
+		out = append(out, nft.Learned{Dest: nft.Dest{Prefix: nft.Host(a), Proto: p, Port: n}, Timeout: ttl, Comment: e.Comment})
+	}
+	return out, ""
+}
+
+func (h *firewall1) Learn(ctx context.Context, c fw1.VarlinkCall, container string, elements []fw1.Learned) error {
+	ls, bad := learned(elements, true)
+	if bad != "" {
+		closeFDs(&c.Call)
+		return c.ReplyInvalidParameter(ctx, bad)
+	}
+	err := h.s.withFirewall(&c.Call, container, func(t *target, fw Firewall) error {
+		if h.s.cfg.Mode != ModeBuiltin {
+			return &firewallError{op: "learn", err: errors.New("learned addresses need the built-in ruleset")}
+		}
+		if err := fw.Learn(ls); err != nil {
+			return &firewallError{op: "learn", err: err}
+		}
+		return nil
+	})
+	if err != nil {
+		return h.s.replyError(ctx, &c, "learn", container, err)
+	}
+	h.s.log.Debug("learned addresses", "container", container, "count", len(ls))
+	return c.ReplyLearn(ctx)
+}
+
+func (h *firewall1) Unlearn(ctx context.Context, c fw1.VarlinkCall, container string, elements []fw1.Learned) error {
+	ls, bad := learned(elements, false)
+	if bad != "" {
+		closeFDs(&c.Call)
+		return c.ReplyInvalidParameter(ctx, bad)
+	}
+	ds := make([]nft.Dest, 0, len(ls))
+	for _, l := range ls {
+		ds = append(ds, l.Dest)
+	}
+	err := h.s.withFirewall(&c.Call, container, func(t *target, fw Firewall) error {
+		if err := fw.Unlearn(ds); err != nil {
+			return &firewallError{op: "unlearn", err: err}
+		}
+		return nil
+	})
+	if err != nil {
+		return h.s.replyError(ctx, &c, "unlearn", container, err)
+	}
+	return c.ReplyUnlearn(ctx)
 }
 
 func (h *firewall1) Disengage(ctx context.Context, c fw1.VarlinkCall, container string) error {
@@ -276,13 +488,17 @@ func (s *Service) replyError(ctx context.Context, c *fw1.VarlinkCall, op, contai
 // the kernel's remaining time.
 func wireElement(e nft.Element, now time.Time) fw1.Element {
 	dest := e.First.String() + "-" + e.Last.String()
-	if e.Prefix.IsValid() {
-		dest = e.Prefix.String()
-		if e.Prefix.IsSingleIP() {
-			dest = e.Prefix.Addr().String()
+	if p := e.Dest.Prefix; p.IsValid() {
+		dest = p.String()
+		if p.IsSingleIP() {
+			dest = p.Addr().String()
 		}
 	}
 	w := fw1.Element{List: e.List, Set: e.Set, Dest: dest, Comment: e.Comment}
+	if !e.Dest.Whole() {
+		proto, port := nft.ProtoName(e.Dest.Proto), int64(e.Dest.Port)
+		w.Proto, w.Port = &proto, &port
+	}
 	if e.Timeout > 0 {
 		w.Timeout_sec = int64((e.Timeout + time.Second - 1) / time.Second)
 		w.Expires_usec = now.Add(e.Expires).UnixMicro()

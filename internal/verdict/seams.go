@@ -26,15 +26,22 @@ type Firewall interface {
 	Engage(rs nft.Ruleset) error
 	// Disengage removes the built-in table; a no-op for the shield's.
 	Disengage() error
-	// Apply adds dest to the action's set with ttl (0 = no timeout). An
-	// error wrapping [nft.ErrNoTimeout] means the set cannot time out.
-	Apply(action string, dest netip.Prefix, ttl time.Duration) error
+	// Apply adds dest to the action's set with ttl (0 = no timeout) and
+	// comment. An error wrapping [nft.ErrNoTimeout] means the set cannot
+	// time out.
+	Apply(action string, dest nft.Dest, ttl time.Duration, comment string) error
 	// Revoke removes dest from the allow and deny sets.
-	Revoke(dest netip.Prefix) error
-	// List returns the elements of the allow and deny sets.
+	Revoke(dest nft.Dest) error
+	// Learn adds addresses the DNS forwarder learned to the learned sets.
+	Learn(ls []nft.Learned) error
+	// Unlearn removes learned addresses.
+	Unlearn(ds []nft.Dest) error
+	// SetDNSPort points the ruleset's DNS redirect at port.
+	SetDNSPort(port uint16, mark uint32) error
+	// List returns the elements of the allow, deny and learned sets.
 	List() ([]nft.Element, error)
-	// Explain says what happens to a new connection to dst:port.
-	Explain(dst netip.Addr, port uint16) (nft.Explanation, error)
+	// Explain says what happens to a new connection to dst, proto, port.
+	Explain(dst netip.Addr, proto uint8, port uint16) (nft.Explanation, error)
 	// Close releases the firewall's netlink socket.
 	Close() error
 }

@@ -19,7 +19,7 @@ import (
 	"github.com/terok-ai/clearance/internal/policy"
 	"github.com/terok-ai/clearance/internal/varlinkapi"
 	"github.com/terok-ai/clearance/internal/varlinkapi/iosystemdservice"
-	"github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearancefirewall1"
+	fw1 "github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearancefirewall1"
 	"github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearanceverdict1"
 )
 
@@ -87,14 +87,19 @@ type Config struct {
 	Group uint16
 	// CopyRange is the bytes copied per NFLOG record (0: nflog default).
 	CopyRange uint16
-	// BlockPrefix and DNSPrefix are the built-in ruleset's log prefixes
-	// ("" for the nft defaults).
-	BlockPrefix, DNSPrefix string
+	// BlockPrefix is the built-in ruleset's log prefix ("" for the nft
+	// default).
+	BlockPrefix string
+	// DNSMark is the firewall mark of the DNS forwarder's sockets (0:
+	// nft.DefaultDNSMark).
+	DNSMark uint32
 	// TCPReset refuses blocked TCP connections with a reset (see
 	// nft.Ruleset.TCPReset).
 	TCPReset bool
-	// Resolvers are DNS servers to open. Empty means the container's own
-	// /etc/resolv.conf (when its pid is known), plus the policy's.
+	// Resolvers are the DNS servers the forwarder asks. Empty means the
+	// nameservers of the container's resolv.conf as its runtime record
+	// captured it at createRuntime; the policy's resolvers are added to
+	// either.
 	Resolvers []netip.Addr
 	// OnceTTL is the lifetime of a "once" verdict without ttl (default 1h).
 	OnceTTL time.Duration
@@ -170,6 +175,13 @@ func New(cfg Config) (*Service, error) {
 
 func (c *Config) execMode() bool { return c.Mode == ModeShield && c.ShieldApply == ShieldApplyExec }
 
+func (c *Config) dnsMark() uint32 {
+	if c.DNSMark == 0 {
+		return nft.DefaultDNSMark
+	}
+	return c.DNSMark
+}
+
 // Varlink returns a varlink service with org.terok.ClearanceVerdict1,
 // org.terok.ClearanceFirewall1 and io.systemd.service registered.
 func (s *Service) Varlink() (*varlink.Service, error) {
@@ -180,7 +192,7 @@ func (s *Service) Varlink() (*varlink.Service, error) {
 	if err := svc.RegisterInterface(orgterokclearanceverdict1.VarlinkNew(&compat{s: s})); err != nil {
 		return nil, err
 	}
-	if err := svc.RegisterInterface(orgterokclearancefirewall1.VarlinkNew(&firewall1{s: s})); err != nil {
+	if err := svc.RegisterInterface(fw1.VarlinkNew(&firewall1{s: s})); err != nil {
 		return nil, err
 	}
 	sd := &varlinkapi.SystemdService{Level: s.cfg.Level, Allowed: func(c *iosystemdservice.VarlinkCall) bool {
@@ -227,8 +239,11 @@ func (e *firewallError) Unwrap() error { return e.err }
 // the container's policies.
 func (s *Service) ruleset(t *target) (nft.Ruleset, error) {
 	rs := nft.Ruleset{
-		Group: s.cfg.Group, BlockPrefix: s.cfg.BlockPrefix, DNSPrefix: s.cfg.DNSPrefix, TCPReset: s.cfg.TCPReset,
+		Group: s.cfg.Group, BlockPrefix: s.cfg.BlockPrefix, TCPReset: s.cfg.TCPReset, DNSMark: s.cfg.dnsMark(),
 		Resolvers: append([]netip.Addr(nil), s.cfg.Resolvers...),
+	}
+	if len(s.cfg.Resolvers) == 0 && t.rec != nil {
+		rs.Resolvers = append(rs.Resolvers, t.rec.ResolverAddrs()...)
 	}
 	if name := t.policyName(); name != "" {
 		dirs := []string{s.cfg.PolicyDir}
@@ -240,19 +255,21 @@ func (s *Service) ruleset(t *target) (nft.Ruleset, error) {
 			if err != nil {
 				return rs, fmt.Errorf("load policy %q: %w", name, err)
 			}
-			rs.Allow = append(rs.Allow, p.AllowPrefixes()...)
-			rs.Deny = append(rs.Deny, p.DenyPrefixes()...)
+			for _, a := range p.AllowPrefixes() {
+				rs.Allow = append(rs.Allow, nft.PrefixDest(a))
+			}
+			for _, a := range p.DenyPrefixes() {
+				rs.Deny = append(rs.Deny, nft.PrefixDest(a))
+			}
 			rs.Resolvers = append(rs.Resolvers, p.Resolvers...)
 		}
 	}
-	if len(s.cfg.Resolvers) == 0 && t.pid() > 1 {
-		rcs, err := containerResolvers(t.pid())
-		if err != nil {
-			s.log.Debug("no resolvers from the container's resolv.conf", "container", t.container, "err", err)
-		}
-		rs.Resolvers = append(rs.Resolvers, rcs...)
-	}
 	return rs, nil
+}
+
+// nameRules returns the name rules of t's policy for its DNS forwarder.
+func (s *Service) nameRules(t *target) []fw1.NameRule {
+	return []fw1.NameRule{}
 }
 
 // engage installs or verifies the ruleset.
@@ -312,7 +329,8 @@ func (s *Service) watch(t *target) (*os.File, error) {
 
 // applyRequest is a validated scoped verdict.
 type applyRequest struct {
-	dest         netip.Prefix
+	dest         nft.Dest
+	name         string // the name the verdict is about, if any (comment; "always" saves it)
 	destText     string // as the caller wrote it (exec mode passes it on)
 	action       string
 	scope        string
@@ -338,12 +356,12 @@ func (s *Service) apply(ctx context.Context, t *target, r applyRequest) (bool, s
 	}
 	defer release()
 	ttl := r.ttl
-	err = fw.Apply(r.action, r.dest, ttl)
+	err = fw.Apply(r.action, r.dest, ttl, r.name)
 	if errors.Is(err, nft.ErrNoTimeout) && s.cfg.Mode == ModeShield {
 		// terok-shield's sets have no timeout flag: the verdict lasts
 		// until the container exits, as the seed's did.
 		ttl = 0
-		err = fw.Apply(r.action, r.dest, 0)
+		err = fw.Apply(r.action, r.dest, 0, r.name)
 	}
 	if err != nil {
 		s.failed(t, err)
@@ -382,7 +400,7 @@ func (s *Service) persist(t *target, r applyRequest) error {
 	}
 	comment := "always, by uid " + strconv.FormatUint(uint64(t.peer), 10) + " for " + t.container + " at " +
 		s.cfg.Now().UTC().Format(time.RFC3339)
-	if err := policy.Append(dir, name, list, policy.Entry{Dest: r.dest, Comment: comment}); err != nil {
+	if err := policy.Append(dir, name, list, policy.Entry{Dest: r.dest.Prefix, Comment: comment}); err != nil {
 		return fmt.Errorf("not saved to policy %q: %w", name, err)
 	}
 	return nil

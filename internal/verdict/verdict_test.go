@@ -16,14 +16,6 @@ import (
 	fw1 "github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearancefirewall1"
 )
 
-func TestParseResolvConf(t *testing.T) {
-	in := "# comment\nnameserver 10.0.0.53\nnameserver   fe80::1%eth0\nsearch example.com\nnameserver bogus\nnameserver ::ffff:192.0.2.1\noptions ndots:2\nnameserver\n"
-	want := []netip.Addr{netip.MustParseAddr("10.0.0.53"), netip.MustParseAddr("fe80::1"), netip.MustParseAddr("192.0.2.1")}
-	if diff := cmp.Diff(want, parseResolvConf([]byte(in)), cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
-		t.Errorf("parseResolvConf (-want +got):\n%s", diff)
-	}
-}
-
 func TestAuthorize(t *testing.T) {
 	tests := []struct {
 		name        string
@@ -68,10 +60,10 @@ func TestWireElement(t *testing.T) {
 		want fw1.Element
 	}{
 		{"single address with timeout",
-			nft.Element{Set: "allow4", List: "allow", Prefix: netip.MustParsePrefix("192.0.2.1/32"), Timeout: 1500 * time.Millisecond, Expires: time.Second},
+			nft.Element{Set: "allow4", List: "allow", Dest: nft.PrefixDest(netip.MustParsePrefix("192.0.2.1/32")), Timeout: 1500 * time.Millisecond, Expires: time.Second},
 			fw1.Element{List: "allow", Set: "allow4", Dest: "192.0.2.1", Timeout_sec: 2, Expires_usec: now.Add(time.Second).UnixMicro()}},
 		{"permanent prefix",
-			nft.Element{Set: "deny6_net", List: "deny", Prefix: netip.MustParsePrefix("2001:db8::/32"), Comment: "c"},
+			nft.Element{Set: "deny6_net", List: "deny", Dest: nft.PrefixDest(netip.MustParsePrefix("2001:db8::/32")), Comment: "c"},
 			fw1.Element{List: "deny", Set: "deny6_net", Dest: "2001:db8::/32", Comment: "c"}},
 		{"non-CIDR range",
 			nft.Element{Set: "allow_v4", List: "allow", First: netip.MustParseAddr("10.0.0.1"), Last: netip.MustParseAddr("10.0.0.5")},

@@ -25,16 +25,46 @@ import (
 
 // Generated type declarations
 
-// One entry of an allow or deny set. dest is an address or a CIDR prefix;
-// timeout_sec is 0 for a permanent element; expires_usec is when the
-// kernel removes it (CLOCK_REALTIME microseconds), 0 for never.
+// One entry of an allow, deny or learned set. list is "allow", "deny" or
+// "learned" (addresses the DNS forwarder learned for an allowed name); dest
+// is an address or a CIDR prefix; proto ("tcp", "udp", "sctp") and port
+// narrow it to one port ("" and 0: every protocol and port); timeout_sec is
+// 0 for a permanent element; expires_usec is when the kernel removes it
+// (CLOCK_REALTIME microseconds), 0 for never; comment is what the element
+// was added for (the name of a learned address, the name of a verdict).
 type Element struct {
-	List         string `json:"list"`
-	Set          string `json:"set"`
-	Dest         string `json:"dest"`
-	Timeout_sec  int64  `json:"timeout_sec"`
-	Expires_usec int64  `json:"expires_usec"`
-	Comment      string `json:"comment"`
+	List         string  `json:"list"`
+	Set          string  `json:"set"`
+	Dest         string  `json:"dest"`
+	Timeout_sec  int64   `json:"timeout_sec"`
+	Expires_usec int64   `json:"expires_usec"`
+	Comment      string  `json:"comment"`
+	Proto        *string `json:"proto,omitempty"`
+	Port         *int64  `json:"port,omitempty"`
+}
+
+// A name rule of the container's policy, for the DNS forwarder: pattern is
+// a name ("github.com") or a wildcard ("*.example.com": one or more labels
+// below example.com, never example.com itself); action "allow" or "deny";
+// proto and port narrow it ("" and 0: every port); source is the policy
+// file and line it came from.
+type NameRule struct {
+	Pattern string `json:"pattern"`
+	Action  string `json:"action"`
+	Proto   string `json:"proto"`
+	Port    int64  `json:"port"`
+	Source  string `json:"source"`
+}
+
+// An address the DNS forwarder learned for an allowed name: dest a single
+// address, proto/port as in Element, ttl_ms the element's timeout
+// (1 ms to 7 days), comment the name.
+type Learned struct {
+	Dest    string `json:"dest"`
+	Proto   string `json:"proto"`
+	Port    int64  `json:"port"`
+	Ttl_ms  int64  `json:"ttl_ms"`
+	Comment string `json:"comment"`
 }
 
 // The caller does not own the container's network namespace.
@@ -74,7 +104,8 @@ func (e StaleRecord) Error() string {
 	return s
 }
 
-// ip is not an IP address or CIDR prefix.
+// ip is not an IP address or CIDR prefix, or a learned address not a
+// single address.
 type InvalidDestination struct {
 	Dest string `json:"dest"`
 }
@@ -296,20 +327,24 @@ func (m Watch_methods) Upgrade(ctx context.Context, c *varlink.Connection, conta
 }
 
 // Adds ip (an address or CIDR prefix) to the allow (action "allow") or deny
-// ("deny") set and removes the same entry from the other one. scope "once":
-// the element times out after ttl_sec (0 = the configured default);
-// "container": no timeout, until the container exits; "always": no
-// timeout, and also appended to the container's YAML policy (policy_target
-// names the policy; "" = the one in the runtime record), so later
-// containers start with it. The outcome is ok/stderr as in
-// org.terok.ClearanceVerdict1.Apply; expires_usec is the element's expiry
-// (CLOCK_REALTIME microseconds), 0 for none.
+// ("deny") set and removes the same entry from the other one. proto ("tcp",
+// "udp", "sctp") and port narrow the verdict to one port (absent: every
+// port). scope "once": the element times out after ttl_sec (0 = the
+// configured default); "container": no timeout, until the container exits;
+// "always": no timeout, and also appended to the container's YAML policy
+// (policy_target names the policy; "" = the one in the runtime record), so
+// later containers start with it. name, when the verdict is about a DNS
+// name (as a name or a wildcard pattern), is stored as the element's
+// comment and is what "always" writes to the policy instead of ip. The
+// outcome is ok/stderr as in org.terok.ClearanceVerdict1.Apply;
+// expires_usec is the element's expiry (CLOCK_REALTIME microseconds), 0 for
+// none.
 type Apply_methods struct{}
 
 func Apply() Apply_methods { return Apply_methods{} }
 
-func (m Apply_methods) Call(ctx context.Context, c *varlink.Connection, container_in_ string, ip_in_ string, action_in_ string, scope_in_ string, ttl_sec_in_ int64, policy_target_in_ string) (ok_out_ bool, stderr_out_ string, expires_usec_out_ int64, err_ error) {
-	receive, err_ := m.Send(ctx, c, 0, container_in_, ip_in_, action_in_, scope_in_, ttl_sec_in_, policy_target_in_)
+func (m Apply_methods) Call(ctx context.Context, c *varlink.Connection, container_in_ string, ip_in_ string, action_in_ string, scope_in_ string, ttl_sec_in_ int64, policy_target_in_ string, proto_in_ *string, port_in_ *int64, name_in_ *string) (ok_out_ bool, stderr_out_ string, expires_usec_out_ int64, err_ error) {
+	receive, err_ := m.Send(ctx, c, 0, container_in_, ip_in_, action_in_, scope_in_, ttl_sec_in_, policy_target_in_, proto_in_, port_in_, name_in_)
 	if err_ != nil {
 		return
 	}
@@ -317,14 +352,17 @@ func (m Apply_methods) Call(ctx context.Context, c *varlink.Connection, containe
 	return
 }
 
-func (m Apply_methods) Send(ctx context.Context, c *varlink.Connection, flags uint64, container_in_ string, ip_in_ string, action_in_ string, scope_in_ string, ttl_sec_in_ int64, policy_target_in_ string) (func(ctx context.Context) (bool, string, int64, uint64, error), error) {
+func (m Apply_methods) Send(ctx context.Context, c *varlink.Connection, flags uint64, container_in_ string, ip_in_ string, action_in_ string, scope_in_ string, ttl_sec_in_ int64, policy_target_in_ string, proto_in_ *string, port_in_ *int64, name_in_ *string) (func(ctx context.Context) (bool, string, int64, uint64, error), error) {
 	var in struct {
-		Container     string `json:"container"`
-		Ip            string `json:"ip"`
-		Action        string `json:"action"`
-		Scope         string `json:"scope"`
-		Ttl_sec       int64  `json:"ttl_sec"`
-		Policy_target string `json:"policy_target"`
+		Container     string  `json:"container"`
+		Ip            string  `json:"ip"`
+		Action        string  `json:"action"`
+		Scope         string  `json:"scope"`
+		Ttl_sec       int64   `json:"ttl_sec"`
+		Policy_target string  `json:"policy_target"`
+		Proto         *string `json:"proto,omitempty"`
+		Port          *int64  `json:"port,omitempty"`
+		Name          *string `json:"name,omitempty"`
 	}
 	in.Container = container_in_
 	in.Ip = ip_in_
@@ -332,6 +370,9 @@ func (m Apply_methods) Send(ctx context.Context, c *varlink.Connection, flags ui
 	in.Scope = scope_in_
 	in.Ttl_sec = ttl_sec_in_
 	in.Policy_target = policy_target_in_
+	in.Proto = proto_in_
+	in.Port = port_in_
+	in.Name = name_in_
 	receive, err := c.Send(ctx, "org.terok.ClearanceFirewall1.Apply", in, flags)
 	if err != nil {
 		return nil, err
@@ -354,14 +395,17 @@ func (m Apply_methods) Send(ctx context.Context, c *varlink.Connection, flags ui
 	}, nil
 }
 
-func (m Apply_methods) Upgrade(ctx context.Context, c *varlink.Connection, container_in_ string, ip_in_ string, action_in_ string, scope_in_ string, ttl_sec_in_ int64, policy_target_in_ string) (func(ctx context.Context) (ok_out_ bool, stderr_out_ string, expires_usec_out_ int64, flags uint64, conn varlink.ReadWriterContext, err_ error), error) {
+func (m Apply_methods) Upgrade(ctx context.Context, c *varlink.Connection, container_in_ string, ip_in_ string, action_in_ string, scope_in_ string, ttl_sec_in_ int64, policy_target_in_ string, proto_in_ *string, port_in_ *int64, name_in_ *string) (func(ctx context.Context) (ok_out_ bool, stderr_out_ string, expires_usec_out_ int64, flags uint64, conn varlink.ReadWriterContext, err_ error), error) {
 	var in struct {
-		Container     string `json:"container"`
-		Ip            string `json:"ip"`
-		Action        string `json:"action"`
-		Scope         string `json:"scope"`
-		Ttl_sec       int64  `json:"ttl_sec"`
-		Policy_target string `json:"policy_target"`
+		Container     string  `json:"container"`
+		Ip            string  `json:"ip"`
+		Action        string  `json:"action"`
+		Scope         string  `json:"scope"`
+		Ttl_sec       int64   `json:"ttl_sec"`
+		Policy_target string  `json:"policy_target"`
+		Proto         *string `json:"proto,omitempty"`
+		Port          *int64  `json:"port,omitempty"`
+		Name          *string `json:"name,omitempty"`
 	}
 	in.Container = container_in_
 	in.Ip = ip_in_
@@ -369,6 +413,9 @@ func (m Apply_methods) Upgrade(ctx context.Context, c *varlink.Connection, conta
 	in.Scope = scope_in_
 	in.Ttl_sec = ttl_sec_in_
 	in.Policy_target = policy_target_in_
+	in.Proto = proto_in_
+	in.Port = port_in_
+	in.Name = name_in_
 	receive, err := c.Upgrade(ctx, "org.terok.ClearanceFirewall1.Apply", in)
 	if err != nil {
 		return nil, err
@@ -391,14 +438,15 @@ func (m Apply_methods) Upgrade(ctx context.Context, c *varlink.Connection, conta
 	}, nil
 }
 
-// Removes ip from the allow and deny sets (exact entries only); not an
-// error when it is in neither. The YAML policy is not changed.
+// Removes ip (with proto and port, if given) from the allow and deny sets
+// (exact entries only); not an error when it is in neither. The YAML
+// policy is not changed.
 type Revoke_methods struct{}
 
 func Revoke() Revoke_methods { return Revoke_methods{} }
 
-func (m Revoke_methods) Call(ctx context.Context, c *varlink.Connection, container_in_ string, ip_in_ string) (err_ error) {
-	receive, err_ := m.Send(ctx, c, 0, container_in_, ip_in_)
+func (m Revoke_methods) Call(ctx context.Context, c *varlink.Connection, container_in_ string, ip_in_ string, proto_in_ *string, port_in_ *int64) (err_ error) {
+	receive, err_ := m.Send(ctx, c, 0, container_in_, ip_in_, proto_in_, port_in_)
 	if err_ != nil {
 		return
 	}
@@ -406,13 +454,17 @@ func (m Revoke_methods) Call(ctx context.Context, c *varlink.Connection, contain
 	return
 }
 
-func (m Revoke_methods) Send(ctx context.Context, c *varlink.Connection, flags uint64, container_in_ string, ip_in_ string) (func(ctx context.Context) (uint64, error), error) {
+func (m Revoke_methods) Send(ctx context.Context, c *varlink.Connection, flags uint64, container_in_ string, ip_in_ string, proto_in_ *string, port_in_ *int64) (func(ctx context.Context) (uint64, error), error) {
 	var in struct {
-		Container string `json:"container"`
-		Ip        string `json:"ip"`
+		Container string  `json:"container"`
+		Ip        string  `json:"ip"`
+		Proto     *string `json:"proto,omitempty"`
+		Port      *int64  `json:"port,omitempty"`
 	}
 	in.Container = container_in_
 	in.Ip = ip_in_
+	in.Proto = proto_in_
+	in.Port = port_in_
 	receive, err := c.Send(ctx, "org.terok.ClearanceFirewall1.Revoke", in, flags)
 	if err != nil {
 		return nil, err
@@ -427,13 +479,17 @@ func (m Revoke_methods) Send(ctx context.Context, c *varlink.Connection, flags u
 	}, nil
 }
 
-func (m Revoke_methods) Upgrade(ctx context.Context, c *varlink.Connection, container_in_ string, ip_in_ string) (func(ctx context.Context) (flags uint64, conn varlink.ReadWriterContext, err_ error), error) {
+func (m Revoke_methods) Upgrade(ctx context.Context, c *varlink.Connection, container_in_ string, ip_in_ string, proto_in_ *string, port_in_ *int64) (func(ctx context.Context) (flags uint64, conn varlink.ReadWriterContext, err_ error), error) {
 	var in struct {
-		Container string `json:"container"`
-		Ip        string `json:"ip"`
+		Container string  `json:"container"`
+		Ip        string  `json:"ip"`
+		Proto     *string `json:"proto,omitempty"`
+		Port      *int64  `json:"port,omitempty"`
 	}
 	in.Container = container_in_
 	in.Ip = ip_in_
+	in.Proto = proto_in_
+	in.Port = port_in_
 	receive, err := c.Upgrade(ctx, "org.terok.ClearanceFirewall1.Revoke", in)
 	if err != nil {
 		return nil, err
@@ -448,7 +504,7 @@ func (m Revoke_methods) Upgrade(ctx context.Context, c *varlink.Connection, cont
 	}, nil
 }
 
-// The elements of the allow and deny sets, deny sets first.
+// The elements of the allow, deny and learned sets, deny sets first.
 type List_methods struct{}
 
 func List() List_methods { return List_methods{} }
@@ -504,6 +560,280 @@ func (m List_methods) Upgrade(ctx context.Context, c *varlink.Connection, contai
 			return
 		}
 		elements_out_ = []Element(out.Elements)
+		return
+	}, nil
+}
+
+// Creates the container's DNS forwarder sockets inside its network
+// namespace and returns them as file descriptors with the reply
+// (SCM_RIGHTS), in the order sockets names them: "udp4" and "tcp4" (a UDP
+// socket and a listening TCP socket on 127.0.0.1:port), "udp6" and "tcp6"
+// (the same on [::1]:port, when the namespace has IPv6), "up4" and "up6"
+// (unconnected UDP sockets for queries to the resolvers). Every socket
+// carries the firewall mark mark, which only the forwarder's queries may
+// carry to the resolvers. The ruleset's redirect of every DNS query (udp
+// and tcp port 53) is pointed at port. resolvers are the DNS servers the
+// forwarder may ask (from the configuration, the policy, or the
+// container's resolv.conf as its runtime record captured it); names are
+// the name rules of the container's policy. Built-in mode only.
+type Forwarder_methods struct{}
+
+func Forwarder() Forwarder_methods { return Forwarder_methods{} }
+
+func (m Forwarder_methods) Call(ctx context.Context, c *varlink.Connection, container_in_ string) (port_out_ int64, mark_out_ int64, sockets_out_ []string, resolvers_out_ []string, names_out_ []NameRule, err_ error) {
+	receive, err_ := m.Send(ctx, c, 0, container_in_)
+	if err_ != nil {
+		return
+	}
+	port_out_, mark_out_, sockets_out_, resolvers_out_, names_out_, _, err_ = receive(ctx)
+	return
+}
+
+func (m Forwarder_methods) Send(ctx context.Context, c *varlink.Connection, flags uint64, container_in_ string) (func(ctx context.Context) (int64, int64, []string, []string, []NameRule, uint64, error), error) {
+	var in struct {
+		Container string `json:"container"`
+	}
+	in.Container = container_in_
+	receive, err := c.Send(ctx, "org.terok.ClearanceFirewall1.Forwarder", in, flags)
+	if err != nil {
+		return nil, err
+	}
+	return func(context.Context) (port_out_ int64, mark_out_ int64, sockets_out_ []string, resolvers_out_ []string, names_out_ []NameRule, flags uint64, err error) {
+		var out struct {
+			Port      int64      `json:"port"`
+			Mark      int64      `json:"mark"`
+			Sockets   []string   `json:"sockets"`
+			Resolvers []string   `json:"resolvers"`
+			Names     []NameRule `json:"names"`
+		}
+		flags, err = receive(ctx, &out)
+		if err != nil {
+			err = Dispatch_Error(err)
+			return
+		}
+		port_out_ = out.Port
+		mark_out_ = out.Mark
+		sockets_out_ = []string(out.Sockets)
+		resolvers_out_ = []string(out.Resolvers)
+		names_out_ = []NameRule(out.Names)
+		return
+	}, nil
+}
+
+func (m Forwarder_methods) Upgrade(ctx context.Context, c *varlink.Connection, container_in_ string) (func(ctx context.Context) (port_out_ int64, mark_out_ int64, sockets_out_ []string, resolvers_out_ []string, names_out_ []NameRule, flags uint64, conn varlink.ReadWriterContext, err_ error), error) {
+	var in struct {
+		Container string `json:"container"`
+	}
+	in.Container = container_in_
+	receive, err := c.Upgrade(ctx, "org.terok.ClearanceFirewall1.Forwarder", in)
+	if err != nil {
+		return nil, err
+	}
+	return func(context.Context) (port_out_ int64, mark_out_ int64, sockets_out_ []string, resolvers_out_ []string, names_out_ []NameRule, flags uint64, conn varlink.ReadWriterContext, err error) {
+		var out struct {
+			Port      int64      `json:"port"`
+			Mark      int64      `json:"mark"`
+			Sockets   []string   `json:"sockets"`
+			Resolvers []string   `json:"resolvers"`
+			Names     []NameRule `json:"names"`
+		}
+		flags, conn, err = receive(ctx, &out)
+		if err != nil {
+			err = Dispatch_Error(err)
+			return
+		}
+		port_out_ = out.Port
+		mark_out_ = out.Mark
+		sockets_out_ = []string(out.Sockets)
+		resolvers_out_ = []string(out.Resolvers)
+		names_out_ = []NameRule(out.Names)
+		return
+	}, nil
+}
+
+// Creates count (1..16) unconnected TCP sockets of family "ip4" or "ip6"
+// in the container's namespace, marked like the forwarder's, and returns
+// them as file descriptors with the reply: each carries one DNS-over-TCP
+// query of the forwarder to a resolver.
+type UpstreamTCP_methods struct{}
+
+func UpstreamTCP() UpstreamTCP_methods { return UpstreamTCP_methods{} }
+
+func (m UpstreamTCP_methods) Call(ctx context.Context, c *varlink.Connection, container_in_ string, family_in_ string, count_in_ int64) (count_out_ int64, err_ error) {
+	receive, err_ := m.Send(ctx, c, 0, container_in_, family_in_, count_in_)
+	if err_ != nil {
+		return
+	}
+	count_out_, _, err_ = receive(ctx)
+	return
+}
+
+func (m UpstreamTCP_methods) Send(ctx context.Context, c *varlink.Connection, flags uint64, container_in_ string, family_in_ string, count_in_ int64) (func(ctx context.Context) (int64, uint64, error), error) {
+	var in struct {
+		Container string `json:"container"`
+		Family    string `json:"family"`
+		Count     int64  `json:"count"`
+	}
+	in.Container = container_in_
+	in.Family = family_in_
+	in.Count = count_in_
+	receive, err := c.Send(ctx, "org.terok.ClearanceFirewall1.UpstreamTCP", in, flags)
+	if err != nil {
+		return nil, err
+	}
+	return func(context.Context) (count_out_ int64, flags uint64, err error) {
+		var out struct {
+			Count int64 `json:"count"`
+		}
+		flags, err = receive(ctx, &out)
+		if err != nil {
+			err = Dispatch_Error(err)
+			return
+		}
+		count_out_ = out.Count
+		return
+	}, nil
+}
+
+func (m UpstreamTCP_methods) Upgrade(ctx context.Context, c *varlink.Connection, container_in_ string, family_in_ string, count_in_ int64) (func(ctx context.Context) (count_out_ int64, flags uint64, conn varlink.ReadWriterContext, err_ error), error) {
+	var in struct {
+		Container string `json:"container"`
+		Family    string `json:"family"`
+		Count     int64  `json:"count"`
+	}
+	in.Container = container_in_
+	in.Family = family_in_
+	in.Count = count_in_
+	receive, err := c.Upgrade(ctx, "org.terok.ClearanceFirewall1.UpstreamTCP", in)
+	if err != nil {
+		return nil, err
+	}
+	return func(context.Context) (count_out_ int64, flags uint64, conn varlink.ReadWriterContext, err error) {
+		var out struct {
+			Count int64 `json:"count"`
+		}
+		flags, conn, err = receive(ctx, &out)
+		if err != nil {
+			err = Dispatch_Error(err)
+			return
+		}
+		count_out_ = out.Count
+		return
+	}, nil
+}
+
+// Adds (or refreshes) addresses learned by the DNS forwarder for allowed
+// names in the learned sets, in one batch (at most 1024 elements), and
+// replies once the kernel has acknowledged them. An element already
+// present takes the new timeout. Built-in mode only.
+type Learn_methods struct{}
+
+func Learn() Learn_methods { return Learn_methods{} }
+
+func (m Learn_methods) Call(ctx context.Context, c *varlink.Connection, container_in_ string, elements_in_ []Learned) (err_ error) {
+	receive, err_ := m.Send(ctx, c, 0, container_in_, elements_in_)
+	if err_ != nil {
+		return
+	}
+	_, err_ = receive(ctx)
+	return
+}
+
+func (m Learn_methods) Send(ctx context.Context, c *varlink.Connection, flags uint64, container_in_ string, elements_in_ []Learned) (func(ctx context.Context) (uint64, error), error) {
+	var in struct {
+		Container string    `json:"container"`
+		Elements  []Learned `json:"elements"`
+	}
+	in.Container = container_in_
+	in.Elements = []Learned(elements_in_)
+	receive, err := c.Send(ctx, "org.terok.ClearanceFirewall1.Learn", in, flags)
+	if err != nil {
+		return nil, err
+	}
+	return func(context.Context) (flags uint64, err error) {
+		flags, err = receive(ctx, nil)
+		if err != nil {
+			err = Dispatch_Error(err)
+			return
+		}
+		return
+	}, nil
+}
+
+func (m Learn_methods) Upgrade(ctx context.Context, c *varlink.Connection, container_in_ string, elements_in_ []Learned) (func(ctx context.Context) (flags uint64, conn varlink.ReadWriterContext, err_ error), error) {
+	var in struct {
+		Container string    `json:"container"`
+		Elements  []Learned `json:"elements"`
+	}
+	in.Container = container_in_
+	in.Elements = []Learned(elements_in_)
+	receive, err := c.Upgrade(ctx, "org.terok.ClearanceFirewall1.Learn", in)
+	if err != nil {
+		return nil, err
+	}
+	return func(context.Context) (flags uint64, conn varlink.ReadWriterContext, err error) {
+		flags, conn, err = receive(ctx, nil)
+		if err != nil {
+			err = Dispatch_Error(err)
+			return
+		}
+		return
+	}, nil
+}
+
+// Removes learned addresses (ttl_ms and comment are ignored); those
+// already gone are skipped.
+type Unlearn_methods struct{}
+
+func Unlearn() Unlearn_methods { return Unlearn_methods{} }
+
+func (m Unlearn_methods) Call(ctx context.Context, c *varlink.Connection, container_in_ string, elements_in_ []Learned) (err_ error) {
+	receive, err_ := m.Send(ctx, c, 0, container_in_, elements_in_)
+	if err_ != nil {
+		return
+	}
+	_, err_ = receive(ctx)
+	return
+}
+
+func (m Unlearn_methods) Send(ctx context.Context, c *varlink.Connection, flags uint64, container_in_ string, elements_in_ []Learned) (func(ctx context.Context) (uint64, error), error) {
+	var in struct {
+		Container string    `json:"container"`
+		Elements  []Learned `json:"elements"`
+	}
+	in.Container = container_in_
+	in.Elements = []Learned(elements_in_)
+	receive, err := c.Send(ctx, "org.terok.ClearanceFirewall1.Unlearn", in, flags)
+	if err != nil {
+		return nil, err
+	}
+	return func(context.Context) (flags uint64, err error) {
+		flags, err = receive(ctx, nil)
+		if err != nil {
+			err = Dispatch_Error(err)
+			return
+		}
+		return
+	}, nil
+}
+
+func (m Unlearn_methods) Upgrade(ctx context.Context, c *varlink.Connection, container_in_ string, elements_in_ []Learned) (func(ctx context.Context) (flags uint64, conn varlink.ReadWriterContext, err_ error), error) {
+	var in struct {
+		Container string    `json:"container"`
+		Elements  []Learned `json:"elements"`
+	}
+	in.Container = container_in_
+	in.Elements = []Learned(elements_in_)
+	receive, err := c.Upgrade(ctx, "org.terok.ClearanceFirewall1.Unlearn", in)
+	if err != nil {
+		return nil, err
+	}
+	return func(context.Context) (flags uint64, conn varlink.ReadWriterContext, err error) {
+		flags, conn, err = receive(ctx, nil)
+		if err != nil {
+			err = Dispatch_Error(err)
+			return
+		}
 		return
 	}, nil
 }
@@ -650,9 +980,13 @@ func (m Disengage_methods) Upgrade(ctx context.Context, c *varlink.Connection, c
 type orgterokclearancefirewall1Interface interface {
 	Engage(ctx context.Context, c VarlinkCall, container_ string) error
 	Watch(ctx context.Context, c VarlinkCall, container_ string) error
-	Apply(ctx context.Context, c VarlinkCall, container_ string, ip_ string, action_ string, scope_ string, ttl_sec_ int64, policy_target_ string) error
-	Revoke(ctx context.Context, c VarlinkCall, container_ string, ip_ string) error
+	Apply(ctx context.Context, c VarlinkCall, container_ string, ip_ string, action_ string, scope_ string, ttl_sec_ int64, policy_target_ string, proto_ *string, port_ *int64, name_ *string) error
+	Revoke(ctx context.Context, c VarlinkCall, container_ string, ip_ string, proto_ *string, port_ *int64) error
 	List(ctx context.Context, c VarlinkCall, container_ string) error
+	Forwarder(ctx context.Context, c VarlinkCall, container_ string) error
+	UpstreamTCP(ctx context.Context, c VarlinkCall, container_ string, family_ string, count_ int64) error
+	Learn(ctx context.Context, c VarlinkCall, container_ string, elements_ []Learned) error
+	Unlearn(ctx context.Context, c VarlinkCall, container_ string, elements_ []Learned) error
 	Explain(ctx context.Context, c VarlinkCall, container_ string, ip_ string, port_ int64, proto_ string) error
 	Disengage(ctx context.Context, c VarlinkCall, container_ string) error
 }
@@ -688,7 +1022,8 @@ func (c *VarlinkCall) ReplyStaleRecord(ctx context.Context, container_ string, r
 	return c.ReplyError(ctx, "org.terok.ClearanceFirewall1.StaleRecord", &out)
 }
 
-// ip is not an IP address or CIDR prefix.
+// ip is not an IP address or CIDR prefix, or a learned address not a
+// single address.
 func (c *VarlinkCall) ReplyInvalidDestination(ctx context.Context, dest_ string) error {
 	var out InvalidDestination
 	out.Dest = dest_
@@ -747,6 +1082,38 @@ func (c *VarlinkCall) ReplyList(ctx context.Context, elements_ []Element) error 
 	return c.Reply(ctx, &out)
 }
 
+func (c *VarlinkCall) ReplyForwarder(ctx context.Context, port_ int64, mark_ int64, sockets_ []string, resolvers_ []string, names_ []NameRule) error {
+	var out struct {
+		Port      int64      `json:"port"`
+		Mark      int64      `json:"mark"`
+		Sockets   []string   `json:"sockets"`
+		Resolvers []string   `json:"resolvers"`
+		Names     []NameRule `json:"names"`
+	}
+	out.Port = port_
+	out.Mark = mark_
+	out.Sockets = []string(sockets_)
+	out.Resolvers = []string(resolvers_)
+	out.Names = []NameRule(names_)
+	return c.Reply(ctx, &out)
+}
+
+func (c *VarlinkCall) ReplyUpstreamTCP(ctx context.Context, count_ int64) error {
+	var out struct {
+		Count int64 `json:"count"`
+	}
+	out.Count = count_
+	return c.Reply(ctx, &out)
+}
+
+func (c *VarlinkCall) ReplyLearn(ctx context.Context) error {
+	return c.Reply(ctx, nil)
+}
+
+func (c *VarlinkCall) ReplyUnlearn(ctx context.Context) error {
+	return c.Reply(ctx, nil)
+}
+
 func (c *VarlinkCall) ReplyExplain(ctx context.Context, verdict_ string, reason_ string, expires_usec_ int64) error {
 	var out struct {
 		Verdict      string `json:"verdict"`
@@ -785,27 +1152,70 @@ func (s *VarlinkInterface) Watch(ctx context.Context, c VarlinkCall, container_ 
 }
 
 // Adds ip (an address or CIDR prefix) to the allow (action "allow") or deny
-// ("deny") set and removes the same entry from the other one. scope "once":
-// the element times out after ttl_sec (0 = the configured default);
-// "container": no timeout, until the container exits; "always": no
-// timeout, and also appended to the container's YAML policy (policy_target
-// names the policy; "" = the one in the runtime record), so later
-// containers start with it. The outcome is ok/stderr as in
-// org.terok.ClearanceVerdict1.Apply; expires_usec is the element's expiry
-// (CLOCK_REALTIME microseconds), 0 for none.
-func (s *VarlinkInterface) Apply(ctx context.Context, c VarlinkCall, container_ string, ip_ string, action_ string, scope_ string, ttl_sec_ int64, policy_target_ string) error {
+// ("deny") set and removes the same entry from the other one. proto ("tcp",
+// "udp", "sctp") and port narrow the verdict to one port (absent: every
+// port). scope "once": the element times out after ttl_sec (0 = the
+// configured default); "container": no timeout, until the container exits;
+// "always": no timeout, and also appended to the container's YAML policy
+// (policy_target names the policy; "" = the one in the runtime record), so
+// later containers start with it. name, when the verdict is about a DNS
+// name (as a name or a wildcard pattern), is stored as the element's
+// comment and is what "always" writes to the policy instead of ip. The
+// outcome is ok/stderr as in org.terok.ClearanceVerdict1.Apply;
+// expires_usec is the element's expiry (CLOCK_REALTIME microseconds), 0 for
+// none.
+func (s *VarlinkInterface) Apply(ctx context.Context, c VarlinkCall, container_ string, ip_ string, action_ string, scope_ string, ttl_sec_ int64, policy_target_ string, proto_ *string, port_ *int64, name_ *string) error {
 	return c.ReplyMethodNotImplemented(ctx, "org.terok.ClearanceFirewall1.Apply")
 }
 
-// Removes ip from the allow and deny sets (exact entries only); not an
-// error when it is in neither. The YAML policy is not changed.
-func (s *VarlinkInterface) Revoke(ctx context.Context, c VarlinkCall, container_ string, ip_ string) error {
+// Removes ip (with proto and port, if given) from the allow and deny sets
+// (exact entries only); not an error when it is in neither. The YAML
+// policy is not changed.
+func (s *VarlinkInterface) Revoke(ctx context.Context, c VarlinkCall, container_ string, ip_ string, proto_ *string, port_ *int64) error {
 	return c.ReplyMethodNotImplemented(ctx, "org.terok.ClearanceFirewall1.Revoke")
 }
 
-// The elements of the allow and deny sets, deny sets first.
+// The elements of the allow, deny and learned sets, deny sets first.
 func (s *VarlinkInterface) List(ctx context.Context, c VarlinkCall, container_ string) error {
 	return c.ReplyMethodNotImplemented(ctx, "org.terok.ClearanceFirewall1.List")
+}
+
+// Creates the container's DNS forwarder sockets inside its network
+// namespace and returns them as file descriptors with the reply
+// (SCM_RIGHTS), in the order sockets names them: "udp4" and "tcp4" (a UDP
+// socket and a listening TCP socket on 127.0.0.1:port), "udp6" and "tcp6"
+// (the same on [::1]:port, when the namespace has IPv6), "up4" and "up6"
+// (unconnected UDP sockets for queries to the resolvers). Every socket
+// carries the firewall mark mark, which only the forwarder's queries may
+// carry to the resolvers. The ruleset's redirect of every DNS query (udp
+// and tcp port 53) is pointed at port. resolvers are the DNS servers the
+// forwarder may ask (from the configuration, the policy, or the
+// container's resolv.conf as its runtime record captured it); names are
+// the name rules of the container's policy. Built-in mode only.
+func (s *VarlinkInterface) Forwarder(ctx context.Context, c VarlinkCall, container_ string) error {
+	return c.ReplyMethodNotImplemented(ctx, "org.terok.ClearanceFirewall1.Forwarder")
+}
+
+// Creates count (1..16) unconnected TCP sockets of family "ip4" or "ip6"
+// in the container's namespace, marked like the forwarder's, and returns
+// them as file descriptors with the reply: each carries one DNS-over-TCP
+// query of the forwarder to a resolver.
+func (s *VarlinkInterface) UpstreamTCP(ctx context.Context, c VarlinkCall, container_ string, family_ string, count_ int64) error {
+	return c.ReplyMethodNotImplemented(ctx, "org.terok.ClearanceFirewall1.UpstreamTCP")
+}
+
+// Adds (or refreshes) addresses learned by the DNS forwarder for allowed
+// names in the learned sets, in one batch (at most 1024 elements), and
+// replies once the kernel has acknowledged them. An element already
+// present takes the new timeout. Built-in mode only.
+func (s *VarlinkInterface) Learn(ctx context.Context, c VarlinkCall, container_ string, elements_ []Learned) error {
+	return c.ReplyMethodNotImplemented(ctx, "org.terok.ClearanceFirewall1.Learn")
+}
+
+// Removes learned addresses (ttl_ms and comment are ignored); those
+// already gone are skipped.
+func (s *VarlinkInterface) Unlearn(ctx context.Context, c VarlinkCall, container_ string, elements_ []Learned) error {
+	return c.ReplyMethodNotImplemented(ctx, "org.terok.ClearanceFirewall1.Unlearn")
 }
 
 // What the ruleset does with a new connection to ip:port/proto ("tcp",
@@ -849,29 +1259,34 @@ func (s *VarlinkInterface) VarlinkDispatch(ctx context.Context, call varlink.Cal
 
 	case "Apply":
 		var in struct {
-			Container     string `json:"container"`
-			Ip            string `json:"ip"`
-			Action        string `json:"action"`
-			Scope         string `json:"scope"`
-			Ttl_sec       int64  `json:"ttl_sec"`
-			Policy_target string `json:"policy_target"`
+			Container     string  `json:"container"`
+			Ip            string  `json:"ip"`
+			Action        string  `json:"action"`
+			Scope         string  `json:"scope"`
+			Ttl_sec       int64   `json:"ttl_sec"`
+			Policy_target string  `json:"policy_target"`
+			Proto         *string `json:"proto,omitempty"`
+			Port          *int64  `json:"port,omitempty"`
+			Name          *string `json:"name,omitempty"`
 		}
 		err := call.GetParameters(&in)
 		if err != nil {
 			return call.ReplyInvalidParameter(ctx, "parameters")
 		}
-		return s.orgterokclearancefirewall1Interface.Apply(ctx, VarlinkCall{call}, in.Container, in.Ip, in.Action, in.Scope, in.Ttl_sec, in.Policy_target)
+		return s.orgterokclearancefirewall1Interface.Apply(ctx, VarlinkCall{call}, in.Container, in.Ip, in.Action, in.Scope, in.Ttl_sec, in.Policy_target, in.Proto, in.Port, in.Name)
 
 	case "Revoke":
 		var in struct {
-			Container string `json:"container"`
-			Ip        string `json:"ip"`
+			Container string  `json:"container"`
+			Ip        string  `json:"ip"`
+			Proto     *string `json:"proto,omitempty"`
+			Port      *int64  `json:"port,omitempty"`
 		}
 		err := call.GetParameters(&in)
 		if err != nil {
 			return call.ReplyInvalidParameter(ctx, "parameters")
 		}
-		return s.orgterokclearancefirewall1Interface.Revoke(ctx, VarlinkCall{call}, in.Container, in.Ip)
+		return s.orgterokclearancefirewall1Interface.Revoke(ctx, VarlinkCall{call}, in.Container, in.Ip, in.Proto, in.Port)
 
 	case "List":
 		var in struct {
@@ -882,6 +1297,50 @@ func (s *VarlinkInterface) VarlinkDispatch(ctx context.Context, call varlink.Cal
 			return call.ReplyInvalidParameter(ctx, "parameters")
 		}
 		return s.orgterokclearancefirewall1Interface.List(ctx, VarlinkCall{call}, in.Container)
+
+	case "Forwarder":
+		var in struct {
+			Container string `json:"container"`
+		}
+		err := call.GetParameters(&in)
+		if err != nil {
+			return call.ReplyInvalidParameter(ctx, "parameters")
+		}
+		return s.orgterokclearancefirewall1Interface.Forwarder(ctx, VarlinkCall{call}, in.Container)
+
+	case "UpstreamTCP":
+		var in struct {
+			Container string `json:"container"`
+			Family    string `json:"family"`
+			Count     int64  `json:"count"`
+		}
+		err := call.GetParameters(&in)
+		if err != nil {
+			return call.ReplyInvalidParameter(ctx, "parameters")
+		}
+		return s.orgterokclearancefirewall1Interface.UpstreamTCP(ctx, VarlinkCall{call}, in.Container, in.Family, in.Count)
+
+	case "Learn":
+		var in struct {
+			Container string    `json:"container"`
+			Elements  []Learned `json:"elements"`
+		}
+		err := call.GetParameters(&in)
+		if err != nil {
+			return call.ReplyInvalidParameter(ctx, "parameters")
+		}
+		return s.orgterokclearancefirewall1Interface.Learn(ctx, VarlinkCall{call}, in.Container, []Learned(in.Elements))
+
+	case "Unlearn":
+		var in struct {
+			Container string    `json:"container"`
+			Elements  []Learned `json:"elements"`
+		}
+		err := call.GetParameters(&in)
+		if err != nil {
+			return call.ReplyInvalidParameter(ctx, "parameters")
+		}
+		return s.orgterokclearancefirewall1Interface.Unlearn(ctx, VarlinkCall{call}, in.Container, []Learned(in.Elements))
 
 	case "Explain":
 		var in struct {
@@ -937,15 +1396,45 @@ func (s *VarlinkInterface) VarlinkGetDescription() string {
 # stale, forged or ambiguous fails closed.
 interface org.terok.ClearanceFirewall1
 
-# One entry of an allow or deny set. dest is an address or a CIDR prefix;
-# timeout_sec is 0 for a permanent element; expires_usec is when the
-# kernel removes it (CLOCK_REALTIME microseconds), 0 for never.
+# One entry of an allow, deny or learned set. list is "allow", "deny" or
+# "learned" (addresses the DNS forwarder learned for an allowed name); dest
+# is an address or a CIDR prefix; proto ("tcp", "udp", "sctp") and port
+# narrow it to one port ("" and 0: every protocol and port); timeout_sec is
+# 0 for a permanent element; expires_usec is when the kernel removes it
+# (CLOCK_REALTIME microseconds), 0 for never; comment is what the element
+# was added for (the name of a learned address, the name of a verdict).
 type Element (
   list: string,
   set: string,
   dest: string,
   timeout_sec: int,
   expires_usec: int,
+  comment: string,
+  proto: ?string,
+  port: ?int
+)
+
+# A name rule of the container's policy, for the DNS forwarder: pattern is
+# a name ("github.com") or a wildcard ("*.example.com": one or more labels
+# below example.com, never example.com itself); action "allow" or "deny";
+# proto and port narrow it ("" and 0: every port); source is the policy
+# file and line it came from.
+type NameRule (
+  pattern: string,
+  action: string,
+  proto: string,
+  port: int,
+  source: string
+)
+
+# An address the DNS forwarder learned for an allowed name: dest a single
+# address, proto/port as in Element, ttl_ms the element's timeout
+# (1 ms to 7 days), comment the name.
+type Learned (
+  dest: string,
+  proto: string,
+  port: int,
+  ttl_ms: int,
   comment: string
 )
 
@@ -965,22 +1454,57 @@ method Engage(container: string) -> (table: string, engaged_now: bool)
 method Watch(container: string) -> (group: int)
 
 # Adds ip (an address or CIDR prefix) to the allow (action "allow") or deny
-# ("deny") set and removes the same entry from the other one. scope "once":
-# the element times out after ttl_sec (0 = the configured default);
-# "container": no timeout, until the container exits; "always": no
-# timeout, and also appended to the container's YAML policy (policy_target
-# names the policy; "" = the one in the runtime record), so later
-# containers start with it. The outcome is ok/stderr as in
-# org.terok.ClearanceVerdict1.Apply; expires_usec is the element's expiry
-# (CLOCK_REALTIME microseconds), 0 for none.
-method Apply(container: string, ip: string, action: string, scope: string, ttl_sec: int, policy_target: string) -> (ok: bool, stderr: string, expires_usec: int)
+# ("deny") set and removes the same entry from the other one. proto ("tcp",
+# "udp", "sctp") and port narrow the verdict to one port (absent: every
+# port). scope "once": the element times out after ttl_sec (0 = the
+# configured default); "container": no timeout, until the container exits;
+# "always": no timeout, and also appended to the container's YAML policy
+# (policy_target names the policy; "" = the one in the runtime record), so
+# later containers start with it. name, when the verdict is about a DNS
+# name (as a name or a wildcard pattern), is stored as the element's
+# comment and is what "always" writes to the policy instead of ip. The
+# outcome is ok/stderr as in org.terok.ClearanceVerdict1.Apply;
+# expires_usec is the element's expiry (CLOCK_REALTIME microseconds), 0 for
+# none.
+method Apply(container: string, ip: string, action: string, scope: string, ttl_sec: int, policy_target: string, proto: ?string, port: ?int, name: ?string) -> (ok: bool, stderr: string, expires_usec: int)
 
-# Removes ip from the allow and deny sets (exact entries only); not an
-# error when it is in neither. The YAML policy is not changed.
-method Revoke(container: string, ip: string) -> ()
+# Removes ip (with proto and port, if given) from the allow and deny sets
+# (exact entries only); not an error when it is in neither. The YAML
+# policy is not changed.
+method Revoke(container: string, ip: string, proto: ?string, port: ?int) -> ()
 
-# The elements of the allow and deny sets, deny sets first.
+# The elements of the allow, deny and learned sets, deny sets first.
 method List(container: string) -> (elements: []Element)
+
+# Creates the container's DNS forwarder sockets inside its network
+# namespace and returns them as file descriptors with the reply
+# (SCM_RIGHTS), in the order sockets names them: "udp4" and "tcp4" (a UDP
+# socket and a listening TCP socket on 127.0.0.1:port), "udp6" and "tcp6"
+# (the same on [::1]:port, when the namespace has IPv6), "up4" and "up6"
+# (unconnected UDP sockets for queries to the resolvers). Every socket
+# carries the firewall mark mark, which only the forwarder's queries may
+# carry to the resolvers. The ruleset's redirect of every DNS query (udp
+# and tcp port 53) is pointed at port. resolvers are the DNS servers the
+# forwarder may ask (from the configuration, the policy, or the
+# container's resolv.conf as its runtime record captured it); names are
+# the name rules of the container's policy. Built-in mode only.
+method Forwarder(container: string) -> (port: int, mark: int, sockets: []string, resolvers: []string, names: []NameRule)
+
+# Creates count (1..16) unconnected TCP sockets of family "ip4" or "ip6"
+# in the container's namespace, marked like the forwarder's, and returns
+# them as file descriptors with the reply: each carries one DNS-over-TCP
+# query of the forwarder to a resolver.
+method UpstreamTCP(container: string, family: string, count: int) -> (count: int)
+
+# Adds (or refreshes) addresses learned by the DNS forwarder for allowed
+# names in the learned sets, in one batch (at most 1024 elements), and
+# replies once the kernel has acknowledged them. An element already
+# present takes the new timeout. Built-in mode only.
+method Learn(container: string, elements: []Learned) -> ()
+
+# Removes learned addresses (ttl_ms and comment are ignored); those
+# already gone are skipped.
+method Unlearn(container: string, elements: []Learned) -> ()
 
 # What the ruleset does with a new connection to ip:port/proto ("tcp",
 # "udp" or ""): verdict "accept", "drop" or "reject"; reason the rule that
@@ -1005,7 +1529,8 @@ error NoSuchContainer (container: string)
 # caller, or a symlink): it fails closed.
 error StaleRecord (container: string, reason: string)
 
-# ip is not an IP address or CIDR prefix.
+# ip is not an IP address or CIDR prefix, or a learned address not a
+# single address.
 error InvalidDestination (dest: string)
 
 # The firewall operation op failed in the kernel.
