@@ -219,7 +219,6 @@ func TestParseResolvConf(t *testing.T) {
 	}
 }
 
-
 func TestResolversValidated(t *testing.T) {
 	for _, tt := range []struct {
 		name string
