@@ -85,7 +85,7 @@ func (f *Firewall) Revoke(ctx context.Context, container, ip string) error {
 		return err
 	}
 	defer c.Close()
-	return c.Revoke(ctx, f.Container, ip, f.NS)
+	return c.Revoke(ctx, f.Container, ip, "", 0, f.NS)
 }
 
 // Engage installs or verifies the container's ruleset.

@@ -77,6 +77,21 @@ func clientMain() int {
 		_, err = c.List(ctx, ctr, nil)
 	case "Disengage":
 		err = c.Disengage(ctx, ctr, nil)
+	case "Forwarder":
+		var f *verdictclient.Forwarder
+		if f, err = c.Forwarder(ctx, ctr, nil); f != nil {
+			f.Close()
+		}
+	case "UpstreamTCP":
+		var fs []*os.File
+		fs, err = c.UpstreamTCP(ctx, ctr, "ip4", 1, nil)
+		for _, f := range fs {
+			f.Close()
+		}
+	case "Learn":
+		err = c.Learn(ctx, ctr, []verdictclient.Learned{{IP: peerAddr.String(), TTL: time.Minute}}, nil)
+	case "Unlearn":
+		err = c.Unlearn(ctx, ctr, []verdictclient.Learned{{IP: peerAddr.String()}}, nil)
 	case "CompatApply":
 		var ok bool
 		var stderr string
@@ -393,7 +408,7 @@ func TestIntegrationEngageApplyWatch(t *testing.T) {
 		if el := findElement(t, c, "c0ffee000001", "203.0.113.9"); el == nil || el.List != "deny" || el.Timeout_sec != 0 {
 			t.Fatalf("element = %+v, want permanent deny", el)
 		}
-		if err := c.Revoke(ctx, "c0ffee000001", "203.0.113.9", nil); err != nil {
+		if err := c.Revoke(ctx, "c0ffee000001", "203.0.113.9", "", 0, nil); err != nil {
 			t.Fatal(err)
 		}
 		if el := findElement(t, c, "c0ffee000001", "203.0.113.9"); el != nil {
@@ -602,7 +617,7 @@ func TestIntegrationOtherUIDDenied(t *testing.T) {
 	}
 	writeRecord(t, e.root, 0, ctr.rec("rootctr00001"))
 
-	for _, method := range []string{"Engage", "Watch", "Apply", "List", "Disengage"} {
+	for _, method := range []string{"Engage", "Watch", "Apply", "List", "Disengage", "Forwarder", "UpstreamTCP", "Learn", "Unlearn"} {
 		for _, tc := range []struct{ id, want string }{
 			{"stolen000001", "PermissionDenied"}, // a record naming a namespace nobody does not own
 			{"rootctr00001", "NoSuchContainer"},  // root's record is not where nobody's are looked up

@@ -138,6 +138,13 @@ type ApplyRequest struct {
 	// PolicyTarget names the policy an "always" verdict is saved to; ""
 	// = the container's.
 	PolicyTarget string
+	// Proto ("tcp", "udp", "sctp") and Port narrow the verdict to one
+	// port; "" and 0 cover every port.
+	Proto string
+	Port  int
+	// Name is the DNS name (or wildcard pattern) the verdict is about:
+	// stored as the element's comment, and what "always" saves.
+	Name string
 }
 
 // ApplyResult is the outcome of Apply. OK false carries the reason in
@@ -152,13 +159,24 @@ type ApplyResult struct {
 // or malformed (typed errors); a failure to apply is OK false.
 func (c *Client) Apply(ctx context.Context, r ApplyRequest, ns *os.File) (ApplyResult, error) {
 	in := struct {
-		Container     string `json:"container"`
-		Ip            string `json:"ip"`
-		Action        string `json:"action"`
-		Scope         string `json:"scope"`
-		Ttl_sec       int64  `json:"ttl_sec"`
-		Policy_target string `json:"policy_target"`
-	}{r.Container, r.IP, r.Action, r.Scope, int64(r.TTL / time.Second), r.PolicyTarget}
+		Container     string  `json:"container"`
+		Ip            string  `json:"ip"`
+		Action        string  `json:"action"`
+		Scope         string  `json:"scope"`
+		Ttl_sec       int64   `json:"ttl_sec"`
+		Policy_target string  `json:"policy_target"`
+		Proto         *string `json:"proto,omitempty"`
+		Port          *int64  `json:"port,omitempty"`
+		Name          *string `json:"name,omitempty"`
+	}{Container: r.Container, Ip: r.IP, Action: r.Action, Scope: r.Scope, Ttl_sec: int64(r.TTL / time.Second),
+		Policy_target: r.PolicyTarget}
+	if r.Proto != "" || r.Port != 0 {
+		port := int64(r.Port)
+		in.Proto, in.Port = &r.Proto, &port
+	}
+	if r.Name != "" {
+		in.Name = &r.Name
+	}
 	var out struct {
 		Ok           bool   `json:"ok"`
 		Stderr       string `json:"stderr"`
@@ -174,12 +192,128 @@ func (c *Client) Apply(ctx context.Context, r ApplyRequest, ns *os.File) (ApplyR
 	return res, nil
 }
 
-// Revoke removes ip from the container's allow and deny sets.
-func (c *Client) Revoke(ctx context.Context, container, ip string, ns *os.File) error {
-	return c.callNoFDs(ctx, "Revoke", struct {
+// Revoke removes ip (for proto and port; "" and 0 for the whole host)
+// from the container's allow and deny sets.
+func (c *Client) Revoke(ctx context.Context, container, ip, proto string, port int, ns *os.File) error {
+	in := struct {
+		Container string  `json:"container"`
+		Ip        string  `json:"ip"`
+		Proto     *string `json:"proto,omitempty"`
+		Port      *int64  `json:"port,omitempty"`
+	}{Container: container, Ip: ip}
+	if proto != "" || port != 0 {
+		p := int64(port)
+		in.Proto, in.Port = &proto, &p
+	}
+	return c.callNoFDs(ctx, "Revoke", in, &struct{}{}, ns)
+}
+
+// Forwarder is the reply of [Client.Forwarder]: the DNS forwarder's
+// sockets by name (verdict.SockUDP4 …), which the caller owns, and what
+// the forwarder needs to know.
+type Forwarder struct {
+	Port      int
+	Mark      int
+	Sockets   map[string]*os.File
+	Resolvers []string
+	Names     []fw1.NameRule
+}
+
+// Close closes every socket.
+func (f *Forwarder) Close() {
+	for _, s := range f.Sockets {
+		s.Close()
+	}
+}
+
+// Forwarder creates the container's DNS forwarder sockets.
+func (c *Client) Forwarder(ctx context.Context, container string, ns *os.File) (*Forwarder, error) {
+	var out struct {
+		Port      int64          `json:"port"`
+		Mark      int64          `json:"mark"`
+		Sockets   []string       `json:"sockets"`
+		Resolvers []string       `json:"resolvers"`
+		Names     []fw1.NameRule `json:"names"`
+	}
+	rx, err := c.call(ctx, "Forwarder", struct {
 		Container string `json:"container"`
-		Ip        string `json:"ip"`
-	}{container, ip}, &struct{}{}, ns)
+	}{container}, &out, ns)
+	if err != nil {
+		return nil, err
+	}
+	if len(rx) != len(out.Sockets) {
+		for _, f := range rx {
+			f.Close()
+		}
+		return nil, fmt.Errorf("forwarder %s: reply carried %d file descriptors for %d sockets", container, len(rx), len(out.Sockets))
+	}
+	f := &Forwarder{Port: int(out.Port), Mark: int(out.Mark), Sockets: make(map[string]*os.File, len(rx)),
+		Resolvers: out.Resolvers, Names: out.Names}
+	for i, name := range out.Sockets {
+		if old, dup := f.Sockets[name]; dup {
+			old.Close()
+		}
+		f.Sockets[name] = rx[i]
+	}
+	return f, nil
+}
+
+// UpstreamTCP returns count unconnected, marked TCP sockets of family
+// ("ip4" or "ip6") in the container's namespace; the caller owns them.
+func (c *Client) UpstreamTCP(ctx context.Context, container, family string, count int, ns *os.File) ([]*os.File, error) {
+	var out struct {
+		Count int64 `json:"count"`
+	}
+	rx, err := c.call(ctx, "UpstreamTCP", struct {
+		Container string `json:"container"`
+		Family    string `json:"family"`
+		Count     int64  `json:"count"`
+	}{container, family, int64(count)}, &out, ns)
+	if err != nil {
+		return nil, err
+	}
+	if len(rx) != int(out.Count) {
+		for _, f := range rx {
+			f.Close()
+		}
+		return nil, fmt.Errorf("upstream tcp %s: reply carried %d file descriptors, said %d", container, len(rx), out.Count)
+	}
+	return rx, nil
+}
+
+// Learned is an address the DNS forwarder learned for an allowed name.
+type Learned struct {
+	IP      string
+	Proto   string // "" with Port 0: every port
+	Port    int
+	TTL     time.Duration // rounded up to whole milliseconds
+	Comment string
+}
+
+func wireLearned(ls []Learned) []fw1.Learned {
+	out := make([]fw1.Learned, 0, len(ls))
+	for _, l := range ls {
+		ms := int64((l.TTL + time.Millisecond - 1) / time.Millisecond)
+		out = append(out, fw1.Learned{Dest: l.IP, Proto: l.Proto, Port: int64(l.Port), Ttl_ms: ms, Comment: l.Comment})
+	}
+	return out
+}
+
+// Learn adds (or refreshes) learned addresses; it returns once the kernel
+// has acknowledged them.
+func (c *Client) Learn(ctx context.Context, container string, ls []Learned, ns *os.File) error {
+	return c.callNoFDs(ctx, "Learn", struct {
+		Container string        `json:"container"`
+		Elements  []fw1.Learned `json:"elements"`
+	}{container, wireLearned(ls)}, &struct{}{}, ns)
+}
+
+// Unlearn removes learned addresses (TTL and Comment are ignored).
+func (c *Client) Unlearn(ctx context.Context, container string, ls []Learned, ns *os.File) error {
+	return c.callNoFDs(ctx, "Unlearn", struct {
+		Container string        `json:"container"`
+		Elements  []fw1.Learned `json:"elements"`
+	}{container, wireLearned(ls)}, &struct{}{}, ns)
 }
 
 // List returns the elements of the container's allow and deny sets.
