@@ -224,4 +224,3 @@ func socketNetns(t *testing.T, f *os.File) uint64 {
 	}
 	return st.Ino
 }
-
