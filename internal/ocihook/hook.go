@@ -199,6 +199,15 @@ func (h *Hook) CreateRuntime(ctx context.Context, st State) error {
 		Dossier: Dossier(st.Annotations), Policy: PolicyName(st.Annotations),
 		CreatedUsec: time.Now().UnixMicro(),
 	}
+	if rs, err := BundleResolvers(st.Bundle); err != nil {
+		// Not fatal: the configuration may name resolvers; without any,
+		// the container's DNS is refused (fails closed).
+		log.Warn("no resolvers from the bundle's resolv.conf", "bundle", st.Bundle, "err", err)
+	} else {
+		for _, a := range rs {
+			rec.Resolvers = append(rec.Resolvers, a.String())
+		}
+	}
 	path := record.Locate(h.RuntimeRoot, int(uid), id12)
 	if uid == 0 {
 		// /run/clearance also holds verdict.sock, which every user must
@@ -210,7 +219,8 @@ func (h *Hook) CreateRuntime(ctx context.Context, st State) error {
 	if err := record.Write(filepath.Dir(path), rec); err != nil {
 		return err
 	}
-	log.Info("runtime record written", "path", path, "pid", st.Pid, "netns", nsID.String(), "owner_uid", uid, "policy", rec.Policy)
+	log.Info("runtime record written", "path", path, "pid", st.Pid, "netns", nsID.String(), "owner_uid", uid, "policy", rec.Policy,
+		"resolvers", strings.Join(rec.Resolvers, ","))
 
 	if err := h.engage(ctx, log, id12, ns); err != nil {
 		removeRecord(path)
