@@ -79,7 +79,44 @@ type Config struct {
 	Hub      Hub      `yaml:"hub"`
 	Verdict  Verdict  `yaml:"verdict"`
 	Ruleset  Ruleset  `yaml:"ruleset"`
+	DNS      DNS      `yaml:"dns"`
 	Notifier Notifier `yaml:"notifier"`
+}
+
+// What the DNS forwarder answers for a denied name (dns.denied).
+const (
+	DNSDeniedNXDomain    = "nxdomain"
+	DNSDeniedRefused     = "refused"
+	DNSDeniedPassAndDrop = "pass-and-drop"
+)
+
+// DNS configures the container's DNS forwarder (built-in ruleset mode),
+// which runs inside its hub.
+type DNS struct {
+	// HoldMax bounds how long an answer carrying new addresses of an
+	// allowed name is held while the firewall learns them. When it
+	// passes, the container gets SERVFAIL (its resolver retries), never an
+	// answer whose addresses are not allowed yet. Default 2s.
+	HoldMax time.Duration `yaml:"hold_max"`
+
+	// MinTTL is the shortest lifetime of a learned address: elements
+	// expire at max(answer TTL, min_ttl), refreshed by every later answer.
+	// Default 5m.
+	MinTTL time.Duration `yaml:"min_ttl"`
+
+	// Denied is what a query for a denied name gets: "nxdomain" (the name
+	// does not exist), "refused", or "pass-and-drop" (the real answer;
+	// the firewall drops the connection). Default "nxdomain".
+	Denied string `yaml:"denied"`
+
+	// MaxNames bounds the addresses the forwarder remembers names for
+	// (to name blocked connections). Default 16384.
+	MaxNames int `yaml:"max_names"`
+
+	// QueriesPerSecond caps the queries forwarded upstream per second
+	// (bursts of twice that pass); beyond it the container gets REFUSED.
+	// Default 500.
+	QueriesPerSecond int `yaml:"queries_per_second"`
 }
 
 // Hub configures clearance-hub, the per-container hub.
@@ -151,9 +188,16 @@ type Ruleset struct {
 	// logged to, 0..65535. Default 100.
 	NflogGroup int `yaml:"nflog_group"`
 
-	// DNSPrefix is the NFLOG prefix of logged DNS replies. Default
-	// "CLEARANCE_DNS: ".
+	// DNSPrefix is the NFLOG prefix of logged DNS replies in
+	// terok-shield mode (the built-in ruleset logs none: its DNS goes
+	// through the forwarder). Default "CLEARANCE_DNS: ".
 	DNSPrefix string `yaml:"dns_prefix"`
+
+	// DNSMark is the firewall mark of the DNS forwarder's sockets: only
+	// packets carrying it reach the resolvers, and they are not redirected
+	// again. Pick another if something in the container's namespace uses
+	// it. Default 0x636c7200 (1668051456).
+	DNSMark uint32 `yaml:"dns_mark"`
 
 	// BlockPrefix is the NFLOG prefix of blocked packets. Default
 	// "CLEARANCE_BLOCKED: ".
@@ -167,9 +211,10 @@ type Ruleset struct {
 	// it fails at once with "connection refused". Default "icmpx".
 	TCPReject string `yaml:"tcp_reject"`
 
-	// Resolvers are the IP addresses DNS may go to; their replies are
-	// logged so destinations get names. Default empty: the resolvers are
-	// taken from the container's own resolv.conf.
+	// Resolvers are the DNS servers the container's forwarder asks (IP
+	// addresses). Default empty: the nameservers of the container's
+	// resolv.conf as the runtime wrote it (captured by the OCI hook at
+	// createRuntime). A policy's resolvers are added to either.
 	Resolvers []string `yaml:"resolvers"`
 
 	// PolicyDir holds the YAML allowlist policies. Default
@@ -224,10 +269,18 @@ func Default() *Config {
 			Mode:        RulesetModeBuiltin,
 			NflogGroup:  100,
 			DNSPrefix:   "CLEARANCE_DNS: ",
+			DNSMark:     0x636c7200,
 			BlockPrefix: "CLEARANCE_BLOCKED: ",
 			TCPReject:   TCPRejectICMPX,
 			Resolvers:   []string{},
 			PolicyDir:   "/etc/clearance/policy.d",
+		},
+		DNS: DNS{
+			HoldMax:          2 * time.Second,
+			MinTTL:           5 * time.Minute,
+			Denied:           DNSDeniedNXDomain,
+			MaxNames:         16384,
+			QueriesPerSecond: 500,
 		},
 		Notifier: Notifier{
 			HubGlob:        []string{"$XDG_RUNTIME_DIR/clearance/*/hub.sock"},
@@ -531,6 +584,20 @@ func (c *Config) validate(p positions) error {
 		}
 	}
 	absPath("ruleset.policy_dir", r.PolicyDir, false)
+	if r.DNSMark == 0 {
+		bad("ruleset.dns_mark", "must not be 0")
+	}
+
+	d := c.DNS
+	positiveDur("dns.hold_max", d.HoldMax)
+	positiveDur("dns.min_ttl", d.MinTTL)
+	switch d.Denied {
+	case DNSDeniedNXDomain, DNSDeniedRefused, DNSDeniedPassAndDrop:
+	default:
+		bad("dns.denied", "unknown value %q (want %q, %q or %q)", d.Denied, DNSDeniedNXDomain, DNSDeniedRefused, DNSDeniedPassAndDrop)
+	}
+	positive("dns.max_names", d.MaxNames)
+	positive("dns.queries_per_second", d.QueriesPerSecond)
 
 	n := c.Notifier
 	if len(n.HubGlob) == 0 {

@@ -116,6 +116,13 @@ ruleset:
   block_prefix: "B: "
   resolvers: [192.0.2.53]
   policy_dir: /srv/policy
+  dns_mark: 0x10
+dns:
+  hold_max: 500ms
+  min_ttl: 1m
+  denied: refused
+  max_names: 10
+  queries_per_second: 7
 notifier:
   hub_glob: ["/a/*.sock", "/b/*/hub.sock"]
   allow_for: 1h
@@ -126,7 +133,8 @@ notifier:
 			want: func(c *Config) {
 				c.Hub = Hub{QueueDepth: 64, PendingTTL: 30 * time.Minute, MaxPending: 100, RuntimeDir: "/run/x", MaxMessageBytes: 65536, MaxLineBytes: 4096}
 				c.Verdict = Verdict{Mode: "exec", Socket: "/run/v.sock", ShieldBinary: "/usr/bin/terok-shield", Timeout: 2500 * time.Millisecond, OnceTTL: 10 * time.Minute}
-				c.Ruleset = Ruleset{Mode: "terok-shield", NflogGroup: 5, DNSPrefix: "D: ", BlockPrefix: "B: ", TCPReject: "icmpx", Resolvers: []string{"192.0.2.53"}, PolicyDir: "/srv/policy"}
+				c.Ruleset = Ruleset{Mode: "terok-shield", NflogGroup: 5, DNSPrefix: "D: ", BlockPrefix: "B: ", TCPReject: "icmpx", Resolvers: []string{"192.0.2.53"}, PolicyDir: "/srv/policy", DNSMark: 0x10}
+				c.DNS = DNS{HoldMax: 500 * time.Millisecond, MinTTL: time.Minute, Denied: "refused", MaxNames: 10, QueriesPerSecond: 7}
 				c.Notifier = Notifier{HubGlob: []string{"/a/*.sock", "/b/*/hub.sock"}, AllowFor: time.Hour, MaxVisible: 1, RatePerMinute: 60, HeadlessExitOK: true}
 			},
 		},
@@ -207,6 +215,21 @@ func TestLoadErrors(t *testing.T) {
 			name:    "invalid tcp_reject",
 			content: "ruleset:\n  tcp_reject: rst\n",
 			want:    []string{`FILE:2: ruleset.tcp_reject: unknown value "rst"`},
+		},
+		{
+			name:    "invalid dns.denied",
+			content: "dns:\n  hold_max: 1s\n  denied: sinkhole\n",
+			want:    []string{`FILE:3: dns.denied: unknown value "sinkhole"`},
+		},
+		{
+			name:    "zero dns hold",
+			content: "dns:\n  hold_max: 0s\n",
+			want:    []string{`FILE:2: dns.hold_max: must be a positive duration`},
+		},
+		{
+			name:    "zero dns mark",
+			content: "ruleset:\n  dns_mark: 0\n",
+			want:    []string{`FILE:2: ruleset.dns_mark: must not be 0`},
 		},
 		{
 			name:    "zero queue depth",
