@@ -295,3 +295,47 @@ func dialIn(t *testing.T, ns *os.File, network, addr string) error {
 	})
 	return derr
 }
+
+// TestIntegrationIPv6Allow checks that an allowed IPv6 destination on the
+// link connects: neighbour discovery must pass the output drop.
+func TestIntegrationIPv6Allow(t *testing.T) {
+	tb := newTestbed(t)
+	host6, ctr6 := netip.MustParseAddr("fd00:77::1"), netip.MustParseAddr("fd00:77::2")
+	run(t, tb.ctr, "ip", "-6", "addr", "add", ctr6.String()+"/64", "dev", "clv0", "nodad")
+	run(t, tb.host, "ip", "-6", "addr", "add", host6.String()+"/64", "dev", "clv1", "nodad")
+	var ln net.Listener
+	netnstest.Exec(t, tb.host, func() error {
+		var err error
+		ln, err = net.Listen("tcp6", "["+host6.String()+"]:0")
+		return err
+	})
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	addr := ln.Addr().String()
+	if err := tb.fw.Engage(nft.Ruleset{}); err != nil {
+		t.Fatal(err)
+	}
+	// Flush the neighbour cache an earlier probe may have filled.
+	run(t, tb.ctr, "ip", "-6", "neigh", "flush", "dev", "clv0")
+	// Refused, or (the ICMPv6 error arrives while connect() holds the
+	// socket, a soft error) timed out.
+	if err := dialIn(t, tb.ctr, "tcp6", addr); err == nil {
+		t.Fatal("connect to a blocked v6 host passed")
+	}
+	port := uint16(ln.Addr().(*net.TCPAddr).Port)
+	if err := tb.fw.Apply("allow", nft.ServiceDest(nft.Host(host6), unix.IPPROTO_TCP, port), 0, ""); err != nil {
+		t.Fatal(err)
+	}
+	run(t, tb.ctr, "ip", "-6", "neigh", "flush", "dev", "clv0")
+	if err := dialIn(t, tb.ctr, "tcp6", addr); err != nil {
+		t.Fatalf("connect to an allowed v6 host: %v", err)
+	}
+}

@@ -19,6 +19,7 @@
 //	  chain output { type filter hook output priority filter; policy drop;
 //	    oifname "lo" accept
 //	    ip daddr 127.0.0.0/8 accept; ip6 daddr ::1 accept   # queries redirected to the forwarder
+//	    icmpv6 type { 130-136, 143 } accept                # neighbour discovery and MLD
 //	    ct state established,related accept
 //	    meta mark 0x636c7200 ip daddr @resolver4 udp dport 53 accept      # and tcp, and ip6 @resolver6
 //	    udp dport 53 reject; tcp dport 53 reject with tcp reset           # no forwarder: fail fast

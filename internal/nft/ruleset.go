@@ -258,6 +258,19 @@ func build(c *nftables.Conn, l Layout, rs Ruleset, elems map[string][]entry) err
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV6}},
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 24, Len: 16},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: netip.IPv6Loopback().AsSlice()}, accept)
+	// meta l4proto ipv6-icmp icmpv6 type { 130-136, 143 } accept: IPv6
+	// needs neighbour discovery (133-136) to reach anything on the link,
+	// allowed destinations included, and the kernel sends MLD (130-132,
+	// 143) for the groups it joins. None of these leave the link.
+	icmp6 := []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV6}},
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_ICMPV6}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 1},
+	}
+	rule(out, append(slices.Clone(icmp6), &expr.Range{Op: expr.CmpOpEq, Register: 1, FromData: []byte{130}, ToData: []byte{136}}, accept)...)
+	rule(out, append(slices.Clone(icmp6), &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{143}}, accept)...)
 	// ct state established,related accept
 	rule(out, &expr.Ct{Register: 1, Key: expr.CtKeySTATE},
 		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
