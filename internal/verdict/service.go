@@ -74,10 +74,18 @@ type Config struct {
 	// RuntimeRoot is where runtime records are found (see record.Locate);
 	// "" means /run.
 	RuntimeRoot string
-	// PolicyDir holds the YAML policies (policy.DefaultDir when "").
-	// Engage loads <PolicyDir>/<name>.yaml and, for a container owned by
-	// a user, <PolicyDir>/uid-<uid>/<name>.yaml on top ([UserPolicyDir]).
+	// PolicyDir is the administrator's policy directory
+	// (policy.DefaultDir when ""), searched first. Engage loads the
+	// container's policy by name from PolicyDir then PolicyPath and, for a
+	// container owned by a user, <PolicyDir>/uid-<uid>/<name>.yaml on top
+	// ([UserPolicyDir], policy.LoadLayered); "always" verdicts are
+	// appended to that per-uid file (PolicyDir itself for root).
 	PolicyDir string
+	// PolicyPath lists the directories searched for policies and their
+	// includes after PolicyDir, first hit winning; never written to. Nil
+	// means policy.SharedDir (the shipped profiles); an empty non-nil
+	// slice searches PolicyDir only.
+	PolicyPath []string
 	// Mode is ModeBuiltin (default) or ModeShield.
 	Mode string
 	// ShieldApply is ShieldApplySets (default) or ShieldApplyExec; only
@@ -141,6 +149,9 @@ func New(cfg Config) (*Service, error) {
 	}
 	if cfg.PolicyDir == "" {
 		cfg.PolicyDir = policy.DefaultDir
+	}
+	if cfg.PolicyPath == nil {
+		cfg.PolicyPath = []string{policy.SharedDir}
 	}
 	if cfg.Group == 0 {
 		cfg.Group = nft.DefaultGroup
@@ -231,19 +242,21 @@ func (s *Service) ruleset(t *target) (nft.Ruleset, error) {
 		Resolvers: append([]netip.Addr(nil), s.cfg.Resolvers...),
 	}
 	if name := t.policyName(); name != "" {
-		dirs := []string{s.cfg.PolicyDir}
+		userDir := ""
 		if t.owner != 0 {
-			dirs = append(dirs, UserPolicyDir(s.cfg.PolicyDir, t.owner))
+			userDir = UserPolicyDir(s.cfg.PolicyDir, t.owner)
 		}
-		for _, d := range dirs {
-			p, err := policy.Load(d, name)
-			if err != nil {
-				return rs, fmt.Errorf("load policy %q: %w", name, err)
-			}
-			rs.Allow = append(rs.Allow, p.AllowPrefixes()...)
-			rs.Deny = append(rs.Deny, p.DenyPrefixes()...)
-			rs.Resolvers = append(rs.Resolvers, p.Resolvers...)
+		p, err := policy.LoadLayered(append([]string{s.cfg.PolicyDir}, s.cfg.PolicyPath...), userDir, name)
+		if err != nil {
+			return rs, fmt.Errorf("load policy %q: %w", name, err)
 		}
+		// Only the address entries without a port (whole hosts and
+		// networks) reach the ruleset for now.
+		// names and port-scoped entries: wired by the forwarder work
+		// (p.Allow.Names(), p.Allow.Ported(), and the same of p.Deny).
+		rs.Allow = append(rs.Allow, p.AllowPrefixes()...)
+		rs.Deny = append(rs.Deny, p.DenyPrefixes()...)
+		rs.Resolvers = append(rs.Resolvers, p.Resolvers...)
 	}
 	if len(s.cfg.Resolvers) == 0 && t.pid() > 1 {
 		rcs, err := containerResolvers(t.pid())

@@ -271,7 +271,8 @@ func TestIntegrationEngageApplyWatch(t *testing.T) {
 	ctr := startContainer(t)
 	e := startService(t, "")
 	writeRecord(t, e.root, 0, ctr.rec("c0ffee000001"))
-	os.WriteFile(filepath.Join(e.policyDir, "testpolicy.yaml"), []byte("allow:\n  - 192.0.2.7\ndeny:\n  - 198.51.100.0/24\n"), 0o644)
+	// Names and port-scoped entries are parsed but not installed yet.
+	os.WriteFile(filepath.Join(e.policyDir, "testpolicy.yaml"), []byte("allow:\n  - 192.0.2.7\n  - github.com:443/tcp\n  - 192.0.2.8:22/tcp\ndeny:\n  - 198.51.100.0/24\n  - '*.example.net'\n"), 0o644)
 	ctx := testutil.Context(t)
 	c := e.dial(t)
 

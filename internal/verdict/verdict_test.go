@@ -3,6 +3,8 @@ package verdict
 import (
 	"errors"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/terok-ai/clearance/internal/netns"
 	"github.com/terok-ai/clearance/internal/nft"
+	"github.com/terok-ai/clearance/internal/record"
 	fw1 "github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearancefirewall1"
 )
 
@@ -92,6 +95,73 @@ func TestUserPolicyDir(t *testing.T) {
 	}
 	if got := UserPolicyDir("/etc/clearance/policy.d", 1000); got != "/etc/clearance/policy.d/uid-1000" {
 		t.Errorf("user: %q", got)
+	}
+}
+
+// TestRulesetFromPolicies checks what Engage installs from a container's
+// policies: the administrator's file over the shipped profile, includes
+// expanded, the user's layer on top, and (for now) only the address
+// entries without a port.
+func TestRulesetFromPolicies(t *testing.T) {
+	dir := t.TempDir()
+	write := func(rel, content string) {
+		t.Helper()
+		p := filepath.Join(dir, rel)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("shipped/mirror.yaml", "allow: [192.0.2.99, mirror.example:443/tcp]\n")
+	write("shipped/proj.yaml", "allow: [192.0.2.98]\n") // shadowed by etc/proj.yaml
+	write("etc/mirror.yaml", "allow: [192.0.2.1, mirror.example:443/tcp]\nresolvers: [192.0.2.53]\n")
+	write("etc/proj.yaml", "include: [mirror]\nallow:\n  - 198.51.100.0/24\n  - 198.51.100.7:22/tcp\n  - github.com\ndeny: [203.0.113.0/24, 203.0.113.9:25/tcp, '*.example.net']\n")
+	write("etc/uid-1000/proj.yaml", "allow: [192.0.2.2, 192.0.2.1]\n")
+
+	s, err := New(Config{PolicyDir: filepath.Join(dir, "etc"), PolicyPath: []string{filepath.Join(dir, "shipped")}, Resolvers: []netip.Addr{netip.MustParseAddr("192.0.2.54")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name  string
+		owner uint32
+		allow []string
+		deny  []string
+	}{
+		{name: "root's container", owner: 0, allow: []string{"192.0.2.1/32", "198.51.100.0/24"}, deny: []string{"203.0.113.0/24"}},
+		{name: "a user's container", owner: 1000, allow: []string{"192.0.2.1/32", "198.51.100.0/24", "192.0.2.2/32"}, deny: []string{"203.0.113.0/24"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rs, err := s.ruleset(&target{owner: tt.owner, rec: &record.Record{Policy: "proj"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			strs := func(ps []netip.Prefix) []string {
+				var out []string
+				for _, p := range ps {
+					out = append(out, p.String())
+				}
+				return out
+			}
+			type got struct{ Allow, Deny, Resolvers []string }
+			want := got{tt.allow, tt.deny, []string{"192.0.2.54", "192.0.2.53"}}
+			var res []string
+			for _, r := range rs.Resolvers {
+				res = append(res, r.String())
+			}
+			if diff := cmp.Diff(want, got{strs(rs.Allow), strs(rs.Deny), res}); diff != "" {
+				t.Errorf("ruleset (-want +got):\n%s", diff)
+			}
+		})
+	}
+	write("etc/broken.yaml", "include: [nonesuch]\n")
+	_, err = s.ruleset(&target{rec: &record.Record{Policy: "broken"}})
+	if want := `load policy "broken": ` + filepath.Join(dir, "etc", "broken.yaml") + `:1: include "nonesuch": no policy "nonesuch" in ` +
+		filepath.Join(dir, "etc") + ", " + filepath.Join(dir, "shipped"); err == nil || err.Error() != want {
+		t.Errorf("ruleset with an unknown include = %v, want %s", err, want)
 	}
 }
 
