@@ -270,8 +270,15 @@ func TestShippedProfiles(t *testing.T) {
 	if diff := cmp.Diff([]string{"base", "dev-go", "dev-node", "dev-python", "github"}, names); diff != "" {
 		t.Errorf("shipped profiles (-want +got):\n%s", diff)
 	}
+	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "policy.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, name := range names {
 		t.Run(name, func(t *testing.T) {
+			if !strings.Contains(string(doc), "| `"+name+"` |") {
+				t.Errorf("docs/policy.md does not describe the profile")
+			}
 			p, err := LoadLayered([]string{dir}, "", name)
 			if err != nil {
 				t.Fatal(err)
@@ -293,6 +300,9 @@ func TestShippedProfiles(t *testing.T) {
 				if e.Port == 0 {
 					t.Errorf("%s: %v: shipped profiles open ports, not whole hosts", e.Source, e)
 				}
+				if !strings.Contains(string(doc), e.String()) {
+					t.Errorf("%s: %v is not in docs/policy.md's table of profiles", e.Source, e)
+				}
 			}
 			if name != "base" && len(p.Allow) == 0 {
 				t.Error("profile allows nothing")
@@ -308,5 +318,24 @@ func TestShippedProfiles(t *testing.T) {
 	}
 	if diff := cmp.Diff([]string{"github.com:22/tcp"}, dests(p.Allow)); diff != "" {
 		t.Errorf("override (-want +got):\n%s", diff)
+	}
+}
+
+// TestDocumentedExamples parses every YAML example of docs/policy.md but
+// the one that shows the unquoted-wildcard error.
+func TestDocumentedExamples(t *testing.T) {
+	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "policy.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := strings.Split(string(doc), "```yaml\n")[1:]
+	if len(blocks) < 4 {
+		t.Fatalf("found %d yaml blocks in docs/policy.md", len(blocks))
+	}
+	for i, b := range blocks {
+		b = b[:strings.Index(b, "```")]
+		if _, err := Parse(fmt.Sprintf("example %d", i), []byte(b)); err != nil {
+			t.Errorf("%v\n%s", err, b)
+		}
 	}
 }
