@@ -99,8 +99,10 @@ func (p Proto) String() string {
 
 // Source is where an entry or include was read.
 type Source struct {
+	// File is the policy file's path as it was opened.
 	File string
-	Line int // 0 when unknown
+	// Line is the 1-based line, 0 when unknown.
+	Line int
 }
 
 // String returns "file:line", "file" without a line, "" when unknown.
@@ -210,8 +212,10 @@ type List []Entry
 // (whole hosts and networks, every port and protocol), without duplicates.
 func (l List) Prefixes() []netip.Prefix {
 	out := make([]netip.Prefix, 0, len(l))
+	seen := make(map[netip.Prefix]bool, len(l))
 	for _, e := range l {
-		if !e.IsName() && e.Port == 0 && !slices.Contains(out, e.Dest) {
+		if !e.IsName() && e.Port == 0 && !seen[e.Dest] {
+			seen[e.Dest] = true
 			out = append(out, e.Dest)
 		}
 	}
@@ -253,9 +257,14 @@ type Include struct {
 type Policy struct {
 	// Include lists the policies this one pulls in, as written; it is
 	// empty in a policy returned by LoadLayered, which expands it.
-	Include   []Include
-	Allow     List
-	Deny      List
+	Include []Include
+	// Allow lists the destinations the container may reach without a
+	// prompt.
+	Allow List
+	// Deny lists the destinations refused silently; deny wins over allow.
+	Deny List
+	// Resolvers are DNS servers the container may query, besides the
+	// configured ones.
 	Resolvers []netip.Addr
 }
 
@@ -280,11 +289,15 @@ func (p *Policy) merge(q *Policy) {
 
 // Error is a problem in a policy file, with its position when known.
 type Error struct {
+	// File is the policy file's path.
 	File string
-	Line int // 0 when unknown
-	Msg  string
+	// Line is the 1-based line of the problem, 0 when unknown.
+	Line int
+	// Msg says what is wrong.
+	Msg string
 }
 
+// Error returns "file:line: msg", or "file: msg" without a line.
 func (e *Error) Error() string {
 	if e.Line > 0 {
 		return e.File + ":" + strconv.Itoa(e.Line) + ": " + e.Msg
