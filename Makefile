@@ -66,6 +66,8 @@ install: build
 	@for u in units/system/*; do [ -f "$$u" ] && sed 's|/usr/bin/|$(PREFIX)/bin/|g' "$$u" > $(DESTDIR)$(PREFIX)/lib/systemd/system/$$(basename "$$u") || true; done
 	@for m in docs/man/*.1; do [ -f "$$m" ] && install -m 0644 "$$m" $(DESTDIR)$(PREFIX)/share/man/man1/ || true; done
 	@if [ -f packaging/clearance.catalog ]; then install -D -m 0644 packaging/clearance.catalog $(DESTDIR)$(PREFIX)/lib/systemd/catalog/clearance.catalog; fi
+	install -d $(DESTDIR)$(PREFIX)/share/clearance/policy.d
+	install -m 0644 packaging/policy.d/*.yaml $(DESTDIR)$(PREFIX)/share/clearance/policy.d/
 	@if [ -f packaging/oci/clearance.json ]; then install -D -m 0644 packaging/oci/clearance.json $(DESTDIR)$(PREFIX)/share/containers/oci/hooks.d/clearance.json; fi
 	@if [ -f completions/clearancectl.bash ]; then install -D -m 0644 completions/clearancectl.bash $(DESTDIR)$(PREFIX)/share/bash-completion/completions/clearancectl; fi
 	@if [ -f completions/_clearancectl ]; then install -D -m 0644 completions/_clearancectl $(DESTDIR)$(PREFIX)/share/zsh/vendor-completions/_clearancectl; fi

@@ -17,5 +17,6 @@ require (
 
 require (
 	github.com/mdlayher/socket v0.6.0 // indirect
-	golang.org/x/sync v0.20.0 // indirect
+	golang.org/x/sync v0.24.0 // indirect
+	golang.org/x/text v0.43.0 // indirect
 )

@@ -217,9 +217,19 @@ type Ruleset struct {
 	// createRuntime). A policy's resolvers are added to either.
 	Resolvers []string `yaml:"resolvers"`
 
-	// PolicyDir holds the YAML allowlist policies. Default
+	// PolicyDir is the administrator's directory of YAML policies,
+	// searched first for a policy name; "always" verdicts are appended to
+	// files under it (uid-<uid>/ for a user's containers). Default
 	// "/etc/clearance/policy.d".
 	PolicyDir string `yaml:"policy_dir"`
+
+	// PolicyPath lists further directories searched for a policy name
+	// (and for includes) after PolicyDir, in order; the first that has
+	// <name>.yaml wins, so a file in PolicyDir overrides a shipped profile
+	// of the same name. Never written to. Default
+	// ["/usr/share/clearance/policy.d"], the shipped profiles; with
+	// "make install PREFIX=/usr/local" they are under /usr/local/share.
+	PolicyPath []string `yaml:"policy_path"`
 }
 
 // Notifier configures clearance-notifier, the desktop bridge.
@@ -274,6 +284,7 @@ func Default() *Config {
 			TCPReject:   TCPRejectICMPX,
 			Resolvers:   []string{},
 			PolicyDir:   "/etc/clearance/policy.d",
+			PolicyPath:  []string{"/usr/share/clearance/policy.d"},
 		},
 		DNS: DNS{
 			HoldMax:          2 * time.Second,
@@ -598,6 +609,11 @@ func (c *Config) validate(p positions) error {
 	}
 	positive("dns.max_names", d.MaxNames)
 	positive("dns.queries_per_second", d.QueriesPerSecond)
+	for i, d := range r.PolicyPath {
+		if !filepath.IsAbs(d) {
+			bad("ruleset.policy_path", "entry %d: must be an absolute path, got %q", i, d)
+		}
+	}
 
 	n := c.Notifier
 	if len(n.HubGlob) == 0 {

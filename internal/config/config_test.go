@@ -116,6 +116,7 @@ ruleset:
   block_prefix: "B: "
   resolvers: [192.0.2.53]
   policy_dir: /srv/policy
+  policy_path: [/srv/shipped, /opt/clearance/policy.d]
   dns_mark: 0x10
 dns:
   hold_max: 500ms
@@ -133,7 +134,8 @@ notifier:
 			want: func(c *Config) {
 				c.Hub = Hub{QueueDepth: 64, PendingTTL: 30 * time.Minute, MaxPending: 100, RuntimeDir: "/run/x", MaxMessageBytes: 65536, MaxLineBytes: 4096}
 				c.Verdict = Verdict{Mode: "exec", Socket: "/run/v.sock", ShieldBinary: "/usr/bin/terok-shield", Timeout: 2500 * time.Millisecond, OnceTTL: 10 * time.Minute}
-				c.Ruleset = Ruleset{Mode: "terok-shield", NflogGroup: 5, DNSPrefix: "D: ", BlockPrefix: "B: ", TCPReject: "icmpx", Resolvers: []string{"192.0.2.53"}, PolicyDir: "/srv/policy", DNSMark: 0x10}
+				c.Ruleset = Ruleset{Mode: "terok-shield", NflogGroup: 5, DNSPrefix: "D: ", BlockPrefix: "B: ", TCPReject: "icmpx", Resolvers: []string{"192.0.2.53"}, PolicyDir: "/srv/policy",
+					PolicyPath: []string{"/srv/shipped", "/opt/clearance/policy.d"}, DNSMark: 0x10}
 				c.DNS = DNS{HoldMax: 500 * time.Millisecond, MinTTL: time.Minute, Denied: "refused", MaxNames: 10, QueriesPerSecond: 7}
 				c.Notifier = Notifier{HubGlob: []string{"/a/*.sock", "/b/*/hub.sock"}, AllowFor: time.Hour, MaxVisible: 1, RatePerMinute: 60, HeadlessExitOK: true}
 			},
@@ -275,6 +277,11 @@ func TestLoadErrors(t *testing.T) {
 			name:    "two documents",
 			content: "hub:\n  queue_depth: 1\n---\nhub:\n  queue_depth: 2\n",
 			want:    []string{"FILE:", "more than one YAML document"},
+		},
+		{
+			name:    "relative policy path",
+			content: "ruleset:\n  policy_path: [/usr/share/clearance/policy.d, policy.d]\n",
+			want:    []string{`FILE:2: ruleset.policy_path: entry 1: must be an absolute path, got "policy.d"`},
 		},
 		{
 			name:    "invalid value blamed on the file that set it",

@@ -33,7 +33,9 @@ func Path(dir, name string) (string, error) {
 	return filepath.Join(dir, name+".yaml"), nil
 }
 
-// Load reads <dir>/<name>.yaml. A missing file is an empty policy.
+// Load reads <dir>/<name>.yaml as written: its includes are listed in
+// Include, not expanded (see [LoadLayered]). A missing file is an empty
+// policy.
 func Load(dir, name string) (*Policy, error) {
 	path, err := Path(dir, name)
 	if err != nil {
@@ -53,12 +55,16 @@ func Load(dir, name string) (*Policy, error) {
 // serialises them across processes.
 var appendMu sync.Mutex
 
-// Append adds dest (with an optional comment) to list ("allow" or "deny")
-// of <dir>/<name>.yaml, creating dir and the file if needed.
+// Append adds e (a name or an address, with its port, protocol and
+// comment; its Source is ignored) to list ("allow" or "deny") of
+// <dir>/<name>.yaml, creating dir and the file if needed. The entry is
+// written in the short syntax ("github.com:443/tcp"), or as dest and
+// comment when it has a comment.
 //
-// It is idempotent: nothing is written when the list already holds dest.
-// The identical destination is removed from the other list, so the newest
-// "always" verdict is the one that applies when the next container starts.
+// It is idempotent: nothing is written when the list already holds the
+// same destination, port and protocol ([Entry.Same]). The same entry is
+// removed from the other list, so the newest "always" verdict is the one
+// that applies when the next container starts.
 // Other entries, comments and key order in the file are kept. An existing
 // file that does not parse is left alone and reported.
 //
@@ -74,14 +80,11 @@ func Append(dir, name, list string, e Entry) error {
 	if err != nil {
 		return err
 	}
-	if !e.Dest.IsValid() {
-		return fmt.Errorf("append to policy %s: invalid destination", name)
-	}
-	d0, err := ParseDest(e.Dest.Masked().String())
+	e, err = e.normalize()
 	if err != nil {
 		return fmt.Errorf("append to policy %s: %w", name, err)
 	}
-	e.Dest = d0
+	e.Source = Source{}
 
 	appendMu.Lock()
 	defer appendMu.Unlock()
@@ -132,16 +135,14 @@ func appendEntry(file string, data []byte, list string, e Entry) ([]byte, bool, 
 	if list == ListDeny {
 		cur, other, otherList = p.Deny, p.Allow, ListAllow
 	}
-	has := func(es []Entry) bool {
-		return slices.ContainsFunc(es, func(x Entry) bool { return x.Dest == e.Dest })
-	}
+	has := func(es []Entry) bool { return slices.ContainsFunc(es, e.Same) }
 	if has(cur) && !has(other) {
 		return nil, false, nil
 	}
 
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return nil, false, yamlError(file, err)
+		return nil, false, yamlError(file, data, err)
 	}
 	if doc.Kind == 0 {
 		doc = yaml.Node{Kind: yaml.DocumentNode}
@@ -173,7 +174,7 @@ func appendEntry(file string, data []byte, list string, e Entry) ([]byte, bool, 
 		s := seq(otherList)
 		s.Content = slices.DeleteFunc(s.Content, func(n *yaml.Node) bool {
 			x, err := entryFromNode(n, func(*yaml.Node, string, ...any) error { return errors.New("") })
-			return err == nil && x.Dest == e.Dest
+			return err == nil && x.Same(e)
 		})
 	}
 	out, err := encodeNode(&doc)

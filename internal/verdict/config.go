@@ -13,6 +13,7 @@ import (
 func FromConfig(c *config.Config) (Config, error) {
 	out := Config{
 		PolicyDir:   c.Ruleset.PolicyDir,
+		PolicyPath:  c.Ruleset.PolicyPath,
 		Group:       uint16(c.Ruleset.NflogGroup),
 		BlockPrefix: c.Ruleset.BlockPrefix,
 		OnceTTL:     c.Verdict.OnceTTL,

@@ -13,6 +13,7 @@ import (
 	"github.com/varlink/go/varlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/terok-ai/clearance/internal/dnsname"
 	"github.com/terok-ai/clearance/internal/event"
 	"github.com/terok-ai/clearance/internal/nft"
 	"github.com/terok-ai/clearance/internal/policy"
@@ -123,11 +124,12 @@ func (h *firewall1) Apply(ctx context.Context, c fw1.VarlinkCall, container, ip,
 	}
 	r := applyRequest{destText: ip, action: action, scope: scope, policyTarget: policyTarget}
 	if name != nil && *name != "" {
-		if !validName(*name) {
+		pat, err := dnsname.ParsePattern(*name)
+		if err != nil {
 			closeFDs(&c.Call)
 			return c.ReplyInvalidParameter(ctx, "name")
 		}
-		r.name = *name
+		r.name = pat.String()
 	}
 	p, err := policy.ParseDest(ip)
 	if err != nil && (!s.cfg.execMode() || scope == ScopeAlways) {
@@ -182,10 +184,9 @@ func service(proto *string, port *int64) (p uint8, n uint16, bad string) {
 	return p, uint16(pn), ""
 }
 
-// validName accepts what may name a verdict's destination: a DNS name or
-// a wildcard pattern, in printable ASCII without spaces (the hub
-// sanitised it; the policy file checks it again when "always" saves it).
-func validName(s string) bool {
+// validComment accepts a learned element's comment: printable ASCII
+// without spaces (a DNS name, as the hub canonicalised it).
+func validComment(s string) bool {
 	if len(s) == 0 || len(s) > 253 {
 		return false
 	}
@@ -282,7 +283,7 @@ func (h *firewall1) Forwarder(ctx context.Context, c fw1.VarlinkCall, container 
 		return h.s.replyError(ctx, &c, "forwarder", container, err)
 	}
 	defer t.Close()
-	rs, err := h.s.ruleset(t)
+	rs, names, err := h.s.policy(t)
 	if err != nil {
 		return h.s.replyError(ctx, &c, "forwarder", container, &firewallError{op: "forwarder", err: err})
 	}
@@ -308,7 +309,7 @@ func (h *firewall1) Forwarder(ctx context.Context, c fw1.VarlinkCall, container 
 		Names     []fw1.NameRule `json:"names"`
 	}
 	return c.ReplyWithFDs(ctx, reply{Port: int64(fs.port), Mark: int64(h.s.cfg.dnsMark()), Sockets: fs.names,
-		Resolvers: resolvers, Names: h.s.nameRules(t)}, fs.files)
+		Resolvers: resolvers, Names: names}, fs.files)
 }
 
 func (h *firewall1) UpstreamTCP(ctx context.Context, c fw1.VarlinkCall, container, family string, count int64) error {
@@ -376,7 +377,7 @@ func learned(els []fw1.Learned, needTTL bool) ([]nft.Learned, string) {
 		if needTTL && (e.Ttl_ms <= 0 || ttl > 7*24*time.Hour) {
 			return nil, "ttl_ms"
 		}
-		if len(e.Comment) > 253 || (e.Comment != "" && !validName(e.Comment)) {
+		if len(e.Comment) > 253 || (e.Comment != "" && !validComment(e.Comment)) {
 			return nil, "comment"
 		}
 		out = append(out, nft.Learned{Dest: nft.Dest{Prefix: nft.Host(a), Proto: p, Port: n}, Timeout: ttl, Comment: e.Comment})

@@ -8,11 +8,13 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"time"
 
 	"github.com/varlink/go/varlink"
 
+	"github.com/terok-ai/clearance/internal/dnsname"
 	"github.com/terok-ai/clearance/internal/event"
 	"github.com/terok-ai/clearance/internal/netns"
 	"github.com/terok-ai/clearance/internal/nft"
@@ -74,10 +76,18 @@ type Config struct {
 	// RuntimeRoot is where runtime records are found (see record.Locate);
 	// "" means /run.
 	RuntimeRoot string
-	// PolicyDir holds the YAML policies (policy.DefaultDir when "").
-	// Engage loads <PolicyDir>/<name>.yaml and, for a container owned by
-	// a user, <PolicyDir>/uid-<uid>/<name>.yaml on top ([UserPolicyDir]).
+	// PolicyDir is the administrator's policy directory
+	// (policy.DefaultDir when ""), searched first. Engage loads the
+	// container's policy by name from PolicyDir then PolicyPath and, for a
+	// container owned by a user, <PolicyDir>/uid-<uid>/<name>.yaml on top
+	// ([UserPolicyDir], policy.LoadLayered); "always" verdicts are
+	// appended to that per-uid file (PolicyDir itself for root).
 	PolicyDir string
+	// PolicyPath lists the directories searched for policies and their
+	// includes after PolicyDir, first hit winning; never written to. Nil
+	// means policy.SharedDir (the shipped profiles); an empty non-nil
+	// slice searches PolicyDir only.
+	PolicyPath []string
 	// Mode is ModeBuiltin (default) or ModeShield.
 	Mode string
 	// ShieldApply is ShieldApplySets (default) or ShieldApplyExec; only
@@ -146,6 +156,9 @@ func New(cfg Config) (*Service, error) {
 	}
 	if cfg.PolicyDir == "" {
 		cfg.PolicyDir = policy.DefaultDir
+	}
+	if cfg.PolicyPath == nil {
+		cfg.PolicyPath = []string{policy.SharedDir}
 	}
 	if cfg.Group == 0 {
 		cfg.Group = nft.DefaultGroup
@@ -238,6 +251,14 @@ func (e *firewallError) Unwrap() error { return e.err }
 // ruleset builds the built-in ruleset for t from the configuration and
 // the container's policies.
 func (s *Service) ruleset(t *target) (nft.Ruleset, error) {
+	rs, _, err := s.policy(t)
+	return rs, err
+}
+
+// policy builds the built-in ruleset for t from the configuration and the
+// container's policies, and returns the policies' name rules (for the
+// DNS forwarder) with it.
+func (s *Service) policy(t *target) (nft.Ruleset, []fw1.NameRule, error) {
 	rs := nft.Ruleset{
 		Group: s.cfg.Group, BlockPrefix: s.cfg.BlockPrefix, TCPReset: s.cfg.TCPReset, DNSMark: s.cfg.dnsMark(),
 		Resolvers: append([]netip.Addr(nil), s.cfg.Resolvers...),
@@ -245,31 +266,76 @@ func (s *Service) ruleset(t *target) (nft.Ruleset, error) {
 	if len(s.cfg.Resolvers) == 0 && t.rec != nil {
 		rs.Resolvers = append(rs.Resolvers, t.rec.ResolverAddrs()...)
 	}
+	names := []fw1.NameRule{}
 	if name := t.policyName(); name != "" {
-		dirs := []string{s.cfg.PolicyDir}
+		userDir := ""
 		if t.owner != 0 {
-			dirs = append(dirs, UserPolicyDir(s.cfg.PolicyDir, t.owner))
+			userDir = UserPolicyDir(s.cfg.PolicyDir, t.owner)
 		}
-		for _, d := range dirs {
-			p, err := policy.Load(d, name)
-			if err != nil {
-				return rs, fmt.Errorf("load policy %q: %w", name, err)
-			}
-			for _, a := range p.AllowPrefixes() {
-				rs.Allow = append(rs.Allow, nft.PrefixDest(a))
-			}
-			for _, a := range p.DenyPrefixes() {
-				rs.Deny = append(rs.Deny, nft.PrefixDest(a))
-			}
-			rs.Resolvers = append(rs.Resolvers, p.Resolvers...)
+		p, err := policy.LoadLayered(append([]string{s.cfg.PolicyDir}, s.cfg.PolicyPath...), userDir, name)
+		if err != nil {
+			return rs, nil, fmt.Errorf("load policy %q: %w", name, err)
 		}
+		for _, l := range []struct {
+			action string
+			list   policy.List
+			dests  *[]nft.Dest
+		}{{event.ActionAllow, p.Allow, &rs.Allow}, {event.ActionDeny, p.Deny, &rs.Deny}} {
+			for _, e := range l.list {
+				if e.IsName() {
+					for _, proto := range entryProtos(e) {
+						names = append(names, fw1.NameRule{Pattern: e.Name.String(), Action: l.action,
+							Proto: proto, Port: int64(e.Port), Source: e.Source.String()})
+					}
+					continue
+				}
+				for _, d := range entryDests(e) {
+					if !slices.Contains(*l.dests, d) {
+						*l.dests = append(*l.dests, d)
+					}
+				}
+			}
+		}
+		rs.Resolvers = append(rs.Resolvers, p.Resolvers...)
 	}
-	return rs, nil
+	rs.Resolvers = dedupeAddrs(rs.Resolvers)
+	return rs, names, nil
 }
 
-// nameRules returns the name rules of t's policy for its DNS forwarder.
-func (s *Service) nameRules(t *target) []fw1.NameRule {
-	return []fw1.NameRule{}
+// entryProtos returns the protocol names an entry covers: "" for every
+// port, else "tcp", "udp" or both.
+func entryProtos(e policy.Entry) []string {
+	switch {
+	case e.Port == 0:
+		return []string{""}
+	case e.Proto == policy.ProtoAny:
+		return []string{"tcp", "udp"}
+	}
+	return []string{e.Proto.String()}
+}
+
+// entryDests returns the ruleset elements of an address entry.
+func entryDests(e policy.Entry) []nft.Dest {
+	var out []nft.Dest
+	for _, proto := range entryProtos(e) {
+		d := nft.PrefixDest(e.Dest)
+		if proto != "" {
+			d.Proto, _ = nft.ParseProto(proto)
+			d.Port = e.Port
+		}
+		out = append(out, d)
+	}
+	return out
+}
+
+func dedupeAddrs(as []netip.Addr) []netip.Addr {
+	var out []netip.Addr
+	for _, a := range as {
+		if !slices.Contains(out, a) {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 // engage installs or verifies the ruleset.
@@ -400,7 +466,20 @@ func (s *Service) persist(t *target, r applyRequest) error {
 	}
 	comment := "always, by uid " + strconv.FormatUint(uint64(t.peer), 10) + " for " + t.container + " at " +
 		s.cfg.Now().UTC().Format(time.RFC3339)
-	if err := policy.Append(dir, name, list, policy.Entry{Dest: r.dest.Prefix, Comment: comment}); err != nil {
+	e := policy.Entry{Dest: r.dest.Prefix, Port: r.dest.Port, Comment: comment}
+	if r.dest.Proto != 0 {
+		e.Proto = policy.Proto(r.dest.Proto)
+	}
+	if r.name != "" {
+		// A verdict on a name saves the name: its next addresses follow
+		// DNS in the next container too.
+		pat, err := dnsname.ParsePattern(r.name)
+		if err != nil {
+			return fmt.Errorf("not saved to policy %q: %w", name, err)
+		}
+		e.Dest, e.Name = netip.Prefix{}, pat
+	}
+	if err := policy.Append(dir, name, list, e); err != nil {
 		return fmt.Errorf("not saved to policy %q: %w", name, err)
 	}
 	return nil

@@ -286,7 +286,9 @@ func TestIntegrationEngageApplyWatch(t *testing.T) {
 	ctr := startContainer(t)
 	e := startService(t, "")
 	writeRecord(t, e.root, 0, ctr.rec("c0ffee000001"))
-	os.WriteFile(filepath.Join(e.policyDir, "testpolicy.yaml"), []byte("allow:\n  - 192.0.2.7\ndeny:\n  - 198.51.100.0/24\n"), 0o644)
+	// Names go to the forwarder, not the ruleset; port-scoped entries are
+	// elements of the _port sets.
+	os.WriteFile(filepath.Join(e.policyDir, "testpolicy.yaml"), []byte("allow:\n  - 192.0.2.7\n  - github.com:443/tcp\n  - 192.0.2.8:22/tcp\ndeny:\n  - 198.51.100.0/24\n  - '*.example.net'\n"), 0o644)
 	ctx := testutil.Context(t)
 	c := e.dial(t)
 
@@ -310,9 +312,14 @@ func TestIntegrationEngageApplyWatch(t *testing.T) {
 	}
 	got := map[string]string{}
 	for _, el := range els {
-		got[el.Dest] = el.List
+		d := el.Dest
+		if el.Port != nil {
+			d += ":" + strconv.Itoa(int(*el.Port)) + "/" + *el.Proto
+		}
+		got[d] = el.List + " " + el.Set
 	}
-	if diff := cmp.Diff(map[string]string{"192.0.2.7": "allow", "198.51.100.0/24": "deny"}, got); diff != "" {
+	want := map[string]string{"192.0.2.7": "allow allow4", "192.0.2.8:22/tcp": "allow allow4_port", "198.51.100.0/24": "deny deny4_net"}
+	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("elements from the policy (-want +got):\n%s", diff)
 	}
 

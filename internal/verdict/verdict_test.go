@@ -3,6 +3,9 @@ package verdict
 import (
 	"errors"
 	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -13,6 +16,7 @@ import (
 
 	"github.com/terok-ai/clearance/internal/netns"
 	"github.com/terok-ai/clearance/internal/nft"
+	"github.com/terok-ai/clearance/internal/record"
 	fw1 "github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearancefirewall1"
 )
 
@@ -84,6 +88,88 @@ func TestUserPolicyDir(t *testing.T) {
 	}
 	if got := UserPolicyDir("/etc/clearance/policy.d", 1000); got != "/etc/clearance/policy.d/uid-1000" {
 		t.Errorf("user: %q", got)
+	}
+}
+
+// TestRulesetFromPolicies checks what Engage installs from a container's
+// policies: the administrator's file over the shipped profile, includes
+// expanded, the user's layer on top; address entries become ruleset
+// elements (a port without a protocol: tcp and udp), names become the
+// forwarder's name rules.
+func TestRulesetFromPolicies(t *testing.T) {
+	dir := t.TempDir()
+	write := func(rel, content string) {
+		t.Helper()
+		p := filepath.Join(dir, rel)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("shipped/mirror.yaml", "allow: [192.0.2.99, mirror.example:443/tcp]\n")
+	write("shipped/proj.yaml", "allow: [192.0.2.98]\n") // shadowed by etc/proj.yaml
+	write("etc/mirror.yaml", "allow: [192.0.2.1, mirror.example:443/tcp]\nresolvers: [192.0.2.53]\n")
+	write("etc/proj.yaml", "include: [mirror]\nallow:\n  - 198.51.100.0/24\n  - 198.51.100.7:22/tcp\n  - github.com\ndeny: [203.0.113.0/24, 203.0.113.9:25/tcp, '*.example.net']\n")
+	write("etc/uid-1000/proj.yaml", "allow: [192.0.2.2, 192.0.2.1]\n")
+
+	s, err := New(Config{PolicyDir: filepath.Join(dir, "etc"), PolicyPath: []string{filepath.Join(dir, "shipped")}, Resolvers: []netip.Addr{netip.MustParseAddr("192.0.2.54")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	write("etc/uid-1000/ports.yaml", "allow: [192.0.2.3:53, 'api.example.org:8443']\n")
+	names := []string{"allow mirror.example 443/tcp", "allow github.com 0/", "deny *.example.net 0/"}
+	tests := []struct {
+		name   string
+		owner  uint32
+		policy string
+		allow  []string
+		deny   []string
+		names  []string
+	}{
+		{name: "root's container", owner: 0, policy: "proj", allow: []string{"192.0.2.1", "198.51.100.0/24", "198.51.100.7:22/tcp"},
+			deny: []string{"203.0.113.0/24", "203.0.113.9:25/tcp"}, names: names},
+		{name: "a user's container", owner: 1000, policy: "proj", allow: []string{"192.0.2.1", "198.51.100.0/24", "198.51.100.7:22/tcp", "192.0.2.2"},
+			deny: []string{"203.0.113.0/24", "203.0.113.9:25/tcp"}, names: names},
+		{name: "a port without a protocol", owner: 1000, policy: "ports", allow: []string{"192.0.2.3:53/tcp", "192.0.2.3:53/udp"},
+			names: []string{"allow api.example.org 8443/tcp", "allow api.example.org 8443/udp"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rs, nrs, err := s.policy(&target{owner: tt.owner, rec: &record.Record{Policy: tt.policy}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			strs := func(ds []nft.Dest) []string {
+				var out []string
+				for _, d := range ds {
+					out = append(out, d.String())
+				}
+				return out
+			}
+			type got struct{ Allow, Deny, Names, Resolvers []string }
+			want := got{tt.allow, tt.deny, tt.names, []string{"192.0.2.54"}}
+			if tt.policy == "proj" {
+				want.Resolvers = append(want.Resolvers, "192.0.2.53")
+			}
+			var res, ns []string
+			for _, r := range rs.Resolvers {
+				res = append(res, r.String())
+			}
+			for _, n := range nrs {
+				ns = append(ns, n.Action+" "+n.Pattern+" "+strconv.Itoa(int(n.Port))+"/"+n.Proto)
+			}
+			if diff := cmp.Diff(want, got{strs(rs.Allow), strs(rs.Deny), ns, res}); diff != "" {
+				t.Errorf("ruleset (-want +got):\n%s", diff)
+			}
+		})
+	}
+	write("etc/broken.yaml", "include: [nonesuch]\n")
+	_, err = s.ruleset(&target{rec: &record.Record{Policy: "broken"}})
+	if want := `load policy "broken": ` + filepath.Join(dir, "etc", "broken.yaml") + `:1: include "nonesuch": no policy "nonesuch" in ` +
+		filepath.Join(dir, "etc") + ", " + filepath.Join(dir, "shipped"); err == nil || err.Error() != want {
+		t.Errorf("ruleset with an unknown include = %v, want %s", err, want)
 	}
 }
 

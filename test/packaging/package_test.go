@@ -28,6 +28,11 @@ var installedFiles = []string{
 	"/usr/share/doc/clearance/changelog.Debian.gz",
 	"/etc/clearance/clearance.yaml",
 	"/etc/clearance/policy.d",
+	"/usr/share/clearance/policy.d/base.yaml",
+	"/usr/share/clearance/policy.d/dev-go.yaml",
+	"/usr/share/clearance/policy.d/dev-node.yaml",
+	"/usr/share/clearance/policy.d/dev-python.yaml",
+	"/usr/share/clearance/policy.d/github.yaml",
 }
 
 // optionalFiles are installed when the tree has their source.
