@@ -104,6 +104,7 @@ type verdictSpec struct {
 	requestID string
 	scope     string
 	ttl       time.Duration
+	anyPort   bool
 	hub       hubFlags
 }
 
@@ -113,16 +114,20 @@ func (r *runner) parseVerdict(action string, args []string) (verdictSpec, int, b
 	if action == event.ActionDeny {
 		verb = "Denies"
 	}
-	fs := r.newFlags(action, "REQUEST_ID [--container ID] [--for DURATION | --until-exit | --always]",
+	fs := r.newFlags(action, "REQUEST_ID [--container ID] [--for DURATION | --until-exit | --always] [--any-port]",
 		verb+` the pending request REQUEST_ID (see "clearancectl pending"). The hub
-holding it is found by asking every hub. Without a scope option the
-verdict is "once": it expires after the hub's default lifetime.`)
+holding it is found by asking every hub. The verdict covers what the
+request shows: its destination (the name, with all its current and future
+addresses, when it has one), port and protocol; --any-port widens it to
+every port. Without a scope option the verdict is "once": it expires after
+the hub's default lifetime.`)
 	spec := verdictSpec{action: action, scope: scopeOnce}
 	spec.hub.register(fs, true)
 	var forDur durationFlag
 	fs.Var(&forDur, "for", "the verdict expires after `DURATION` (30s, 15m, 1h, 12h, 2d, 1w)")
 	untilExit := fs.Bool("until-exit", false, "the verdict lasts until the container exits")
 	always := fs.Bool("always", false, "the verdict lasts, and is written to the container's policy file")
+	fs.BoolVar(&spec.anyPort, "any-port", false, "cover every port and protocol of the destination, not only the request's")
 	pos, err := r.parse(fs, args)
 	if err != nil {
 		return spec, parseExit(err), false
@@ -188,12 +193,19 @@ func (r *runner) verdictCmd(ctx context.Context, action string, args []string) i
 	var expires int64
 	err = p.do(ctx, func(ctx context.Context, c *varlink.Connection) error {
 		var err error
+		var anyPort *bool
+		if spec.anyPort {
+			anyPort = &spec.anyPort
+		}
 		_, expires, err = orgterokclearancehub1.Decide().Call(ctx, c, spec.requestID, spec.action,
-			spec.scope, int64(spec.ttl/time.Second))
+			spec.scope, int64(spec.ttl/time.Second), anyPort)
 		return err
 	})
 	if err != nil {
 		return r.decideFailure(err, spec, target)
+	}
+	if spec.anyPort {
+		target += ", every port"
 	}
 	fmt.Fprintf(r.stdout, "%s %s, %s\n", pastTense(spec.action), target, r.scopeText(spec.scope, expires))
 	return ExitOK

@@ -68,6 +68,23 @@ type ApplyRequest struct {
 	Action    string        // event.ActionAllow or event.ActionDeny
 	Scope     string        // ScopeOnce, ScopeContainer or ScopeAlways
 	TTL       time.Duration // for ScopeOnce; 0 means the applier's default
+	// AnyPort widens the verdict from the prompt's port and protocol to
+	// the whole host (or name).
+	AnyPort bool
+}
+
+// Name returns the DNS name the verdict is about, "" for an address.
+func (r ApplyRequest) Name() string {
+	if r.Dest == r.IP {
+		return ""
+	}
+	return r.Dest
+}
+
+// covers reports whether a verdict r also decides a request for the same
+// target on proto and port.
+func (r ApplyRequest) covers(proto, port int64) bool {
+	return r.AnyPort || (r.Proto == proto && r.Port == port)
 }
 
 // ApplyResult is what the firewall answered.
@@ -251,15 +268,12 @@ func (h *Hub) Blocked(ev event.Event) string {
 	now := h.cfg.Now()
 	key := flowKey{ev.Container, ev.Dest, ev.Domain, ev.Port, ev.Proto}
 	h.mu.Lock()
-	if at, ok := h.decided[decidedKey{ev.Container, ev.Dest}]; ok {
-		if now.Sub(at) < decidedGrace {
-			// Logged before the verdict reached the kernel: not a new
-			// request for a destination the operator just decided.
-			h.coalesced.Add(1)
-			h.mu.Unlock()
-			return ""
-		}
-		delete(h.decided, decidedKey{ev.Container, ev.Dest})
+	if h.recentlyDecidedLocked(ev, now) {
+		// Logged before the verdict reached the kernel: not a new
+		// request for a destination the operator just decided.
+		h.coalesced.Add(1)
+		h.mu.Unlock()
+		return ""
 	}
 	if p, ok := h.flows[key]; ok {
 		p.count++
@@ -399,16 +413,18 @@ func (h *Hub) Verdict(ctx context.Context, container, requestID, dest, action st
 }
 
 // Decide applies a verdict addressed by request id alone, with a scope
-// and, for ScopeOnce, a TTL (0 = the applier's default). It returns when
-// the verdict expires (zero when it does not). Errors are those of
-// [Hub.Verdict] plus *InvalidScopeError.
-func (h *Hub) Decide(ctx context.Context, requestID, action, scope string, ttl time.Duration) (time.Time, error) {
-	return h.decide(ctx, decision{requestID: requestID, action: action, scope: scope, ttl: ttl})
+// and, for ScopeOnce, a TTL (0 = the applier's default). The verdict
+// covers the request's destination, port and protocol, or with anyPort
+// every port of it. It returns when the verdict expires (zero when it
+// does not). Errors are those of [Hub.Verdict] plus *InvalidScopeError.
+func (h *Hub) Decide(ctx context.Context, requestID, action, scope string, ttl time.Duration, anyPort bool) (time.Time, error) {
+	return h.decide(ctx, decision{requestID: requestID, action: action, scope: scope, ttl: ttl, anyPort: anyPort})
 }
 
 type decision struct {
 	container, requestID, dest, action, scope string
 	ttl                                       time.Duration
+	anyPort                                   bool
 	checkTuple                                bool
 	op                                        Operator
 }
@@ -473,7 +489,7 @@ func (h *Hub) decide(ctx context.Context, d decision) (time.Time, error) {
 	h.mu.Unlock()
 
 	req := ApplyRequest{Container: d.container, Dest: d.dest, IP: p.ev.Dest, Port: p.ev.Port,
-		Proto: p.ev.Proto, Action: d.action, Scope: d.scope, TTL: d.ttl}
+		Proto: p.ev.Proto, Action: d.action, Scope: d.scope, TTL: d.ttl, AnyPort: d.anyPort}
 	res, applyErr := h.apply(ctx, req)
 	ok = applyErr == nil && res.OK
 
@@ -482,10 +498,11 @@ func (h *Hub) decide(ctx context.Context, d decision) (time.Time, error) {
 	if ok {
 		h.removeLocked(p)
 		h.trackExpiryLocked(req, res.Expires)
-		h.markDecidedLocked(p.container, p.ev.Dest, h.cfg.Now())
-		// Superseded requests for the same target are decided too.
+		h.markDecidedLocked(req, h.cfg.Now())
+		// Superseded requests for the same target (and port, unless the
+		// verdict covers every port) are decided too.
 		for _, q := range h.pending {
-			if q.container == p.container && q.target == p.target {
+			if q.container == p.container && q.target == p.target && req.covers(q.ev.Proto, q.ev.Port) {
 				h.removeLocked(q)
 			}
 		}
@@ -533,10 +550,13 @@ func (h *Hub) apply(ctx context.Context, req ApplyRequest) (res ApplyResult, err
 // landed, and not shown as a new prompt.
 const decidedGrace = 2 * time.Second
 
-type decidedKey struct{ container, dest string }
+type decidedKey struct {
+	container, dest string
+	proto, port     int64 // 0, 0: every port
+}
 
-func (h *Hub) markDecidedLocked(container, dest string, now time.Time) {
-	if dest == "" {
+func (h *Hub) markDecidedLocked(req ApplyRequest, now time.Time) {
+	if req.IP == "" {
 		return
 	}
 	for k, at := range h.decided { // keep the map small
@@ -544,30 +564,62 @@ func (h *Hub) markDecidedLocked(container, dest string, now time.Time) {
 			delete(h.decided, k)
 		}
 	}
-	h.decided[decidedKey{container, dest}] = now
+	k := decidedKey{container: req.Container, dest: req.IP}
+	if !req.AnyPort {
+		k.proto, k.port = req.Proto, req.Port
+	}
+	h.decided[k] = now
+}
+
+// recentlyDecidedLocked reports whether ev's destination (its port, or
+// every port) was decided less than decidedGrace ago.
+func (h *Hub) recentlyDecidedLocked(ev event.Event, now time.Time) bool {
+	for _, k := range []decidedKey{{ev.Container, ev.Dest, ev.Proto, ev.Port}, {ev.Container, ev.Dest, 0, 0}} {
+		if at, ok := h.decided[k]; ok {
+			if now.Sub(at) < decidedGrace {
+				return true
+			}
+			delete(h.decided, k)
+		}
+	}
+	return false
 }
 
 // Revoker is implemented by appliers that can take a verdict back; the
 // hub uses it to end a timed verdict on time by the wall clock, which,
 // unlike the kernel's element timeout, keeps running during suspend.
 type Revoker interface {
-	Revoke(ctx context.Context, container, ip string) error
+	// Revoke takes back what Apply wrote for req.
+	Revoke(ctx context.Context, req ApplyRequest) error
 }
 
-type expiryKey struct{ container, ip string }
+// expiryKey is what one verdict wrote: its destination, port (0, 0: every
+// port) and name.
+type expiryKey struct {
+	container, ip, name string
+	proto, port         int64
+}
 
 type expiring struct {
-	dest string
-	at   time.Time
+	req ApplyRequest
+	at  time.Time
+}
+
+func keyOf(req ApplyRequest) expiryKey {
+	k := expiryKey{container: req.Container, ip: req.IP, name: req.Name()}
+	if !req.AnyPort {
+		k.proto, k.port = req.Proto, req.Port
+	}
+	return k
 }
 
 func (h *Hub) trackExpiryLocked(req ApplyRequest, at time.Time) {
-	k := expiryKey{req.Container, req.IP}
+	k := keyOf(req)
 	if at.IsZero() {
 		delete(h.expiry, k) // a lasting verdict replaced any timed one
 		return
 	}
-	h.expiry[k] = expiring{dest: req.Dest, at: at}
+	h.expiry[k] = expiring{req: req, at: at}
 }
 
 // ExpireVerdicts ends every timed verdict whose expiry has passed by the
@@ -594,11 +646,11 @@ func (h *Hub) ExpireVerdicts(ctx context.Context) int {
 	h.mu.Unlock()
 	for _, d := range due {
 		if r, ok := h.cfg.Applier.(Revoker); ok {
-			if err := r.Revoke(ctx, d.k.container, d.k.ip); err != nil {
+			if err := r.Revoke(ctx, d.e.req); err != nil {
 				h.log.Warn("revoke expired verdict", "container", d.k.container, "dest", d.k.ip, "err", err)
 			}
 		}
-		h.AuditExpired(d.k.container, d.e.dest, d.e.at)
+		h.AuditExpired(d.k.container, d.e.req.Dest, d.e.at)
 	}
 	return len(due)
 }

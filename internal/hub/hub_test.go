@@ -294,11 +294,11 @@ func TestDecideScopes(t *testing.T) {
 	ap := &stubApplier{res: ApplyResult{OK: true, Expires: time.Unix(1_800_003_600, 0)}}
 	h := New(Config{Applier: ap})
 	h.Publish(blockedEv("c", "c:1", "198.51.100.1", ""))
-	if _, err := h.Decide(context.Background(), "c:1", "allow", "sometimes", 0); !errors.As(err, new(*InvalidScopeError)) {
+	if _, err := h.Decide(context.Background(), "c:1", "allow", "sometimes", 0, false); !errors.As(err, new(*InvalidScopeError)) {
 		t.Fatalf("bad scope err = %v", err)
 	}
 	ctx := WithOperator(context.Background(), Operator{UID: 1000, Channel: "clearancectl"})
-	exp, err := h.Decide(ctx, "c:1", "allow", ScopeOnce, time.Hour)
+	exp, err := h.Decide(ctx, "c:1", "allow", ScopeOnce, time.Hour, false)
 	if err != nil || exp.Unix() != 1_800_003_600 {
 		t.Fatalf("decide = %v, %v", exp, err)
 	}
@@ -345,7 +345,8 @@ type revokingApplier struct {
 	revoked []string
 }
 
-func (r *revokingApplier) Revoke(ctx context.Context, container, ip string) error {
+func (r *revokingApplier) Revoke(ctx context.Context, req ApplyRequest) error {
+	container, ip := req.Container, req.IP
 	r.revoked = append(r.revoked, container+"/"+ip)
 	return nil
 }
@@ -357,7 +358,7 @@ func TestTimedVerdictExpiresByWallClock(t *testing.T) {
 	sub := h.Subscribe()
 	defer sub.Close()
 	h.Publish(blockedEv("c", "c:1", "198.51.100.1", "a.example"))
-	if _, err := h.Decide(context.Background(), "c:1", "allow", ScopeOnce, time.Hour); err != nil {
+	if _, err := h.Decide(context.Background(), "c:1", "allow", ScopeOnce, time.Hour, false); err != nil {
 		t.Fatal(err)
 	}
 	drain(sub)
@@ -387,10 +388,10 @@ func TestLastingVerdictCancelsExpiry(t *testing.T) {
 	ap := &revokingApplier{stubApplier: stubApplier{res: ApplyResult{OK: true, Expires: c.t.Add(time.Minute)}}}
 	h := New(Config{Applier: ap, Now: c.now})
 	h.Publish(blockedEv("c", "c:1", "198.51.100.1", ""))
-	h.Decide(context.Background(), "c:1", "allow", ScopeOnce, time.Minute)
+	h.Decide(context.Background(), "c:1", "allow", ScopeOnce, time.Minute, false)
 	ap.res = ApplyResult{OK: true}
 	h.Publish(blockedEv("c", "c:2", "198.51.100.1", ""))
-	h.Decide(context.Background(), "c:2", "allow", ScopeContainer, 0)
+	h.Decide(context.Background(), "c:2", "allow", ScopeContainer, 0, false)
 	c.add(time.Hour)
 	if n := h.ExpireVerdicts(context.Background()); n != 0 || len(ap.revoked) != 0 {
 		t.Fatalf("a container-scoped verdict was revoked by an older timer: %v", ap.revoked)
@@ -404,7 +405,7 @@ func TestLateRecordsAfterVerdictAreNoNewPrompt(t *testing.T) {
 	defer sub.Close()
 	ev := event.Event{Container: "c", Dest: "198.51.100.1", Port: 443, Proto: 6}
 	id := h.Blocked(ev)
-	if _, err := h.Decide(context.Background(), id, "allow", ScopeOnce, 0); err != nil {
+	if _, err := h.Decide(context.Background(), id, "allow", ScopeOnce, 0, false); err != nil {
 		t.Fatal(err)
 	}
 	drain(sub)
@@ -437,14 +438,14 @@ func TestRecordsDuringVerdictInFlightAreCounted(t *testing.T) {
 	drain(sub)
 	done := make(chan error)
 	go func() {
-		_, err := h.Decide(context.Background(), id, "allow", ScopeOnce, 0)
+		_, err := h.Decide(context.Background(), id, "allow", ScopeOnce, 0, false)
 		done <- err
 	}()
 	<-entered
 	if got := h.Blocked(ev); got != id {
 		t.Fatalf("a record while the verdict is in flight made request %q, want it counted on %s", got, id)
 	}
-	if _, err := h.Decide(context.Background(), id, "deny", ScopeOnce, 0); !errors.As(err, new(*UnknownRequestError)) {
+	if _, err := h.Decide(context.Background(), id, "deny", ScopeOnce, 0, false); !errors.As(err, new(*UnknownRequestError)) {
 		t.Fatalf("second verdict while the first is in flight: %v", err)
 	}
 	close(block)

@@ -48,7 +48,10 @@ func (f *Firewall) dial(ctx context.Context) (*verdictclient.Client, error) {
 	return verdictclient.Dial(ctx, f.Socket)
 }
 
-// Apply writes a verdict into the container's ruleset.
+// Apply writes a verdict into the container's ruleset: for the blocked
+// packet's address, narrowed to its port and protocol (TCP, UDP, SCTP)
+// unless req.AnyPort, with the name the verdict is about stored with the
+// element (and saved instead of the address by "always").
 func (f *Firewall) Apply(ctx context.Context, req hub.ApplyRequest) (hub.ApplyResult, error) {
 	ip := req.IP
 	if ip == "" {
@@ -70,22 +73,45 @@ func (f *Firewall) Apply(ctx context.Context, req hub.ApplyRequest) (hub.ApplyRe
 	if req.Scope == hub.ScopeAlways {
 		policy = f.Policy
 	}
+	proto, port := servicePort(req)
 	res, err := c.Apply(ctx, verdictclient.ApplyRequest{Container: f.Container, IP: ip, Action: req.Action,
-		Scope: req.Scope, TTL: ttl, PolicyTarget: policy}, f.NS)
+		Scope: req.Scope, TTL: ttl, PolicyTarget: policy, Proto: proto, Port: port, Name: req.Name()}, f.NS)
 	if err != nil {
 		return hub.ApplyResult{}, fmt.Errorf("verdict service: %w", err)
 	}
 	return hub.ApplyResult{OK: res.OK, Stderr: res.Stderr, Expires: res.Expires}, nil
 }
 
-// Revoke removes ip from the container's allow and deny sets.
-func (f *Firewall) Revoke(ctx context.Context, container, ip string) error {
+// servicePort returns the protocol name and port a verdict is narrowed
+// to, or "" and 0 for the whole host (req.AnyPort, or a protocol without
+// ports).
+func servicePort(req hub.ApplyRequest) (string, int) {
+	if req.AnyPort || req.Port <= 0 || req.Port > 65535 {
+		return "", 0
+	}
+	switch req.Proto {
+	case event.ProtoTCP:
+		return "tcp", int(req.Port)
+	case event.ProtoUDP:
+		return "udp", int(req.Port)
+	case protoSCTP:
+		return "sctp", int(req.Port)
+	}
+	return "", 0
+}
+
+// protoSCTP is the IP protocol number of SCTP.
+const protoSCTP = 132
+
+// Revoke takes back what Apply wrote for req.
+func (f *Firewall) Revoke(ctx context.Context, req hub.ApplyRequest) error {
 	c, err := f.dial(ctx)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	return c.Revoke(ctx, f.Container, ip, "", 0, f.NS)
+	proto, port := servicePort(req)
+	return c.Revoke(ctx, f.Container, req.IP, proto, port, f.NS)
 }
 
 // Engage installs or verifies the container's ruleset.

@@ -214,12 +214,12 @@ func (s *ours) Stats(ctx context.Context, c orgterokclearancehub1.VarlinkCall) e
 }
 
 // Decide applies a verdict by request id with a scope.
-func (s *ours) Decide(ctx context.Context, c orgterokclearancehub1.VarlinkCall, requestID, action, scope string, ttlSec int64) error {
+func (s *ours) Decide(ctx context.Context, c orgterokclearancehub1.VarlinkCall, requestID, action, scope string, ttlSec int64, anyPort *bool) error {
 	if ttlSec < 0 || ttlSec > int64(100*365*24*time.Hour/time.Second) {
 		return c.ReplyInvalidParameter(ctx, "ttl_sec")
 	}
 	ctx = hub.WithOperator(ctx, operator(&c.Call, "varlink"))
-	exp, err := s.hub.Decide(ctx, requestID, action, scope, time.Duration(ttlSec)*time.Second)
+	exp, err := s.hub.Decide(ctx, requestID, action, scope, time.Duration(ttlSec)*time.Second, anyPort != nil && *anyPort)
 	if err != nil {
 		return replyHubError(ctx, &c.Call, err, s.log)
 	}

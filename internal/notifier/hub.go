@@ -199,7 +199,7 @@ func (h *hubConn) verdict(ctx context.Context, container, requestID, target, act
 	return h.call(ctx, func(ctx context.Context, c *varlink.Connection) error {
 		if allowFor > 0 {
 			_, _, err := orgterokclearancehub1.Decide().Call(ctx, c, requestID, event.ActionAllow, "once",
-				int64((allowFor+time.Second-1)/time.Second))
+				int64((allowFor+time.Second-1)/time.Second), nil)
 			return err
 		}
 		_, err := orgterokclearance1.Verdict().Call(ctx, c, container, requestID, target, action)
