@@ -20,9 +20,14 @@ const (
 	ShieldDown        = "shield_down"
 	ShieldDisengaged  = "shield_disengaged"
 	// VerdictExpired is an event of ours: a "once" verdict's element timed
-	// out. It is only sent to subscribers of org.terok.ClearanceHub1; seed
-	// clients ignore unknown types anyway, but it never reaches them.
+	// out. Seed clients ignore event types they do not know.
 	VerdictExpired = "verdict_expired"
+	// ConnectionDenied is an event of ours: the container asked for a name
+	// its policy or a verdict denies (the DNS forwarder answered
+	// NXDOMAIN, REFUSED, or the firewall drops the connection). It is a
+	// marker, never a prompt: domain is the name, dest the address when a
+	// connection was dropped, reason the rule.
+	ConnectionDenied = "connection_denied"
 )
 
 // Verdict actions, the only two values org.terok.Clearance1.Verdict accepts

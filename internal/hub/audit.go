@@ -18,6 +18,8 @@ const (
 	MsgExpired       = "2b9d4e7f1a3c4d8e9f0a1b2c3d4e5f96"
 	MsgEngaged       = "e1a4c7b2d5f84e3a9c6b0d1f2e3a4b57"
 	MsgDisengaged    = "f3b6d9e2a5c74b1e8d0f1a2b3c4d5e68"
+	MsgDenied        = "830105b6fa30461ca8df0dcd68d7da61"
+	MsgLearned       = "7b717c2af1d3482486e648e95cde2c0c"
 )
 
 // Attribute keys that the journal handler passes through as journal
@@ -79,4 +81,28 @@ func (h *Hub) AuditExpired(container, dest string, at time.Time) {
 		ev.Dest, ev.Domain = "", dest
 	}
 	h.Emit(ev)
+}
+
+// Denied records that the container asked for a name its policy or a
+// verdict denies, and announces a connection_denied marker (never a
+// prompt). ev carries the name (Domain), and the address, port and
+// protocol when a connection was dropped; rule is the deny rule.
+func (h *Hub) Denied(ev event.Event, rule string) {
+	ev.Type = event.ConnectionDenied
+	ev.Action = event.ActionDeny
+	ev.Reason = rule
+	ev.Normalize()
+	args := append([]any{keyMessageID, MsgDenied}, eventAttrs(ev)...)
+	args = append(args, keyAction, event.ActionDeny, keyReason, rule)
+	h.log.Info("denied "+ev.Target()+" by "+rule, args...)
+	h.Emit(ev)
+}
+
+// AuditLearned records that the DNS forwarder let the firewall allow addr
+// because it was an answer for name, under rule; the caller records each
+// (name, address, rule) once.
+func (h *Hub) AuditLearned(name, addr string, proto, port int64, rule string, expires time.Time) {
+	h.log.Info("learned "+addr+" for "+name, keyMessageID, MsgLearned, keyContainer, h.cfg.Container,
+		keyDest, addr, keyDomain, name, keyPort, strconv.FormatInt(port, 10), keyProto, event.ProtoName(proto),
+		keyAction, event.ActionAllow, keyReason, rule, keyExpires, strconv.FormatInt(expires.UnixMicro(), 10))
 }

@@ -81,6 +81,7 @@ func TestCatalog(t *testing.T) {
 	ids := map[string]string{
 		"blocked": hub.MsgBlocked, "verdict": hub.MsgVerdict, "verdict failed": hub.MsgVerdictFailed,
 		"expired": hub.MsgExpired, "engaged": hub.MsgEngaged, "disengaged": hub.MsgDisengaged,
+		"denied": hub.MsgDenied, "learned": hub.MsgLearned,
 	}
 	if hub.MsgEngaged != verdict.MsgEngaged || hub.MsgDisengaged != verdict.MsgDisengaged {
 		t.Errorf("hub and verdict service disagree on the engage/disengage MESSAGE_IDs")
@@ -133,7 +134,8 @@ func TestCatalogCompiles(t *testing.T) {
 	if err != nil {
 		t.Fatalf("journalctl --list-catalog: %v\n%s", err, out)
 	}
-	for _, id := range []string{hub.MsgBlocked, hub.MsgVerdict, hub.MsgVerdictFailed, hub.MsgExpired, hub.MsgEngaged, hub.MsgDisengaged} {
+	for _, id := range []string{hub.MsgBlocked, hub.MsgVerdict, hub.MsgVerdictFailed, hub.MsgExpired, hub.MsgEngaged, hub.MsgDisengaged,
+		hub.MsgDenied, hub.MsgLearned} {
 		if !strings.Contains(string(out), id+" clearance: ") {
 			t.Errorf("compiled catalog lacks %s:\n%s", id, out)
 		}
