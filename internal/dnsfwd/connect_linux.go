@@ -95,12 +95,10 @@ func waitConnected(ctx context.Context, c net.Conn) error {
 	defer stop()
 	defer c.SetWriteDeadline(time.Time{})
 	var serr error
-	first := true
+	// The status is checked before the first wait too: the connection may
+	// have completed before the poller was armed, and an edge missed then
+	// never comes again.
 	err = rc.Write(func(fd uintptr) bool {
-		if first {
-			first = false
-			return false // wait until writable: connected or failed
-		}
 		soerr, err := unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_ERROR)
 		if err != nil {
 			serr = err
@@ -109,7 +107,7 @@ func waitConnected(ctx context.Context, c net.Conn) error {
 		switch e := unix.Errno(soerr); e {
 		case 0:
 			if _, err := unix.Getpeername(int(fd)); err != nil {
-				return false // spurious wake-up: still connecting
+				return false // still connecting: wait until writable
 			}
 			return true
 		case unix.EINPROGRESS, unix.EALREADY, unix.EINTR:
