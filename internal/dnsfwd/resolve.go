@@ -1,0 +1,172 @@
+package dnsfwd
+
+import (
+	"context"
+	"time"
+
+	"golang.org/x/net/dns/dnsmessage"
+)
+
+// admit validates a client message and decides what to do with it: drop
+// it (nil, nil), reply at once (nil, reply: FORMERR, NOTIMP, a denied
+// name, REFUSED under overload), or resolve it (q, nil). When it returns a
+// query, it holds an in-flight slot that [Forwarder.resolve] releases.
+func (f *Forwarder) admit(msg []byte, tcp bool) (*query, []byte) {
+	q, reply := parseQuery(msg)
+	if q == nil {
+		f.st.malformed.Add(1)
+		return nil, reply
+	}
+	q.tcp = tcp
+	if f.cfg.Policy != nil && q.name != "" {
+		q.pre = f.cfg.Policy.Decide([]string{q.name})
+		if q.pre.Deny {
+			f.reportDenied(q, q.pre.DenyBy)
+			if f.cfg.DenyMode != DenyPassAndDrop {
+				return nil, f.denyReply(q, nil)
+			}
+		}
+	}
+	select {
+	case f.inflight <- struct{}{}:
+	default:
+		f.st.refused.Add(1)
+		return nil, replyFor(q, nil, dnsmessage.RCodeRefused)
+	}
+	if !f.limiter.allow() {
+		<-f.inflight
+		f.st.refused.Add(1)
+		return nil, replyFor(q, nil, dnsmessage.RCodeRefused)
+	}
+	if n := int64(len(f.inflight)); n > f.st.inflightPeak.Load() {
+		// A lost race only under-reports the peak by a little.
+		f.st.inflightPeak.Store(n)
+	}
+	return q, nil
+}
+
+// resolve asks upstream for q, applies the policy to the answer and
+// returns the reply for the client, or nil when ctx ended first. It
+// releases q's in-flight slot.
+func (f *Forwarder) resolve(ctx context.Context, q *query) []byte {
+	defer func() { <-f.inflight }()
+	resp, err := f.exchange(ctx, q)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		f.logUpstream.warn(f, "no upstream answer, sent SERVFAIL", "name", q.name, "err", err)
+		return replyFor(q, nil, dnsmessage.RCodeServerFailure)
+	}
+	arrived := time.Now()
+	a, err := parseAnswer(resp, q)
+	if err != nil {
+		f.st.malformed.Add(1)
+		f.logMalformed.warn(f, "reject upstream answer, sent SERVFAIL", "name", q.name, "err", err)
+		return replyFor(q, nil, dnsmessage.RCodeServerFailure)
+	}
+	d := q.pre
+	if f.cfg.Policy != nil && len(a.chain) > 1 {
+		d = f.cfg.Policy.Decide(a.chain)
+	}
+	now := f.now()
+	switch {
+	case d.Deny:
+		if !q.pre.Deny {
+			f.reportDenied(q, d.DenyBy)
+		}
+		if f.cfg.DenyMode != DenyPassAndDrop {
+			return f.denyReply(q, a.opt)
+		}
+	case len(d.Allow) > 0 && len(a.addrs) > 0:
+		if els := f.elements(q, a, d.Allow, now); len(els) > 0 && !f.gate(ctx, q, els, arrived) {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return replyFor(q, a.opt, dnsmessage.RCodeServerFailure)
+		}
+	}
+	if a.rcode == dnsmessage.RCodeSuccess {
+		f.names.observe(q.name, a.addrs, now, f.ttl)
+	}
+	return setID(resp, q.id)
+}
+
+// ttl is how long an address of an answer with DNS TTL secs is learned
+// and remembered: max(TTL, MinTTL), at most MaxTTL.
+func (f *Forwarder) ttl(secs uint32) time.Duration {
+	return min(max(time.Duration(secs)*time.Second, f.cfg.MinTTL), f.cfg.MaxTTL)
+}
+
+// elements returns the elements to learn for the answer's addresses under
+// grants: one per address, protocol and port, with the longest timeout
+// the grants give. Expired grants and unspecified addresses give none.
+func (f *Forwarder) elements(q *query, a *answer, grants []Grant, now time.Time) []Element {
+	els := make([]Element, 0, len(a.addrs)*len(grants))
+	var idx map[learnKey]int
+	for _, r := range a.addrs {
+		if r.addr.IsUnspecified() {
+			continue
+		}
+		base := f.ttl(r.ttl)
+		for _, g := range grants {
+			timeout := base
+			if !g.Until.IsZero() {
+				left := g.Until.Sub(now)
+				if left <= 0 {
+					continue
+				}
+				timeout = min(timeout, left)
+			}
+			el := Element{Addr: r.addr, Proto: g.Proto, Port: g.Port, Timeout: timeout, Name: q.name, Rule: g.Rule}
+			k := keyOf(&el)
+			i := -1
+			if idx != nil {
+				if j, ok := idx[k]; ok {
+					i = j
+				}
+			} else {
+				for j := range els {
+					if keyOf(&els[j]) == k {
+						i = j
+						break
+					}
+				}
+			}
+			if i >= 0 {
+				if els[i].Timeout < timeout {
+					els[i] = el
+				}
+				continue
+			}
+			els = append(els, el)
+			if idx == nil && len(els) > 16 {
+				idx = make(map[learnKey]int, cap(els))
+				for j := range els {
+					idx[keyOf(&els[j])] = j
+				}
+			} else if idx != nil {
+				idx[k] = len(els) - 1
+			}
+		}
+	}
+	return els
+}
+
+func (f *Forwarder) reportDenied(q *query, rule string) {
+	f.st.denied.Add(1)
+	f.log.Debug("denied name", "name", q.name, "qtype", uint16(q.question.Type), "rule", rule, "mode", f.cfg.DenyMode)
+	if f.cfg.OnDenied != nil {
+		f.cfg.OnDenied(q.name, uint16(q.question.Type), rule)
+	}
+}
+
+// denyReply is the reply to a denied query: NXDOMAIN or REFUSED by the
+// mode, the question and EDNS kept, nothing else.
+func (f *Forwarder) denyReply(q *query, upOPT *dnsmessage.Resource) []byte {
+	rcode := dnsmessage.RCodeNameError
+	if f.cfg.DenyMode == DenyRefused {
+		rcode = dnsmessage.RCodeRefused
+	}
+	return replyFor(q, upOPT, rcode)
+}
