@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 
 	"github.com/terok-ai/clearance/internal/config"
+	"github.com/terok-ai/clearance/internal/dnsfwd"
 	"github.com/terok-ai/clearance/internal/hub"
 	"github.com/terok-ai/clearance/internal/record"
 	"github.com/terok-ai/clearance/internal/sanitize"
@@ -146,6 +147,16 @@ func Command(ctx context.Context, args []string, stderr io.Writer) int {
 		watcher.Firewall = fw
 		watcher.BlockPrefix = cfg.Ruleset.BlockPrefix
 		watcher.DNSPrefix = cfg.Ruleset.DNSPrefix
+		if cfg.Ruleset.Mode == config.RulesetModeBuiltin {
+			mode, err := dnsfwd.ParseDenyMode(cfg.DNS.Denied)
+			if err != nil {
+				fmt.Fprintf(stderr, "clearance-hub: %v\n", err)
+				return 1
+			}
+			watcher.DNS = &DNS{Firewall: fw, HoldMax: cfg.DNS.HoldMax, MinTTL: cfg.DNS.MinTTL, DenyMode: mode,
+				MaxNames: cfg.DNS.MaxNames, Rate: float64(cfg.DNS.QueriesPerSecond)}
+			fw.DNS = watcher.DNS
+		}
 	}
 
 	err = Run(ctx, Options{

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -42,6 +43,9 @@ type Firewall struct {
 	// Policy names the YAML policy "always" verdicts are saved to; ""
 	// leaves it to the runtime record.
 	Policy string
+	// DNS, if set, is told of verdicts on names (the forwarder follows
+	// them) and of their end.
+	DNS *DNS
 }
 
 func (f *Firewall) dial(ctx context.Context) (*verdictclient.Client, error) {
@@ -79,6 +83,9 @@ func (f *Firewall) Apply(ctx context.Context, req hub.ApplyRequest) (hub.ApplyRe
 	if err != nil {
 		return hub.ApplyResult{}, fmt.Errorf("verdict service: %w", err)
 	}
+	if res.OK && f.DNS != nil {
+		f.DNS.verdictApplied(ctx, req, res.Expires)
+	}
 	return hub.ApplyResult{OK: res.OK, Stderr: res.Stderr, Expires: res.Expires}, nil
 }
 
@@ -105,6 +112,9 @@ const protoSCTP = 132
 
 // Revoke takes back what Apply wrote for req.
 func (f *Firewall) Revoke(ctx context.Context, req hub.ApplyRequest) error {
+	if f.DNS != nil {
+		f.DNS.verdictRevoked(req)
+	}
 	c, err := f.dial(ctx)
 	if err != nil {
 		return err
@@ -151,7 +161,12 @@ type Watcher struct {
 	// Dossier is attached to every blocked event (the container's
 	// identity from its runtime record, already sanitised).
 	Dossier map[string]string
-	Log     *slog.Logger
+	// DNS, if set, runs the container's DNS forwarder beside the NFLOG
+	// watch (built-in ruleset) and names blocked destinations; without
+	// it, names come from DNS replies logged under DNSPrefix
+	// (terok-shield's ruleset).
+	DNS *DNS
+	Log *slog.Logger
 
 	names    nflog.Names
 	enobufs  atomic.Pointer[func() uint64]
@@ -227,11 +242,44 @@ func (w *Watcher) once(ctx context.Context, total *uint64, up func()) error {
 	base := *total
 	count := func() uint64 { return base + r.Stats().ENOBUFS }
 	w.enobufs.Store(&count)
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	fwdErr := make(chan error, 1)
+	if w.DNS != nil {
+		run, err := w.DNS.start(ctx)
+		if err != nil {
+			// Prompts still work; the container's DNS fails closed (its
+			// redirect leads nowhere) until the next attempt.
+			w.Log.Warn("DNS forwarder not started; the container's DNS is refused", "container", w.Container, "err", err)
+		} else {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				err := run(ctx)
+				if ctx.Err() == nil {
+					if err == nil {
+						err = errors.New("DNS forwarder ended")
+					}
+					fwdErr <- err
+					cancel()
+				}
+			}()
+		}
+	}
 	up()
 	w.watching.Store(true)
 	err = r.Run(ctx, w.handle)
 	w.watching.Store(false)
+	cancel()
+	wg.Wait()
 	*total = base + r.Stats().ENOBUFS
+	select {
+	case ferr := <-fwdErr:
+		return ferr
+	default:
+	}
 	if errors.Is(err, context.Canceled) {
 		return nil
 	}
@@ -244,7 +292,7 @@ func (w *Watcher) once(ctx context.Context, total *uint64, up func()) error {
 func (w *Watcher) handle(rec nflog.Record) {
 	now := time.Now()
 	switch {
-	case w.DNSPrefix != "" && strings.HasPrefix(rec.Prefix, strings.TrimSpace(w.DNSPrefix)):
+	case w.DNS == nil && w.DNSPrefix != "" && strings.HasPrefix(rec.Prefix, strings.TrimSpace(w.DNSPrefix)):
 		answers, _ := nflog.ParseDNS(rec.Payload)
 		if len(answers) > 0 {
 			w.names.Observe(answers, now)
@@ -256,7 +304,14 @@ func (w *Watcher) handle(rec nflog.Record) {
 		}
 		ev := event.Event{Container: w.Container, Dest: p.Dst.String(), Port: int64(p.DstPort), Proto: int64(p.Proto),
 			Dossier: w.Dossier}
-		if name, ok := w.names.Lookup(p.Dst, now); ok {
+		if w.DNS != nil {
+			if names := w.DNS.Names(p.Dst); len(names) > 0 {
+				ev.Domain = sanitize.String(names[0], sanitize.DefaultMax) // names come from the container
+			}
+			if w.DNS.blocked(ev) {
+				return // a name a rule denies: dropped from now on, no prompt
+			}
+		} else if name, ok := w.names.Lookup(p.Dst, now); ok {
 			ev.Domain = sanitize.String(name, sanitize.DefaultMax) // DNS names come from the container
 		}
 		w.Hub.Blocked(ev)

@@ -144,6 +144,13 @@ func Run(ctx context.Context, o Options) error {
 		if o.Watcher.Log == nil {
 			o.Watcher.Log = log
 		}
+		if d := o.Watcher.DNS; d != nil {
+			d.Hub = h
+			if d.Log == nil {
+				d.Log = log
+			}
+			defer d.close()
+		}
 		o.Watcher.Ready() // initialise before the goroutine starts
 		run(func() error { return o.Watcher.Run(ctx) })
 	}
