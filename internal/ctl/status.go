@@ -25,6 +25,23 @@ type statusJSON struct {
 	NflogEnobufs   int64  `json:"nflog_enobufs"`
 	StartedUsec    int64  `json:"started_usec"`
 	Ruleset        string `json:"ruleset"`
+	// DNS is the container's DNS forwarder, when it has one.
+	DNS *dnsJSON `json:"dns,omitempty"`
+}
+
+// dnsJSON is a hub's DNS forwarder in "status --json".
+type dnsJSON struct {
+	Queries          int64 `json:"queries"`
+	Answers          int64 `json:"answers"`
+	Held             int64 `json:"held"`
+	HoldTimeouts     int64 `json:"hold_timeouts"`
+	LearnErrors      int64 `json:"learn_errors"`
+	Learned          int64 `json:"learned"`
+	Denied           int64 `json:"denied"`
+	RefusedOverload  int64 `json:"refused_overload"`
+	Spoofed          int64 `json:"spoofed"`
+	Malformed        int64 `json:"malformed"`
+	UpstreamFailures int64 `json:"upstream_failures"`
 }
 
 func (r *runner) cmdStatus(ctx context.Context, args []string) int {
@@ -52,6 +69,11 @@ func (r *runner) cmdStatus(ctx context.Context, args []string) int {
 				row.Malformed, row.VerdictsOK, row.VerdictsFailed = st.Malformed, st.Verdicts_ok, st.Verdicts_failed
 				row.NflogEnobufs, row.StartedUsec = st.Nflog_enobufs, st.Started_usec
 				row.Ruleset = st.Ruleset
+				if d := st.Dns; d != nil {
+					row.DNS = &dnsJSON{Queries: d.Queries, Answers: d.Answers, Held: d.Held, HoldTimeouts: d.Hold_timeouts,
+						LearnErrors: d.Learn_errors, Learned: d.Learned, Denied: d.Denied, RefusedOverload: d.Refused_overload,
+						Spoofed: d.Spoofed, Malformed: d.Malformed, UpstreamFailures: d.Upstream_failures}
+				}
 			}
 			rows[i] = row
 		}()
@@ -86,11 +108,21 @@ func (r *runner) cmdStatus(ctx context.Context, args []string) int {
 		fmt.Fprintf(r.stdout, "no hubs found (looked for %s)\n", clean(r.defaultGlob()))
 		return code
 	}
-	t := &table{head: []string{"HUB", "CONTAINER", "STATE", "RULESET", "PENDING", "SUBSCRIBERS", "IN", "OUT", "DROPPED", "VERDICTS", "UP"}}
+	t := &table{head: []string{"HUB", "CONTAINER", "STATE", "RULESET", "PENDING", "SUBSCRIBERS", "IN", "OUT", "DROPPED", "VERDICTS", "DNS", "UP"}}
 	for _, s := range out {
 		if !s.Answers {
-			t.add(clean(s.Hub), "-", r.paint(colRed, "not answering: "+s.Error), "-", "-", "-", "-", "-", "-", "-", "-")
+			t.add(clean(s.Hub), "-", r.paint(colRed, "not answering: "+s.Error), "-", "-", "-", "-", "-", "-", "-", "-", "-")
 			continue
+		}
+		dns := "-"
+		if d := s.DNS; d != nil {
+			dns = strconv.FormatInt(d.Queries, 10) + " queries"
+			if d.HoldTimeouts+d.LearnErrors > 0 {
+				dns += ", " + r.paint(colRed, strconv.FormatInt(d.HoldTimeouts+d.LearnErrors, 10)+" missed")
+			}
+			if d.Denied > 0 {
+				dns += ", " + strconv.FormatInt(d.Denied, 10) + " denied"
+			}
 		}
 		verdicts := strconv.FormatInt(s.VerdictsOK, 10)
 		if s.VerdictsFailed > 0 {
@@ -98,7 +130,7 @@ func (r *runner) cmdStatus(ctx context.Context, args []string) int {
 		}
 		t.add(clean(s.Hub), clean(s.Container), r.paint(colGreen, "ok"), clean(s.Ruleset), strconv.FormatInt(s.Pending, 10),
 			strconv.FormatInt(s.Subscribers, 10), strconv.FormatInt(s.EventsIn, 10),
-			strconv.FormatInt(s.EventsOut, 10), strconv.FormatInt(s.Dropped, 10), verdicts,
+			strconv.FormatInt(s.EventsOut, 10), strconv.FormatInt(s.Dropped, 10), verdicts, dns,
 			r.sinceUsec(s.StartedUsec))
 	}
 	t.write(r.stdout, r)

@@ -99,18 +99,21 @@ func Run(ctx context.Context, o Options) error {
 		},
 		Log: log, MaxLine: o.MaxLine,
 	}
-	extra := func() (malformed, enobufs uint64, ruleset string) {
+	extra := func() Extra {
 		st := in.Stats()
-		malformed = st.Malformed + st.Oversized
-		ruleset = "external"
+		x := Extra{Malformed: st.Malformed + st.Oversized, Ruleset: "external"}
 		if o.Watcher != nil {
-			enobufs = o.Watcher.ENOBUFS()
-			ruleset = "engaging"
+			x.ENOBUFS = o.Watcher.ENOBUFS()
+			x.Ruleset = "engaging"
 			if o.Watcher.Watching() {
-				ruleset = "engaged"
+				x.Ruleset = "engaged"
+			}
+			if o.Watcher.DNS != nil {
+				ds := o.Watcher.DNS.Stats()
+				x.DNS = &ds
 			}
 		}
-		return malformed, enobufs, ruleset
+		return x
 	}
 	svc, err := NewService(h, o.Level, extra, log)
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"github.com/varlink/go/varlink"
 
 	"github.com/terok-ai/clearance/internal/event"
+	"github.com/terok-ai/clearance/internal/dnsfwd"
 	"github.com/terok-ai/clearance/internal/hub"
 	"github.com/terok-ai/clearance/internal/varlinkapi"
 	"github.com/terok-ai/clearance/internal/varlinkapi/iosystemdservice"
@@ -32,7 +33,16 @@ var Version = "0.1.0-dev"
 
 // ExtraStats supplies what is kept outside the hub: ingest and NFLOG
 // counters, and the ruleset state ("engaged", "engaging", "external").
-type ExtraStats func() (malformed, enobufs uint64, ruleset string)
+type ExtraStats func() Extra
+
+// Extra is what [ExtraStats] reports.
+type Extra struct {
+	Malformed uint64 // malformed or oversized ingest lines
+	ENOBUFS   uint64 // NFLOG records the kernel dropped
+	Ruleset   string // "engaged", "engaging" or "external"
+	// DNS is the forwarder's counters; nil without a forwarder.
+	DNS *dnsfwd.Stats
+}
 
 // NewService builds the varlink service of a hub: org.terok.Clearance1,
 // org.terok.ClearanceHub1 and io.systemd.service (org.varlink.service is
@@ -200,17 +210,25 @@ func (s *ours) Pending(ctx context.Context, c orgterokclearancehub1.VarlinkCall)
 // Stats reports the hub's counters.
 func (s *ours) Stats(ctx context.Context, c orgterokclearancehub1.VarlinkCall) error {
 	st := s.hub.Stats()
-	var malformed, enobufs uint64
-	ruleset := "external"
+	x := Extra{Ruleset: "external"}
 	if s.extra != nil {
-		malformed, enobufs, ruleset = s.extra()
+		x = s.extra()
 	}
-	return c.ReplyStats(ctx, orgterokclearancehub1.HubStats{
+	out := orgterokclearancehub1.HubStats{
 		Container: st.Container, Subscribers: int64(st.Subscribers), Pending: int64(st.Pending),
 		Events_in: int64(st.EventsIn), Events_out: int64(st.EventsOut), Dropped: int64(st.Dropped),
-		Malformed: int64(malformed), Verdicts_ok: int64(st.VerdictsOK), Verdicts_failed: int64(st.VerdictsFailed),
-		Nflog_enobufs: int64(enobufs), Started_usec: st.Started.UnixMicro(), Ruleset: ruleset,
-	})
+		Malformed: int64(x.Malformed), Verdicts_ok: int64(st.VerdictsOK), Verdicts_failed: int64(st.VerdictsFailed),
+		Nflog_enobufs: int64(x.ENOBUFS), Started_usec: st.Started.UnixMicro(), Ruleset: x.Ruleset,
+	}
+	if d := x.DNS; d != nil {
+		out.Dns = &orgterokclearancehub1.DNSStats{
+			Queries: int64(d.QueriesUDP + d.QueriesTCP), Answers: int64(d.Answers), Held: int64(d.Held),
+			Hold_timeouts: int64(d.HoldTimeouts), Learn_errors: int64(d.LearnErrors), Learned: int64(d.Learned),
+			Denied: int64(d.Denied), Refused_overload: int64(d.RefusedOverload), Spoofed: int64(d.Spoofed),
+			Malformed: int64(d.Malformed), Upstream_failures: int64(d.UpstreamFailures),
+		}
+	}
+	return c.ReplyStats(ctx, out)
 }
 
 // Decide applies a verdict by request id with a scope.

@@ -11,15 +11,18 @@ package lab
 import (
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -179,52 +182,117 @@ func (ns *NS) Dial(ctx context.Context, network, addr string) (net.Conn, error) 
 	return c, err
 }
 
-// Resolve sends a DNS query for name (type A) from inside the namespace
-// to server and returns the answer's addresses.
+// Resolve sends a DNS query for name (type A) over UDP from inside the
+// namespace to server and returns the answer's addresses.
 func (ns *NS) Resolve(ctx context.Context, server netip.AddrPort, name string) ([]netip.Addr, error) {
-	c, err := ns.Dial(ctx, "udp", server.String())
+	addrs, _, err := ns.Query(ctx, "udp", server, name, dnsmessage.TypeA)
+	return addrs, err
+}
+
+// ErrNXDomain is returned by [NS.Query] for an NXDOMAIN answer.
+var ErrNXDomain = errors.New("NXDOMAIN")
+
+// Query sends one DNS query for name and qtype over network ("udp" or
+// "tcp") from inside the namespace to server, and returns the A and AAAA
+// addresses of the answer and its RCODE; NXDOMAIN is also ErrNXDomain.
+func (ns *NS) Query(ctx context.Context, network string, server netip.AddrPort, name string, qtype dnsmessage.Type) ([]netip.Addr, dnsmessage.RCode, error) {
+	c, err := ns.Dial(ctx, network, server.String())
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	defer c.Close()
-	q := dnsmessage.Message{Header: dnsmessage.Header{ID: 0x4242, RecursionDesired: true},
-		Questions: []dnsmessage.Question{{Name: dnsmessage.MustNewName(name + "."), Type: dnsmessage.TypeA, Class: dnsmessage.ClassINET}}}
-	b, err := q.Pack()
-	if err != nil {
-		return nil, err
-	}
 	if dl, ok := ctx.Deadline(); ok {
 		c.SetDeadline(dl)
 	}
-	if _, err := c.Write(b); err != nil {
-		return nil, err
-	}
-	buf := make([]byte, 1500)
-	n, err := c.Read(buf)
+	return Exchange(c, network, name, qtype)
+}
+
+// Exchange sends one query for name and qtype on c (a connected "udp" or
+// "tcp" socket) and reads the answer; see [NS.Query].
+func Exchange(c net.Conn, network, name string, qtype dnsmessage.Type) ([]netip.Addr, dnsmessage.RCode, error) {
+	q := dnsmessage.Message{Header: dnsmessage.Header{ID: 0x4242, RecursionDesired: true},
+		Questions: []dnsmessage.Question{{Name: dnsmessage.MustNewName(name + "."), Type: qtype, Class: dnsmessage.ClassINET}}}
+	b, err := q.Pack()
 	if err != nil {
-		return nil, err
+		return nil, 0, err
+	}
+	buf := make([]byte, 65536)
+	var n int
+	if network == "tcp" {
+		if _, err := c.Write(append(binary.BigEndian.AppendUint16(nil, uint16(len(b))), b...)); err != nil {
+			return nil, 0, err
+		}
+		var l [2]byte
+		if _, err := io.ReadFull(c, l[:]); err != nil {
+			return nil, 0, err
+		}
+		n = int(binary.BigEndian.Uint16(l[:]))
+		if _, err := io.ReadFull(c, buf[:n]); err != nil {
+			return nil, 0, err
+		}
+	} else {
+		if _, err := c.Write(b); err != nil {
+			return nil, 0, err
+		}
+		if n, err = c.Read(buf); err != nil {
+			return nil, 0, err
+		}
 	}
 	var m dnsmessage.Message
 	if err := m.Unpack(buf[:n]); err != nil {
-		return nil, err
+		return nil, 0, err
+	}
+	if m.ID != q.ID {
+		return nil, 0, fmt.Errorf("answer id %#x, want %#x", m.ID, q.ID)
 	}
 	var out []netip.Addr
 	for _, a := range m.Answers {
-		if r, ok := a.Body.(*dnsmessage.AResource); ok {
+		switch r := a.Body.(type) {
+		case *dnsmessage.AResource:
 			out = append(out, netip.AddrFrom4(r.A))
+		case *dnsmessage.AAAAResource:
+			out = append(out, netip.AddrFrom16(r.AAAA))
 		}
 	}
-	return out, nil
+	if m.RCode == dnsmessage.RCodeNameError {
+		return out, m.RCode, ErrNXDomain
+	}
+	return out, m.RCode, nil
 }
 
-// ServeDNS answers A queries for the names in zone on addr (UDP) inside
-// the namespace, until the lab closes.
+// ServeDNS answers A queries for the names in zone on addr (UDP and TCP)
+// inside the namespace, until the lab closes; other names get NXDOMAIN.
 func (l *Lab) ServeDNS(ns *NS, addr netip.AddrPort, zone map[string]netip.Addr) error {
+	return l.ServeDNSFunc(ns, addr, func(name string, qtype dnsmessage.Type) ([]netip.Addr, bool) {
+		ip, ok := zone[name]
+		if !ok {
+			return nil, false
+		}
+		if qtype != dnsmessage.TypeA || !ip.Is4() {
+			return nil, true
+		}
+		return []netip.Addr{ip}, true
+	})
+}
+
+// DNSAnswer answers one question: the addresses for name (without the
+// trailing dot) and qtype, and whether the name exists (false: NXDOMAIN).
+// It is called from the server's goroutines, one at a time per transport.
+type DNSAnswer func(name string, qtype dnsmessage.Type) (addrs []netip.Addr, exists bool)
+
+// ServeDNSFunc serves DNS on addr (UDP and TCP) inside the namespace,
+// answering with answer (TTL 300), until the lab closes.
+func (l *Lab) ServeDNSFunc(ns *NS, addr netip.AddrPort, answer DNSAnswer) error {
 	pc, err := ns.ListenPacket("udp", addr.String())
 	if err != nil {
 		return err
 	}
 	l.defer_(func() { pc.Close() })
+	ln, err := ns.Listen("tcp", addr.String())
+	if err != nil {
+		return err
+	}
+	l.defer_(func() { ln.Close() })
 	go func() {
 		buf := make([]byte, 1500)
 		for {
@@ -232,28 +300,70 @@ func (l *Lab) ServeDNS(ns *NS, addr netip.AddrPort, zone map[string]netip.Addr) 
 			if err != nil {
 				return
 			}
-			var q dnsmessage.Message
-			if q.Unpack(buf[:n]) != nil || len(q.Questions) != 1 {
-				continue
-			}
-			r := dnsmessage.Message{Header: dnsmessage.Header{ID: q.ID, Response: true, Authoritative: true},
-				Questions: q.Questions}
-			name := q.Questions[0].Name.String()
-			if ip, ok := zone[name[:len(name)-1]]; ok && ip.Is4() && q.Questions[0].Type == dnsmessage.TypeA {
-				r.Answers = []dnsmessage.Resource{{
-					Header: dnsmessage.ResourceHeader{Name: q.Questions[0].Name, Type: dnsmessage.TypeA, Class: dnsmessage.ClassINET, TTL: 300},
-					Body:   &dnsmessage.AResource{A: ip.As4()},
-				}}
-			} else {
-				r.RCode = dnsmessage.RCodeNameError
-			}
-			out, err := r.Pack()
-			if err == nil {
+			if out := dnsReply(buf[:n], answer); out != nil {
 				pc.WriteTo(out, from)
 			}
 		}
 	}()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(10 * time.Second))
+				for {
+					var n [2]byte
+					if _, err := io.ReadFull(c, n[:]); err != nil {
+						return
+					}
+					q := make([]byte, binary.BigEndian.Uint16(n[:]))
+					if _, err := io.ReadFull(c, q); err != nil {
+						return
+					}
+					out := dnsReply(q, answer)
+					if out == nil {
+						return
+					}
+					c.Write(append(binary.BigEndian.AppendUint16(nil, uint16(len(out))), out...))
+				}
+			}()
+		}
+	}()
 	return nil
+}
+
+// dnsReply answers one query message, nil for garbage.
+func dnsReply(msg []byte, answer DNSAnswer) []byte {
+	var q dnsmessage.Message
+	if q.Unpack(msg) != nil || len(q.Questions) != 1 {
+		return nil
+	}
+	qq := q.Questions[0]
+	r := dnsmessage.Message{Header: dnsmessage.Header{ID: q.ID, Response: true, Authoritative: true,
+		RecursionDesired: q.RecursionDesired}, Questions: q.Questions}
+	name := strings.TrimSuffix(strings.ToLower(qq.Name.String()), ".")
+	addrs, ok := answer(name, qq.Type)
+	if !ok {
+		r.RCode = dnsmessage.RCodeNameError
+	}
+	for _, a := range addrs {
+		h := dnsmessage.ResourceHeader{Name: qq.Name, Class: dnsmessage.ClassINET, TTL: 300}
+		if a.Is4() {
+			h.Type = dnsmessage.TypeA
+			r.Answers = append(r.Answers, dnsmessage.Resource{Header: h, Body: &dnsmessage.AResource{A: a.As4()}})
+		} else {
+			h.Type = dnsmessage.TypeAAAA
+			r.Answers = append(r.Answers, dnsmessage.Resource{Header: h, Body: &dnsmessage.AAAAResource{AAAA: a.As16()}})
+		}
+	}
+	out, err := r.Pack()
+	if err != nil {
+		return nil
+	}
+	return out
 }
 
 // Echo serves TCP on addr inside ns: every connection gets "hello\n".

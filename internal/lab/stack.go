@@ -22,12 +22,18 @@ var (
 	HostAddr      = netip.MustParseAddr("10.254.77.1")
 	ContainerAddr = netip.MustParseAddr("10.254.77.2")
 	TestDomain    = "api.example.test"
+	// HostRange is a block of addresses local to the test host (a local
+	// route on its loopback), routed there from the container: names of
+	// the lab's DNS server resolve to them, and RangePort answers on all.
+	HostRange = netip.MustParsePrefix("10.254.80.0/22")
 )
 
 // Ports the test host serves.
 const (
 	EchoPort  = 8080
 	OtherPort = 8081
+	// RangePort serves "hello\n" on every address of HostRange.
+	RangePort = 8082
 )
 
 // Stack is a running clearance for one lab "container": the test host
@@ -70,6 +76,14 @@ type StackOptions struct {
 	NoHub bool
 	// TCPReset sets ruleset.tcp_reject: reset.
 	TCPReset bool
+	// PolicyYAML, when set, is written as the container's policy file.
+	PolicyYAML string
+	// ExtraConfig is appended to the configuration file (top-level YAML
+	// sections other than verdict, ruleset and hub, e.g. "dns:\n  …").
+	ExtraConfig string
+	// DNS answers the test host's DNS server (UDP and TCP port 53 of
+	// HostAddr); nil serves TestDomain → HostAddr only.
+	DNS DNSAnswer
 }
 
 // NewStack builds the network and starts the services. Close the lab to
@@ -111,8 +125,27 @@ func (l *Lab) NewStack(ctx context.Context, o StackOptions) (*Stack, error) {
 			return nil, err
 		}
 	}
-	if err := l.ServeDNS(s.Host, netip.AddrPortFrom(HostAddr, 53), map[string]netip.Addr{TestDomain: HostAddr}); err != nil {
+	if err := s.Container.IP("route", "add", HostRange.String(), "via", HostAddr.String()); err != nil {
 		return nil, err
+	}
+	if err := s.Host.IP("route", "add", "local", HostRange.String(), "dev", "lo"); err != nil {
+		return nil, err
+	}
+	if err := l.Echo(s.Host, fmt.Sprintf("0.0.0.0:%d", RangePort)); err != nil {
+		return nil, err
+	}
+	if o.DNS != nil {
+		err = l.ServeDNSFunc(s.Host, netip.AddrPortFrom(HostAddr, 53), o.DNS)
+	} else {
+		err = l.ServeDNS(s.Host, netip.AddrPortFrom(HostAddr, 53), map[string]netip.Addr{TestDomain: HostAddr})
+	}
+	if err != nil {
+		return nil, err
+	}
+	if o.PolicyYAML != "" {
+		if err := os.WriteFile(filepath.Join(s.PolicyDir, o.Policy+".yaml"), []byte(o.PolicyYAML), 0o600); err != nil {
+			return nil, err
+		}
 	}
 
 	// The runtime record, as the OCI hook writes it.
@@ -146,7 +179,7 @@ ruleset:
   tcp_reject: %s
 hub:
   runtime_dir: %s
-`, s.VerdictSock, ttl, HostAddr.String(), s.PolicyDir, tcpReject, filepath.Join(dir, "xdg", "clearance"))
+%s`, s.VerdictSock, ttl, HostAddr.String(), s.PolicyDir, tcpReject, filepath.Join(dir, "xdg", "clearance"), o.ExtraConfig)
 	if err := os.WriteFile(s.Config, []byte(cfg), 0o600); err != nil {
 		return nil, err
 	}

@@ -30,23 +30,45 @@ type PendingRequest struct {
 	Last_seen_usec  int64             `json:"last_seen_usec"`
 }
 
+// The container's DNS forwarder (built-in ruleset) since it last started:
+// queries from the container, answers sent, answers held until the
+// firewall learned their addresses, held answers replaced by SERVFAIL
+// because that took longer than dns.hold_max (the misses), failed learn
+// calls, addresses learned, answers for denied names, queries refused
+// under load, upstream replies dropped as spoofed, malformed messages, and
+// queries no resolver answered.
+type DNSStats struct {
+	Queries           int64 `json:"queries"`
+	Answers           int64 `json:"answers"`
+	Held              int64 `json:"held"`
+	Hold_timeouts     int64 `json:"hold_timeouts"`
+	Learn_errors      int64 `json:"learn_errors"`
+	Learned           int64 `json:"learned"`
+	Denied            int64 `json:"denied"`
+	Refused_overload  int64 `json:"refused_overload"`
+	Spoofed           int64 `json:"spoofed"`
+	Malformed         int64 `json:"malformed"`
+	Upstream_failures int64 `json:"upstream_failures"`
+}
+
 // Counters since the hub started. ruleset is "engaged" when the hub's own
 // NFLOG watch is up (its ruleset is installed), "engaging" while it is
 // being set up or re-established, and "external" when blocked connections
 // come from a producer on the ingest socket (terok-shield) instead.
 type HubStats struct {
-	Container       string `json:"container"`
-	Subscribers     int64  `json:"subscribers"`
-	Pending         int64  `json:"pending"`
-	Events_in       int64  `json:"events_in"`
-	Events_out      int64  `json:"events_out"`
-	Dropped         int64  `json:"dropped"`
-	Malformed       int64  `json:"malformed"`
-	Verdicts_ok     int64  `json:"verdicts_ok"`
-	Verdicts_failed int64  `json:"verdicts_failed"`
-	Nflog_enobufs   int64  `json:"nflog_enobufs"`
-	Started_usec    int64  `json:"started_usec"`
-	Ruleset         string `json:"ruleset"`
+	Container       string    `json:"container"`
+	Subscribers     int64     `json:"subscribers"`
+	Pending         int64     `json:"pending"`
+	Events_in       int64     `json:"events_in"`
+	Events_out      int64     `json:"events_out"`
+	Dropped         int64     `json:"dropped"`
+	Malformed       int64     `json:"malformed"`
+	Verdicts_ok     int64     `json:"verdicts_ok"`
+	Verdicts_failed int64     `json:"verdicts_failed"`
+	Nflog_enobufs   int64     `json:"nflog_enobufs"`
+	Started_usec    int64     `json:"started_usec"`
+	Ruleset         string    `json:"ruleset"`
+	Dns             *DNSStats `json:"dns,omitempty"`
 }
 
 // scope is not one of "once", "container", "always".
@@ -435,6 +457,27 @@ type PendingRequest (
   last_seen_usec: int
 )
 
+# The container's DNS forwarder (built-in ruleset) since it last started:
+# queries from the container, answers sent, answers held until the
+# firewall learned their addresses, held answers replaced by SERVFAIL
+# because that took longer than dns.hold_max (the misses), failed learn
+# calls, addresses learned, answers for denied names, queries refused
+# under load, upstream replies dropped as spoofed, malformed messages, and
+# queries no resolver answered.
+type DNSStats (
+  queries: int,
+  answers: int,
+  held: int,
+  hold_timeouts: int,
+  learn_errors: int,
+  learned: int,
+  denied: int,
+  refused_overload: int,
+  spoofed: int,
+  malformed: int,
+  upstream_failures: int
+)
+
 # Counters since the hub started. ruleset is "engaged" when the hub's own
 # NFLOG watch is up (its ruleset is installed), "engaging" while it is
 # being set up or re-established, and "external" when blocked connections
@@ -451,7 +494,8 @@ type HubStats (
   verdicts_failed: int,
   nflog_enobufs: int,
   started_usec: int,
-  ruleset: string
+  ruleset: string,
+  dns: ?DNSStats
 )
 
 # Everything waiting for a verdict right now, oldest first, so a subscriber
