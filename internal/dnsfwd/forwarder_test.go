@@ -211,10 +211,15 @@ func TestConcurrentAnswersShareOneLearn(t *testing.T) {
 // waitFor polls cond where no event exists to wait on (a counter).
 func waitFor(t testing.TB, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	waitForD(t, 10*time.Second, cond)
+}
+
+func waitForD(t testing.TB, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatal("condition not met in 10s")
+			t.Fatalf("condition not met in %v", d)
 		}
 		time.Sleep(time.Millisecond)
 	}
