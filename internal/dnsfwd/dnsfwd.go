@@ -495,7 +495,8 @@ func (f *Forwarder) Run(ctx context.Context) error {
 }
 
 // Names returns the question names addr was an answer for, most recent
-// first, at most a few, each for max(TTL, MinTTL) after its last answer.
+// first, at most 4, each for max(TTL, MinTTL) (at most MaxTTL) after its
+// last answer.
 // A 4-in-6 mapped address is looked up as IPv4. The names are canonical
 // and untrusted: sanitise before display. Nil when none is known.
 func (f *Forwarder) Names(addr netip.Addr) []string {
@@ -507,6 +508,17 @@ func (f *Forwarder) Names(addr netip.Addr) []string {
 // when none is known.
 func (f *Forwarder) Addrs(name string) []netip.Addr {
 	return f.names.addrs(name, f.now())
+}
+
+// Forget drops what the forwarder knows to be in the firewall for addr
+// (every protocol and port), or for every address when addr is the zero
+// Addr. The hub calls it after elements were removed from the kernel
+// behind the forwarder's back (a revoked verdict, a flushed set, a
+// ruleset installed anew): the next answer needing them is held and
+// learned again instead of being released at once. A Learn call in
+// flight still completes its waiting answers but is not recorded.
+func (f *Forwarder) Forget(addr netip.Addr) {
+	f.learned.forget(addr.Unmap())
 }
 
 // Stats returns the counters and gauges.

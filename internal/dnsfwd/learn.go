@@ -63,6 +63,25 @@ func (t *learnTable) len() int {
 	return len(t.m)
 }
 
+// forget drops the entries of addr, or all of them for the zero Addr.
+// An entry with a Learn in flight is dropped too: completeLearn finds
+// it gone and records nothing.
+func (t *learnTable) forget(addr netip.Addr) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !addr.IsValid() {
+		t.m = make(map[learnKey]*learnEntry)
+		t.refresh = make(map[learnKey]Element)
+		return
+	}
+	for k := range t.m {
+		if k.addr == addr {
+			delete(t.m, k)
+			delete(t.refresh, k)
+		}
+	}
+}
+
 // entry returns the entry of k, creating it. The caller holds t.mu.
 func (t *learnTable) entry(k learnKey, now time.Time) *learnEntry {
 	if e := t.m[k]; e != nil {
