@@ -265,8 +265,8 @@ type Config struct {
 	// not block. Nil ignores.
 	OnDenied func(name string, qtype uint16, rule string)
 	// OnLearned is called after the kernel acknowledged els (held or
-	// background), for the audit. It must not block or retain els. Nil
-	// ignores.
+	// background), for the audit, before the answers waiting for els are
+	// released. It must not block or retain els. Nil ignores.
 	OnLearned func(els []Element)
 	// OnHoldTimeout is called when an answer for name was replaced by
 	// SERVFAIL because HoldMax passed. It must not block. Nil ignores.
@@ -286,7 +286,7 @@ type Config struct {
 type Stats struct {
 	QueriesUDP uint64 // client messages received over UDP
 	QueriesTCP uint64 // client messages received over TCP
-	Answers    uint64 // replies sent to clients, of any RCODE
+	Answers    uint64 // replies sent to clients, of any RCODE (a send to a client gone away included)
 
 	Forwarded        uint64 // queries sent upstream (one per client query, whatever the attempts)
 	UpstreamTCP      uint64 // upstream attempts over TCP
@@ -344,7 +344,7 @@ type Forwarder struct {
 	// for. For tests.
 	learnDone func(err error)
 
-	logUpstream, logLearn, logHold, logMalformed logLimiter
+	logServe, logUpstream, logLearn, logHold, logMalformed logLimiter
 }
 
 type counters struct {
@@ -378,7 +378,7 @@ func New(cfg Config) (*Forwarder, error) {
 		return nil, errors.New("new forwarder: a policy needs a learner")
 	}
 	if cfg.DenyMode < DenyNXDomain || cfg.DenyMode > DenyPassAndDrop {
-		return nil, fmt.Errorf("new forwarder: %s", cfg.DenyMode)
+		return nil, fmt.Errorf("new forwarder: unknown deny mode %d", int(cfg.DenyMode))
 	}
 	def := func(d *time.Duration, v time.Duration) {
 		if *d <= 0 {

@@ -802,8 +802,6 @@ func diffStats(t testing.TB, what string, want, got any) {
 
 var errLearn = errors.New("netlink: permission denied")
 
-func ipList(s ...string) []string { return s }
-
 func seq(prefix string, n int) []string {
 	out := make([]string, n)
 	for i := range out {

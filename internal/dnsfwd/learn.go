@@ -238,8 +238,8 @@ func (f *Forwarder) completeLearn(fl *flight, els []Element, start time.Time, er
 		}
 	}
 	t.mu.Unlock()
-	fl.err = err
-	close(fl.done)
+	// Accounted for before the answers waiting are released: whoever sees
+	// an answer also sees it counted and audited.
 	if err != nil {
 		f.st.learnErrors.Add(1)
 		f.logLearn.warn(f, "learn allowed addresses", "elements", len(els), "name", els[0].Name, "refresh", refresh, "err", err)
@@ -249,6 +249,8 @@ func (f *Forwarder) completeLearn(fl *flight, els []Element, start time.Time, er
 			f.cfg.OnLearned(els)
 		}
 	}
+	fl.err = err
+	close(fl.done)
 	if f.learnDone != nil {
 		f.learnDone(err)
 	}
