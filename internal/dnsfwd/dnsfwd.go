@@ -265,8 +265,8 @@ type Config struct {
 	// not block. Nil ignores.
 	OnDenied func(name string, qtype uint16, rule string)
 	// OnLearned is called after the kernel acknowledged els (held or
-	// background), for the audit. It must not block or retain els. Nil
-	// ignores.
+	// background), for the audit, before the answers waiting for els are
+	// released. It must not block or retain els. Nil ignores.
 	OnLearned func(els []Element)
 	// OnHoldTimeout is called when an answer for name was replaced by
 	// SERVFAIL because HoldMax passed. It must not block. Nil ignores.
@@ -286,7 +286,7 @@ type Config struct {
 type Stats struct {
 	QueriesUDP uint64 // client messages received over UDP
 	QueriesTCP uint64 // client messages received over TCP
-	Answers    uint64 // replies sent to clients, of any RCODE
+	Answers    uint64 // replies sent to clients, of any RCODE (a send to a client gone away included)
 
 	Forwarded        uint64 // queries sent upstream (one per client query, whatever the attempts)
 	UpstreamTCP      uint64 // upstream attempts over TCP
@@ -344,7 +344,7 @@ type Forwarder struct {
 	// for. For tests.
 	learnDone func(err error)
 
-	logUpstream, logLearn, logHold, logMalformed logLimiter
+	logServe, logUpstream, logLearn, logHold, logMalformed logLimiter
 }
 
 type counters struct {
@@ -378,7 +378,7 @@ func New(cfg Config) (*Forwarder, error) {
 		return nil, errors.New("new forwarder: a policy needs a learner")
 	}
 	if cfg.DenyMode < DenyNXDomain || cfg.DenyMode > DenyPassAndDrop {
-		return nil, fmt.Errorf("new forwarder: %s", cfg.DenyMode)
+		return nil, fmt.Errorf("new forwarder: unknown deny mode %d", int(cfg.DenyMode))
 	}
 	def := func(d *time.Duration, v time.Duration) {
 		if *d <= 0 {
@@ -495,7 +495,8 @@ func (f *Forwarder) Run(ctx context.Context) error {
 }
 
 // Names returns the question names addr was an answer for, most recent
-// first, at most a few, each for max(TTL, MinTTL) after its last answer.
+// first, at most 4, each for max(TTL, MinTTL) (at most MaxTTL) after its
+// last answer.
 // A 4-in-6 mapped address is looked up as IPv4. The names are canonical
 // and untrusted: sanitise before display. Nil when none is known.
 func (f *Forwarder) Names(addr netip.Addr) []string {
@@ -507,6 +508,17 @@ func (f *Forwarder) Names(addr netip.Addr) []string {
 // when none is known.
 func (f *Forwarder) Addrs(name string) []netip.Addr {
 	return f.names.addrs(name, f.now())
+}
+
+// Forget drops what the forwarder knows to be in the firewall for addr
+// (every protocol and port), or for every address when addr is the zero
+// Addr. The hub calls it after elements were removed from the kernel
+// behind the forwarder's back (a revoked verdict, a flushed set, a
+// ruleset installed anew): the next answer needing them is held and
+// learned again instead of being released at once. A Learn call in
+// flight still completes its waiting answers but is not recorded.
+func (f *Forwarder) Forget(addr netip.Addr) {
+	f.learned.forget(addr.Unmap())
 }
 
 // Stats returns the counters and gauges.

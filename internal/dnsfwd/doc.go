@@ -38,8 +38,11 @@
 //	err = fwd.Run(ctx) // on one of the hub's goroutines; closes every socket above when ctx ends
 //
 // and names blocked destinations with [Forwarder.Names]; when the operator
-// allows a name, [Forwarder.Addrs] gives its current addresses.
-// [Forwarder.Stats] feeds the hub's own Stats.
+// allows a name, [Forwarder.Addrs] gives its current addresses. When
+// elements leave the kernel other than by timing out (a verdict revoked,
+// a set flushed, the ruleset installed anew), the hub calls
+// [Forwarder.Forget], so the next answer needing them is held and learned
+// again. [Forwarder.Stats] feeds the hub's own Stats.
 //
 // Ownership: [New] takes nothing over; once [Forwarder.Run] is called, the
 // forwarder owns every socket in the Config and closes them all before

@@ -15,6 +15,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"golang.org/x/net/dns/dnsmessage"
+
+	"github.com/terok-ai/clearance/internal/testutil"
 )
 
 var addrCmp = cmp.Comparer(func(a, b netip.Addr) bool { return a == b })
@@ -211,10 +213,15 @@ func TestConcurrentAnswersShareOneLearn(t *testing.T) {
 // waitFor polls cond where no event exists to wait on (a counter).
 func waitFor(t testing.TB, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	waitForD(t, 10*time.Second, cond)
+}
+
+func waitForD(t testing.TB, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatal("condition not met in 10s")
+			t.Fatalf("condition not met in %v", d)
 		}
 		time.Sleep(time.Millisecond)
 	}
@@ -789,7 +796,7 @@ func TestUpstreamFailover(t *testing.T) {
 	t.Run("the next server answers", func(t *testing.T) {
 		up := newFakeUpstream(t)
 		up.set("a.test", &fakeName{sets: [][]dnsmessage.Resource{rrA(t, "a.test", 60, "192.0.2.1")}})
-		e := start(t, Config{Upstream: Upstream{Servers: []netip.AddrPort{deaf, up.addr}, AttemptTimeout: 50 * time.Millisecond}})
+		e := start(t, Config{Upstream: Upstream{Servers: []netip.AddrPort{deaf, up.addr}, AttemptTimeout: 250 * time.Millisecond}})
 		if m := e.ask(t, "a.test", dnsmessage.TypeA); len(m.Answers) != 1 {
 			t.Fatalf("reply %v with %d answers", m.Header.RCode, len(m.Answers))
 		}
@@ -802,7 +809,8 @@ func TestUpstreamFailover(t *testing.T) {
 		}
 	})
 	t.Run("servfail when every attempt fails", func(t *testing.T) {
-		e := start(t, Config{Upstream: Upstream{Servers: []netip.AddrPort{deaf}, AttemptTimeout: 20 * time.Millisecond, Attempts: 2}})
+		e := start(t, Config{Upstream: Upstream{AttemptTimeout: 20 * time.Millisecond, Attempts: 2}})
+		e.up.set("a.test", &fakeName{silent: true})
 		if m := e.ask(t, "a.test", dnsmessage.TypeA); m.Header.RCode != dnsmessage.RCodeServerFailure {
 			t.Fatalf("reply %v", m.Header.RCode)
 		}
@@ -1143,5 +1151,105 @@ func TestParseDenyMode(t *testing.T) {
 				t.Errorf("String() = %q", got.String())
 			}
 		})
+	}
+}
+
+func TestForget(t *testing.T) {
+	tests := []struct {
+		name   string
+		forget netip.Addr
+		want   int // Learn calls after the second answer
+	}{
+		{"the address", netip.MustParseAddr("140.82.121.3"), 2},
+		{"everything", netip.Addr{}, 2},
+		{"another address", netip.MustParseAddr("192.0.2.1"), 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := start(t, Config{Policy: newPolicy(rule{pattern: "github.com"})})
+			e.up.set("github.com", &fakeName{sets: [][]dnsmessage.Resource{rrA(t, "github.com", 60, "140.82.121.3")}})
+			e.ask(t, "github.com", dnsmessage.TypeA)
+			e.fwd.Forget(tt.forget)
+			e.ask(t, "github.com", dnsmessage.TypeA)
+			if n := len(e.learner.all()); n != tt.want {
+				t.Errorf("%d Learn calls, want %d", n, tt.want)
+			}
+		})
+	}
+}
+
+func TestOversizedUDPAnswerDropped(t *testing.T) {
+	e := start(t, Config{Policy: allowAll(), Upstream: Upstream{AttemptTimeout: 20 * time.Millisecond, Attempts: 1}})
+	var addrs []string
+	for i := range 300 {
+		addrs = append(addrs, netip.AddrFrom4([4]byte{198, 51, byte(i >> 8), byte(i)}).String())
+	}
+	e.up.set("big.test", &fakeName{raw: rawAnswer(t, rrA(t, "big.test", 60, addrs...), nil)})
+	if m := e.ask(t, "big.test", dnsmessage.TypeA, ednsOpt(MaxUDPSize)); m.Header.RCode != dnsmessage.RCodeServerFailure {
+		t.Fatalf("reply %v, want SERVFAIL", m.Header.RCode)
+	}
+	// Under load the reply may reach the forwarder after the attempt timed
+	// out: no event to wait for but the counter.
+	waitFor(t, func() bool { return e.fwd.Stats().Spoofed == 1 })
+	if st := e.fwd.Stats(); st.Learned != 0 {
+		t.Errorf("learned %d, want 0", st.Learned)
+	}
+}
+
+func TestIPv6(t *testing.T) {
+	leakCheck(t)
+	up := newFakeUpstreamOn(t, netip.MustParseAddr("::1"))
+	up.set("v6.test", &fakeName{sets: [][]dnsmessage.Resource{rrA(t, "v6.test", 60, "2001:db8::6")}})
+	listen := func(network string) *net.UDPConn {
+		c, err := net.ListenUDP(network, &net.UDPAddr{IP: net.IPv6loopback})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	cl, up6 := listen("udp6"), listen("udp6")
+	tl, err := net.ListenTCP("tcp6", &net.TCPAddr{IP: net.IPv6loopback})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &fakeLearner{}
+	f, err := New(Config{
+		UDP:      []net.PacketConn{cl},
+		TCP:      []net.Listener{tl},
+		Upstream: Upstream{Servers: []netip.AddrPort{up.addr}, UDP6: up6, DialTCP: poolDial},
+		Policy:   allowAll(),
+		Learner:  l,
+		Log:      testutil.Logger(t),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- f.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	e := &env{fwd: f, up: up, learner: l, tcp: tl.Addr().(*net.TCPAddr).AddrPort()}
+	c, err := net.DialUDP("udp6", nil, cl.LocalAddr().(*net.UDPAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	m := unpack(t, roundTrip(t, c, queryMsg(t, 6, "v6.test", dnsmessage.TypeAAAA)))
+	if diff := cmp.Diff([]string{"2001:db8::6"}, answerAddrs(m)); diff != "" {
+		t.Errorf("udp answer (-want +got):\n%s", diff)
+	}
+	if m := e.askTCP(t, "v6.test", dnsmessage.TypeAAAA); len(m.Answers) != 1 {
+		t.Errorf("tcp answer: %v", m.Answers)
+	}
+	if diff := cmp.Diff([]string{"2001:db8::6"}, l.addrsLearned()); diff != "" {
+		t.Errorf("learned (-want +got):\n%s", diff)
+	}
+	if st := f.Stats(); st.UpstreamTCP != 1 {
+		t.Errorf("upstream tcp %d, want 1", st.UpstreamTCP)
 	}
 }

@@ -210,6 +210,7 @@ type fakeUpstream struct {
 	sent  [][]byte      // every reply sent, in order
 	hold  chan struct{} // when set, answers wait until it is closed
 	n     atomic.Int64  // queries received
+	quiet bool          // record nothing (benchmarks)
 
 	done chan struct{}
 	wg   sync.WaitGroup
@@ -217,14 +218,20 @@ type fakeUpstream struct {
 
 func newFakeUpstream(tb testing.TB) *fakeUpstream {
 	tb.Helper()
+	return newFakeUpstreamOn(tb, netip.MustParseAddr("127.0.0.1"))
+}
+
+// newFakeUpstreamOn starts a fake upstream on ip (127.0.0.1 or ::1).
+func newFakeUpstreamOn(tb testing.TB, ip netip.Addr) *fakeUpstream {
+	tb.Helper()
 	u := &fakeUpstream{tb: tb, names: map[string]*fakeName{}, done: make(chan struct{})}
 	for i := 0; ; i++ {
-		uc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		uc, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(ip, 0)))
 		if err != nil {
 			tb.Fatal(err)
 		}
 		port := uc.LocalAddr().(*net.UDPAddr).Port
-		tl, err := net.ListenTCP("tcp4", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port})
+		tl, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(netip.AddrPortFrom(ip, uint16(port))))
 		if err != nil {
 			uc.Close()
 			if i < 20 {
@@ -233,10 +240,10 @@ func newFakeUpstream(tb testing.TB) *fakeUpstream {
 			tb.Fatal(err)
 		}
 		u.udp, u.tcp = uc, tl
-		u.addr = netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port))
+		u.addr = netip.AddrPortFrom(ip, uint16(port))
 		break
 	}
-	sp, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	sp, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(ip, 0)))
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -364,7 +371,9 @@ func (u *fakeUpstream) answer(req []byte, tcp bool, send func([]byte), from neti
 		}
 	}
 	u.mu.Lock()
-	u.seen = append(u.seen, seen)
+	if !u.quiet {
+		u.seen = append(u.seen, seen)
+	}
 	hold := u.hold
 	fn := u.names[name]
 	var set []dnsmessage.Resource
@@ -435,7 +444,9 @@ func (u *fakeUpstream) answer(req []byte, tcp bool, send func([]byte), from neti
 		u.sendSpoofs(m, from)
 	}
 	u.mu.Lock()
-	u.sent = append(u.sent, bytes.Clone(out))
+	if !u.quiet {
+		u.sent = append(u.sent, bytes.Clone(out))
+	}
 	u.mu.Unlock()
 	send(out)
 }
@@ -790,8 +801,6 @@ func diffStats(t testing.TB, what string, want, got any) {
 }
 
 var errLearn = errors.New("netlink: permission denied")
-
-func ipList(s ...string) []string { return s }
 
 func seq(prefix string, n int) []string {
 	out := make([]string, n)

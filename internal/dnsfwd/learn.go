@@ -63,6 +63,25 @@ func (t *learnTable) len() int {
 	return len(t.m)
 }
 
+// forget drops the entries of addr, or all of them for the zero Addr.
+// An entry with a Learn in flight is dropped too: completeLearn finds
+// it gone and records nothing.
+func (t *learnTable) forget(addr netip.Addr) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !addr.IsValid() {
+		t.m = make(map[learnKey]*learnEntry)
+		t.refresh = make(map[learnKey]Element)
+		return
+	}
+	for k := range t.m {
+		if k.addr == addr {
+			delete(t.m, k)
+			delete(t.refresh, k)
+		}
+	}
+}
+
 // entry returns the entry of k, creating it. The caller holds t.mu.
 func (t *learnTable) entry(k learnKey, now time.Time) *learnEntry {
 	if e := t.m[k]; e != nil {
@@ -219,8 +238,8 @@ func (f *Forwarder) completeLearn(fl *flight, els []Element, start time.Time, er
 		}
 	}
 	t.mu.Unlock()
-	fl.err = err
-	close(fl.done)
+	// Accounted for before the answers waiting are released: whoever sees
+	// an answer also sees it counted and audited.
 	if err != nil {
 		f.st.learnErrors.Add(1)
 		f.logLearn.warn(f, "learn allowed addresses", "elements", len(els), "name", els[0].Name, "refresh", refresh, "err", err)
@@ -230,6 +249,8 @@ func (f *Forwarder) completeLearn(fl *flight, els []Element, start time.Time, er
 			f.cfg.OnLearned(els)
 		}
 	}
+	fl.err = err
+	close(fl.done)
 	if f.learnDone != nil {
 		f.learnDone(err)
 	}

@@ -18,7 +18,7 @@ func (f *Forwarder) admit(msg []byte, tcp bool) (*query, []byte) {
 		return nil, reply
 	}
 	q.tcp = tcp
-	if f.cfg.Policy != nil && q.name != "" {
+	if f.cfg.Policy != nil {
 		q.pre = f.cfg.Policy.Decide([]string{q.name})
 		if q.pre.Deny {
 			f.reportDenied(q, q.pre.DenyBy)

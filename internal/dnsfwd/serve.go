@@ -45,7 +45,7 @@ func (f *Forwarder) serveUDP(ctx context.Context, pc net.PacketConn) error {
 			if errors.Is(err, net.ErrClosed) {
 				return fmt.Errorf("serve dns on udp %s: %w", pc.LocalAddr(), err)
 			}
-			f.logUpstream.warn(f, "read dns query", "local", pc.LocalAddr(), "err", err)
+			f.logServe.warn(f, "read dns query", "local", pc.LocalAddr(), "err", err)
 			if backoff = nextBackoff(backoff); !sleep(ctx, backoff) {
 				return nil
 			}
@@ -72,6 +72,7 @@ func (f *Forwarder) serveUDP(ctx context.Context, pc net.PacketConn) error {
 }
 
 func (f *Forwarder) sendUDP(pc net.PacketConn, uc *net.UDPConn, to peer, msg []byte) {
+	f.st.answers.Add(1) // before: the client may read it before a count after
 	var err error
 	if uc != nil {
 		_, err = uc.WriteToUDPAddrPort(msg, to.ap)
@@ -80,9 +81,7 @@ func (f *Forwarder) sendUDP(pc net.PacketConn, uc *net.UDPConn, to peer, msg []b
 	}
 	if err != nil {
 		f.log.Debug("send dns reply", "err", err)
-		return
 	}
-	f.st.answers.Add(1)
 }
 
 // serveTCP accepts client connections on ln until it is closed.
@@ -98,7 +97,7 @@ func (f *Forwarder) serveTCP(ctx context.Context, ln net.Listener) error {
 				return fmt.Errorf("serve dns on tcp %s: %w", ln.Addr(), err)
 			}
 			// EMFILE and the like: wait for a connection to go away.
-			f.logUpstream.warn(f, "accept dns connection", "local", ln.Addr(), "err", err)
+			f.logServe.warn(f, "accept dns connection", "local", ln.Addr(), "err", err)
 			if backoff = nextBackoff(backoff); !sleep(ctx, backoff) {
 				return nil
 			}
@@ -144,12 +143,11 @@ func (f *Forwarder) serveConn(ctx context.Context, c net.Conn) {
 		copy(b[2:], msg)
 		wmu.Lock()
 		defer wmu.Unlock()
+		f.st.answers.Add(1)
 		c.SetWriteDeadline(time.Now().Add(tcpWriteTimeout))
 		if _, err := c.Write(b); err != nil {
 			c.Close()
-			return
 		}
-		f.st.answers.Add(1)
 	}
 	var lenBuf [2]byte
 	for {

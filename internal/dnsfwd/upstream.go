@@ -178,7 +178,9 @@ func (u *upstream) read(ctx context.Context, pc net.PacketConn) error {
 // deliver hands msg to the attempt it answers: same id, same server, same
 // question. Anything else is counted as spoofed and dropped.
 func (u *upstream) deliver(msg []byte, src netip.AddrPort) {
-	if len(msg) < 12 {
+	if len(msg) < 12 || len(msg) > MaxUDPSize {
+		// Longer than any client may ask for (the size sent upstream is
+		// clamped): no resolver sends it, and it would not be bounded.
 		u.f.st.spoofed.Add(1)
 		return
 	}
