@@ -99,6 +99,12 @@ type DNS struct {
 	// answer whose addresses are not allowed yet. Default 2s.
 	HoldMax time.Duration `yaml:"hold_max"`
 
+	// Hold, when false, releases answers at once while the firewall
+	// learns their addresses: the container's first connect then races the
+	// firewall and may be refused. It exists to measure that race; leave
+	// it on. Default true.
+	Hold bool `yaml:"hold"`
+
 	// MinTTL is the shortest lifetime of a learned address: elements
 	// expire at max(answer TTL, min_ttl), refreshed by every later answer.
 	// Default 5m.
@@ -288,6 +294,7 @@ func Default() *Config {
 		},
 		DNS: DNS{
 			HoldMax:          2 * time.Second,
+			Hold:             true,
 			MinTTL:           5 * time.Minute,
 			Denied:           DNSDeniedNXDomain,
 			MaxNames:         16384,

@@ -227,6 +227,11 @@ type Config struct {
 	// HoldMax bounds how long an answer is held for Learn (default
 	// DefaultHoldMax); after it, the client gets SERVFAIL.
 	HoldMax time.Duration
+	// NoHold releases answers at once while their addresses are being
+	// learned, so the container's first connect races the firewall. It
+	// exists to measure that race (tests, benchmarks); never set it
+	// otherwise.
+	NoHold bool
 	// MinTTL is the least time an element is learned for, and a name is
 	// remembered for, whatever the answer's TTL (default DefaultMinTTL).
 	MinTTL time.Duration

@@ -153,7 +153,7 @@ func Command(ctx context.Context, args []string, stderr io.Writer) int {
 				fmt.Fprintf(stderr, "clearance-hub: %v\n", err)
 				return 1
 			}
-			watcher.DNS = &DNS{Firewall: fw, HoldMax: cfg.DNS.HoldMax, MinTTL: cfg.DNS.MinTTL, DenyMode: mode,
+			watcher.DNS = &DNS{Firewall: fw, HoldMax: cfg.DNS.HoldMax, NoHold: !cfg.DNS.Hold, MinTTL: cfg.DNS.MinTTL, DenyMode: mode,
 				MaxNames: cfg.DNS.MaxNames, Rate: float64(cfg.DNS.QueriesPerSecond)}
 			fw.DNS = watcher.DNS
 		}

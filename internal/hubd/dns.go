@@ -39,6 +39,7 @@ type DNS struct {
 	// HoldMax, MinTTL, DenyMode, MaxNames and Rate configure the
 	// forwarder (see dnsfwd.Config; zero: its defaults).
 	HoldMax  time.Duration
+	NoHold   bool
 	MinTTL   time.Duration
 	DenyMode dnsfwd.DenyMode
 	MaxNames int
@@ -53,8 +54,9 @@ type DNS struct {
 
 	auditMu sync.Mutex
 	audited map[learnedKey]struct{}
-	denyMu  sync.Mutex
-	denying map[denyKey]time.Time
+	denyMu   sync.Mutex
+	denying  map[denyKey]time.Time
+	deniedAt map[string]time.Time
 }
 
 type learnedKey struct {
@@ -124,7 +126,7 @@ func (d *DNS) start(ctx context.Context) (func(context.Context) error, error) {
 func (d *DNS) config(sock *verdictclient.Forwarder) (dnsfwd.Config, error) {
 	cfg := dnsfwd.Config{
 		Policy: &d.rules, Learner: &d.learner, DenyMode: d.DenyMode,
-		HoldMax: d.HoldMax, MinTTL: d.MinTTL, MaxNames: d.MaxNames,
+		HoldMax: d.HoldMax, NoHold: d.NoHold, MinTTL: d.MinTTL, MaxNames: d.MaxNames,
 		OnDenied: d.onDenied, OnLearned: d.onLearned, OnHoldTimeout: d.onHoldTimeout,
 		Log: d.log(),
 	}
@@ -191,10 +193,26 @@ func closeForwarderConfig(cfg dnsfwd.Config) {
 	}
 }
 
+// deniedEvery is how often one denied name is announced and audited: a
+// program retrying a denied name is one record, not a flood.
+const deniedEvery = 10 * time.Second
+
 func (d *DNS) onDenied(name string, qtype uint16, rule string) {
 	if d.Hub == nil {
 		return
 	}
+	now := time.Now()
+	d.denyMu.Lock()
+	if d.deniedAt == nil || len(d.deniedAt) > 4096 {
+		d.deniedAt = make(map[string]time.Time)
+	}
+	last, seen := d.deniedAt[name]
+	if seen && now.Sub(last) < deniedEvery {
+		d.denyMu.Unlock()
+		return
+	}
+	d.deniedAt[name] = now
+	d.denyMu.Unlock()
 	d.Hub.Denied(event.Event{Container: d.Firewall.Container, Domain: name}, rule)
 }
 
