@@ -52,8 +52,8 @@ type DNS struct {
 	learner learner
 	tcp     tcpPool
 
-	auditMu sync.Mutex
-	audited map[learnedKey]struct{}
+	auditMu  sync.Mutex
+	audited  map[learnedKey]struct{}
 	denyMu   sync.Mutex
 	denying  map[denyKey]time.Time
 	deniedAt map[string]time.Time

@@ -10,8 +10,8 @@ import (
 
 	"github.com/varlink/go/varlink"
 
-	"github.com/terok-ai/clearance/internal/event"
 	"github.com/terok-ai/clearance/internal/dnsfwd"
+	"github.com/terok-ai/clearance/internal/event"
 	"github.com/terok-ai/clearance/internal/hub"
 	"github.com/terok-ai/clearance/internal/varlinkapi"
 	"github.com/terok-ai/clearance/internal/varlinkapi/iosystemdservice"
