@@ -35,17 +35,52 @@ type Container struct {
 	env *Env
 }
 
+// NamesScript is the container's command for a test of names: it waits
+// for /ready, resolves allowed.rot.test through its resolv.conf (busybox
+// nslookup) and connects to the answer at once ("first"), then the same
+// for api.rot.test ("prompt"), waits for /go2 and resolves api.rot.test
+// again, now a new address, and connects ("next"). Each step prints
+// "<step> addr=<address>" and "<step> rc=<nc's status>".
+const NamesScript = `until [ -e /ready ]; do sleep 0.05; done
+resolve() { nslookup "$1" 2>/dev/null | sed -n '/^Name:/,$ s/^Address:[[:space:]]*//p' | head -n 1; }
+try() { a=$(resolve "$1"); echo "$2 addr=$a"; nc -w 3 "$a" 8082 </dev/null; echo "$2 rc=$?"; }
+try allowed.rot.test first
+try api.rot.test prompt
+until [ -e /go2 ]; do sleep 0.05; done
+try api.rot.test next
+until [ -e /done ]; do sleep 0.05; done`
+
+// CreateOptions are the extras of [Env.CreateInitWith].
+type CreateOptions struct {
+	// Annotations are "key=value" pairs added to [GateAnnotation].
+	Annotations []string
+	// Args are further podman create options (e.g. "--dns", "10.254.77.1").
+	Args []string
+	// Script is the container's sh -c command (default [Script]).
+	Script string
+}
+
 // CreateInit runs podman create (with [GateAnnotation], the extra
 // annotations "key=value" and [Script]) and podman init: the
 // createRuntime hook runs and the container's process has not started.
 // Close kills the container's init by pid if podman could not remove
 // it.
 func (e *Env) CreateInit(name string, annotations ...string) (*Container, error) {
+	return e.CreateInitWith(name, CreateOptions{Annotations: annotations})
+}
+
+// CreateInitWith is [Env.CreateInit] with options.
+func (e *Env) CreateInitWith(name string, o CreateOptions) (*Container, error) {
 	args := []string{"create", "--name", name, "--network", "none", "--annotation", GateAnnotation}
-	for _, a := range annotations {
+	for _, a := range o.Annotations {
 		args = append(args, "--annotation", a)
 	}
-	if out, err := e.Podman(append(args, Image, "sh", "-c", Script)...); err != nil {
+	args = append(args, o.Args...)
+	script := o.Script
+	if script == "" {
+		script = Script
+	}
+	if out, err := e.Podman(append(args, Image, "sh", "-c", script)...); err != nil {
 		return nil, fmt.Errorf("%w: %s", err, out)
 	}
 	if out, err := e.Podman("init", name); err != nil {
@@ -130,6 +165,38 @@ func (c *Container) Wire() error {
 		return err
 	}
 	return l.Echo(host, fmt.Sprintf("%s:%d", HostAddr, EchoPort))
+}
+
+// WireNames is [Container.Wire] plus what a test of names needs on the
+// test host: a DNS server on port 53 of [HostAddr] (UDP and TCP)
+// answering with answer, the block [lab.HostRange] local to the test host
+// and routed there from the container, and "hello" on [lab.RangePort] of
+// every address of it.
+func (c *Container) WireNames(answer lab.DNSAnswer) error {
+	l := c.env.lab
+	host, err := l.Namespace("testhost-" + c.Name)
+	if err != nil {
+		return err
+	}
+	f, err := os.Open(fmt.Sprintf("/proc/%d/ns/net", c.Pid))
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	ns := &lab.NS{Name: c.Name, Pid: c.Pid, File: f}
+	if err := l.Link(ns, host, netip.PrefixFrom(ContainerAddr, 30), netip.PrefixFrom(HostAddr, 30)); err != nil {
+		return err
+	}
+	if err := ns.IP("route", "add", lab.HostRange.String(), "via", HostAddr.String()); err != nil {
+		return err
+	}
+	if err := host.IP("route", "add", "local", lab.HostRange.String(), "dev", "lo"); err != nil {
+		return err
+	}
+	if err := l.Echo(host, fmt.Sprintf("0.0.0.0:%d", lab.RangePort)); err != nil {
+		return err
+	}
+	return l.ServeDNSFunc(host, netip.AddrPortFrom(HostAddr, 53), answer)
 }
 
 // Touch creates a file in the container's root. In a rootless container

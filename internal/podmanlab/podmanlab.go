@@ -375,10 +375,12 @@ hooks_dir = ["%[1]s/hooks.d"]
 [network]
 network_config_dir = "%[1]s/store/net"
 `, e.dir, nofile),
+		// No ruleset.resolvers: the container's forwarder asks the
+		// nameservers of the resolv.conf podman wrote for it (--dns), as
+		// the hook captured them, as on a default installation.
 		"clearance.yaml": fmt.Sprintf(`ruleset:
-  resolvers: [%q]
   policy_dir: %s
-`, HostAddr.String(), e.Path("policy")),
+`, e.Path("policy")),
 		// The project's units, verbatim, plus a drop-in that runs the
 		// built hub with the Env's configuration. Its output goes to the
 		// namespace's journald, as in production: the audit trail is

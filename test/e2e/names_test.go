@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -21,38 +20,7 @@ import (
 	"github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearancehub1"
 )
 
-// rotor hands out a new address of lab.HostRange for every answer about
-// a name: the case Cilium's toFQDNs and harden-runner solve, a name whose
-// next answer is an address the firewall has never seen.
-type rotor struct {
-	mu   sync.Mutex
-	next netip.Addr
-	last map[string]netip.Addr
-}
-
-func newRotor() *rotor {
-	return &rotor{next: lab.HostRange.Addr().Next(), last: map[string]netip.Addr{}}
-}
-
-// answer rotates names ending in ".rot.test" (and "rot.test"); other
-// names do not exist.
-func (r *rotor) answer(name string, qtype dnsmessage.Type) ([]netip.Addr, bool) {
-	if name != "rot.test" && !strings.HasSuffix(name, ".rot.test") {
-		return nil, false
-	}
-	if qtype != dnsmessage.TypeA {
-		return nil, true
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	a := r.next
-	r.next = r.next.Next()
-	if !lab.HostRange.Contains(r.next) {
-		r.next = lab.HostRange.Addr().Next()
-	}
-	r.last[name] = a
-	return []netip.Addr{a}, true
-}
+func newRotor() *lab.Rotor { return &lab.Rotor{Zone: "rot.test"} }
 
 var resolver = netip.AddrPortFrom(lab.HostAddr, 53)
 
@@ -101,7 +69,7 @@ func TestNameFollowsDNS(t *testing.T) {
 	requireLab(t)
 	const policy = "allow:\n  - rot.test:8082/tcp\n"
 	r := newRotor()
-	s := newStack(t, lab.StackOptions{PolicyYAML: policy, DNS: r.answer})
+	s := newStack(t, lab.StackOptions{PolicyYAML: policy, DNS: r.Answer})
 	st := subscribe(t, s)
 	refused, err := resolveAndConnect(t, s, "rot.test", 1000)
 	if refused != 0 {
@@ -125,7 +93,7 @@ func TestNameFollowsDNS(t *testing.T) {
 
 	// Without the hold the answer races the firewall.
 	r2 := newRotor()
-	s2 := newStack(t, lab.StackOptions{PolicyYAML: policy, DNS: r2.answer, ID: "labctr000002",
+	s2 := newStack(t, lab.StackOptions{PolicyYAML: policy, DNS: r2.Answer, ID: "labctr000002",
 		ExtraConfig: "dns:\n  hold: false\n"})
 	refused, err = resolveAndConnect(t, s2, "rot.test", 1000)
 	t.Logf("without the hold: %d of 1000 first connects refused (first: %v)", refused, err)
@@ -140,7 +108,7 @@ func TestNameFollowsDNS(t *testing.T) {
 func TestNameVerdict(t *testing.T) {
 	requireLab(t)
 	r := newRotor()
-	s := newStack(t, lab.StackOptions{DNS: r.answer, Policy: "proj"})
+	s := newStack(t, lab.StackOptions{DNS: r.Answer, Policy: "proj"})
 	st := subscribe(t, s)
 	addrs, err := s.Container.Resolve(context.Background(), resolver, "api.rot.test")
 	if err != nil || len(addrs) != 1 {
@@ -197,7 +165,7 @@ func TestNameVerdict(t *testing.T) {
 func TestDeniedName(t *testing.T) {
 	requireLab(t)
 	r := newRotor()
-	s := newStack(t, lab.StackOptions{DNS: r.answer, PolicyYAML: "deny:\n  - '*.bad.rot.test'\n"})
+	s := newStack(t, lab.StackOptions{DNS: r.Answer, PolicyYAML: "deny:\n  - '*.bad.rot.test'\n"})
 	st := subscribe(t, s)
 	for _, network := range []string{"udp", "tcp"} {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -1,0 +1,41 @@
+package lab
+
+import (
+	"net/netip"
+	"strings"
+	"sync"
+
+	"golang.org/x/net/dns/dnsmessage"
+)
+
+// Rotor is a [DNSAnswer] that hands out a new address of [HostRange] for
+// every A question about a name under its zone: the case a firewall that
+// follows DNS must get right, a name whose next answer is an address never
+// seen before. Names outside the zone do not exist. Safe for concurrent
+// use.
+type Rotor struct {
+	// Zone is the suffix the rotor answers for ("rot.test": rot.test and
+	// every name below it).
+	Zone string
+
+	mu   sync.Mutex
+	next netip.Addr
+}
+
+// Answer implements [DNSAnswer].
+func (r *Rotor) Answer(name string, qtype dnsmessage.Type) ([]netip.Addr, bool) {
+	if name != r.Zone && !strings.HasSuffix(name, "."+r.Zone) {
+		return nil, false
+	}
+	if qtype != dnsmessage.TypeA {
+		return nil, true
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.next.IsValid() || !HostRange.Contains(r.next) {
+		r.next = HostRange.Addr().Next()
+	}
+	a := r.next
+	r.next = r.next.Next()
+	return []netip.Addr{a}, true
+}
