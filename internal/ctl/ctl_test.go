@@ -460,7 +460,7 @@ func TestExplainAndPolicy(t *testing.T) {
 	if res.code != ExitOK {
 		t.Fatalf("exit %d: %s", res.code, res.stderr)
 	}
-	if diff := cmp.Diff([]string{"explain c1 198.51.100.7 443 tcp", "explain c1 2001:db8::7 443 tcp"}, ff.calls); diff != "" {
+	if diff := cmp.Diff([]string{"list c1", "explain c1 198.51.100.7 443 tcp", "explain c1 2001:db8::7 443 tcp"}, ff.calls); diff != "" {
 		t.Errorf("calls (-want +got):\n%s", diff)
 	}
 	for _, s := range []string{"resolved on this host", "accept", "in an allow set", "reject", "logged (a prompt appears)"} {
@@ -468,6 +468,31 @@ func TestExplainAndPolicy(t *testing.T) {
 			t.Errorf("explain output lacks %q:\n%s", s, res.stdout)
 		}
 	}
+	// A name the container's forwarder learned: its addresses come from the
+	// container's elements, not from this host's resolver.
+	ff.calls = nil
+	ff.elems = append(ff.elems,
+		fw.Element{List: "learned", Set: "dns4_port", Dest: "198.51.100.9", Comment: "pypi.org", Timeout_sec: 300, Expires_usec: exp,
+			Proto: ptr("tcp"), Port: ptr(int64(443))},
+		fw.Element{List: "learned", Set: "dns4_port", Dest: "198.51.100.10", Comment: "pypi.org", Timeout_sec: 300, Expires_usec: exp,
+			Proto: ptr("tcp"), Port: ptr(int64(443))})
+	ff.explain["198.51.100.9"] = Explanation{Verdict: "accept", Reason: "learned", Set: "dns4_port", Comment: "pypi.org"}
+	ff.explain["198.51.100.10"] = Explanation{Verdict: "accept", Reason: "learned", Set: "dns4_port", Comment: "pypi.org"}
+	res = runWith(t, with, "", "explain", "c1", "PyPI.org:443")
+	if diff := cmp.Diff([]string{"list c1", "explain c1 198.51.100.10 443 ", "explain c1 198.51.100.9 443 "}, ff.calls); diff != "" {
+		t.Errorf("calls for a learned name (-want +got):\n%s", diff)
+	}
+	for _, s := range []string{"dns4_port (pypi.org)", "learned from a DNS answer"} {
+		if !strings.Contains(res.stdout, s) || strings.Contains(res.stdout, "resolved on this host") {
+			t.Errorf("explain of a learned name lacks %q:\n%s", s, res.stdout)
+		}
+	}
+	res = runWith(t, with, "", "policy", "export", "c1", "--all")
+	if !strings.Contains(res.stdout, "pypi.org:443/tcp") || strings.Contains(res.stdout, "198.51.100.9") || strings.Count(res.stdout, "pypi.org") != 1 {
+		t.Errorf("export --all of learned elements, want their name once:\n%s", res.stdout)
+	}
+	ff.elems = ff.elems[:3]
+
 	res = runWith(t, with, "", "explain", "c1", "198.51.100.7", "--json")
 	var x explainJSON
 	if err := json.Unmarshal([]byte(res.stdout), &x); err != nil || len(x.Addresses) != 1 || x.Addresses[0].Reason != "allowed" {
@@ -532,3 +557,5 @@ func TestFirewallUnreachable(t *testing.T) {
 		t.Errorf("exit %d, stderr %q", res.code, res.stderr)
 	}
 }
+
+func ptr[T any](v T) *T { return &v }

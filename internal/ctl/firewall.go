@@ -7,10 +7,12 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 
+	"github.com/terok-ai/clearance/internal/nft"
 	"github.com/terok-ai/clearance/internal/policy"
 	"github.com/terok-ai/clearance/internal/record"
 	"github.com/terok-ai/clearance/internal/varlinkapi"
@@ -34,14 +36,18 @@ type Firewall interface {
 
 // Explanation is the firewall's answer for one address.
 type Explanation struct {
-	// Verdict is "accept", "drop" or "reject".
+	// Verdict is "accept", "drop", "reject" or "redirect".
 	Verdict string `json:"verdict"`
-	// Reason names the deciding rule: "loopback", "resolver", "denied",
-	// "allowed", "blocked" or "not-engaged".
+	// Reason names the deciding rule: "loopback", "dns", "denied",
+	// "allowed", "learned", "blocked" or "not-engaged".
 	Reason string `json:"reason"`
 	// ExpiresUsec is when the deciding set element expires
 	// (CLOCK_REALTIME microseconds), 0 for never or no element.
 	ExpiresUsec int64 `json:"expires_usec"`
+	// Set and Comment are the deciding element's set and comment (the
+	// name it was added for), when an element decides.
+	Set     string `json:"set,omitempty"`
+	Comment string `json:"comment,omitempty"`
 }
 
 // errFirewallUnreachable wraps a failure to connect to the verdict service.
@@ -79,7 +85,7 @@ func (v *varlinkFirewall) Explain(ctx context.Context, container, ip string, por
 		defer ns.Close()
 	}
 	x, err := v.c.Explain(ctx, container, ip, int(port), proto, ns)
-	e := Explanation{Verdict: x.Verdict, Reason: x.Reason}
+	e := Explanation{Verdict: x.Verdict, Reason: x.Reason, Set: x.Set, Comment: x.Comment}
 	if !x.Expires.IsZero() {
 		e.ExpiresUsec = x.Expires.UnixMicro()
 	}
@@ -181,8 +187,11 @@ func (r *runner) cmdExplain(ctx context.Context, args []string) int {
 	fs := r.newFlags("explain", "CONTAINER DEST[:PORT] [--proto tcp|udp] [--json]",
 		`Asks the verdict service what CONTAINER's ruleset does with a new
 connection to DEST: accepted, dropped or rejected, which rule or set
-element decides, and when that element expires. A DEST that is not an
-address is resolved on the host (the container may resolve it differently).`)
+element decides (and the name it was added for), and when that element
+expires. A DEST that is a name is looked up among the addresses the
+container's DNS forwarder learned for it, the addresses the container
+currently has for that name; only when there are none is it resolved on
+this host (the container may resolve it differently).`)
 	proto := fs.String("proto", "", "protocol (tcp or udp; default: either)")
 	asJSON := fs.Bool("json", false, "print JSON")
 	sock := fs.String("socket", DefaultVerdictSocket, "the verdict service's `PATH`")
@@ -205,21 +214,29 @@ address is resolved on the host (the container may resolve it differently).`)
 	}
 	out := explainJSON{Container: container, Dest: host, Port: port, Proto: *proto}
 	var ips []string
-	if a, err := netip.ParseAddr(host); err == nil {
-		ips = []string{a.Unmap().String()}
-	} else {
-		out.Resolved = true
-		ips, err = r.lookupHost(ctx, host)
-		if err != nil || len(ips) == 0 {
-			return r.fail(ExitNotFound, "cannot resolve %s on this host: %s", clean(host), describeErr(err))
-		}
-		sort.Strings(ips)
-	}
 	f, err := r.dialFirewall(ctx, *sock)
 	if err != nil {
 		return r.firewallFailure(err, container)
 	}
 	defer f.Close()
+	if a, err := netip.ParseAddr(host); err == nil {
+		ips = []string{a.Unmap().String()}
+	} else {
+		elems, err := f.List(ctx, container)
+		if err != nil {
+			return r.firewallFailure(err, container)
+		}
+		ips = addressesOf(elems, host)
+		if len(ips) == 0 {
+			out.Resolved = true
+			ips, err = r.lookupHost(ctx, host)
+			if err != nil || len(ips) == 0 {
+				return r.fail(ExitNotFound, "the container has no address for %s, and it does not resolve on this host: %s",
+					clean(host), describeErr(err))
+			}
+		}
+		sort.Strings(ips)
+	}
 	for _, ip := range ips {
 		x, err := f.Explain(ctx, container, ip, port, *proto)
 		if err != nil {
@@ -245,7 +262,7 @@ address is resolved on the host (the container may resolve it differently).`)
 		fmt.Fprint(r.stdout, " (resolved on this host)")
 	}
 	fmt.Fprintln(r.stdout, ":")
-	t := &table{head: []string{"ADDRESS", "VERDICT", "REASON", "EXPIRES", "MEANING"}}
+	t := &table{head: []string{"ADDRESS", "VERDICT", "REASON", "ELEMENT", "EXPIRES", "MEANING"}}
 	for _, a := range out.Addresses {
 		exp := "-"
 		if t := usecTime(a.ExpiresUsec); !t.IsZero() {
@@ -258,7 +275,14 @@ address is resolved on the host (the container may resolve it differently).`)
 		case "drop", "reject":
 			verdict = r.paint(colRed, verdict)
 		}
-		t.add(clean(a.IP), verdict, clean(a.Reason), exp, reasonMeaning(a.Reason))
+		el := "-"
+		if a.Set != "" {
+			el = clean(a.Set)
+			if a.Comment != "" {
+				el += " (" + clean(a.Comment) + ")"
+			}
+		}
+		t.add(clean(a.IP), verdict, clean(a.Reason), el, exp, reasonMeaning(a.Reason))
 	}
 	t.write(r.stdout, r)
 	return ExitOK
@@ -269,8 +293,10 @@ func reasonMeaning(reason string) string {
 	switch reason {
 	case "loopback":
 		return "loopback traffic always passes"
-	case "resolver":
-		return "DNS to a configured resolver passes"
+	case "dns":
+		return "DNS goes to the container's forwarder, which follows the name rules"
+	case "learned":
+		return "learned from a DNS answer for an allowed name"
 	case "denied":
 		return "in a deny set: dropped silently"
 	case "allowed":
@@ -331,12 +357,12 @@ export: prints them as a clearance YAML policy (permanent elements only,
 			exp = clock(t, r.now())
 		}
 		list := clean(e.List)
-		if e.List == policy.ListAllow {
-			list = r.paint(colGreen, list)
-		} else {
+		if e.List == policy.ListDeny {
 			list = r.paint(colRed, list)
+		} else {
+			list = r.paint(colGreen, list)
 		}
-		t.add(list, clean(e.Set), clean(e.Dest), exp, orDash(clean(e.Comment)))
+		t.add(list, clean(e.Set), clean(elementDest(e)), exp, orDash(clean(e.Comment)))
 	}
 	t.write(r.stdout, r)
 	return ExitOK
@@ -346,19 +372,38 @@ export: prints them as a clearance YAML policy (permanent elements only,
 func (r *runner) exportPolicy(elems []fw.Element, all bool) int {
 	var p policy.Policy
 	skipped := 0
+	seen := map[string]bool{}
 	for _, e := range elems {
 		if e.Timeout_sec > 0 && !all {
 			skipped++
 			continue
 		}
-		pfx, err := policy.ParseDest(e.Dest)
+		// Learned addresses follow DNS: export the name they were
+		// learned for, which is what the next container needs.
+		text := elementDest(e)
+		if e.List == nft.ListLearned {
+			if e.Comment == "" {
+				continue
+			}
+			text = e.Comment
+			if e.Port != nil && e.Proto != nil && *e.Port > 0 {
+				text += ":" + strconv.FormatInt(*e.Port, 10) + "/" + *e.Proto
+			}
+		}
+		entry, err := policy.ParseEntry(text)
 		if err != nil {
-			fmt.Fprintf(r.stderr, "clearancectl: skipping %s: %s\n", clean(e.Dest), clean(err.Error()))
+			fmt.Fprintf(r.stderr, "clearancectl: skipping %s: %s\n", clean(text), clean(err.Error()))
 			continue
 		}
-		entry := policy.Entry{Dest: pfx, Comment: clean(e.Comment)}
+		if e.List != nft.ListLearned {
+			entry.Comment = clean(e.Comment)
+		}
+		if seen[e.List+" "+entry.String()] {
+			continue
+		}
+		seen[e.List+" "+entry.String()] = true
 		switch e.List {
-		case policy.ListAllow:
+		case policy.ListAllow, nft.ListLearned:
 			p.Allow = append(p.Allow, entry)
 		case policy.ListDeny:
 			p.Deny = append(p.Deny, entry)
@@ -373,4 +418,32 @@ func (r *runner) exportPolicy(elems []fw.Element, all bool) int {
 	}
 	r.stdout.Write(b)
 	return ExitOK
+}
+
+// elementDest formats an element's destination with its port:
+// "192.0.2.1", "192.0.2.1:443/tcp", "[2001:db8::1]:53/udp".
+func elementDest(e fw.Element) string {
+	if e.Port == nil || e.Proto == nil || *e.Port == 0 {
+		return e.Dest
+	}
+	d := e.Dest
+	if strings.Contains(d, ":") {
+		d = "[" + d + "]"
+	}
+	return d + ":" + strconv.FormatInt(*e.Port, 10) + "/" + *e.Proto
+}
+
+// addressesOf returns the addresses of the elements added for name (the
+// learned ones and verdicts on the name): what the container currently
+// has for it.
+func addressesOf(elems []fw.Element, name string) []string {
+	name = strings.TrimSuffix(strings.ToLower(name), ".")
+	var out []string
+	for _, e := range elems {
+		if !strings.EqualFold(e.Comment, name) || strings.Contains(e.Dest, "/") || slices.Contains(out, e.Dest) {
+			continue
+		}
+		out = append(out, e.Dest)
+	}
+	return out
 }

@@ -271,10 +271,14 @@ func (h *firewall1) Explain(ctx context.Context, c fw1.VarlinkCall, container, i
 		return h.s.replyError(ctx, &c, "explain", container, err)
 	}
 	var exp time.Time
-	if x.Match != nil && x.Match.Timeout > 0 {
-		exp = h.s.cfg.Now().Add(x.Match.Expires)
+	var set, comment *string
+	if m := x.Match; m != nil {
+		if m.Timeout > 0 {
+			exp = h.s.cfg.Now().Add(m.Expires)
+		}
+		set, comment = &m.Set, &m.Comment
 	}
-	return c.ReplyExplain(ctx, x.Verdict, string(x.Reason), usec(exp))
+	return c.ReplyExplain(ctx, x.Verdict, string(x.Reason), usec(exp), set, comment)
 }
 
 func (h *firewall1) Forwarder(ctx context.Context, c fw1.VarlinkCall, container string) error {

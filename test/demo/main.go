@@ -225,12 +225,15 @@ func run(ctx context.Context, l *lab.Lab, bin string) error {
 	// What the ruleset says now, from the privileged service.
 	vc, err := varlinkapi.Dial(ctx, s.VerdictSock)
 	if err == nil {
-		verdict, reason, exp, err := orgterokclearancefirewall1.Explain().Call(ctx, vc, s.ID, lab.HostAddr.String(), lab.EchoPort, "tcp")
+		verdict, reason, exp, _, comment, err := orgterokclearancefirewall1.Explain().Call(ctx, vc, s.ID, lab.HostAddr.String(), lab.EchoPort, "tcp")
 		vc.Close()
 		if err == nil {
 			left := ""
 			if exp > 0 {
 				left = fmt.Sprintf(", expires in %s", time.Until(time.UnixMicro(exp)).Round(time.Second))
+			}
+			if comment != nil && *comment != "" {
+				left += ", for " + *comment
 			}
 			detail("explain %s:%d → %s (%s%s)", lab.HostAddr, lab.EchoPort, verdict, reason, left)
 		}

@@ -839,24 +839,27 @@ func (m Unlearn_methods) Upgrade(ctx context.Context, c *varlink.Connection, con
 }
 
 // What the ruleset does with a new connection to ip:port/proto ("tcp",
-// "udp" or ""): verdict "accept", "drop" or "reject"; reason the rule that
-// decides ("loopback", "resolver", "denied", "allowed", "blocked",
-// "not-engaged"); expires_usec when the deciding element expires, 0 for
-// none.
+// "udp" or ""): verdict "accept", "drop", "reject" or "redirect"; reason
+// the rule that decides ("loopback", "dns" (port 53 goes to the
+// container's DNS forwarder), "denied", "allowed", "learned" (an address
+// the forwarder learned for an allowed name), "blocked", "not-engaged");
+// expires_usec when the deciding element expires, 0 for none; set and
+// comment the deciding element's set and comment (the name it was added
+// for), when an element decides.
 type Explain_methods struct{}
 
 func Explain() Explain_methods { return Explain_methods{} }
 
-func (m Explain_methods) Call(ctx context.Context, c *varlink.Connection, container_in_ string, ip_in_ string, port_in_ int64, proto_in_ string) (verdict_out_ string, reason_out_ string, expires_usec_out_ int64, err_ error) {
+func (m Explain_methods) Call(ctx context.Context, c *varlink.Connection, container_in_ string, ip_in_ string, port_in_ int64, proto_in_ string) (verdict_out_ string, reason_out_ string, expires_usec_out_ int64, set_out_ *string, comment_out_ *string, err_ error) {
 	receive, err_ := m.Send(ctx, c, 0, container_in_, ip_in_, port_in_, proto_in_)
 	if err_ != nil {
 		return
 	}
-	verdict_out_, reason_out_, expires_usec_out_, _, err_ = receive(ctx)
+	verdict_out_, reason_out_, expires_usec_out_, set_out_, comment_out_, _, err_ = receive(ctx)
 	return
 }
 
-func (m Explain_methods) Send(ctx context.Context, c *varlink.Connection, flags uint64, container_in_ string, ip_in_ string, port_in_ int64, proto_in_ string) (func(ctx context.Context) (string, string, int64, uint64, error), error) {
+func (m Explain_methods) Send(ctx context.Context, c *varlink.Connection, flags uint64, container_in_ string, ip_in_ string, port_in_ int64, proto_in_ string) (func(ctx context.Context) (string, string, int64, *string, *string, uint64, error), error) {
 	var in struct {
 		Container string `json:"container"`
 		Ip        string `json:"ip"`
@@ -871,11 +874,13 @@ func (m Explain_methods) Send(ctx context.Context, c *varlink.Connection, flags 
 	if err != nil {
 		return nil, err
 	}
-	return func(context.Context) (verdict_out_ string, reason_out_ string, expires_usec_out_ int64, flags uint64, err error) {
+	return func(context.Context) (verdict_out_ string, reason_out_ string, expires_usec_out_ int64, set_out_ *string, comment_out_ *string, flags uint64, err error) {
 		var out struct {
-			Verdict      string `json:"verdict"`
-			Reason       string `json:"reason"`
-			Expires_usec int64  `json:"expires_usec"`
+			Verdict      string  `json:"verdict"`
+			Reason       string  `json:"reason"`
+			Expires_usec int64   `json:"expires_usec"`
+			Set          *string `json:"set,omitempty"`
+			Comment      *string `json:"comment,omitempty"`
 		}
 		flags, err = receive(ctx, &out)
 		if err != nil {
@@ -885,11 +890,13 @@ func (m Explain_methods) Send(ctx context.Context, c *varlink.Connection, flags 
 		verdict_out_ = out.Verdict
 		reason_out_ = out.Reason
 		expires_usec_out_ = out.Expires_usec
+		set_out_ = out.Set
+		comment_out_ = out.Comment
 		return
 	}, nil
 }
 
-func (m Explain_methods) Upgrade(ctx context.Context, c *varlink.Connection, container_in_ string, ip_in_ string, port_in_ int64, proto_in_ string) (func(ctx context.Context) (verdict_out_ string, reason_out_ string, expires_usec_out_ int64, flags uint64, conn varlink.ReadWriterContext, err_ error), error) {
+func (m Explain_methods) Upgrade(ctx context.Context, c *varlink.Connection, container_in_ string, ip_in_ string, port_in_ int64, proto_in_ string) (func(ctx context.Context) (verdict_out_ string, reason_out_ string, expires_usec_out_ int64, set_out_ *string, comment_out_ *string, flags uint64, conn varlink.ReadWriterContext, err_ error), error) {
 	var in struct {
 		Container string `json:"container"`
 		Ip        string `json:"ip"`
@@ -904,11 +911,13 @@ func (m Explain_methods) Upgrade(ctx context.Context, c *varlink.Connection, con
 	if err != nil {
 		return nil, err
 	}
-	return func(context.Context) (verdict_out_ string, reason_out_ string, expires_usec_out_ int64, flags uint64, conn varlink.ReadWriterContext, err error) {
+	return func(context.Context) (verdict_out_ string, reason_out_ string, expires_usec_out_ int64, set_out_ *string, comment_out_ *string, flags uint64, conn varlink.ReadWriterContext, err error) {
 		var out struct {
-			Verdict      string `json:"verdict"`
-			Reason       string `json:"reason"`
-			Expires_usec int64  `json:"expires_usec"`
+			Verdict      string  `json:"verdict"`
+			Reason       string  `json:"reason"`
+			Expires_usec int64   `json:"expires_usec"`
+			Set          *string `json:"set,omitempty"`
+			Comment      *string `json:"comment,omitempty"`
 		}
 		flags, conn, err = receive(ctx, &out)
 		if err != nil {
@@ -918,6 +927,8 @@ func (m Explain_methods) Upgrade(ctx context.Context, c *varlink.Connection, con
 		verdict_out_ = out.Verdict
 		reason_out_ = out.Reason
 		expires_usec_out_ = out.Expires_usec
+		set_out_ = out.Set
+		comment_out_ = out.Comment
 		return
 	}, nil
 }
@@ -1114,15 +1125,19 @@ func (c *VarlinkCall) ReplyUnlearn(ctx context.Context) error {
 	return c.Reply(ctx, nil)
 }
 
-func (c *VarlinkCall) ReplyExplain(ctx context.Context, verdict_ string, reason_ string, expires_usec_ int64) error {
+func (c *VarlinkCall) ReplyExplain(ctx context.Context, verdict_ string, reason_ string, expires_usec_ int64, set_ *string, comment_ *string) error {
 	var out struct {
-		Verdict      string `json:"verdict"`
-		Reason       string `json:"reason"`
-		Expires_usec int64  `json:"expires_usec"`
+		Verdict      string  `json:"verdict"`
+		Reason       string  `json:"reason"`
+		Expires_usec int64   `json:"expires_usec"`
+		Set          *string `json:"set,omitempty"`
+		Comment      *string `json:"comment,omitempty"`
 	}
 	out.Verdict = verdict_
 	out.Reason = reason_
 	out.Expires_usec = expires_usec_
+	out.Set = set_
+	out.Comment = comment_
 	return c.Reply(ctx, &out)
 }
 
@@ -1219,10 +1234,13 @@ func (s *VarlinkInterface) Unlearn(ctx context.Context, c VarlinkCall, container
 }
 
 // What the ruleset does with a new connection to ip:port/proto ("tcp",
-// "udp" or ""): verdict "accept", "drop" or "reject"; reason the rule that
-// decides ("loopback", "resolver", "denied", "allowed", "blocked",
-// "not-engaged"); expires_usec when the deciding element expires, 0 for
-// none.
+// "udp" or ""): verdict "accept", "drop", "reject" or "redirect"; reason
+// the rule that decides ("loopback", "dns" (port 53 goes to the
+// container's DNS forwarder), "denied", "allowed", "learned" (an address
+// the forwarder learned for an allowed name), "blocked", "not-engaged");
+// expires_usec when the deciding element expires, 0 for none; set and
+// comment the deciding element's set and comment (the name it was added
+// for), when an element decides.
 func (s *VarlinkInterface) Explain(ctx context.Context, c VarlinkCall, container_ string, ip_ string, port_ int64, proto_ string) error {
 	return c.ReplyMethodNotImplemented(ctx, "org.terok.ClearanceFirewall1.Explain")
 }
@@ -1507,11 +1525,14 @@ method Learn(container: string, elements: []Learned) -> ()
 method Unlearn(container: string, elements: []Learned) -> ()
 
 # What the ruleset does with a new connection to ip:port/proto ("tcp",
-# "udp" or ""): verdict "accept", "drop" or "reject"; reason the rule that
-# decides ("loopback", "resolver", "denied", "allowed", "blocked",
-# "not-engaged"); expires_usec when the deciding element expires, 0 for
-# none.
-method Explain(container: string, ip: string, port: int, proto: string) -> (verdict: string, reason: string, expires_usec: int)
+# "udp" or ""): verdict "accept", "drop", "reject" or "redirect"; reason
+# the rule that decides ("loopback", "dns" (port 53 goes to the
+# container's DNS forwarder), "denied", "allowed", "learned" (an address
+# the forwarder learned for an allowed name), "blocked", "not-engaged");
+# expires_usec when the deciding element expires, 0 for none; set and
+# comment the deciding element's set and comment (the name it was added
+# for), when an element decides.
+method Explain(container: string, ip: string, port: int, proto: string) -> (verdict: string, reason: string, expires_usec: int, set: ?string, comment: ?string)
 
 # Removes the built-in table; not an error when it is absent. Does nothing
 # in terok-shield mode.

@@ -329,9 +329,11 @@ func (c *Client) List(ctx context.Context, container string, ns *os.File) ([]fw1
 
 // Explanation is the answer of Explain.
 type Explanation struct {
-	Verdict string // "accept", "drop" or "reject"
-	Reason  string // "loopback", "resolver", "denied", "allowed", "blocked", "not-engaged"
+	Verdict string // "accept", "drop", "reject" or "redirect"
+	Reason  string // "loopback", "dns", "denied", "allowed", "learned", "blocked", "not-engaged"
 	Expires time.Time
+	// Set and Comment are the deciding element's, when one decides.
+	Set, Comment string
 }
 
 // Explain says what the container's ruleset does with a new connection
@@ -341,6 +343,8 @@ func (c *Client) Explain(ctx context.Context, container, ip string, port int, pr
 		Verdict      string `json:"verdict"`
 		Reason       string `json:"reason"`
 		Expires_usec int64  `json:"expires_usec"`
+		Set          string `json:"set"`
+		Comment      string `json:"comment"`
 	}
 	err := c.callNoFDs(ctx, "Explain", struct {
 		Container string `json:"container"`
@@ -348,7 +352,7 @@ func (c *Client) Explain(ctx context.Context, container, ip string, port int, pr
 		Port      int64  `json:"port"`
 		Proto     string `json:"proto"`
 	}{container, ip, int64(port), proto}, &out, ns)
-	x := Explanation{Verdict: out.Verdict, Reason: out.Reason}
+	x := Explanation{Verdict: out.Verdict, Reason: out.Reason, Set: out.Set, Comment: out.Comment}
 	if out.Expires_usec > 0 {
 		x.Expires = time.UnixMicro(out.Expires_usec)
 	}
