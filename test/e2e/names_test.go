@@ -256,9 +256,22 @@ func TestDNSWithoutHubFailsFast(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-	defer cancel()
-	if _, err := s.Container.Resolve(ctx, resolver, lab.TestDomain); !errors.Is(err, syscall.ECONNREFUSED) {
-		t.Fatalf("resolve without the hub = %v, want ECONNREFUSED (port unreachable)", err)
+	// Never an answer; refused (port unreachable) rather than left to time
+	// out. The kernel rate-limits ICMP errors host-wide, and other tests
+	// running at the same time make them too, so one of a few tries is
+	// enough to show the refusal.
+	var errs []error
+	for i := 0; i < 5; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		addrs, err := s.Container.Resolve(ctx, resolver, lab.TestDomain)
+		cancel()
+		if err == nil {
+			t.Fatalf("resolve without the hub answered: %v", addrs)
+		}
+		if errors.Is(err, syscall.ECONNREFUSED) {
+			return
+		}
+		errs = append(errs, err)
 	}
+	t.Fatalf("resolve without the hub: %v; want ECONNREFUSED (port unreachable)", errs)
 }
