@@ -173,7 +173,7 @@ func run(ctx context.Context, l *lab.Lab, bin string) error {
 	if err != nil || len(addrs) == 0 {
 		return fmt.Errorf("resolve %s from the container: %v", lab.TestDomain, err)
 	}
-	step(time.Since(t), "container resolves %s → %s (DNS to its resolver is allowed; the reply is logged so the hub learns the name)", lab.TestDomain, addrs[0])
+	step(time.Since(t), "container resolves %s → %s (the query goes to the DNS forwarder in its hub, which asks the resolver and remembers the name)", lab.TestDomain, addrs[0])
 
 	t = time.Now()
 	err = s.Connect(ctx, lab.EchoPort, 5*time.Second)
