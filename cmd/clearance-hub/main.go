@@ -9,9 +9,11 @@ import (
 	"syscall"
 
 	"github.com/terok-ai/clearance/internal/hubd"
+	"github.com/terok-ai/clearance/internal/sd"
 )
 
 func main() {
+	sd.IgnoreSIGPIPE()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	code := hubd.Command(ctx, os.Args[1:], os.Stderr)
 	stop()

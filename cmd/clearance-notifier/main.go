@@ -13,9 +13,11 @@ import (
 	"syscall"
 
 	"github.com/terok-ai/clearance/internal/notifier"
+	"github.com/terok-ai/clearance/internal/sd"
 )
 
 func main() {
+	sd.IgnoreSIGPIPE()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	code := notifier.Main(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()

@@ -10,9 +10,11 @@ import (
 	"syscall"
 
 	"github.com/terok-ai/clearance/internal/ocihook"
+	"github.com/terok-ai/clearance/internal/sd"
 )
 
 func main() {
+	sd.IgnoreSIGPIPE()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	code := ocihook.Command(ctx, os.Args[1:], os.Stdin, os.Stderr)
 	stop()

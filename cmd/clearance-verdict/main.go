@@ -48,6 +48,7 @@ Options:
 `
 
 func main() {
+	sd.IgnoreSIGPIPE()
 	os.Exit(run())
 }
 

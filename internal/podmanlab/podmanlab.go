@@ -105,6 +105,7 @@ type Env struct {
 	owner   *User // nil: root runs everything
 	log     *slog.Logger
 	manager int // pid of systemd --user
+	journal *exec.Cmd
 
 	mu       sync.Mutex
 	inits    []procID // containers' init processes, killed by Close if podman left them
@@ -583,6 +584,9 @@ func (e *Env) startJournald(ctx context.Context) error {
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start systemd-journald: %w", err)
 	}
+	e.mu.Lock()
+	e.journal = cmd
+	e.mu.Unlock()
 	e.defer_(func() error { StopProcess(cmd, 5*time.Second); return nil })
 	return WaitFor(ctx, 20*time.Second, "journald socket", func() (bool, string) {
 		_, err := os.Stat(e.InNS("/run/systemd/journal/socket"))
@@ -590,8 +594,23 @@ func (e *Env) startJournald(ctx context.Context) error {
 	})
 }
 
-// Journal runs journalctl (-o json, no pager) with args on the namespace's
-// journal and returns its output.
+// StopJournald stops the namespace's systemd-journald (SIGTERM, as
+// "systemctl stop systemd-journald" does): every service's stream to it
+// breaks. [Env.StartJournald] starts a new one.
+func (e *Env) StopJournald() {
+	e.mu.Lock()
+	cmd := e.journal
+	e.journal = nil
+	e.mu.Unlock()
+	if cmd != nil {
+		StopProcess(cmd, 5*time.Second)
+	}
+	os.Remove(e.InNS("/run/systemd/journal/socket"))
+}
+
+// StartJournald starts systemd-journald again after [Env.StopJournald].
+func (e *Env) StartJournald(ctx context.Context) error { return e.startJournald(ctx) }
+
 func (e *Env) Journal(args ...string) (string, error) {
 	out, err := e.NSCmd(nil, append([]string{"journalctl", "--no-pager", "-o", "json"}, args...)...).Output()
 	return string(out), err

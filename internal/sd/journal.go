@@ -5,10 +5,12 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/signal"
 	"runtime"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/coreos/go-systemd/v22/journal"
@@ -40,8 +42,17 @@ const EnvLog = "CLEARANCE_LOG"
 
 // NewLogger returns the logger a clearance daemon logs through: a
 // [JournalHandler] when stderr is connected to the journal
-// ($JOURNAL_STREAM matches stderr), plain text on stderr otherwise;
-// $CLEARANCE_LOG ([EnvLog]) overrides the choice. level may be changed at
+// ($JOURNAL_STREAM matches stderr) or the process was started by systemd
+// ($INVOCATION_ID; journald may have been down when it started, so stderr
+// is not the journal, yet the native protocol reaches it once it is back),
+// plain text on stderr otherwise; $CLEARANCE_LOG ([EnvLog]) overrides the
+// choice.
+//
+// The journal handler sends each entry as one datagram, so an entry logged
+// while journald is stopped falls back to stderr (or is lost, if stderr is
+// gone too), and the next one after journald returns reaches it. Daemons
+// also ignore SIGPIPE (see [IgnoreSIGPIPE]), so a broken log stream never
+// kills them. level may be changed at
 // any time (io.systemd.service.SetLogLevel); nil means Info. identifier
 // becomes SYSLOG_IDENTIFIER.
 func NewLogger(level *slog.LevelVar, identifier string) *slog.Logger {
@@ -68,9 +79,21 @@ func useJournal(env string, isStream func() (bool, error)) bool {
 	case "stderr":
 		return false
 	}
+	if os.Getenv("INVOCATION_ID") != "" {
+		return true // started by systemd: the journal, even if it is down now
+	}
 	ok, _ := isStream()
 	return ok
 }
+
+// IgnoreSIGPIPE makes writes to a closed pipe or socket fail with EPIPE
+// instead of killing the process. Go kills a program that writes to a
+// broken stdout or stderr unless SIGPIPE is ignored or handled; for a
+// daemon whose stderr is the journal's stream, that is what stopping
+// journald does, and systemd counts SIGPIPE as a clean exit, so
+// Restart=on-failure would not even bring it back. Every clearance daemon
+// calls this first.
+func IgnoreSIGPIPE() { signal.Ignore(syscall.SIGPIPE) }
 
 // newTextHandler is slog's text handler with names for clearance's extra
 // levels (NOTICE, CRITICAL, ALERT, EMERG).

@@ -10,11 +10,14 @@ func TestUseJournal(t *testing.T) {
 	noStream := func() (bool, error) { return false, nil }
 	broken := func() (bool, error) { return false, errors.New("fstat failed") }
 	tests := []struct {
-		name     string
-		env      string
-		isStream func() (bool, error)
-		want     bool
+		name       string
+		env        string
+		invocation string // $INVOCATION_ID
+		isStream   func() (bool, error)
+		want       bool
 	}{
+		{name: "started by systemd while journald was down", invocation: "0123abcd", isStream: noStream, want: true},
+		{name: "started by systemd, forced stderr", env: "stderr", invocation: "0123abcd", isStream: noStream, want: false},
 		{name: "auto, stderr is the journal", env: "", isStream: stream, want: true},
 		{name: "auto, stderr is not the journal", env: "", isStream: noStream, want: false},
 		{name: "auto, check fails", env: "", isStream: broken, want: false},
@@ -24,6 +27,7 @@ func TestUseJournal(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("INVOCATION_ID", tc.invocation)
 			if got := useJournal(tc.env, tc.isStream); got != tc.want {
 				t.Errorf("useJournal(%q) = %v, want %v", tc.env, got, tc.want)
 			}
