@@ -34,7 +34,7 @@ import (
 
 // Defaults for [Config].
 const (
-	DefaultQueueDepth   = 128
+	DefaultQueueDepth   = 1024
 	DefaultPendingTTL   = time.Hour
 	DefaultMaxPending   = 4096
 	DefaultApplyTimeout = 15 * time.Second
