@@ -129,6 +129,12 @@ type Config struct {
 
 	// Now returns the current time (default time.Now). For tests.
 	Now func() time.Time
+
+	// OnChange, if set, is called after the [State] changed (a request
+	// added, decided or purged, a timed verdict added or ended), outside
+	// the hub's lock. It must not block: the daemon uses it to save the
+	// state in the background.
+	OnChange func()
 }
 
 // Hub is one container's event bus and verdict gate. Its methods are safe
@@ -255,6 +261,7 @@ func (h *Hub) Publish(ev event.Event) {
 	if ev.Type == event.ConnectionBlocked {
 		h.auditBlocked(ev)
 	}
+	h.changed()
 }
 
 // Blocked records a blocked packet seen by the hub's own NFLOG watch. A
@@ -293,6 +300,7 @@ func (h *Hub) Blocked(ev event.Event) string {
 	h.fanOutLocked(ev)
 	h.mu.Unlock()
 	h.auditBlocked(ev)
+	h.changed()
 	return ev.RequestID
 }
 
@@ -370,13 +378,16 @@ func (h *Hub) purgeLocked(container string) {
 func (h *Hub) Expire() int {
 	now := h.cfg.Now()
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	n := 0
 	for _, p := range h.pending {
 		if now.Sub(p.last) > h.cfg.PendingTTL {
 			h.removeLocked(p)
 			n++
 		}
+	}
+	h.mu.Unlock()
+	if n > 0 {
+		h.changed()
 	}
 	return n
 }
@@ -515,6 +526,7 @@ func (h *Hub) decide(ctx context.Context, d decision) (time.Time, error) {
 	h.fanOutLocked(event.Event{Type: event.VerdictApplied, Container: d.container,
 		RequestID: d.requestID, Action: d.action, OK: ok, Dossier: map[string]string{}})
 	h.mu.Unlock()
+	h.changed()
 
 	if ok {
 		h.okCount.Add(1)
@@ -644,6 +656,9 @@ func (h *Hub) ExpireVerdicts(ctx context.Context) int {
 		}
 	}
 	h.mu.Unlock()
+	if len(due) > 0 {
+		h.changed()
+	}
 	for _, d := range due {
 		if r, ok := h.cfg.Applier.(Revoker); ok {
 			if err := r.Revoke(ctx, d.e.req); err != nil {

@@ -2,8 +2,10 @@ package hub
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -455,5 +457,61 @@ func TestRecordsDuringVerdictInFlightAreCounted(t *testing.T) {
 	evs := drain(sub)
 	if len(evs) != 1 || evs[0].Type != event.VerdictApplied {
 		t.Fatalf("events = %+v, want only verdict_applied", evs)
+	}
+}
+
+func TestStateSurvivesARestart(t *testing.T) {
+	c := newClock()
+	ap := &stubApplier{res: ApplyResult{OK: true, Expires: c.t.Add(time.Hour)}}
+	var changes int
+	h := New(Config{Container: "c", Applier: ap, Now: c.now, OnChange: func() { changes++ }})
+	r1 := h.Blocked(event.Event{Container: "c", Dest: "192.0.2.1", Port: 443, Proto: 6, Domain: "a.example"})
+	r2 := h.Blocked(event.Event{Container: "c", Dest: "192.0.2.2", Port: 80, Proto: 6})
+	if _, err := h.Decide(context.Background(), r1, "allow", ScopeOnce, time.Hour, false); err != nil {
+		t.Fatal(err)
+	}
+	if changes < 3 {
+		t.Errorf("OnChange called %d times for two requests and a verdict", changes)
+	}
+	st := h.State()
+	if len(st.Pending) != 1 || st.Pending[0].Event.RequestID != r2 || len(st.Expiry) != 1 {
+		t.Fatalf("state = %+v", st)
+	}
+	b, err := json.Marshal(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back State
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+
+	// The next process of the hub.
+	ap2 := &revokingApplier{stubApplier: stubApplier{res: ApplyResult{OK: true}}}
+	h2 := New(Config{Container: "c", Applier: ap2, Now: c.now})
+	h2.Restore(back)
+	pend := h2.Pending()
+	if len(pend) != 1 || pend[0].Event.RequestID != r2 || pend[0].Event.Dest != "192.0.2.2" {
+		t.Fatalf("pending after restore = %+v", pend)
+	}
+	// A repeat of the pending destination is the same request, not a new one.
+	if id := h2.Blocked(event.Event{Container: "c", Dest: "192.0.2.2", Port: 80, Proto: 6}); id != r2 {
+		t.Errorf("repeat after restore got request %q, want %q", id, r2)
+	}
+	// New ids continue after the old ones.
+	r3 := h2.Blocked(event.Event{Container: "c", Dest: "192.0.2.3", Port: 80, Proto: 6})
+	if r3 == r1 || r3 == r2 || !strings.HasPrefix(r3, st.IDBase+"-") {
+		t.Errorf("new id %q after %q and %q", r3, r1, r2)
+	}
+	// The timed verdict still ends, revoked and announced.
+	c.add(2 * time.Hour)
+	if n := h2.ExpireVerdicts(context.Background()); n != 1 || len(ap2.revoked) != 1 || ap2.revoked[0] != "c/192.0.2.1" {
+		t.Errorf("after restore: %d expired, revoked %v", n, ap2.revoked)
+	}
+	// A request older than the pending TTL is not restored.
+	h3 := New(Config{Container: "c", Now: c.now, PendingTTL: time.Minute})
+	h3.Restore(back)
+	if len(h3.Pending()) != 0 {
+		t.Errorf("stale request restored")
 	}
 }

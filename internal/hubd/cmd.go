@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/terok-ai/clearance/internal/config"
 	"github.com/terok-ai/clearance/internal/dnsfwd"
@@ -99,8 +100,11 @@ func Command(ctx context.Context, args []string, stderr io.Writer) int {
 		return 2
 	}
 
-	varlinkLns, ingestLns, err := listeners(cfg.Hub.Dir(), id)
+	files := sockets.ActivatedFiles()
+	stored := takeStored(files)
+	varlinkLns, ingestLns, err := listeners(files, cfg.Hub.Dir(), id)
 	if err != nil {
+		stored.close()
 		log.Error("listen", "container", id, "err", err)
 		return 1
 	}
@@ -173,6 +177,7 @@ func Command(ctx context.Context, args []string, stderr io.Writer) int {
 		MaxMessage: cfg.Hub.MaxMessageBytes,
 		MaxLine:    cfg.Hub.MaxLineBytes,
 		Watcher:    watcher,
+		Stored:     stored,
 		Level:      level,
 		Log:        log,
 		SD:         sd.NewNotifier(log),
@@ -184,14 +189,50 @@ func Command(ctx context.Context, args []string, stderr io.Writer) int {
 	return 0
 }
 
-// listeners returns the activated sockets named "varlink" and "ingest",
-// or binds both under dir/id when the hub was not socket-activated.
-func listeners(dir, id string) (varlinkLns, ingestLns []net.Listener, err error) {
-	act, err := sockets.Activated()
+// takeStored takes the descriptors the hub's previous process left in
+// systemd's file descriptor store out of files.
+func takeStored(files map[string][]*os.File) Stored {
+	var st Stored
+	one := func(name string) *os.File {
+		fs := files[name]
+		delete(files, name)
+		for _, f := range fs[min(1, len(fs)):] {
+			f.Close() // one of each is all the hub ever stores
+		}
+		if len(fs) == 0 {
+			return nil
+		}
+		return fs[0]
+	}
+	st.State = one(fdState)
+	st.NFLOG = one(fdNFLOG)
+	for name := range files {
+		if sock, ok := strings.CutPrefix(name, fdDNS); ok {
+			if st.DNS == nil {
+				st.DNS = map[string]*os.File{}
+			}
+			st.DNS[sock] = one(name)
+		}
+	}
+	return st
+}
+
+// listeners returns the activated sockets named "varlink" and "ingest"
+// (closing any other passed descriptor), or binds both under dir/id when
+// the hub was not socket-activated.
+func listeners(files map[string][]*os.File, dir, id string) (varlinkLns, ingestLns []net.Listener, err error) {
+	activated := len(files) > 0
+	act, err := sockets.Listeners(files, "varlink", "ingest")
+	for name, fs := range files {
+		for _, f := range fs {
+			f.Close()
+		}
+		delete(files, name)
+	}
 	if err != nil {
 		return nil, nil, err
 	}
-	if len(act) > 0 {
+	if activated {
 		varlinkLns, ingestLns = act["varlink"], act["ingest"]
 		if len(varlinkLns) == 0 {
 			names := make([]string, 0, len(act))

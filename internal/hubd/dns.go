@@ -47,8 +47,17 @@ type DNS struct {
 	// Log receives diagnostics; nil discards.
 	Log *slog.Logger
 
-	rules   nameRules
-	fwd     atomic.Pointer[dnsfwd.Forwarder]
+	rules    nameRules
+	fwd      atomic.Pointer[dnsfwd.Forwarder]
+	onChange func() // the saved state changed (set by Run)
+
+	// stored are forwarder sockets from the fd store with their
+	// description, used by the first start; meta describes the sockets in
+	// use, for the saved state.
+	stored     map[string]*os.File
+	storedMeta *forwarderState
+	metaMu     sync.Mutex
+	meta       *forwarderState
 	learner learner
 	tcp     tcpPool
 
@@ -93,18 +102,26 @@ func (d *DNS) Stats() dnsfwd.Stats {
 	return dnsfwd.Stats{}
 }
 
-// start asks the verdict service for the forwarder's sockets and builds
-// the forwarder; the returned func serves it until ctx ends.
+// start builds the forwarder: on its first call from the sockets a
+// previous process of the hub left in the fd store (queries sent while the
+// hub restarted wait in them), otherwise from new ones the verdict service
+// creates (Forwarder), which then go to the store. The returned func
+// serves it until ctx ends.
 func (d *DNS) start(ctx context.Context) (func(context.Context) error, error) {
 	d.learner.fw, d.tcp.fw = d.Firewall, d.Firewall
-	c, err := d.Firewall.dial(ctx)
-	if err != nil {
-		return nil, err
-	}
-	sock, err := c.Forwarder(ctx, d.Firewall.Container, d.Firewall.NS)
-	c.Close()
-	if err != nil {
-		return nil, fmt.Errorf("forwarder: %w", err)
+	sock, fromStore := d.takeStored()
+	if !fromStore {
+		d.dropStored()
+		c, err := d.Firewall.dial(ctx)
+		if err != nil {
+			return nil, err
+		}
+		sock, err = c.Forwarder(ctx, d.Firewall.Container, d.Firewall.NS)
+		c.Close()
+		if err != nil {
+			return nil, fmt.Errorf("forwarder: %w", err)
+		}
+		d.keep(sock)
 	}
 	d.rules.setPolicy(sock.Names, d.log())
 	cfg, err := d.config(sock)
@@ -118,8 +135,111 @@ func (d *DNS) start(ctx context.Context) (func(context.Context) error, error) {
 		return nil, fmt.Errorf("forwarder: %w", err)
 	}
 	d.fwd.Store(f)
-	d.log().Info("DNS forwarder up", "port", sock.Port, "resolvers", sock.Resolvers, "name_rules", len(sock.Names))
+	d.log().Info("DNS forwarder up", "port", sock.Port, "resolvers", sock.Resolvers, "name_rules", len(sock.Names),
+		"from_store", fromStore)
 	return f.Run, nil
+}
+
+// takeStored returns the stored forwarder (once), if it is complete.
+func (d *DNS) takeStored() (*verdictclient.Forwarder, bool) {
+	socks, meta := d.stored, d.storedMeta
+	d.stored, d.storedMeta = nil, nil
+	if meta == nil || len(socks) == 0 {
+		for _, f := range socks {
+			f.Close()
+		}
+		return nil, false
+	}
+	sock := &verdictclient.Forwarder{Port: meta.Port, Mark: meta.Mark, Resolvers: meta.Resolvers, Names: meta.Names,
+		Sockets: map[string]*os.File{}}
+	for _, name := range meta.Sockets {
+		if f, ok := socks[name]; ok {
+			sock.Sockets[name] = f
+			delete(socks, name)
+		}
+	}
+	for _, f := range socks {
+		f.Close()
+	}
+	if len(sock.Sockets) != len(meta.Sockets) {
+		sock.Close()
+		return nil, false
+	}
+	d.setMeta(meta)
+	return sock, true
+}
+
+// keep stores the forwarder's sockets and remembers their description.
+func (d *DNS) keep(sock *verdictclient.Forwarder) {
+	meta := &forwarderState{Port: sock.Port, Mark: sock.Mark, Resolvers: sock.Resolvers, Names: sock.Names}
+	for name, f := range sock.Sockets {
+		meta.Sockets = append(meta.Sockets, name)
+		storeFDs(d.log(), fdDNS+name, f)
+	}
+	d.setMeta(meta)
+}
+
+// dropStored removes the forwarder's sockets from the store.
+func (d *DNS) dropStored() {
+	d.metaMu.Lock()
+	meta := d.meta
+	d.meta = nil
+	d.metaMu.Unlock()
+	if meta != nil {
+		for _, name := range meta.Sockets {
+			storeFDs(d.log(), fdDNS+name)
+		}
+	}
+}
+
+func (d *DNS) setMeta(m *forwarderState) {
+	d.metaMu.Lock()
+	d.meta = m
+	d.metaMu.Unlock()
+	d.changed()
+}
+
+func (d *DNS) changed() {
+	if d.onChange != nil {
+		d.onChange()
+	}
+}
+
+// restore takes back what a previous process of the hub saved: the
+// operator's verdicts on names still in force, and the forwarder's
+// sockets (socks, from the fd store) with their description.
+func (d *DNS) restore(st *dnsState, socks map[string]*os.File) {
+	d.stored = socks
+	if st == nil {
+		return
+	}
+	d.storedMeta = st.Forwarder
+	now := time.Now()
+	for _, v := range st.Verdicts {
+		p, err := dnsname.ParsePattern(v.Pattern)
+		if err != nil || (!v.Until.IsZero() && !now.Before(v.Until)) {
+			continue
+		}
+		d.rules.put(nameRule{pattern: p, action: v.Action, proto: v.Proto, port: v.Port, until: v.Until, source: "verdict"})
+	}
+}
+
+// state is the DNS side's part of the saved state.
+func (d *DNS) state() dnsState {
+	var st dnsState
+	d.metaMu.Lock()
+	st.Forwarder = d.meta
+	d.metaMu.Unlock()
+	now := time.Now()
+	d.rules.mu.RLock()
+	for _, r := range d.rules.verdicts {
+		if r.live(now) {
+			st.Verdicts = append(st.Verdicts, verdictRuleState{Pattern: r.pattern.String(), Action: r.action,
+				Proto: r.proto, Port: r.port, Until: r.until})
+		}
+	}
+	d.rules.mu.RUnlock()
+	return st
 }
 
 // config wraps the sockets of sock; on error they are all closed.
@@ -255,6 +375,7 @@ func (d *DNS) verdictApplied(ctx context.Context, req hub.ApplyRequest, expires 
 		d.log().Warn("verdict on a name the forwarder cannot match", "domain", name, "err", err)
 		return
 	}
+	d.changed()
 	if req.Action != event.ActionAllow {
 		return
 	}
@@ -290,7 +411,10 @@ func (d *DNS) verdictApplied(ctx context.Context, req hub.ApplyRequest, expires 
 }
 
 // verdictRevoked drops the name rule of a verdict that ended.
-func (d *DNS) verdictRevoked(req hub.ApplyRequest) { d.rules.removeVerdict(req) }
+func (d *DNS) verdictRevoked(req hub.ApplyRequest) {
+	d.rules.removeVerdict(req)
+	d.changed()
+}
 
 // blocked is called for a blocked connection the forwarder named: when a
 // rule denies the name on that port (a deny narrowed to a port, or
@@ -434,13 +558,18 @@ func (t *nameRules) addVerdict(req hub.ApplyRequest, until time.Time) (nameRule,
 		r.proto, _ = nft.ParseProto(proto)
 		r.port = uint16(port)
 	}
+	t.put(r)
+	return r, nil
+}
+
+// put adds (or replaces) a verdict rule.
+func (t *nameRules) put(r nameRule) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.verdicts == nil {
 		t.verdicts = make(map[verdictRuleKey]nameRule)
 	}
-	t.verdicts[verdictRuleKey{p, int64(r.proto), int64(r.port)}] = r
-	return r, nil
+	t.verdicts[verdictRuleKey{r.pattern, int64(r.proto), int64(r.port)}] = r
 }
 
 func (t *nameRules) removeVerdict(req hub.ApplyRequest) {
@@ -659,8 +788,13 @@ func (p *tcpPool) close() {
 	p.socks = nil
 }
 
-// close releases the learner's connection and the pooled sockets.
+// close releases the learner's connection, the pooled sockets and stored
+// sockets never used.
 func (d *DNS) close() {
 	d.learner.close()
 	d.tcp.close()
+	for _, f := range d.stored {
+		f.Close()
+	}
+	d.stored = nil
 }

@@ -169,6 +169,7 @@ type Watcher struct {
 	Log *slog.Logger
 
 	names    nflog.Names
+	stored   *os.File // an NFLOG socket from the fd store, used by the first attempt
 	enobufs  atomic.Pointer[func() uint64]
 	watching atomic.Bool
 	ready    chan struct{}
@@ -229,9 +230,18 @@ func (w *Watcher) once(ctx context.Context, total *uint64, up func()) error {
 	if _, err := w.Firewall.Engage(ctx); err != nil {
 		return err
 	}
-	f, err := w.Firewall.Watch(ctx)
-	if err != nil {
-		return err
+	f := w.stored
+	w.stored = nil
+	if f != nil {
+		w.Log.Info("NFLOG socket taken back from the fd store: records blocked meanwhile follow", "container", w.Container)
+	} else {
+		// The stored socket, if any, still binds the group: drop it first.
+		storeFDs(w.Log, fdNFLOG)
+		var err error
+		if f, err = w.Firewall.Watch(ctx); err != nil {
+			return err
+		}
+		storeFDs(w.Log, fdNFLOG, f)
 	}
 	r, err := nflog.NewReader(f, w.Log)
 	if err != nil {

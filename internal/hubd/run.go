@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"sync"
 	"time"
 
@@ -66,6 +67,34 @@ type Options struct {
 
 	// Ready, if set, is called once the hub is serving (after READY=1).
 	Ready func(*hub.Hub)
+
+	// Stored are the descriptors a previous process of this hub left in
+	// systemd's file descriptor store; Run takes them over.
+	Stored Stored
+}
+
+// Stored are the descriptors a hub keeps in systemd's file descriptor
+// store across a restart of its process.
+type Stored struct {
+	// State is the memfd with the saved state (pending requests, timed
+	// verdicts, verdicts on names, the forwarder's description).
+	State *os.File
+	// NFLOG is the bound NFLOG socket: records blocked while the hub was
+	// down wait in it.
+	NFLOG *os.File
+	// DNS are the forwarder's sockets by name (verdict.SockUDP4 …).
+	DNS map[string]*os.File
+}
+
+func (s Stored) close() {
+	for _, f := range []*os.File{s.State, s.NFLOG} {
+		if f != nil {
+			f.Close()
+		}
+	}
+	for _, f := range s.DNS {
+		f.Close()
+	}
 }
 
 // Run serves one container's hub until ctx ends, then shuts down cleanly:
@@ -85,10 +114,21 @@ func Run(ctx context.Context, o Options) error {
 	if o.Level == nil {
 		o.Level = new(slog.LevelVar)
 	}
+	store, saved, err := openStateStore(o.Stored.State, log)
+	if err != nil {
+		log.Warn("hub state", "err", err)
+	}
+	defer store.close()
 	hc := o.Hub
 	hc.Container = o.Container
 	hc.Log = log
+	hc.OnChange = store.changed
 	h := hub.New(hc)
+	if saved != nil {
+		h.Restore(saved.Hub)
+		log.Info("hub state taken back after a restart", "pending", len(saved.Hub.Pending),
+			"timed_verdicts", len(saved.Hub.Expiry), "saved", saved.Saved)
+	}
 
 	in := &ingest.Server{
 		Sink: func(ev event.Event) error {
@@ -135,6 +175,20 @@ func Run(ctx context.Context, o Options) error {
 			}
 		}()
 	}
+	if store != nil {
+		snapshot := func() savedState {
+			st := savedState{Hub: h.State()}
+			if o.Watcher != nil && o.Watcher.DNS != nil {
+				st.DNS = o.Watcher.DNS.state()
+			}
+			return st
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			store.run(ctx, snapshot)
+		}()
+	}
 	for _, ln := range o.Varlink {
 		run(func() error { return vs.Serve(ctx, ln) })
 	}
@@ -147,15 +201,33 @@ func Run(ctx context.Context, o Options) error {
 		if o.Watcher.Log == nil {
 			o.Watcher.Log = log
 		}
+		o.Watcher.stored = o.Stored.NFLOG
 		if d := o.Watcher.DNS; d != nil {
 			d.Hub = h
 			if d.Log == nil {
 				d.Log = log
 			}
+			d.onChange = store.changed
+			var ds *dnsState
+			if saved != nil {
+				ds = &saved.DNS
+			}
+			d.restore(ds, o.Stored.DNS)
 			defer d.close()
+		} else {
+			for _, f := range o.Stored.DNS {
+				f.Close()
+			}
 		}
 		o.Watcher.Ready() // initialise before the goroutine starts
 		run(func() error { return o.Watcher.Run(ctx) })
+	} else {
+		for _, f := range o.Stored.DNS {
+			f.Close()
+		}
+		if f := o.Stored.NFLOG; f != nil {
+			f.Close()
+		}
 	}
 
 	status := func() string {

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"golang.org/x/sys/unix"
+
 	"github.com/terok-ai/clearance/internal/testutil"
 )
 
@@ -194,4 +196,59 @@ func TestRunWatchdogRealSocket(t *testing.T) {
 		t.Setenv("WATCHDOG_PID", strconv.Itoa(os.Getpid()+1))
 		n.RunWatchdog(testutil.Context(t)) // returns at once
 	})
+}
+
+func TestStoreFDs(t *testing.T) {
+	dir := t.TempDir()
+	addr := &net.UnixAddr{Name: filepath.Join(dir, "notify"), Net: "unixgram"}
+	srv, err := net.ListenUnixgram("unixgram", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	t.Setenv("NOTIFY_SOCKET", addr.Name)
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	if err := StoreFDs("nflog", r, w); err != nil {
+		t.Fatal(err)
+	}
+	buf, oob := make([]byte, 256), make([]byte, 256)
+	n, oobn, _, _, err := srv.ReadMsgUnix(buf, oob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := string(buf[:n]); got != "FDSTORE=1\nFDNAME=nflog" {
+		t.Errorf("state %q", got)
+	}
+	msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+	if err != nil || len(msgs) != 1 {
+		t.Fatalf("control messages %v %v", msgs, err)
+	}
+	fds, err := unix.ParseUnixRights(&msgs[0])
+	if err != nil || len(fds) != 2 {
+		t.Fatalf("rights %v %v", fds, err)
+	}
+	for _, fd := range fds {
+		unix.Close(fd)
+	}
+	if err := RemoveFDs("nflog"); err != nil {
+		t.Fatal(err)
+	}
+	n, _, _, _, _ = srv.ReadMsgUnix(buf, oob)
+	if got := string(buf[:n]); got != "FDSTOREREMOVE=1\nFDNAME=nflog" {
+		t.Errorf("state %q", got)
+	}
+	for _, bad := range []string{"", "a:b", "with space", strings.Repeat("x", 256)} {
+		if err := StoreFDs(bad, r); err == nil {
+			t.Errorf("StoreFDs(%q) = nil error", bad)
+		}
+	}
+	t.Setenv("NOTIFY_SOCKET", "")
+	if err := StoreFDs("x", r); !errors.Is(err, ErrNoStore) {
+		t.Errorf("without NOTIFY_SOCKET: %v", err)
+	}
 }

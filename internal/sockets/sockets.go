@@ -70,18 +70,47 @@ var umaskMu sync.Mutex
 // The caller owns the returned listeners. Passed descriptors that are not
 // listening sockets (a datagram socket, a FIFO) are closed, left out of the
 // map and reported in the error; the listeners that did work are returned
-// with it.
+// with it. A service that also gets descriptors back from its file
+// descriptor store uses [ActivatedFiles] and [Listeners] instead.
 func Activated() (map[string][]net.Listener, error) {
+	files := ActivatedFiles()
+	names := make([]string, 0, len(files))
+	for name := range files {
+		names = append(names, name)
+	}
+	return Listeners(files, names...)
+}
+
+// ActivatedFiles returns every descriptor passed by systemd (LISTEN_FDS:
+// activated sockets, and descriptors from the service's file descriptor
+// store), keyed by name, in the order passed. It unsets LISTEN_PID,
+// LISTEN_FDS and LISTEN_FDNAMES. The caller owns the files.
+func ActivatedFiles() map[string][]*os.File {
+	out := map[string][]*os.File{}
+	for _, f := range activation.Files(true) {
+		out[f.Name()] = append(out[f.Name()], f)
+	}
+	return out
+}
+
+// Listeners turns the files of files[name] for each name into listeners
+// and removes them from files (the rest stays the caller's). Files that
+// are not listening stream sockets are closed and reported in the error;
+// the listeners that did work are returned with it.
+func Listeners(files map[string][]*os.File, names ...string) (map[string][]net.Listener, error) {
 	lns := map[string][]net.Listener{}
 	var errs []error
-	for _, f := range activation.Files(true) {
-		ln, err := fileListener(f)
-		f.Close() // fileListener duplicated it
-		if err != nil {
-			errs = append(errs, fmt.Errorf("use activated fd %q: %w", f.Name(), err))
-			continue
+	for _, name := range names {
+		for _, f := range files[name] {
+			ln, err := fileListener(f)
+			f.Close() // fileListener duplicated it
+			if err != nil {
+				errs = append(errs, fmt.Errorf("use activated fd %q: %w", f.Name(), err))
+				continue
+			}
+			lns[name] = append(lns[name], ln)
 		}
-		lns[f.Name()] = append(lns[f.Name()], ln)
+		delete(files, name)
 	}
 	return lns, errors.Join(errs...)
 }

@@ -1,12 +1,18 @@
 package podman
 
 import (
+	"fmt"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
+	"github.com/terok-ai/clearance/internal/hub"
+	"github.com/terok-ai/clearance/internal/podmanlab"
 	"github.com/terok-ai/clearance/internal/testutil"
 	"github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearance1"
+	"github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearancehub1"
 )
 
 // hubPID is the main pid of a container's hub service, 0 when it has
@@ -67,6 +73,101 @@ func journaldFault(t *testing.T, e *env, name string, before bool) {
 	logs := c.waitLog("attempt2 rc=")
 	if !strings.Contains(logs, "attempt2 rc=0") {
 		t.Errorf("retry after allow:\n%s", logs)
+	}
+	c.touch("done")
+	e.mustPodman("wait", c.name)
+	e.mustPodman("rm", c.name)
+	c.assertPoststopRan()
+}
+
+// restartScript blocks three destinations: 8080 and 8081 at once, 8082
+// when the test touches /burst (while the hub is down).
+const restartScript = `until [ -e /ready ]; do sleep 0.05; done
+nc -w 2 10.254.77.1 8080 </dev/null; echo "a rc=$?"
+nc -w 2 10.254.77.1 8081 </dev/null; echo "b rc=$?"
+until [ -e /burst ]; do sleep 0.05; done
+nc -w 2 10.254.77.1 8082 </dev/null; echo "c rc=$?"
+until [ -e /done ]; do sleep 0.05; done`
+
+// TestHubKilledLosesNothing: a hub killed with SIGKILL while a request is
+// pending, a timed verdict runs and a subscriber follows it comes back
+// (Restart=, socket activation) with its NFLOG socket, its DNS sockets
+// and its state from systemd's file descriptor store: the subscriber that
+// reconnects sees the same request id again and no second prompt for it,
+// a connection blocked while the hub was down is prompted afterwards, and
+// the timed verdict still expires and is audited.
+func TestHubKilledLosesNothing(t *testing.T) {
+	e := newEnv(t)
+	pc, err := e.CreateInitWith("clr-kill", podmanlab.CreateOptions{
+		Annotations: []string{"dossier.project=e2e", "dossier.task=clr-kill"}, Script: restartScript})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &container{Container: pc, e: e, name: pc.Name, id: pc.ID, id12: pc.ID12, pid: pc.Pid}
+	c.assertHookRan()
+	c.wire()
+	sub := subscribe(t, e.hubSock(c.id12))
+	e.mustPodman("start", c.name)
+	c.touch("ready")
+	byPort := map[int64]orgterokclearance1.ClearanceEvent{}
+	for len(byPort) < 2 {
+		ev := sub.next("connection_blocked")
+		byPort[ev.Port] = ev
+	}
+	timed, pending := byPort[8080], byPort[8081]
+	ok, _, err := orgterokclearancehub1.Decide().Call(testutil.Context(t), sub.rpc, timed.Request_id, "allow", "once", 8, nil)
+	if err != nil || !ok {
+		t.Fatalf("Decide once: %v %v", ok, err)
+	}
+	// Give the state a moment to be saved (debounced, 100 ms).
+	time.Sleep(300 * time.Millisecond)
+
+	pid := e.hubPID(c.id12)
+	killed := time.Now()
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	c.touch("burst") // blocked while the hub is down
+	err = podmanlab.WaitFor(testutil.Context(t), 30*time.Second, "hub restarted", func() (bool, string) {
+		p := e.hubPID(c.id12)
+		return p != 0 && p != pid && e.systemctl("is-active", "clearance-hub@"+c.id12+".service") == "active", strconv.Itoa(p)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub2 := subscribe(t, e.hubSock(c.id12))
+	var reqs []orgterokclearancehub1.PendingRequest
+	err = podmanlab.WaitFor(testutil.Context(t), 20*time.Second, "both requests pending again", func() (bool, string) {
+		reqs, err = orgterokclearancehub1.Pending().Call(testutil.Context(t), sub2.rpc)
+		return err == nil && len(reqs) >= 2, fmt.Sprintf("%+v %v", reqs, err)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("kill -9 → both requests pending again: %v", time.Since(killed).Round(time.Millisecond))
+	got := map[int64][]string{}
+	for _, r := range reqs {
+		got[r.Port] = append(got[r.Port], r.Request_id)
+	}
+	if ids := got[8081]; len(ids) != 1 || ids[0] != pending.Request_id {
+		t.Errorf("pending for 8081 after the restart: %v, want the same request %s once", ids, pending.Request_id)
+	}
+	if len(got[8082]) != 1 {
+		t.Errorf("the connection blocked while the hub was down was not prompted: %+v", reqs)
+	}
+	if len(got[8080]) != 0 {
+		t.Errorf("the decided request came back: %+v", reqs)
+	}
+	exp := sub2.next("verdict_expired")
+	if exp.Dest != hostAddr.String() {
+		t.Errorf("verdict_expired = %+v", exp)
+	}
+	err = podmanlab.WaitFor(testutil.Context(t), 15*time.Second, "expiry in the journal", func() (bool, string) {
+		out, err := e.Journal("MESSAGE_ID="+hub.MsgExpired, "CLEARANCE_CONTAINER="+c.id12)
+		return err == nil && strings.Contains(out, hostAddr.String()), out
+	})
+	if err != nil {
+		t.Error(err)
 	}
 	c.touch("done")
 	e.mustPodman("wait", c.name)
