@@ -58,8 +58,8 @@ type DNS struct {
 	storedMeta *forwarderState
 	metaMu     sync.Mutex
 	meta       *forwarderState
-	learner learner
-	tcp     tcpPool
+	learner    learner
+	tcp        tcpPool
 
 	auditMu  sync.Mutex
 	audited  map[learnedKey]struct{}
