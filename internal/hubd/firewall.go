@@ -327,3 +327,50 @@ func (w *Watcher) handle(rec nflog.Record) {
 		w.Hub.Blocked(ev)
 	}
 }
+
+// timedVerdicts rebuilds the timed verdicts in force from the container's
+// ruleset (its allow and deny elements with a timeout), for a hub that
+// has no saved state to take them from: their expiry is enforced by the
+// wall clock again.
+func (f *Firewall) timedVerdicts(ctx context.Context, now time.Time) ([]hub.ExpiryState, error) {
+	c, err := f.dial(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	els, err := c.List(ctx, f.Container, f.NS)
+	if err != nil {
+		return nil, err
+	}
+	var out []hub.ExpiryState
+	for _, e := range els {
+		if e.Timeout_sec <= 0 || e.Expires_usec <= 0 || (e.List != event.ActionAllow && e.List != event.ActionDeny) {
+			continue
+		}
+		if _, err := netip.ParseAddr(e.Dest); err != nil {
+			continue // a CIDR: verdicts are about single addresses
+		}
+		req := hub.ApplyRequest{Container: f.Container, Dest: e.Dest, IP: e.Dest, Action: e.List, Scope: hub.ScopeOnce,
+			AnyPort: true}
+		if e.Comment != "" && strings.IndexFunc(e.Comment, func(r rune) bool { return r <= ' ' || r > '~' }) < 0 {
+			req.Dest = e.Comment // the name the verdict was about
+		}
+		if e.Port != nil && e.Proto != nil && *e.Port > 0 {
+			req.AnyPort, req.Port = false, *e.Port
+			switch *e.Proto {
+			case "tcp":
+				req.Proto = event.ProtoTCP
+			case "udp":
+				req.Proto = event.ProtoUDP
+			case "sctp":
+				req.Proto = protoSCTP
+			}
+		}
+		at := time.UnixMicro(e.Expires_usec)
+		if at.Before(now) {
+			at = now
+		}
+		out = append(out, hub.ExpiryState{Request: req, At: at})
+	}
+	return out, nil
+}

@@ -221,6 +221,28 @@ func Run(ctx context.Context, o Options) error {
 		}
 		o.Watcher.Ready() // initialise before the goroutine starts
 		run(func() error { return o.Watcher.Run(ctx) })
+		if saved == nil && o.Watcher.Firewall != nil {
+			// No saved state to come back to: rebuild the timed verdicts
+			// in force from the ruleset once the watch is up.
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				select {
+				case <-o.Watcher.Ready():
+				case <-ctx.Done():
+					return
+				}
+				ex, err := o.Watcher.Firewall.timedVerdicts(ctx, time.Now())
+				if err != nil {
+					log.Warn("rebuild timed verdicts from the ruleset", "err", err)
+					return
+				}
+				h.Restore(hub.State{Expiry: ex})
+				if len(ex) > 0 {
+					log.Info("timed verdicts rebuilt from the ruleset", "count", len(ex))
+				}
+			}()
+		}
 	} else {
 		for _, f := range o.Stored.DNS {
 			f.Close()

@@ -365,3 +365,33 @@ func TestClearancectlExplainAndPolicy(t *testing.T) {
 		t.Fatalf("clearancectl policy export: %v\n%s", err, out)
 	}
 }
+
+// TestRestartedHubRebuildsTimedVerdicts: a hub with no saved state to come
+// back to (no systemd file descriptor store) takes the timed verdicts in
+// force from the ruleset, so they still end on time and are announced.
+func TestRestartedHubRebuildsTimedVerdicts(t *testing.T) {
+	requireLab(t)
+	s := newStack(t, lab.StackOptions{})
+	st := subscribe(t, s)
+	blockedConnect(t, s, lab.EchoPort)
+	ev := st.next("connection_blocked")
+	ok, _, err := orgterokclearancehub1.Decide().Call(context.Background(), st.rpc, ev.Request_id, "allow", "once", 4, nil)
+	if err != nil || !ok {
+		t.Fatalf("decide: %v %v", ok, err)
+	}
+	p, err := os.FindProcess(s.HubPID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Signal(syscall.SIGKILL)
+	p.Wait()
+	if err := s.StartHub(context.Background(), binDir); err != nil {
+		t.Fatal(err)
+	}
+	st2 := subscribe(t, s)
+	exp := st2.next("verdict_expired")
+	if exp.Dest != lab.HostAddr.String() {
+		t.Fatalf("verdict_expired from the restarted hub = %+v", exp)
+	}
+	blockedConnect(t, s, lab.EchoPort)
+}
