@@ -40,6 +40,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/terok-ai/clearance/internal/record"
 	"github.com/terok-ai/clearance/internal/verdict/verdictclient"
 )
 
@@ -80,6 +81,10 @@ type runner struct {
 
 	// rescan is how often watch looks for new hubs.
 	rescan time.Duration
+
+	// recordRoot is where root's runtime records are found
+	// (<recordRoot>/clearance/containers); "" skips them.
+	recordRoot string
 }
 
 // Run runs clearancectl with args (without the program name) and returns
@@ -102,6 +107,7 @@ func newRunner(stdin io.Reader, stdout, stderr io.Writer, env func(string) strin
 		lookupHost:   defaultLookupHost,
 		now:          time.Now,
 		rescan:       time.Second,
+		recordRoot:   record.DefaultRuntimeRoot,
 	}
 	r.color = colorEnabled(stdout, env)
 	return r

@@ -2,6 +2,9 @@ package ctl
 
 import (
 	"encoding/json"
+	"github.com/terok-ai/clearance/internal/record"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -250,5 +253,34 @@ func TestHostileStringsInPending(t *testing.T) {
 	}
 	if len(got) != 1 || got[0].Domain != hostile || got[0].Dossier["task"] != hostile {
 		t.Errorf("JSON must keep values exact")
+	}
+}
+
+// TestStatusListsContainersWithoutHub: a container with a runtime record
+// but no hub (down, failed, or its socket gone) is listed, and status
+// exits 1: before, it said "no hubs found" and 0.
+func TestStatusListsContainersWithoutHub(t *testing.T) {
+	rt := shortTempDir(t)
+	th := startHub(t, rt, "c1")
+	rec := record.Record{ID: "0123456789ab" + strings.Repeat("0", 52), ID12: "0123456789ab", PID: 4242, NetnsInode: 1, NetnsDev: 1,
+		OwnerUID: uint32(os.Getuid()), Dossier: map[string]string{}}
+	if err := record.Write(filepath.Join(rt, "clearance", rec.ID12), rec); err != nil {
+		t.Fatal(err)
+	}
+	res := runCtl(t, rt, "status", "--json")
+	if res.code != ExitFailure {
+		t.Errorf("exit %d, want %d", res.code, ExitFailure)
+	}
+	var got []statusJSON
+	if err := json.Unmarshal([]byte(res.stdout), &got); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0].Hub != "0123456789ab" || got[0].Answers || !strings.Contains(got[0].Error, "hub down") ||
+		got[1].Socket != th.Path || !got[1].Answers {
+		t.Errorf("status = %+v", got)
+	}
+	res = runCtl(t, rt, "status")
+	if res.code != ExitFailure || !strings.Contains(res.stdout, "hub down") {
+		t.Errorf("status table: exit %d\n%s", res.code, res.stdout)
 	}
 }

@@ -3,8 +3,13 @@ package ctl
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
 	"strconv"
 	"sync"
+
+	"github.com/terok-ai/clearance/internal/record"
 )
 
 // statusJSON is one hub in "status --json".
@@ -27,6 +32,10 @@ type statusJSON struct {
 	Ruleset        string `json:"ruleset"`
 	// DNS is the container's DNS forwarder, when it has one.
 	DNS *dnsJSON `json:"dns,omitempty"`
+	// ConfigError says why the hub runs on its default configuration.
+	ConfigError string `json:"config_error,omitempty"`
+	// Down is true for a container with a runtime record but no hub.
+	Down bool `json:"down,omitempty"`
 }
 
 // dnsJSON is a hub's DNS forwarder in "status --json".
@@ -46,7 +55,7 @@ type dnsJSON struct {
 
 func (r *runner) cmdStatus(ctx context.Context, args []string) int {
 	fs := r.newFlags("status", "[--container ID] [--json]",
-		"Shows every hub found: its container, whether it answers, whether its ruleset\nis engaged (NFLOG watched), pending requests, subscribers and event counters.")
+		"Shows every hub found: its container, whether it answers, whether its ruleset\nis engaged (NFLOG watched), pending requests, subscribers and event counters,\nand every container of yours with a runtime record whose hub is down. Exits 1\nwhen a hub does not answer or is missing.")
 	hubs, hf, asJSON, code, ok := r.listing(fs, args)
 	if !ok {
 		return code
@@ -69,6 +78,9 @@ func (r *runner) cmdStatus(ctx context.Context, args []string) int {
 				row.Malformed, row.VerdictsOK, row.VerdictsFailed = st.Malformed, st.Verdicts_ok, st.Verdicts_failed
 				row.NflogEnobufs, row.StartedUsec = st.Nflog_enobufs, st.Started_usec
 				row.Ruleset = st.Ruleset
+				if st.Config_error != nil {
+					row.ConfigError = *st.Config_error
+				}
 				if d := st.Dns; d != nil {
 					row.DNS = &dnsJSON{Queries: d.Queries, Answers: d.Answers, Held: d.Held, HoldTimeouts: d.Hold_timeouts,
 						LearnErrors: d.Learn_errors, Learned: d.Learned, Denied: d.Denied, RefusedOverload: d.Refused_overload,
@@ -79,6 +91,8 @@ func (r *runner) cmdStatus(ctx context.Context, args []string) int {
 		}()
 	}
 	wg.Wait()
+	rows = append(rows, r.missingHubs(hubs)...)
+	sort.SliceStable(rows, func(i, j int) bool { return rows[i].Hub < rows[j].Hub })
 	var out []statusJSON
 	for _, row := range rows {
 		if !matches(hf.container, row.Hub, row.Container) {
@@ -111,8 +125,16 @@ func (r *runner) cmdStatus(ctx context.Context, args []string) int {
 	t := &table{head: []string{"HUB", "CONTAINER", "STATE", "RULESET", "PENDING", "SUBSCRIBERS", "IN", "OUT", "DROPPED", "VERDICTS", "DNS", "UP"}}
 	for _, s := range out {
 		if !s.Answers {
-			t.add(clean(s.Hub), "-", r.paint(colRed, "not answering: "+s.Error), "-", "-", "-", "-", "-", "-", "-", "-", "-")
+			msg := "not answering: " + s.Error
+			if s.Down {
+				msg = s.Error
+			}
+			t.add(clean(s.Hub), "-", r.paint(colRed, clean(msg)), "-", "-", "-", "-", "-", "-", "-", "-", "-")
 			continue
+		}
+		state := r.paint(colGreen, "ok")
+		if s.ConfigError != "" {
+			state = r.paint(colRed, "default config: "+s.ConfigError)
 		}
 		dns := "-"
 		if d := s.DNS; d != nil {
@@ -128,11 +150,49 @@ func (r *runner) cmdStatus(ctx context.Context, args []string) int {
 		if s.VerdictsFailed > 0 {
 			verdicts += " (" + strconv.FormatInt(s.VerdictsFailed, 10) + " failed)"
 		}
-		t.add(clean(s.Hub), clean(s.Container), r.paint(colGreen, "ok"), clean(s.Ruleset), strconv.FormatInt(s.Pending, 10),
+		t.add(clean(s.Hub), clean(s.Container), clean(state), clean(s.Ruleset), strconv.FormatInt(s.Pending, 10),
 			strconv.FormatInt(s.Subscribers, 10), strconv.FormatInt(s.EventsIn, 10),
 			strconv.FormatInt(s.EventsOut, 10), strconv.FormatInt(s.Dropped, 10), verdicts, dns,
 			r.sinceUsec(s.StartedUsec))
 	}
 	t.write(r.stdout, r)
 	return code
+}
+
+// missingHubs returns a row for every container of the caller that has a
+// runtime record but no hub socket among hubs: its hub is down or failed,
+// and nothing prompts for it.
+func (r *runner) missingHubs(hubs []hubRef) []statusJSON {
+	have := map[string]bool{}
+	for _, h := range hubs {
+		have[h.ID] = true
+	}
+	var out []statusJSON
+	for _, p := range r.recordGlobs() {
+		matches, _ := filepath.Glob(p)
+		for _, m := range matches {
+			id := filepath.Base(filepath.Dir(m))
+			if have[id] || !record.ValidID(id) {
+				continue
+			}
+			have[id] = true
+			out = append(out, statusJSON{Hub: id, Socket: filepath.Join(filepath.Dir(m), "hub.sock"), Container: id, Down: true,
+				Error: "hub down: the container has a runtime record, but no hub socket (systemctl --user status clearance-hub@" + id + ".service)"})
+		}
+	}
+	return out
+}
+
+// recordGlobs are where the caller's runtime records are: beside the
+// hub sockets in $XDG_RUNTIME_DIR/clearance, and for root also under
+// <recordRoot>/clearance/containers.
+func (r *runner) recordGlobs() []string {
+	var out []string
+	if rt := r.runtimeDir(); rt != "" {
+		out = append(out, filepath.Join(rt, "clearance", "*", record.FileName))
+	}
+	if os.Getuid() == 0 && r.recordRoot != "" {
+		out = append(out, filepath.Join(filepath.Dir(filepath.Dir(record.Locate(r.recordRoot, 0, "x"))), "*", record.FileName))
+	}
+	return out
 }

@@ -28,6 +28,11 @@ const (
 	// marker, never a prompt: domain is the name, dest the address when a
 	// connection was dropped, reason the rule.
 	ConnectionDenied = "connection_denied"
+	// HubNotice is an event of ours: something the operator should know
+	// about the hub itself (reason), e.g. that it runs on its default
+	// configuration because the configuration file is invalid. Sent once
+	// to each subscriber when it subscribes.
+	HubNotice = "hub_notice"
 )
 
 // Verdict actions, the only two values org.terok.Clearance1.Verdict accepts

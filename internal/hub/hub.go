@@ -130,6 +130,11 @@ type Config struct {
 	// Now returns the current time (default time.Now). For tests.
 	Now func() time.Time
 
+	// Notice, if set, is sent to every subscriber when it subscribes, as
+	// a hub_notice event (reason Notice): something the operator must know
+	// about the hub itself.
+	Notice string
+
 	// OnChange, if set, is called after the [State] changed (a request
 	// added, decided or purged, a timed verdict added or ended), outside
 	// the hub's lock. It must not block: the daemon uses it to save the

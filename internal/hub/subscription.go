@@ -31,6 +31,10 @@ func (h *Hub) Subscribe() *Subscription {
 	s := &Subscription{h: h, ready: make(chan struct{}, 1), queue: make([]*Item, h.cfg.QueueDepth)}
 	h.mu.Lock()
 	h.subs[s] = struct{}{}
+	if h.cfg.Notice != "" {
+		s.push(&Item{Event: event.Event{Type: event.HubNotice, Container: h.cfg.Container, Reason: h.cfg.Notice,
+			Dossier: map[string]string{}}})
+	}
 	h.mu.Unlock()
 	return s
 }

@@ -84,10 +84,19 @@ func Command(ctx context.Context, args []string, stderr io.Writer) int {
 	if *cfgPath != "" {
 		paths = []string{*cfgPath}
 	}
+	// A broken configuration must not leave the container without
+	// prompts: the hub starts on the defaults and reports the error (in
+	// its log, in Stats, which clearancectl status shows, and once to
+	// its subscribers as a hub_notice event).
+	var configErr string
 	cfg, err := config.Load(paths...)
+	if err == nil {
+		err = cfg.Validate()
+	}
 	if err != nil {
-		log.Error("configuration", "err", err)
-		return 1
+		log.Error("configuration is invalid; running on the defaults", "err", err)
+		configErr = err.Error()
+		cfg = config.Default()
 	}
 	if *verdictMode != "" {
 		cfg.Verdict.Mode = *verdictMode
@@ -176,8 +185,9 @@ func Command(ctx context.Context, args []string, stderr io.Writer) int {
 		},
 		MaxMessage: cfg.Hub.MaxMessageBytes,
 		MaxLine:    cfg.Hub.MaxLineBytes,
-		Watcher:    watcher,
-		Stored:     stored,
+		Watcher:     watcher,
+		Stored:      stored,
+		ConfigError: configErr,
 		Level:      level,
 		Log:        log,
 		SD:         sd.NewNotifier(log),

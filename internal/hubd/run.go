@@ -71,6 +71,11 @@ type Options struct {
 	// Stored are the descriptors a previous process of this hub left in
 	// systemd's file descriptor store; Run takes them over.
 	Stored Stored
+
+	// ConfigError, when set, says why the configuration was not used
+	// (file:line): the hub runs on the defaults, reports it in Stats and
+	// sends it once to each subscriber as a hub_notice event.
+	ConfigError string
 }
 
 // Stored are the descriptors a hub keeps in systemd's file descriptor
@@ -123,6 +128,9 @@ func Run(ctx context.Context, o Options) error {
 	hc.Container = o.Container
 	hc.Log = log
 	hc.OnChange = store.changed
+	if o.ConfigError != "" {
+		hc.Notice = "clearance-hub runs on its default configuration: " + o.ConfigError
+	}
 	h := hub.New(hc)
 	if saved != nil {
 		h.Restore(saved.Hub)
@@ -141,7 +149,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	extra := func() Extra {
 		st := in.Stats()
-		x := Extra{Malformed: st.Malformed + st.Oversized, Ruleset: "external"}
+		x := Extra{Malformed: st.Malformed + st.Oversized, Ruleset: "external", ConfigError: o.ConfigError}
 		if o.Watcher != nil {
 			x.ENOBUFS = o.Watcher.ENOBUFS()
 			x.Ruleset = "engaging"

@@ -42,6 +42,8 @@ type Extra struct {
 	Ruleset   string // "engaged", "engaging" or "external"
 	// DNS is the forwarder's counters; nil without a forwarder.
 	DNS *dnsfwd.Stats
+	// ConfigError is why the configuration was not used, "" when it was.
+	ConfigError string
 }
 
 // NewService builds the varlink service of a hub: org.terok.Clearance1,
@@ -219,6 +221,9 @@ func (s *ours) Stats(ctx context.Context, c orgterokclearancehub1.VarlinkCall) e
 		Events_in: int64(st.EventsIn), Events_out: int64(st.EventsOut), Dropped: int64(st.Dropped),
 		Malformed: int64(x.Malformed), Verdicts_ok: int64(st.VerdictsOK), Verdicts_failed: int64(st.VerdictsFailed),
 		Nflog_enobufs: int64(x.ENOBUFS), Started_usec: st.Started.UnixMicro(), Ruleset: x.Ruleset,
+	}
+	if x.ConfigError != "" {
+		out.Config_error = &x.ConfigError
 	}
 	if d := x.DNS; d != nil {
 		out.Dns = &orgterokclearancehub1.DNSStats{

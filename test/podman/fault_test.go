@@ -2,6 +2,7 @@ package podman
 
 import (
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 	"syscall"
@@ -172,5 +173,63 @@ func TestHubKilledLosesNothing(t *testing.T) {
 	c.touch("done")
 	e.mustPodman("wait", c.name)
 	e.mustPodman("rm", c.name)
+	c.assertPoststopRan()
+}
+
+// TestHubHealsCrashLoopAndBadConfig: six crashes in a few seconds leave
+// the hub's socket active and the hub running (before, the fifth put the
+// socket into service-start-limit-hit and removed hub.sock); a corrupt
+// configuration file makes the hub run on the defaults and say so in
+// Stats and to subscribers, instead of leaving the container without
+// prompts.
+func TestHubHealsCrashLoopAndBadConfig(t *testing.T) {
+	e := newEnv(t)
+	c := e.createInit("clr-crash")
+	c.assertHookRan()
+	unit := "clearance-hub@" + c.id12 + ".service"
+	for i := 0; i < 6; i++ {
+		pid := e.hubPID(c.id12)
+		if pid == 0 {
+			t.Fatalf("crash %d: no hub", i)
+		}
+		syscall.Kill(pid, syscall.SIGKILL)
+		err := podmanlab.WaitFor(testutil.Context(t), 30*time.Second, "hub back", func() (bool, string) {
+			p := e.hubPID(c.id12)
+			return p != 0 && p != pid && e.systemctl("is-active", unit) == "active", e.systemctl("is-active", unit)
+		})
+		if err != nil {
+			t.Fatalf("after crash %d: %v (socket %s)", i+1, err, e.systemctl("is-active", "clearance-hub@"+c.id12+".socket"))
+		}
+	}
+	if s := e.systemctl("is-active", "clearance-hub@"+c.id12+".socket"); s != "active" {
+		t.Fatalf("socket %s after a crash loop", s)
+	}
+
+	// A corrupt configuration: the next start runs on the defaults.
+	good, err := os.ReadFile(e.path("clearance.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(e.path("clearance.yaml"), append(append([]byte{}, good...), []byte("hub:\n  queue_dept: [\n")...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e.systemctl("restart", unit)
+	sub := subscribe(t, e.hubSock(c.id12))
+	notice := sub.next("hub_notice")
+	if !strings.Contains(notice.Reason, "clearance.yaml") || !strings.Contains(notice.Reason, "default configuration") {
+		t.Errorf("hub_notice = %+v", notice)
+	}
+	st, err := orgterokclearancehub1.Stats().Call(testutil.Context(t), sub.rpc)
+	if err != nil || st.Config_error == nil || !strings.Contains(*st.Config_error, "clearance.yaml:") {
+		t.Errorf("Stats after a bad configuration: %+v %v", st, err)
+	}
+	// Fixed and restarted: the error is gone.
+	os.WriteFile(e.path("clearance.yaml"), good, 0o644)
+	e.systemctl("restart", unit)
+	sub2 := subscribe(t, e.hubSock(c.id12))
+	if st, err := orgterokclearancehub1.Stats().Call(testutil.Context(t), sub2.rpc); err != nil || st.Config_error != nil {
+		t.Errorf("Stats after the fix: %+v %v", st, err)
+	}
+	e.mustPodman("rm", "-f", c.name)
 	c.assertPoststopRan()
 }

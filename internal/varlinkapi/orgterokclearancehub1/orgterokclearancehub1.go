@@ -51,7 +51,9 @@ type DNSStats struct {
 	Upstream_failures int64 `json:"upstream_failures"`
 }
 
-// Counters since the hub started. ruleset is "engaged" when the hub's own
+// Counters since the hub started. config_error, when set, says why the
+// hub's configuration was not used (file:line): it runs on the defaults.
+// ruleset is "engaged" when the hub's own
 // NFLOG watch is up (its ruleset is installed), "engaging" while it is
 // being set up or re-established, and "external" when blocked connections
 // come from a producer on the ingest socket (terok-shield) instead.
@@ -69,6 +71,7 @@ type HubStats struct {
 	Started_usec    int64     `json:"started_usec"`
 	Ruleset         string    `json:"ruleset"`
 	Dns             *DNSStats `json:"dns,omitempty"`
+	Config_error    *string   `json:"config_error,omitempty"`
 }
 
 // scope is not one of "once", "container", "always".
@@ -478,7 +481,9 @@ type DNSStats (
   upstream_failures: int
 )
 
-# Counters since the hub started. ruleset is "engaged" when the hub's own
+# Counters since the hub started. config_error, when set, says why the
+# hub's configuration was not used (file:line): it runs on the defaults.
+# ruleset is "engaged" when the hub's own
 # NFLOG watch is up (its ruleset is installed), "engaging" while it is
 # being set up or re-established, and "external" when blocked connections
 # come from a producer on the ingest socket (terok-shield) instead.
@@ -495,7 +500,8 @@ type HubStats (
   nflog_enobufs: int,
   started_usec: int,
   ruleset: string,
-  dns: ?DNSStats
+  dns: ?DNSStats,
+  config_error: ?string
 )
 
 # Everything waiting for a verdict right now, oldest first, so a subscriber
