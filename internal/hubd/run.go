@@ -65,6 +65,10 @@ type Options struct {
 	// StatusEvery is how often STATUS= is refreshed (default 2s).
 	StatusEvery time.Duration
 
+	// RebindEvery is how often the hub checks that its socket files still
+	// exist, and binds them again if not (default 2s).
+	RebindEvery time.Duration
+
 	// Ready, if set, is called once the hub is serving (after READY=1).
 	Ready func(*hub.Hub)
 
@@ -203,6 +207,27 @@ func Run(ctx context.Context, o Options) error {
 	for _, ln := range o.Ingest {
 		run(func() error { return in.Serve(ctx, ln) })
 	}
+	// Sockets whose files are deleted under the hub are bound again.
+	var ingestPaths sync.Map
+	for _, ln := range o.Ingest {
+		if p := socketPath(ln); p != "" {
+			ingestPaths.Store(p, true)
+		}
+	}
+	rb := &rebinder{log: log, serve: func(ln net.Listener) {
+		if _, ok := ingestPaths.Load(socketPath(ln)); ok {
+			run(func() error { return in.Serve(ctx, ln) })
+			return
+		}
+		run(func() error { return vs.Serve(ctx, ln) })
+	}}
+	rb.watch(o.Varlink...)
+	rb.watch(o.Ingest...)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		rb.run(ctx, o.rebindEvery())
+	}()
 	if o.Watcher != nil {
 		o.Watcher.Hub = h
 		o.Watcher.Container = o.Container
@@ -328,4 +353,11 @@ func Run(ctx context.Context, o Options) error {
 	}
 	log.Info("hub stopped")
 	return errors.Join(errs...)
+}
+
+func (o Options) rebindEvery() time.Duration {
+	if o.RebindEvery > 0 {
+		return o.RebindEvery
+	}
+	return 2 * time.Second
 }

@@ -395,3 +395,35 @@ func TestRestartedHubRebuildsTimedVerdicts(t *testing.T) {
 	}
 	blockedConnect(t, s, lab.EchoPort)
 }
+
+// TestHubRebindsDeletedSockets: when the hub's directory is deleted under
+// it, the hub binds its sockets there again (within its check interval),
+// so clients reach it and prompts go on; before, it kept running unreachable.
+func TestHubRebindsDeletedSockets(t *testing.T) {
+	requireLab(t)
+	s := newStack(t, lab.StackOptions{})
+	if err := os.RemoveAll(filepath.Dir(s.HubSock)); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if _, err := os.Stat(s.HubSock); err == nil {
+			if _, err := os.Stat(s.IngestSock); err == nil {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("hub.sock and ingest.sock did not come back")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	st := subscribe(t, s)
+	blockedConnect(t, s, lab.EchoPort)
+	if ev := st.next("connection_blocked"); ev.Port != lab.EchoPort {
+		t.Fatalf("event after the rebind: %+v", ev)
+	}
+	fi, err := os.Stat(filepath.Dir(s.HubSock))
+	if err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("recreated directory: %v %v", fi.Mode(), err)
+	}
+}
