@@ -183,14 +183,14 @@ func Command(ctx context.Context, args []string, stderr io.Writer) int {
 			ApplyTimeout: cfg.Verdict.Timeout + cfg.Verdict.Timeout/2,
 			Applier:      applier,
 		},
-		MaxMessage: cfg.Hub.MaxMessageBytes,
-		MaxLine:    cfg.Hub.MaxLineBytes,
+		MaxMessage:  cfg.Hub.MaxMessageBytes,
+		MaxLine:     cfg.Hub.MaxLineBytes,
 		Watcher:     watcher,
 		Stored:      stored,
 		ConfigError: configErr,
-		Level:      level,
-		Log:        log,
-		SD:         sd.NewNotifier(log),
+		Level:       level,
+		Log:         log,
+		SD:          sd.NewNotifier(log),
 	})
 	if err != nil {
 		log.Error("hub failed", "container", id, "err", err)

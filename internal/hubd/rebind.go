@@ -99,4 +99,3 @@ func (r *rebinder) run(ctx context.Context, every time.Duration) {
 		}
 	}
 }
-
