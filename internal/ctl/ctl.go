@@ -297,6 +297,9 @@ func (r *runner) defaultGlob() string {
 
 // globs returns the patterns to search: clearance's layout plus --glob.
 func (r *runner) globs(h *hubFlags) []string {
+	if h == nil {
+		return []string{r.defaultGlob()}
+	}
 	return append([]string{r.defaultGlob()}, h.globs...)
 }
 

@@ -559,3 +559,29 @@ func TestFirewallUnreachable(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+func TestResolveContainer(t *testing.T) {
+	known := []string{"0123456789ab", "0123ffff0000", "c1"}
+	full := "0123456789ab" + strings.Repeat("cd", 26)
+	tests := []struct {
+		arg, want string
+		wantErr   bool
+	}{
+		{arg: "0123456789ab", want: "0123456789ab"},
+		{arg: full, want: "0123456789ab"},
+		{arg: "01234", want: "0123456789ab"},
+		{arg: "0123", wantErr: true}, // two containers start so
+		{arg: "c1", want: "c1"},
+		{arg: "feedfeedfeedfeedfeed", want: "feedfeedfeed"}, // gone: its hub was named by 12 characters
+		{arg: "web-1", want: "web-1"},
+	}
+	for _, tt := range tests {
+		got, err := resolveContainer(tt.arg, known)
+		if (err != nil) != tt.wantErr || got != tt.want {
+			t.Errorf("resolveContainer(%q) = %q, %v; want %q (error %v)", tt.arg, got, err, tt.want, tt.wantErr)
+		}
+	}
+	if !matches(full, "0123456789ab", "x") || !matches("0123", "0123456789ab", "x") || matches("9", "0123456789ab", "x") {
+		t.Error("matches does not take full ids and prefixes")
+	}
+}

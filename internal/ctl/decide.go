@@ -198,7 +198,7 @@ func (r *runner) verdictCmd(ctx context.Context, action string, args []string) i
 			anyPort = &spec.anyPort
 		}
 		_, expires, err = orgterokclearancehub1.Decide().Call(ctx, c, spec.requestID, spec.action,
-			spec.scope, int64(spec.ttl/time.Second), anyPort)
+			spec.scope, int64(spec.ttl/time.Second), anyPort, &channelCtl)
 		return err
 	})
 	if err != nil {
@@ -253,3 +253,6 @@ func (r *runner) scopeText(scope string, expiresUsec int64) string {
 	}
 	return "once"
 }
+
+// channelCtl is how clearancectl names itself to a hub (audited).
+var channelCtl = "clearancectl"

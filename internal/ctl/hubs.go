@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -81,9 +82,61 @@ func discover(patterns []string) ([]hubRef, error) {
 }
 
 // matches reports whether a request or hub belongs to the container the
-// operator asked for: the hub's ID or the event's container name.
+// operator asked for: the hub's ID or the event's container name, also
+// given as the full container id (podman run -d prints 64 characters; the
+// hub is named by the first 12) or as a prefix of the id.
 func matches(filter, hubID, container string) bool {
-	return filter == "" || filter == hubID || filter == container
+	return filter == "" || filter == container || sameContainer(filter, hubID)
+}
+
+// sameContainer reports whether filter names the container id: the id
+// itself, a longer id that starts with it, or a prefix of it.
+func sameContainer(filter, id string) bool {
+	if filter == "" || id == "" {
+		return false
+	}
+	return strings.HasPrefix(filter, id) || strings.HasPrefix(id, filter)
+}
+
+// resolveContainer turns an operator's container argument into the id its
+// hub and audit records carry: known ids (hubs and runtime records found)
+// are matched by prefix either way, so a full id or a unique prefix works;
+// a prefix matching several is an error. An argument matching nothing
+// known is kept, cut to 12 characters when it is a longer hexadecimal id.
+func resolveContainer(arg string, known []string) (string, error) {
+	var hits []string
+	for _, id := range known {
+		if arg == id {
+			return id, nil
+		}
+		if sameContainer(arg, id) && !slices.Contains(hits, id) {
+			hits = append(hits, id)
+		}
+	}
+	switch {
+	case len(hits) == 1:
+		return hits[0], nil
+	case len(hits) > 1:
+		return "", fmt.Errorf("container %s is ambiguous: %s", arg, strings.Join(hits, ", "))
+	}
+	if len(arg) > 12 && strings.Trim(arg, "0123456789abcdef") == "" {
+		return arg[:12], nil
+	}
+	return arg, nil
+}
+
+// knownContainers returns the ids of the hubs and runtime records found.
+func (r *runner) knownContainers() []string {
+	var out []string
+	if hubs, err := discover(r.globs(nil)); err == nil {
+		for _, h := range hubs {
+			out = append(out, h.ID)
+		}
+	}
+	for _, row := range r.missingHubs(nil) {
+		out = append(out, row.Hub)
+	}
+	return out
 }
 
 // Varlink error names clearancectl branches on.

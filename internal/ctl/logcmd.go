@@ -182,7 +182,7 @@ verdicts, failed verdicts, expiries, ruleset engage/disengage. TIME is
 anything journalctl --since accepts ("2025-01-31 12:00", "yesterday",
 "-2h") or a bare span meaning that long ago ("30m", "2h", "1d").`)
 	var q logQuery
-	fs.StringVar(&q.container, "container", "", "only records of this container (as events name it)")
+	fs.StringVar(&q.container, "container", "", "only records of this container (its id, full or a unique prefix)")
 	fs.StringVar(&q.since, "since", "", "only records newer than `TIME`")
 	fs.StringVar(&q.action, "action", "", "only verdicts with this action (allow or deny)")
 	fs.IntVar(&q.lines, "lines", 0, "only the last `N` records")
@@ -199,6 +199,13 @@ anything journalctl --since accepts ("2025-01-31 12:00", "yesterday",
 	}
 	if q.lines < 0 {
 		return r.usageErr(fs, "--lines must not be negative")
+	}
+	if q.container != "" {
+		id, err := resolveContainer(q.container, r.knownContainers())
+		if err != nil {
+			return r.usageErr(fs, "%s", clean(err.Error()))
+		}
+		q.container = id
 	}
 	out, err := r.journal(ctx, journalArgs(q))
 	if errors.Is(err, errNoJournalctl) {

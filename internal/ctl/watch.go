@@ -812,7 +812,7 @@ func (w *watch) dispatch(c *confirmation) {
 			}
 			var err error
 			_, res.expires, err = orgterokclearancehub1.Decide().Call(ctx, conn, id, c.action, c.scope,
-				int64(c.ttl/time.Second), nil)
+				int64(c.ttl/time.Second), nil, &channelCtl)
 			return err
 		})
 		select {

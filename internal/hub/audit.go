@@ -27,21 +27,25 @@ const (
 const (
 	keyMessageID = "MESSAGE_ID"
 	keyContainer = "CLEARANCE_CONTAINER"
-	keyRequestID = "CLEARANCE_REQUEST_ID"
-	keyDest      = "CLEARANCE_DEST"
-	keyDomain    = "CLEARANCE_DOMAIN"
-	keyPort      = "CLEARANCE_PORT"
-	keyProto     = "CLEARANCE_PROTO"
-	keyAction    = "CLEARANCE_ACTION"
-	keyScope     = "CLEARANCE_SCOPE"
-	keyExpires   = "CLEARANCE_EXPIRES_USEC"
-	keyChannel   = "CLEARANCE_CHANNEL"
-	keyOperator  = "CLEARANCE_OPERATOR_UID"
-	keyReason    = "CLEARANCE_REASON"
+	// keyContainerID is the container's full id (podman's 64 characters),
+	// as podman run -d prints it; CLEARANCE_CONTAINER is the id the hub
+	// is named by (the first 12).
+	keyContainerID = "CLEARANCE_CONTAINER_ID"
+	keyRequestID   = "CLEARANCE_REQUEST_ID"
+	keyDest        = "CLEARANCE_DEST"
+	keyDomain      = "CLEARANCE_DOMAIN"
+	keyPort        = "CLEARANCE_PORT"
+	keyProto       = "CLEARANCE_PROTO"
+	keyAction      = "CLEARANCE_ACTION"
+	keyScope       = "CLEARANCE_SCOPE"
+	keyExpires     = "CLEARANCE_EXPIRES_USEC"
+	keyChannel     = "CLEARANCE_CHANNEL"
+	keyOperator    = "CLEARANCE_OPERATOR_UID"
+	keyReason      = "CLEARANCE_REASON"
 )
 
-func eventAttrs(ev event.Event) []any {
-	return []any{
+func (h *Hub) eventAttrs(ev event.Event) []any {
+	return []any{keyContainerID, h.cfg.ContainerID,
 		keyContainer, ev.Container, keyRequestID, ev.RequestID, keyDest, ev.Dest,
 		keyDomain, ev.Domain, keyPort, strconv.FormatInt(ev.Port, 10),
 		keyProto, event.ProtoName(ev.Proto),
@@ -49,7 +53,7 @@ func eventAttrs(ev event.Event) []any {
 }
 
 func (h *Hub) auditBlocked(ev event.Event) {
-	args := append([]any{keyMessageID, MsgBlocked}, eventAttrs(ev)...)
+	args := append([]any{keyMessageID, MsgBlocked}, h.eventAttrs(ev)...)
 	h.log.Info("blocked "+ev.Target()+":"+strconv.FormatInt(ev.Port, 10), args...)
 }
 
@@ -58,14 +62,14 @@ func (h *Hub) auditVerdict(p *pending, d decision, res ApplyResult) {
 	if !res.Expires.IsZero() {
 		exp = strconv.FormatInt(res.Expires.UnixMicro(), 10)
 	}
-	args := append([]any{keyMessageID, MsgVerdict}, eventAttrs(p.ev)...)
+	args := append([]any{keyMessageID, MsgVerdict}, h.eventAttrs(p.ev)...)
 	args = append(args, keyAction, d.action, keyScope, d.scope, keyExpires, exp, keyChannel, d.op.Channel,
 		keyOperator, strconv.Itoa(d.op.UID))
 	h.log.Info("verdict "+d.action+" "+p.target+" ("+d.scope+")", args...)
 }
 
 func (h *Hub) auditFailed(p *pending, d decision, stderr string) {
-	args := append([]any{keyMessageID, MsgVerdictFailed}, eventAttrs(p.ev)...)
+	args := append([]any{keyMessageID, MsgVerdictFailed}, h.eventAttrs(p.ev)...)
 	args = append(args, keyAction, d.action, keyScope, d.scope, keyChannel, d.op.Channel,
 		keyOperator, strconv.Itoa(d.op.UID), keyReason, stderr)
 	h.log.Warn("verdict "+d.action+" "+p.target+" failed", args...)
@@ -74,7 +78,7 @@ func (h *Hub) auditFailed(p *pending, d decision, stderr string) {
 // AuditExpired records that a verdict's element timed out, and tells
 // subscribers.
 func (h *Hub) AuditExpired(container, dest string, at time.Time) {
-	h.log.Info("verdict expired for "+dest, keyMessageID, MsgExpired, keyContainer, container,
+	h.log.Info("verdict expired for "+dest, keyMessageID, MsgExpired, keyContainer, container, keyContainerID, h.cfg.ContainerID,
 		keyDest, dest, keyExpires, strconv.FormatInt(at.UnixMicro(), 10))
 	ev := event.Event{Type: event.VerdictExpired, Container: container, Dest: dest}
 	if net.ParseIP(dest) == nil {
@@ -92,7 +96,7 @@ func (h *Hub) Denied(ev event.Event, rule string) {
 	ev.Action = event.ActionDeny
 	ev.Reason = rule
 	ev.Normalize()
-	args := append([]any{keyMessageID, MsgDenied}, eventAttrs(ev)...)
+	args := append([]any{keyMessageID, MsgDenied}, h.eventAttrs(ev)...)
 	args = append(args, keyAction, event.ActionDeny, keyReason, rule)
 	h.log.Info("denied "+ev.Target()+" by "+rule, args...)
 	h.Emit(ev)
@@ -103,6 +107,7 @@ func (h *Hub) Denied(ev event.Event, rule string) {
 // (name, address, rule) once.
 func (h *Hub) AuditLearned(name, addr string, proto, port int64, rule string, expires time.Time) {
 	h.log.Info("learned "+addr+" for "+name, keyMessageID, MsgLearned, keyContainer, h.cfg.Container,
+		keyContainerID, h.cfg.ContainerID,
 		keyDest, addr, keyDomain, name, keyPort, strconv.FormatInt(port, 10), keyProto, event.ProtoName(proto),
 		keyAction, event.ActionAllow, keyReason, rule, keyExpires, strconv.FormatInt(expires.UnixMicro(), 10))
 }

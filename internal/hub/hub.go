@@ -101,6 +101,11 @@ type Config struct {
 	// generated request ids).
 	Container string
 
+	// ContainerID is the container's full id (from its runtime record),
+	// recorded in every audit record as CLEARANCE_CONTAINER_ID; "" when
+	// unknown.
+	ContainerID string
+
 	// QueueDepth bounds each subscriber's queue (default
 	// DefaultQueueDepth). When full, the oldest queued event is dropped,
 	// so a slow subscriber never slows the others.

@@ -181,6 +181,7 @@ func Command(ctx context.Context, args []string, stderr io.Writer) int {
 			PendingTTL:   cfg.Hub.PendingTTL,
 			MaxPending:   cfg.Hub.MaxPending,
 			ApplyTimeout: cfg.Verdict.Timeout + cfg.Verdict.Timeout/2,
+			ContainerID:  rec.ID,
 			Applier:      applier,
 		},
 		MaxMessage:  cfg.Hub.MaxMessageBytes,

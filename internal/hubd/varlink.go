@@ -237,11 +237,18 @@ func (s *ours) Stats(ctx context.Context, c orgterokclearancehub1.VarlinkCall) e
 }
 
 // Decide applies a verdict by request id with a scope.
-func (s *ours) Decide(ctx context.Context, c orgterokclearancehub1.VarlinkCall, requestID, action, scope string, ttlSec int64, anyPort *bool) error {
+func (s *ours) Decide(ctx context.Context, c orgterokclearancehub1.VarlinkCall, requestID, action, scope string, ttlSec int64, anyPort *bool, channel *string) error {
 	if ttlSec < 0 || ttlSec > int64(100*365*24*time.Hour/time.Second) {
 		return c.ReplyInvalidParameter(ctx, "ttl_sec")
 	}
-	ctx = hub.WithOperator(ctx, operator(&c.Call, "varlink"))
+	ch := "varlink"
+	if channel != nil && *channel != "" {
+		if !validChannel(*channel) {
+			return c.ReplyInvalidParameter(ctx, "channel")
+		}
+		ch = *channel
+	}
+	ctx = hub.WithOperator(ctx, operator(&c.Call, ch))
 	exp, err := s.hub.Decide(ctx, requestID, action, scope, time.Duration(ttlSec)*time.Second, anyPort != nil && *anyPort)
 	if err != nil {
 		return replyHubError(ctx, &c.Call, err, s.log)
@@ -254,6 +261,21 @@ func (s *ours) Decide(ctx context.Context, c orgterokclearancehub1.VarlinkCall, 
 }
 
 // operator identifies the caller of a verdict by its kernel-verified uid.
+// validChannel accepts a client's name for itself: 1..32 characters of
+// [a-z0-9._-].
+func validChannel(s string) bool {
+	if len(s) == 0 || len(s) > 32 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
 func operator(c *varlink.Call, channel string) hub.Operator {
 	op := hub.Operator{UID: -1, Channel: channel}
 	if uc, ok := varlinkapi.PeerConn(c).(*net.UnixConn); ok {

@@ -406,11 +406,11 @@ func TestPendingAndStats(t *testing.T) {
 	if st.Pending != 2 || st.Events_in != 2 || st.Container != "c" {
 		t.Fatalf("stats = %+v", st)
 	}
-	ok, _, err := orgterokclearancehub1.Decide().Call(context.Background(), c, "c:2", "deny", "container", 0, nil)
+	ok, _, err := orgterokclearancehub1.Decide().Call(context.Background(), c, "c:2", "deny", "container", 0, nil, nil)
 	if err != nil || !ok {
 		t.Fatalf("decide = %v, %v", ok, err)
 	}
-	_, _, err = orgterokclearancehub1.Decide().Call(context.Background(), c, "c:1", "allow", "forever", 0, nil)
+	_, _, err = orgterokclearancehub1.Decide().Call(context.Background(), c, "c:1", "allow", "forever", 0, nil, nil)
 	var scope *orgterokclearancehub1.InvalidScope
 	if !errors.As(err, &scope) || scope.Scope != "forever" {
 		t.Fatalf("bad scope err = %v", err)

@@ -199,7 +199,7 @@ func (h *hubConn) verdict(ctx context.Context, container, requestID, target, act
 	return h.call(ctx, func(ctx context.Context, c *varlink.Connection) error {
 		if allowFor > 0 {
 			_, _, err := orgterokclearancehub1.Decide().Call(ctx, c, requestID, event.ActionAllow, "once",
-				int64((allowFor+time.Second-1)/time.Second), nil)
+				int64((allowFor+time.Second-1)/time.Second), nil, &channelNotifier)
 			return err
 		}
 		_, err := orgterokclearance1.Verdict().Call(ctx, c, container, requestID, target, action)
@@ -244,3 +244,6 @@ func (h *hubConn) closeRPC() {
 		h.rpc, h.rpcInterrupt = nil, nil
 	}
 }
+
+// channelNotifier is how the notifier names itself to a hub (audited).
+var channelNotifier = "notifier"

@@ -209,7 +209,7 @@ func TestOnceVerdictExpires(t *testing.T) {
 
 	blockedConnect(t, s, lab.EchoPort)
 	ev := st.next("connection_blocked")
-	ok, exp, err := orgterokclearancehub1.Decide().Call(context.Background(), st.rpc, ev.Request_id, "allow", "once", 2, nil)
+	ok, exp, err := orgterokclearancehub1.Decide().Call(context.Background(), st.rpc, ev.Request_id, "allow", "once", 2, nil, nil)
 	if err != nil || !ok || exp == 0 {
 		t.Fatalf("decide once: %v %v %v", ok, exp, err)
 	}
@@ -265,7 +265,7 @@ func TestAlwaysSurvivesANewNamespace(t *testing.T) {
 	st := subscribe(t, s)
 	blockedConnect(t, s, lab.EchoPort)
 	ev := st.next("connection_blocked")
-	ok, _, err := orgterokclearancehub1.Decide().Call(context.Background(), st.rpc, ev.Request_id, "allow", "always", 0, nil)
+	ok, _, err := orgterokclearancehub1.Decide().Call(context.Background(), st.rpc, ev.Request_id, "allow", "always", 0, nil, nil)
 	if err != nil || !ok {
 		t.Fatalf("decide always: %v %v", ok, err)
 	}
@@ -354,7 +354,7 @@ func TestClearancectlExplainAndPolicy(t *testing.T) {
 	}
 	blockedConnect(t, s, lab.EchoPort)
 	ev := st.next("connection_blocked")
-	if ok, _, err := orgterokclearancehub1.Decide().Call(context.Background(), st.rpc, ev.Request_id, "allow", "container", 0, nil); err != nil || !ok {
+	if ok, _, err := orgterokclearancehub1.Decide().Call(context.Background(), st.rpc, ev.Request_id, "allow", "container", 0, nil, nil); err != nil || !ok {
 		t.Fatalf("decide: %v %v", ok, err)
 	}
 	if out := explain(); !strings.Contains(out, `"reason": "allowed"`) {
@@ -375,7 +375,7 @@ func TestRestartedHubRebuildsTimedVerdicts(t *testing.T) {
 	st := subscribe(t, s)
 	blockedConnect(t, s, lab.EchoPort)
 	ev := st.next("connection_blocked")
-	ok, _, err := orgterokclearancehub1.Decide().Call(context.Background(), st.rpc, ev.Request_id, "allow", "once", 4, nil)
+	ok, _, err := orgterokclearancehub1.Decide().Call(context.Background(), st.rpc, ev.Request_id, "allow", "once", 4, nil, nil)
 	if err != nil || !ok {
 		t.Fatalf("decide: %v %v", ok, err)
 	}

@@ -130,7 +130,7 @@ func TestNameVerdict(t *testing.T) {
 	if ev.Domain != "api.rot.test" {
 		t.Fatalf("blocked event = %+v, want the name api.rot.test", ev)
 	}
-	ok, _, err := orgterokclearancehub1.Decide().Call(context.Background(), st.rpc, ev.Request_id, "allow", "always", 0, nil)
+	ok, _, err := orgterokclearancehub1.Decide().Call(context.Background(), st.rpc, ev.Request_id, "allow", "always", 0, nil, nil)
 	if err != nil || !ok {
 		t.Fatalf("decide: %v %v", ok, err)
 	}

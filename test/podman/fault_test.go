@@ -116,7 +116,7 @@ func TestHubKilledLosesNothing(t *testing.T) {
 		byPort[ev.Port] = ev
 	}
 	timed, pending := byPort[8080], byPort[8081]
-	ok, _, err := orgterokclearancehub1.Decide().Call(testutil.Context(t), sub.rpc, timed.Request_id, "allow", "once", 8, nil)
+	ok, _, err := orgterokclearancehub1.Decide().Call(testutil.Context(t), sub.rpc, timed.Request_id, "allow", "once", 8, nil, nil)
 	if err != nil || !ok {
 		t.Fatalf("Decide once: %v %v", ok, err)
 	}

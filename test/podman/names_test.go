@@ -64,7 +64,7 @@ func namesFlow(t *testing.T, e *env, name string) {
 	if strings.Contains(logs, "prompt rc=0") {
 		t.Fatalf("an unlisted name connected:\n%s", logs)
 	}
-	ok, _, err := orgterokclearancehub1.Decide().Call(testutil.Context(t), sub.rpc, ev.Request_id, "allow", "always", 0, nil)
+	ok, _, err := orgterokclearancehub1.Decide().Call(testutil.Context(t), sub.rpc, ev.Request_id, "allow", "always", 0, nil, nil)
 	if err != nil || !ok {
 		t.Fatalf("Decide allow always: %v %v", ok, err)
 	}

@@ -239,14 +239,17 @@ func (m Stats_methods) Upgrade(ctx context.Context, c *varlink.Connection) (func
 // "container" (until the container exits) or "always" (also written to the
 // policy). The verdict covers what the prompt showed: the destination (its
 // name, when it has one: all its current and future addresses), port and
-// protocol; any_port widens it to every port of the destination. Errors are
-// those of org.terok.Clearance1.Verdict, plus InvalidScope.
+// protocol; any_port widens it to every port of the destination. channel
+// names the client the operator used ("notifier", "clearancectl", …; at
+// most 32 characters of [a-z0-9._-]); it is audited next to the caller's
+// kernel-verified uid (default "varlink"). Errors are those of
+// org.terok.Clearance1.Verdict, plus InvalidScope.
 type Decide_methods struct{}
 
 func Decide() Decide_methods { return Decide_methods{} }
 
-func (m Decide_methods) Call(ctx context.Context, c *varlink.Connection, request_id_in_ string, action_in_ string, scope_in_ string, ttl_sec_in_ int64, any_port_in_ *bool) (ok_out_ bool, expires_usec_out_ int64, err_ error) {
-	receive, err_ := m.Send(ctx, c, 0, request_id_in_, action_in_, scope_in_, ttl_sec_in_, any_port_in_)
+func (m Decide_methods) Call(ctx context.Context, c *varlink.Connection, request_id_in_ string, action_in_ string, scope_in_ string, ttl_sec_in_ int64, any_port_in_ *bool, channel_in_ *string) (ok_out_ bool, expires_usec_out_ int64, err_ error) {
+	receive, err_ := m.Send(ctx, c, 0, request_id_in_, action_in_, scope_in_, ttl_sec_in_, any_port_in_, channel_in_)
 	if err_ != nil {
 		return
 	}
@@ -254,19 +257,21 @@ func (m Decide_methods) Call(ctx context.Context, c *varlink.Connection, request
 	return
 }
 
-func (m Decide_methods) Send(ctx context.Context, c *varlink.Connection, flags uint64, request_id_in_ string, action_in_ string, scope_in_ string, ttl_sec_in_ int64, any_port_in_ *bool) (func(ctx context.Context) (bool, int64, uint64, error), error) {
+func (m Decide_methods) Send(ctx context.Context, c *varlink.Connection, flags uint64, request_id_in_ string, action_in_ string, scope_in_ string, ttl_sec_in_ int64, any_port_in_ *bool, channel_in_ *string) (func(ctx context.Context) (bool, int64, uint64, error), error) {
 	var in struct {
-		Request_id string `json:"request_id"`
-		Action     string `json:"action"`
-		Scope      string `json:"scope"`
-		Ttl_sec    int64  `json:"ttl_sec"`
-		Any_port   *bool  `json:"any_port,omitempty"`
+		Request_id string  `json:"request_id"`
+		Action     string  `json:"action"`
+		Scope      string  `json:"scope"`
+		Ttl_sec    int64   `json:"ttl_sec"`
+		Any_port   *bool   `json:"any_port,omitempty"`
+		Channel    *string `json:"channel,omitempty"`
 	}
 	in.Request_id = request_id_in_
 	in.Action = action_in_
 	in.Scope = scope_in_
 	in.Ttl_sec = ttl_sec_in_
 	in.Any_port = any_port_in_
+	in.Channel = channel_in_
 	receive, err := c.Send(ctx, "org.terok.ClearanceHub1.Decide", in, flags)
 	if err != nil {
 		return nil, err
@@ -287,19 +292,21 @@ func (m Decide_methods) Send(ctx context.Context, c *varlink.Connection, flags u
 	}, nil
 }
 
-func (m Decide_methods) Upgrade(ctx context.Context, c *varlink.Connection, request_id_in_ string, action_in_ string, scope_in_ string, ttl_sec_in_ int64, any_port_in_ *bool) (func(ctx context.Context) (ok_out_ bool, expires_usec_out_ int64, flags uint64, conn varlink.ReadWriterContext, err_ error), error) {
+func (m Decide_methods) Upgrade(ctx context.Context, c *varlink.Connection, request_id_in_ string, action_in_ string, scope_in_ string, ttl_sec_in_ int64, any_port_in_ *bool, channel_in_ *string) (func(ctx context.Context) (ok_out_ bool, expires_usec_out_ int64, flags uint64, conn varlink.ReadWriterContext, err_ error), error) {
 	var in struct {
-		Request_id string `json:"request_id"`
-		Action     string `json:"action"`
-		Scope      string `json:"scope"`
-		Ttl_sec    int64  `json:"ttl_sec"`
-		Any_port   *bool  `json:"any_port,omitempty"`
+		Request_id string  `json:"request_id"`
+		Action     string  `json:"action"`
+		Scope      string  `json:"scope"`
+		Ttl_sec    int64   `json:"ttl_sec"`
+		Any_port   *bool   `json:"any_port,omitempty"`
+		Channel    *string `json:"channel,omitempty"`
 	}
 	in.Request_id = request_id_in_
 	in.Action = action_in_
 	in.Scope = scope_in_
 	in.Ttl_sec = ttl_sec_in_
 	in.Any_port = any_port_in_
+	in.Channel = channel_in_
 	receive, err := c.Upgrade(ctx, "org.terok.ClearanceHub1.Decide", in)
 	if err != nil {
 		return nil, err
@@ -325,7 +332,7 @@ func (m Decide_methods) Upgrade(ctx context.Context, c *varlink.Connection, requ
 type orgterokclearancehub1Interface interface {
 	Pending(ctx context.Context, c VarlinkCall) error
 	Stats(ctx context.Context, c VarlinkCall) error
-	Decide(ctx context.Context, c VarlinkCall, request_id_ string, action_ string, scope_ string, ttl_sec_ int64, any_port_ *bool) error
+	Decide(ctx context.Context, c VarlinkCall, request_id_ string, action_ string, scope_ string, ttl_sec_ int64, any_port_ *bool, channel_ *string) error
 }
 
 // Generated service object with all methods
@@ -395,9 +402,12 @@ func (s *VarlinkInterface) Stats(ctx context.Context, c VarlinkCall) error {
 // "container" (until the container exits) or "always" (also written to the
 // policy). The verdict covers what the prompt showed: the destination (its
 // name, when it has one: all its current and future addresses), port and
-// protocol; any_port widens it to every port of the destination. Errors are
-// those of org.terok.Clearance1.Verdict, plus InvalidScope.
-func (s *VarlinkInterface) Decide(ctx context.Context, c VarlinkCall, request_id_ string, action_ string, scope_ string, ttl_sec_ int64, any_port_ *bool) error {
+// protocol; any_port widens it to every port of the destination. channel
+// names the client the operator used ("notifier", "clearancectl", …; at
+// most 32 characters of [a-z0-9._-]); it is audited next to the caller's
+// kernel-verified uid (default "varlink"). Errors are those of
+// org.terok.Clearance1.Verdict, plus InvalidScope.
+func (s *VarlinkInterface) Decide(ctx context.Context, c VarlinkCall, request_id_ string, action_ string, scope_ string, ttl_sec_ int64, any_port_ *bool, channel_ *string) error {
 	return c.ReplyMethodNotImplemented(ctx, "org.terok.ClearanceHub1.Decide")
 }
 
@@ -413,17 +423,18 @@ func (s *VarlinkInterface) VarlinkDispatch(ctx context.Context, call varlink.Cal
 
 	case "Decide":
 		var in struct {
-			Request_id string `json:"request_id"`
-			Action     string `json:"action"`
-			Scope      string `json:"scope"`
-			Ttl_sec    int64  `json:"ttl_sec"`
-			Any_port   *bool  `json:"any_port,omitempty"`
+			Request_id string  `json:"request_id"`
+			Action     string  `json:"action"`
+			Scope      string  `json:"scope"`
+			Ttl_sec    int64   `json:"ttl_sec"`
+			Any_port   *bool   `json:"any_port,omitempty"`
+			Channel    *string `json:"channel,omitempty"`
 		}
 		err := call.GetParameters(&in)
 		if err != nil {
 			return call.ReplyInvalidParameter(ctx, "parameters")
 		}
-		return s.orgterokclearancehub1Interface.Decide(ctx, VarlinkCall{call}, in.Request_id, in.Action, in.Scope, in.Ttl_sec, in.Any_port)
+		return s.orgterokclearancehub1Interface.Decide(ctx, VarlinkCall{call}, in.Request_id, in.Action, in.Scope, in.Ttl_sec, in.Any_port, in.Channel)
 
 	default:
 		return call.ReplyMethodNotFound(ctx, methodname)
@@ -516,9 +527,12 @@ method Stats() -> (stats: HubStats)
 # "container" (until the container exits) or "always" (also written to the
 # policy). The verdict covers what the prompt showed: the destination (its
 # name, when it has one: all its current and future addresses), port and
-# protocol; any_port widens it to every port of the destination. Errors are
-# those of org.terok.Clearance1.Verdict, plus InvalidScope.
-method Decide(request_id: string, action: string, scope: string, ttl_sec: int, any_port: ?bool) -> (ok: bool, expires_usec: int)
+# protocol; any_port widens it to every port of the destination. channel
+# names the client the operator used ("notifier", "clearancectl", …; at
+# most 32 characters of [a-z0-9._-]); it is audited next to the caller's
+# kernel-verified uid (default "varlink"). Errors are those of
+# org.terok.Clearance1.Verdict, plus InvalidScope.
+method Decide(request_id: string, action: string, scope: string, ttl_sec: int, any_port: ?bool, channel: ?string) -> (ok: bool, expires_usec: int)
 
 # scope is not one of "once", "container", "always".
 error InvalidScope (scope: string)
