@@ -19,6 +19,10 @@ func init() {
 			group string
 			run   func(*bench) error
 		}{"container", (*bench).container},
+		struct {
+			group string
+			run   func(*bench) error
+		}{"restart", (*bench).restart},
 	)
 }
 
@@ -50,6 +54,20 @@ func (b *bench) container() error {
 		{"ContainerStart/container_start_overhead_ms", "container_start_overhead_ms", "ms"},
 		{"ContainerStart/with_hook_ms", "container_start_with_hook_ms", "ms"},
 		{"ContainerStart/without_hook_ms", "container_start_without_hook_ms", "ms"},
+	})
+}
+
+// restart: a hub killed with SIGKILL under a real systemd --user, with a
+// request pending and connections blocked while it is down (test/podman's
+// BenchmarkHubRestart).
+func (b *bench) restart() error {
+	metrics, err := goBench("./test/podman", "BenchmarkHubRestart", "3x")
+	if err != nil {
+		return err
+	}
+	return reportMetrics(metrics, []metric{
+		{"HubRestart/recovery_ms", "hub_restart_recovery_ms", "ms"},
+		{"HubRestart/lost_events", "hub_restart_lost_events", "of 20"},
 	})
 }
 
