@@ -27,6 +27,8 @@ var auditKinds = []struct{ id, name string }{
 	{hub.MsgExpired, "expired"},
 	{hub.MsgEngaged, "engaged"},
 	{hub.MsgDisengaged, "disengaged"},
+	{hub.MsgDenied, "denied"},
+	{hub.MsgLearned, "learned"},
 }
 
 func kindName(id string) string {

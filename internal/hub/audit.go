@@ -31,17 +31,22 @@ const (
 	// as podman run -d prints it; CLEARANCE_CONTAINER is the id the hub
 	// is named by (the first 12).
 	keyContainerID = "CLEARANCE_CONTAINER_ID"
-	keyRequestID   = "CLEARANCE_REQUEST_ID"
-	keyDest        = "CLEARANCE_DEST"
-	keyDomain      = "CLEARANCE_DOMAIN"
-	keyPort        = "CLEARANCE_PORT"
-	keyProto       = "CLEARANCE_PROTO"
-	keyAction      = "CLEARANCE_ACTION"
-	keyScope       = "CLEARANCE_SCOPE"
-	keyExpires     = "CLEARANCE_EXPIRES_USEC"
-	keyChannel     = "CLEARANCE_CHANNEL"
-	keyOperator    = "CLEARANCE_OPERATOR_UID"
-	keyReason      = "CLEARANCE_REASON"
+	// keyPolicy and keyProject name the container's policy and its
+	// dossier's project, so records can be selected per project or policy
+	// ("clearancectl policy propose --project").
+	keyPolicy    = "CLEARANCE_POLICY"
+	keyProject   = "CLEARANCE_PROJECT"
+	keyRequestID = "CLEARANCE_REQUEST_ID"
+	keyDest      = "CLEARANCE_DEST"
+	keyDomain    = "CLEARANCE_DOMAIN"
+	keyPort      = "CLEARANCE_PORT"
+	keyProto     = "CLEARANCE_PROTO"
+	keyAction    = "CLEARANCE_ACTION"
+	keyScope     = "CLEARANCE_SCOPE"
+	keyExpires   = "CLEARANCE_EXPIRES_USEC"
+	keyChannel   = "CLEARANCE_CHANNEL"
+	keyOperator  = "CLEARANCE_OPERATOR_UID"
+	keyReason    = "CLEARANCE_REASON"
 )
 
 func (h *Hub) eventAttrs(ev event.Event) []any {
@@ -107,7 +112,7 @@ func (h *Hub) Denied(ev event.Event, rule string) {
 // (name, address, rule) once.
 func (h *Hub) AuditLearned(name, addr string, proto, port int64, rule string, expires time.Time) {
 	h.log.Info("learned "+addr+" for "+name, keyMessageID, MsgLearned, keyContainer, h.cfg.Container,
-		keyContainerID, h.cfg.ContainerID,
+		keyContainerID, h.cfg.ContainerID, keyPolicy, h.cfg.Policy, keyProject, h.cfg.Project,
 		keyDest, addr, keyDomain, name, keyPort, strconv.FormatInt(port, 10), keyProto, event.ProtoName(proto),
 		keyAction, event.ActionAllow, keyReason, rule, keyExpires, strconv.FormatInt(expires.UnixMicro(), 10))
 }

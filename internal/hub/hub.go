@@ -106,6 +106,11 @@ type Config struct {
 	// unknown.
 	ContainerID string
 
+	// Policy and Project are the container's policy name and its
+	// dossier's project, recorded in audit records (CLEARANCE_POLICY,
+	// CLEARANCE_PROJECT) so they can be selected per policy or project.
+	Policy, Project string
+
 	// QueueDepth bounds each subscriber's queue (default
 	// DefaultQueueDepth). When full, the oldest queued event is dropped,
 	// so a slow subscriber never slows the others.

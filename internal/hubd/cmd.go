@@ -14,6 +14,7 @@ import (
 
 	"github.com/terok-ai/clearance/internal/config"
 	"github.com/terok-ai/clearance/internal/dnsfwd"
+	"github.com/terok-ai/clearance/internal/event"
 	"github.com/terok-ai/clearance/internal/hub"
 	"github.com/terok-ai/clearance/internal/record"
 	"github.com/terok-ai/clearance/internal/sanitize"
@@ -182,6 +183,8 @@ func Command(ctx context.Context, args []string, stderr io.Writer) int {
 			MaxPending:   cfg.Hub.MaxPending,
 			ApplyTimeout: cfg.Verdict.Timeout + cfg.Verdict.Timeout/2,
 			ContainerID:  rec.ID,
+			Policy:       rec.Policy,
+			Project:      rec.Dossier[event.DossierProject],
 			Applier:      applier,
 		},
 		MaxMessage:  cfg.Hub.MaxMessageBytes,
