@@ -299,7 +299,8 @@ func TestJournalArgs(t *testing.T) {
 			}
 			want := []string{"MESSAGE_ID=" + hub.MsgBlocked, "MESSAGE_ID=" + hub.MsgVerdict,
 				"MESSAGE_ID=" + hub.MsgVerdictFailed, "MESSAGE_ID=" + hub.MsgExpired,
-				"MESSAGE_ID=" + hub.MsgEngaged, "MESSAGE_ID=" + hub.MsgDisengaged}
+				"MESSAGE_ID=" + hub.MsgEngaged, "MESSAGE_ID=" + hub.MsgDisengaged,
+				"MESSAGE_ID=" + hub.MsgDenied, "MESSAGE_ID=" + hub.MsgLearned}
 			if diff := cmp.Diff(want, ids); diff != "" {
 				t.Errorf("MESSAGE_ID matches (-want +got):\n%s", diff)
 			}

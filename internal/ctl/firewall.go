@@ -48,6 +48,9 @@ type Explanation struct {
 	// name it was added for), when an element decides.
 	Set     string `json:"set,omitempty"`
 	Comment string `json:"comment,omitempty"`
+	// Packets and Bytes are what the deciding element matched so far.
+	Packets int64 `json:"packets,omitempty"`
+	Bytes   int64 `json:"bytes,omitempty"`
 }
 
 // errFirewallUnreachable wraps a failure to connect to the verdict service.
@@ -85,7 +88,7 @@ func (v *varlinkFirewall) Explain(ctx context.Context, container, ip string, por
 		defer ns.Close()
 	}
 	x, err := v.c.Explain(ctx, container, ip, int(port), proto, ns)
-	e := Explanation{Verdict: x.Verdict, Reason: x.Reason, Set: x.Set, Comment: x.Comment}
+	e := Explanation{Verdict: x.Verdict, Reason: x.Reason, Set: x.Set, Comment: x.Comment, Packets: x.Packets, Bytes: x.Bytes}
 	if !x.Expires.IsZero() {
 		e.ExpiresUsec = x.Expires.UnixMicro()
 	}
@@ -262,7 +265,7 @@ this host (the container may resolve it differently).`)
 		fmt.Fprint(r.stdout, " (resolved on this host)")
 	}
 	fmt.Fprintln(r.stdout, ":")
-	t := &table{head: []string{"ADDRESS", "VERDICT", "REASON", "ELEMENT", "EXPIRES", "MEANING"}}
+	t := &table{head: []string{"ADDRESS", "VERDICT", "REASON", "ELEMENT", "HITS", "EXPIRES", "MEANING"}}
 	for _, a := range out.Addresses {
 		exp := "-"
 		if t := usecTime(a.ExpiresUsec); !t.IsZero() {
@@ -282,7 +285,11 @@ this host (the container may resolve it differently).`)
 				el += " (" + clean(a.Comment) + ")"
 			}
 		}
-		t.add(clean(a.IP), verdict, clean(a.Reason), el, exp, reasonMeaning(a.Reason))
+		hits := "-"
+		if a.Set != "" {
+			hits = hitsText(a.Packets, a.Bytes)
+		}
+		t.add(clean(a.IP), verdict, clean(a.Reason), el, hits, exp, reasonMeaning(a.Reason))
 	}
 	t.write(r.stdout, r)
 	return ExitOK
@@ -354,7 +361,7 @@ propose: proposes a policy from the audit trail (see policy propose --help).`)
 		fmt.Fprintf(r.stdout, "no allow or deny elements for %s\n", clean(container))
 		return ExitOK
 	}
-	t := &table{head: []string{"LIST", "SET", "DEST", "EXPIRES", "COMMENT"}}
+	t := &table{head: []string{"LIST", "SET", "DEST", "HITS", "EXPIRES", "COMMENT"}}
 	for _, e := range elems {
 		exp := "never"
 		if t := usecTime(e.Expires_usec); !t.IsZero() {
@@ -366,7 +373,11 @@ propose: proposes a policy from the audit trail (see policy propose --help).`)
 		} else {
 			list = r.paint(colGreen, list)
 		}
-		t.add(list, clean(e.Set), clean(elementDest(e)), exp, orDash(clean(e.Comment)))
+		var p, b int64
+		if e.Packets != nil && e.Bytes != nil {
+			p, b = *e.Packets, *e.Bytes
+		}
+		t.add(list, clean(e.Set), clean(elementDest(e)), hitsText(p, b), exp, orDash(clean(e.Comment)))
 	}
 	t.write(r.stdout, r)
 	return ExitOK
@@ -450,4 +461,22 @@ func addressesOf(elems []fw.Element, name string) []string {
 		out = append(out, e.Dest)
 	}
 	return out
+}
+
+// hitsText formats an element's counter: "12 pkts / 3.4 KiB", "unused".
+func hitsText(packets, bytes int64) string {
+	if packets == 0 {
+		return "unused"
+	}
+	units := []string{"B", "KiB", "MiB", "GiB", "TiB"}
+	v, u := float64(bytes), 0
+	for v >= 1024 && u < len(units)-1 {
+		v /= 1024
+		u++
+	}
+	size := strconv.FormatInt(bytes, 10) + " B"
+	if u > 0 {
+		size = strconv.FormatFloat(v, 'f', 1, 64) + " " + units[u]
+	}
+	return strconv.FormatInt(packets, 10) + " pkts / " + size
 }

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -337,5 +338,66 @@ func TestIntegrationIPv6Allow(t *testing.T) {
 	run(t, tb.ctr, "ip", "-6", "neigh", "flush", "dev", "clv0")
 	if err := dialIn(t, tb.ctr, "tcp6", addr); err != nil {
 		t.Fatalf("connect to an allowed v6 host: %v", err)
+	}
+}
+
+// TestIntegrationCountersAndEngageInPlace checks that set elements count
+// what they match, and that engaging an intact table again updates it in
+// place (counters kept, resolvers replaced, missing policy entries added)
+// while a table of another shape is rebuilt (elements kept).
+func TestIntegrationCountersAndEngageInPlace(t *testing.T) {
+	tb := newTestbed(t)
+	fw := tb.fw
+	rs := nft.Ruleset{Resolvers: []netip.Addr{hostAddr}}
+	if err := fw.Engage(rs); err != nil {
+		t.Fatal(err)
+	}
+	port := uint16(tb.port)
+	this := nft.ServiceDest(nft.Host(hostAddr), unix.IPPROTO_TCP, port)
+	if err := fw.Apply("allow", this, 0, ""); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		if err := tb.dial(t); err != nil {
+			t.Fatal(err)
+		}
+	}
+	el := findDest(t, fw, "allow4_port", this)
+	if el == nil || el.Packets < 3 || el.Bytes == 0 {
+		t.Fatalf("counted element = %+v, want at least 3 packets (3 SYNs)", el)
+	}
+	before := el.Packets
+
+	// Same shape, other resolvers and a new policy entry: in place.
+	rs.Resolvers = []netip.Addr{netip.MustParseAddr("10.254.77.3")}
+	rs.Allow = prefixDests("192.0.2.10/32", "198.51.100.0/24")
+	if err := fw.Engage(rs); err != nil {
+		t.Fatal(err)
+	}
+	if el := findDest(t, fw, "allow4_port", this); el == nil || el.Packets < before {
+		t.Errorf("counter after an in-place engage = %+v, want ≥ %d packets", el, before)
+	}
+	for _, want := range []string{"allow4 192.0.2.10/32", "allow4_net 198.51.100.0/24"} {
+		if !slices.Contains(listPrefixes(t, fw), want) {
+			t.Errorf("policy entry %s not added in place: %v", want, listPrefixes(t, fw))
+		}
+	}
+	text := run(t, tb.ctr, "nft", "list", "table", "inet", "clearance")
+	if !strings.Contains(text, "10.254.77.3") || strings.Contains(text, "resolver4 {\n\t\ttype ipv4_addr\n\t\telements = { 10.254.77.1") {
+		t.Errorf("resolvers not replaced:\n%s", text)
+	}
+	if !strings.Contains(text, `comment "clearance ruleset `) || !strings.Contains(text, "counter") {
+		t.Errorf("no fingerprint comment or counters:\n%s", text)
+	}
+	// Another shape (TCP reset): rebuilt, the element kept.
+	rs.TCPReset = true
+	if err := fw.Engage(rs); err != nil {
+		t.Fatal(err)
+	}
+	if el := findDest(t, fw, "allow4_port", this); el == nil {
+		t.Error("element lost by a rebuild")
+	}
+	if !strings.Contains(run(t, tb.ctr, "nft", "list", "chain", "inet", "clearance", "output"), "reject with tcp reset") {
+		t.Error("a new shape did not rebuild the table")
 	}
 }

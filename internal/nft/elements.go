@@ -185,6 +185,15 @@ type stored struct {
 	expires time.Duration
 	comment string
 	hasEnd  bool // interval sets of addresses: an end element exists (false: runs to the last address)
+
+	packets, bytes uint64 // the element's counter (sets with counters)
+}
+
+// counted copies el's counter into st.
+func (st *stored) counted(el nftables.SetElement) {
+	if c := el.Counter; c != nil {
+		st.packets, st.bytes = c.Packets, c.Bytes
+	}
 }
 
 // dest returns what e covers, and false for a range that is not a CIDR
@@ -238,6 +247,7 @@ func decode(s *nftables.Set, k setKind, raw []nftables.SetElement) []stored {
 			expires: pt.el.Expires,
 			comment: pt.el.Comment,
 		}
+		st.counted(pt.el)
 		if s.Interval {
 			switch {
 			case i+1 < len(pts) && pts[i+1].el.IntervalEnd:
@@ -273,11 +283,13 @@ func decodeConcat(raw []nftables.SetElement) []stored {
 			}
 			last = b
 		}
-		out = append(out, stored{
+		st := stored{
 			ipRange: ipRange{first: a, last: last},
 			proto:   proto, port: port,
 			timeout: e.Timeout, expires: e.Expires, comment: e.Comment,
-		})
+		}
+		st.counted(e)
+		out = append(out, st)
 	}
 	slices.SortFunc(out, func(x, y stored) int {
 		if c := x.first.Compare(y.first); c != 0 {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -106,6 +107,11 @@ func (f *Firewall) Engage(rs Ruleset) error {
 	if rs.DNSPort == 0 {
 		rs.DNSPort = snap.dnsPort
 	}
+	if snap.fingerprint == fingerprint(rs) && snap.hasNAT && snap.complete(f.layout) == nil {
+		// The table is the one this ruleset builds: update it in place,
+		// so element counters and established state are kept.
+		return f.engageInPlace(rs, snap)
+	}
 	preserved := make(map[string][]entry)
 	for _, ref := range f.layout.listSets() {
 		ss, ok := snap.sets[ref.name]
@@ -139,6 +145,85 @@ func (f *Firewall) Engage(rs Ruleset) error {
 		return fmt.Errorf("engage table inet %s: %w", f.layout.Table, err)
 	}
 	return nil
+}
+
+// engageInPlace brings an intact table up to date with rs: the resolver
+// sets are replaced when they differ, entries of the initial policy that
+// are missing are added (an element already there, or overlapping one,
+// is left as it is), and the DNS redirect follows rs.DNSPort. Nothing is
+// removed: an entry dropped from a policy file leaves the tables of
+// running containers when they are rebuilt or end. Callers hold f.mu.
+func (f *Firewall) engageInPlace(rs Ruleset, snap *snapshot) error {
+	t := &nftables.Table{Family: nftables.TableFamilyINet, Name: f.layout.Table}
+	res4, res6 := resolverElements(rs.Resolvers)
+	for _, r := range []struct {
+		name string
+		want []nftables.SetElement
+	}{{f.layout.Resolver4, res4}, {f.layout.Resolver6, res6}} {
+		ss, err := snap.get(r.name)
+		if err != nil {
+			return fmt.Errorf("engage: %w", err)
+		}
+		if sameKeys(ss.elems, r.want) {
+			continue
+		}
+		f.conn.FlushSet(ss.set)
+		if len(r.want) > 0 {
+			if err := f.conn.SetAddElements(ss.set, r.want); err != nil {
+				f.conn.Flush()
+				return fmt.Errorf("engage: %w", err)
+			}
+		}
+	}
+	planned, err := plan(f.layout, rs, nil)
+	if err != nil {
+		return fmt.Errorf("engage: %w", err)
+	}
+	for name, es := range planned {
+		ss, err := snap.get(name)
+		if err != nil {
+			f.conn.Flush()
+			return fmt.Errorf("engage: %w", err)
+		}
+		for _, e := range es {
+			r := rangeOf(e.d.Prefix)
+			if slices.ContainsFunc(ss.elems, func(x stored) bool {
+				return x.proto == e.d.Proto && x.port == e.d.Port && (x.ipRange == r || (ss.set.Interval && x.overlaps(r)))
+			}) {
+				continue
+			}
+			els, err := encode(ss.set, ss.kind, e.d, 0, e.comment)
+			if err == nil {
+				err = f.conn.SetAddElements(ss.set, els)
+			}
+			if err != nil {
+				f.conn.Flush()
+				return fmt.Errorf("engage: add %v to set %s: %w", e.d, name, err)
+			}
+		}
+	}
+	if rs.DNSPort != snap.dnsPort {
+		f.conn.FlushChain(&nftables.Chain{Name: f.layout.NAT, Table: t})
+		addNAT(f.conn, t, f.layout, rs.DNSMark, rs.DNSPort)
+	}
+	if err := f.conn.Flush(); err != nil {
+		return fmt.Errorf("engage table inet %s in place: %w", f.layout.Table, err)
+	}
+	return nil
+}
+
+// sameKeys reports whether a set's elements are exactly the keys of want.
+func sameKeys(have []stored, want []nftables.SetElement) bool {
+	if len(have) != len(want) {
+		return false
+	}
+	for _, w := range want {
+		a, _ := netip.AddrFromSlice(w.Key)
+		if !slices.ContainsFunc(have, func(h stored) bool { return h.first == a }) {
+			return false
+		}
+	}
+	return true
 }
 
 func sameFamily(s *nftables.Set, ref setRef) bool {
@@ -490,6 +575,14 @@ func (f *Firewall) read() (*snapshot, error) {
 		}
 		s.sets[set.Name] = &setState{set: set, kind: k, elems: decode(set, k, raw)}
 	}
+	if f.layout.Owned {
+		rules, err := f.conn.GetRules(t, &nftables.Chain{Name: "output", Table: t})
+		if err == nil && len(rules) > 0 {
+			s.fingerprint = ruleComment(rules[0])
+		} else if err != nil && !errors.Is(err, unix.ENOENT) {
+			return nil, fmt.Errorf("list chain output: %w", err)
+		}
+	}
 	if f.layout.NAT != "" {
 		rules, err := f.conn.GetRules(t, &nftables.Chain{Name: f.layout.NAT, Table: t})
 		if err == nil {
@@ -508,6 +601,9 @@ type snapshot struct {
 	sets    map[string]*setState
 	hasNAT  bool   // the nat chain exists
 	dnsPort uint16 // its redirect port, 0 for none
+	// fingerprint is the comment of the output chain's first rule: what
+	// ruleset built the table (see fingerprint).
+	fingerprint string
 }
 
 type setState struct {
@@ -569,6 +665,10 @@ type Element struct {
 	Expires time.Duration
 	// Comment is the element's comment, if any.
 	Comment string
+	// Packets and Bytes are what the element matched since it was added
+	// (or since the table was last rebuilt); the sets of the built-in
+	// ruleset count, terok-shield's do not (0).
+	Packets, Bytes uint64
 }
 
 // Allows reports whether the element lets traffic pass (allow and
@@ -580,6 +680,7 @@ func (e stored) element(set, list string) Element {
 	return Element{
 		Set: set, List: list, Dest: d, First: e.first, Last: e.last,
 		Timeout: e.timeout, Expires: e.expires, Comment: e.comment,
+		Packets: e.packets, Bytes: e.bytes,
 	}
 }
 

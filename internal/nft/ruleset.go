@@ -1,6 +1,8 @@
 package nft
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -9,6 +11,7 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
+	"github.com/google/nftables/userdata"
 	"golang.org/x/sys/unix"
 )
 
@@ -179,7 +182,7 @@ func build(c *nftables.Conn, l Layout, rs Ruleset, elems map[string][]entry) err
 	c.AddTable(t)
 
 	sets := make(map[string]*nftables.Set)
-	addSet := func(name string, k setKind, v4, timeout bool, els []nftables.SetElement) error {
+	addSet := func(name string, k setKind, v4, timeout, counter bool, els []nftables.SetElement) error {
 		s := &nftables.Set{
 			Table:         t,
 			Name:          name,
@@ -187,6 +190,7 @@ func build(c *nftables.Conn, l Layout, rs Ruleset, elems map[string][]entry) err
 			Interval:      k.interval(),
 			Concatenation: k.concat(),
 			HasTimeout:    timeout,
+			Counter:       counter,
 		}
 		sets[name] = s
 		if err := c.AddSet(s, nil); err != nil {
@@ -207,25 +211,18 @@ func build(c *nftables.Conn, l Layout, rs Ruleset, elems map[string][]entry) err
 		return nil
 	}
 
-	var res4, res6 []nftables.SetElement
-	for _, r := range rs.Resolvers {
-		r = r.Unmap().WithZone("")
-		if r.Is4() {
-			res4 = append(res4, nftables.SetElement{Key: r.AsSlice()})
-		} else if r.Is6() {
-			res6 = append(res6, nftables.SetElement{Key: r.AsSlice()})
-		}
-	}
-	if err := addSet(l.Resolver4, kindHost, true, false, dedupeKeys(res4)); err != nil {
+	res4, res6 := resolverElements(rs.Resolvers)
+	if err := addSet(l.Resolver4, kindHost, true, false, false, res4); err != nil {
 		return err
 	}
-	if err := addSet(l.Resolver6, kindHost, false, false, dedupeKeys(res6)); err != nil {
+	if err := addSet(l.Resolver6, kindHost, false, false, false, res6); err != nil {
 		return err
 	}
 	for _, ref := range l.listSets() {
 		// Hash sets time out (verdicts, learned addresses); interval sets
-		// hold the policy's CIDRs, which do not.
-		if err := addSet(ref.name, ref.kind, ref.v4, !ref.kind.interval(), nil); err != nil {
+		// hold the policy's CIDRs, which do not. Every element counts the
+		// packets and bytes it let through (or dropped).
+		if err := addSet(ref.name, ref.kind, ref.v4, !ref.kind.interval(), true, nil); err != nil {
 			return err
 		}
 	}
@@ -242,9 +239,11 @@ func build(c *nftables.Conn, l Layout, rs Ruleset, elems map[string][]entry) err
 		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: es})
 	}
 
-	// oifname "lo" accept
-	rule(out, &expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname("lo")}, accept)
+	// oifname "lo" accept, marked with the ruleset's fingerprint (a rule
+	// comment): Engage compares it to decide whether the table is intact.
+	c.AddRule(&nftables.Rule{Table: t, Chain: out, UserData: fingerprintComment(rs), Exprs: []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname("lo")}, accept}})
 	// ip daddr 127.0.0.0/8 accept; ip6 daddr ::1 accept: queries the nat
 	// chain redirected to the forwarder's listeners. The output hook sees
 	// the device the packet was routed to before the redirect (oifname is
@@ -439,3 +438,42 @@ func dedupeKeys(els []nftables.SetElement) []nftables.SetElement {
 	}
 	return out
 }
+
+// resolverElements returns the resolver sets' elements, deduplicated.
+func resolverElements(rs []netip.Addr) (res4, res6 []nftables.SetElement) {
+	for _, r := range rs {
+		r = r.Unmap().WithZone("")
+		if r.Is4() {
+			res4 = append(res4, nftables.SetElement{Key: r.AsSlice()})
+		} else if r.Is6() {
+			res6 = append(res6, nftables.SetElement{Key: r.AsSlice()})
+		}
+	}
+	return dedupeKeys(res4), dedupeKeys(res6)
+}
+
+// rulesetVersion changes whenever build changes the table's shape (sets,
+// chains, rules): a table of another version is rebuilt by Engage.
+const rulesetVersion = 4
+
+// fingerprint identifies the shape build gives the table for rs: what
+// Engage can only change by rebuilding it. Resolvers and the initial
+// policy are not part of it (Engage updates them in place).
+func fingerprint(rs Ruleset) string {
+	h := sha256.Sum256([]byte(fmt.Sprintf("v%d|%d|%s|%#x|%v", rulesetVersion, rs.Group, rs.BlockPrefix, rs.DNSMark, rs.TCPReset)))
+	return "clearance ruleset " + hex.EncodeToString(h[:6])
+}
+
+func fingerprintComment(rs Ruleset) []byte {
+	return userdata.AppendString(nil, udataRuleComment, fingerprint(rs))
+}
+
+// ruleComment returns a rule's comment, "" for none.
+func ruleComment(r *nftables.Rule) string {
+	s, _ := userdata.GetString(r.UserData, udataRuleComment)
+	return s
+}
+
+// udataRuleComment is libnftnl's NFTNL_UDATA_RULE_COMMENT (what nft shows
+// as a rule's comment); google/nftables v0.3.0 defines only the set types.
+const udataRuleComment userdata.Type = 0

@@ -272,13 +272,15 @@ func (h *firewall1) Explain(ctx context.Context, c fw1.VarlinkCall, container, i
 	}
 	var exp time.Time
 	var set, comment *string
+	var packets, bytes *int64
 	if m := x.Match; m != nil {
 		if m.Timeout > 0 {
 			exp = h.s.cfg.Now().Add(m.Expires)
 		}
-		set, comment = &m.Set, &m.Comment
+		p, b := int64(m.Packets), int64(m.Bytes)
+		set, comment, packets, bytes = &m.Set, &m.Comment, &p, &b
 	}
-	return c.ReplyExplain(ctx, x.Verdict, string(x.Reason), usec(exp), set, comment)
+	return c.ReplyExplain(ctx, x.Verdict, string(x.Reason), usec(exp), set, comment, packets, bytes)
 }
 
 func (h *firewall1) Forwarder(ctx context.Context, c fw1.VarlinkCall, container string) error {
@@ -500,6 +502,10 @@ func wireElement(e nft.Element, now time.Time) fw1.Element {
 		}
 	}
 	w := fw1.Element{List: e.List, Set: e.Set, Dest: dest, Comment: e.Comment}
+	if e.Packets > 0 || e.Bytes > 0 {
+		p, b := int64(e.Packets), int64(e.Bytes)
+		w.Packets, w.Bytes = &p, &b
+	}
 	if !e.Dest.Whole() {
 		proto, port := nft.ProtoName(e.Dest.Proto), int64(e.Dest.Port)
 		w.Proto, w.Port = &proto, &port

@@ -225,7 +225,7 @@ func run(ctx context.Context, l *lab.Lab, bin string) error {
 	// What the ruleset says now, from the privileged service.
 	vc, err := varlinkapi.Dial(ctx, s.VerdictSock)
 	if err == nil {
-		verdict, reason, exp, _, comment, err := orgterokclearancefirewall1.Explain().Call(ctx, vc, s.ID, lab.HostAddr.String(), lab.EchoPort, "tcp")
+		verdict, reason, exp, _, comment, _, _, err := orgterokclearancefirewall1.Explain().Call(ctx, vc, s.ID, lab.HostAddr.String(), lab.EchoPort, "tcp")
 		vc.Close()
 		if err == nil {
 			left := ""

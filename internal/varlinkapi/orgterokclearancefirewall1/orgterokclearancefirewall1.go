@@ -31,7 +31,9 @@ import (
 // narrow it to one port ("" and 0: every protocol and port); timeout_sec is
 // 0 for a permanent element; expires_usec is when the kernel removes it
 // (CLOCK_REALTIME microseconds), 0 for never; comment is what the element
-// was added for (the name of a learned address, the name of a verdict).
+// was added for (the name of a learned address, the name of a verdict);
+// packets and bytes are what it matched since it was added (absent for
+// sets that do not count, such as terok-shield's).
 type Element struct {
 	List         string  `json:"list"`
 	Set          string  `json:"set"`
@@ -41,6 +43,8 @@ type Element struct {
 	Comment      string  `json:"comment"`
 	Proto        *string `json:"proto,omitempty"`
 	Port         *int64  `json:"port,omitempty"`
+	Packets      *int64  `json:"packets,omitempty"`
+	Bytes        *int64  `json:"bytes,omitempty"`
 }
 
 // A name rule of the container's policy, for the DNS forwarder: pattern is
@@ -845,21 +849,22 @@ func (m Unlearn_methods) Upgrade(ctx context.Context, c *varlink.Connection, con
 // the forwarder learned for an allowed name), "blocked", "not-engaged");
 // expires_usec when the deciding element expires, 0 for none; set and
 // comment the deciding element's set and comment (the name it was added
-// for), when an element decides.
+// for), and packets and bytes what it matched so far, when an element
+// decides.
 type Explain_methods struct{}
 
 func Explain() Explain_methods { return Explain_methods{} }
 
-func (m Explain_methods) Call(ctx context.Context, c *varlink.Connection, container_in_ string, ip_in_ string, port_in_ int64, proto_in_ string) (verdict_out_ string, reason_out_ string, expires_usec_out_ int64, set_out_ *string, comment_out_ *string, err_ error) {
+func (m Explain_methods) Call(ctx context.Context, c *varlink.Connection, container_in_ string, ip_in_ string, port_in_ int64, proto_in_ string) (verdict_out_ string, reason_out_ string, expires_usec_out_ int64, set_out_ *string, comment_out_ *string, packets_out_ *int64, bytes_out_ *int64, err_ error) {
 	receive, err_ := m.Send(ctx, c, 0, container_in_, ip_in_, port_in_, proto_in_)
 	if err_ != nil {
 		return
 	}
-	verdict_out_, reason_out_, expires_usec_out_, set_out_, comment_out_, _, err_ = receive(ctx)
+	verdict_out_, reason_out_, expires_usec_out_, set_out_, comment_out_, packets_out_, bytes_out_, _, err_ = receive(ctx)
 	return
 }
 
-func (m Explain_methods) Send(ctx context.Context, c *varlink.Connection, flags uint64, container_in_ string, ip_in_ string, port_in_ int64, proto_in_ string) (func(ctx context.Context) (string, string, int64, *string, *string, uint64, error), error) {
+func (m Explain_methods) Send(ctx context.Context, c *varlink.Connection, flags uint64, container_in_ string, ip_in_ string, port_in_ int64, proto_in_ string) (func(ctx context.Context) (string, string, int64, *string, *string, *int64, *int64, uint64, error), error) {
 	var in struct {
 		Container string `json:"container"`
 		Ip        string `json:"ip"`
@@ -874,13 +879,15 @@ func (m Explain_methods) Send(ctx context.Context, c *varlink.Connection, flags 
 	if err != nil {
 		return nil, err
 	}
-	return func(context.Context) (verdict_out_ string, reason_out_ string, expires_usec_out_ int64, set_out_ *string, comment_out_ *string, flags uint64, err error) {
+	return func(context.Context) (verdict_out_ string, reason_out_ string, expires_usec_out_ int64, set_out_ *string, comment_out_ *string, packets_out_ *int64, bytes_out_ *int64, flags uint64, err error) {
 		var out struct {
 			Verdict      string  `json:"verdict"`
 			Reason       string  `json:"reason"`
 			Expires_usec int64   `json:"expires_usec"`
 			Set          *string `json:"set,omitempty"`
 			Comment      *string `json:"comment,omitempty"`
+			Packets      *int64  `json:"packets,omitempty"`
+			Bytes        *int64  `json:"bytes,omitempty"`
 		}
 		flags, err = receive(ctx, &out)
 		if err != nil {
@@ -892,11 +899,13 @@ func (m Explain_methods) Send(ctx context.Context, c *varlink.Connection, flags 
 		expires_usec_out_ = out.Expires_usec
 		set_out_ = out.Set
 		comment_out_ = out.Comment
+		packets_out_ = out.Packets
+		bytes_out_ = out.Bytes
 		return
 	}, nil
 }
 
-func (m Explain_methods) Upgrade(ctx context.Context, c *varlink.Connection, container_in_ string, ip_in_ string, port_in_ int64, proto_in_ string) (func(ctx context.Context) (verdict_out_ string, reason_out_ string, expires_usec_out_ int64, set_out_ *string, comment_out_ *string, flags uint64, conn varlink.ReadWriterContext, err_ error), error) {
+func (m Explain_methods) Upgrade(ctx context.Context, c *varlink.Connection, container_in_ string, ip_in_ string, port_in_ int64, proto_in_ string) (func(ctx context.Context) (verdict_out_ string, reason_out_ string, expires_usec_out_ int64, set_out_ *string, comment_out_ *string, packets_out_ *int64, bytes_out_ *int64, flags uint64, conn varlink.ReadWriterContext, err_ error), error) {
 	var in struct {
 		Container string `json:"container"`
 		Ip        string `json:"ip"`
@@ -911,13 +920,15 @@ func (m Explain_methods) Upgrade(ctx context.Context, c *varlink.Connection, con
 	if err != nil {
 		return nil, err
 	}
-	return func(context.Context) (verdict_out_ string, reason_out_ string, expires_usec_out_ int64, set_out_ *string, comment_out_ *string, flags uint64, conn varlink.ReadWriterContext, err error) {
+	return func(context.Context) (verdict_out_ string, reason_out_ string, expires_usec_out_ int64, set_out_ *string, comment_out_ *string, packets_out_ *int64, bytes_out_ *int64, flags uint64, conn varlink.ReadWriterContext, err error) {
 		var out struct {
 			Verdict      string  `json:"verdict"`
 			Reason       string  `json:"reason"`
 			Expires_usec int64   `json:"expires_usec"`
 			Set          *string `json:"set,omitempty"`
 			Comment      *string `json:"comment,omitempty"`
+			Packets      *int64  `json:"packets,omitempty"`
+			Bytes        *int64  `json:"bytes,omitempty"`
 		}
 		flags, conn, err = receive(ctx, &out)
 		if err != nil {
@@ -929,6 +940,8 @@ func (m Explain_methods) Upgrade(ctx context.Context, c *varlink.Connection, con
 		expires_usec_out_ = out.Expires_usec
 		set_out_ = out.Set
 		comment_out_ = out.Comment
+		packets_out_ = out.Packets
+		bytes_out_ = out.Bytes
 		return
 	}, nil
 }
@@ -1125,19 +1138,23 @@ func (c *VarlinkCall) ReplyUnlearn(ctx context.Context) error {
 	return c.Reply(ctx, nil)
 }
 
-func (c *VarlinkCall) ReplyExplain(ctx context.Context, verdict_ string, reason_ string, expires_usec_ int64, set_ *string, comment_ *string) error {
+func (c *VarlinkCall) ReplyExplain(ctx context.Context, verdict_ string, reason_ string, expires_usec_ int64, set_ *string, comment_ *string, packets_ *int64, bytes_ *int64) error {
 	var out struct {
 		Verdict      string  `json:"verdict"`
 		Reason       string  `json:"reason"`
 		Expires_usec int64   `json:"expires_usec"`
 		Set          *string `json:"set,omitempty"`
 		Comment      *string `json:"comment,omitempty"`
+		Packets      *int64  `json:"packets,omitempty"`
+		Bytes        *int64  `json:"bytes,omitempty"`
 	}
 	out.Verdict = verdict_
 	out.Reason = reason_
 	out.Expires_usec = expires_usec_
 	out.Set = set_
 	out.Comment = comment_
+	out.Packets = packets_
+	out.Bytes = bytes_
 	return c.Reply(ctx, &out)
 }
 
@@ -1240,7 +1257,8 @@ func (s *VarlinkInterface) Unlearn(ctx context.Context, c VarlinkCall, container
 // the forwarder learned for an allowed name), "blocked", "not-engaged");
 // expires_usec when the deciding element expires, 0 for none; set and
 // comment the deciding element's set and comment (the name it was added
-// for), when an element decides.
+// for), and packets and bytes what it matched so far, when an element
+// decides.
 func (s *VarlinkInterface) Explain(ctx context.Context, c VarlinkCall, container_ string, ip_ string, port_ int64, proto_ string) error {
 	return c.ReplyMethodNotImplemented(ctx, "org.terok.ClearanceFirewall1.Explain")
 }
@@ -1420,7 +1438,9 @@ interface org.terok.ClearanceFirewall1
 # narrow it to one port ("" and 0: every protocol and port); timeout_sec is
 # 0 for a permanent element; expires_usec is when the kernel removes it
 # (CLOCK_REALTIME microseconds), 0 for never; comment is what the element
-# was added for (the name of a learned address, the name of a verdict).
+# was added for (the name of a learned address, the name of a verdict);
+# packets and bytes are what it matched since it was added (absent for
+# sets that do not count, such as terok-shield's).
 type Element (
   list: string,
   set: string,
@@ -1429,7 +1449,9 @@ type Element (
   expires_usec: int,
   comment: string,
   proto: ?string,
-  port: ?int
+  port: ?int,
+  packets: ?int,
+  bytes: ?int
 )
 
 # A name rule of the container's policy, for the DNS forwarder: pattern is
@@ -1531,8 +1553,9 @@ method Unlearn(container: string, elements: []Learned) -> ()
 # the forwarder learned for an allowed name), "blocked", "not-engaged");
 # expires_usec when the deciding element expires, 0 for none; set and
 # comment the deciding element's set and comment (the name it was added
-# for), when an element decides.
-method Explain(container: string, ip: string, port: int, proto: string) -> (verdict: string, reason: string, expires_usec: int, set: ?string, comment: ?string)
+# for), and packets and bytes what it matched so far, when an element
+# decides.
+method Explain(container: string, ip: string, port: int, proto: string) -> (verdict: string, reason: string, expires_usec: int, set: ?string, comment: ?string, packets: ?int, bytes: ?int)
 
 # Removes the built-in table; not an error when it is absent. Does nothing
 # in terok-shield mode.

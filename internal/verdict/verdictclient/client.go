@@ -332,8 +332,10 @@ type Explanation struct {
 	Verdict string // "accept", "drop", "reject" or "redirect"
 	Reason  string // "loopback", "dns", "denied", "allowed", "learned", "blocked", "not-engaged"
 	Expires time.Time
-	// Set and Comment are the deciding element's, when one decides.
-	Set, Comment string
+	// Set and Comment are the deciding element's, when one decides, and
+	// Packets and Bytes what it matched so far.
+	Set, Comment   string
+	Packets, Bytes int64
 }
 
 // Explain says what the container's ruleset does with a new connection
@@ -345,6 +347,8 @@ func (c *Client) Explain(ctx context.Context, container, ip string, port int, pr
 		Expires_usec int64  `json:"expires_usec"`
 		Set          string `json:"set"`
 		Comment      string `json:"comment"`
+		Packets      int64  `json:"packets"`
+		Bytes        int64  `json:"bytes"`
 	}
 	err := c.callNoFDs(ctx, "Explain", struct {
 		Container string `json:"container"`
@@ -352,7 +356,8 @@ func (c *Client) Explain(ctx context.Context, container, ip string, port int, pr
 		Port      int64  `json:"port"`
 		Proto     string `json:"proto"`
 	}{container, ip, int64(port), proto}, &out, ns)
-	x := Explanation{Verdict: out.Verdict, Reason: out.Reason, Set: out.Set, Comment: out.Comment}
+	x := Explanation{Verdict: out.Verdict, Reason: out.Reason, Set: out.Set, Comment: out.Comment,
+		Packets: out.Packets, Bytes: out.Bytes}
 	if out.Expires_usec > 0 {
 		x.Expires = time.UnixMicro(out.Expires_usec)
 	}
