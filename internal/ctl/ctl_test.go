@@ -17,6 +17,7 @@ import (
 
 	"github.com/terok-ai/clearance/internal/hub"
 	fw "github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearancefirewall1"
+	"github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearancehub1"
 )
 
 func TestParseDuration(t *testing.T) {
@@ -584,5 +585,15 @@ func TestResolveContainer(t *testing.T) {
 	}
 	if !matches(full, "0123456789ab", "x") || !matches("0123", "0123456789ab", "x") || matches("9", "0123456789ab", "x") {
 		t.Error("matches does not take full ids and prefixes")
+	}
+}
+
+func TestAlreadyDecidedMessage(t *testing.T) {
+	at := time.Date(2026, 12, 3, 14, 2, 11, 0, time.Local)
+	err := &orgterokclearancehub1.AlreadyDecided{Request_id: "c1:4", Action: "deny",
+		By: "by alice (uid 1000) via \x1b[31mnotifier", At_usec: at.UnixMicro()}
+	want := "already denied by alice (uid 1000) via  [31mnotifier at 14:02:11"
+	if got := describeErr(err); got != want {
+		t.Errorf("describeErr = %q, want %q", got, want)
 	}
 }

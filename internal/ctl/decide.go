@@ -216,6 +216,8 @@ func (r *runner) decideFailure(err error, spec verdictSpec, target string) int {
 	switch varlinkapi.ErrorName(err) {
 	case errUnknownRequest:
 		return r.fail(ExitNotFound, "request %s is no longer pending (decided, expired or purged meanwhile)", clean(spec.requestID))
+	case errAlreadyDecided:
+		return r.fail(ExitNotFound, "request %s was %s; nothing applied", clean(spec.requestID), alreadyDecided(err))
 	case errShieldFailed:
 		msg := "the firewall refused to " + spec.action + " " + target
 		if s := shieldStderr(err); s != "" {

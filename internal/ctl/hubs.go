@@ -144,6 +144,7 @@ const (
 	errUnknownRequest = "org.terok.Clearance1.UnknownRequest"
 	errShieldFailed   = "org.terok.Clearance1.ShieldCliFailed"
 	errInvalidScope   = "org.terok.ClearanceHub1.InvalidScope"
+	errAlreadyDecided = "org.terok.ClearanceHub1.AlreadyDecided"
 	errIfaceNotFound  = "org.varlink.service.InterfaceNotFound"
 	errMethodNotFound = "org.varlink.service.MethodNotFound"
 	errMethodNotImpl  = "org.varlink.service.MethodNotImplemented"
@@ -209,6 +210,8 @@ func describeErr(err error) string {
 		return cleanLong(err.Error())
 	case errUnknownRequest:
 		return "no longer pending (already decided, expired or purged)"
+	case errAlreadyDecided:
+		return alreadyDecided(err)
 	case errShieldFailed:
 		if s := shieldStderr(err); s != "" {
 			return "the firewall refused: " + cleanLong(s)
@@ -222,6 +225,25 @@ func describeErr(err error) string {
 		return "permission denied"
 	}
 	return clean(name)
+}
+
+// alreadyDecided renders an AlreadyDecided error: "already allowed by
+// alice (uid 1000) via notifier at 14:02:11".
+func alreadyDecided(err error) string {
+	var p struct {
+		Action string `json:"action"`
+		By     string `json:"by"`
+		AtUsec int64  `json:"at_usec"`
+	}
+	errParams(err, &p)
+	msg := "already " + pastTense(clean(p.Action))
+	if p.By != "" {
+		msg += " " + clean(p.By)
+	}
+	if p.AtUsec > 0 {
+		msg += " at " + time.UnixMicro(p.AtUsec).Local().Format(time.TimeOnly)
+	}
+	return msg
 }
 
 // pendingOf asks one hub for its pending requests.

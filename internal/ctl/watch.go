@@ -597,15 +597,25 @@ func (w *watch) applied(hw *hubWorker, ev orgterokclearance1.ClearanceEvent) {
 		return
 	}
 	w.close(p)
-	w.outcome(p, ev.Action)
+	by := ""
+	if !p.inflight {
+		// Another channel decided: say who ("by alice (uid 1000) via
+		// notifier"); a seed hub leaves reason empty.
+		by = clean(ev.Reason)
+	}
+	w.outcome(p, ev.Action, by)
 }
 
-func (w *watch) outcome(p *prompt, action string) {
+func (w *watch) outcome(p *prompt, action, by string) {
 	col := colRed
 	if action == event.ActionAllow {
 		col = colGreen
 	}
-	w.say(col, w.tag(p)+" "+pastTense(action)+"  "+w.what(p)+"  ("+render.IdentityLabel(p.dossier, p.container)+")")
+	line := w.tag(p) + " " + pastTense(action) + "  " + w.what(p) + "  (" + render.IdentityLabel(p.dossier, p.container) + ")"
+	if by != "" {
+		line += "  " + by
+	}
+	w.say(col, line)
 }
 
 func (w *watch) close(p *prompt) {
@@ -625,7 +635,7 @@ func (w *watch) result(res decideResult) {
 	if res.err == nil {
 		if p.open {
 			w.close(p)
-			w.outcome(p, res.action)
+			w.outcome(p, res.action, "")
 		}
 		if s := w.r.scopeText(res.scope, res.expires); s != "once" {
 			w.say(colDim, w.tag(p)+" "+res.action+" "+s)
@@ -638,6 +648,11 @@ func (w *watch) result(res decideResult) {
 			w.close(p)
 		}
 		w.say(colDim, w.tag(p)+" no longer pending (decided elsewhere, expired or purged)")
+	case errAlreadyDecided:
+		if p.open {
+			w.close(p)
+		}
+		w.say(colDim, w.tag(p)+" "+describeErr(res.err))
 	case errShieldFailed:
 		w.say(colRed, w.tag(p)+" "+describeErr(res.err)+"; try again with "+cmdFor(res)+" "+strconv.Itoa(p.n))
 	default:

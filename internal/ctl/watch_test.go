@@ -175,12 +175,26 @@ func TestWatchPTYPromptConfirmVerdict(t *testing.T) {
 	if calls := fa.Calls(); len(calls) != 2 || calls[1].Scope != hub.ScopeContainer || calls[1].Dest != "early.example" {
 		t.Errorf("A 1 sent %+v", calls)
 	}
+	calls := len(fa.Calls())
+
+	// Another channel decides: watch says who, instead of closing silently.
+	m = s.mark()
+	other := th.Hub.Blocked(blockedEv("c1", "203.0.113.9", "other.example", 443))
+	s.waitOutAfter(m, "[3] BLOCKED  other.example:443/tcp")
+	alice := hub.WithOperator(context.Background(), hub.Operator{UID: 1000, User: "alice", Channel: "notifier"})
+	if _, err := th.Hub.Decide(alice, other, "deny", hub.ScopeOnce, 0, false); err != nil {
+		t.Fatal(err)
+	}
+	s.waitOutAfter(m, "[3] denied  other.example:443/tcp (203.0.113.9)  (c1)  by alice (uid 1000) via notifier")
 
 	m = s.mark()
 	s.typeLine("l")
 	s.waitOutAfter(m, "(no pending requests)")
 	s.typeLine("d 2")
 	s.waitOutAfter(m, "No pending request [2].")
+	if n := len(fa.Calls()); n != calls+1 {
+		t.Errorf("%d verdicts applied after alice's, want exactly hers", n-calls)
+	}
 	s.typeLine("q")
 	if code := s.wait(); code != ExitOK {
 		t.Errorf("exit %d", code)

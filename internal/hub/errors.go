@@ -1,6 +1,9 @@
 package hub
 
-import "fmt"
+import (
+	"fmt"
+	"time"
+)
 
 // InvalidActionError: the action is neither "allow" nor "deny".
 type InvalidActionError struct{ Action string }
@@ -37,3 +40,17 @@ func (e *ApplyFailedError) Error() string {
 type InvalidScopeError struct{ Scope string }
 
 func (e *InvalidScopeError) Error() string { return fmt.Sprintf("invalid scope %q", e.Scope) }
+
+// AlreadyDecidedError: the request was decided already (by another
+// operator or channel) a short while ago; returned by [Hub.Decide] (the
+// seed's Verdict keeps its UnknownRequest).
+type AlreadyDecidedError struct {
+	RequestID string
+	Action    string
+	By        Operator
+	At        time.Time
+}
+
+func (e *AlreadyDecidedError) Error() string {
+	return fmt.Sprintf("request %q was already decided: %s %s", e.RequestID, e.Action, e.By.Describe())
+}

@@ -169,6 +169,7 @@ type Hub struct {
 	gen     uint64
 	expiry  map[expiryKey]expiring
 	decided map[decidedKey]time.Time // recently decided destinations, see Blocked
+	done    map[string]doneRequest   // recently decided request ids, see Decide
 
 	started   time.Time
 	eventsIn  atomic.Uint64
@@ -234,6 +235,7 @@ func New(cfg Config) *Hub {
 		purged:  make(map[string]uint64),
 		expiry:  make(map[expiryKey]expiring),
 		decided: make(map[decidedKey]time.Time),
+		done:    make(map[string]doneRequest),
 		started: cfg.Now(),
 	}
 }
@@ -400,6 +402,11 @@ func (h *Hub) Expire() int {
 			n++
 		}
 	}
+	for id, d := range h.done {
+		if now.Sub(d.at) > doneKept {
+			delete(h.done, id)
+		}
+	}
 	h.mu.Unlock()
 	if n > 0 {
 		h.changed()
@@ -458,7 +465,24 @@ type decision struct {
 // Operator identifies who decided a verdict, for the audit trail.
 type Operator struct {
 	UID     int    // kernel-verified uid of the caller; -1 when unknown
+	User    string // the uid's user name, "" when unknown
 	Channel string // how the verdict arrived: "varlink", "notifier", "clearancectl", …
+}
+
+// Describe says who decided, for people: "by alice (uid 1000) via
+// clearancectl". Subscribers get it as the reason of verdict_applied.
+func (o Operator) Describe() string {
+	who := "by an unknown caller"
+	switch {
+	case o.User != "" && o.UID >= 0:
+		who = "by " + o.User + " (uid " + strconv.Itoa(o.UID) + ")"
+	case o.UID >= 0:
+		who = "by uid " + strconv.Itoa(o.UID)
+	}
+	if o.Channel != "" {
+		who += " via " + o.Channel
+	}
+	return who
 }
 
 type operatorKey struct{}
@@ -493,7 +517,11 @@ func (h *Hub) decide(ctx context.Context, d decision) (time.Time, error) {
 	h.mu.Lock()
 	p, ok := h.pending[d.requestID]
 	if !ok {
+		done, was := h.done[d.requestID]
 		h.mu.Unlock()
+		if was && !d.checkTuple && h.cfg.Now().Sub(done.at) <= doneKept {
+			return time.Time{}, &AlreadyDecidedError{RequestID: d.requestID, Action: done.action, By: done.by, At: done.at}
+		}
 		return time.Time{}, &UnknownRequestError{RequestID: d.requestID}
 	}
 	if d.checkTuple && (p.container != d.container || p.target != d.dest) {
@@ -525,11 +553,13 @@ func (h *Hub) decide(ctx context.Context, d decision) (time.Time, error) {
 		h.removeLocked(p)
 		h.trackExpiryLocked(req, res.Expires)
 		h.markDecidedLocked(req, h.cfg.Now())
+		h.rememberDoneLocked(d.requestID, d.action, d.op)
 		// Superseded requests for the same target (and port, unless the
 		// verdict covers every port) are decided too.
 		for _, q := range h.pending {
 			if q.container == p.container && q.target == p.target && req.covers(q.ev.Proto, q.ev.Port) {
 				h.removeLocked(q)
+				h.rememberDoneLocked(q.ev.RequestID, d.action, d.op)
 			}
 		}
 	} else if _, taken := h.pending[p.ev.RequestID]; h.purged[p.container] == gen && !taken {
@@ -538,8 +568,11 @@ func (h *Hub) decide(ctx context.Context, d decision) (time.Time, error) {
 	} else {
 		h.removeLocked(p)
 	}
+	// Who decided travels in reason, a field every seed client already
+	// has (and ignores for verdict_applied), so the other channels can say
+	// "Allowed by alice via clearancectl" instead of closing silently.
 	h.fanOutLocked(event.Event{Type: event.VerdictApplied, Container: d.container,
-		RequestID: d.requestID, Action: d.action, OK: ok, Dossier: map[string]string{}})
+		RequestID: d.requestID, Action: d.action, OK: ok, Reason: d.op.Describe(), Dossier: map[string]string{}})
 	h.mu.Unlock()
 	h.changed()
 
@@ -570,6 +603,33 @@ func (h *Hub) apply(ctx context.Context, req ApplyRequest) (res ApplyResult, err
 		}
 	}()
 	return h.cfg.Applier.Apply(ctx, req)
+}
+
+// doneRequest is a request decided recently: a second verdict on it gets
+// AlreadyDecidedError naming who decided.
+type doneRequest struct {
+	action string
+	by     Operator
+	at     time.Time
+}
+
+// doneKept is how long a decided request is remembered (and at most
+// doneMax of them).
+const (
+	doneKept = 10 * time.Minute
+	doneMax  = 4096
+)
+
+func (h *Hub) rememberDoneLocked(id, action string, by Operator) {
+	now := h.cfg.Now()
+	if len(h.done) >= doneMax {
+		for k, d := range h.done {
+			if now.Sub(d.at) > doneKept || len(h.done) >= doneMax {
+				delete(h.done, k)
+			}
+		}
+	}
+	h.done[id] = doneRequest{action: action, by: by, at: now}
 }
 
 // decidedGrace is how long after a verdict blocked packets to the same

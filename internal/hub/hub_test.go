@@ -180,7 +180,7 @@ func TestVerdictSemantics(t *testing.T) {
 			}
 			if tt.wantApplied {
 				want := event.Event{Type: event.VerdictApplied, Container: tt.container, RequestID: tt.id,
-					Action: tt.action, OK: tt.wantOK, Dossier: map[string]string{}}
+					Action: tt.action, OK: tt.wantOK, Reason: "by an unknown caller via unknown", Dossier: map[string]string{}}
 				if diff := cmp.Diff(want, evs[0]); diff != "" {
 					t.Fatalf("verdict_applied (-want +got):\n%s", diff)
 				}
@@ -513,5 +513,75 @@ func TestStateSurvivesARestart(t *testing.T) {
 	h3.Restore(back)
 	if len(h3.Pending()) != 0 {
 		t.Errorf("stale request restored")
+	}
+}
+
+func TestSecondDecideNamesWhoDecided(t *testing.T) {
+	ap := &stubApplier{res: ApplyResult{OK: true}}
+	clk := newClock()
+	h := New(Config{Applier: ap, Now: clk.now})
+	h.Publish(blockedEv("c", "c:1", "198.51.100.1", ""))
+	h.Publish(event.Event{Type: event.ConnectionBlocked, Container: "c", RequestID: "c:2",
+		Dest: "198.51.100.1", Port: 443, Proto: 6})
+	sub := h.Subscribe()
+	defer sub.Close()
+	alice := Operator{UID: 1000, User: "alice", Channel: "clearancectl"}
+	if _, err := h.Decide(WithOperator(context.Background(), alice), "c:1", "allow", ScopeOnce, 0, false); err != nil {
+		t.Fatal(err)
+	}
+	evs := drain(sub)
+	if len(evs) != 1 || evs[0].Reason != "by alice (uid 1000) via clearancectl" {
+		t.Fatalf("verdict_applied = %+v, want who decided in reason", evs)
+	}
+	decidedAt := clk.now()
+	clk.add(time.Minute)
+	bob := WithOperator(context.Background(), Operator{UID: 1001, User: "bob", Channel: "notifier"})
+	// The request itself and the one it superseded: both name alice, and
+	// nothing is applied a second time.
+	for _, id := range []string{"c:1", "c:2"} {
+		_, err := h.Decide(bob, id, "deny", ScopeOnce, 0, false)
+		var done *AlreadyDecidedError
+		if !errors.As(err, &done) {
+			t.Fatalf("%s: second decide err = %v, want AlreadyDecidedError", id, err)
+		}
+		if done.RequestID != id || done.Action != "allow" || done.By != alice || !done.At.Equal(decidedAt) {
+			t.Fatalf("%s: already decided = %+v", id, done)
+		}
+		if want := `request "` + id + `" was already decided: allow by alice (uid 1000) via clearancectl`; err.Error() != want {
+			t.Fatalf("error text = %q, want %q", err, want)
+		}
+	}
+	// The seed's Verdict keeps its UnknownRequest.
+	if err := h.Verdict(bob, "c", "c:1", "198.51.100.1", "deny"); !errors.As(err, new(*UnknownRequestError)) {
+		t.Fatalf("seed verdict err = %v, want UnknownRequestError", err)
+	}
+	if len(ap.calls) != 1 || len(drain(sub)) != 0 {
+		t.Fatalf("applied %d times, want once and no second event", len(ap.calls))
+	}
+	// Forgotten after doneKept: an unknown request again.
+	clk.add(doneKept)
+	h.Publish(blockedEv("c", "c:3", "198.51.100.3", ""))
+	if _, err := h.Decide(bob, "c:3", "deny", ScopeOnce, 0, false); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"c:1", "c:9"} {
+		if _, err := h.Decide(bob, id, "deny", ScopeOnce, 0, false); !errors.As(err, new(*UnknownRequestError)) {
+			t.Fatalf("%s: err = %v, want UnknownRequestError", id, err)
+		}
+	}
+}
+
+func TestDescribeOperator(t *testing.T) {
+	for _, tt := range []struct {
+		op   Operator
+		want string
+	}{
+		{Operator{UID: 1000, User: "alice", Channel: "clearancectl"}, "by alice (uid 1000) via clearancectl"},
+		{Operator{UID: 1234, Channel: "notifier"}, "by uid 1234 via notifier"},
+		{Operator{UID: -1, User: "ignored"}, "by an unknown caller"},
+	} {
+		if got := tt.op.Describe(); got != tt.want {
+			t.Errorf("%+v: %q, want %q", tt.op, got, tt.want)
+		}
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"os/user"
+	"strconv"
 	"time"
 
 	"github.com/varlink/go/varlink"
@@ -168,8 +170,12 @@ func replyHubError(ctx context.Context, call *varlink.Call, err error, log *slog
 		mis   *hub.TupleMismatchError
 		fail  *hub.ApplyFailedError
 		scope *hub.InvalidScopeError
+		done  *hub.AlreadyDecidedError
 	)
 	switch {
+	case errors.As(err, &done):
+		hc := orgterokclearancehub1.VarlinkCall{Call: *call}
+		return hc.ReplyAlreadyDecided(ctx, done.RequestID, done.Action, done.By.Describe(), done.At.UnixMicro())
 	case errors.As(err, &inv):
 		return c.ReplyInvalidAction(ctx, inv.Action)
 	case errors.As(err, &unk):
@@ -286,6 +292,21 @@ func operator(c *varlink.Call, channel string) hub.Operator {
 				}
 			})
 		}
+	}
+	return Caller(op.UID, op.Channel)
+}
+
+// Caller is the operator a caller with this kernel-verified uid (-1 when
+// unknown) on this channel is shown as: its user name comes from the user
+// database (/etc/passwd; no NSS modules in a static binary), "" when the
+// uid has no entry.
+func Caller(uid int, channel string) hub.Operator {
+	op := hub.Operator{UID: uid, Channel: channel}
+	if uid < 0 {
+		return op
+	}
+	if u, err := user.LookupId(strconv.Itoa(uid)); err == nil {
+		op.User = u.Username
 	}
 	return op
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -219,7 +220,7 @@ func TestVerdictSuccessFansOutBeforeReply(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := orgterokclearance1.ClearanceEvent{Type: "verdict_applied", Container: "c", Request_id: "c:1",
-		Action: "allow", Ok: true, Dossier: map[string]string{}}
+		Action: "allow", Ok: true, Reason: hubd.Caller(os.Getuid(), "varlink").Describe(), Dossier: map[string]string{}}
 	if diff := cmp.Diff(want, ev); diff != "" {
 		t.Fatalf("verdict_applied (-want +got):\n%s", diff)
 	}
@@ -486,4 +487,66 @@ func FuzzRequest(f *testing.F) {
 			t.Fatalf("after %q the connection did not answer Ping: %q %v", msg, second, err)
 		}
 	})
+}
+
+// seedEvent is the seed's ClearanceEvent exactly: a subscriber that
+// refuses any field it does not know.
+type seedEvent struct {
+	Type      string            `json:"type"`
+	Container string            `json:"container"`
+	RequestID string            `json:"request_id"`
+	Dest      string            `json:"dest"`
+	Port      int               `json:"port"`
+	Proto     int               `json:"proto"`
+	Domain    string            `json:"domain"`
+	Action    string            `json:"action"`
+	OK        bool              `json:"ok"`
+	Reason    string            `json:"reason"`
+	Dossier   map[string]string `json:"dossier"`
+}
+
+func TestWhoDecidedReachesStrictSeedSubscriber(t *testing.T) {
+	th := startHub(t, 0)
+	r := dialRaw(t, th.Path)
+	r.send(`{"method":"org.terok.Clearance1.Subscribe","more":true}`)
+	waitFor(t, func() bool { return th.Hub.Stats().Subscribers == 1 })
+	th.Hub.Publish(blocked("c:1", "198.51.100.1", ""))
+	r.recv() // connection_blocked
+
+	c := dial(t, th.Path)
+	channel := "clearancectl"
+	ok, _, err := orgterokclearancehub1.Decide().Call(context.Background(), c, "c:1", "allow", "once", 0, nil, &channel)
+	if err != nil || !ok {
+		t.Fatalf("decide = %v, %v", ok, err)
+	}
+	var reply struct {
+		Parameters struct {
+			Event json.RawMessage `json:"event"`
+		} `json:"parameters"`
+	}
+	if err := json.Unmarshal([]byte(r.recv()), &reply); err != nil {
+		t.Fatal(err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(reply.Parameters.Event))
+	dec.DisallowUnknownFields()
+	var ev seedEvent
+	if err := dec.Decode(&ev); err != nil {
+		t.Fatalf("a strict seed subscriber refuses verdict_applied: %v", err)
+	}
+	by := hubd.Caller(os.Getuid(), "clearancectl").Describe()
+	if diff := cmp.Diff(seedEvent{Type: "verdict_applied", Container: "c", RequestID: "c:1", Action: "allow",
+		OK: true, Reason: by, Dossier: map[string]string{}}, ev); diff != "" {
+		t.Fatalf("verdict_applied (-want +got):\n%s", diff)
+	}
+
+	// A second verdict, on any channel, is refused naming who decided and
+	// applies nothing.
+	_, _, err = orgterokclearancehub1.Decide().Call(context.Background(), c, "c:1", "deny", "once", 0, nil, nil)
+	var done *orgterokclearancehub1.AlreadyDecided
+	if !errors.As(err, &done) || done.Request_id != "c:1" || done.Action != "allow" || done.By != by || done.At_usec == 0 {
+		t.Fatalf("second decide err = %#v, want AlreadyDecided by %q", err, by)
+	}
+	if n := len(th.Applier.Calls()); n != 1 {
+		t.Fatalf("applied %d times, want 1", n)
+	}
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/terok-ai/clearance/internal/event"
 	"github.com/terok-ai/clearance/internal/hub"
+	"github.com/terok-ai/clearance/internal/hubd"
 	"github.com/terok-ai/clearance/internal/hubd/hubtest"
 	"github.com/terok-ai/clearance/internal/notify/notifytest"
 )
@@ -93,7 +94,7 @@ func TestDaemonFollowsHubs(t *testing.T) {
 		// The hub accepted the verdict for exactly this request id.
 		applied := nextOfType(t, watch, event.VerdictApplied)
 		if diff := cmp.Diff(event.Event{Type: event.VerdictApplied, Container: "ctr-b", RequestID: idB,
-			Action: "allow", OK: true, Dossier: map[string]string{}}, applied); diff != "" {
+			Action: "allow", OK: true, Reason: hubd.Caller(os.Getuid(), "varlink").Describe(), Dossier: map[string]string{}}, applied); diff != "" {
 			t.Errorf("verdict_applied (-want +got):\n%s", diff)
 		}
 		out := waitNotify(t, srv, "Allowed: api.example.com")

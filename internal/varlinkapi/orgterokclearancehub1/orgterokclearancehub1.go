@@ -85,6 +85,23 @@ func (e InvalidScope) Error() string {
 	return s
 }
 
+// The request was decided already, by someone else or on another channel:
+// action is what was decided, by who decided ("by alice (uid 1000) via
+// clearancectl"), at_usec when (CLOCK_REALTIME microseconds). Nothing was
+// applied a second time.
+type AlreadyDecided struct {
+	Request_id string `json:"request_id"`
+	Action     string `json:"action"`
+	By         string `json:"by"`
+	At_usec    int64  `json:"at_usec"`
+}
+
+func (e AlreadyDecided) Error() string {
+	s := "org.terok.ClearanceHub1.AlreadyDecided"
+	s += fmt.Sprintf("(Request_id: %v, Action: %v, By: %v, At_usec: %v)", e.Request_id, e.Action, e.By, e.At_usec)
+	return s
+}
+
 // A request could not be parsed: not JSON, not an object, or larger than the
 // limit. The connection stays usable.
 type ProtocolViolation struct {
@@ -106,6 +123,17 @@ func Dispatch_Error(err error) error {
 				return e
 			}
 			var param InvalidScope
+			err := json.Unmarshal(*errorRawParameters, &param)
+			if err != nil {
+				return e
+			}
+			return &param
+		case "org.terok.ClearanceHub1.AlreadyDecided":
+			errorRawParameters := e.Parameters.(*json.RawMessage)
+			if errorRawParameters == nil {
+				return e
+			}
+			var param AlreadyDecided
 			err := json.Unmarshal(*errorRawParameters, &param)
 			if err != nil {
 				return e
@@ -348,6 +376,19 @@ func (c *VarlinkCall) ReplyInvalidScope(ctx context.Context, scope_ string) erro
 	return c.ReplyError(ctx, "org.terok.ClearanceHub1.InvalidScope", &out)
 }
 
+// The request was decided already, by someone else or on another channel:
+// action is what was decided, by who decided ("by alice (uid 1000) via
+// clearancectl"), at_usec when (CLOCK_REALTIME microseconds). Nothing was
+// applied a second time.
+func (c *VarlinkCall) ReplyAlreadyDecided(ctx context.Context, request_id_ string, action_ string, by_ string, at_usec_ int64) error {
+	var out AlreadyDecided
+	out.Request_id = request_id_
+	out.Action = action_
+	out.By = by_
+	out.At_usec = at_usec_
+	return c.ReplyError(ctx, "org.terok.ClearanceHub1.AlreadyDecided", &out)
+}
+
 // A request could not be parsed: not JSON, not an object, or larger than the
 // limit. The connection stays usable.
 func (c *VarlinkCall) ReplyProtocolViolation(ctx context.Context, reason_ string) error {
@@ -536,6 +577,12 @@ method Decide(request_id: string, action: string, scope: string, ttl_sec: int, a
 
 # scope is not one of "once", "container", "always".
 error InvalidScope (scope: string)
+
+# The request was decided already, by someone else or on another channel:
+# action is what was decided, by who decided ("by alice (uid 1000) via
+# clearancectl"), at_usec when (CLOCK_REALTIME microseconds). Nothing was
+# applied a second time.
+error AlreadyDecided (request_id: string, action: string, by: string, at_usec: int)
 
 # A request could not be parsed: not JSON, not an object, or larger than the
 # limit. The connection stays usable.
