@@ -27,6 +27,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -67,6 +68,23 @@ type Server struct {
 	// been open for this long (socket-activated services exit when idle;
 	// systemd keeps the listening socket and starts them again).
 	Idle time.Duration
+
+	// RequestTimeout, when positive, closes a connection on which no
+	// complete request arrived within this long. The clock starts when the
+	// connection is served and again after each reply; it stops while a
+	// call is handled, and a streaming call that watches for a hang-up
+	// ([Hangup]) is never timed out. Bytes that trickle in without
+	// completing a request do not extend it. Zero never times out.
+	RequestTimeout time.Duration
+
+	// Admit, when set, decides about each connection Serve accepts before
+	// anything is read from it. It returns a release func, called when
+	// the connection ends, and ok; when ok is false, refusal (if not
+	// empty) is written to the peer as a complete varlink error reply
+	// (see [RefusalFrame]) and the connection is closed at once, so a
+	// refused connection costs nothing beyond its accept. ServeConn does
+	// not call Admit: whoever passes it a connection decides.
+	Admit func(nc net.Conn) (release func(), refusal []byte, ok bool)
 
 	active   atomic.Int64
 	rejected atomic.Uint64
@@ -123,11 +141,24 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			nc.Close()
 			continue
 		}
+		release := func() {}
+		if s.Admit != nil {
+			rel, refusal, ok := s.Admit(nc)
+			if !ok {
+				s.rejected.Add(1)
+				Refuse(nc, refusal)
+				continue
+			}
+			if rel != nil {
+				release = rel
+			}
+		}
 		s.active.Add(1)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			defer s.active.Add(-1)
+			defer release()
 			s.ServeConn(ctx, nc)
 		}()
 	}
@@ -148,7 +179,11 @@ func (s *Server) ServeConn(ctx context.Context, nc net.Conn) {
 	defer stop()
 
 	for {
-		msg, fds, err := c.next(ctx)
+		var deadline time.Time
+		if s.RequestTimeout > 0 {
+			deadline = time.Now().Add(s.RequestTimeout)
+		}
+		msg, fds, err := c.next(ctx, deadline)
 		if errors.Is(err, errTooLarge) {
 			s.warn("varlink: request too large, discarded", "limit", max)
 			if werr := writeError(ctx, c, ProtocolViolation, map[string]string{
@@ -158,6 +193,9 @@ func (s *Server) ServeConn(ctx context.Context, nc net.Conn) {
 			continue
 		}
 		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) && s.Log != nil {
+				s.Log.Debug("varlink: no complete request in time, closing the connection", "timeout", s.RequestTimeout)
+			}
 			return
 		}
 		if reason := checkCall(msg); reason != "" {
@@ -243,6 +281,33 @@ func writeError(ctx context.Context, w varlink.ReadWriterContext, name string, p
 	}
 	_, err = w.Write(ctx, append(b, 0))
 	return err
+}
+
+// RefusalFrame encodes a complete varlink error reply (name, with params
+// as its parameters) including the terminating NUL, for [Server.Admit]
+// to send to a connection it refuses before reading its first call: a
+// client that writes its call and then reads gets it as the reply.
+func RefusalFrame(name string, params any) []byte {
+	reply := struct {
+		Parameters any    `json:"parameters,omitempty"`
+		Error      string `json:"error"`
+	}{params, name}
+	b, err := json.Marshal(reply)
+	if err != nil {
+		return nil
+	}
+	return append(b, 0)
+}
+
+// Refuse writes refusal (a [RefusalFrame], or nothing when empty) to nc
+// without blocking for long and closes nc. The peer's call, if it sent
+// one, is never read.
+func Refuse(nc net.Conn, refusal []byte) {
+	if len(refusal) > 0 {
+		nc.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+		nc.Write(refusal)
+	}
+	nc.Close()
 }
 
 // ReplyExpectedMore answers a streaming call made without "more": true with
