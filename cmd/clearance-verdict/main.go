@@ -17,7 +17,8 @@ import (
 )
 
 const usage = `Usage: clearance-verdict [--config FILE] [--socket PATH] [--runtime-root DIR] [--policy-dir DIR]
-                         [--shield-apply sets|exec] [--idle DURATION]
+                         [--shield-apply sets|exec] [--idle DURATION] [--idle-timeout DURATION]
+                         [--subuid-file FILE]
 
 The privileged half of clearance: checks that the caller owns a container's
 network namespace, installs and inspects its nftables ruleset, applies
@@ -61,6 +62,8 @@ func run() int {
 	shieldApply := fs.String("shield-apply", verdict.ShieldApplySets, "in terok-shield mode, write into the shield's sets (`sets`) or run terok-shield allow|deny (exec)")
 	shieldBinary := fs.String("shield-binary", "", "terok-shield `executable` for --shield-apply exec (default: verdict.shield_binary, next to this binary, then $PATH)")
 	idle := fs.Duration("idle", 30*time.Second, "with a listening activated socket, exit after this `duration` without connections")
+	idleTimeout := fs.Duration("idle-timeout", 0, "close a connection after this `duration` without a complete request (default: verdict.idle_timeout, 5s)")
+	subUIDs := fs.String("subuid-file", verdict.DefaultSubUIDFile, "subordinate uid ranges: a user's subuids count as that user for connection limits (`file`)")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		if err == flag.ErrHelp {
 			return 0
@@ -92,6 +95,10 @@ func run() int {
 		return 1
 	}
 	vc.RuntimeRoot, vc.ShieldApply, vc.Level, vc.Log = *runtimeRoot, *shieldApply, level, log
+	vc.SubUIDFile = *subUIDs
+	if *idleTimeout <= 0 {
+		*idleTimeout = cfg.Verdict.IdleTimeout
+	}
 	if *policyDir != "" {
 		vc.PolicyDir = *policyDir
 	}
@@ -125,7 +132,10 @@ func run() int {
 		*idle = 0
 		log.Info("verdict service listening", "socket", *socket)
 	}
-	if err := verdict.Run(ctx, svc, sock, verdict.RunOptions{Idle: *idle, Log: log}); err != nil {
+	// Under the packaged unit (RuntimeDirectory=clearance-verdict) the
+	// per-connection instances count each user's connections there.
+	opt := verdict.RunOptions{Idle: *idle, IdleTimeout: *idleTimeout, SlotDir: os.Getenv("RUNTIME_DIRECTORY"), Log: log}
+	if err := verdict.Run(ctx, svc, sock, opt); err != nil {
 		log.Error("serve", "err", err)
 		return 1
 	}

@@ -370,3 +370,29 @@ func (c *Client) CompatApply(ctx context.Context, container, dest, action string
 	defer c.mu.Unlock()
 	return orgterokclearanceverdict1.Apply().Call(ctx, c.conn, container, dest, action)
 }
+
+// CompatApplyNS is [Client.CompatApply] with the container's network
+// namespace passed along (nil passes none), which the seed's clients never
+// do; a non-root caller must pass it.
+func (c *Client) CompatApplyNS(ctx context.Context, container, dest, action string, ns *os.File) (bool, string, error) {
+	in := struct {
+		Container string `json:"container"`
+		Dest      string `json:"dest"`
+		Action    string `json:"action"`
+	}{container, dest, action}
+	var out struct {
+		OK     bool   `json:"ok"`
+		Stderr string `json:"stderr"`
+	}
+	var fds []*os.File
+	if ns != nil {
+		fds = []*os.File{ns}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	rx, err := c.conn.CallWithFDs(ctx, "org.terok.ClearanceVerdict1.Apply", in, &out, fds)
+	for _, f := range rx {
+		f.Close()
+	}
+	return out.OK, out.Stderr, err
+}
