@@ -167,19 +167,18 @@ func (s *Service) resolveFD(container string, peer uint32, ns *os.File) (*target
 
 // verifyRecordPID checks, as far as the service can see, that pid (from a
 // record the caller wrote) lives in the passed namespace id. It returns
-// false, with why, when the pid is gone or demonstrably elsewhere: the
-// record is then ignored. A pid the service may not inspect (another
-// user's process: /proc/<pid>/ns/net is a ptrace-mode access, and the
-// service holds no CAP_SYS_PTRACE) is accepted but never used: on this
-// path the namespace comes from the caller's descriptor, and the record
-// only contributes its policy name and resolvers, claims about a namespace
-// the caller proved it owns.
+// false, with why, when the pid is demonstrably elsewhere: the record is
+// then ignored. A pid the service cannot inspect (another user's process:
+// /proc/<pid>/ns/net is a ptrace-mode access, and under the packaged unit
+// the service holds no CAP_SYS_PTRACE and such pids are invisible, as if
+// gone) passes but is never used: on this path the namespace comes from
+// the caller's descriptor, and the record only contributes its policy
+// name and resolvers, claims about a namespace the caller proved it can
+// open and owns.
 func verifyRecordPID(pid int, id netns.ID) (bool, string) {
 	f, err := netns.OpenPID(pid)
 	switch {
-	case errors.Is(err, os.ErrNotExist), errors.Is(err, unix.ESRCH):
-		return false, "its process is gone"
-	case errors.Is(err, os.ErrPermission):
+	case errors.Is(err, os.ErrNotExist), errors.Is(err, unix.ESRCH), errors.Is(err, os.ErrPermission):
 		return true, ""
 	case err != nil:
 		return false, "its process cannot be checked: " + err.Error()
