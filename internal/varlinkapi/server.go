@@ -25,11 +25,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 	"unicode/utf8"
 
@@ -133,6 +136,18 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 				}
 				continue
 			}
+			if transientAccept(err) {
+				// Out of descriptors (a flood) or a peer gone before
+				// its accept: wait a moment instead of giving up the
+				// socket for everyone.
+				s.warn("varlink: accept failed, retrying", "err", err)
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-time.After(20 * time.Millisecond):
+				}
+				continue
+			}
 			return fmt.Errorf("accept: %w", err)
 		}
 		if s.active.Load() >= int64(maxConns) {
@@ -206,7 +221,7 @@ func (s *Server) ServeConn(ctx context.Context, nc net.Conn) {
 			}
 			continue
 		}
-		if err := s.Service.HandleMessageWithFDs(ctx, c, msg, fds); err != nil {
+		if err := s.handle(ctx, c, msg, fds); err != nil {
 			if s.Log != nil && ctx.Err() == nil {
 				s.Log.Debug("varlink: connection ended by handler", "err", err)
 			}
@@ -218,6 +233,32 @@ func (s *Server) ServeConn(ctx context.Context, nc net.Conn) {
 			return
 		}
 	}
+}
+
+// transientAccept reports whether an accept error passes by itself.
+func transientAccept(err error) bool {
+	for _, e := range []error{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM,
+		syscall.ECONNABORTED, syscall.EAGAIN, syscall.EINTR} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// handle serves one call. A handler that panics ends its connection, not
+// the process: a server shared by many users (clearance-verdict) must
+// not let one caller's call take every other caller's down with it.
+func (s *Server) handle(ctx context.Context, c *conn, msg []byte, fds []*os.File) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			if s.Log != nil {
+				s.Log.Error("varlink: handler panicked; closing its connection", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			}
+			err = fmt.Errorf("handler panicked: %v", r)
+		}
+	}()
+	return s.Service.HandleMessageWithFDs(ctx, c, msg, fds)
 }
 
 // checkCall validates the shape of a call before the library sees it, and
@@ -301,14 +342,44 @@ func RefusalFrame(name string, params any) []byte {
 
 // Refuse writes refusal (a [RefusalFrame], or nothing when empty) to nc
 // without blocking for long and closes nc. The peer's call, if it sent
-// one, is never read.
+// one, is never parsed.
+//
+// A peer that connects and then writes its call would find a socket
+// closed at once (EPIPE) and never read the refusal; so, as long as
+// fewer than [maxLingering] refused connections do, the connection
+// lingers in the background for up to [lingerFor], its input discarded,
+// before it is closed. Beyond that it is closed at once: a connect flood
+// costs no more than its accepts.
 func Refuse(nc net.Conn, refusal []byte) {
 	if len(refusal) > 0 {
 		nc.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
 		nc.Write(refusal)
 	}
+	if uc, ok := nc.(*net.UnixConn); ok {
+		uc.CloseWrite() // the peer reads the refusal, then EOF
+		select {
+		case lingering <- struct{}{}:
+			go func() {
+				defer func() { <-lingering }()
+				uc.SetReadDeadline(time.Now().Add(lingerFor))
+				io.Copy(io.Discard, io.LimitReader(uc, 64<<10))
+				uc.Close()
+			}()
+			return
+		default:
+		}
+	}
 	nc.Close()
 }
+
+// Refused connections linger (see [Refuse]) at most this many at once,
+// for at most this long.
+const (
+	maxLingering = 64
+	lingerFor    = 200 * time.Millisecond
+)
+
+var lingering = make(chan struct{}, maxLingering)
 
 // ReplyExpectedMore answers a streaming call made without "more": true with
 // org.varlink.service.ExpectedMore, which the library cannot send itself.

@@ -23,10 +23,13 @@ type testIface struct {
 
 func (t *testIface) VarlinkGetName() string { return "org.example.test" }
 func (t *testIface) VarlinkGetDescription() string {
-	return "interface org.example.test\nmethod Hold(ms: int) -> ()\n"
+	return "interface org.example.test\nmethod Hold(ms: int) -> ()\nmethod Panic() -> ()\n"
 }
 
 func (t *testIface) VarlinkDispatch(ctx context.Context, c varlink.Call, method string) error {
+	if method == "Panic" {
+		panic("boom")
+	}
 	if method != "Hold" {
 		return c.ReplyMethodNotFound(ctx, method)
 	}
@@ -195,5 +198,28 @@ func TestAdmitRefusesBeforeReading(t *testing.T) {
 	case <-released:
 	case <-time.After(10 * time.Second):
 		t.Fatal("release not called after the admitted connection ended")
+	}
+}
+
+// TestHandlerPanicEndsOnlyItsConnection: a handler panic closes the
+// caller's connection and the server goes on serving the others.
+func TestHandlerPanicEndsOnlyItsConnection(t *testing.T) {
+	path := serveTest(t, &testIface{}, func(*Server) {})
+	ctx := context.Background()
+	other, err := Dial(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	c, err := Dial(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Call(ctx, "org.example.test.Panic", nil, &struct{}{}); err == nil {
+		t.Error("a panicking call succeeded")
+	}
+	if err := other.Call(ctx, "org.example.test.Hold", map[string]int{"ms": 0}, &struct{}{}); err != nil {
+		t.Errorf("another connection after a panic: %v", err)
 	}
 }

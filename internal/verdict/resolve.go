@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"sync"
 
 	"github.com/varlink/go/varlink"
 	"golang.org/x/sys/unix"
@@ -44,9 +45,15 @@ type target struct {
 	owner     uint32         // owner uid of the namespace's user namespace
 	peer      uint32         // the caller's uid (SO_PEERCRED)
 	rec       *record.Record // nil when the caller passed the namespace and has no record
+	release   func()         // gives the caller's call slot back
 }
 
-func (t *target) Close() error { return t.ns.Close() }
+func (t *target) Close() error {
+	if t.release != nil {
+		t.release()
+	}
+	return t.ns.Close()
+}
 
 // policyName is the container's policy from its record, or "".
 func (t *target) policyName() string {
@@ -99,6 +106,25 @@ func (s *Service) resolve(call *varlink.Call, container string) (*target, error)
 		closeAll()
 		return nil, err
 	}
+	// One user's calls run at most MaxCallsPerOwner at a time: each may
+	// read a ruleset of the caller's making (bounded by the guard), and
+	// the service is shared by every user.
+	release := s.calls.acquire(peer, s.owners)
+	t, err := s.resolveFDs(container, peer, fds)
+	if err != nil {
+		release()
+		return nil, err
+	}
+	t.release = release
+	return t, nil
+}
+
+func (s *Service) resolveFDs(container string, peer uint32, fds []*os.File) (*target, error) {
+	closeAll := func() {
+		for _, f := range fds {
+			f.Close()
+		}
+	}
 	switch len(fds) {
 	case 0:
 		if peer != 0 {
@@ -114,6 +140,51 @@ func (s *Service) resolve(call *varlink.Call, container string) (*target, error)
 	default:
 		closeAll()
 		return nil, &permissionError{reason: fmt.Sprintf("%d file descriptors passed, want at most one network namespace", len(fds))}
+	}
+}
+
+// MaxCallsPerOwner bounds the calls of one user (its subordinate uids
+// counted as the user) the service handles at once; more wait.
+const MaxCallsPerOwner = 2
+
+// callSlots counts calls in progress per owner. Safe for concurrent use.
+type callSlots struct {
+	max int
+	mu  sync.Mutex
+	m   map[uint32]chan struct{}
+	n   map[uint32]int // users of each channel, to drop idle ones
+}
+
+// acquire waits for one of peer's owner's slots; root never waits. The
+// returned func gives it back.
+func (c *callSlots) acquire(peer uint32, owners *subUIDs) func() {
+	if peer == 0 || c.max <= 0 {
+		return func() {}
+	}
+	owner := owners.owner(peer)
+	c.mu.Lock()
+	if c.m == nil {
+		c.m, c.n = map[uint32]chan struct{}{}, map[uint32]int{}
+	}
+	ch, ok := c.m[owner]
+	if !ok {
+		ch = make(chan struct{}, c.max)
+		c.m[owner] = ch
+	}
+	c.n[owner]++
+	c.mu.Unlock()
+	ch <- struct{}{}
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			<-ch
+			c.mu.Lock()
+			if c.n[owner]--; c.n[owner] == 0 {
+				delete(c.m, owner)
+				delete(c.n, owner)
+			}
+			c.mu.Unlock()
+		})
 	}
 }
 

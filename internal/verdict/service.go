@@ -154,8 +154,10 @@ type Config struct {
 type Service struct {
 	cfg    Config
 	log    *slog.Logger
-	cache  fwCache  // open firewalls per namespace, kept between calls
-	owners *subUIDs // who a peer uid counts as, for connection limits
+	cache  fwCache       // open firewalls per namespace, kept between calls
+	owners *subUIDs      // who a peer uid counts as, for connection limits
+	guard  *rulesetGuard // bounds what a call reads (nil with a custom Backend)
+	calls  callSlots     // calls in progress per owner
 }
 
 // New checks cfg and returns a Service.
@@ -187,12 +189,17 @@ func New(cfg Config) (*Service, error) {
 	if cfg.OnceTTL <= 0 {
 		cfg.OnceTTL = time.Hour
 	}
+	var guard *rulesetGuard
 	if cfg.Backend == nil {
 		layouts := []nft.Layout{nft.Builtin}
 		if cfg.Mode == ModeShield {
 			layouts = []nft.Layout{nft.ShieldTiered, nft.Shield}
 		}
 		cfg.Backend = NFTBackend{Layouts: layouts}
+		guard = &rulesetGuard{tables: map[string]string{}}
+		for _, l := range layouts {
+			guard.tables[l.Table] = l.NAT
+		}
 	}
 	if cfg.Bind == nil {
 		cfg.Bind = NFLOGBind
@@ -217,7 +224,8 @@ func New(cfg Config) (*Service, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Service{cfg: cfg, log: log, owners: &subUIDs{path: cfg.SubUIDFile, log: log}}, nil
+	return &Service{cfg: cfg, log: log, owners: &subUIDs{path: cfg.SubUIDFile, log: log}, guard: guard,
+		calls: callSlots{max: MaxCallsPerOwner}}, nil
 }
 
 // ownNetns identifies the network namespace of the calling thread's
@@ -271,6 +279,12 @@ func (s *Service) Close() { s.cache.closeAll() }
 // openFirewall returns t's firewall (cached between calls, see fwCache)
 // and the func that releases it.
 func (s *Service) openFirewall(t *target) (Firewall, func(), error) {
+	if s.guard != nil {
+		// The owner may have filled its ruleset since the last call.
+		if err := s.guard.check(int(t.ns.Fd())); err != nil {
+			return nil, nil, &firewallError{op: "read ruleset", err: err}
+		}
+	}
 	fw, release, err := s.cache.get(t.id, func() (Firewall, error) { return s.cfg.Backend.Open(int(t.ns.Fd())) })
 	if err != nil {
 		return nil, nil, &firewallError{op: "open", err: err}

@@ -17,14 +17,16 @@ package verdictclient
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net"
 	"os"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/varlink/go/varlink"
 
-	"github.com/terok-ai/clearance/internal/varlinkapi"
 	fw1 "github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearancefirewall1"
 	"github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearanceverdict1"
 )
@@ -41,15 +43,51 @@ type Client struct {
 }
 
 // Dial connects to the verdict service at path ("" = DefaultSocket).
+//
+// A connect that finds the socket's backlog full (EAGAIN: someone is
+// flooding the service with connections) is retried, with a short
+// growing pause, until ctx ends; a service that is not there at all
+// (ECONNREFUSED, ENOENT) fails at once.
 func Dial(ctx context.Context, path string) (*Client, error) {
+	return DialFunc(ctx, path, nil)
+}
+
+// DialFunc is [Dial] with dial making the raw connection (nil: a plain
+// net.Dialer); tests connect as other users through it.
+func DialFunc(ctx context.Context, path string, dial func(ctx context.Context, path string) (net.Conn, error)) (*Client, error) {
 	if path == "" {
 		path = DefaultSocket
 	}
-	c, err := varlinkapi.Dial(ctx, path)
+	if dial == nil {
+		dial = func(ctx context.Context, path string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", path)
+		}
+	}
+	c, err := varlink.NewConnectionWithDialer(ctx, "unix:"+path, retryDialer(dial))
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("dial varlink %s: %w", path, err)
 	}
 	return &Client{conn: c}, nil
+}
+
+// retryDialer retries a connect refused for a full backlog.
+type retryDialer func(ctx context.Context, path string) (net.Conn, error)
+
+func (d retryDialer) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
+	pause := 2 * time.Millisecond
+	for {
+		c, err := d(ctx, address)
+		if err == nil || !errors.Is(err, syscall.EAGAIN) {
+			return c, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w (the service's backlog stayed full)", err)
+		case <-time.After(pause):
+		}
+		pause = min(2*pause, 100*time.Millisecond)
+	}
 }
 
 // FromConn wraps an open varlink connection; the Client takes it over.
