@@ -13,6 +13,7 @@ import (
 
 	"github.com/terok-ai/clearance/internal/policy"
 	"github.com/terok-ai/clearance/internal/record"
+	"github.com/terok-ai/clearance/internal/render"
 	"github.com/terok-ai/clearance/internal/varlinkapi"
 	fw "github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearancefirewall1"
 	"github.com/terok-ai/clearance/internal/verdict/verdictclient"
@@ -235,7 +236,7 @@ address is resolved on the host (the container may resolve it differently).`)
 	}
 	head := clean(host)
 	if port > 0 {
-		head += ":" + strconv.FormatInt(port, 10)
+		head = render.HostPort(head, port)
 	}
 	if *proto != "" {
 		head += "/" + *proto
