@@ -108,6 +108,45 @@ func TestVerdictServiceExposure(t *testing.T) {
 	}
 }
 
+// maxUserExposure bounds `systemd-analyze security --user --offline=yes`
+// of the user units (issue 9, item 12: before it, systemd 252 here
+// measured the hub 6.1 and the notifier 8.4; the issue quotes 5.9 and
+// 8.2). The analyzer scores every option as if the
+// manager could apply it; a user manager cannot apply most namespace and
+// capability options (see the units' comments and test/podman
+// TestUserUnitsSandbox), which is what keeps the hub this high.
+var maxUserExposure = map[string]float64{
+	"clearance-hub@.service":     5.9,
+	"clearance-notifier.service": 3.0,
+}
+
+// TestUserUnitsExposure measures the user units' sandboxes offline.
+func TestUserUnitsExposure(t *testing.T) {
+	testutil.RequireTool(t, "systemd-analyze")
+	for unit, limit := range maxUserExposure {
+		t.Run(unit, func(t *testing.T) {
+			bin := binaries(t, referencedBinaries(t, []string{filepath.Join(repoRoot, "units", "user", unit)})...)
+			dir := t.TempDir()
+			copies := installUnits(t, []string{filepath.Join(repoRoot, "units", "user", unit)}, dir, bin)
+			cmd := testutil.SystemdAnalyze("security", "--user", "--offline=yes", "--no-pager", copies[0])
+			cmd.Dir = dir
+			rt := filepath.Join(dir, "rt")
+			os.Mkdir(rt, 0o700)
+			cmd.Env = append(os.Environ(), "XDG_RUNTIME_DIR="+rt)
+			out, _ := cmd.CombinedOutput()
+			m := exposureRe.FindSubmatch(out)
+			if m == nil {
+				t.Fatalf("no exposure in systemd-analyze security output:\n%s", out)
+			}
+			score, _ := strconv.ParseFloat(string(m[1]), 64)
+			t.Logf("%s: exposure %.1f", unit, score)
+			if score > limit {
+				t.Errorf("%s exposure %.1f, want ≤ %.1f\n%s", unit, score, limit, out)
+			}
+		})
+	}
+}
+
 // TestVerdictSocketUnit checks the promises of clearance-verdict.socket
 // that callers and docs rely on.
 func TestVerdictSocketUnit(t *testing.T) {
