@@ -18,11 +18,11 @@ import (
 	"github.com/terok-ai/clearance/internal/testutil"
 )
 
-// TestCreateRuntimeRefusesFirewallCapabilities: a container holding
+// TestAttackRefusesFirewallCapabilities: a container holding
 // CAP_NET_ADMIN or CAP_NET_RAW (or --privileged) could take its firewall
 // down itself; the hook refuses it before anything is written or engaged,
 // unless the system configuration allows the capability (issue 9, item 4).
-func TestCreateRuntimeRefusesFirewallCapabilities(t *testing.T) {
+func TestAttackRefusesFirewallCapabilities(t *testing.T) {
 	all := append(slices.Clone(defaultCaps), "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_SYS_ADMIN", "CAP_SYS_PTRACE")
 	tests := []struct {
 		name     string
@@ -80,11 +80,11 @@ func TestCreateRuntimeRefusesFirewallCapabilities(t *testing.T) {
 	}
 }
 
-// TestCreateRuntimeHostNetns: a container in the runtime's own network
+// TestAttackHostNetns: a container in the runtime's own network
 // namespace (--network host) is never engaged, which would put "policy
 // drop" on the host; required mode refuses it, optional lets it run
 // without (issue 9, item 5).
-func TestCreateRuntimeHostNetns(t *testing.T) {
+func TestAttackHostNetns(t *testing.T) {
 	for _, mode := range []EngageMode{EngageRequired, EngageOptional} {
 		t.Run(string(mode), func(t *testing.T) {
 			e := newEnv(t, "0 0 4294967295\n")
@@ -105,12 +105,12 @@ func TestCreateRuntimeHostNetns(t *testing.T) {
 	}
 }
 
-// TestPoststopDisengagesJoinedNamespace: a container that joined an
+// TestAttackPoststopDisengagesJoinedNamespace: a container that joined an
 // existing network namespace (a pod's) leaves no ruleset behind in it
 // after the last clearance container there ends; while another one runs,
 // the ruleset stays, and that container takes the duty over (issue 9,
 // item 5).
-func TestPoststopDisengagesJoinedNamespace(t *testing.T) {
+func TestAttackPoststopDisengagesJoinedNamespace(t *testing.T) {
 	e := newEnv(t, "0 0 4294967295\n")
 	e.bus(t, 0)
 	ctx := testutil.Context(t)
@@ -174,10 +174,10 @@ func TestPoststopLeavesOwnNamespaceAlone(t *testing.T) {
 	}
 }
 
-// TestRefusalReachesJournal: why a container was refused is written to
+// TestAttackRefusalReachesJournal: why a container was refused is written to
 // the journal as well as to stderr (the runtime may drop the hook's
 // stderr), with MESSAGE_ID MsgRefused; info lines stay off the journal.
-func TestRefusalReachesJournal(t *testing.T) {
+func TestAttackRefusalReachesJournal(t *testing.T) {
 	type entry struct {
 		msg    string
 		fields map[string]string

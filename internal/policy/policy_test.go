@@ -460,11 +460,11 @@ resolvers: [192.0.2.53]
 	}
 }
 
-// TestAppendPrivateModes: whatever the umask (the verdict service also
+// TestAttackAppendPrivateModes: whatever the umask (the verdict service also
 // runs without its unit's UMask=0077), a policy Append writes is 0600 and
 // a directory it creates is 0700 (issue 9, item 8: one user's "always"
 // verdicts were readable by every other user).
-func TestAppendPrivateModes(t *testing.T) {
+func TestAttackAppendPrivateModes(t *testing.T) {
 	old := syscall.Umask(0)
 	defer syscall.Umask(old)
 	dir := filepath.Join(t.TempDir(), "uid-1234")

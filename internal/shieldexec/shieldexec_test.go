@@ -57,10 +57,10 @@ func TestApply(t *testing.T) {
 	}
 }
 
-// TestApplyOptionLikeArguments: a container or destination that looks
+// TestAttackShieldOptionLikeArguments: a container or destination that looks
 // like an option (issue 9: --state-dir=/tmp/x reached the shield) stays a
 // positional argument, because "--" ends the options first.
-func TestApplyOptionLikeArguments(t *testing.T) {
+func TestAttackShieldOptionLikeArguments(t *testing.T) {
 	// A stand-in with getopt-style parsing: an option before "--" fails.
 	body := `for a in "$@"; do case "$a" in --) echo "positional: $*" >&2; exit 0;; -*) echo "option $a" >&2; exit 9;; esac; done; exit 8`
 	e := &Exec{Binary: script(t, t.TempDir(), "terok-shield", body), Log: testutil.Logger(t)}

@@ -97,7 +97,7 @@ func readClosed(t *testing.T, c net.Conn, limit time.Duration) ([]byte, time.Dur
 	return b, time.Since(start)
 }
 
-func TestRequestTimeoutClosesSilentConnections(t *testing.T) {
+func TestAttackRequestTimeoutClosesSilentConnections(t *testing.T) {
 	const timeout = 300 * time.Millisecond
 	path := serveTest(t, &testIface{}, func(s *Server) { s.RequestTimeout = timeout })
 
@@ -160,7 +160,7 @@ func TestRequestTimeoutSparesBusyAndActiveConnections(t *testing.T) {
 	}
 }
 
-func TestAdmitRefusesBeforeReading(t *testing.T) {
+func TestAttackAdmitRefusesBeforeReading(t *testing.T) {
 	refusal := RefusalFrame("org.example.test.TooMany", map[string]string{"reason": "no room"})
 	var mu sync.Mutex
 	admitted := 0
@@ -201,9 +201,9 @@ func TestAdmitRefusesBeforeReading(t *testing.T) {
 	}
 }
 
-// TestHandlerPanicEndsOnlyItsConnection: a handler panic closes the
+// TestAttackHandlerPanicEndsOnlyItsConnection: a handler panic closes the
 // caller's connection and the server goes on serving the others.
-func TestHandlerPanicEndsOnlyItsConnection(t *testing.T) {
+func TestAttackHandlerPanicEndsOnlyItsConnection(t *testing.T) {
 	path := serveTest(t, &testIface{}, func(*Server) {})
 	ctx := context.Background()
 	other, err := Dial(ctx, path)

@@ -97,11 +97,11 @@ func (fl *flowLab) exchange(t *testing.T, c net.Conn, r *bufio.Reader, line stri
 	}
 }
 
-// TestIntegrationRevokeCutsEstablished: a connection opened while a
+// TestAttackRevokeCutsEstablished: a connection opened while a
 // verdict allowed it does not outlive the verdict's revocation (issue 9,
 // item 7), for a whole-host and for a port-scoped verdict; with
 // keep_established it does.
-func TestIntegrationRevokeCutsEstablished(t *testing.T) {
+func TestAttackRevokeCutsEstablished(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
 		proto string

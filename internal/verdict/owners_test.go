@@ -27,7 +27,7 @@ bob:500000:10
 	}
 }
 
-func TestSubUIDOwner(t *testing.T) {
+func TestAttackSubUIDOwner(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "subuid")
 	os.WriteFile(path, []byte("1000:100000:65536\n"), 0o644)
 	s := &subUIDs{path: path}
@@ -83,10 +83,10 @@ func testLimiter(t *testing.T, l connLimiter) {
 	}
 }
 
-func TestMemLimiter(t *testing.T) { testLimiter(t, newMemLimiter(3)) }
+func TestAttackMemLimiter(t *testing.T) { testLimiter(t, newMemLimiter(3)) }
 
 // TestLockLimiter counts across open file descriptions, as separate
 // instances (processes) would: each acquire opens the owner file anew.
-func TestLockLimiter(t *testing.T) {
+func TestAttackLockLimiter(t *testing.T) {
 	testLimiter(t, &lockLimiter{dir: t.TempDir(), max: 3})
 }
