@@ -3,11 +3,13 @@
 // org.terok.ClearanceVerdict1 that can pass the container's network
 // namespace with a call and receive the NFLOG socket from Watch.
 //
-// A Client wraps one connection. Under systemd every connection starts its
-// own privileged instance (Accept=yes), which lives until the connection
-// closes: keep one Client for a burst of calls and close it when idle.
-// Calls on one Client are serialised (varlink serves one call at a time
-// per connection); a Client is safe for concurrent use.
+// A Client wraps one connection. The service closes a connection on which
+// no complete request arrived for a few seconds (verdict.idle_timeout) and
+// limits how many one user holds: keep one Client for a burst of calls and
+// close it when idle. Every call passes the container's network namespace
+// (the service refuses a non-root caller that does not). Calls on one
+// Client are serialised (varlink serves one call at a time per
+// connection); a Client is safe for concurrent use.
 //
 // Errors of the service come back as the generated types of package
 // orgterokclearancefirewall1 (*PermissionDenied, *NoSuchContainer,
