@@ -80,6 +80,10 @@ type Server struct {
 	// completing a request do not extend it. Zero never times out.
 	RequestTimeout time.Duration
 
+	// Acceptors is the number of goroutines accepting connections at
+	// once (default 1).
+	Acceptors int
+
 	// Admit, when set, decides about each connection Serve accepts before
 	// anything is read from it. It returns a release func, called when
 	// the connection ends, and ok; when ok is false, refusal (if not
@@ -102,6 +106,11 @@ func (s *Server) Active() int64 { return s.active.Load() }
 // until ctx ends, then closes ln and every open connection and waits for
 // their goroutines. It returns nil after ctx ends or an idle timeout, and
 // the accept error otherwise.
+//
+// [Server.Acceptors] goroutines accept at once, so a connect flood from
+// several threads cannot keep the listen backlog full by outpacing one
+// accepting thread; a connection Admit refuses costs its accept, a
+// peer-credentials read and a close.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
@@ -117,66 +126,102 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if maxConns <= 0 {
 		maxConns = DefaultMaxConns
 	}
-	type deadliner interface{ SetDeadline(time.Time) error }
-	for {
-		if s.Idle > 0 {
-			if d, ok := ln.(deadliner); ok {
-				d.SetDeadline(time.Now().Add(s.Idle))
-			}
+	acceptors := s.Acceptors
+	if acceptors <= 0 {
+		acceptors = 1
+	}
+	var (
+		errMu    sync.Mutex
+		firstErr error
+		lastBusy atomic.Int64 // when a connection last ended (or Serve started), unix ns
+	)
+	lastBusy.Store(time.Now().UnixNano())
+	fail := func(err error) {
+		errMu.Lock()
+		if firstErr == nil {
+			firstErr = err
 		}
-		nc, err := ln.Accept()
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				if s.active.Load() == 0 {
-					return nil
-				}
-				continue
-			}
-			if transientAccept(err) {
-				// Out of descriptors (a flood) or a peer gone before
-				// its accept: wait a moment instead of giving up the
-				// socket for everyone.
-				s.warn("varlink: accept failed, retrying", "err", err)
+		errMu.Unlock()
+		cancel()
+	}
+	if s.Idle > 0 {
+		wg.Go(func() {
+			tick := time.NewTicker(max(s.Idle/4, 5*time.Millisecond))
+			defer tick.Stop()
+			for {
 				select {
 				case <-ctx.Done():
-					return nil
-				case <-time.After(20 * time.Millisecond):
+					return
+				case <-tick.C:
 				}
-				continue
+				if s.active.Load() == 0 && time.Since(time.Unix(0, lastBusy.Load())) >= s.Idle {
+					cancel() // idle: return nil
+					return
+				}
 			}
-			return fmt.Errorf("accept: %w", err)
-		}
-		if s.active.Load() >= int64(maxConns) {
-			s.rejected.Add(1)
-			s.warn("varlink: connection limit reached, closing new connection", "limit", maxConns)
-			nc.Close()
-			continue
-		}
-		release := func() {}
-		if s.Admit != nil {
-			rel, refusal, ok := s.Admit(nc)
-			if !ok {
-				s.rejected.Add(1)
-				Refuse(nc, refusal)
-				continue
-			}
-			if rel != nil {
-				release = rel
-			}
-		}
-		s.active.Add(1)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer s.active.Add(-1)
-			defer release()
-			s.ServeConn(ctx, nc)
-		}()
+		})
 	}
+	var acc sync.WaitGroup
+	for range acceptors {
+		acc.Go(func() {
+			for {
+				nc, err := ln.Accept()
+				if err != nil {
+					if ctx.Err() != nil {
+						return
+					}
+					if transientAccept(err) {
+						// Out of descriptors (a flood) or a peer gone
+						// before its accept: wait a moment instead of
+						// giving up the socket for everyone.
+						s.warn("varlink: accept failed, retrying", "err", err)
+						select {
+						case <-ctx.Done():
+							return
+						case <-time.After(20 * time.Millisecond):
+						}
+						continue
+					}
+					fail(fmt.Errorf("accept: %w", err))
+					return
+				}
+				if s.active.Add(1) > int64(maxConns) {
+					s.active.Add(-1)
+					s.rejected.Add(1)
+					s.warn("varlink: connection limit reached, closing new connection", "limit", maxConns)
+					nc.Close()
+					continue
+				}
+				release := func() {}
+				if s.Admit != nil {
+					rel, refusal, ok := s.Admit(nc)
+					if !ok {
+						s.active.Add(-1)
+						s.rejected.Add(1)
+						Refuse(nc, refusal)
+						continue
+					}
+					if rel != nil {
+						release = rel
+					}
+				}
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					defer func() {
+						lastBusy.Store(time.Now().UnixNano())
+						s.active.Add(-1)
+					}()
+					defer release()
+					s.ServeConn(ctx, nc)
+				}()
+			}
+		})
+	}
+	acc.Wait()
+	errMu.Lock()
+	defer errMu.Unlock()
+	return firstErr
 }
 
 // ServeConn serves requests on one connection until the peer closes it,
@@ -340,40 +385,40 @@ func RefusalFrame(name string, params any) []byte {
 	return append(b, 0)
 }
 
-// Refuse writes refusal (a [RefusalFrame], or nothing when empty) to nc
-// without blocking for long and closes nc. The peer's call, if it sent
-// one, is never parsed.
-//
-// A peer that connects and then writes its call would find a socket
-// closed at once (EPIPE) and never read the refusal; so, as long as
-// fewer than [maxLingering] refused connections do, the connection
-// lingers in the background for up to [lingerFor], its input discarded,
-// before it is closed. Beyond that it is closed at once: a connect flood
-// costs no more than its accepts.
+// Refuse answers a connection that is not served and closes it: it
+// writes refusal (a [RefusalFrame], or nothing when empty), shuts down its
+// sending side, discards what the peer sends for up to [lingerFor] (a
+// peer that connects and then writes its call would otherwise find a
+// closed socket, EPIPE, and never read the refusal) and closes it. That
+// happens in the background, for at most [maxLingering] connections at
+// once; beyond that the connection is closed at once, without a word: a
+// connect flood costs no more than its accepts.
 func Refuse(nc net.Conn, refusal []byte) {
-	if len(refusal) > 0 {
-		nc.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
-		nc.Write(refusal)
+	select {
+	case lingering <- struct{}{}:
+	default:
+		nc.Close()
+		return
 	}
-	if uc, ok := nc.(*net.UnixConn); ok {
-		uc.CloseWrite() // the peer reads the refusal, then EOF
-		select {
-		case lingering <- struct{}{}:
-			go func() {
-				defer func() { <-lingering }()
-				uc.SetReadDeadline(time.Now().Add(lingerFor))
-				io.Copy(io.Discard, io.LimitReader(uc, 64<<10))
-				uc.Close()
-			}()
-			return
-		default:
+	go func() {
+		defer func() { <-lingering }()
+		defer nc.Close()
+		if len(refusal) > 0 {
+			nc.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+			if _, err := nc.Write(refusal); err != nil {
+				return
+			}
 		}
-	}
-	nc.Close()
+		if uc, ok := nc.(*net.UnixConn); ok {
+			uc.CloseWrite() // the peer reads the refusal, then EOF
+			uc.SetReadDeadline(time.Now().Add(lingerFor))
+			io.Copy(io.Discard, io.LimitReader(uc, 64<<10))
+		}
+	}()
 }
 
-// Refused connections linger (see [Refuse]) at most this many at once,
-// for at most this long.
+// Refused connections are answered (see [Refuse]) at most this many at
+// once, each for at most this long.
 const (
 	maxLingering = 64
 	lingerFor    = 200 * time.Millisecond

@@ -223,3 +223,44 @@ func TestAttackHandlerPanicEndsOnlyItsConnection(t *testing.T) {
 		t.Errorf("another connection after a panic: %v", err)
 	}
 }
+
+// TestServeIdleExit: with Idle, Serve returns once no connection has been
+// open for that long, and not while one is.
+func TestServeIdleExit(t *testing.T) {
+	svc, err := varlink.NewService("test", "test", "1", "https://example.invalid")
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc.RegisterInterface(&testIface{})
+	path := filepath.Join(t.TempDir(), "s")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const idle = 200 * time.Millisecond
+	srv := &Server{Service: svc, Idle: idle, Acceptors: 3}
+	done := make(chan error, 1)
+	start := time.Now()
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { done <- srv.Serve(context.Background(), ln) }()
+	select {
+	case err := <-done:
+		t.Fatalf("Serve returned (%v) while a connection was open", err)
+	case <-time.After(3 * idle):
+	}
+	c.Close()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Serve = %v after the idle timeout, want nil", err)
+		}
+		if took := time.Since(start); took < 4*idle {
+			t.Errorf("returned after %v", took)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve did not return after the idle timeout")
+	}
+}

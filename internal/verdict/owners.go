@@ -48,10 +48,15 @@ type subUIDs struct {
 	path string
 	log  *slog.Logger
 
-	mu     sync.Mutex
-	stamp  string // mtime and size of the version read
-	ranges []subRange
+	mu      sync.Mutex
+	stamp   string    // mtime and size of the version read
+	checked time.Time // when stamp was last compared with the file
+	ranges  []subRange
 }
+
+// subUIDRecheck is how often the file is checked for changes: every
+// accepted connection asks, and a connect flood must not cost a stat each.
+const subUIDRecheck = time.Second
 
 // owner returns the uid that uid counts as. An unreadable file is logged
 // (once per change) and treated as empty.
@@ -71,6 +76,11 @@ func (s *subUIDs) refreshLocked() {
 	if s.path == "" {
 		return
 	}
+	now := time.Now()
+	if !s.checked.IsZero() && now.Sub(s.checked) < subUIDRecheck {
+		return
+	}
+	s.checked = now
 	var st unix.Stat_t
 	stamp := "missing"
 	if err := unix.Stat(s.path, &st); err == nil {

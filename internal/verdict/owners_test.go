@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -36,13 +37,15 @@ func TestAttackSubUIDOwner(t *testing.T) {
 			t.Errorf("owner(%d) = %d, want %d", uid, got, want)
 		}
 	}
-	// A changed file is read again.
+	// A changed file is read again (at most once a second).
 	os.WriteFile(path, []byte("2000:100000:10\n1000:200000:100000\n"), 0o644)
+	s.checked = time.Time{}
 	if got := s.owner(100001); got != 2000 {
 		t.Errorf("after the file changed, owner(100001) = %d, want 2000", got)
 	}
 	// A missing file: every uid is its own.
 	os.Remove(path)
+	s.checked = time.Time{}
 	if got := s.owner(100001); got != 100001 {
 		t.Errorf("without the file, owner(100001) = %d", got)
 	}

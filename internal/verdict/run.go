@@ -130,6 +130,11 @@ func Listen(path string) (net.Listener, error) {
 // connection may go without a complete request.
 const DefaultIdleTimeout = 5 * time.Second
 
+// acceptors is how many goroutines accept on a listening socket: a
+// connect flood from several threads must not outpace the accepting side
+// and keep the listen backlog full for everyone else.
+const acceptors = 4
+
 // RunOptions configures [Run].
 type RunOptions struct {
 	// Idle makes a listening (Accept=no) instance exit after this long
@@ -183,7 +188,7 @@ func Run(ctx context.Context, s *Service, sock Socket, opt RunOptions) error {
 		timeout = 0
 	}
 	srv := &varlinkapi.Server{Service: svc, Log: opt.Log, MaxMessage: opt.MaxMessage, MaxConns: opt.MaxConns,
-		Idle: opt.Idle, RequestTimeout: timeout}
+		Idle: opt.Idle, RequestTimeout: timeout, Acceptors: acceptors}
 	adm := &admission{owners: s.owners, max: s.cfg.MaxConnsPerOwner, log: log}
 	switch {
 	case sock.Conn != nil:

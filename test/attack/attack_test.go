@@ -52,10 +52,53 @@ var subUIDLine = fmt.Sprintf("%d:%d:%d\n", attackerUID, subUIDStart, subUIDCount
 var initialNetns string
 
 func TestMain(m *testing.M) {
+	if sock := os.Getenv(envFlood); sock != "" {
+		os.Exit(floodMain(sock))
+	}
 	initialNetns, _ = os.Readlink("/proc/self/ns/net")
 	code := m.Run()
 	binaries.cleanup()
 	os.Exit(code)
+}
+
+// envFlood makes the test binary a flooder (see floodMain): the socket
+// to flood; CLEARANCE_ATTACK_HOLD=1 holds connections, and
+// CLEARANCE_ATTACK_FOR is how long.
+const envFlood = "CLEARANCE_ATTACK_FLOOD"
+
+// floodMain connects to sock as fast as it can for $CLEARANCE_ATTACK_FOR,
+// as the uid it was started with: it closes each connection at once, or
+// with CLEARANCE_ATTACK_HOLD=1 holds up to 64 of them open without a
+// word (closing the oldest). It prints how many connections it made.
+// Being its own process, it competes with the victim the way another
+// user's program would.
+func floodMain(sock string) int {
+	d, err := time.ParseDuration(os.Getenv("CLEARANCE_ATTACK_FOR"))
+	if err != nil {
+		fmt.Println("flood:", err)
+		return 2
+	}
+	hold := os.Getenv("CLEARANCE_ATTACK_HOLD") == "1"
+	var held []net.Conn
+	n := 0
+	for end := time.Now().Add(d); time.Now().Before(end); {
+		c, err := net.Dial("unix", sock)
+		if err != nil {
+			continue // a full backlog: try again at once
+		}
+		n++
+		if !hold {
+			c.Close()
+			continue
+		}
+		held = append(held, c)
+		if len(held) > 64 {
+			held[0].Close()
+			held = held[1:]
+		}
+	}
+	fmt.Println(n)
+	return 0
 }
 
 // sharedDir is a directory every uid can traverse (t.TempDir is 0700),

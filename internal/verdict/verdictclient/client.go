@@ -21,6 +21,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"sync"
@@ -40,16 +41,22 @@ const iface = "org.terok.ClearanceFirewall1."
 
 // Client is a connection to the verdict service.
 type Client struct {
-	mu   sync.Mutex
-	conn *varlink.Connection
+	mu     sync.Mutex
+	conn   *varlink.Connection
+	redial func(ctx context.Context) (*varlink.Connection, error) // nil: FromConn
+	served bool                                                   // a call on conn got a reply
 }
 
 // Dial connects to the verdict service at path ("" = DefaultSocket).
 //
 // A connect that finds the socket's backlog full (EAGAIN: someone is
-// flooding the service with connections) is retried, with a short
-// growing pause, until ctx ends; a service that is not there at all
-// (ECONNREFUSED, ENOENT) fails at once.
+// flooding the service with connections) is retried every few
+// milliseconds until ctx ends; a service that is not there at all
+// (ECONNREFUSED, ENOENT) fails at once. When the service closes a new
+// connection before answering its first call (it was refused for lack of
+// room, or the client took longer than the service's idle timeout to send
+// it), the Client dials once more and repeats the call; every method is
+// idempotent.
 func Dial(ctx context.Context, path string) (*Client, error) {
 	return DialFunc(ctx, path, nil)
 }
@@ -66,30 +73,44 @@ func DialFunc(ctx context.Context, path string, dial func(ctx context.Context, p
 			return d.DialContext(ctx, "unix", path)
 		}
 	}
-	c, err := varlink.NewConnectionWithDialer(ctx, "unix:"+path, retryDialer(dial))
-	if err != nil {
-		return nil, fmt.Errorf("dial varlink %s: %w", path, err)
+	redial := func(ctx context.Context) (*varlink.Connection, error) {
+		c, err := varlink.NewConnectionWithDialer(ctx, "unix:"+path, retryDialer(dial))
+		if err != nil {
+			return nil, fmt.Errorf("dial varlink %s: %w", path, err)
+		}
+		return c, nil
 	}
-	return &Client{conn: c}, nil
+	c, err := redial(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &Client{conn: c, redial: redial}, nil
 }
 
 // retryDialer retries a connect refused for a full backlog.
 type retryDialer func(ctx context.Context, path string) (net.Conn, error)
 
 func (d retryDialer) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
-	pause := 2 * time.Millisecond
-	for {
+	for i := 0; ; i++ {
 		c, err := d(ctx, address)
 		if err == nil || !errors.Is(err, syscall.EAGAIN) {
 			return c, err
 		}
+		// A short, varying pause: room in the backlog appears as fast
+		// as the service accepts, and a flooder retries at once.
 		select {
 		case <-ctx.Done():
 			return nil, fmt.Errorf("%w (the service's backlog stayed full)", err)
-		case <-time.After(pause):
+		case <-time.After(time.Millisecond + time.Duration(i%4)*time.Millisecond):
 		}
-		pause = min(2*pause, 100*time.Millisecond)
 	}
+}
+
+// closedBeforeReply reports whether err means the connection ended before
+// a reply arrived.
+func closedBeforeReply(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, syscall.EPIPE)
 }
 
 // FromConn wraps an open varlink connection; the Client takes it over.
@@ -112,6 +133,18 @@ func (c *Client) call(ctx context.Context, method string, in, out any, ns *os.Fi
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	rx, err := c.conn.CallWithFDs(ctx, iface+method, in, out, fds)
+	if err != nil && !c.served && c.redial != nil && closedBeforeReply(err) {
+		// A new connection closed before its first reply: dial again
+		// and repeat the call once.
+		if nc, derr := c.redial(ctx); derr == nil {
+			c.conn.Close()
+			c.conn = nc
+			rx, err = c.conn.CallWithFDs(ctx, iface+method, in, out, fds)
+		}
+	}
+	if err == nil || !closedBeforeReply(err) {
+		c.served = true
+	}
 	if err != nil {
 		for _, f := range rx {
 			f.Close()

@@ -1,6 +1,7 @@
 package verdictclient
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"net"
@@ -74,5 +75,56 @@ func TestAttackDialRetriesFullBacklog(t *testing.T) {
 	// A socket nobody listens on fails at once.
 	if _, err := Dial(ctx, filepath.Join(t.TempDir(), "none")); err == nil {
 		t.Error("Dial of a missing socket succeeded")
+	}
+}
+
+// TestAttackRetryClosedBeforeReply: a new connection the service closes
+// before its first reply (no room for the caller, or the caller was
+// slower than the idle timeout) is dialled again and the call repeated,
+// so a hook's Engage survives it; a connection that already answered is
+// not.
+func TestAttackRetryClosedBeforeReply(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan int, 4)
+	go func() {
+		for i := 0; ; i++ {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- i
+			go func() {
+				defer c.Close()
+				r := bufio.NewReader(c)
+				for {
+					if _, err := r.ReadBytes(0); err != nil {
+						return
+					}
+					if i == 0 {
+						return // the first connection is closed unanswered
+					}
+					c.Write([]byte(`{"parameters":{"table":"clearance","engaged_now":true}}` + "\x00"))
+				}
+			}()
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := Dial(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	table, now, err := c.Engage(ctx, "ctr000000001", nil)
+	if err != nil || table != "clearance" || !now {
+		t.Fatalf("Engage over a connection closed before its reply = %q, %v, %v", table, now, err)
+	}
+	if n := len(accepted); n != 2 {
+		t.Errorf("%d connections, want 2 (one redial)", n)
 	}
 }
