@@ -17,32 +17,40 @@ import (
 )
 
 const usage = `Usage: clearance-verdict [--config FILE] [--socket PATH] [--runtime-root DIR] [--policy-dir DIR]
-                         [--shield-apply sets|exec] [--idle DURATION]
+                         [--shield-apply sets|exec] [--idle DURATION] [--idle-timeout DURATION]
+                         [--max-connections N] [--subuid-file FILE]
 
 The privileged half of clearance: checks that the caller owns a container's
 network namespace, installs and inspects its nftables ruleset, applies
 verdicts, and hands the container's bound NFLOG socket to the caller.
 Serves org.terok.ClearanceVerdict1 (the seed's Apply), org.terok.ClearanceFirewall1
-(Engage, Watch, Apply with scope, Revoke, List, Explain, Disengage),
+(Engage, Watch, Apply with scope, Revoke, List, Explain, Disengage, ...),
 org.varlink.service and io.systemd.service.
 
 How it is started decides how long it lives:
-  * systemd socket unit with Accept=yes (clearance-verdict.socket): the passed
-    fd is one connected socket; the instance serves that connection and exits
-    when the caller hangs up.
-  * socket unit with Accept=no: the passed fd is the listening socket; served
-    until no connection has been open for --idle.
+  * socket unit with Accept=no (the packaged clearance-verdict.socket): the
+    passed fd is the listening socket; served until no connection has been
+    open for --idle.
+  * systemd socket unit with Accept=yes: the passed fd is one connected
+    socket; the instance serves that connection and exits when the caller
+    hangs up.
   * no LISTEN_FDS: binds --socket itself (directory 0755 owned by root, socket
     0666: any local user may connect, because every call is authorized on its
     own from the caller's kernel-verified uid, SO_PEERCRED) and serves until
     SIGTERM or SIGINT.
 
+Connections: one user, with its subordinate uids (--subuid-file), holds at
+most verdict.max_connections_per_owner at once (a connection beyond is
+answered PermissionDenied before it is read); a connection without a complete
+request for --idle-timeout is closed; root is not limited.
+
 Authorization: the caller's uid must own the container's network namespace
-(owner of the user namespace owning it) or be 0. The namespace comes from a
-file descriptor passed with the call, or from the runtime record under the
+(owner of the user namespace owning it) or be 0. The caller passes the
+namespace as a file descriptor with every call; a runtime record under the
 caller's uid (<runtime-root>/user/<uid>/clearance/<id>/container.json, or
-<runtime-root>/clearance/containers/<id>/container.json for root), whose pid is
-re-checked against the recorded namespace inode and device.
+<runtime-root>/clearance/containers/<id>/container.json for root) must then
+name the same namespace. Without a passed namespace only root's calls are
+resolved through the record's pid (which needs CAP_SYS_PTRACE).
 
 Options:
 `
@@ -62,6 +70,9 @@ func run() int {
 	shieldApply := fs.String("shield-apply", verdict.ShieldApplySets, "in terok-shield mode, write into the shield's sets (`sets`) or run terok-shield allow|deny (exec)")
 	shieldBinary := fs.String("shield-binary", "", "terok-shield `executable` for --shield-apply exec (default: verdict.shield_binary, next to this binary, then $PATH)")
 	idle := fs.Duration("idle", 30*time.Second, "with a listening activated socket, exit after this `duration` without connections")
+	idleTimeout := fs.Duration("idle-timeout", 0, "close a connection after this `duration` without a complete request (default: verdict.idle_timeout, 5s)")
+	subUIDs := fs.String("subuid-file", verdict.DefaultSubUIDFile, "subordinate uid ranges: a user's subuids count as that user for connection limits (`file`)")
+	maxConns := fs.Int("max-connections", 256, "with a listening socket, serve at most `n` connections at once")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		if err == flag.ErrHelp {
 			return 0
@@ -93,6 +104,10 @@ func run() int {
 		return 1
 	}
 	vc.RuntimeRoot, vc.ShieldApply, vc.Level, vc.Log = *runtimeRoot, *shieldApply, level, log
+	vc.SubUIDFile = *subUIDs
+	if *idleTimeout <= 0 {
+		*idleTimeout = cfg.Verdict.IdleTimeout
+	}
 	if *policyDir != "" {
 		vc.PolicyDir = *policyDir
 	}
@@ -126,7 +141,11 @@ func run() int {
 		*idle = 0
 		log.Info("verdict service listening", "socket", *socket)
 	}
-	if err := verdict.Run(ctx, svc, sock, verdict.RunOptions{Idle: *idle, Log: log}); err != nil {
+	// Run with Accept=yes and a RuntimeDirectory=, the per-connection
+	// instances count each user's connections there.
+	opt := verdict.RunOptions{Idle: *idle, IdleTimeout: *idleTimeout, MaxConns: *maxConns,
+		SlotDir: os.Getenv("RUNTIME_DIRECTORY"), Log: log}
+	if err := verdict.Run(ctx, svc, sock, opt); err != nil {
 		log.Error("serve", "err", err)
 		return 1
 	}

@@ -81,6 +81,21 @@ type Config struct {
 	Ruleset  Ruleset  `yaml:"ruleset"`
 	DNS      DNS      `yaml:"dns"`
 	Notifier Notifier `yaml:"notifier"`
+	Hook     Hook     `yaml:"hook"`
+}
+
+// Hook configures clearance-oci-hook. The hook reads only the system
+// file (/etc/clearance/clearance.yaml): the user who starts a container
+// cannot change what it refuses.
+type Hook struct {
+	// AllowCapabilities lists capabilities a container may hold although
+	// a process holding them can change or bypass its firewall:
+	// CAP_NET_ADMIN (rewrite or delete the ruleset) and CAP_NET_RAW
+	// (packet sockets below it); a --privileged container holds both.
+	// The hook refuses (fail closed) a container holding one that is not
+	// listed. Names are case-insensitive, with or without "CAP_".
+	// Default empty.
+	AllowCapabilities []string `yaml:"allow_capabilities"`
 }
 
 // What the DNS forwarder answers for a denied name (dns.denied).
@@ -183,6 +198,28 @@ type Verdict struct {
 
 	// OnceTTL is the lifetime of a verdict with scope "once". Default 1h.
 	OnceTTL time.Duration `yaml:"once_ttl"`
+
+	// KeepEstablished, read by clearance-verdict, leaves established
+	// connections alone when a verdict is revoked (as the hub does when a
+	// "once" verdict expires). By default their conntrack entries are
+	// deleted in the container's namespace, so the next packet of such a
+	// connection is judged like a new one: a connection does not outlive
+	// its verdict. Default false.
+	KeepEstablished bool `yaml:"keep_established"`
+
+	// IdleTimeout, read by clearance-verdict, closes a connection on which
+	// no complete request arrived for this long (counted from the
+	// connection's start and from each reply; a call being handled does
+	// not count), so idle connections cannot pile up. Clients reconnect.
+	// Default 5s.
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+
+	// MaxConnectionsPerOwner, read by clearance-verdict, bounds the
+	// connections one user holds open at once, counting the user's
+	// subordinate uids (/etc/subuid) as the user; root is not limited. A
+	// connection beyond it is refused with PermissionDenied before it
+	// is read. Default 16.
+	MaxConnectionsPerOwner int `yaml:"max_connections_per_owner"`
 }
 
 // Ruleset configures the container's firewall ruleset.
@@ -283,6 +320,10 @@ func Default() *Config {
 			ShieldBinary: "",
 			Timeout:      10 * time.Second,
 			OnceTTL:      time.Hour,
+
+			KeepEstablished:        false,
+			IdleTimeout:            5 * time.Second,
+			MaxConnectionsPerOwner: 16,
 		},
 		Ruleset: Ruleset{
 			Mode:        RulesetModeBuiltin,
@@ -302,6 +343,9 @@ func Default() *Config {
 			Denied:           DNSDeniedNXDomain,
 			MaxNames:         16384,
 			QueriesPerSecond: 500,
+		},
+		Hook: Hook{
+			AllowCapabilities: []string{},
 		},
 		Notifier: Notifier{
 			HubGlob:        []string{"$XDG_RUNTIME_DIR/clearance/*/hub.sock"},
@@ -576,6 +620,8 @@ func (c *Config) validate(p positions) error {
 	absPath("verdict.socket", v.Socket, false)
 	positiveDur("verdict.timeout", v.Timeout)
 	positiveDur("verdict.once_ttl", v.OnceTTL)
+	positiveDur("verdict.idle_timeout", v.IdleTimeout)
+	positive("verdict.max_connections_per_owner", v.MaxConnectionsPerOwner)
 
 	r := c.Ruleset
 	switch r.Mode {
@@ -622,6 +668,14 @@ func (c *Config) validate(p positions) error {
 	for i, d := range r.PolicyPath {
 		if !filepath.IsAbs(d) {
 			bad("ruleset.policy_path", "entry %d: must be an absolute path, got %q", i, d)
+		}
+	}
+
+	for i, name := range c.Hook.AllowCapabilities {
+		switch strings.TrimPrefix(strings.ToUpper(strings.TrimSpace(name)), "CAP_") {
+		case "NET_ADMIN", "NET_RAW":
+		default:
+			bad("hook.allow_capabilities", "entry %d: %q is not CAP_NET_ADMIN or CAP_NET_RAW, the capabilities the hook refuses", i, name)
 		}
 	}
 

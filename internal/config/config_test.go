@@ -109,6 +109,9 @@ verdict:
   shield_binary: /usr/bin/terok-shield
   timeout: 2.5s
   once_ttl: 10m
+  keep_established: true
+  idle_timeout: 2s
+  max_connections_per_owner: 4
 ruleset:
   mode: terok-shield
   nflog_group: 5
@@ -130,10 +133,14 @@ notifier:
   max_visible: 1
   rate_per_minute: 60
   headless_exit_ok: true
+hook:
+  allow_capabilities: [CAP_NET_RAW, net_admin]
 `},
 			want: func(c *Config) {
 				c.Hub = Hub{QueueDepth: 64, PendingTTL: 30 * time.Minute, MaxPending: 100, RuntimeDir: "/run/x", MaxMessageBytes: 65536, MaxLineBytes: 4096}
-				c.Verdict = Verdict{Mode: "exec", Socket: "/run/v.sock", ShieldBinary: "/usr/bin/terok-shield", Timeout: 2500 * time.Millisecond, OnceTTL: 10 * time.Minute}
+				c.Verdict = Verdict{Mode: "exec", Socket: "/run/v.sock", ShieldBinary: "/usr/bin/terok-shield", Timeout: 2500 * time.Millisecond, OnceTTL: 10 * time.Minute,
+					KeepEstablished: true, IdleTimeout: 2 * time.Second, MaxConnectionsPerOwner: 4}
+				c.Hook = Hook{AllowCapabilities: []string{"CAP_NET_RAW", "net_admin"}}
 				c.Ruleset = Ruleset{Mode: "terok-shield", NflogGroup: 5, DNSPrefix: "D: ", BlockPrefix: "B: ", TCPReject: "reset", Resolvers: []string{"192.0.2.53"}, PolicyDir: "/srv/policy",
 					PolicyPath: []string{"/srv/shipped", "/opt/clearance/policy.d"}, DNSMark: 0x10}
 				c.DNS = DNS{HoldMax: 500 * time.Millisecond, Hold: true, MinTTL: time.Minute, Denied: "refused", MaxNames: 10, QueriesPerSecond: 7}
@@ -272,6 +279,16 @@ func TestLoadErrors(t *testing.T) {
 			name:    "relative socket path",
 			content: "verdict:\n  socket: verdict.sock\n",
 			want:    []string{`FILE:2: verdict.socket: must be an absolute path, got "verdict.sock"`},
+		},
+		{
+			name:    "a capability the hook does not refuse",
+			content: "hook:\n  allow_capabilities: [CAP_SYS_ADMIN]\n",
+			want:    []string{`FILE:2: hook.allow_capabilities: entry 0: "CAP_SYS_ADMIN" is not CAP_NET_ADMIN or CAP_NET_RAW`},
+		},
+		{
+			name:    "zero idle timeout",
+			content: "verdict:\n  idle_timeout: 0s\n",
+			want:    []string{"FILE:2: verdict.idle_timeout: must be a positive duration"},
 		},
 		{
 			name:    "two documents",

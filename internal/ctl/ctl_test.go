@@ -597,3 +597,21 @@ func TestAlreadyDecidedMessage(t *testing.T) {
 		t.Errorf("describeErr = %q, want %q", got, want)
 	}
 }
+
+// TestAttackIPv6Endpoint (issue 9, item 11): an IPv6 destination printed
+// as "2001:db8::1:443" hid where the address ends; it is bracketed.
+func TestAttackIPv6Endpoint(t *testing.T) {
+	for _, tc := range []struct {
+		target      string
+		port, proto int64
+		want        string
+	}{
+		{"2001:db8::1", 443, 6, "[2001:db8::1]:443/tcp"},
+		{"192.0.2.1", 53, 17, "192.0.2.1:53/udp"},
+		{"2001:db8::1", 0, 0, "2001:db8::1"},
+	} {
+		if got := endpoint(tc.target, tc.port, tc.proto); got != tc.want {
+			t.Errorf("endpoint(%q, %d, %d) = %q, want %q", tc.target, tc.port, tc.proto, got, tc.want)
+		}
+	}
+}

@@ -15,6 +15,7 @@ import (
 	"github.com/terok-ai/clearance/internal/nft"
 	"github.com/terok-ai/clearance/internal/policy"
 	"github.com/terok-ai/clearance/internal/record"
+	"github.com/terok-ai/clearance/internal/render"
 	"github.com/terok-ai/clearance/internal/varlinkapi"
 	fw "github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearancefirewall1"
 	"github.com/terok-ai/clearance/internal/verdict/verdictclient"
@@ -255,7 +256,7 @@ this host (the container may resolve it differently).`)
 	}
 	head := clean(host)
 	if port > 0 {
-		head += ":" + strconv.FormatInt(port, 10)
+		head = render.HostPort(head, port)
 	}
 	if *proto != "" {
 		head += "/" + *proto

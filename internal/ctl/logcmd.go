@@ -14,6 +14,7 @@ import (
 
 	"github.com/terok-ai/clearance/internal/event"
 	"github.com/terok-ai/clearance/internal/hub"
+	"github.com/terok-ai/clearance/internal/render"
 )
 
 // errNoJournalctl reports that journalctl is not installed.
@@ -253,7 +254,7 @@ func (r *runner) auditTable(entries []auditEntry) *table {
 		if target != "" {
 			dest = clean(target)
 			if e.Port > 0 {
-				dest += ":" + strconv.FormatInt(e.Port, 10)
+				dest = render.HostPort(dest, e.Port)
 			}
 			if e.Proto != "" {
 				dest += "/" + strings.ToLower(clean(e.Proto))

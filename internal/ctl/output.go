@@ -200,7 +200,7 @@ func endpoint(target string, port, proto int64) string {
 		s = "?"
 	}
 	if port > 0 {
-		s += ":" + strconv.FormatInt(port, 10)
+		s = render.HostPort(s, port) // [2001:db8::1]:443
 	}
 	if proto > 0 {
 		s += "/" + protoName(proto)

@@ -643,8 +643,9 @@ func (t *nameRules) denies(name string, proto uint8, port uint16) (nameRule, boo
 }
 
 // learnIdle is how long the learner keeps its verdict connection open
-// without a call: the service's per-connection instance lives as long.
-const learnIdle = 5 * time.Second
+// without a call: below the verdict service's idle timeout (5 s by
+// default), which closes a connection that sends nothing for as long.
+const learnIdle = 3 * time.Second
 
 // learner is the forwarder's [dnsfwd.Learner]: Learn calls on one verdict
 // connection, kept open while the forwarder is busy and closed when idle.

@@ -67,6 +67,7 @@ func Run(ctx context.Context, opts Options) error {
 		hubs:    map[string]*hubEntry{},
 		routes:  map[string]*hubConn{},
 		targets: map[string]string{},
+		claimed: map[claim]bool{},
 	}
 	d.popups = notify.NewPopups(offline{}, &notify.PopupsConfig{
 		Logger:        log,
@@ -151,8 +152,9 @@ type daemon struct {
 
 	mu      sync.Mutex
 	hubs    map[string]*hubEntry // by socket path
-	routes  map[string]*hubConn  // container → the hub that reported it last
+	routes  map[string]*hubConn  // container → the hub that speaks for it (see hubEvent)
 	targets map[string]string    // request id → raw target, when rendering changed it
+	claimed map[claim]bool       // hubs refused a container, logged once
 	busUp   bool
 	wake    chan struct{} // fires when a forget deadline passes
 	wakeSet time.Time
@@ -235,6 +237,11 @@ func (d *daemon) forget(e *hubEntry) {
 			delete(d.routes, c)
 		}
 	}
+	for c := range d.claimed {
+		if c.h == e.conn {
+			delete(d.claimed, c)
+		}
+	}
 	d.mu.Unlock()
 	slices.Sort(containers)
 	for _, c := range containers {
@@ -267,11 +274,37 @@ func (d *daemon) recheck() <-chan struct{} {
 	return d.wake
 }
 
+// claim is a hub and a container it named.
+type claim struct {
+	h         *hubConn
+	container string
+}
+
 // hubEvent routes a hub's event to the popups and remembers which hub
-// speaks for its container.
+// speaks for its container: the first one that named it, for as long as
+// that hub is followed. Another socket naming the same container is
+// ignored, so its prompts cannot stand in for the real ones and no
+// verdict meant for the container goes to it; a verdict goes back on the
+// connection its request came from.
 func (d *daemon) hubEvent(_ context.Context, h *hubConn, ev event.Event) {
 	d.mu.Lock()
 	if ev.Container != "" {
+		if owner, ok := d.routes[ev.Container]; ok && owner != h {
+			c := claim{h, ev.Container}
+			first := !d.claimed[c]
+			if first {
+				if len(d.claimed) >= maxRawTargets {
+					clear(d.claimed)
+				}
+				d.claimed[c] = true
+			}
+			d.mu.Unlock()
+			if first {
+				d.log.Warn("ignoring a hub's events for a container another hub speaks for", "hub", h.path,
+					"container", render.Terminal(ev.Container), "speaking_hub", owner.path)
+			}
+			return
+		}
 		d.routes[ev.Container] = h
 	}
 	switch ev.Type {

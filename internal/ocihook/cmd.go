@@ -9,8 +9,34 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/coreos/go-systemd/v22/journal"
+
+	"github.com/terok-ai/clearance/internal/config"
+	"github.com/terok-ai/clearance/internal/sd"
 	"github.com/terok-ai/clearance/internal/verdict/verdictclient"
 )
+
+// Journal returns the journal's send function when the journal is
+// reachable (also from a rootless user namespace), else nil.
+func Journal() func(string, journal.Priority, map[string]string) error {
+	if !journal.Enabled() {
+		return nil
+	}
+	return journal.Send
+}
+
+// hookHandler logs text to stderr (the runtime shows it when the hook
+// fails) and, with send, warnings and errors also to the journal, where
+// an administrator finds why a container was refused (the runtime may not
+// keep the hook's stderr).
+func hookHandler(stderr io.Writer, level slog.Level, send func(string, journal.Priority, map[string]string) error) slog.Handler {
+	text := slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})
+	if send == nil {
+		return text
+	}
+	return slog.NewMultiHandler(text, sd.NewJournalHandler(&sd.JournalOptions{
+		Level: slog.LevelWarn, Identifier: "clearance-oci-hook", Send: send, Fallback: io.Discard}))
+}
 
 const usage = `Usage: clearance-oci-hook [options] [createRuntime|poststop]
 
@@ -48,6 +74,7 @@ func Command(ctx context.Context, args []string, stdin io.Reader, stderr io.Writ
 	fs.StringVar(&h.VerdictSocket, "verdict-socket", verdictclient.DefaultSocket, "the verdict service's socket")
 	engage := fs.String("engage", string(EngageRequired), `ruleset failure policy: "required" (abort the container), "optional" (log and run) or "off"`)
 	manager := fs.String("manager", string(ManagerAuto), `service manager: "auto" (the owner's user manager; for root, root's user manager if running, else the system manager), "user" or "system"`)
+	cfgPath := fs.String("config", config.SystemPath, "the system configuration `file` (hook.allow_capabilities); never a user's")
 	timeout := fs.Duration("timeout", 25*time.Second, "bound for the whole hook (keep below the hooks.d timeout)")
 	fs.DurationVar(&h.HubWait, "hub-wait", 10*time.Second, "bound for the hub to become ready; exceeding it is logged, not fatal")
 	debug := fs.Bool("debug", false, "log at debug level")
@@ -79,7 +106,15 @@ func Command(ctx context.Context, args []string, stdin io.Reader, stderr io.Writ
 	if *debug {
 		level = slog.LevelDebug
 	}
-	h.Log = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})).With("prog", "clearance-oci-hook")
+	h.Log = slog.New(hookHandler(stderr, level, Journal())).With("prog", "clearance-oci-hook")
+	// Only the system configuration counts: whoever runs the container
+	// must not be able to allow what the hook refuses.
+	cfg, err := config.Load(*cfgPath)
+	if err != nil {
+		h.Log.Error("read configuration; allowing no capability that defeats the firewall", "err", err)
+		cfg = config.Default()
+	}
+	h.AllowCapabilities = cfg.Hook.AllowCapabilities
 
 	stage := fs.Arg(0)
 	if stage != "" && stage != "createRuntime" && stage != "poststop" {

@@ -24,10 +24,15 @@
 // # Failure policy
 //
 // Only createRuntime can abort a container, and it does so only when the
-// container would otherwise run without its firewall: the runtime record
-// cannot be written or the ruleset cannot be engaged (fail closed, like
-// terok-shield's hook; see [EngageRequired]). A hub that cannot be started
-// costs prompts, not containment, and is logged but tolerated.
+// container would otherwise run without its firewall, or with one it can
+// take down itself: the runtime record cannot be written, the ruleset
+// cannot be engaged (fail closed, like terok-shield's hook; see
+// [EngageRequired]), the bundle grants CAP_NET_ADMIN or CAP_NET_RAW that
+// the system configuration does not allow ([CheckCapabilities]), or the
+// container shares the hook's (the host's) network namespace. A hub that
+// cannot be started costs prompts, not containment, and is logged but
+// tolerated. poststop takes the ruleset down from a joined namespace that
+// outlives the container.
 //
 // # Children
 //

@@ -52,10 +52,11 @@ const (
 	ManagerSystem ManagerMode = "system"
 )
 
-// Engager engages a container's ruleset; *verdictclient.Client
-// implements it through the verdict service.
+// Engager engages and disengages a container's ruleset;
+// *verdictclient.Client implements it through the verdict service.
 type Engager interface {
 	Engage(ctx context.Context, container string, ns *os.File) (table string, engagedNow bool, err error)
+	Disengage(ctx context.Context, container string, ns *os.File) error
 	Close() error
 }
 
@@ -90,6 +91,16 @@ type Hook struct {
 	EUID *int
 	// ProcRoot is where /proc is mounted; default "/proc".
 	ProcRoot string
+	// SelfNetns identifies the hook's own network namespace (the
+	// runtime's, normally the host's); nil means /proc/thread-self/ns/net.
+	// A container in it shares the host's network (--network host): its
+	// ruleset would firewall the host, so it is never engaged.
+	SelfNetns *netns.ID
+	// AllowCapabilities lists the capabilities of [FirewallCapabilities]
+	// a container may hold all the same (hook.allow_capabilities of the
+	// system configuration); a container holding any other of them is
+	// refused.
+	AllowCapabilities []string
 
 	// DialManager and DialVerdict are seams for tests; nil means the
 	// real D-Bus manager ([DialManager]) and verdict client.
@@ -192,12 +203,33 @@ func (h *Hook) CreateRuntime(ctx context.Context, st State) error {
 	if err != nil {
 		return fmt.Errorf("identify container netns: %w", err)
 	}
+	if h.Engage != EngageOff {
+		// Refused whatever -engage says: the container would run with a
+		// firewall it can take down itself.
+		caps, err := BundleCapabilities(st.Bundle)
+		if err != nil {
+			return fmt.Errorf("cannot tell the container's capabilities, so it may not start (fail closed): %w", err)
+		}
+		if err := CheckCapabilities(caps, h.AllowCapabilities); err != nil {
+			log.Error("container refused: "+err.Error(), "MESSAGE_ID", MsgRefused, "capabilities", strings.Join(caps, ","))
+			return err
+		}
+	}
+	shared, err := h.sharesOwnNetns(nsID)
+	if err != nil {
+		return err
+	}
 
 	rec := record.Record{
 		ID: st.ID, ID12: id12, Name: displayName(st), PID: st.Pid,
 		NetnsInode: nsID.Ino, NetnsDev: nsID.Dev, OwnerUID: uid,
 		Dossier: Dossier(st.Annotations), Policy: PolicyName(st.Annotations),
 		CreatedUsec: time.Now().UnixMicro(),
+	}
+	if p, err := BundleNetnsPath(st.Bundle); err != nil {
+		log.Warn("cannot tell whether the container joined an existing network namespace", "bundle", st.Bundle, "err", err)
+	} else if filepath.IsAbs(p) && len(p) <= 4096 {
+		rec.NetnsPath = p
 	}
 	if rs, err := BundleResolvers(st.Bundle); err != nil {
 		// Not fatal: the configuration may name resolvers; without any,
@@ -222,8 +254,15 @@ func (h *Hook) CreateRuntime(ctx context.Context, st State) error {
 	log.Info("runtime record written", "path", path, "pid", st.Pid, "netns", nsID.String(), "owner_uid", uid, "policy", rec.Policy,
 		"resolvers", strings.Join(rec.Resolvers, ","))
 
-	if err := h.engage(ctx, log, id12, ns); err != nil {
+	if shared {
+		err = h.engageFailed(log, fmt.Errorf("%s; run it with a network of its own (not --network host), "+
+			"or opt out with --annotation %s=false", hostNetnsReason, AnnotationEnable))
+	} else {
+		err = h.engage(ctx, log, id12, ns, &rec, path)
+	}
+	if err != nil {
 		removeRecord(path)
+		log.Error("container refused: "+err.Error(), "MESSAGE_ID", MsgRefused)
 		return err
 	}
 
@@ -235,29 +274,66 @@ func (h *Hook) CreateRuntime(ctx context.Context, st State) error {
 	return nil
 }
 
-// engage asks the verdict service to install or verify the ruleset.
-func (h *Hook) engage(ctx context.Context, log *slog.Logger, id12 string, ns *os.File) error {
+// MsgRefused is the journal MESSAGE_ID of a container the hook refused.
+const MsgRefused = "b4d2f6a8c0e14a3b9d7f1e5c3a2b8d60"
+
+// hostNetnsReason says why a container in the hook's own network
+// namespace is not firewalled.
+const hostNetnsReason = "the container shares the network namespace of its runtime (the host's): " +
+	"its ruleset would firewall the host, and clearance firewalls only a network namespace of the container's own"
+
+// sharesOwnNetns reports whether id is the hook's own network namespace.
+func (h *Hook) sharesOwnNetns(id netns.ID) (bool, error) {
+	self := h.SelfNetns
+	if self == nil {
+		f, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			return false, fmt.Errorf("open own netns: %w", err)
+		}
+		defer f.Close()
+		own, err := netns.Identify(f)
+		if err != nil {
+			return false, fmt.Errorf("identify own netns: %w", err)
+		}
+		self = &own
+	}
+	return id == *self, nil
+}
+
+// engageFailed applies the engage failure policy to err: nil (logged)
+// with -engage optional, else the error that aborts the container.
+func (h *Hook) engageFailed(log *slog.Logger, err error) error {
+	if h.Engage == EngageOptional {
+		log.Warn("ruleset NOT engaged; the container runs without clearance's firewall (-engage optional)", "verdict_socket", h.VerdictSocket, "err", err)
+		return nil
+	}
+	return fmt.Errorf("engage ruleset through %s (container aborted, fail closed): %w", h.VerdictSocket, err)
+}
+
+// engage asks the verdict service to install or verify the ruleset. When
+// it installed it now, rec (at path) is marked so that poststop takes it
+// down again from a namespace that outlives the container.
+func (h *Hook) engage(ctx context.Context, log *slog.Logger, id12 string, ns *os.File, rec *record.Record, path string) error {
 	if h.Engage == EngageOff {
 		log.Info("ruleset not engaged (-engage off)")
 		return nil
 	}
-	fail := func(err error) error {
-		if h.Engage == EngageOptional {
-			log.Warn("ruleset NOT engaged; the container runs without clearance's firewall (-engage optional)", "verdict_socket", h.VerdictSocket, "err", err)
-			return nil
-		}
-		return fmt.Errorf("engage ruleset through %s (container aborted, fail closed): %w", h.VerdictSocket, err)
-	}
 	c, err := h.DialVerdict(ctx, h.VerdictSocket)
 	if err != nil {
-		return fail(fmt.Errorf("verdict service unreachable: %w", err))
+		return h.engageFailed(log, fmt.Errorf("verdict service unreachable: %w", err))
 	}
 	defer c.Close()
 	table, now, err := c.Engage(ctx, id12, ns)
 	if err != nil {
-		return fail(err)
+		return h.engageFailed(log, err)
 	}
 	log.Info("ruleset engaged", "table", table, "created", now)
+	if now && rec.NetnsPath != "" {
+		rec.Engaged = true
+		if err := record.Write(filepath.Dir(path), *rec); err != nil {
+			log.Warn("cannot mark the record: poststop will not take the ruleset down", "err", err)
+		}
+	}
 	return nil
 }
 
@@ -377,6 +453,11 @@ func (h *Hook) Poststop(ctx context.Context, st State) error {
 		errs = append(errs, err)
 	}
 	path := record.Locate(h.RuntimeRoot, int(uid), id12)
+	if rec, err := record.ReadOwned(path, uid); err == nil && rec.Engaged && rec.NetnsPath != "" {
+		if err := h.disengageShared(ctx, log, uid, rec); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if err := removeRecord(path); err != nil {
 		errs = append(errs, err)
 	} else {
@@ -388,6 +469,79 @@ func (h *Hook) Poststop(ctx context.Context, st State) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// disengageShared takes the ruleset createRuntime installed down from a
+// network namespace that outlives the container (rec.NetnsPath: a pod's,
+// another container's, a named one), unless another running container of
+// the same owner still uses it; that one then inherits the duty.
+func (h *Hook) disengageShared(ctx context.Context, log *slog.Logger, uid uint32, rec record.Record) error {
+	log = log.With("netns_path", rec.NetnsPath)
+	f, err := os.Open(rec.NetnsPath)
+	if err != nil {
+		log.Info("the joined network namespace is gone; nothing to disengage", "err", err)
+		return nil
+	}
+	defer f.Close()
+	id, err := netns.Identify(f)
+	if err != nil || id.Ino != rec.NetnsInode || id.Dev != rec.NetnsDev {
+		log.Info("the path names another network namespace now; nothing to disengage")
+		return nil
+	}
+	if heir := h.liveRecordIn(uid, id, rec.ID12); heir != nil {
+		heir.rec.Engaged = true
+		if err := record.Write(filepath.Dir(heir.path), heir.rec); err != nil {
+			return fmt.Errorf("hand the ruleset over to container %s: %w", heir.rec.ID12, err)
+		}
+		log.Info("ruleset stays: another container still uses the namespace", "heir", heir.rec.ID12)
+		return nil
+	}
+	c, err := h.DialVerdict(ctx, h.VerdictSocket)
+	if err != nil {
+		return fmt.Errorf("disengage the joined namespace: verdict service unreachable: %w", err)
+	}
+	defer c.Close()
+	if err := c.Disengage(ctx, rec.ID12, f); err != nil {
+		return fmt.Errorf("disengage the joined namespace: %w", err)
+	}
+	log.Info("ruleset taken down from the joined network namespace")
+	return nil
+}
+
+// liveRecord is a record found on disk.
+type liveRecord struct {
+	path string
+	rec  record.Record
+}
+
+// liveRecordIn returns the record of another running container of uid
+// (other than id12) whose process is in the network namespace id, or nil.
+func (h *Hook) liveRecordIn(uid uint32, id netns.ID, id12 string) *liveRecord {
+	dir := filepath.Dir(filepath.Dir(record.Locate(h.RuntimeRoot, int(uid), id12)))
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil
+	}
+	for _, e := range ents {
+		if e.Name() == id12 || !record.ValidID(e.Name()) {
+			continue
+		}
+		p := record.Locate(h.RuntimeRoot, int(uid), e.Name())
+		r, err := record.ReadOwned(p, uid)
+		if err != nil || r.NetnsInode != id.Ino || r.NetnsDev != id.Dev {
+			continue
+		}
+		f, err := os.Open(filepath.Join(h.ProcRoot, strconv.Itoa(r.PID), "ns", "net"))
+		if err != nil {
+			continue
+		}
+		got, err := netns.Identify(f)
+		f.Close()
+		if err == nil && got == id {
+			return &liveRecord{path: p, rec: r}
+		}
+	}
+	return nil
 }
 
 // stopHub stops the hub's sockets and service and waits (bounded) until

@@ -3,6 +3,7 @@ package ocihook
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"net"
 	"os"
@@ -108,18 +109,30 @@ func (m *fakeManager) ActiveState(ctx context.Context, unit string) (string, err
 func (m *fakeManager) Close() error { return nil }
 
 type fakeEngager struct {
-	mu        sync.Mutex
-	container string
-	ns        netns.ID
-	err       error
+	mu         sync.Mutex
+	container  string
+	ns         netns.ID
+	err        error
+	existed    bool       // the table was there before: engaged_now false
+	engages    int        // Engage calls
+	disengaged []netns.ID // namespaces passed to Disengage
 }
 
 func (e *fakeEngager) Engage(ctx context.Context, container string, ns *os.File) (string, bool, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	e.engages++
 	e.container = container
 	e.ns, _ = netns.Identify(ns)
-	return "inet clearance", true, e.err
+	return "inet clearance", !e.existed, e.err
+}
+
+func (e *fakeEngager) Disengage(ctx context.Context, container string, ns *os.File) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	id, _ := netns.Identify(ns)
+	e.disengaged = append(e.disengaged, id)
+	return nil
 }
 
 func (e *fakeEngager) Close() error { return nil }
@@ -134,6 +147,30 @@ type env struct {
 	targets  []ManagerTarget
 	pid      int
 	nsID     netns.ID
+	bundle   string
+}
+
+// podman's default capabilities (containers.conf), with the CAP_ prefix
+// as they appear in the bundle.
+var defaultCaps = []string{"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL",
+	"CAP_NET_BIND_SERVICE", "CAP_SETFCAP", "CAP_SETGID", "CAP_SETPCAP", "CAP_SETUID", "CAP_SYS_CHROOT"}
+
+// writeBundle writes an OCI bundle config.json holding caps in the
+// bounding, effective and permitted sets, and a joined network namespace
+// at netnsPath ("" for a new one).
+func writeBundle(t *testing.T, dir string, caps []string, netnsPath string) {
+	t.Helper()
+	os.MkdirAll(dir, 0o755)
+	c, _ := json.Marshal(caps)
+	ns := `{"type":"network"}`
+	if netnsPath != "" {
+		ns = `{"type":"network","path":` + strconv.Quote(netnsPath) + `}`
+	}
+	b := `{"ociVersion":"1.0.2","process":{"capabilities":{"bounding":` + string(c) + `,"effective":` + string(c) +
+		`,"permitted":` + string(c) + `}},"linux":{"namespaces":[{"type":"pid"},` + ns + `]}}`
+	if err := os.WriteFile(filepath.Join(dir, "config.json"), []byte(b), 0o644); err != nil {
+		t.Fatal(err)
+	}
 }
 
 const testID = "e8aec775a12483c11de01996f5654378bce52a2c598606bd9bb22918e124ae49"
@@ -160,11 +197,16 @@ func newEnv(t *testing.T, uidMap string) *env {
 	f.Close()
 	um := filepath.Join(dir, "uid_map")
 	os.WriteFile(um, []byte(uidMap), 0o600)
+	e.bundle = filepath.Join(dir, "bundle")
+	writeBundle(t, e.bundle, defaultCaps, "")
 	zero := 0
+	// The "container" is in the test's own namespace; the hook is told
+	// it runs elsewhere, as it does for a real container.
+	elsewhere := netns.ID{Dev: 1, Ino: 1}
 	e.hook = &Hook{
 		RuntimeRoot: filepath.Join(dir, "run"), UserRuntimeBase: filepath.Join(dir, "run", "user"),
 		SystemRuntimeDir: filepath.Join(dir, "sys"), UIDMap: um, EUID: &zero, ProcRoot: proc,
-		HubWait: 5 * time.Second, Log: testutil.Logger(t),
+		HubWait: 5 * time.Second, Log: testutil.Logger(t), SelfNetns: &elsewhere,
 	}
 	e.hook.DialManager = func(ctx context.Context, tg ManagerTarget) (Manager, error) {
 		e.targets = append(e.targets, tg)
@@ -199,7 +241,7 @@ func (e *env) bus(t *testing.T, uid int) {
 }
 
 func (e *env) state() State {
-	return State{ID: testID, Pid: e.pid, Annotations: map[string]string{
+	return State{ID: testID, Pid: e.pid, Bundle: e.bundle, Annotations: map[string]string{
 		"io.clearance.enable": "true", "dossier.project": "proj", "dossier.task": "t\x07ask"}}
 }
 

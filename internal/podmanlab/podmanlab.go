@@ -357,6 +357,14 @@ func (e *Env) hubJournal() string {
 	return b.String()
 }
 
+// defaultCapabilities is the capability set of the distribution's
+// containers.conf (Debian 12's /usr/share/containers/containers.conf).
+// The private configuration replaces that file, and podman's compiled-in
+// set adds CAP_NET_RAW (and CAP_MKNOD, CAP_AUDIT_WRITE), which the OCI
+// hook refuses: a process holding it can send below the firewall.
+const defaultCapabilities = `default_capabilities = ["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL",
+  "NET_BIND_SERVICE", "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT"]`
+
 func (e *Env) writeConfig() error {
 	hn, err := exec.Command("sh", "-c", "ulimit -Hn").Output()
 	if err != nil {
@@ -366,6 +374,7 @@ func (e *Env) writeConfig() error {
 	files := map[string]string{
 		"containers.conf": fmt.Sprintf(`[containers]
 default_ulimits = ["nofile=%[2]s:%[2]s", "nproc=32768:32768"]
+%[3]s
 [engine]
 runtime = "runc"
 cgroup_manager = "cgroupfs"
@@ -375,7 +384,7 @@ tmp_dir = "%[1]s/store/tmp"
 hooks_dir = ["%[1]s/hooks.d"]
 [network]
 network_config_dir = "%[1]s/store/net"
-`, e.dir, nofile),
+`, e.dir, nofile, defaultCapabilities),
 		// No ruleset.resolvers: the container's forwarder asks the
 		// nameservers of the resolv.conf podman wrote for it (--dns), as
 		// the hook captured them, as on a default installation.
@@ -408,12 +417,14 @@ ExecStart=%s -config %s %%I
 	if e.owner != nil {
 		// Rootless podman reads its configuration from the owner's home;
 		// it must exist before the first podman call (test-machine §10).
-		files["home/.config/containers/containers.conf"] = fmt.Sprintf(`[engine]
+		files["home/.config/containers/containers.conf"] = fmt.Sprintf(`[containers]
+%s
+[engine]
 runtime = "runc"
 cgroup_manager = "cgroupfs"
 events_logger = "file"
 hooks_dir = ["%s"]
-`, e.Path("hooks.d"))
+`, defaultCapabilities, e.Path("hooks.d"))
 		files["home/.config/containers/storage.conf"] = fmt.Sprintf(`[storage]
 driver = "overlay"
 graphroot = "%s"

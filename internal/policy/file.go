@@ -69,8 +69,9 @@ var appendMu sync.Mutex
 // file that does not parse is left alone and reported.
 //
 // The file is replaced atomically: a temporary file in dir is written and
-// fsynced, renamed over the old file (keeping its mode, 0644 for a new
-// file), and dir is fsynced. Concurrent Appends, in this process or others
+// fsynced, renamed over the old file, and dir is fsynced. The file is
+// [FileMode] (0600) whatever the umask, and a directory Append creates is
+// 0700: what a user allowed "always" is nobody else's business. Concurrent Appends, in this process or others
 // using Append, are serialised with flock(2) on dir.
 func Append(dir, name, list string, e Entry) error {
 	if list != ListAllow && list != ListDeny {
@@ -88,7 +89,7 @@ func Append(dir, name, list string, e Entry) error {
 
 	appendMu.Lock()
 	defer appendMu.Unlock()
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("create policy directory: %w", err)
 	}
 	d, err := os.Open(dir)
@@ -102,26 +103,24 @@ func Append(dir, name, list string, e Entry) error {
 	defer unix.Flock(int(d.Fd()), unix.LOCK_UN)
 
 	data, err := os.ReadFile(path)
-	mode := fs.FileMode(0o644)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		data = nil
 	case err != nil:
 		return fmt.Errorf("read policy: %w", err)
-	default:
-		if st, err := os.Stat(path); err == nil {
-			mode = st.Mode().Perm()
-		}
 	}
 	out, changed, err := appendEntry(path, data, list, e)
 	if err != nil || !changed {
 		return err
 	}
-	if err := writeAtomic(d, path, out, mode); err != nil {
+	if err := writeAtomic(d, path, out, FileMode); err != nil {
 		return fmt.Errorf("write policy %s: %w", path, err)
 	}
 	return nil
 }
+
+// FileMode is the mode of every policy file [Append] writes.
+const FileMode fs.FileMode = 0o600
 
 // appendEntry edits the document tree of data (keeping comments and order)
 // and returns the new content and whether anything changed.

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -448,11 +449,7 @@ resolvers: [192.0.2.53]
 			if err != nil {
 				t.Fatal(err)
 			}
-			wantMode := os.FileMode(0o644)
-			if tt.initial != nil {
-				wantMode = 0o640
-			}
-			if st.Mode().Perm() != wantMode {
+			if wantMode := FileMode; st.Mode().Perm() != wantMode {
 				t.Errorf("mode = %v, want %v", st.Mode().Perm(), wantMode)
 			}
 			ents, _ := os.ReadDir(dir)
@@ -460,6 +457,38 @@ resolvers: [192.0.2.53]
 				t.Errorf("directory holds %d entries, want only the policy (temp file left?)", len(ents))
 			}
 		})
+	}
+}
+
+// TestAttackAppendPrivateModes: whatever the umask (the verdict service also
+// runs without its unit's UMask=0077), a policy Append writes is 0600 and
+// a directory it creates is 0700 (issue 9, item 8: one user's "always"
+// verdicts were readable by every other user).
+func TestAttackAppendPrivateModes(t *testing.T) {
+	old := syscall.Umask(0)
+	defer syscall.Umask(old)
+	dir := filepath.Join(t.TempDir(), "uid-1234")
+	existing := filepath.Join(t.TempDir(), "old")
+	if err := os.Mkdir(existing, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(existing, "proj.yaml"), []byte("allow: [192.0.2.1]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{dir, existing} {
+		if err := Append(d, "proj", ListAllow, Entry{Dest: netip.MustParsePrefix("192.0.2.9/32")}); err != nil {
+			t.Fatal(err)
+		}
+		st, err := os.Stat(filepath.Join(d, "proj.yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Mode().Perm() != 0o600 {
+			t.Errorf("%s/proj.yaml mode %v, want 0600", d, st.Mode().Perm())
+		}
+	}
+	if st, err := os.Stat(dir); err != nil || st.Mode().Perm() != 0o700 {
+		t.Errorf("created directory mode %v (%v), want 0700", st.Mode().Perm(), err)
 	}
 }
 

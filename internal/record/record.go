@@ -80,6 +80,17 @@ type Record struct {
 	// later from inside the container, which may rewrite it). The DNS
 	// forwarder asks them unless the configuration names resolvers.
 	Resolvers []string `json:"resolvers,omitempty"`
+	// NetnsPath is the existing network namespace the container joined,
+	// as its OCI bundle names it (a pod's, another container's, a named
+	// one: "/run/netns/…", "/proc/<pid>/ns/net"), or "" when the runtime
+	// made one for the container alone. Such a namespace outlives the
+	// container, and poststop uses the path to undo what createRuntime did
+	// to it. Not trusted by the verdict service.
+	NetnsPath string `json:"netns_path,omitempty"`
+	// Engaged is set when this container's createRuntime installed the
+	// ruleset (it was not there before), so its poststop removes it from
+	// a namespace that outlives the container.
+	Engaged bool `json:"engaged,omitempty"`
 }
 
 // MaxResolvers bounds [Record.Resolvers] (resolv.conf itself honours 3).
@@ -152,6 +163,8 @@ func (r *Record) Validate() error {
 		return bad("name longer than 256 bytes")
 	case len(r.Resolvers) > MaxResolvers:
 		return bad("%d resolvers, at most %d", len(r.Resolvers), MaxResolvers)
+	case r.NetnsPath != "" && (!filepath.IsAbs(r.NetnsPath) || len(r.NetnsPath) > 4096):
+		return bad("netns_path %q", r.NetnsPath)
 	}
 	for _, s := range r.Resolvers {
 		if a, err := netip.ParseAddr(s); err != nil || a.Zone() != "" {

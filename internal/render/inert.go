@@ -1,7 +1,9 @@
 package render
 
 import (
+	"strconv"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -13,6 +15,17 @@ const MaxTerminal = 256
 
 // Ellipsis is appended to capped strings (three ASCII dots, as the hub does).
 const Ellipsis = "..."
+
+// HostPort joins a host and a port for display: "api.example.com:443",
+// "192.0.2.7:443", and an IPv6 address in brackets, "[2001:db8::1]:443",
+// so the port cannot be mistaken for the address's last group. host is
+// shown as given (make it inert first).
+func HostPort(host string, port int64) string {
+	if strings.Contains(host, ":") {
+		host = "[" + host + "]"
+	}
+	return host + ":" + strconv.FormatInt(port, 10)
+}
 
 // Field makes one untrusted value inert for a popup: see [Inert]; capped at
 // [MaxField] runes.
@@ -31,8 +44,16 @@ func Terminal(s string) string { return Inert(s, MaxTerminal) }
 //     their introducer; tab, newline and carriage return too: a value is
 //     one line), DEL U+007F and C1 controls U+0080-U+009F (including the
 //     8-bit CSI U+009B);
-//   - bidirectional overrides, embeddings and isolates U+202A-U+202E and
-//     U+2066-U+2069, and the marks U+200E, U+200F, U+061C;
+//   - every invisible character, which could make two different names
+//     look the same ("github.com" and "git\u200bhub.com") or hide text:
+//     format characters (Unicode category Cf: the bidirectional overrides,
+//     embeddings, isolates and marks U+202A-U+202E, U+2066-U+2069,
+//     U+200E, U+200F, U+061C, the zero-width space, joiners and word
+//     joiner U+200B-U+200D, U+2060-U+2064, U+FEFF, the soft hyphen, tag
+//     characters, …), the other default-ignorable code points (Hangul
+//     fillers, U+034F, U+180B-U+180F, …) and variation selectors. They
+//     are shown as a space, never dropped, so the difference stays
+//     visible;
 //   - line and paragraph separators U+2028, U+2029;
 //   - bytes that are not valid UTF-8.
 //
@@ -90,10 +111,11 @@ func dangerous(r rune) bool {
 	switch {
 	case r < 0x20, r == 0x7f, r >= 0x80 && r <= 0x9f:
 		return true
-	case r >= 0x202a && r <= 0x202e, r >= 0x2066 && r <= 0x2069:
+	case r == 0x2028, r == 0x2029:
 		return true
-	case r == 0x200e, r == 0x200f, r == 0x061c, r == 0x2028, r == 0x2029:
-		return true
+	case r < 0xa0:
+		return false
 	}
-	return false
+	return unicode.Is(unicode.Cf, r) || unicode.Is(unicode.Other_Default_Ignorable_Code_Point, r) ||
+		unicode.Is(unicode.Variation_Selector, r)
 }

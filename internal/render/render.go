@@ -139,9 +139,10 @@ func IdentityLine(dossier map[string]string, fallback string) string {
 // the event names neither; such an event gets no prompt.
 func Target(ev event.Event) string { return Field(ev.Target()) }
 
-// BlockedTitle is the summary of a prompt: "Blocked: <target>:<port>".
+// BlockedTitle is the summary of a prompt: "Blocked: <target>:<port>"
+// ("Blocked: [2001:db8::1]:443" for an IPv6 address).
 func BlockedTitle(ev event.Event) string {
-	return "Blocked: " + Target(ev) + ":" + strconv.FormatInt(ev.Port, 10)
+	return "Blocked: " + HostPort(Target(ev), ev.Port)
 }
 
 // Blocked renders a connection_blocked prompt. count is how many blocks of
@@ -154,7 +155,7 @@ func BlockedTitle(ev event.Event) string {
 func Blocked(ev event.Event, count int, firstSeen time.Time) Popup {
 	lines := []string{IdentityLine(ev.Dossier, ev.Container)}
 	if dest := Field(ev.Dest); ev.Domain != "" && dest != "" && dest != Field(ev.Domain) {
-		lines = append(lines, "Address: "+dest+":"+strconv.FormatInt(ev.Port, 10))
+		lines = append(lines, "Address: "+HostPort(dest, ev.Port))
 	}
 	lines = append(lines, "Protocol: "+event.ProtoName(ev.Proto))
 	if count > 1 {
@@ -294,7 +295,7 @@ func NoActions(n int, latest, latestID string) Popup {
 // BlockedLine is a one-line description of a prompt for summaries:
 // "<target>:<port> · <identity label>".
 func BlockedLine(ev event.Event) string {
-	return Target(ev) + ":" + strconv.FormatInt(ev.Port, 10) + " · " + IdentityLabel(ev.Dossier, ev.Container)
+	return HostPort(Target(ev), ev.Port) + " · " + IdentityLabel(ev.Dossier, ev.Container)
 }
 
 // PangoEscape escapes s for a notification server that parses Pango markup

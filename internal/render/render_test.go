@@ -100,7 +100,7 @@ func TestBlocked(t *testing.T) {
 				Port: 53, Proto: event.ProtoUDP},
 			count: 1,
 			want: Popup{
-				Summary: "Blocked: 2001:db8::1:53",
+				Summary: "Blocked: [2001:db8::1]:53",
 				Body:    "Container: c\nProtocol: UDP",
 				Hints:   HintBlockPending,
 			},
@@ -261,6 +261,15 @@ func TestInert(t *testing.T) {
 		{"RLO override", "exe.\u202egnp", 256, "exe. gnp"},
 		{"isolates and marks", "\u2066a\u2069\u200eb\u200f\u061c", 256, " a  b  "},
 		{"line separators", "a\u2028b\u2029c", 256, "a b c"},
+		// Issue 9, item 11: invisible characters made two names look alike.
+		{"zero-width space and joiners", "git\u200bhub\u200c.\u200dcom", 256, "git hub . com"},
+		{"word joiner and BOM", "a\u2060b\ufeffc\u2064d", 256, "a b c d"},
+		{"soft hyphen", "ex\u00adample", 256, "ex ample"},
+		{"Mongolian vowel separator", "a\u180eb", 256, "a b"},
+		{"tag characters", "a\U000e0041\U000e007fb", 256, "a  b"},
+		{"variation selector", "a\ufe0fb", 256, "a b"},
+		{"Hangul filler", "a\u3164b", 256, "a b"},
+		{"combining grapheme joiner", "a\u034fb", 256, "a b"},
 		{"printable non-ASCII kept", "café · ü", 256, "café · ü"},
 		{"invalid UTF-8", "a\xffb", 256, "a b"},
 		{"cap keeps max-3 and dots", "abcdefghij", 8, "abcde..."},
@@ -284,6 +293,7 @@ var hostile = map[string]string{
 	"markup":    "<b>bold</b>&amp;<span foreground='red'>x</span>",
 	"ansi":      "\x1b[2J\x1b[31mred\x1b]8;;http://evil/\x07link",
 	"rtl":       "moc.elpmaxe\u202e.exe\u2066x\u2069",
+	"invisible": "git\u200bhub.com\ufeff\u2060\u00ad\U000e0041",
 	"10KiB":     strings.Repeat("a", 10<<10),
 	"10KiB-mix": strings.Repeat("é\x1b<", 3<<10),
 }
@@ -363,4 +373,36 @@ func FuzzInert(f *testing.F) {
 			t.Fatalf("len %d > max %d", utf8.RuneCountInString(got), max)
 		}
 	})
+}
+
+// TestAttackInvisibleAndIPv6 (issue 9, item 11): zero-width and other
+// invisible characters made two different names look alike, and an IPv6
+// target printed without brackets ("2001:db8::1:443") hid where the port
+// starts.
+func TestAttackInvisibleAndIPv6(t *testing.T) {
+	if got := Field("git\u200bhub.com"); got == "github.com" || got != "git hub.com" {
+		t.Errorf("Field(zero-width space) = %q, want the difference visible", got)
+	}
+	for _, tc := range []struct {
+		host string
+		port int64
+		want string
+	}{
+		{"2001:db8::1", 443, "[2001:db8::1]:443"},
+		{"::ffff:192.0.2.1", 80, "[::ffff:192.0.2.1]:80"},
+		{"192.0.2.7", 443, "192.0.2.7:443"},
+		{"api.example.com", 8443, "api.example.com:8443"},
+	} {
+		if got := HostPort(tc.host, tc.port); got != tc.want {
+			t.Errorf("HostPort(%q, %d) = %q, want %q", tc.host, tc.port, got, tc.want)
+		}
+	}
+	ev := event.Event{Type: event.ConnectionBlocked, Container: "c", Dest: "2001:db8::1", Domain: "v6.example", Port: 443, Proto: 6}
+	if p := Blocked(ev, 1, firstSeen); !strings.Contains(p.Body, "Address: [2001:db8::1]:443") {
+		t.Errorf("body %q lacks the bracketed address", p.Body)
+	}
+	ev.Domain = ""
+	if got := BlockedLine(ev); !strings.HasPrefix(got, "[2001:db8::1]:443 · ") {
+		t.Errorf("BlockedLine = %q", got)
+	}
 }

@@ -1,6 +1,6 @@
 // Package shieldexec applies a verdict the way the seed did: by running
-// terok-shield allow|deny CONTAINER DEST and reporting its exit status and
-// the start of its stderr.
+// terok-shield allow|deny -- CONTAINER DEST and reporting its exit status
+// and the start of its stderr.
 //
 // Compared with the seed's run_shield it reads stdin from /dev/null instead
 // of inheriting it, keeps only the first 512 bytes of stderr instead of
@@ -53,8 +53,10 @@ type Exec struct {
 	Log *slog.Logger
 }
 
-// Apply runs Binary with the arguments action, container and dest
-// (terok-shield allow CONTAINER DEST), with stdin from /dev/null and stdout
+// Apply runs Binary with the arguments action, "--", container and dest
+// (terok-shield allow -- CONTAINER DEST; "--" keeps a container or dest
+// that starts with "-" from being taken for an option), with stdin from
+// /dev/null and stdout
 // discarded, and reports whether it exited 0 together with the first 512
 // bytes of its stderr (trimmed, invalid UTF-8 replaced by U+FFFD; an
 // incomplete character cut off at the cap is dropped).
@@ -89,7 +91,9 @@ func (e *Exec) Apply(ctx context.Context, container, dest, action string) (ok bo
 	defer cancel()
 
 	errBuf := &capWriter{max: StderrCap}
-	cmd := exec.CommandContext(runCtx, e.Binary, action, container, dest)
+	// "--" ends the options: whatever container and dest hold, they stay
+	// positional arguments (terok-shield takes --state-dir=… and friends).
+	cmd := exec.CommandContext(runCtx, e.Binary, action, "--", container, dest)
 	cmd.Stdin = nil  // /dev/null
 	cmd.Stdout = nil // /dev/null
 	cmd.Stderr = errBuf

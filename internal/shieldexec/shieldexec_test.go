@@ -35,7 +35,7 @@ func TestApply(t *testing.T) {
 		{"exit 0", "exit 0", true, ""},
 		{"exit 0 with a note", "echo ' applied ' >&2", true, "applied"},
 		{"exit 1 with boom", "printf 'boom\\n' >&2; exit 1", false, "boom"},
-		{"arguments are action container dest", `echo "$# $1 $2 $3" >&2; exit 1`, false, "3 allow web-1 1.2.3.4"},
+		{"arguments are action -- container dest", `echo "$# $1 $2 $3 $4" >&2; exit 1`, false, "4 allow -- web-1 1.2.3.4"},
 		{"stdin is /dev/null", "readlink /proc/self/fd/0 >&2; exit 1", false, "/dev/null"},
 		{"stdout is discarded", "echo to-stdout; seq 1 100000; exit 0", true, ""},
 		{"silent failure reports the exit status", "exit 3", false, "exit status 3"},
@@ -54,6 +54,19 @@ func TestApply(t *testing.T) {
 				t.Fatalf("Apply = (%v, %q), want (%v, %q)", ok, stderr, tt.wantOK, tt.wantStderr)
 			}
 		})
+	}
+}
+
+// TestAttackShieldOptionLikeArguments: a container or destination that looks
+// like an option (issue 9: --state-dir=/tmp/x reached the shield) stays a
+// positional argument, because "--" ends the options first.
+func TestAttackShieldOptionLikeArguments(t *testing.T) {
+	// A stand-in with getopt-style parsing: an option before "--" fails.
+	body := `for a in "$@"; do case "$a" in --) echo "positional: $*" >&2; exit 0;; -*) echo "option $a" >&2; exit 9;; esac; done; exit 8`
+	e := &Exec{Binary: script(t, t.TempDir(), "terok-shield", body), Log: testutil.Logger(t)}
+	ok, stderr := e.Apply(testutil.Context(t), "--state-dir=/tmp/x", "--help", "allow")
+	if !ok || stderr != "positional: allow -- --state-dir=/tmp/x --help" {
+		t.Fatalf("Apply = (%v, %q), want the option-like strings after --", ok, stderr)
 	}
 }
 

@@ -114,8 +114,14 @@ type frame struct {
 
 // next returns the next NUL-terminated message without its terminator,
 // with the fds that arrived with it. A message longer than the limit is
-// consumed and reported as errTooLarge.
-func (c *conn) next(ctx context.Context) ([]byte, []*os.File, error) {
+// consumed and reported as errTooLarge. When deadline is not zero and no
+// complete message has arrived by then, it fails with an error wrapping
+// [os.ErrDeadlineExceeded] (and the connection is no longer usable).
+func (c *conn) next(ctx context.Context, deadline time.Time) ([]byte, []*os.File, error) {
+	// The deadline is set before the cancellation hook is registered, so
+	// a context that is already done still wins.
+	c.nc.SetReadDeadline(deadline)
+	defer c.nc.SetReadDeadline(time.Time{})
 	stop := context.AfterFunc(ctx, func() { c.nc.SetReadDeadline(time.Unix(1, 0)) })
 	defer stop()
 	if c.chunk == nil {
@@ -274,7 +280,7 @@ func (c *conn) ReadBytes(ctx context.Context, delim byte) ([]byte, error) {
 	if delim != 0 {
 		return nil, fmt.Errorf("read bytes: unsupported delimiter %q", delim)
 	}
-	msg, fds, err := c.next(ctx)
+	msg, fds, err := c.next(ctx, time.Time{})
 	closeFiles(fds)
 	if err != nil {
 		return nil, err
@@ -287,7 +293,7 @@ func (c *conn) ReadBytesWithFDs(ctx context.Context, delim byte) ([]byte, []*os.
 	if delim != 0 {
 		return nil, nil, fmt.Errorf("read bytes: unsupported delimiter %q", delim)
 	}
-	msg, fds, err := c.next(ctx)
+	msg, fds, err := c.next(ctx, time.Time{})
 	if err != nil {
 		return nil, nil, err
 	}

@@ -7,6 +7,7 @@ import (
 	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -40,7 +41,7 @@ func TestFraming(t *testing.T) {
 			c := newConn(a, tt.max)
 			var got []string
 			for {
-				msg, _, err := c.next(context.Background())
+				msg, _, err := c.next(context.Background(), time.Time{})
 				if errors.Is(err, errTooLarge) {
 					got = append(got, "!")
 					continue
@@ -98,7 +99,7 @@ func FuzzFraming(f *testing.F) {
 		c := newConn(a, limit)
 		var got []string
 		for {
-			msg, _, err := c.next(context.Background())
+			msg, _, err := c.next(context.Background(), time.Time{})
 			if errors.Is(err, errTooLarge) {
 				got = append(got, "!")
 				continue

@@ -25,10 +25,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
+	"os"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 	"unicode/utf8"
 
@@ -68,6 +72,27 @@ type Server struct {
 	// systemd keeps the listening socket and starts them again).
 	Idle time.Duration
 
+	// RequestTimeout, when positive, closes a connection on which no
+	// complete request arrived within this long. The clock starts when the
+	// connection is served and again after each reply; it stops while a
+	// call is handled, and a streaming call that watches for a hang-up
+	// ([Hangup]) is never timed out. Bytes that trickle in without
+	// completing a request do not extend it. Zero never times out.
+	RequestTimeout time.Duration
+
+	// Acceptors is the number of goroutines accepting connections at
+	// once (default 1).
+	Acceptors int
+
+	// Admit, when set, decides about each connection Serve accepts before
+	// anything is read from it. It returns a release func, called when
+	// the connection ends, and ok; when ok is false, refusal (if not
+	// empty) is written to the peer as a complete varlink error reply
+	// (see [RefusalFrame]) and the connection is closed at once, so a
+	// refused connection costs nothing beyond its accept. ServeConn does
+	// not call Admit: whoever passes it a connection decides.
+	Admit func(nc net.Conn) (release func(), refusal []byte, ok bool)
+
 	active   atomic.Int64
 	rejected atomic.Uint64
 	warnMu   sync.Mutex
@@ -81,6 +106,11 @@ func (s *Server) Active() int64 { return s.active.Load() }
 // until ctx ends, then closes ln and every open connection and waits for
 // their goroutines. It returns nil after ctx ends or an idle timeout, and
 // the accept error otherwise.
+//
+// [Server.Acceptors] goroutines accept at once, so a connect flood from
+// several threads cannot keep the listen backlog full by outpacing one
+// accepting thread; a connection Admit refuses costs its accept, a
+// peer-credentials read and a close.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
@@ -96,41 +126,102 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if maxConns <= 0 {
 		maxConns = DefaultMaxConns
 	}
-	type deadliner interface{ SetDeadline(time.Time) error }
-	for {
-		if s.Idle > 0 {
-			if d, ok := ln.(deadliner); ok {
-				d.SetDeadline(time.Now().Add(s.Idle))
-			}
-		}
-		nc, err := ln.Accept()
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				if s.active.Load() == 0 {
-					return nil
-				}
-				continue
-			}
-			return fmt.Errorf("accept: %w", err)
-		}
-		if s.active.Load() >= int64(maxConns) {
-			s.rejected.Add(1)
-			s.warn("varlink: connection limit reached, closing new connection", "limit", maxConns)
-			nc.Close()
-			continue
-		}
-		s.active.Add(1)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer s.active.Add(-1)
-			s.ServeConn(ctx, nc)
-		}()
+	acceptors := s.Acceptors
+	if acceptors <= 0 {
+		acceptors = 1
 	}
+	var (
+		errMu    sync.Mutex
+		firstErr error
+		lastBusy atomic.Int64 // when a connection last ended (or Serve started), unix ns
+	)
+	lastBusy.Store(time.Now().UnixNano())
+	fail := func(err error) {
+		errMu.Lock()
+		if firstErr == nil {
+			firstErr = err
+		}
+		errMu.Unlock()
+		cancel()
+	}
+	if s.Idle > 0 {
+		wg.Go(func() {
+			tick := time.NewTicker(max(s.Idle/4, 5*time.Millisecond))
+			defer tick.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-tick.C:
+				}
+				if s.active.Load() == 0 && time.Since(time.Unix(0, lastBusy.Load())) >= s.Idle {
+					cancel() // idle: return nil
+					return
+				}
+			}
+		})
+	}
+	var acc sync.WaitGroup
+	for range acceptors {
+		acc.Go(func() {
+			for {
+				nc, err := ln.Accept()
+				if err != nil {
+					if ctx.Err() != nil {
+						return
+					}
+					if transientAccept(err) {
+						// Out of descriptors (a flood) or a peer gone
+						// before its accept: wait a moment instead of
+						// giving up the socket for everyone.
+						s.warn("varlink: accept failed, retrying", "err", err)
+						select {
+						case <-ctx.Done():
+							return
+						case <-time.After(20 * time.Millisecond):
+						}
+						continue
+					}
+					fail(fmt.Errorf("accept: %w", err))
+					return
+				}
+				if s.active.Add(1) > int64(maxConns) {
+					s.active.Add(-1)
+					s.rejected.Add(1)
+					s.warn("varlink: connection limit reached, closing new connection", "limit", maxConns)
+					nc.Close()
+					continue
+				}
+				release := func() {}
+				if s.Admit != nil {
+					rel, refusal, ok := s.Admit(nc)
+					if !ok {
+						s.active.Add(-1)
+						s.rejected.Add(1)
+						Refuse(nc, refusal)
+						continue
+					}
+					if rel != nil {
+						release = rel
+					}
+				}
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					defer func() {
+						lastBusy.Store(time.Now().UnixNano())
+						s.active.Add(-1)
+					}()
+					defer release()
+					s.ServeConn(ctx, nc)
+				}()
+			}
+		})
+	}
+	acc.Wait()
+	errMu.Lock()
+	defer errMu.Unlock()
+	return firstErr
 }
 
 // ServeConn serves requests on one connection until the peer closes it,
@@ -148,7 +239,11 @@ func (s *Server) ServeConn(ctx context.Context, nc net.Conn) {
 	defer stop()
 
 	for {
-		msg, fds, err := c.next(ctx)
+		var deadline time.Time
+		if s.RequestTimeout > 0 {
+			deadline = time.Now().Add(s.RequestTimeout)
+		}
+		msg, fds, err := c.next(ctx, deadline)
 		if errors.Is(err, errTooLarge) {
 			s.warn("varlink: request too large, discarded", "limit", max)
 			if werr := writeError(ctx, c, ProtocolViolation, map[string]string{
@@ -158,6 +253,9 @@ func (s *Server) ServeConn(ctx context.Context, nc net.Conn) {
 			continue
 		}
 		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) && s.Log != nil {
+				s.Log.Debug("varlink: no complete request in time, closing the connection", "timeout", s.RequestTimeout)
+			}
 			return
 		}
 		if reason := checkCall(msg); reason != "" {
@@ -168,7 +266,7 @@ func (s *Server) ServeConn(ctx context.Context, nc net.Conn) {
 			}
 			continue
 		}
-		if err := s.Service.HandleMessageWithFDs(ctx, c, msg, fds); err != nil {
+		if err := s.handle(ctx, c, msg, fds); err != nil {
 			if s.Log != nil && ctx.Err() == nil {
 				s.Log.Debug("varlink: connection ended by handler", "err", err)
 			}
@@ -180,6 +278,32 @@ func (s *Server) ServeConn(ctx context.Context, nc net.Conn) {
 			return
 		}
 	}
+}
+
+// transientAccept reports whether an accept error passes by itself.
+func transientAccept(err error) bool {
+	for _, e := range []error{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM,
+		syscall.ECONNABORTED, syscall.EAGAIN, syscall.EINTR} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// handle serves one call. A handler that panics ends its connection, not
+// the process: a server shared by many users (clearance-verdict) must
+// not let one caller's call take every other caller's down with it.
+func (s *Server) handle(ctx context.Context, c *conn, msg []byte, fds []*os.File) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			if s.Log != nil {
+				s.Log.Error("varlink: handler panicked; closing its connection", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			}
+			err = fmt.Errorf("handler panicked: %v", r)
+		}
+	}()
+	return s.Service.HandleMessageWithFDs(ctx, c, msg, fds)
 }
 
 // checkCall validates the shape of a call before the library sees it, and
@@ -244,6 +368,63 @@ func writeError(ctx context.Context, w varlink.ReadWriterContext, name string, p
 	_, err = w.Write(ctx, append(b, 0))
 	return err
 }
+
+// RefusalFrame encodes a complete varlink error reply (name, with params
+// as its parameters) including the terminating NUL, for [Server.Admit]
+// to send to a connection it refuses before reading its first call: a
+// client that writes its call and then reads gets it as the reply.
+func RefusalFrame(name string, params any) []byte {
+	reply := struct {
+		Parameters any    `json:"parameters,omitempty"`
+		Error      string `json:"error"`
+	}{params, name}
+	b, err := json.Marshal(reply)
+	if err != nil {
+		return nil
+	}
+	return append(b, 0)
+}
+
+// Refuse answers a connection that is not served and closes it: it
+// writes refusal (a [RefusalFrame], or nothing when empty), shuts down its
+// sending side, discards what the peer sends for up to [lingerFor] (a
+// peer that connects and then writes its call would otherwise find a
+// closed socket, EPIPE, and never read the refusal) and closes it. That
+// happens in the background, for at most [maxLingering] connections at
+// once; beyond that the connection is closed at once, without a word: a
+// connect flood costs no more than its accepts.
+func Refuse(nc net.Conn, refusal []byte) {
+	select {
+	case lingering <- struct{}{}:
+	default:
+		nc.Close()
+		return
+	}
+	go func() {
+		defer func() { <-lingering }()
+		defer nc.Close()
+		if len(refusal) > 0 {
+			nc.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+			if _, err := nc.Write(refusal); err != nil {
+				return
+			}
+		}
+		if uc, ok := nc.(*net.UnixConn); ok {
+			uc.CloseWrite() // the peer reads the refusal, then EOF
+			uc.SetReadDeadline(time.Now().Add(lingerFor))
+			io.Copy(io.Discard, io.LimitReader(uc, 64<<10))
+		}
+	}()
+}
+
+// Refused connections are answered (see [Refuse]) at most this many at
+// once, each for at most this long.
+const (
+	maxLingering = 64
+	lingerFor    = 200 * time.Millisecond
+)
+
+var lingering = make(chan struct{}, maxLingering)
 
 // ReplyExpectedMore answers a streaming call made without "more": true with
 // org.varlink.service.ExpectedMore, which the library cannot send itself.

@@ -10,6 +10,12 @@ import (
 // cacheIdle is how long an unused firewall connection is kept.
 const cacheIdle = 10 * time.Second
 
+// maxCached bounds the cached connections: each holds a file descriptor
+// and pins a namespace, and a service shared by every user must not let
+// one user's namespaces exhaust its descriptors. Beyond it, connections
+// are opened per call and closed after it.
+const maxCached = 128
+
 // fwCache keeps one open firewall per network namespace while calls keep
 // coming. Closing an nfnetlink socket that deleted set elements waits for
 // an RCU grace period in the kernel while holding the namespace's nftables
@@ -51,6 +57,13 @@ func (c *fwCache) get(id netns.ID, open func() (Firewall, error)) (Firewall, fun
 		c.mu.Lock()
 		if e, ok = c.m[id]; ok { // lost a race: keep the other one
 			c.closeLater(fw)
+		} else if len(c.m) >= maxCached {
+			c.mu.Unlock()
+			return fw, func() {
+				c.mu.Lock()
+				defer c.mu.Unlock()
+				c.closeLater(fw)
+			}, nil
 		} else {
 			e = &cached{fw: fw}
 			c.m[id] = e

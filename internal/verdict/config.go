@@ -17,8 +17,11 @@ func FromConfig(c *config.Config) (Config, error) {
 		Group:       uint16(c.Ruleset.NflogGroup),
 		BlockPrefix: c.Ruleset.BlockPrefix,
 		OnceTTL:     c.Verdict.OnceTTL,
-		DNSMark:     c.Ruleset.DNSMark,
-		TCPReset:    c.Ruleset.TCPReject == config.TCPRejectReset,
+
+		KeepEstablished:  c.Verdict.KeepEstablished,
+		MaxConnsPerOwner: c.Verdict.MaxConnectionsPerOwner,
+		DNSMark:          c.Ruleset.DNSMark,
+		TCPReset:         c.Ruleset.TCPReject == config.TCPRejectReset,
 	}
 	switch c.Ruleset.Mode {
 	case config.RulesetModeShield:

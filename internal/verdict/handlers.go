@@ -3,6 +3,7 @@ package verdict
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"net/netip"
 	"os"
@@ -20,6 +21,13 @@ import (
 	fw1 "github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearancefirewall1"
 	"github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearanceverdict1"
 )
+
+// MaxListElements bounds the reply of List: a container's owner can fill
+// its own ruleset with any number of elements, and a reply of hundreds of
+// thousands of elements costs the service (and the caller) tens of
+// megabytes. A bigger ruleset is refused with FirewallFailed, naming the
+// count.
+const MaxListElements = 20000
 
 // maxStderr caps the stderr of Apply replies, as the seed did.
 const maxStderr = 512
@@ -48,7 +56,14 @@ func (h *compat) apply(ctx context.Context, call *varlink.Call, container, dest,
 	}
 	r := applyRequest{destText: dest, action: action, scope: ScopeOnce, ttl: s.cfg.OnceTTL}
 	p, err := policy.ParseDest(dest)
-	if err != nil && !s.cfg.execMode() {
+	if s.cfg.execMode() {
+		text, ok := shieldDest(dest)
+		if !ok {
+			closeFDs(call)
+			return false, "invalid destination " + quote(dest) + ": must be an IP address, a CIDR prefix or a DNS name"
+		}
+		r.destText = text
+	} else if err != nil {
 		closeFDs(call)
 		return false, "invalid destination " + quote(dest) + ": must be an IP address or CIDR prefix"
 	}
@@ -136,6 +151,14 @@ func (h *firewall1) Apply(ctx context.Context, c fw1.VarlinkCall, container, ip,
 		closeFDs(&c.Call)
 		return c.ReplyInvalidDestination(ctx, ip)
 	}
+	if s.cfg.execMode() {
+		text, ok := shieldDest(ip)
+		if !ok {
+			closeFDs(&c.Call)
+			return c.ReplyInvalidDestination(ctx, ip)
+		}
+		r.destText = text
+	}
 	svcProto, svcPort, bad := service(proto, port)
 	if bad != "" {
 		closeFDs(&c.Call)
@@ -214,7 +237,7 @@ func (h *firewall1) Revoke(ctx context.Context, c fw1.VarlinkCall, container, ip
 		if err := fw.Revoke(d); err != nil {
 			return &firewallError{op: "revoke", err: err}
 		}
-		return nil
+		return h.s.cutFlows(t, d, "revoke")
 	})
 	if err != nil {
 		return h.s.replyError(ctx, &c, "revoke", container, err)
@@ -228,6 +251,10 @@ func (h *firewall1) List(ctx context.Context, c fw1.VarlinkCall, container strin
 		els, err := fw.List()
 		if err != nil {
 			return &firewallError{op: "list", err: err}
+		}
+		if len(els) > MaxListElements {
+			return &firewallError{op: "list", err: fmt.Errorf("the ruleset holds %d elements, more than List returns (%d); "+
+				"ask Explain about single destinations, or inspect it with nft in the container's namespace", len(els), MaxListElements)}
 		}
 		now := h.s.cfg.Now()
 		out = make([]fw1.Element, 0, len(els))

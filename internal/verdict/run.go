@@ -126,11 +126,36 @@ func Listen(path string) (net.Listener, error) {
 	return ln, nil
 }
 
+// DefaultIdleTimeout is [RunOptions.IdleTimeout]'s default: how long a
+// connection may go without a complete request.
+const DefaultIdleTimeout = 5 * time.Second
+
+// acceptors is how many goroutines accept on a listening socket: a
+// connect flood from several threads must not outpace the accepting side
+// and keep the listen backlog full for everyone else.
+const acceptors = 4
+
 // RunOptions configures [Run].
 type RunOptions struct {
 	// Idle makes a listening (Accept=no) instance exit after this long
 	// without connections; 0 serves until ctx ends.
 	Idle time.Duration
+	// IdleTimeout closes a connection on which no complete request
+	// arrived for this long (counted from the connection's start and from
+	// each reply; a call being handled does not count), so idle
+	// connections cannot pile up. 0 means [DefaultIdleTimeout]; negative
+	// never closes.
+	IdleTimeout time.Duration
+	// SlotDir, for a connected socket (one instance per connection), is a
+	// directory private to root shared by every instance, where they
+	// count each user's connections (the unit's RuntimeDirectory=). Empty
+	// means no per-user limit across instances; the socket unit's
+	// MaxConnections= still bounds the total. A listening socket counts
+	// in memory and ignores it.
+	SlotDir string
+	// MaxConns bounds the connections a listening socket serves at once
+	// (varlinkapi default when 0).
+	MaxConns int
 	// MaxMessage bounds one request (varlinkapi default when 0).
 	MaxMessage int
 	// Log receives connection-level warnings.
@@ -140,6 +165,10 @@ type RunOptions struct {
 // Run serves s on sock until ctx ends: a connected socket until the peer
 // hangs up (per-connection instance), a listener until ctx ends or the
 // idle timeout passes. It closes sock.
+//
+// A user (with its subordinate uids) gets at most s's MaxConnsPerOwner
+// connections at once; a connection beyond that is answered
+// PermissionDenied before anything is read from it and closed.
 func Run(ctx context.Context, s *Service, sock Socket, opt RunOptions) error {
 	defer s.Close()
 	svc, err := s.Varlink()
@@ -147,13 +176,44 @@ func Run(ctx context.Context, s *Service, sock Socket, opt RunOptions) error {
 		sock.Close()
 		return fmt.Errorf("build varlink service: %w", err)
 	}
-	srv := &varlinkapi.Server{Service: svc, Log: opt.Log, MaxMessage: opt.MaxMessage, Idle: opt.Idle}
+	log := opt.Log
+	if log == nil {
+		log = s.log
+	}
+	timeout := opt.IdleTimeout
+	switch {
+	case timeout == 0:
+		timeout = DefaultIdleTimeout
+	case timeout < 0:
+		timeout = 0
+	}
+	srv := &varlinkapi.Server{Service: svc, Log: opt.Log, MaxMessage: opt.MaxMessage, MaxConns: opt.MaxConns,
+		Idle: opt.Idle, RequestTimeout: timeout, Acceptors: acceptors}
+	adm := &admission{owners: s.owners, max: s.cfg.MaxConnsPerOwner, log: log}
 	switch {
 	case sock.Conn != nil:
+		adm.limiter = &lockLimiter{dir: opt.SlotDir, max: s.cfg.MaxConnsPerOwner}
+		if opt.SlotDir == "" {
+			adm.limiter = unlimited{}
+		}
+		release, refusal, ok := adm.admit(sock.Conn)
+		if !ok {
+			varlinkapi.Refuse(sock.Conn, refusal)
+			return nil
+		}
+		defer release()
 		srv.ServeConn(ctx, sock.Conn)
 		return nil
 	case sock.Listener != nil:
+		adm.limiter = newMemLimiter(s.cfg.MaxConnsPerOwner)
+		srv.Admit = adm.admit
 		return srv.Serve(ctx, sock.Listener)
 	}
 	return errors.New("run: no socket")
 }
+
+// unlimited is the limiter of an instance without a slot directory.
+type unlimited struct{}
+
+func (unlimited) acquire(uint32) (func(), bool) { return func() {}, true }
+func (unlimited) shouldLog(uint32) bool         { return false }

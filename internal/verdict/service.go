@@ -16,6 +16,7 @@ import (
 
 	"github.com/terok-ai/clearance/internal/dnsname"
 	"github.com/terok-ai/clearance/internal/event"
+	"github.com/terok-ai/clearance/internal/flows"
 	"github.com/terok-ai/clearance/internal/netns"
 	"github.com/terok-ai/clearance/internal/nft"
 	"github.com/terok-ai/clearance/internal/policy"
@@ -113,6 +114,25 @@ type Config struct {
 	Resolvers []netip.Addr
 	// OnceTTL is the lifetime of a "once" verdict without ttl (default 1h).
 	OnceTTL time.Duration
+	// KeepEstablished leaves established connections alone when a
+	// verdict is revoked (verdict.keep_established). By default Revoke
+	// deletes the conntrack entries of the revoked destination in the
+	// container's namespace, so an allowed connection does not outlive
+	// its verdict.
+	KeepEstablished bool
+
+	// MaxConnsPerOwner bounds the connections one user may hold open at
+	// once, counting its subordinate uids (SubUIDFile) as the user
+	// itself; root is not limited. Default [DefaultMaxConnsPerOwner].
+	MaxConnsPerOwner int
+	// SubUIDFile lists the users' subordinate uid ranges (default
+	// [DefaultSubUIDFile]).
+	SubUIDFile string
+	// HostNetns identifies the network namespace the service must never
+	// act on: the initial one, which is no container's. Nil means the
+	// namespace the service itself was started in (a system service runs
+	// in the initial one). Tests set a throwaway namespace.
+	HostNetns *netns.ID
 
 	// Backend opens firewalls. Nil means NFTBackend with the layouts of
 	// Mode (nft.Builtin, or nft.ShieldTiered then nft.Shield).
@@ -132,9 +152,12 @@ type Config struct {
 // Service implements the verdict service's varlink interfaces. It keeps
 // no state between calls and is safe for concurrent use.
 type Service struct {
-	cfg   Config
-	log   *slog.Logger
-	cache fwCache // open firewalls per namespace, kept between calls
+	cfg    Config
+	log    *slog.Logger
+	cache  fwCache       // open firewalls per namespace, kept between calls
+	owners *subUIDs      // who a peer uid counts as, for connection limits
+	guard  *rulesetGuard // bounds what a call reads (nil with a custom Backend)
+	calls  callSlots     // calls in progress per owner
 }
 
 // New checks cfg and returns a Service.
@@ -166,12 +189,17 @@ func New(cfg Config) (*Service, error) {
 	if cfg.OnceTTL <= 0 {
 		cfg.OnceTTL = time.Hour
 	}
+	var guard *rulesetGuard
 	if cfg.Backend == nil {
 		layouts := []nft.Layout{nft.Builtin}
 		if cfg.Mode == ModeShield {
 			layouts = []nft.Layout{nft.ShieldTiered, nft.Shield}
 		}
 		cfg.Backend = NFTBackend{Layouts: layouts}
+		guard = &rulesetGuard{tables: map[string]string{}}
+		for _, l := range layouts {
+			guard.tables[l.Table] = l.NAT
+		}
 	}
 	if cfg.Bind == nil {
 		cfg.Bind = NFLOGBind
@@ -179,11 +207,37 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.MaxConnsPerOwner <= 0 {
+		cfg.MaxConnsPerOwner = DefaultMaxConnsPerOwner
+	}
+	if cfg.SubUIDFile == "" {
+		cfg.SubUIDFile = DefaultSubUIDFile
+	}
+	if cfg.HostNetns == nil {
+		id, err := ownNetns()
+		if err != nil {
+			return nil, fmt.Errorf("new verdict service: %w", err)
+		}
+		cfg.HostNetns = &id
+	}
 	log := cfg.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Service{cfg: cfg, log: log}, nil
+	return &Service{cfg: cfg, log: log, owners: &subUIDs{path: cfg.SubUIDFile, log: log}, guard: guard,
+		calls: callSlots{max: MaxCallsPerOwner}}, nil
+}
+
+// ownNetns identifies the network namespace of the calling thread's
+// process as it was started (a thread that is in no foreign namespace:
+// [netns.Do] threads never return to the scheduler).
+func ownNetns() (netns.ID, error) {
+	f, err := os.Open("/proc/thread-self/ns/net")
+	if err != nil {
+		return netns.ID{}, fmt.Errorf("open own network namespace: %w", err)
+	}
+	defer f.Close()
+	return netns.Identify(f)
 }
 
 func (c *Config) execMode() bool { return c.Mode == ModeShield && c.ShieldApply == ShieldApplyExec }
@@ -225,6 +279,12 @@ func (s *Service) Close() { s.cache.closeAll() }
 // openFirewall returns t's firewall (cached between calls, see fwCache)
 // and the func that releases it.
 func (s *Service) openFirewall(t *target) (Firewall, func(), error) {
+	if s.guard != nil {
+		// The owner may have filled its ruleset since the last call.
+		if err := s.guard.check(int(t.ns.Fd())); err != nil {
+			return nil, nil, &firewallError{op: "read ruleset", err: err}
+		}
+	}
 	fw, release, err := s.cache.get(t.id, func() (Firewall, error) { return s.cfg.Backend.Open(int(t.ns.Fd())) })
 	if err != nil {
 		return nil, nil, &firewallError{op: "open", err: err}
@@ -408,7 +468,11 @@ type applyRequest struct {
 // element's expiry (zero for none).
 func (s *Service) apply(ctx context.Context, t *target, r applyRequest) (bool, string, time.Time) {
 	if s.cfg.execMode() {
-		ok, stderr := s.cfg.Shield.Apply(ctx, t.container, r.destText, r.action)
+		name, err := shieldContainer(t)
+		if err != nil {
+			return false, err.Error(), time.Time{}
+		}
+		ok, stderr := s.cfg.Shield.Apply(ctx, name, r.destText, r.action)
 		if ok && r.scope == ScopeAlways {
 			if err := s.persist(t, r); err != nil {
 				return false, err.Error(), time.Time{}
@@ -437,12 +501,80 @@ func (s *Service) apply(ctx context.Context, t *target, r applyRequest) (bool, s
 	if ttl > 0 {
 		exp = s.cfg.Now().Add(ttl)
 	}
+	if r.action == event.ActionDeny {
+		// A destination allowed before is denied now: its open
+		// connections go too.
+		if err := s.cutFlows(t, r.dest, "deny"); err != nil {
+			return false, "denied for new connections, but " + err.Error(), exp
+		}
+	}
 	if r.scope == ScopeAlways {
 		if err := s.persist(t, r); err != nil {
 			return false, "applied until the container exits, but " + err.Error(), time.Time{}
 		}
 	}
 	return true, "", exp
+}
+
+// MsgFlowsCut is the MESSAGE_ID of the record written when established
+// connections are cut.
+const MsgFlowsCut = "a7c3e5f1b9d24c6e8f0a2b4c6d8e0f13"
+
+// cutFlows deletes the conntrack entries of t's connections to d, unless
+// the configuration keeps established connections (verdict.keep_established),
+// so that no connection outlives the verdict that let it through.
+func (s *Service) cutFlows(t *target, d nft.Dest, why string) error {
+	if s.cfg.KeepEstablished {
+		return nil
+	}
+	n, err := flows.Cut(int(t.ns.Fd()), flows.Match{Dst: d.Prefix, Proto: d.Proto, Port: d.Port})
+	if err != nil {
+		return &firewallError{op: why, err: fmt.Errorf("established connections not cut: %w", err)}
+	}
+	if n > 0 {
+		s.log.Info(fmt.Sprintf("cut %d established connection(s) to %s of %s", n, d, t.container), "MESSAGE_ID", MsgFlowsCut,
+			"CLEARANCE_CONTAINER", t.container, "CLEARANCE_DEST", d.Prefix.String(),
+			"CLEARANCE_OPERATOR_UID", strconv.FormatUint(uint64(t.peer), 10), "reason", why, "count", n)
+	}
+	return nil
+}
+
+// shieldContainer returns the container terok-shield is to act on, from
+// t's runtime record, never from what the caller said. terok-shield runs
+// as root here and finds the container through root's podman: it acts on
+// whichever of root's containers carries the name. So only root's
+// containers qualify (a user's rootless container is not known to root's
+// podman, and a name in a user's record could be root's container), and
+// only one whose record, found under root's uid, matches the namespace
+// the call was authorized for.
+func shieldContainer(t *target) (string, error) {
+	if t.peer != 0 {
+		return "", errors.New("permission denied: terok-shield exec mode acts only for root (terok-shield runs as root " +
+			"and finds containers through root's podman); a user's container takes verdicts through --shield-apply sets")
+	}
+	if t.rec == nil {
+		return "", errors.New("permission denied: no runtime record names this container; terok-shield exec mode acts " +
+			"only on a container whose record (written by the OCI hook) matches its network namespace")
+	}
+	return t.rec.ID, nil
+}
+
+// shieldDest validates the destination of an exec-mode verdict, which
+// terok-shield gets on its command line: an IP address, a CIDR prefix or
+// a DNS name (or "*.name"), returned in canonical form. Nothing else
+// passes, so it can never be taken for an option.
+func shieldDest(dest string) (string, bool) {
+	if p, err := policy.ParseDest(dest); err == nil {
+		if p.IsSingleIP() {
+			return p.Addr().String(), true
+		}
+		return p.String(), true
+	}
+	pat, err := dnsname.ParsePattern(dest)
+	if err != nil {
+		return "", false
+	}
+	return pat.String(), true
 }
 
 // persist appends an "always" verdict to the container's policy, in the
@@ -457,8 +589,15 @@ func (s *Service) persist(t *target, r applyRequest) error {
 		return errors.New("not saved to a policy: the container has no policy name")
 	}
 	dir := UserPolicyDir(s.cfg.PolicyDir, t.owner)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("not saved to policy %q: %w", name, err)
+	}
+	if t.owner != 0 {
+		// A user's directory is the service's alone, whatever the umask
+		// and whatever an older version left: 0700.
+		if err := os.Chmod(dir, 0o700); err != nil {
+			return fmt.Errorf("not saved to policy %q: %w", name, err)
+		}
 	}
 	list := policy.ListAllow
 	if r.action == event.ActionDeny {

@@ -54,6 +54,10 @@ func TestMain(m *testing.M) {
 // type name).
 func clientMain() int {
 	sock, ctr, method := os.Getenv("CLRV_SOCK"), os.Getenv("CLRV_CONTAINER"), os.Getenv(clientEnv)
+	var ns *os.File // a namespace to pass with the call, inherited as CLRV_NSFD
+	if fd, err := strconv.Atoi(os.Getenv("CLRV_NSFD")); err == nil {
+		ns = os.NewFile(uintptr(fd), "netns")
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	c, err := verdictclient.Dial(ctx, sock)
@@ -64,34 +68,34 @@ func clientMain() int {
 	defer c.Close()
 	switch method {
 	case "Engage":
-		_, _, err = c.Engage(ctx, ctr, nil)
+		_, _, err = c.Engage(ctx, ctr, ns)
 	case "Watch":
 		var f *os.File
-		f, _, err = c.Watch(ctx, ctr, nil)
+		f, _, err = c.Watch(ctx, ctr, ns)
 		if f != nil {
 			f.Close()
 		}
 	case "Apply":
-		_, err = c.Apply(ctx, verdictclient.ApplyRequest{Container: ctr, IP: peerAddr.String(), Action: "allow", Scope: "once"}, nil)
+		_, err = c.Apply(ctx, verdictclient.ApplyRequest{Container: ctr, IP: peerAddr.String(), Action: "allow", Scope: "once"}, ns)
 	case "List":
-		_, err = c.List(ctx, ctr, nil)
+		_, err = c.List(ctx, ctr, ns)
 	case "Disengage":
-		err = c.Disengage(ctx, ctr, nil)
+		err = c.Disengage(ctx, ctr, ns)
 	case "Forwarder":
 		var f *verdictclient.Forwarder
-		if f, err = c.Forwarder(ctx, ctr, nil); f != nil {
+		if f, err = c.Forwarder(ctx, ctr, ns); f != nil {
 			f.Close()
 		}
 	case "UpstreamTCP":
 		var fs []*os.File
-		fs, err = c.UpstreamTCP(ctx, ctr, "ip4", 1, nil)
+		fs, err = c.UpstreamTCP(ctx, ctr, "ip4", 1, ns)
 		for _, f := range fs {
 			f.Close()
 		}
 	case "Learn":
-		err = c.Learn(ctx, ctr, []verdictclient.Learned{{IP: peerAddr.String(), TTL: time.Minute}}, nil)
+		err = c.Learn(ctx, ctr, []verdictclient.Learned{{IP: peerAddr.String(), TTL: time.Minute}}, ns)
 	case "Unlearn":
-		err = c.Unlearn(ctx, ctr, []verdictclient.Learned{{IP: peerAddr.String()}}, nil)
+		err = c.Unlearn(ctx, ctr, []verdictclient.Learned{{IP: peerAddr.String()}}, ns)
 	case "CompatApply":
 		var ok bool
 		var stderr string
@@ -219,16 +223,26 @@ type env struct {
 // dir when ""). The socket is 0666 so other uids can connect.
 func startService(t testing.TB, dir string) *env {
 	t.Helper()
+	return startServiceWith(t, dir, nil)
+}
+
+// startServiceWith is startService with the Config changed by edit.
+func startServiceWith(t testing.TB, dir string, edit func(*verdict.Config)) *env {
+	t.Helper()
 	if dir == "" {
 		dir = t.TempDir()
 	}
 	e := &env{root: filepath.Join(dir, "run"), policyDir: filepath.Join(dir, "policy"), sock: filepath.Join(dir, "verdict.sock")}
 	os.MkdirAll(e.policyDir, 0o755)
-	var err error
-	e.svc, err = verdict.New(verdict.Config{
+	cfg := verdict.Config{
 		RuntimeRoot: e.root, PolicyDir: e.policyDir, OnceTTL: time.Hour,
 		Resolvers: []netip.Addr{dummyAddr}, Log: testutil.Logger(t),
-	})
+	}
+	if edit != nil {
+		edit(&cfg)
+	}
+	var err error
+	e.svc, err = verdict.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -625,13 +639,26 @@ func TestIntegrationOtherUIDDenied(t *testing.T) {
 	writeRecord(t, e.root, 0, ctr.rec("rootctr00001"))
 
 	for _, method := range []string{"Engage", "Watch", "Apply", "List", "Disengage", "Forwarder", "UpstreamTCP", "Learn", "Unlearn"} {
-		for _, tc := range []struct{ id, want string }{
-			{"stolen000001", "PermissionDenied"}, // a record naming a namespace nobody does not own
-			{"rootctr00001", "NoSuchContainer"},  // root's record is not where nobody's are looked up
+		for _, tc := range []struct {
+			id     string
+			passNS bool // pass root's container's namespace (inherited) with the call
+			want   string
+		}{
+			{"stolen000001", false, "PermissionDenied"}, // a record naming a namespace nobody does not own
+			{"rootctr00001", false, "PermissionDenied"}, // no namespace passed: only root may resolve by record
+			{"stolen000001", true, "PermissionDenied"},  // a namespace nobody could get hold of, but does not own
 		} {
-			t.Run(method+" "+tc.id, func(t *testing.T) {
+			name := method + " " + tc.id
+			if tc.passNS {
+				name += " with root's namespace"
+			}
+			t.Run(name, func(t *testing.T) {
 				cmd := exec.Command(exe)
 				cmd.Env = []string{clientEnv + "=" + method, "CLRV_SOCK=" + e.sock, "CLRV_CONTAINER=" + tc.id}
+				if tc.passNS {
+					cmd.ExtraFiles = []*os.File{ctr.nsFile(t)}
+					cmd.Env = append(cmd.Env, "CLRV_NSFD=3")
+				}
 				cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
 				out, err := cmd.CombinedOutput()
 				if err != nil {
@@ -911,8 +938,9 @@ func TestIntegrationShieldExecMode(t *testing.T) {
 	}
 	defer c.Close()
 
-	// The seed's call: a domain is passed on as it is.
-	if ok, stderr, err := c.CompatApply(ctx, "shieldctr001", "api.example.com", "allow"); err != nil || !ok {
+	// The seed's call: a domain is passed on (canonical), and the
+	// container is named by its record, never by the caller's string.
+	if ok, stderr, err := c.CompatApply(ctx, "shieldctr001", "API.example.com.", "allow"); err != nil || !ok {
 		t.Fatalf("CompatApply = %v, %q, %v", ok, stderr, err)
 	}
 	if ok, stderr, _ := c.CompatApply(ctx, "shieldctr001", "fail.example", "deny"); ok || stderr != "shield says no" {
@@ -922,7 +950,19 @@ func TestIntegrationShieldExecMode(t *testing.T) {
 	if ok, _, _ := c.CompatApply(ctx, "unknownctr01", "192.0.2.1", "allow"); ok {
 		t.Error("CompatApply for an unknown container succeeded")
 	}
-	want := [][3]string{{"shieldctr001", "api.example.com", "allow"}, {"shieldctr001", "fail.example", "deny"}}
+	// Neither does a destination that is no address, prefix or name
+	// (issue 9: "--state-dir=/tmp/x" reached the shield).
+	for _, dest := range []string{"--state-dir=/tmp/x", "-h", "a b", ""} {
+		if ok, stderr, _ := c.CompatApply(ctx, "shieldctr001", dest, "allow"); ok || !strings.Contains(stderr, "invalid destination") {
+			t.Errorf("CompatApply(dest %q) = %v, %q; want an invalid destination", dest, ok, stderr)
+		}
+	}
+	// Nor a container known only by the namespace passed: exec mode acts
+	// only on a container a record names.
+	if ok, stderr, _ := c.CompatApplyNS(ctx, "fdonly000001", "192.0.2.1", "allow", ctr.nsFile(t)); ok || !strings.Contains(stderr, "no runtime record") {
+		t.Errorf("CompatApply without a record = %v, %q", ok, stderr)
+	}
+	want := [][3]string{{"shieldctr0010000", "api.example.com", "allow"}, {"shieldctr0010000", "fail.example", "deny"}}
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
 	if diff := cmp.Diff(want, fs.calls); diff != "" {

@@ -239,3 +239,54 @@ func TestFWCache(t *testing.T) {
 		t.Errorf("closed %d after closeAll, want 3", closed)
 	}
 }
+
+// TestAttackFWCacheBounded: a user calling for thousands of namespaces of
+// its own must not make the shared service keep thousands of netlink
+// sockets (and namespaces) open: beyond maxCached, a firewall is closed
+// after its call.
+func TestAttackFWCacheBounded(t *testing.T) {
+	var mu sync.Mutex
+	closed := 0
+	open := func() (Firewall, error) { return fakeFW{closed: &closed, mu: &mu}, nil }
+	var c fwCache
+	for i := 0; i < maxCached+50; i++ {
+		_, rel, _ := c.get(netns.ID{Dev: 4, Ino: uint64(i)}, open)
+		rel()
+	}
+	c.wg.Wait()
+	mu.Lock()
+	got := closed
+	mu.Unlock()
+	if got != 50 || len(c.m) != maxCached {
+		t.Errorf("after %d namespaces: %d cached, %d closed at once; want %d and 50", maxCached+50, len(c.m), got, maxCached)
+	}
+	c.closeAll()
+}
+
+// TestAttackCallSlots: one user's calls (its subordinate uids included)
+// run MaxCallsPerOwner at a time; another user's never wait for them.
+func TestAttackCallSlots(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "subuid")
+	os.WriteFile(path, []byte("1000:100000:65536\n"), 0o644)
+	owners := &subUIDs{path: path}
+	c := callSlots{max: 2}
+	r1 := c.acquire(1000, owners)
+	r2 := c.acquire(100001, owners)
+	third := make(chan func())
+	go func() { third <- c.acquire(100002, owners) }()
+	other := c.acquire(2000, owners) // does not wait
+	select {
+	case <-third:
+		t.Fatal("a third call of the same user ran")
+	case <-time.After(50 * time.Millisecond):
+	}
+	r1()
+	r3 := <-third
+	r2()
+	r3()
+	other()
+	c.acquire(0, owners)() // root never waits
+	if len(c.m) != 0 {
+		t.Errorf("%d owners left in the map", len(c.m))
+	}
+}

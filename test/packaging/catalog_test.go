@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/terok-ai/clearance/internal/hub"
+	"github.com/terok-ai/clearance/internal/ocihook"
 	"github.com/terok-ai/clearance/internal/testutil"
 	"github.com/terok-ai/clearance/internal/verdict"
 )
@@ -82,6 +83,7 @@ func TestCatalog(t *testing.T) {
 		"blocked": hub.MsgBlocked, "verdict": hub.MsgVerdict, "verdict failed": hub.MsgVerdictFailed,
 		"expired": hub.MsgExpired, "engaged": hub.MsgEngaged, "disengaged": hub.MsgDisengaged,
 		"denied": hub.MsgDenied, "learned": hub.MsgLearned,
+		"connections cut": verdict.MsgFlowsCut, "container refused": ocihook.MsgRefused,
 	}
 	if hub.MsgEngaged != verdict.MsgEngaged || hub.MsgDisengaged != verdict.MsgDisengaged {
 		t.Errorf("hub and verdict service disagree on the engage/disengage MESSAGE_IDs")
@@ -95,10 +97,14 @@ func TestCatalog(t *testing.T) {
 			if !ok {
 				t.Fatalf("no catalog entry for %s", id)
 			}
+			doc := "man:clearancectl(1)"
+			if id == ocihook.MsgRefused {
+				doc = "man:clearance-oci-hook(1)"
+			}
 			for k, want := range map[string]string{
 				"Defined-By":    "clearance",
 				"Support":       "https://github.com/terok-ai/clearance/issues",
-				"Documentation": "man:clearancectl(1)",
+				"Documentation": doc,
 			} {
 				if e.headers[k] != want {
 					t.Errorf("%s: %q, want %q", k, e.headers[k], want)
@@ -135,7 +141,7 @@ func TestCatalogCompiles(t *testing.T) {
 		t.Fatalf("journalctl --list-catalog: %v\n%s", err, out)
 	}
 	for _, id := range []string{hub.MsgBlocked, hub.MsgVerdict, hub.MsgVerdictFailed, hub.MsgExpired, hub.MsgEngaged, hub.MsgDisengaged,
-		hub.MsgDenied, hub.MsgLearned} {
+		hub.MsgDenied, hub.MsgLearned, verdict.MsgFlowsCut, ocihook.MsgRefused} {
 		if !strings.Contains(string(out), id+" clearance: ") {
 			t.Errorf("compiled catalog lacks %s:\n%s", id, out)
 		}

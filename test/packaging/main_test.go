@@ -13,23 +13,17 @@
 package packaging
 
 import (
-	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"sort"
-	"strings"
 	"sync"
 	"testing"
-	"time"
 
-	"github.com/terok-ai/clearance/internal/testutil"
+	"github.com/terok-ai/clearance/internal/managerlab"
 )
-
-// envInner names the inner test a re-executed test binary runs.
-const envInner = "CLEARANCE_PKGTEST_INNER"
 
 // repoRoot is the repository's top directory.
 var repoRoot = func() string {
@@ -159,35 +153,13 @@ func installUnits(t *testing.T, files []string, dir, bin string) []string {
 }
 
 // runInner runs the test named name in this test binary again, inside a
-// new private mount namespace, and fails t if it fails. Its output is
-// logged.
+// new private mount namespace, and fails t if it fails
+// (managerlab.RunInner).
 func runInner(t *testing.T, name string, env ...string) {
 	t.Helper()
-	testutil.RequireRoot(t)
-	testutil.RequireTool(t, "unshare")
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	args := []string{"-m", "--propagation", "private", exe, "-test.run", "^" + name + "$", "-test.v", "-test.count=1"}
-	if d, ok := t.Deadline(); ok {
-		args = append(args, "-test.timeout", time.Until(d).Round(time.Second).String())
-	}
-	cmd := exec.Command("unshare", args...)
-	cmd.Env = append(append(os.Environ(), envInner+"="+name), env...)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	err = cmd.Run()
-	t.Logf("inner %s:\n%s", name, strings.TrimSpace(out.String()))
-	if err != nil {
-		t.Fatalf("inner %s: %v", name, err)
-	}
-	if !strings.Contains(out.String(), "--- PASS: "+name) {
-		t.Fatalf("inner %s did not pass", name)
-	}
+	managerlab.RunInner(t, name, env...)
 }
 
 // inner reports whether this process is the re-executed inner run of the
-// test name. Outside it the inner test returns at once: it only ever runs
-// through runInner.
-func inner(name string) bool { return os.Getenv(envInner) == name }
+// test name (managerlab.Inner).
+func inner(name string) bool { return managerlab.Inner(name) }

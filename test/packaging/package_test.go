@@ -18,7 +18,7 @@ var installedFiles = []string{
 	"/usr/bin/clearance-notifier",
 	"/usr/bin/clearancectl",
 	"/usr/lib/systemd/system/clearance-verdict.socket",
-	"/usr/lib/systemd/system/clearance-verdict@.service",
+	"/usr/lib/systemd/system/clearance-verdict.service",
 	"/usr/lib/systemd/user/clearance-notifier.service",
 	"/usr/lib/systemd/catalog/clearance.catalog",
 	"/usr/share/man/man1/clearancectl.1.gz",

@@ -23,8 +23,9 @@ import (
 )
 
 // maxExposure is the highest `systemd-analyze security` exposure the
-// verdict service may have (issue 5).
-const maxExposure = 2.5
+// verdict service may have (issue 5: 2.5; issue 9, without
+// CAP_SYS_PTRACE: 2.0).
+const maxExposure = 2.0
 
 // TestUnitsVerify runs `systemd-analyze verify` on every unit under
 // units/, with their Exec lines pointing at freshly built binaries, and
@@ -77,10 +78,10 @@ var exposureRe = regexp.MustCompile(`Overall exposure level for \S+: (\d+\.\d+)`
 
 // TestVerdictServiceExposure measures the verdict service's sandbox with
 // `systemd-analyze security --offline=yes` (systemd ≥ 252) and wants an
-// exposure of at most 2.5.
+// exposure of at most 2.0.
 func TestVerdictServiceExposure(t *testing.T) {
 	testutil.RequireTool(t, "systemd-analyze")
-	unit := filepath.Join(repoRoot, "units", "system", "clearance-verdict@.service")
+	unit := filepath.Join(repoRoot, "units", "system", "clearance-verdict.service")
 	bin := binaries(t, "clearance-verdict")
 	dir := t.TempDir()
 	copies := installUnits(t, []string{unit}, dir, bin)
@@ -103,7 +104,46 @@ func TestVerdictServiceExposure(t *testing.T) {
 	}
 	t.Logf("exposure %.1f; remaining items:\n%s", score, strings.Join(open, "\n"))
 	if score > maxExposure {
-		t.Errorf("clearance-verdict@.service exposure %.1f, want ≤ %.1f\n%s", score, maxExposure, out)
+		t.Errorf("clearance-verdict.service exposure %.1f, want ≤ %.1f\n%s", score, maxExposure, out)
+	}
+}
+
+// maxUserExposure bounds `systemd-analyze security --user --offline=yes`
+// of the user units (issue 9, item 12: before it, systemd 252 here
+// measured the hub 6.1 and the notifier 8.4; the issue quotes 5.9 and
+// 8.2). The analyzer scores every option as if the
+// manager could apply it; a user manager cannot apply most namespace and
+// capability options (see the units' comments and test/podman
+// TestUserUnitsSandbox), which is what keeps the hub this high.
+var maxUserExposure = map[string]float64{
+	"clearance-hub@.service":     5.9,
+	"clearance-notifier.service": 3.0,
+}
+
+// TestUserUnitsExposure measures the user units' sandboxes offline.
+func TestUserUnitsExposure(t *testing.T) {
+	testutil.RequireTool(t, "systemd-analyze")
+	for unit, limit := range maxUserExposure {
+		t.Run(unit, func(t *testing.T) {
+			bin := binaries(t, referencedBinaries(t, []string{filepath.Join(repoRoot, "units", "user", unit)})...)
+			dir := t.TempDir()
+			copies := installUnits(t, []string{filepath.Join(repoRoot, "units", "user", unit)}, dir, bin)
+			cmd := testutil.SystemdAnalyze("security", "--user", "--offline=yes", "--no-pager", copies[0])
+			cmd.Dir = dir
+			rt := filepath.Join(dir, "rt")
+			os.Mkdir(rt, 0o700)
+			cmd.Env = append(os.Environ(), "XDG_RUNTIME_DIR="+rt)
+			out, _ := cmd.CombinedOutput()
+			m := exposureRe.FindSubmatch(out)
+			if m == nil {
+				t.Fatalf("no exposure in systemd-analyze security output:\n%s", out)
+			}
+			score, _ := strconv.ParseFloat(string(m[1]), 64)
+			t.Logf("%s: exposure %.1f", unit, score)
+			if score > limit {
+				t.Errorf("%s exposure %.1f, want ≤ %.1f\n%s", unit, score, limit, out)
+			}
+		})
 	}
 }
 
@@ -121,12 +161,14 @@ func TestVerdictSocketUnit(t *testing.T) {
 		}
 	}
 	for k, want := range map[string]string{
-		"ListenStream":            "/run/clearance/verdict.sock",
-		"Accept":                  "yes",
-		"SocketMode":              "0666",
-		"DirectoryMode":           "0755",
-		"MaxConnections":          "64",
-		"MaxConnectionsPerSource": "16",
+		"ListenStream": "/run/clearance/verdict.sock",
+		// The service decides about each connection itself, before any
+		// process is started for it (issue 9, item 2).
+		"Accept":        "no",
+		"SocketMode":    "0666",
+		"DirectoryMode": "0755",
+		// A connect loop must never fail the socket (issue 9, item 2).
+		"TriggerLimitIntervalSec": "0",
 		"WantedBy":                "sockets.target",
 	} {
 		if got[k] != want {
@@ -171,7 +213,7 @@ const (
 	// overflow uid only from root. It needs no passwd entry.
 	testUID      = 61234
 	managerCtrID = "pkgunit00001"
-	capMask      = 1<<unix.CAP_DAC_READ_SEARCH | 1<<unix.CAP_NET_ADMIN | 1<<unix.CAP_SYS_PTRACE | 1<<unix.CAP_SYS_ADMIN
+	capMask      = 1<<unix.CAP_DAC_READ_SEARCH | 1<<unix.CAP_NET_ADMIN | 1<<unix.CAP_SYS_ADMIN
 )
 
 // TestInnerVerdictUnits is TestVerdictUnitsUnderManager's body, run only
@@ -193,7 +235,7 @@ func TestInnerVerdictUnits(t *testing.T) {
 	}
 	// The units too, before /tmp is covered: the checkout may live there.
 	var units []string
-	for _, u := range []string{"clearance-verdict.socket", "clearance-verdict@.service"} {
+	for _, u := range []string{"clearance-verdict.socket", "clearance-verdict.service"} {
 		dst := filepath.Join(bin, u)
 		copyFile(t, filepath.Join(repoRoot, "units", "system", u), dst, 0o644)
 		units = append(units, dst)
@@ -273,9 +315,11 @@ func TestInnerVerdictUnits(t *testing.T) {
 		}
 	}
 
-	// The calls, as the unprivileged user.
+	// The calls, as the unprivileged user, with the namespace it opened
+	// itself (/proc/<pid>/ns/net of its own process).
 	cmd := exec.Command(filepath.Join(bin, "pkgtest-client"))
-	cmd.Env = []string{envClient + "=scenario", "CLRV_SOCK=/run/clearance/verdict.sock", "CLRV_CONTAINER=" + managerCtrID}
+	cmd.Env = []string{envClient + "=scenario", "CLRV_SOCK=/run/clearance/verdict.sock", "CLRV_CONTAINER=" + managerCtrID,
+		"CLRV_NSPID=" + strconv.Itoa(holder.Process.Pid)}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: testUID, Gid: testUID}}
 	out, err := cmd.CombinedOutput()
 	t.Logf("client as uid %d:\n%s", testUID, out)
@@ -288,12 +332,18 @@ func TestInnerVerdictUnits(t *testing.T) {
 			t.Errorf("client output lacks %q", want)
 		}
 	}
-	pol, err := os.ReadFile(fmt.Sprintf("/etc/clearance/policy.d/uid-%d/pkgunit.yaml", testUID))
+	polFile := fmt.Sprintf("/etc/clearance/policy.d/uid-%d/pkgunit.yaml", testUID)
+	pol, err := os.ReadFile(polFile)
 	if err != nil || !strings.Contains(string(pol), "10.254.77.3") {
 		t.Errorf("always verdict not in the user's policy: %q %v", pol, err)
 	}
-	if n := m.show(t, "clearance-verdict.socket", "NAccepted"); n == "" || n == "0" {
-		t.Errorf("socket accepted %q connections", n)
+	for p, want := range map[string]os.FileMode{polFile: 0o600, filepath.Dir(polFile): 0o700} {
+		if st, err := os.Stat(p); err != nil || st.Mode().Perm() != want {
+			t.Errorf("%s: mode %v (%v), want %v", p, st.Mode().Perm(), err, want)
+		}
+	}
+	if n := m.show(t, "clearance-verdict.service", "NRestarts"); n != "0" {
+		t.Errorf("the service restarted %s times", n)
 	}
 }
 
@@ -345,9 +395,10 @@ func waitForeignNetns(t *testing.T, pid int) *os.File {
 const envClient = "CLEARANCE_PKGTEST_CLIENT"
 
 // runClient is the unprivileged client: it calls the verdict service on
-// $CLRV_SOCK for container $CLRV_CONTAINER without passing a namespace fd,
-// so the service resolves the runtime record by the caller's uid, and
-// prints one line per step.
+// $CLRV_SOCK for container $CLRV_CONTAINER, passing the network namespace
+// of $CLRV_NSPID that it opens itself (the service finds the runtime
+// record by the caller's uid and checks it against that namespace), and
+// prints one line per step. A call without the namespace is refused.
 func runClient(mode string) int {
 	if mode != "scenario" {
 		fmt.Println("unknown client mode", mode)
@@ -356,6 +407,26 @@ func runClient(mode string) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	sock, ctr := os.Getenv("CLRV_SOCK"), os.Getenv("CLRV_CONTAINER")
+	ns, err := os.Open("/proc/" + os.Getenv("CLRV_NSPID") + "/ns/net")
+	if err != nil {
+		fmt.Println("open the container's namespace:", err)
+		return 1
+	}
+	defer ns.Close()
+	{
+		c, err := verdictclient.Dial(ctx, sock)
+		if err != nil {
+			fmt.Println("dial:", err)
+			return 1
+		}
+		_, _, err = c.Engage(ctx, ctr, nil)
+		c.Close()
+		if !strings.Contains(fmt.Sprint(err), "no network namespace passed") {
+			fmt.Println("engage without a namespace: want refused, got", err)
+			return 1
+		}
+		fmt.Println("engage without a namespace refused ok")
+	}
 	step := func(name string, f func(c *verdictclient.Client) (string, error)) bool {
 		c, err := verdictclient.Dial(ctx, sock)
 		if err != nil {
@@ -372,10 +443,10 @@ func runClient(mode string) int {
 		return true
 	}
 	ok := step("engage", func(c *verdictclient.Client) (string, error) {
-		table, now, err := c.Engage(ctx, ctr, nil)
+		table, now, err := c.Engage(ctx, ctr, ns)
 		return fmt.Sprintf("table=%s now=%v", table, now), err
 	}) && step("watch", func(c *verdictclient.Client) (string, error) {
-		f, group, err := c.Watch(ctx, ctr, nil)
+		f, group, err := c.Watch(ctx, ctr, ns)
 		if err != nil {
 			return "", err
 		}
@@ -386,11 +457,11 @@ func runClient(mode string) int {
 		}
 		return fmt.Sprintf("group=%d", group), nil
 	}) && step("apply once", func(c *verdictclient.Client) (string, error) {
-		return applied(c.Apply(ctx, verdictclient.ApplyRequest{Container: ctr, IP: "10.254.77.1", Action: "allow", Scope: "once"}, nil))
+		return applied(c.Apply(ctx, verdictclient.ApplyRequest{Container: ctr, IP: "10.254.77.1", Action: "allow", Scope: "once"}, ns))
 	}) && step("apply always", func(c *verdictclient.Client) (string, error) {
-		return applied(c.Apply(ctx, verdictclient.ApplyRequest{Container: ctr, IP: "10.254.77.3", Action: "allow", Scope: "always"}, nil))
+		return applied(c.Apply(ctx, verdictclient.ApplyRequest{Container: ctr, IP: "10.254.77.3", Action: "allow", Scope: "always"}, ns))
 	}) && step("list", func(c *verdictclient.Client) (string, error) {
-		els, err := c.List(ctx, ctr, nil)
+		els, err := c.List(ctx, ctr, ns)
 		if err != nil {
 			return "", err
 		}
@@ -402,7 +473,7 @@ func runClient(mode string) int {
 		}
 		return string(b), nil
 	}) && step("disengage", func(c *verdictclient.Client) (string, error) {
-		return "", c.Disengage(ctx, ctr, nil)
+		return "", c.Disengage(ctx, ctr, ns)
 	})
 	if !ok {
 		return 1

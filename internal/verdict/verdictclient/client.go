@@ -3,11 +3,13 @@
 // org.terok.ClearanceVerdict1 that can pass the container's network
 // namespace with a call and receive the NFLOG socket from Watch.
 //
-// A Client wraps one connection. Under systemd every connection starts its
-// own privileged instance (Accept=yes), which lives until the connection
-// closes: keep one Client for a burst of calls and close it when idle.
-// Calls on one Client are serialised (varlink serves one call at a time
-// per connection); a Client is safe for concurrent use.
+// A Client wraps one connection. The service closes a connection on which
+// no complete request arrived for a few seconds (verdict.idle_timeout) and
+// limits how many one user holds: keep one Client for a burst of calls and
+// close it when idle. Every call passes the container's network namespace
+// (the service refuses a non-root caller that does not). Calls on one
+// Client are serialised (varlink serves one call at a time per
+// connection); a Client is safe for concurrent use.
 //
 // Errors of the service come back as the generated types of package
 // orgterokclearancefirewall1 (*PermissionDenied, *NoSuchContainer,
@@ -17,14 +19,17 @@ package verdictclient
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/varlink/go/varlink"
 
-	"github.com/terok-ai/clearance/internal/varlinkapi"
 	fw1 "github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearancefirewall1"
 	"github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearanceverdict1"
 )
@@ -36,20 +41,76 @@ const iface = "org.terok.ClearanceFirewall1."
 
 // Client is a connection to the verdict service.
 type Client struct {
-	mu   sync.Mutex
-	conn *varlink.Connection
+	mu     sync.Mutex
+	conn   *varlink.Connection
+	redial func(ctx context.Context) (*varlink.Connection, error) // nil: FromConn
+	served bool                                                   // a call on conn got a reply
 }
 
 // Dial connects to the verdict service at path ("" = DefaultSocket).
+//
+// A connect that finds the socket's backlog full (EAGAIN: someone is
+// flooding the service with connections) is retried every few
+// milliseconds until ctx ends; a service that is not there at all
+// (ECONNREFUSED, ENOENT) fails at once. When the service closes a new
+// connection before answering its first call (it was refused for lack of
+// room, or the client took longer than the service's idle timeout to send
+// it), the Client dials once more and repeats the call; every method is
+// idempotent.
 func Dial(ctx context.Context, path string) (*Client, error) {
+	return DialFunc(ctx, path, nil)
+}
+
+// DialFunc is [Dial] with dial making the raw connection (nil: a plain
+// net.Dialer); tests connect as other users through it.
+func DialFunc(ctx context.Context, path string, dial func(ctx context.Context, path string) (net.Conn, error)) (*Client, error) {
 	if path == "" {
 		path = DefaultSocket
 	}
-	c, err := varlinkapi.Dial(ctx, path)
+	if dial == nil {
+		dial = func(ctx context.Context, path string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", path)
+		}
+	}
+	redial := func(ctx context.Context) (*varlink.Connection, error) {
+		c, err := varlink.NewConnectionWithDialer(ctx, "unix:"+path, retryDialer(dial))
+		if err != nil {
+			return nil, fmt.Errorf("dial varlink %s: %w", path, err)
+		}
+		return c, nil
+	}
+	c, err := redial(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return &Client{conn: c}, nil
+	return &Client{conn: c, redial: redial}, nil
+}
+
+// retryDialer retries a connect refused for a full backlog.
+type retryDialer func(ctx context.Context, path string) (net.Conn, error)
+
+func (d retryDialer) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
+	for i := 0; ; i++ {
+		c, err := d(ctx, address)
+		if err == nil || !errors.Is(err, syscall.EAGAIN) {
+			return c, err
+		}
+		// A short, varying pause: room in the backlog appears as fast
+		// as the service accepts, and a flooder retries at once.
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w (the service's backlog stayed full)", err)
+		case <-time.After(time.Millisecond + time.Duration(i%4)*time.Millisecond):
+		}
+	}
+}
+
+// closedBeforeReply reports whether err means the connection ended before
+// a reply arrived.
+func closedBeforeReply(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, syscall.EPIPE)
 }
 
 // FromConn wraps an open varlink connection; the Client takes it over.
@@ -72,6 +133,18 @@ func (c *Client) call(ctx context.Context, method string, in, out any, ns *os.Fi
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	rx, err := c.conn.CallWithFDs(ctx, iface+method, in, out, fds)
+	if err != nil && !c.served && c.redial != nil && closedBeforeReply(err) {
+		// A new connection closed before its first reply: dial again
+		// and repeat the call once.
+		if nc, derr := c.redial(ctx); derr == nil {
+			c.conn.Close()
+			c.conn = nc
+			rx, err = c.conn.CallWithFDs(ctx, iface+method, in, out, fds)
+		}
+	}
+	if err == nil || !closedBeforeReply(err) {
+		c.served = true
+	}
 	if err != nil {
 		for _, f := range rx {
 			f.Close()
@@ -378,4 +451,30 @@ func (c *Client) CompatApply(ctx context.Context, container, dest, action string
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return orgterokclearanceverdict1.Apply().Call(ctx, c.conn, container, dest, action)
+}
+
+// CompatApplyNS is [Client.CompatApply] with the container's network
+// namespace passed along (nil passes none), which the seed's clients never
+// do; a non-root caller must pass it.
+func (c *Client) CompatApplyNS(ctx context.Context, container, dest, action string, ns *os.File) (bool, string, error) {
+	in := struct {
+		Container string `json:"container"`
+		Dest      string `json:"dest"`
+		Action    string `json:"action"`
+	}{container, dest, action}
+	var out struct {
+		OK     bool   `json:"ok"`
+		Stderr string `json:"stderr"`
+	}
+	var fds []*os.File
+	if ns != nil {
+		fds = []*os.File{ns}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	rx, err := c.conn.CallWithFDs(ctx, "org.terok.ClearanceVerdict1.Apply", in, &out, fds)
+	for _, f := range rx {
+		f.Close()
+	}
+	return out.OK, out.Stderr, err
 }

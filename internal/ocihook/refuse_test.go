@@ -1,0 +1,201 @@
+package ocihook
+
+import (
+	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/coreos/go-systemd/v22/journal"
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/terok-ai/clearance/internal/netns"
+	"github.com/terok-ai/clearance/internal/record"
+	"github.com/terok-ai/clearance/internal/testutil"
+)
+
+// TestAttackRefusesFirewallCapabilities: a container holding
+// CAP_NET_ADMIN or CAP_NET_RAW (or --privileged) could take its firewall
+// down itself; the hook refuses it before anything is written or engaged,
+// unless the system configuration allows the capability (issue 9, item 4).
+func TestAttackRefusesFirewallCapabilities(t *testing.T) {
+	all := append(slices.Clone(defaultCaps), "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_SYS_ADMIN", "CAP_SYS_PTRACE")
+	tests := []struct {
+		name     string
+		caps     []string
+		allow    []string
+		engage   EngageMode
+		noBundle bool
+		want     string // "" = allowed; else a substring of the error
+	}{
+		{name: "podman's defaults", caps: defaultCaps},
+		{name: "--cap-add NET_RAW", caps: append(slices.Clone(defaultCaps), "CAP_NET_RAW"), want: "CAP_NET_RAW"},
+		{name: "--cap-add NET_ADMIN", caps: append(slices.Clone(defaultCaps), "CAP_NET_ADMIN"), want: "CAP_NET_ADMIN"},
+		{name: "--privileged", caps: all, want: "--privileged"},
+		{name: "lower-case names", caps: []string{"net_raw"}, want: "CAP_NET_RAW"},
+		{name: "NET_RAW allowed by the administrator", caps: append(slices.Clone(defaultCaps), "CAP_NET_RAW"), allow: []string{"net_raw"}},
+		{name: "one of two allowed", caps: all, allow: []string{"CAP_NET_RAW"}, want: "CAP_NET_ADMIN"},
+		{name: "refused with -engage optional too", caps: all, engage: EngageOptional, want: "CAP_NET_ADMIN"},
+		{name: "-engage off asks nothing", caps: all, engage: EngageOff},
+		{name: "no bundle: fail closed", noBundle: true, want: "capabilities"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t, "0 0 4294967295\n")
+			e.bus(t, 0)
+			writeBundle(t, e.bundle, tt.caps, "")
+			e.hook.AllowCapabilities = tt.allow
+			if tt.engage != "" {
+				e.hook.Engage = tt.engage
+			}
+			st := e.state()
+			if tt.noBundle {
+				st.Bundle = ""
+			}
+			err := e.hook.CreateRuntime(testutil.Context(t), st)
+			_, rerr := os.Stat(record.Locate(e.hook.RuntimeRoot, 0, "e8aec775a124"))
+			if tt.want == "" {
+				if err != nil {
+					t.Fatalf("CreateRuntime: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("CreateRuntime = %v, want an error naming %q", err, tt.want)
+			}
+			if !tt.noBundle && !errors.Is(err, ErrFirewallCapability) {
+				t.Errorf("error does not wrap ErrFirewallCapability: %v", err)
+			}
+			if rerr == nil {
+				t.Error("a refused container left a runtime record")
+			}
+			if e.eng.engages != 0 {
+				t.Error("a refused container was engaged")
+			}
+		})
+	}
+}
+
+// TestAttackHostNetns: a container in the runtime's own network
+// namespace (--network host) is never engaged, which would put "policy
+// drop" on the host; required mode refuses it, optional lets it run
+// without (issue 9, item 5).
+func TestAttackHostNetns(t *testing.T) {
+	for _, mode := range []EngageMode{EngageRequired, EngageOptional} {
+		t.Run(string(mode), func(t *testing.T) {
+			e := newEnv(t, "0 0 4294967295\n")
+			e.bus(t, 0)
+			e.hook.Engage = mode
+			e.hook.SelfNetns = &e.nsID // the "container" is in the hook's own namespace
+			err := e.hook.CreateRuntime(testutil.Context(t), e.state())
+			if mode == EngageRequired && (err == nil || !strings.Contains(err.Error(), "network namespace of its runtime")) {
+				t.Errorf("CreateRuntime = %v, want the host namespace refused", err)
+			}
+			if mode == EngageOptional && err != nil {
+				t.Errorf("CreateRuntime = %v, want the container to run unfirewalled", err)
+			}
+			if e.eng.engages != 0 {
+				t.Error("Engage was called for the host's network namespace")
+			}
+		})
+	}
+}
+
+// TestAttackPoststopDisengagesJoinedNamespace: a container that joined an
+// existing network namespace (a pod's) leaves no ruleset behind in it
+// after the last clearance container there ends; while another one runs,
+// the ruleset stays, and that container takes the duty over (issue 9,
+// item 5).
+func TestAttackPoststopDisengagesJoinedNamespace(t *testing.T) {
+	e := newEnv(t, "0 0 4294967295\n")
+	e.bus(t, 0)
+	ctx := testutil.Context(t)
+	// The joined namespace: the test's own, by a path that outlives the
+	// container.
+	writeBundle(t, e.bundle, defaultCaps, "/proc/self/ns/net")
+
+	// A second container in the same namespace, started later (its
+	// Engage finds the table).
+	const id2 = "f00dfeed0001aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+	pid2 := e.pid + 1
+	proc2 := filepath.Join(e.hook.ProcRoot, strconv.Itoa(pid2), "ns")
+	os.MkdirAll(proc2, 0o755)
+	os.Symlink("/proc/self/ns/net", filepath.Join(proc2, "net"))
+
+	if err := e.hook.CreateRuntime(ctx, e.state()); err != nil {
+		t.Fatalf("CreateRuntime: %v", err)
+	}
+	rec, err := record.Read(record.Locate(e.hook.RuntimeRoot, 0, "e8aec775a124"))
+	if err != nil || !rec.Engaged || rec.NetnsPath != "/proc/self/ns/net" {
+		t.Fatalf("record after engaging a joined namespace = %+v, %v; want engaged with its path", rec, err)
+	}
+	e.eng.existed = true
+	st2 := e.state()
+	st2.ID, st2.Pid = id2, pid2
+	if err := e.hook.CreateRuntime(ctx, st2); err != nil {
+		t.Fatalf("CreateRuntime of the second: %v", err)
+	}
+
+	// The first ends while the second runs: the ruleset stays.
+	if err := e.hook.Poststop(ctx, State{ID: testID}); err != nil {
+		t.Fatalf("Poststop: %v", err)
+	}
+	if len(e.eng.disengaged) != 0 {
+		t.Fatal("disengaged while another container still uses the namespace")
+	}
+	// The second ends: now it goes.
+	os.Remove(filepath.Join(proc2, "net")) // its process is gone
+	if err := e.hook.Poststop(ctx, State{ID: id2}); err != nil {
+		t.Fatalf("Poststop of the second: %v", err)
+	}
+	if diff := cmp.Diff([]netns.ID{e.nsID}, e.eng.disengaged); diff != "" {
+		t.Errorf("disengaged namespaces (-want +got):\n%s", diff)
+	}
+}
+
+// TestPoststopLeavesOwnNamespaceAlone: a namespace made for the container
+// dies with it; poststop asks nothing.
+func TestPoststopLeavesOwnNamespaceAlone(t *testing.T) {
+	e := newEnv(t, "0 0 4294967295\n")
+	e.bus(t, 0)
+	ctx := testutil.Context(t)
+	if err := e.hook.CreateRuntime(ctx, e.state()); err != nil {
+		t.Fatalf("CreateRuntime: %v", err)
+	}
+	if err := e.hook.Poststop(ctx, State{ID: testID}); err != nil {
+		t.Fatalf("Poststop: %v", err)
+	}
+	if len(e.eng.disengaged) != 0 {
+		t.Errorf("Disengage called for a namespace of the container's own")
+	}
+}
+
+// TestAttackRefusalReachesJournal: why a container was refused is written to
+// the journal as well as to stderr (the runtime may drop the hook's
+// stderr), with MESSAGE_ID MsgRefused; info lines stay off the journal.
+func TestAttackRefusalReachesJournal(t *testing.T) {
+	type entry struct {
+		msg    string
+		fields map[string]string
+	}
+	var got []entry
+	send := func(msg string, _ journal.Priority, fields map[string]string) error {
+		got = append(got, entry{msg, fields})
+		return nil
+	}
+	var stderr strings.Builder
+	log := slog.New(hookHandler(&stderr, slog.LevelInfo, send))
+	log.Info("ruleset engaged")
+	log.Error("container refused: it holds CAP_NET_RAW", "MESSAGE_ID", MsgRefused, "container", "e8aec775a124")
+	if len(got) != 1 || got[0].msg != "container refused: it holds CAP_NET_RAW" || got[0].fields["MESSAGE_ID"] != MsgRefused ||
+		got[0].fields["CLEARANCE_CONTAINER"] != "e8aec775a124" || got[0].fields["SYSLOG_IDENTIFIER"] != "clearance-oci-hook" {
+		t.Errorf("journal entries = %+v, want only the refusal with its MESSAGE_ID", got)
+	}
+	if !strings.Contains(stderr.String(), "ruleset engaged") || !strings.Contains(stderr.String(), "CAP_NET_RAW") {
+		t.Errorf("stderr lacks a line:\n%s", stderr.String())
+	}
+}

@@ -1,0 +1,155 @@
+package verdict_test
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/terok-ai/clearance/internal/lab"
+	"github.com/terok-ai/clearance/internal/testutil"
+	"github.com/terok-ai/clearance/internal/verdict"
+	"github.com/terok-ai/clearance/internal/verdict/verdictclient"
+)
+
+// flowLab is a container namespace and a server namespace on a veth pair
+// (no route beyond it), with a TCP echo-line server on the server side.
+type flowLab struct {
+	ctr, srv *lab.NS
+	addr     netip.AddrPort // the server
+	got      chan string    // lines the server received
+}
+
+func newFlowLab(t *testing.T) *flowLab {
+	t.Helper()
+	testutil.RequireRoot(t)
+	testutil.RequireTool(t, "ip", "nsenter", "unshare")
+	l := lab.New()
+	t.Cleanup(l.Close)
+	ctr, err := l.Namespace("ctr")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := l.Namespace("srv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Link(ctr, srv, netip.MustParsePrefix("10.254.79.1/30"), netip.MustParsePrefix("10.254.79.2/30")); err != nil {
+		t.Fatal(err)
+	}
+	fl := &flowLab{ctr: ctr, srv: srv, addr: netip.MustParseAddrPort("10.254.79.2:18443"), got: make(chan string, 16)}
+	ln, err := srv.Listen("tcp", fl.addr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				sc := bufio.NewScanner(c)
+				for sc.Scan() {
+					fl.got <- sc.Text()
+					c.Write([]byte("ack\n"))
+				}
+			}()
+		}
+	}()
+	return fl
+}
+
+// connect opens an established connection from the container and proves
+// it carries data.
+func (fl *flowLab) connect(t *testing.T) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(testutil.Context(t), 10*time.Second)
+	defer cancel()
+	c, err := fl.ctr.Dial(ctx, "tcp", fl.addr.String())
+	if err != nil {
+		t.Fatalf("connect while allowed: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	r := bufio.NewReader(c)
+	fl.exchange(t, c, r, "hello")
+	return c, r
+}
+
+// exchange sends line and waits for the server to receive and answer it.
+func (fl *flowLab) exchange(t *testing.T, c net.Conn, r *bufio.Reader, line string) {
+	t.Helper()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Write([]byte(line + "\n")); err != nil {
+		t.Fatalf("send %q: %v", line, err)
+	}
+	if got := <-fl.got; got != line {
+		t.Fatalf("server got %q, want %q", got, line)
+	}
+	if ack, err := r.ReadString('\n'); err != nil || ack != "ack\n" {
+		t.Fatalf("answer to %q = %q, %v", line, ack, err)
+	}
+}
+
+// TestAttackRevokeCutsEstablished: a connection opened while a
+// verdict allowed it does not outlive the verdict's revocation (issue 9,
+// item 7), for a whole-host and for a port-scoped verdict; with
+// keep_established it does.
+func TestAttackRevokeCutsEstablished(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		proto string
+		port  int
+		keep  bool
+	}{
+		{name: "whole host"},
+		{name: "port-scoped", proto: "tcp", port: 18443},
+		{name: "keep_established", keep: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fl := newFlowLab(t)
+			e := startServiceWith(t, "", func(c *verdict.Config) {
+				c.TCPReset = true // a refused packet resets the local socket: an event to wait for
+				c.KeepEstablished = tc.keep
+			})
+			ctx := testutil.Context(t)
+			vc := e.dial(t)
+			const id = "flowctr00001"
+			if _, _, err := vc.Engage(ctx, id, fl.ctr.File); err != nil {
+				t.Fatalf("Engage: %v", err)
+			}
+			res, err := vc.Apply(ctx, verdictclient.ApplyRequest{Container: id, IP: fl.addr.Addr().String(), Action: "allow",
+				Scope: "once", TTL: time.Hour, Proto: tc.proto, Port: tc.port}, fl.ctr.File)
+			if err != nil || !res.OK {
+				t.Fatalf("Apply = %+v, %v", res, err)
+			}
+			c, r := fl.connect(t)
+			if err := vc.Revoke(ctx, id, fl.addr.Addr().String(), tc.proto, tc.port, fl.ctr.File); err != nil {
+				t.Fatalf("Revoke: %v", err)
+			}
+			if tc.keep {
+				fl.exchange(t, c, r, "still here")
+				return
+			}
+			// The next segment is judged as a new connection without a
+			// verdict: refused with a reset, and the server never sees it.
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			c.Write([]byte("after revoke\n"))
+			_, err = r.ReadString('\n')
+			if !errors.Is(err, syscall.ECONNRESET) {
+				t.Fatalf("read after Revoke = %v, want connection reset", err)
+			}
+			select {
+			case got := <-fl.got:
+				t.Fatalf("the server received %q after Revoke", got)
+			default:
+			}
+		})
+	}
+}
