@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -128,6 +129,79 @@ func TestBinaryDaemon(t *testing.T) {
 	}
 	if !closed {
 		t.Errorf("prompt %d not closed on SIGTERM", prompt.ID)
+	}
+}
+
+// statesUntil reads sd_notify datagrams until one contains want, and
+// returns every one read, that one last.
+func (p *daemonProcess) statesUntil(tb testing.TB, want string) []string {
+	tb.Helper()
+	buf := make([]byte, 4096)
+	p.notify.SetReadDeadline(time.Now().Add(15 * time.Second))
+	var states []string
+	for {
+		n, err := p.notify.Read(buf)
+		if err != nil {
+			tb.Fatalf("no sd_notify state containing %q (read %q): %v", want, states, err)
+		}
+		states = append(states, string(buf[:n]))
+		if strings.Contains(states[len(states)-1], want) {
+			return states
+		}
+	}
+}
+
+// TestBinaryStatusFollowsBus runs the built binary with $NOTIFY_SOCKET
+// through a lost session bus that comes back before the notification
+// server: every STATUS= line it sends is true when sent (no "ok" and
+// nothing "shown" while no server is there, no prompt shown while the
+// hub is not connected), no call reaches the unowned name, and the
+// prompt is shown again exactly once when the server takes its name.
+func TestBinaryStatusFollowsBus(t *testing.T) {
+	bus := notifytest.NewBus(t)
+	srv := notifytest.NewServer(t, bus.Addr, fullCaps)
+	rt := runtimeDir(t)
+	th := startHubAt(t, filepath.Join(rt, "clearance", "5a7a5a7a5a7a", "hub.sock"), "5a7a5a7a5a7a")
+	th.Hub.Blocked(blockedEvent("5a7a5a7a5a7a", "192.0.2.91", "status.example", nil))
+	p := startBinaryDaemon(t, bus.Addr, rt)
+	before := p.statesUntil(t, "1 hubs (1 connected), 1 pending (1 shown), notifications: ok")
+	waitNotify(t, srv, "Blocked: status.example:443")
+
+	if err := bus.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	mon := notifytest.NewMonitor(t, bus.Addr)
+	gone := p.statesUntil(t, "1 hubs (1 connected), 1 pending (0 shown), notifications: unavailable (no notification server")
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	back := p.statesUntil(t, "1 hubs (1 connected), 1 pending (1 shown), notifications: ok")
+	waitNotify(t, srv, "Blocked: status.example:443")
+
+	for _, s := range append(append(before, gone...), back...) {
+		if strings.Contains(s, "(0 connected)") && !strings.Contains(s, "(0 shown)") {
+			t.Errorf("state %q: a prompt shown while the hub is not connected", s)
+		}
+	}
+	for _, s := range gone {
+		if strings.Contains(s, "notifications: ok") || strings.Contains(s, "(1 shown)") {
+			t.Errorf("state %q while no notification server was there", s)
+		}
+	}
+	if err := mon.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	var kinds []string
+	for _, s := range mon.Seen() {
+		kinds = append(kinds, s.Kind)
+	}
+	// Nothing while nobody owned the name; then the owner, and the
+	// prompt shown once (its capabilities asked first).
+	if want := []string{"Owner", "GetCapabilities", "Notify"}; !slices.Equal(kinds, want) {
+		t.Errorf("calls on the restarted bus %q, want %q:%s", kinds, want, notifytest.DescribeSeen(mon.Seen()))
 	}
 }
 

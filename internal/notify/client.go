@@ -186,7 +186,7 @@ func (c *Client) Events() <-chan Event { return c.events }
 
 // Owner returns the unique bus name signals are accepted from: the current
 // owner of org.freedesktop.Notifications, "" when none (no notification
-// server is running).
+// server is running, or the bus connection is lost).
 func (c *Client) Owner() string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -357,7 +357,12 @@ func (c *Client) dispatch() {
 			}
 		}
 	}
-	// godbus closed the channel: the connection is gone.
+	// godbus closed the channel: the connection is gone, and with it
+	// any server we could reach.
+	c.mu.Lock()
+	c.owner = ""
+	c.caps, c.capsValid = nil, false
+	c.mu.Unlock()
 	select {
 	case <-c.closed:
 	default:
