@@ -109,6 +109,10 @@ type Options struct {
 	// flushTick, when set (tests), replaces the one-second ticker that
 	// drives Popups.Flush: each value sent is one flush cycle.
 	flushTick <-chan time.Time
+
+	// observe, when set (tests), is called with the daemon's state once
+	// Run has built it, before anything runs.
+	observe func(*daemon)
 }
 
 // FromConfig returns Options for the [config.Notifier] section, with env

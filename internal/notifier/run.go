@@ -78,6 +78,10 @@ func Run(ctx context.Context, opts Options) error {
 		Changed:       d.kick,
 	})
 
+	if o.observe != nil {
+		o.observe(d)
+	}
+
 	hubCtx, stopHubs := context.WithCancel(context.WithoutCancel(ctx))
 	busCtx, stopBus := context.WithCancel(context.WithoutCancel(ctx))
 	actCtx, stopActions := context.WithCancel(context.WithoutCancel(ctx))
@@ -233,7 +237,8 @@ func (d *daemon) reconcile(socks []string) {
 	}
 }
 
-// forget stops following a hub and closes the prompts of its containers.
+// forget stops following a hub and forgets its containers: their prompts
+// and shield-down alerts are closed, and nothing is kept for them.
 func (d *daemon) forget(e *hubEntry) {
 	d.log.Info("hub gone; closing its prompts", "hub", e.conn.path)
 	e.cancel()
@@ -249,7 +254,7 @@ func (d *daemon) forget(e *hubEntry) {
 	d.mu.Unlock()
 	slices.Sort(containers)
 	for _, c := range containers {
-		d.popups.CloseContainer(d.hubCtx, c)
+		d.popups.Forget(d.hubCtx, c)
 	}
 }
 

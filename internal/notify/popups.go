@@ -272,11 +272,7 @@ func (p *Popups) HandleEvent(ctx context.Context, ev event.Event) {
 	case event.ContainerStarted:
 		p.lifecycle(ctx, ev, CategoryContainerStarted)
 	case event.ContainerExited:
-		p.CloseContainer(ctx, ev.Container)
-		p.closeShieldDown(ctx, ev.Container)
-		p.mu.Lock()
-		delete(p.buckets, ev.Container)
-		p.unlock()
+		p.Forget(ctx, ev.Container)
 		p.lifecycle(ctx, ev, CategoryContainerExited)
 	case event.ShieldUp:
 		p.closeShieldDown(ctx, ev.Container)
@@ -387,6 +383,40 @@ func (p *Popups) ShowVerdict(ctx context.Context, ev event.Event) {
 	}
 	p.promote(ctx, now)
 	p.flushSummary(ctx, now, false)
+}
+
+// Forget is for a container that is gone (it exited, or its hub went away
+// with its directory): its prompts and its shield-down alert are closed
+// and everything kept for it, its rate limit included, is dropped.
+func (p *Popups) Forget(ctx context.Context, container string) {
+	p.CloseContainer(ctx, container)
+	p.closeShieldDown(ctx, container)
+	if !p.mu.LockContext(ctx) {
+		return
+	}
+	delete(p.buckets, container)
+	p.unlock()
+}
+
+// PopupsStats counts what a [Popups] keeps track of.
+type PopupsStats struct {
+	Prompts    int // pending prompts, shown or not
+	Requests   int // request ids that resolve a prompt (its aliases)
+	IDs        int // popup ids of the current server that mean something
+	Queued     int // entries of the held-back queue, stale ones included
+	Containers int // containers with a rate-limit bucket
+	ShieldDown int // shield-down alerts
+}
+
+// Stats returns what Popups tracks right now: each count is bounded by
+// the pending prompts and the containers that have not gone away, so a
+// long run that ends with nothing pending and every container gone ends
+// with zeros (a leak check in tests, and a diagnostic).
+func (p *Popups) Stats() PopupsStats {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return PopupsStats{Prompts: len(p.prompts), Requests: len(p.byRequest), IDs: len(p.byID),
+		Queued: len(p.hidden), Containers: len(p.buckets), ShieldDown: len(p.shieldDown)}
 }
 
 // CloseContainer closes every prompt of container (CloseNotification for
