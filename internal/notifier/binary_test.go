@@ -7,9 +7,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -22,17 +25,23 @@ import (
 // pointing at a datagram socket the test reads.
 type daemonProcess struct {
 	cmd    *exec.Cmd
-	out    *bytes.Buffer
+	out    *syncBuffer
 	notify *net.UnixConn
 	exited chan error
 }
 
-func startBinaryDaemon(tb testing.TB, busAddr, rt string) *daemonProcess {
+// startBinaryDaemon starts the built binary with the configuration
+// rt/clearance.yaml (empty unless the test wrote it); env entries
+// (NAME=value) are added to its environment, which has no GOGC or GODEBUG
+// of the caller.
+func startBinaryDaemon(tb testing.TB, busAddr, rt string, env ...string) *daemonProcess {
 	tb.Helper()
 	bin := binary(tb)
 	cfg := filepath.Join(rt, "clearance.yaml")
-	if err := os.WriteFile(cfg, nil, 0o600); err != nil { // empty: all defaults
-		tb.Fatal(err)
+	if _, err := os.Stat(cfg); err != nil { // none of the test's own: all defaults
+		if err := os.WriteFile(cfg, nil, 0o600); err != nil {
+			tb.Fatal(err)
+		}
 	}
 	nsPath := filepath.Join(rt, "notify.sock")
 	ns, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: nsPath, Net: "unixgram"})
@@ -41,9 +50,11 @@ func startBinaryDaemon(tb testing.TB, busAddr, rt string) *daemonProcess {
 	}
 	tb.Cleanup(func() { ns.Close() })
 	cmd := exec.Command(bin, "run")
-	cmd.Env = append(envWithout("DBUS_SESSION_BUS_ADDRESS", "XDG_RUNTIME_DIR", "CLEARANCE_CONFIG", "NOTIFY_SOCKET", "JOURNAL_STREAM"),
+	cmd.Env = append(envWithout("DBUS_SESSION_BUS_ADDRESS", "XDG_RUNTIME_DIR", "CLEARANCE_CONFIG", "NOTIFY_SOCKET", "JOURNAL_STREAM",
+		"GOGC", "GODEBUG"),
 		"DBUS_SESSION_BUS_ADDRESS="+busAddr, "XDG_RUNTIME_DIR="+rt, "CLEARANCE_CONFIG="+cfg, "NOTIFY_SOCKET="+nsPath)
-	out := &bytes.Buffer{}
+	cmd.Env = append(cmd.Env, env...)
+	out := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		tb.Fatal(err)
@@ -58,6 +69,25 @@ func startBinaryDaemon(tb testing.TB, busAddr, rt string) *daemonProcess {
 		}
 	})
 	return p
+}
+
+// syncBuffer collects a process's output; the test reads it while the
+// process writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 // waitState reads sd_notify datagrams until one contains want.
@@ -128,6 +158,125 @@ func TestBinaryDaemon(t *testing.T) {
 	}
 	if !closed {
 		t.Errorf("prompt %d not closed on SIGTERM", prompt.ID)
+	}
+}
+
+// statesUntil reads sd_notify datagrams until one contains want, and
+// returns every one read, that one last.
+func (p *daemonProcess) statesUntil(tb testing.TB, want string) []string {
+	tb.Helper()
+	buf := make([]byte, 4096)
+	p.notify.SetReadDeadline(time.Now().Add(15 * time.Second))
+	var states []string
+	for {
+		n, err := p.notify.Read(buf)
+		if err != nil {
+			tb.Fatalf("no sd_notify state containing %q (read %q): %v", want, states, err)
+		}
+		states = append(states, string(buf[:n]))
+		if strings.Contains(states[len(states)-1], want) {
+			return states
+		}
+	}
+}
+
+// TestBinaryStatusFollowsBus runs the built binary with $NOTIFY_SOCKET
+// through a lost session bus that comes back before the notification
+// server: every STATUS= line it sends is true when sent (no "ok" and
+// nothing "shown" while no server is there, no prompt shown while the
+// hub is not connected), no call reaches the unowned name, and the
+// prompt is shown again exactly once when the server takes its name.
+func TestBinaryStatusFollowsBus(t *testing.T) {
+	bus := notifytest.NewBus(t)
+	srv := notifytest.NewServer(t, bus.Addr, fullCaps)
+	rt := runtimeDir(t)
+	th := startHubAt(t, filepath.Join(rt, "clearance", "5a7a5a7a5a7a", "hub.sock"), "5a7a5a7a5a7a")
+	th.Hub.Blocked(blockedEvent("5a7a5a7a5a7a", "192.0.2.91", "status.example", nil))
+	p := startBinaryDaemon(t, bus.Addr, rt)
+	before := p.statesUntil(t, "1 hubs (1 connected), 1 pending (1 shown), notifications: ok")
+	waitNotify(t, srv, "Blocked: status.example:443")
+
+	if err := bus.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	mon := notifytest.NewMonitor(t, bus.Addr)
+	gone := p.statesUntil(t, "1 hubs (1 connected), 1 pending (0 shown), notifications: unavailable (no notification server")
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	back := p.statesUntil(t, "1 hubs (1 connected), 1 pending (1 shown), notifications: ok")
+	waitNotify(t, srv, "Blocked: status.example:443")
+
+	for _, s := range append(append(before, gone...), back...) {
+		if strings.Contains(s, "(0 connected)") && !strings.Contains(s, "(0 shown)") {
+			t.Errorf("state %q: a prompt shown while the hub is not connected", s)
+		}
+	}
+	for _, s := range gone {
+		if strings.Contains(s, "notifications: ok") || strings.Contains(s, "(1 shown)") {
+			t.Errorf("state %q while no notification server was there", s)
+		}
+	}
+	if err := mon.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	var kinds []string
+	for _, s := range mon.Seen() {
+		kinds = append(kinds, s.Kind)
+	}
+	// Nothing while nobody owned the name; then the owner, and the
+	// prompt shown once (its capabilities asked first).
+	if want := []string{"Owner", "GetCapabilities", "Notify"}; !slices.Equal(kinds, want) {
+		t.Errorf("calls on the restarted bus %q, want %q:%s", kinds, want, notifytest.DescribeSeen(mon.Seen()))
+	}
+}
+
+// gcGoal matches the runtime's line per collection (GODEBUG=gctrace=1):
+// "gc 3 @61.2s 0%: …, 3->3->0 MB, 4 MB goal, …".
+var gcGoal = regexp.MustCompile(`(?m)^gc \d+ @.* (\d+) MB goal`)
+
+// TestBinaryHeapStaysSmall runs the built daemon through blocks and
+// verdicts until the Go runtime has collected three times, and reads the
+// heap goal it reports (GODEBUG=gctrace=1). The daemon's live heap is
+// under 1 MiB; garbage must not be let pile up to Go's default 4 MiB
+// floor, which is what made its resident size climb by ~6 MiB over the
+// first minutes of steady traffic (DaemonGCPercent). The runtime's own
+// accounting, not time or RSS.
+func TestBinaryHeapStaysSmall(t *testing.T) {
+	bus := notifytest.NewBus(t)
+	srv := notifytest.NewServer(t, bus.Addr, fullCaps)
+	rt := runtimeDir(t)
+	th := startHubAt(t, filepath.Join(rt, "clearance", "9c9c9c9c9c9c", "hub.sock"), "9c9c9c9c9c9c")
+	if err := os.WriteFile(filepath.Join(rt, "clearance.yaml"), []byte("notifier:\n  rate_per_minute: 100000\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := startBinaryDaemon(t, bus.Addr, rt, "GODEBUG=gctrace=1")
+	p.waitState(t, "1 hubs (1 connected)")
+	var goals [][]string
+	for i := 0; ; i++ {
+		if goals = gcGoal.FindAllStringSubmatch(p.out.String(), -1); len(goals) >= 3 {
+			break
+		}
+		if i == 3000 {
+			t.Fatalf("%d collections after %d blocks and verdicts, want 3", len(goals), i)
+		}
+		domain := "gc" + strconv.Itoa(i) + ".example"
+		th.Hub.Blocked(blockedEvent("9c9c9c9c9c9c", "10.9."+strconv.Itoa(i/250)+"."+strconv.Itoa(i%250+1), domain, nil))
+		c := waitNotify(t, srv, "Blocked: "+domain+":443")
+		if err := srv.Invoke(c.ID, "allow"); err != nil {
+			t.Fatal(err)
+		}
+		waitNotify(t, srv, "Allowed: "+domain)
+		srv.Reset()
+	}
+	for _, g := range goals {
+		t.Logf("heap goal %s MB", g[1])
+	}
+	if goal, _ := strconv.Atoi(goals[len(goals)-1][1]); goal > 2 {
+		t.Errorf("heap goal %d MB, want at most 2 MB", goal)
 	}
 }
 

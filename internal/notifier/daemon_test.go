@@ -344,21 +344,65 @@ func inertMarkup(s string) bool {
 	return true
 }
 
+// recordStatus records the daemon's status lines (READY's and every
+// STATUS=) in order.
 type recordStatus struct {
-	mu     sync.Mutex
-	status string
+	mu      sync.Mutex
+	status  string
+	history []string
+	changed chan struct{} // closed and replaced on every line
 }
 
 func (r *recordStatus) set(s string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.status = s
+	r.history = append(r.history, s)
+	if r.changed != nil {
+		close(r.changed)
+	}
+	r.changed = make(chan struct{})
 }
 
 func (r *recordStatus) get() string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.status
+}
+
+// lines returns every line recorded so far.
+func (r *recordStatus) lines() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.history)
+}
+
+// wait waits until the current line contains every one of want, and
+// returns it.
+func (r *recordStatus) wait(t *testing.T, want ...string) string {
+	t.Helper()
+	deadline := time.After(15 * time.Second)
+	for {
+		r.mu.Lock()
+		cur := r.status
+		if r.changed == nil {
+			r.changed = make(chan struct{})
+		}
+		changed := r.changed
+		r.mu.Unlock()
+		ok := true
+		for _, w := range want {
+			ok = ok && strings.Contains(cur, w)
+		}
+		if ok {
+			return cur
+		}
+		select {
+		case <-changed:
+		case <-deadline:
+			t.Fatalf("no status line with %q; last %q", want, cur)
+		}
+	}
 }
 
 func (r *recordStatus) Ready(s string)  { r.set(s) }

@@ -26,11 +26,14 @@ const (
 // implements it.
 //
 // Events must deliver [notify.Disconnected] (or be closed) when the
-// connection is lost; Disconnect closes the connection and must be safe to
-// call more than once.
+// connection is lost, and [notify.DaemonGone] / [notify.DaemonRestarted]
+// when the notification server leaves or arrives; Owner returns the
+// server's unique name, "" while there is none. Disconnect closes the
+// connection and must be safe to call more than once.
 type Bus interface {
 	notify.Notifier
 	Events() <-chan notify.Event
+	Owner() string
 	Disconnect() error
 }
 
@@ -102,6 +105,14 @@ type Options struct {
 	// CallTimeout bounds one Verdict, Decide or Pending call to a hub.
 	// Default 30 s (a verdict may wait for the firewall).
 	CallTimeout time.Duration
+
+	// flushTick, when set (tests), replaces the one-second ticker that
+	// drives Popups.Flush: each value sent is one flush cycle.
+	flushTick <-chan time.Time
+
+	// observe, when set (tests), is called with the daemon's state once
+	// Run has built it, before anything runs.
+	observe func(*daemon)
 }
 
 // FromConfig returns Options for the [config.Notifier] section, with env

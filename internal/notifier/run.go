@@ -68,13 +68,20 @@ func Run(ctx context.Context, opts Options) error {
 		routes:  map[string]*hubConn{},
 		targets: map[string]string{},
 		claimed: map[claim]bool{},
+		changed: make(chan struct{}, 1),
+		bus:     bus,
 	}
 	d.popups = notify.NewPopups(offline{}, &notify.PopupsConfig{
 		Logger:        log,
 		MaxVisible:    o.MaxVisible,
 		RatePerMinute: o.RatePerMinute,
 		AllowForLabel: AllowForLabel(o.AllowFor),
+		Changed:       d.kick,
 	})
+
+	if o.observe != nil {
+		o.observe(d)
+	}
 
 	hubCtx, stopHubs := context.WithCancel(context.WithoutCancel(ctx))
 	busCtx, stopBus := context.WithCancel(context.WithoutCancel(ctx))
@@ -89,8 +96,12 @@ func Run(ctx context.Context, opts Options) error {
 	o.Status.Ready(d.status())
 	log.Info("notifier running", "globs", o.Globs)
 
-	flush := time.NewTicker(time.Second)
-	defer flush.Stop()
+	flush := o.flushTick
+	if flush == nil {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		flush = t.C
+	}
 	rescan := time.NewTicker(o.Rescan)
 	defer rescan.Stop()
 	lastStatus := ""
@@ -103,10 +114,11 @@ func Run(ctx context.Context, opts Options) error {
 			d.reconcile(w.Scan())
 		case <-d.recheck():
 			d.reconcile(w.Scan())
-		case <-flush.C:
+		case <-flush:
 			if pending, _ := d.popups.Pending(); pending > 0 {
 				d.popups.Flush(hubCtx)
 			}
+		case <-d.changed:
 		}
 		if s := d.status(); s != lastStatus {
 			o.Status.Status(s)
@@ -150,13 +162,16 @@ type daemon struct {
 
 	actions sync.WaitGroup // verdict calls in flight
 
+	// changed wakes the main loop to send a new status line (kick).
+	changed chan struct{}
+
 	mu      sync.Mutex
 	hubs    map[string]*hubEntry // by socket path
 	routes  map[string]*hubConn  // container → the hub that speaks for it (see hubEvent)
 	targets map[string]string    // request id → raw target, when rendering changed it
 	claimed map[claim]bool       // hubs refused a container, logged once
-	busUp   bool
-	wake    chan struct{} // fires when a forget deadline passes
+	bus     Bus                  // the connected bus, nil while there is none
+	wake    chan struct{}        // fires when a forget deadline passes
 	wakeSet time.Time
 }
 
@@ -224,7 +239,8 @@ func (d *daemon) reconcile(socks []string) {
 	}
 }
 
-// forget stops following a hub and closes the prompts of its containers.
+// forget stops following a hub and forgets its containers: their prompts
+// and shield-down alerts are closed, and nothing is kept for them.
 func (d *daemon) forget(e *hubEntry) {
 	d.log.Info("hub gone; closing its prompts", "hub", e.conn.path)
 	e.cancel()
@@ -245,7 +261,7 @@ func (d *daemon) forget(e *hubEntry) {
 	d.mu.Unlock()
 	slices.Sort(containers)
 	for _, c := range containers {
-		d.popups.CloseContainer(d.hubCtx, c)
+		d.popups.Forget(d.hubCtx, c)
 	}
 }
 
@@ -393,12 +409,14 @@ func (d *daemon) busLoop(ctx context.Context, bus Bus, err error) {
 	backoff := d.opts.BackoffMin
 	for {
 		if bus != nil {
-			d.setBus(true)
+			d.setBus(bus)
 			backoff = d.opts.BackoffMin
+			// Without a notification server on it, this makes no call:
+			// the prompts wait for its DaemonRestarted.
 			d.popups.Reattach(ctx, bus)
 			d.pump(ctx, bus)
 			bus.Disconnect()
-			d.setBus(false)
+			d.setBus(nil)
 			if ctx.Err() != nil {
 				return
 			}
@@ -447,14 +465,25 @@ func (d *daemon) pump(ctx context.Context, bus Bus) {
 				return
 			}
 			d.popups.HandleSignal(ctx, ev)
+			d.kick() // the server may have come or gone
 		}
 	}
 }
 
-func (d *daemon) setBus(up bool) {
+func (d *daemon) setBus(bus Bus) {
 	d.mu.Lock()
-	d.busUp = up
+	d.bus = bus
 	d.mu.Unlock()
+	d.kick()
+}
+
+// kick wakes the main loop to recompute the status line. It never
+// blocks.
+func (d *daemon) kick() {
+	select {
+	case d.changed <- struct{}{}:
+	default:
+	}
 }
 
 // containers lists every container some hub reported.
@@ -469,7 +498,9 @@ func (d *daemon) containers() []string {
 	return out
 }
 
-// status is the one-line STATUS= for systemctl status.
+// status is the one-line STATUS= for systemctl status, as things are
+// now: "notifications: ok" only while the bus is connected and a
+// notification server owns its name.
 func (d *daemon) status() string {
 	d.mu.Lock()
 	n, up := len(d.hubs), 0
@@ -478,21 +509,27 @@ func (d *daemon) status() string {
 			up++
 		}
 	}
-	busUp := d.busUp
+	bus := d.bus
 	d.mu.Unlock()
 	pending, shown := d.popups.Pending()
-	bus := "notifications: ok"
-	if !busUp {
-		bus = "notifications: unavailable (clearancectl watch)"
+	// Nothing is shown without a server, whatever Popups has yet to
+	// learn about its departure.
+	state := "notifications: ok"
+	switch {
+	case bus == nil:
+		state, shown = "notifications: unavailable (no session bus; clearancectl watch)", 0
+	case bus.Owner() == "":
+		state, shown = "notifications: unavailable (no notification server; clearancectl watch)", 0
 	}
-	return fmt.Sprintf("%d hubs (%d connected), %d pending (%d shown), %s", n, up, pending, shown, bus)
+	return fmt.Sprintf("%d hubs (%d connected), %d pending (%d shown), %s", n, up, pending, shown, state)
 }
 
 // offline is the notifier used while no bus is connected: every call
-// fails at once, so prompts wait (hidden) until a bus is attached.
+// fails at once with notify.ErrNoServer, so Popups makes no more calls
+// and the prompts wait until a bus is attached.
 type offline struct{}
 
-var errOffline = errors.New("not connected to a notification server")
+var errOffline = fmt.Errorf("not connected to the session bus: %w", notify.ErrNoServer)
 
 func (offline) Capabilities(context.Context) ([]string, error)              { return nil, errOffline }
 func (offline) Notify(context.Context, notify.Notification) (uint32, error) { return 0, errOffline }

@@ -60,6 +60,8 @@ type Client struct {
 
 	mu        sync.Mutex
 	owner     string   // unique name owning BusName, "" when none
+	announced string   // the owner last reported (or resolved in Dial): events report changes of it
+	tracking  bool     // the NameOwnerChanged match is installed: owner is kept current
 	caps      []string // cached GetCapabilities reply
 	capsValid bool
 }
@@ -79,7 +81,8 @@ func DialSession(ctx context.Context, cfg *Config) (*Client, error) {
 // as "unix:path=/run/user/1000/bus"), authenticates, says Hello, installs
 // the signal match rules and resolves the owner of
 // org.freedesktop.Notifications. A server need not be running yet: its
-// arrival is reported as [DaemonRestarted].
+// arrival is reported as [DaemonRestarted]; until then the calls fail with
+// [ErrNoServer] without being sent.
 func Dial(ctx context.Context, addr string, cfg *Config) (*Client, error) {
 	if cfg == nil {
 		cfg = &Config{}
@@ -120,6 +123,8 @@ func Dial(ctx context.Context, addr string, cfg *Config) (*Client, error) {
 			return nil, fmt.Errorf("add match: %w", err)
 		}
 		c.log.Warn("AddMatch refused: notification daemon restarts will not be noticed", "rule", matchNameOwnerChange, "err", err)
+	} else {
+		c.tracking = true
 	}
 	if err := bus.CallWithContext(ctx, "org.freedesktop.DBus.AddMatch", 0, matchNotifications).Store(); err != nil {
 		if ctx.Err() != nil {
@@ -133,13 +138,13 @@ func Dial(ctx context.Context, addr string, cfg *Config) (*Client, error) {
 	var derr dbus.Error
 	switch {
 	case err == nil:
-	case errors.As(err, &derr) && derr.Name == "org.freedesktop.DBus.Error.NameHasNoOwner":
+	case errors.As(err, &derr) && derr.Name == errNameHasNoOwner:
 		owner = ""
 	default:
 		conn.Close()
 		return nil, fmt.Errorf("get owner of %s: %w", BusName, err)
 	}
-	c.owner = owner
+	c.owner, c.announced = owner, owner
 	go c.dispatch()
 	return c, nil
 }
@@ -173,13 +178,15 @@ func connect(ctx context.Context, addr string) (*dbus.Conn, error) {
 	}
 }
 
-// Events delivers popup actions, closes, daemon restarts and, last, a
+// Events delivers popup actions, closes, the notification server leaving
+// ([DaemonGone]) and arriving ([DaemonRestarted]), and, last, a
 // [Disconnected] when the bus connection is lost. The channel is closed
 // after Disconnected or after [Client.Disconnect].
 func (c *Client) Events() <-chan Event { return c.events }
 
 // Owner returns the unique bus name signals are accepted from: the current
-// owner of org.freedesktop.Notifications, "" when none.
+// owner of org.freedesktop.Notifications, "" when none (no notification
+// server is running, or the bus connection is lost).
 func (c *Client) Owner() string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -207,12 +214,14 @@ func (c *Client) Capabilities(ctx context.Context) ([]string, error) {
 		c.mu.Unlock()
 		return caps, nil
 	}
-	owner := c.owner
 	c.mu.Unlock()
-
+	owner, err := c.server()
+	if err != nil {
+		return nil, fmt.Errorf("call GetCapabilities: %w", err)
+	}
 	var caps []string
 	if err := c.obj.CallWithContext(ctx, Interface+".GetCapabilities", dbus.FlagNoAutoStart).Store(&caps); err != nil {
-		return nil, fmt.Errorf("call GetCapabilities: %w", err)
+		return nil, fmt.Errorf("call GetCapabilities: %w", c.failed(owner, err))
 	}
 	c.mu.Lock()
 	if c.owner == owner { // not raced by a restart
@@ -224,11 +233,15 @@ func (c *Client) Capabilities(ctx context.Context) ([]string, error) {
 
 // ServerInfo calls GetServerInformation.
 func (c *Client) ServerInfo(ctx context.Context) (ServerInfo, error) {
-	var si ServerInfo
-	err := c.obj.CallWithContext(ctx, Interface+".GetServerInformation", dbus.FlagNoAutoStart).
-		Store(&si.Name, &si.Vendor, &si.Version, &si.SpecVersion)
+	owner, err := c.server()
 	if err != nil {
 		return ServerInfo{}, fmt.Errorf("call GetServerInformation: %w", err)
+	}
+	var si ServerInfo
+	err = c.obj.CallWithContext(ctx, Interface+".GetServerInformation", dbus.FlagNoAutoStart).
+		Store(&si.Name, &si.Vendor, &si.Version, &si.SpecVersion)
+	if err != nil {
+		return ServerInfo{}, fmt.Errorf("call GetServerInformation: %w", c.failed(owner, err))
 	}
 	return si, nil
 }
@@ -236,10 +249,18 @@ func (c *Client) ServerInfo(ctx context.Context) (ServerInfo, error) {
 // Notify shows n and returns the server's id for it. Summary and body are
 // Pango-escaped when the server announces body-markup (or when its
 // capabilities cannot be read: escaping is the safe side), and sent
-// verbatim otherwise.
+// verbatim otherwise. Without a notification server it fails with
+// [ErrNoServer] and sends nothing.
 func (c *Client) Notify(ctx context.Context, n Notification) (uint32, error) {
 	summary, body := n.Summary, n.Body
 	caps, err := c.Capabilities(ctx)
+	if errors.Is(err, ErrNoServer) {
+		return 0, fmt.Errorf("call Notify: %w", ErrNoServer)
+	}
+	owner, err2 := c.server()
+	if err2 != nil {
+		return 0, fmt.Errorf("call Notify: %w", err2)
+	}
 	if err != nil || slices.Contains(caps, CapBodyMarkup) {
 		summary, body = render.PangoEscape(summary), render.PangoEscape(body)
 	}
@@ -255,7 +276,7 @@ func (c *Client) Notify(ctx context.Context, n Notification) (uint32, error) {
 	err = c.obj.CallWithContext(ctx, Interface+".Notify", dbus.FlagNoAutoStart,
 		c.appName, n.ReplacesID, icon, summary, body, actions, hintMap(n.Hints), n.Timeout).Store(&id)
 	if err != nil {
-		return 0, fmt.Errorf("call Notify: %w", err)
+		return 0, fmt.Errorf("call Notify: %w", c.failed(owner, err))
 	}
 	return id, nil
 }
@@ -263,11 +284,54 @@ func (c *Client) Notify(ctx context.Context, n Notification) (uint32, error) {
 // Close asks the server to close popup id (CloseNotification). An unknown
 // id is harmless.
 func (c *Client) Close(ctx context.Context, id uint32) error {
-	if err := c.obj.CallWithContext(ctx, Interface+".CloseNotification", dbus.FlagNoAutoStart, id).Store(); err != nil {
+	owner, err := c.server()
+	if err != nil {
 		return fmt.Errorf("call CloseNotification %d: %w", id, err)
+	}
+	if err := c.obj.CallWithContext(ctx, Interface+".CloseNotification", dbus.FlagNoAutoStart, id).Store(); err != nil {
+		return fmt.Errorf("call CloseNotification %d: %w", id, c.failed(owner, err))
 	}
 	return nil
 }
+
+// server returns the owner a call goes to, or [ErrNoServer] when the
+// name is known to have none: a call then would only earn an error reply,
+// so it is not sent. Without the owner-change match nothing is known, and
+// every call is sent.
+func (c *Client) server() (string, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.tracking && c.owner == "" {
+		return "", ErrNoServer
+	}
+	return c.owner, nil
+}
+
+// failed looks at the error of a call made while owner had the name. A
+// reply saying the name has no owner means the server left and its
+// NameOwnerChanged is still on the way: the owner is forgotten now, so
+// the calls after this one are not sent (at most one goes out per
+// departure). A newer owner, already reported, is left alone.
+func (c *Client) failed(owner string, err error) error {
+	var derr dbus.Error
+	if !errors.As(err, &derr) || (derr.Name != errNameHasNoOwner && derr.Name != errServiceUnknown) {
+		return err
+	}
+	c.mu.Lock()
+	if c.tracking && c.owner == owner {
+		c.owner = ""
+		c.caps, c.capsValid = nil, false
+	}
+	c.mu.Unlock()
+	return fmt.Errorf("%w: %w", ErrNoServer, err)
+}
+
+// The bus's replies to a call for a name nobody owns: with
+// FlagNoAutoStart, and without it when nothing can be activated.
+const (
+	errNameHasNoOwner = "org.freedesktop.DBus.Error.NameHasNoOwner"
+	errServiceUnknown = "org.freedesktop.DBus.Error.ServiceUnknown"
+)
 
 // hintMap builds the a{sv} hints: urgency always (a byte), resident and
 // transient only when set.
@@ -293,7 +357,12 @@ func (c *Client) dispatch() {
 			}
 		}
 	}
-	// godbus closed the channel: the connection is gone.
+	// godbus closed the channel: the connection is gone, and with it
+	// any server we could reach.
+	c.mu.Lock()
+	c.owner = ""
+	c.caps, c.capsValid = nil, false
+	c.mu.Unlock()
 	select {
 	case <-c.closed:
 	default:
@@ -321,12 +390,19 @@ func (c *Client) translate(s *dbus.Signal) Event {
 			return nil
 		}
 		c.mu.Lock()
-		c.owner = newOwner
-		c.caps, c.capsValid = nil, false
+		if c.owner != newOwner {
+			c.owner = newOwner
+			c.caps, c.capsValid = nil, false
+		}
+		prev := c.announced
+		c.announced = newOwner
 		c.mu.Unlock()
+		if prev == newOwner {
+			return nil // already known from GetNameOwner in Dial
+		}
 		c.log.Info("notification server owner changed", "old", oldOwner, "new", newOwner)
 		if newOwner == "" {
-			return nil
+			return DaemonGone{}
 		}
 		return DaemonRestarted{Owner: newOwner}
 	}

@@ -64,6 +64,12 @@ const (
 // A notifier treats it as "headless": nothing to show, nothing to retry.
 var ErrNoSessionBus = errors.New("no session bus: DBUS_SESSION_BUS_ADDRESS is not set")
 
+// ErrNoServer is returned (wrapped) by the calls of a [Client] while no
+// notification server owns org.freedesktop.Notifications: the call is not
+// sent (or, for the one call that raced the server's departure, was
+// answered NameHasNoOwner). [DaemonRestarted] reports the next server.
+var ErrNoServer = errors.New("no notification server on the bus")
+
 // Notification is one Notify call. Summary and Body are plain text; the
 // client escapes them when the server parses markup.
 type Notification struct {
@@ -99,7 +105,7 @@ type ServerInfo struct {
 }
 
 // Event is what [Client.Events] delivers: [ActionInvoked], [Closed],
-// [DaemonRestarted] or [Disconnected].
+// [DaemonGone], [DaemonRestarted] or [Disconnected].
 type Event interface{ isEvent() }
 
 // ActionInvoked reports that the operator chose the action Key on popup ID.
@@ -121,6 +127,11 @@ type DaemonRestarted struct {
 	Owner string // the new unique name
 }
 
+// DaemonGone reports that org.freedesktop.Notifications lost its owner
+// (the notification server exited) and nobody has it now: its popups are
+// gone, and calls fail with [ErrNoServer] until [DaemonRestarted].
+type DaemonGone struct{}
+
 // Disconnected reports that the bus connection is gone. It is the last
 // event before the channel closes; the caller dials again.
 type Disconnected struct{}
@@ -128,4 +139,5 @@ type Disconnected struct{}
 func (ActionInvoked) isEvent()   {}
 func (Closed) isEvent()          {}
 func (DaemonRestarted) isEvent() {}
+func (DaemonGone) isEvent()      {}
 func (Disconnected) isEvent()    {}

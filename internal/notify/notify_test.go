@@ -3,6 +3,7 @@ package notify_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -232,6 +233,10 @@ func TestClientEvents(t *testing.T) {
 	if err := srv.Restart(); err != nil {
 		t.Fatalf("Restart: %v", err)
 	}
+	// A restart is a departure and an arrival.
+	if diff := cmp.Diff(notify.Event(notify.DaemonGone{}), next()); diff != "" {
+		t.Errorf("event (-want +got):\n%s", diff)
+	}
 	if diff := cmp.Diff(notify.Event(notify.DaemonRestarted{Owner: srv.Unique()}), next()); diff != "" {
 		t.Errorf("event (-want +got):\n%s", diff)
 	}
@@ -253,6 +258,145 @@ func TestClientEvents(t *testing.T) {
 	}
 	if _, err := c.Notify(ctx, notify.Notification{Summary: "s"}); err == nil {
 		t.Errorf("Notify on a dead bus succeeded")
+	}
+}
+
+// TestClientNoServerSendsNothing: while org.freedesktop.Notifications has
+// no owner, the client's calls fail with ErrNoServer and nothing reaches
+// the bus (a D-Bus monitor sees every call to that name, owned or not);
+// the server's arrival and departure are events.
+func TestClientNoServerSendsNothing(t *testing.T) {
+	bus := notifytest.NewBus(t)
+	srv := notifytest.NewStoppedServer(t, bus.Addr, fullCaps)
+	mon := notifytest.NewMonitor(t, bus.Addr)
+	ctx := testutil.Context(t)
+	c, err := notify.Dial(ctx, bus.Addr, &notify.Config{Logger: testutil.Logger(t)})
+	if err != nil {
+		t.Fatalf("Dial: %v", err)
+	}
+	t.Cleanup(func() { c.Disconnect() })
+	next := func() notify.Event {
+		t.Helper()
+		select {
+		case e := <-c.Events():
+			return e
+		case <-time.After(wait):
+			t.Fatalf("no event")
+		}
+		return nil
+	}
+	calls := func() error {
+		if _, err := c.Capabilities(ctx); !errors.Is(err, notify.ErrNoServer) {
+			return fmt.Errorf("Capabilities: %v, want ErrNoServer", err)
+		}
+		if _, err := c.Notify(ctx, notify.Notification{Summary: "s"}); !errors.Is(err, notify.ErrNoServer) {
+			return fmt.Errorf("Notify: %v, want ErrNoServer", err)
+		}
+		if err := c.Close(ctx, 7); !errors.Is(err, notify.ErrNoServer) {
+			return fmt.Errorf("Close: %v, want ErrNoServer", err)
+		}
+		if _, err := c.ServerInfo(ctx); !errors.Is(err, notify.ErrNoServer) {
+			return fmt.Errorf("ServerInfo: %v, want ErrNoServer", err)
+		}
+		return nil
+	}
+	if err := calls(); err != nil {
+		t.Fatalf("before any server: %v", err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(notify.Event(notify.DaemonRestarted{Owner: srv.Unique()}), next()); diff != "" {
+		t.Errorf("event (-want +got):\n%s", diff)
+	}
+	if _, err := c.Notify(ctx, notify.Notification{Summary: "shown"}); err != nil {
+		t.Fatalf("Notify with a server: %v", err)
+	}
+	if err := srv.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(notify.Event(notify.DaemonGone{}), next()); diff != "" {
+		t.Errorf("event (-want +got):\n%s", diff)
+	}
+	if err := calls(); err != nil {
+		t.Fatalf("after the server left: %v", err)
+	}
+	// Only what went out while the server was there reached the bus.
+	if err := mon.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	seen := mon.Seen()
+	var kinds []string
+	for _, s := range seen {
+		kinds = append(kinds, s.Kind)
+	}
+	if diff := cmp.Diff([]string{"Owner", "GetCapabilities", "Notify", "Owner"}, kinds); diff != "" {
+		t.Errorf("calls on the bus (-want +got):\n%s%s", diff, notifytest.DescribeSeen(seen))
+	}
+}
+
+// TestClientDepartureRace: the server leaves while the client has not yet
+// read the NameOwnerChanged saying so (its dispatch is held up by an
+// undrained event channel). The first Notify still goes out and is
+// answered NameHasNoOwner; the client then knows, and sends no more.
+func TestClientDepartureRace(t *testing.T) {
+	bus := notifytest.NewBus(t)
+	srv := notifytest.NewServer(t, bus.Addr, fullCaps)
+	ctx := testutil.Context(t)
+	c, err := notify.Dial(ctx, bus.Addr, &notify.Config{Logger: testutil.Logger(t), EventBuffer: 1})
+	if err != nil {
+		t.Fatalf("Dial: %v", err)
+	}
+	t.Cleanup(func() { c.Disconnect() })
+	id, err := c.Notify(ctx, notify.Notification{Summary: "s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Two signals, not read: the first fills the channel, the client's
+	// dispatch waits with the second, and the owner change queues
+	// behind it.
+	for range 2 {
+		if err := srv.Invoke(id, "allow"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mon := notifytest.NewMonitor(t, bus.Addr)
+	if err := srv.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := mon.WaitFor(func(s []notifytest.Seen) bool { return len(s) > 0 }, wait); err != nil {
+		t.Fatal(err) // the NameOwnerChanged is on the bus
+	}
+	for i := range 5 {
+		if _, err := c.Notify(ctx, notify.Notification{Summary: "s"}); !errors.Is(err, notify.ErrNoServer) {
+			t.Fatalf("Notify %d after the departure: %v, want ErrNoServer", i, err)
+		}
+	}
+	if err := mon.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	by := 0
+	for _, s := range mon.Seen() {
+		if s.Kind == "Notify" {
+			by++
+		}
+	}
+	if by != 1 {
+		t.Errorf("%d Notify calls reached the bus after the departure, want 1:%s", by, notifytest.DescribeSeen(mon.Seen()))
+	}
+	// Drained, the events still say the server left.
+	var got []notify.Event
+	for len(got) < 3 {
+		select {
+		case e := <-c.Events():
+			got = append(got, e)
+		case <-time.After(wait):
+			t.Fatalf("events %v, want two clicks and DaemonGone", got)
+		}
+	}
+	if diff := cmp.Diff([]notify.Event{notify.ActionInvoked{ID: id, Key: "allow"}, notify.ActionInvoked{ID: id, Key: "allow"},
+		notify.DaemonGone{}}, got); diff != "" {
+		t.Errorf("events (-want +got):\n%s", diff)
 	}
 }
 

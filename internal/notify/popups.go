@@ -3,6 +3,7 @@ package notify
 import (
 	"cmp"
 	"context"
+	"errors"
 	"log/slog"
 	"slices"
 	"time"
@@ -15,7 +16,9 @@ import (
 // implements it; tests may fake it.
 //
 // Notify returns the server's id for the popup; ids are valid only until
-// the server restarts.
+// the server restarts. A call failing with an error that wraps
+// [ErrNoServer] tells Popups that no server is there: it then makes no
+// call at all until [DaemonRestarted] or [Popups.Reattach].
 type Notifier interface {
 	Capabilities(ctx context.Context) ([]string, error)
 	Notify(ctx context.Context, n Notification) (uint32, error)
@@ -71,6 +74,11 @@ type PopupsConfig struct {
 	// Now is the clock (first-seen times, rate limit); nil means
 	// time.Now.
 	Now func() time.Time
+	// Changed, when set, is called after anything that may change what
+	// [Popups.Pending] reports (prompts, what is shown, whether a server
+	// is there), without Popups' lock held. It must not block; calls may
+	// be spurious.
+	Changed func()
 }
 
 // Popups manages the prompts of every container on one notification
@@ -86,6 +94,12 @@ type PopupsConfig struct {
 // capability get no prompts at all, only one notice pointing at
 // clearancectl, so no dead buttons are shown.
 //
+// While no notification server is there (a call failed with [ErrNoServer],
+// or [DaemonGone]), Popups keeps its prompts but calls nothing: no retry
+// loop knocks at an empty bus name, and no rate-limit token is spent. The
+// next [DaemonRestarted] (or [Popups.Reattach]) shows them again, each
+// once.
+//
 // The daemon feeds hub events to [Popups.HandleEvent] and client events to
 // [Popups.HandleSignal], calls [Popups.Flush] about once a second (it
 // shows updates the rate limit held back) and [Popups.Reattach] after
@@ -100,6 +114,7 @@ type Popups struct {
 	categories map[string]bool
 	timeout    time.Duration
 	now        func() time.Time
+	changed    func()
 
 	mu       chanMutex
 	n        Notifier
@@ -107,6 +122,7 @@ type Popups struct {
 
 	capsKnown bool
 	actions   bool // server shows buttons and MaxButtons >= 2
+	offline   bool // no notification server: make no call until one appears
 
 	prompts   map[promptKey]*prompt
 	byRequest map[string]*prompt
@@ -186,6 +202,7 @@ func NewPopups(n Notifier, cfg *PopupsConfig) *Popups {
 		maxButtons: cfg.MaxButtons,
 		timeout:    cfg.CallTimeout,
 		now:        cfg.Now,
+		changed:    cfg.Changed,
 		mu:         newChanMutex(),
 		n:          n,
 		prompts:    map[promptKey]*prompt{},
@@ -211,6 +228,9 @@ func NewPopups(n Notifier, cfg *PopupsConfig) *Popups {
 	}
 	if p.now == nil {
 		p.now = time.Now
+	}
+	if p.changed == nil {
+		p.changed = func() {}
 	}
 	cats := cfg.Categories
 	if cats == nil {
@@ -252,11 +272,7 @@ func (p *Popups) HandleEvent(ctx context.Context, ev event.Event) {
 	case event.ContainerStarted:
 		p.lifecycle(ctx, ev, CategoryContainerStarted)
 	case event.ContainerExited:
-		p.CloseContainer(ctx, ev.Container)
-		p.closeShieldDown(ctx, ev.Container)
-		p.mu.Lock()
-		delete(p.buckets, ev.Container)
-		p.mu.Unlock()
+		p.Forget(ctx, ev.Container)
 		p.lifecycle(ctx, ev, CategoryContainerExited)
 	case event.ShieldUp:
 		p.closeShieldDown(ctx, ev.Container)
@@ -282,7 +298,7 @@ func (p *Popups) ShowBlocked(ctx context.Context, ev event.Event) {
 	if !p.mu.LockContext(ctx) {
 		return
 	}
-	defer p.mu.Unlock()
+	defer p.unlock()
 	p.ensureCaps(ctx)
 	now := p.now()
 	key := promptKey{ev.Container, target}
@@ -317,7 +333,7 @@ func (p *Popups) ShowBlocked(ctx context.Context, ev event.Event) {
 
 	switch {
 	case pr.state == stateVisible:
-		if p.take(ev.Container, now) {
+		if !p.offline && p.take(ev.Container, now) {
 			p.post(ctx, pr)
 		}
 	case queue:
@@ -339,7 +355,7 @@ func (p *Popups) ShowVerdict(ctx context.Context, ev event.Event) {
 	if !p.mu.LockContext(ctx) {
 		return
 	}
-	defer p.mu.Unlock()
+	defer p.unlock()
 	pr := p.byRequest[ev.RequestID]
 	if pr == nil {
 		return
@@ -356,17 +372,51 @@ func (p *Popups) ShowVerdict(ctx context.Context, ev event.Event) {
 		if oldID != 0 {
 			p.closeID(ctx, oldID)
 		}
-	case wasShown:
+	case wasShown && !p.offline:
 		out := render.Verdict(ev.Action, ev.OK, pr.key.target, pr.ev.Dossier, pr.key.container)
 		cctx, cancel := context.WithTimeout(ctx, p.timeout)
 		_, err := p.n.Notify(cctx, FromPopup(out, oldID, nil))
 		cancel()
-		if err != nil {
+		if err != nil && !p.noServer(err) {
 			p.log.Warn("show verdict", "container", pr.key.container, "request_id", ev.RequestID, "err", err)
 		}
 	}
 	p.promote(ctx, now)
 	p.flushSummary(ctx, now, false)
+}
+
+// Forget is for a container that is gone (it exited, or its hub went away
+// with its directory): its prompts and its shield-down alert are closed
+// and everything kept for it, its rate limit included, is dropped.
+func (p *Popups) Forget(ctx context.Context, container string) {
+	p.CloseContainer(ctx, container)
+	p.closeShieldDown(ctx, container)
+	if !p.mu.LockContext(ctx) {
+		return
+	}
+	delete(p.buckets, container)
+	p.unlock()
+}
+
+// PopupsStats counts what a [Popups] keeps track of.
+type PopupsStats struct {
+	Prompts    int // pending prompts, shown or not
+	Requests   int // request ids that resolve a prompt (its aliases)
+	IDs        int // popup ids of the current server that mean something
+	Queued     int // entries of the held-back queue, stale ones included
+	Containers int // containers with a rate-limit bucket
+	ShieldDown int // shield-down alerts
+}
+
+// Stats returns what Popups tracks right now: each count is bounded by
+// the pending prompts and the containers that have not gone away, so a
+// long run that ends with nothing pending and every container gone ends
+// with zeros (a leak check in tests, and a diagnostic).
+func (p *Popups) Stats() PopupsStats {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return PopupsStats{Prompts: len(p.prompts), Requests: len(p.byRequest), IDs: len(p.byID),
+		Queued: len(p.hidden), Containers: len(p.buckets), ShieldDown: len(p.shieldDown)}
 }
 
 // CloseContainer closes every prompt of container (CloseNotification for
@@ -375,7 +425,7 @@ func (p *Popups) CloseContainer(ctx context.Context, container string) {
 	if !p.mu.LockContext(ctx) {
 		return
 	}
-	defer p.mu.Unlock()
+	defer p.unlock()
 	var ids []uint32
 	for key, pr := range p.prompts {
 		if key.container != container {
@@ -397,14 +447,19 @@ func (p *Popups) CloseContainer(ctx context.Context, container string) {
 
 // HandleSignal applies an event of [Client.Events]: an action on a prompt
 // reaches the [Popups.OnAction] function (once; "default" and unknown
-// keys are ignored), a closed prompt frees its slot, and a restarted
-// daemon gets every pending prompt again.
+// keys are ignored), a closed prompt frees its slot, a server leaving
+// stops every call, and a new server gets every pending prompt again.
 func (p *Popups) HandleSignal(ctx context.Context, e Event) {
 	switch e := e.(type) {
 	case ActionInvoked:
 		p.action(e)
 	case Closed:
 		p.closed(ctx, e)
+	case DaemonGone:
+		if p.mu.LockContext(ctx) {
+			p.goneLocked()
+			p.unlock()
+		}
 	case DaemonRestarted:
 		p.repost(ctx)
 	}
@@ -415,7 +470,7 @@ func (p *Popups) HandleSignal(ctx context.Context, e Event) {
 func (p *Popups) Reattach(ctx context.Context, n Notifier) {
 	p.mu.Lock()
 	p.n = n
-	p.mu.Unlock()
+	p.unlock()
 	p.repost(ctx)
 }
 
@@ -426,10 +481,10 @@ func (p *Popups) Flush(ctx context.Context) {
 	if !p.mu.LockContext(ctx) {
 		return
 	}
-	defer p.mu.Unlock()
+	defer p.unlock()
 	now := p.now()
 	for _, pr := range p.sortedPrompts() {
-		if pr.state == stateVisible && pr.stale && p.take(pr.key.container, now) {
+		if pr.state == stateVisible && pr.stale && !p.offline && p.take(pr.key.container, now) {
 			p.post(ctx, pr)
 		}
 	}
@@ -438,10 +493,13 @@ func (p *Popups) Flush(ctx context.Context) {
 }
 
 // Pending returns the number of prompts awaiting a verdict and how many
-// of them are shown.
+// of them are shown (none while no notification server is there).
 func (p *Popups) Pending() (pending, visible int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.offline {
+		return len(p.prompts), 0
+	}
 	return len(p.prompts), p.nVisible
 }
 
@@ -480,7 +538,7 @@ func (p *Popups) closed(ctx context.Context, e Closed) {
 	if !p.mu.LockContext(ctx) {
 		return
 	}
-	defer p.mu.Unlock()
+	defer p.unlock()
 	r, ok := p.byID[e.ID]
 	if !ok {
 		return
@@ -518,12 +576,15 @@ func (p *Popups) closed(ctx context.Context, e Closed) {
 
 // repost forgets every popup id of the previous server and shows the
 // pending prompts (within the visible cap), shield-down alerts and the
-// summary again.
+// summary again, each once. When there is no server (the attached
+// notifier says [ErrNoServer]) it only forgets the ids: the next server
+// gets them.
 func (p *Popups) repost(ctx context.Context) {
 	if !p.mu.LockContext(ctx) {
 		return
 	}
-	defer p.mu.Unlock()
+	defer p.unlock()
+	p.offline = false
 	p.capsKnown = false
 	p.ensureCaps(ctx)
 	clear(p.byID)
@@ -531,30 +592,32 @@ func (p *Popups) repost(ctx context.Context) {
 	var show []*prompt
 	for _, pr := range p.sortedPrompts() {
 		pr.id = 0
-		switch pr.state {
-		case stateVisible:
-			p.nVisible--
-			if pr.decided {
-				pr.state = stateDetached
-				continue
-			}
-			show = append(show, pr)
-		case stateDetached:
+		if pr.state != stateVisible {
 			continue
 		}
+		if pr.decided {
+			p.nVisible--
+			pr.state = stateDetached
+			continue
+		}
+		show = append(show, pr)
+	}
+	containers := make([]string, 0, len(p.shieldDown))
+	for c, sp := range p.shieldDown {
+		sp.id = 0
+		p.shieldDown[c] = sp
+		containers = append(containers, c)
+	}
+	if p.offline {
+		return // shown when a server appears
 	}
 	for _, pr := range show {
 		if p.actions {
-			pr.state = stateVisible
-			p.nVisible++
-			p.post(ctx, pr)
+			p.post(ctx, pr) // visible, id 0: a fresh popup
 		} else {
+			p.nVisible--
 			p.hide(pr)
 		}
-	}
-	containers := make([]string, 0, len(p.shieldDown))
-	for c := range p.shieldDown {
-		containers = append(containers, c)
 	}
 	slices.Sort(containers)
 	for _, c := range containers {
@@ -581,7 +644,7 @@ func (p *Popups) lifecycle(ctx context.Context, ev event.Event, cat string) {
 	if !p.mu.LockContext(ctx) {
 		return
 	}
-	defer p.mu.Unlock()
+	defer p.unlock()
 	if ev.Type != event.ShieldDown && ev.Type != event.ShieldDisengaged {
 		p.show(ctx, popup, 0)
 		return
@@ -599,7 +662,7 @@ func (p *Popups) closeShieldDown(ctx context.Context, container string) {
 	if !p.mu.LockContext(ctx) {
 		return
 	}
-	defer p.mu.Unlock()
+	defer p.unlock()
 	sp, ok := p.shieldDown[container]
 	if !ok {
 		return
@@ -613,13 +676,38 @@ func (p *Popups) closeShieldDown(ctx context.Context, container string) {
 
 // The helpers below run with p.mu held.
 
+// goneLocked notes that no notification server is there: calls stop until
+// [DaemonRestarted] or [Popups.Reattach] (repost). Prompts keep their
+// state; repost shows the visible ones again on the next server.
+func (p *Popups) goneLocked() {
+	if p.offline {
+		return
+	}
+	p.offline = true
+	p.capsKnown = false
+	p.log.Info("no notification server; prompts wait for one", "pending", len(p.prompts))
+}
+
+// noServer reports whether err says there is no notification server, and
+// notes it.
+func (p *Popups) noServer(err error) bool {
+	if !errors.Is(err, ErrNoServer) {
+		return false
+	}
+	p.goneLocked()
+	return true
+}
+
 func (p *Popups) ensureCaps(ctx context.Context) {
-	if p.capsKnown {
+	if p.capsKnown || p.offline {
 		return
 	}
 	cctx, cancel := context.WithTimeout(ctx, p.timeout)
 	caps, err := p.n.Capabilities(cctx)
 	cancel()
+	if p.noServer(err) {
+		return
+	}
 	if err != nil {
 		// No server (yet): prompts stay pending and are shown when one
 		// appears (DaemonRestarted).
@@ -642,12 +730,19 @@ func (p *Popups) buttons() []render.Action {
 	return b
 }
 
-// post shows or updates a visible prompt.
+// post shows or updates a visible prompt. Without a server it stays
+// visible (stale), for repost to show on the next one.
 func (p *Popups) post(ctx context.Context, pr *prompt) {
+	if p.offline {
+		return
+	}
 	popup := render.Blocked(pr.ev, pr.count, pr.firstSeen)
 	cctx, cancel := context.WithTimeout(ctx, p.timeout)
 	id, err := p.n.Notify(cctx, FromPopup(popup, pr.id, p.buttons()))
 	cancel()
+	if p.noServer(err) {
+		return
+	}
 	if err != nil {
 		p.log.Warn("show prompt", "container", pr.key.container, "request_id", pr.requestID, "err", err)
 		if pr.id == 0 { // never shown: wait behind the summary instead
@@ -672,9 +767,10 @@ func (p *Popups) hide(pr *prompt) {
 	p.summaryStale = true
 }
 
-// promote shows held-back prompts while slots and rate allow.
+// promote shows held-back prompts while slots and rate allow (and a
+// server is there).
 func (p *Popups) promote(ctx context.Context, now time.Time) {
-	if !p.actions {
+	if !p.actions || p.offline {
 		return
 	}
 	const scan = 64 // bounded: a flooding container must not make this quadratic
@@ -695,7 +791,7 @@ func (p *Popups) promote(ctx context.Context, now time.Time) {
 		pr.state = stateVisible
 		p.nVisible++
 		p.post(ctx, pr)
-		if pr.state == stateHidden { // Notify failed; the server is gone
+		if pr.state == stateHidden || p.offline { // Notify failed; the server is gone
 			return
 		}
 	}
@@ -716,6 +812,9 @@ func (p *Popups) flushSummary(ctx context.Context, now time.Time, force bool) {
 			p.closeID(ctx, id)
 		}
 		return
+	}
+	if p.offline {
+		return // stale until repost shows it
 	}
 	if !p.summaryStale && !force {
 		return // unchanged (or dismissed by the operator: shown again on the next change)
@@ -787,9 +886,15 @@ func (p *Popups) resolve(pr *prompt) {
 
 // show posts a popup without actions and returns its id, 0 on failure.
 func (p *Popups) show(ctx context.Context, popup render.Popup, replaces uint32) uint32 {
+	if p.offline {
+		return 0
+	}
 	cctx, cancel := context.WithTimeout(ctx, p.timeout)
 	defer cancel()
 	id, err := p.n.Notify(cctx, FromPopup(popup, replaces, nil))
+	if p.noServer(err) {
+		return 0
+	}
 	if err != nil {
 		p.log.Warn("show popup", "summary", popup.Summary, "err", err)
 		return 0
@@ -798,9 +903,12 @@ func (p *Popups) show(ctx context.Context, popup render.Popup, replaces uint32) 
 }
 
 func (p *Popups) closeID(ctx context.Context, id uint32) {
+	if p.offline {
+		return // its popup went with the server
+	}
 	cctx, cancel := context.WithTimeout(ctx, p.timeout)
 	defer cancel()
-	if err := p.n.Close(cctx, id); err != nil {
+	if err := p.n.Close(cctx, id); err != nil && !p.noServer(err) {
 		p.log.Warn("close popup", "id", id, "err", err)
 	}
 }
@@ -835,6 +943,12 @@ func (p *Popups) take(container string, now time.Time) bool {
 type bucket struct {
 	tokens float64
 	last   time.Time
+}
+
+// unlock releases p.mu and reports a possible change (Changed).
+func (p *Popups) unlock() {
+	p.mu.Unlock()
+	p.changed()
 }
 
 // chanMutex is a mutex whose Lock can give up when a context ends, so an

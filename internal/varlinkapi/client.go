@@ -29,6 +29,13 @@ func Dial(ctx context.Context, path string) (*varlink.Connection, error) {
 // library's reader stuck, and closing the connection from another
 // goroutine races with that reader. The caller still closes the
 // connection.
+//
+// The connection takes no file descriptors from the service (a reply
+// carrying some fails): that keeps it on the library's buffered read path,
+// which reuses one buffer for every message, instead of the SCM_RIGHTS
+// path, which allocates a fresh 8 KiB data and 1 KiB control buffer for
+// each read. A long-lived stream of small events would otherwise turn
+// every event into ~9 KiB of garbage.
 func DialInterruptible(ctx context.Context, path string) (c *varlink.Connection, interrupt func(), err error) {
 	d := &captureDialer{}
 	c, err = varlink.NewConnectionWithDialer(ctx, "unix:"+path, d)
@@ -43,15 +50,23 @@ func DialInterruptible(ctx context.Context, path string) (c *varlink.Connection,
 	}, nil
 }
 
-// captureDialer dials Unix sockets and remembers the connection.
+// captureDialer dials Unix sockets, remembers the connection and hands
+// the library a [plainConn] of it.
 type captureDialer struct{ conn net.Conn }
 
 func (d *captureDialer) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
 	var nd net.Dialer
 	c, err := nd.DialContext(ctx, network, address)
+	if err != nil {
+		return nil, err
+	}
 	d.conn = c
-	return c, err
+	return plainConn{c}, nil
 }
+
+// plainConn hides a *net.UnixConn from varlink/go, which passes file
+// descriptors (and allocates per read) only on that type.
+type plainConn struct{ net.Conn }
 
 // ErrorName returns the varlink error name carried by err (a typed error
 // of a generated package or a *varlink.Error), or "".

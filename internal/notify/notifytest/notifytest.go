@@ -32,13 +32,19 @@ const (
 	ifaceName = "org.freedesktop.Notifications"
 )
 
-// Bus is a private dbus-daemon started by [NewBus].
+// Bus is a private dbus-daemon started by [NewBus] or [LaunchBus]. Its
+// methods are safe for concurrent use.
 type Bus struct {
 	// Addr is the bus address, for dbus.Connect or
-	// DBUS_SESSION_BUS_ADDRESS.
+	// DBUS_SESSION_BUS_ADDRESS. It names the socket path only (no guid=),
+	// so it stays valid across [Bus.Restart].
 	Addr string
-	cmd  *exec.Cmd
-	once sync.Once
+
+	bin, conf string
+	stderr    *syncBuffer
+
+	mu  sync.Mutex
+	cmd *exec.Cmd // nil while stopped
 }
 
 // StartBus starts a private session dbus-daemon for tb and returns its
@@ -51,45 +57,82 @@ func StartBus(tb testing.TB) string { return NewBus(tb).Addr }
 // skips outside CI) when dbus-daemon is not installed.
 func NewBus(tb testing.TB) *Bus {
 	tb.Helper()
-	bin := testutil.RequireTool(tb, "dbus-daemon")
-	dir := tb.TempDir()
+	testutil.RequireTool(tb, "dbus-daemon")
+	b, err := LaunchBus(tb.TempDir())
+	if b != nil {
+		tb.Cleanup(func() {
+			b.Stop()
+			if tb.Failed() {
+				tb.Logf("dbus-daemon stderr:\n%s", b.stderr.String())
+			}
+		})
+	}
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return b
+}
+
+// LaunchBus starts a private session dbus-daemon with its socket and
+// configuration in dir, for harnesses without a testing.TB (the
+// benchmarks): the caller must call [Bus.Stop]. On error the returned Bus,
+// if not nil, must be stopped too.
+func LaunchBus(dir string) (*Bus, error) {
+	bin, err := exec.LookPath("dbus-daemon")
+	if err != nil {
+		return nil, err
+	}
 	sock := filepath.Join(dir, "bus")
 	conf := filepath.Join(dir, "session.conf")
 	if err := os.WriteFile(conf, desktoplab.BusConfig(sock), 0o600); err != nil {
-		tb.Fatalf("write bus config: %v", err)
+		return nil, fmt.Errorf("write bus config: %w", err)
 	}
-	cmd := exec.Command(bin, "--config-file="+conf, "--nofork", "--nopidfile", "--print-address=1")
-	stderr := &syncBuffer{}
-	cmd.Stderr = stderr
+	b := &Bus{Addr: "unix:path=" + sock, bin: bin, conf: conf, stderr: &syncBuffer{}}
+	return b, b.start()
+}
+
+// start runs the daemon and waits until it prints its address (it
+// listens by then); b.mu must not be held.
+func (b *Bus) start() error {
+	cmd := exec.Command(b.bin, "--config-file="+b.conf, "--nofork", "--nopidfile", "--print-address=1")
+	cmd.Stderr = b.stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
-		tb.Fatalf("dbus-daemon stdout: %v", err)
+		return fmt.Errorf("dbus-daemon stdout: %w", err)
 	}
 	if err := cmd.Start(); err != nil {
-		tb.Fatalf("start dbus-daemon: %v", err)
+		return fmt.Errorf("start dbus-daemon: %w", err)
 	}
-	b := &Bus{cmd: cmd}
-	tb.Cleanup(func() {
-		b.Stop()
-		if tb.Failed() {
-			tb.Logf("dbus-daemon stderr:\n%s", stderr.String())
-		}
-	})
+	b.mu.Lock()
+	b.cmd = cmd
+	b.mu.Unlock()
 	line, err := bufio.NewReader(out).ReadString('\n')
-	if err != nil {
-		tb.Fatalf("read dbus-daemon address: %v", err)
+	if err != nil || !strings.HasPrefix(line, "unix:") {
+		return fmt.Errorf("read dbus-daemon address (%q): %w", line, err)
 	}
-	b.Addr = strings.TrimSpace(line)
-	return b
+	return nil
 }
 
 // Stop kills the dbus-daemon and waits for it: every connection to the
 // bus breaks. It is idempotent.
 func (b *Bus) Stop() {
-	b.once.Do(func() {
-		_ = b.cmd.Process.Kill()
-		_ = b.cmd.Wait()
-	})
+	b.mu.Lock()
+	cmd := b.cmd
+	b.cmd = nil
+	b.mu.Unlock()
+	if cmd != nil {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	}
+}
+
+// Restart kills the dbus-daemon, as when a session bus dies, and starts
+// a new one at the same address: every connection breaks, and the new bus
+// has no names owned until clients take them again (a [Server] needs
+// [Server.Start]).
+func (b *Bus) Restart() error {
+	b.Stop()
+	return b.start()
 }
 
 type syncBuffer struct {
@@ -141,7 +184,6 @@ func (c Call) Hint(k string) (any, bool) {
 // CloseNotification, GetCapabilities and GetServerInformation. Its
 // methods are safe for concurrent use.
 type Server struct {
-	tb   testing.TB
 	addr string
 
 	mu      sync.Mutex
@@ -158,25 +200,62 @@ type Server struct {
 // answers. The connection is closed in tb.Cleanup.
 func NewServer(tb testing.TB, addr string, caps []string) *Server {
 	tb.Helper()
-	s := &Server{tb: tb, addr: addr, caps: slices.Clone(caps), open: map[uint32]bool{}, changed: make(chan struct{})}
+	s := NewStoppedServer(tb, addr, caps)
+	if err := s.Start(); err != nil {
+		tb.Fatalf("start fake notification server: %v", err)
+	}
+	return s
+}
+
+// NewStoppedServer returns a fake server that is not on the bus yet: no
+// notification server is there until [Server.Start] takes the name. Its
+// connection is closed in tb.Cleanup.
+func NewStoppedServer(tb testing.TB, addr string, caps []string) *Server {
+	s := newServer(addr, caps)
+	tb.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+// StartServer is [NewServer] for harnesses without a testing.TB (the
+// benchmarks): the caller must call [Server.Close].
+func StartServer(addr string, caps []string) (*Server, error) {
+	s := newServer(addr, caps)
+	if err := s.Start(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func newServer(addr string, caps []string) *Server {
+	return &Server{addr: addr, caps: slices.Clone(caps), open: map[uint32]bool{}, changed: make(chan struct{})}
+}
+
+// Start connects to the bus, exports the server and takes the name
+// org.freedesktop.Notifications (the bus emits NameOwnerChanged). It is a
+// no-op while the server is running; after [Server.Stop], or after the
+// bus restarted, it takes the name again on a new connection.
+func (s *Server) Start() error {
+	s.mu.Lock()
+	running := s.conn != nil && s.conn.Connected()
+	s.mu.Unlock()
+	if running {
+		return nil
+	}
+	if err := s.Stop(); err != nil { // a connection the bus dropped
+		return err
+	}
 	conn, err := s.start()
 	if err != nil {
-		tb.Fatalf("start fake notification server: %v", err)
+		return err
 	}
 	s.mu.Lock()
 	s.conn = conn
 	s.mu.Unlock()
-	tb.Cleanup(func() {
-		s.mu.Lock()
-		c := s.conn
-		s.conn = nil
-		s.mu.Unlock()
-		if c != nil {
-			c.Close()
-		}
-	})
-	return s
+	return nil
 }
+
+// Close stops the server; recorded calls are kept.
+func (s *Server) Close() error { return s.Stop() }
 
 func (s *Server) start() (*dbus.Conn, error) {
 	conn, err := dbus.Connect(s.addr)
@@ -275,6 +354,16 @@ func (s *Server) Notifications() []Call {
 	return out
 }
 
+// Take returns the calls recorded so far and forgets them, atomically: a
+// long-running harness answering prompts keeps the record from growing.
+func (s *Server) Take() []Call {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := s.calls
+	s.calls = nil
+	return out
+}
+
 // Reset forgets the recorded calls (open popups stay open).
 func (s *Server) Reset() {
 	s.mu.Lock()
@@ -367,18 +456,13 @@ func (s *Server) Restart() error {
 	if err := s.Stop(); err != nil {
 		return err
 	}
-	conn, err := s.start()
-	if err != nil {
-		return err
-	}
-	s.mu.Lock()
-	s.conn = conn
-	s.mu.Unlock()
-	return nil
+	return s.Start()
 }
 
 // Stop releases the name and closes the server's connection: no
-// notification server is left on the bus until [Server.Restart].
+// notification server is left on the bus until [Server.Start]. Every open
+// popup is forgotten. A connection the bus already dropped (the bus was
+// restarted) is just closed.
 func (s *Server) Stop() error {
 	s.mu.Lock()
 	old := s.conn
@@ -386,6 +470,10 @@ func (s *Server) Stop() error {
 	s.open = map[uint32]bool{}
 	s.mu.Unlock()
 	if old == nil {
+		return nil
+	}
+	if !old.Connected() {
+		_ = old.Close()
 		return nil
 	}
 	if _, err := old.ReleaseName(busName); err != nil {
