@@ -94,7 +94,7 @@ func TestDaemonFollowsHubs(t *testing.T) {
 		// The hub accepted the verdict for exactly this request id.
 		applied := nextOfType(t, watch, event.VerdictApplied)
 		if diff := cmp.Diff(event.Event{Type: event.VerdictApplied, Container: "ctr-b", RequestID: idB,
-			Action: "allow", OK: true, Reason: hubd.Caller(os.Getuid(), "varlink").Describe(), Dossier: map[string]string{}}, applied); diff != "" {
+			Action: "allow", OK: true, Reason: hubd.Caller(os.Getuid(), "notifier").Describe(), Dossier: map[string]string{}}, applied); diff != "" {
 			t.Errorf("verdict_applied (-want +got):\n%s", diff)
 		}
 		out := waitNotify(t, srv, "Allowed: api.example.com")
@@ -441,5 +441,31 @@ func TestDaemonBusLost(t *testing.T) {
 	}
 	if got := th.Applier.WaitCalls(t, 1)[0]; got.Action != "deny" || got.Dest != "lost.example" {
 		t.Errorf("applied %+v, want deny lost.example", got)
+	}
+}
+
+// TestDaemonShowsWhoDecidedElsewhere: a prompt answered on another channel
+// (clearancectl) is replaced by the outcome naming who decided, not closed
+// silently.
+func TestDaemonShowsWhoDecidedElsewhere(t *testing.T) {
+	bus := notifytest.NewBus(t)
+	srv := notifytest.NewServer(t, bus.Addr, fullCaps)
+	base := filepath.Join(runtimeDir(t), "clearance")
+	h := startHubAt(t, filepath.Join(base, "cccc00000003", "hub.sock"), "ctr-c")
+	startDaemon(t, Options{Globs: []string{filepath.Join(base, "*", "hub.sock")}, DialBus: dialBus(t, bus.Addr)})
+	h.WaitSubscribers(t, 1)
+	id := h.Hub.Blocked(blockedEvent("ctr-c", "192.0.2.8", "pkg.example", nil))
+	prompt := waitNotify(t, srv, "Blocked: pkg.example:443")
+
+	alice := hub.WithOperator(context.Background(), hub.Operator{UID: 1000, User: "alice", Channel: "clearancectl"})
+	if _, err := h.Hub.Decide(alice, id, "deny", hub.ScopeOnce, 0, false); err != nil {
+		t.Fatal(err)
+	}
+	out := waitNotify(t, srv, "Denied: pkg.example")
+	if out.ReplacesID != prompt.ID || out.Body != "Container: ctr-c\nBy alice (uid 1000) via clearancectl" {
+		t.Errorf("outcome replaces %d with body %q, want it to replace %d and name alice", out.ReplacesID, out.Body, prompt.ID)
+	}
+	if n := len(h.Applier.Calls()); n != 1 {
+		t.Errorf("%d verdicts applied, want alice's alone", n)
 	}
 }

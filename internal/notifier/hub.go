@@ -41,6 +41,7 @@ type hubConn struct {
 
 	poke      chan struct{} // reconnect now, with the backoff reset
 	connected atomic.Bool
+	hub1      atomic.Bool // the hub speaks org.terok.ClearanceHub1 (a seed hub does not)
 
 	rpcMu        sync.Mutex
 	rpc          *varlink.Connection
@@ -136,6 +137,7 @@ func (h *hubConn) session(ctx context.Context, reconnect bool) (connected bool, 
 		}
 		h.log.Debug("hub has no pending list", "err", err)
 	}
+	h.hub1.Store(err == nil)
 	h.connected.Store(true)
 	defer h.connected.Store(false)
 	if reconnect {
@@ -193,12 +195,13 @@ func (h *hubConn) pending(ctx context.Context) ([]orgterokclearancehub1.PendingR
 	return out, err
 }
 
-// verdict sends the operator's choice: Verdict for allow and deny,
-// Decide(allow, once, ttl) for the time-limited allow.
+// verdict sends the operator's choice: Decide(action, once, ttl) naming
+// the notifier as the channel (the hub audits it and tells the other
+// channels who decided), or the seed's Verdict to a seed hub.
 func (h *hubConn) verdict(ctx context.Context, container, requestID, target, action string, allowFor time.Duration) error {
 	return h.call(ctx, func(ctx context.Context, c *varlink.Connection) error {
-		if allowFor > 0 {
-			_, _, err := orgterokclearancehub1.Decide().Call(ctx, c, requestID, event.ActionAllow, "once",
+		if allowFor > 0 || h.hub1.Load() {
+			_, _, err := orgterokclearancehub1.Decide().Call(ctx, c, requestID, action, "once",
 				int64((allowFor+time.Second-1)/time.Second), nil, &channelNotifier)
 			return err
 		}

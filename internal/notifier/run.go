@@ -13,6 +13,7 @@ import (
 	"github.com/terok-ai/clearance/internal/event"
 	"github.com/terok-ai/clearance/internal/notify"
 	"github.com/terok-ai/clearance/internal/render"
+	"github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearancehub1"
 )
 
 // shutdownGrace bounds closing the prompts on exit, so SIGTERM is
@@ -394,6 +395,14 @@ func (d *daemon) onAction(container, requestID, target, action string) {
 			return
 		}
 		if ctx.Err() != nil {
+			return
+		}
+		var done *orgterokclearancehub1.AlreadyDecided
+		if errors.As(err, &done) {
+			// Another channel was first: show its outcome, and who.
+			log.Info("already decided", "by", done.By, "decided", done.Action)
+			d.popups.HandleEvent(ctx, event.Event{Type: event.VerdictApplied, Container: container,
+				RequestID: requestID, Action: done.Action, OK: true, Reason: done.By, Dossier: map[string]string{}})
 			return
 		}
 		log.Warn("verdict failed", "err", err)

@@ -373,7 +373,7 @@ func (p *Popups) ShowVerdict(ctx context.Context, ev event.Event) {
 			p.closeID(ctx, oldID)
 		}
 	case wasShown && !p.offline:
-		out := render.Verdict(ev.Action, ev.OK, pr.key.target, pr.ev.Dossier, pr.key.container)
+		out := render.Verdict(ev.Action, ev.OK, pr.key.target, pr.ev.Dossier, pr.key.container, ev.Reason)
 		cctx, cancel := context.WithTimeout(ctx, p.timeout)
 		_, err := p.n.Notify(cctx, FromPopup(out, oldID, nil))
 		cancel()

@@ -193,15 +193,22 @@ func VerdictTitle(action string, ok bool, target string) string {
 
 // Verdict renders the popup that replaces a prompt after verdict_applied.
 // dossier and container are those captured when the block was shown (the
-// verdict event itself carries no dossier).
-func Verdict(action string, ok bool, target string, dossier map[string]string, container string) Popup {
+// verdict event itself carries no dossier); by is who decided, as this
+// hub's verdict_applied reason says it ("by alice (uid 1000) via
+// clearancectl"; a seed hub sends ""), shown on a line of its own.
+func Verdict(action string, ok bool, target string, dossier map[string]string, container, by string) Popup {
 	h := HintConfirmation
 	if !ok {
 		h = HintSecurityAlert
 	}
+	body := IdentityLine(dossier, container)
+	if by = Field(by); by != "" {
+		r, size := utf8.DecodeRuneInString(by)
+		body += "\n" + string(unicode.ToUpper(r)) + by[size:] // "By alice (uid 1000) via clearancectl"
+	}
 	return Popup{
 		Summary: VerdictTitle(action, ok, target),
-		Body:    IdentityLine(dossier, container),
+		Body:    body,
 		Hints:   h,
 		Timeout: TimeoutDefault,
 	}

@@ -132,24 +132,30 @@ func TestVerdict(t *testing.T) {
 		name   string
 		action string
 		ok     bool
+		by     string
 		want   Popup
 	}{
-		{"allow ok (seed §10.67)", "allow", true, Popup{Summary: "Allowed: registry.example.net",
+		{"allow ok (seed §10.67)", "allow", true, "", Popup{Summary: "Allowed: registry.example.net",
 			Body: "Task: p/original", Hints: HintConfirmation, Timeout: -1}},
-		{"deny ok", "deny", true, Popup{Summary: "Denied: registry.example.net",
+		{"deny ok", "deny", true, "", Popup{Summary: "Denied: registry.example.net",
 			Body: "Task: p/original", Hints: HintConfirmation, Timeout: -1}},
-		{"allow failed (seed §10.68)", "allow", false, Popup{Summary: "Allow failed: registry.example.net",
+		{"allow failed (seed §10.68)", "allow", false, "", Popup{Summary: "Allow failed: registry.example.net",
 			Body: "Task: p/original", Hints: HintSecurityAlert, Timeout: -1}},
-		{"deny failed", "deny", false, Popup{Summary: "Deny failed: registry.example.net",
+		{"deny failed", "deny", false, "", Popup{Summary: "Deny failed: registry.example.net",
 			Body: "Task: p/original", Hints: HintSecurityAlert, Timeout: -1}},
-		{"unknown action ok is title-cased", "quarantine", true, Popup{Summary: "Quarantine: registry.example.net",
+		{"unknown action ok is title-cased", "quarantine", true, "", Popup{Summary: "Quarantine: registry.example.net",
 			Body: "Task: p/original", Hints: HintConfirmation, Timeout: -1}},
-		{"unknown action failed", "quarantine", false, Popup{Summary: "Quarantine failed: registry.example.net",
+		{"unknown action failed", "quarantine", false, "", Popup{Summary: "Quarantine failed: registry.example.net",
 			Body: "Task: p/original", Hints: HintSecurityAlert, Timeout: -1}},
+		// Who decided, when the hub says (the seed's hub sends "").
+		{"allowed by another channel", "allow", true, "by alice (uid 1000) via clearancectl", Popup{Summary: "Allowed: registry.example.net",
+			Body: "Task: p/original\nBy alice (uid 1000) via clearancectl", Hints: HintConfirmation, Timeout: -1}},
+		{"hostile who", "deny", true, "by \u202eevil\x1b[2J", Popup{Summary: "Denied: registry.example.net",
+			Body: "Task: p/original\nBy  evil [2J", Hints: HintConfirmation, Timeout: -1}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := Verdict(tt.action, tt.ok, "registry.example.net", original, "c")
+			got := Verdict(tt.action, tt.ok, "registry.example.net", original, "c", tt.by)
 			if diff := cmp.Diff(tt.want, got); diff != "" {
 				t.Errorf("Verdict (-want +got):\n%s", diff)
 			}
@@ -311,7 +317,7 @@ func TestHostileInert(t *testing.T) {
 			var texts []string
 			p := Blocked(ev, 3, firstSeen)
 			texts = append(texts, p.Summary, p.Body)
-			p = Verdict(s, false, s, ev.Dossier, s)
+			p = Verdict(s, false, s, ev.Dossier, s, s)
 			texts = append(texts, p.Summary, p.Body)
 			for _, typ := range []string{event.ShieldDown, event.ShieldDisengaged, event.ShieldUp,
 				event.ContainerStarted, event.ContainerExited} {
