@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -15,7 +16,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/varlink/go/varlink"
 
-	"github.com/terok-ai/clearance/internal/hub"
+	"github.com/terok-ai/clearance/internal/audit"
 	fw "github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearancefirewall1"
 	"github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearancehub1"
 )
@@ -298,10 +299,11 @@ func TestJournalArgs(t *testing.T) {
 					rest = append(rest, a)
 				}
 			}
-			want := []string{"MESSAGE_ID=" + hub.MsgBlocked, "MESSAGE_ID=" + hub.MsgVerdict,
-				"MESSAGE_ID=" + hub.MsgVerdictFailed, "MESSAGE_ID=" + hub.MsgExpired,
-				"MESSAGE_ID=" + hub.MsgEngaged, "MESSAGE_ID=" + hub.MsgDisengaged,
-				"MESSAGE_ID=" + hub.MsgDenied, "MESSAGE_ID=" + hub.MsgLearned}
+			want := []string{"MESSAGE_ID=" + audit.MsgBlocked, "MESSAGE_ID=" + audit.MsgVerdict,
+				"MESSAGE_ID=" + audit.MsgVerdictFailed, "MESSAGE_ID=" + audit.MsgExpired,
+				"MESSAGE_ID=" + audit.MsgEngaged, "MESSAGE_ID=" + audit.MsgDisengaged,
+				"MESSAGE_ID=" + audit.MsgDenied, "MESSAGE_ID=" + audit.MsgLearned,
+				"MESSAGE_ID=" + audit.MsgFlowsCut, "MESSAGE_ID=" + audit.MsgRefused}
 			if diff := cmp.Diff(want, ids); diff != "" {
 				t.Errorf("MESSAGE_ID matches (-want +got):\n%s", diff)
 			}
@@ -323,20 +325,20 @@ func TestParseJournal(t *testing.T) {
 	}
 	uid := int64(1000)
 	want := []auditEntry{
-		{TimeUsec: 1767261600000000, Time: "2026-01-01T10:00:00Z", Event: "blocked", MessageID: hub.MsgBlocked,
+		{TimeUsec: 1767261600000000, Time: "2026-01-01T10:00:00Z", Event: "blocked", MessageID: audit.MsgBlocked,
 			Container: "c1", RequestID: "ab12-1", Dest: "198.51.100.7", Domain: "api.example.com", Port: 443,
 			Proto: "TCP", Message: "blocked api.example.com:443"},
-		{TimeUsec: 1767261605000000, Time: "2026-01-01T10:00:05Z", Event: "verdict", MessageID: hub.MsgVerdict,
+		{TimeUsec: 1767261605000000, Time: "2026-01-01T10:00:05Z", Event: "verdict", MessageID: audit.MsgVerdict,
 			Container: "c1", RequestID: "ab12-1", Dest: "198.51.100.7", Domain: "api.example.com", Port: 443,
 			Proto: "TCP", Action: "allow", Scope: "once", ExpiresUsec: 1767265205000000, OperatorUID: &uid,
 			Channel: "varlink", Message: "verdict allow api.example.com (once)"},
-		{TimeUsec: 1767261610000000, Time: "2026-01-01T10:00:10Z", Event: "failed", MessageID: hub.MsgVerdictFailed,
+		{TimeUsec: 1767261610000000, Time: "2026-01-01T10:00:10Z", Event: "failed", MessageID: audit.MsgVerdictFailed,
 			Container: "c2", RequestID: "cd34-1", Dest: "203.0.113.5", Port: 22, Proto: "TCP", Action: "deny",
 			Scope: "container", OperatorUID: &uid, Channel: "notifier", Reason: "nft: \x1b[31mtable missing\n",
 			Message: "verdict deny 203.0.113.5 failed"},
-		{TimeUsec: 1767265205000000, Time: "2026-01-01T11:00:05Z", Event: "expired", MessageID: hub.MsgExpired,
+		{TimeUsec: 1767265205000000, Time: "2026-01-01T11:00:05Z", Event: "expired", MessageID: audit.MsgExpired,
 			Container: "c1", Dest: "198.51.100.7", ExpiresUsec: 1767265205000000, Message: "verdict expired for 198.51.100.7"},
-		{TimeUsec: 1767265300000000, Time: "2026-01-01T11:01:40Z", Event: "engaged", MessageID: hub.MsgEngaged,
+		{TimeUsec: 1767265300000000, Time: "2026-01-01T11:01:40Z", Event: "engaged", MessageID: audit.MsgEngaged,
 			Container: "c3"},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
@@ -613,5 +615,66 @@ func TestAttackIPv6Endpoint(t *testing.T) {
 		if got := endpoint(tc.target, tc.port, tc.proto); got != tc.want {
 			t.Errorf("endpoint(%q, %d, %d) = %q, want %q", tc.target, tc.port, tc.proto, got, tc.want)
 		}
+	}
+}
+
+// TestLogReconcilesTheTwoSides: the hub's and the verdict service's
+// records of one verdict are joined by verdict id, and a disagreement is
+// flagged (issue 10, item 3).
+func TestLogReconcilesTheTwoSides(t *testing.T) {
+	line := func(usec int64, id, side, outcome, vid, dest string) string {
+		b, _ := json.Marshal(map[string]string{
+			"__REALTIME_TIMESTAMP": strconv.FormatInt(usec, 10), "MESSAGE_ID": id, "CLEARANCE_CONTAINER": "c1",
+			"CLEARANCE_DEST": dest, "CLEARANCE_ACTION": "allow", "CLEARANCE_SCOPE": "once",
+			audit.FieldSide: side, audit.FieldOutcome: outcome, audit.FieldVerdictID: vid,
+			"CLEARANCE_OPERATOR_UID": "1000", audit.FieldOperator: "alice", "CLEARANCE_CHANNEL": "notifier",
+		})
+		return string(b)
+	}
+	const t0 = 1767265400000000
+	journal := strings.Join([]string{
+		// agree: applied on both sides
+		line(t0, audit.MsgVerdict, audit.SideKernel, audit.OutcomeApplied, "v1", "192.0.2.1"),
+		line(t0+1, audit.MsgVerdict, audit.SideOperator, audit.OutcomeApplied, "v1", "192.0.2.1"),
+		// the hub lost the service before its reply; the kernel has it
+		line(t0+2, audit.MsgVerdict, audit.SideKernel, audit.OutcomeApplied, "v2", "192.0.2.2"),
+		line(t0+3, audit.MsgVerdictFailed, audit.SideOperator, audit.OutcomeUnknown, "v2", "192.0.2.2"),
+		// the hub says applied, no kernel record
+		line(t0+4, audit.MsgVerdict, audit.SideOperator, audit.OutcomeApplied, "v3", "192.0.2.3"),
+		// a kernel record alone
+		line(t0+5, audit.MsgVerdict, audit.SideKernel, audit.OutcomeApplied, "v4", "192.0.2.4"),
+	}, "\n")
+	fake := func(r *runner) {
+		r.journal = func(context.Context, []string) ([]byte, error) { return []byte(journal), nil }
+		r.now = func() time.Time { return time.UnixMicro(t0 + 10) }
+	}
+	res := runWith(t, fake, "", "log", "--json")
+	var got []auditEntry
+	if err := json.Unmarshal([]byte(res.stdout), &got); err != nil {
+		t.Fatalf("log --json: %v\n%s", err, res.stdout)
+	}
+	type row struct{ VerdictID, Side, Kernel, Mismatch string }
+	var rows []row
+	for _, e := range got {
+		rows = append(rows, row{e.VerdictID, e.Side, e.Kernel, e.Mismatch})
+	}
+	want := []row{
+		{"v1", audit.SideOperator, audit.OutcomeApplied, ""},
+		{"v2", audit.SideOperator, audit.OutcomeApplied, "the kernel has it, the hub recorded unknown"},
+		{"v3", audit.SideOperator, "", "no kernel record: the verdict service did not confirm it"},
+		{"v4", audit.SideKernel, "", ""},
+	}
+	if diff := cmp.Diff(want, rows); diff != "" {
+		t.Errorf("reconciled records (-want +got):\n%s", diff)
+	}
+	res = runWith(t, fake, "", "log")
+	for _, s := range []string{"MISMATCH: the kernel has it, the hub recorded unknown", "alice (uid 1000) via notifier", "kernel side only"} {
+		if !strings.Contains(res.stdout, s) {
+			t.Errorf("log table lacks %q:\n%s", s, res.stdout)
+		}
+	}
+	// A reader who sees no kernel record at all is told nothing is amiss.
+	if m := mismatch(audit.OutcomeApplied, "", false, false); m != "" {
+		t.Errorf("without kernel records: mismatch %q", m)
 	}
 }

@@ -12,43 +12,17 @@ import (
 	"strings"
 	"time"
 
+	"github.com/terok-ai/clearance/internal/audit"
 	"github.com/terok-ai/clearance/internal/event"
-	"github.com/terok-ai/clearance/internal/hub"
 	"github.com/terok-ai/clearance/internal/render"
 )
 
 // errNoJournalctl reports that journalctl is not installed.
 var errNoJournalctl = errors.New("journalctl not found")
 
-// auditKinds names the journal MESSAGE_IDs of the audit trail.
-var auditKinds = []struct{ id, name string }{
-	{hub.MsgBlocked, "blocked"},
-	{hub.MsgVerdict, "verdict"},
-	{hub.MsgVerdictFailed, "failed"},
-	{hub.MsgExpired, "expired"},
-	{hub.MsgEngaged, "engaged"},
-	{hub.MsgDisengaged, "disengaged"},
-	{hub.MsgDenied, "denied"},
-	{hub.MsgLearned, "learned"},
-}
-
-func kindName(id string) string {
-	for _, k := range auditKinds {
-		if k.id == id {
-			return k.name
-		}
-	}
-	return "other"
-}
-
 // auditFields are the journal fields "log" asks journalctl for
 // (timestamps are always included).
-var auditFields = []string{
-	"MESSAGE", "MESSAGE_ID", "PRIORITY",
-	"CLEARANCE_CONTAINER", "CLEARANCE_REQUEST_ID", "CLEARANCE_DEST", "CLEARANCE_DOMAIN",
-	"CLEARANCE_PORT", "CLEARANCE_PROTO", "CLEARANCE_ACTION", "CLEARANCE_SCOPE",
-	"CLEARANCE_EXPIRES_USEC", "CLEARANCE_OPERATOR_UID", "CLEARANCE_CHANNEL", "CLEARANCE_REASON",
-}
+var auditFields = append([]string{"MESSAGE", "MESSAGE_ID", "PRIORITY", "_UID"}, audit.Fields...)
 
 // logQuery is what the operator asked "log" for.
 type logQuery struct {
@@ -74,8 +48,8 @@ func journalArgs(q logQuery) []string {
 	if q.lines > 0 {
 		args = append(args, "-n", strconv.Itoa(q.lines))
 	}
-	for _, k := range auditKinds {
-		args = append(args, "MESSAGE_ID="+k.id)
+	for _, k := range audit.Kinds {
+		args = append(args, "MESSAGE_ID="+k.ID)
 	}
 	if q.container != "" {
 		args = append(args, "CLEARANCE_CONTAINER="+q.container)
@@ -102,9 +76,22 @@ type auditEntry struct {
 	Scope       string `json:"scope"`
 	ExpiresUsec int64  `json:"expires_usec"`
 	OperatorUID *int64 `json:"operator_uid"`
+	Operator    string `json:"operator,omitempty"`
 	Channel     string `json:"channel"`
 	Reason      string `json:"reason"`
 	Message     string `json:"message"`
+	// VerdictID joins the two records of a verdict; Side says which one
+	// this is ("operator": the hub's, "kernel": the verdict service's);
+	// Outcome is what became of it (audit.Outcome*).
+	VerdictID string `json:"verdict_id,omitempty"`
+	Side      string `json:"side,omitempty"`
+	Outcome   string `json:"outcome,omitempty"`
+	// Kernel is the kernel side's outcome, on an operator-side record
+	// whose kernel record was read ("" when none was).
+	Kernel string `json:"kernel,omitempty"`
+	// Mismatch says how the two sides of the verdict disagree ("" when
+	// they agree, or when only one side could be read).
+	Mismatch string `json:"mismatch,omitempty"`
 }
 
 // journalValue decodes one field of journalctl's JSON output: a string,
@@ -163,13 +150,15 @@ func parseJournal(out []byte) ([]auditEntry, int) {
 			Proto: get("CLEARANCE_PROTO"), Action: get("CLEARANCE_ACTION"), Scope: get("CLEARANCE_SCOPE"),
 			ExpiresUsec: num("CLEARANCE_EXPIRES_USEC"), Channel: get("CLEARANCE_CHANNEL"),
 			Reason: get("CLEARANCE_REASON"), Message: get("MESSAGE"),
+			Operator: get(audit.FieldOperator), VerdictID: get(audit.FieldVerdictID), Side: get(audit.FieldSide),
+			Outcome: get(audit.FieldOutcome),
 		}
 		if s := strings.TrimSpace(get("CLEARANCE_OPERATOR_UID")); s != "" {
 			if n, err := strconv.ParseInt(s, 10, 64); err == nil {
 				e.OperatorUID = &n
 			}
 		}
-		e.Event = kindName(e.MessageID)
+		e.Event = audit.KindName(e.MessageID)
 		if e.TimeUsec > 0 {
 			e.Time = time.UnixMicro(e.TimeUsec).UTC().Format(time.RFC3339Nano)
 		}
@@ -218,6 +207,7 @@ anything journalctl --since accepts ("2025-01-31 12:00", "yesterday",
 		return r.fail(ExitFailure, "read the journal: %s", cleanLong(err.Error()))
 	}
 	entries, bad := parseJournal(out)
+	entries = reconcile(entries)
 	if bad > 0 {
 		fmt.Fprintf(r.stderr, "clearancectl: skipped %d unreadable journal line(s)\n", bad)
 	}
@@ -236,6 +226,63 @@ anything journalctl --since accepts ("2025-01-31 12:00", "yesterday",
 	}
 	r.auditTable(entries).write(r.stdout, r)
 	return ExitOK
+}
+
+// reconcile joins the two records of each verdict by verdict id: the
+// kernel side's record (the verdict service's) is folded into the
+// operator side's (the hub's), which then says what the kernel got and
+// whether the two disagree. A kernel record with no operator record to
+// join stays a row of its own. Records without a verdict id (older
+// versions, the seed's compat Apply) pass unchanged.
+func reconcile(entries []auditEntry) []auditEntry {
+	kernel := map[string]auditEntry{}
+	operator := map[string]bool{}
+	for _, e := range entries {
+		switch {
+		case e.VerdictID == "":
+		case e.Side == audit.SideKernel:
+			kernel[e.VerdictID] = e
+		default:
+			operator[e.VerdictID] = true
+		}
+	}
+	out := entries[:0:0]
+	for _, e := range entries {
+		if e.VerdictID != "" && e.Side == audit.SideKernel && operator[e.VerdictID] {
+			continue // folded into its operator record
+		}
+		if e.VerdictID != "" && e.Side != audit.SideKernel {
+			k, seen := kernel[e.VerdictID]
+			if seen {
+				e.Kernel = k.Outcome
+			}
+			e.Mismatch = mismatch(e.Outcome, k.Outcome, seen, len(kernel) > 0)
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+// mismatch compares the hub's outcome of a verdict with the kernel's.
+// readKernel says whether any kernel record was readable at all (a user
+// who may not read the system journal sees none, and nothing is flagged).
+func mismatch(hub, kernel string, seen, readKernel bool) string {
+	applied := func(o string) bool { return o == audit.OutcomeApplied || o == audit.OutcomeNotSaved }
+	switch {
+	case !seen && readKernel && applied(hub):
+		return "no kernel record: the verdict service did not confirm it"
+	case !seen && readKernel && hub == audit.OutcomeUnknown:
+		return "outcome unknown and no kernel record; clearancectl explain shows what the ruleset holds"
+	case !seen:
+		return ""
+	case applied(kernel) && !applied(hub):
+		return "the kernel has it, the hub recorded " + orDash(hub)
+	case !applied(kernel) && applied(hub):
+		return "the hub recorded " + hub + ", the kernel " + orDash(kernel)
+	case hub != kernel:
+		return "the hub recorded " + hub + ", the kernel " + kernel
+	}
+	return ""
 }
 
 func (r *runner) auditTable(entries []auditEntry) *table {
@@ -268,6 +315,9 @@ func (r *runner) auditTable(entries []auditEntry) *table {
 			by = ""
 			if e.OperatorUID != nil && *e.OperatorUID >= 0 {
 				by = "uid " + strconv.FormatInt(*e.OperatorUID, 10)
+				if e.Operator != "" {
+					by = clean(e.Operator) + " (" + by + ")"
+				}
 			}
 			if e.Channel != "" {
 				by = strings.TrimSpace(by + " via " + clean(e.Channel))
@@ -281,8 +331,17 @@ func (r *runner) auditTable(entries []auditEntry) *table {
 			}
 			detail = append(detail, word+clock(t, now))
 		}
+		if e.Outcome == audit.OutcomeNotSaved {
+			detail = append(detail, "not saved to policy")
+		}
+		if e.Side == audit.SideKernel {
+			detail = append(detail, "kernel side only")
+		}
 		if e.Reason != "" {
 			detail = append(detail, clean(e.Reason))
+		}
+		if e.Mismatch != "" {
+			detail = append(detail, r.paint(colRed, "MISMATCH: "+clean(e.Mismatch)))
 		}
 		if len(detail) == 0 && e.Event == "other" {
 			detail = append(detail, clean(e.Message))

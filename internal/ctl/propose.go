@@ -11,16 +11,16 @@ import (
 	"strings"
 	"time"
 
+	"github.com/terok-ai/clearance/internal/audit"
 	"github.com/terok-ai/clearance/internal/dnsname"
 	"github.com/terok-ai/clearance/internal/event"
-	"github.com/terok-ai/clearance/internal/hub"
 	"github.com/terok-ai/clearance/internal/policy"
 )
 
 // proposeKinds are the records a proposal is made from: what the
 // container tried (blocked), what the operator decided (verdict), what a
 // rule already let through (learned) or denied (denied).
-var proposeKinds = []string{hub.MsgBlocked, hub.MsgVerdict, hub.MsgLearned, hub.MsgDenied}
+var proposeKinds = []string{audit.MsgBlocked, audit.MsgVerdict, audit.MsgLearned, audit.MsgDenied}
 
 // proposeFields are the journal fields a proposal reads.
 var proposeFields = []string{"MESSAGE_ID", "CLEARANCE_CONTAINER", "CLEARANCE_DEST", "CLEARANCE_DOMAIN",
@@ -192,7 +192,7 @@ func propose(records []auditEntry, q proposeQuery) ([]proposal, []string) {
 		if !ok {
 			continue
 		}
-		deny := e.MessageID == hub.MsgDenied || (e.MessageID == hub.MsgVerdict && e.Action == event.ActionDeny)
+		deny := e.MessageID == audit.MsgDenied || (e.MessageID == audit.MsgVerdict && e.Action == event.ActionDeny)
 		if deny {
 			denied[dest] = true
 		}

@@ -9,7 +9,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/terok-ai/clearance/internal/hub"
+	"github.com/terok-ai/clearance/internal/audit"
 	"github.com/terok-ai/clearance/internal/policy"
 )
 
@@ -27,19 +27,19 @@ func TestPolicyPropose(t *testing.T) {
 	const s = int64(1_800_000_000_000_000)
 	lines := []string{
 		// run c1
-		journalLine(s+1, hub.MsgBlocked, "c1", "140.82.112.3", "github.com", 443, "TCP", ""),
-		journalLine(s+2, hub.MsgVerdict, "c1", "140.82.112.3", "github.com", 443, "TCP", "allow"),
-		journalLine(s+3, hub.MsgLearned, "c1", "151.101.0.223", "pypi.org", 443, "TCP", "allow"),
-		journalLine(s+4, hub.MsgBlocked, "c1", "203.0.113.9", "", 25, "TCP", ""),
-		journalLine(s+5, hub.MsgBlocked, "c1", "198.51.100.7", "tracker.example", 443, "TCP", ""),
+		journalLine(s+1, audit.MsgBlocked, "c1", "140.82.112.3", "github.com", 443, "TCP", ""),
+		journalLine(s+2, audit.MsgVerdict, "c1", "140.82.112.3", "github.com", 443, "TCP", "allow"),
+		journalLine(s+3, audit.MsgLearned, "c1", "151.101.0.223", "pypi.org", 443, "TCP", "allow"),
+		journalLine(s+4, audit.MsgBlocked, "c1", "203.0.113.9", "", 25, "TCP", ""),
+		journalLine(s+5, audit.MsgBlocked, "c1", "198.51.100.7", "tracker.example", 443, "TCP", ""),
 		// run c2
-		journalLine(s+10, hub.MsgBlocked, "c2", "140.82.112.4", "github.com", 443, "TCP", ""),
-		journalLine(s+11, hub.MsgLearned, "c2", "151.101.64.223", "pypi.org", 443, "TCP", "allow"),
-		journalLine(s+12, hub.MsgDenied, "c2", "", "tracker.example", 0, "", "deny"),
-		journalLine(s+13, hub.MsgVerdict, "c2", "198.51.100.8", "tracker.example", 443, "TCP", "deny"),
+		journalLine(s+10, audit.MsgBlocked, "c2", "140.82.112.4", "github.com", 443, "TCP", ""),
+		journalLine(s+11, audit.MsgLearned, "c2", "151.101.64.223", "pypi.org", 443, "TCP", "allow"),
+		journalLine(s+12, audit.MsgDenied, "c2", "", "tracker.example", 0, "", "deny"),
+		journalLine(s+13, audit.MsgVerdict, "c2", "198.51.100.8", "tracker.example", 443, "TCP", "deny"),
 		// run c3
-		journalLine(s+20, hub.MsgLearned, "c3", "151.101.0.223", "pypi.org", 443, "TCP", "allow"),
-		journalLine(s+21, hub.MsgBlocked, "c3", "2001:db8::5", "", 53, "UDP", ""),
+		journalLine(s+20, audit.MsgLearned, "c3", "151.101.0.223", "pypi.org", 443, "TCP", "allow"),
+		journalLine(s+21, audit.MsgBlocked, "c3", "2001:db8::5", "", 53, "UDP", ""),
 		"not json",
 	}
 	var gotArgs []string
@@ -128,7 +128,7 @@ func BenchmarkPropose10k(b *testing.B) {
 	for i := 0; i < 10000; i++ {
 		c := fmt.Sprintf("c%02d", i%50)
 		d := fmt.Sprintf("host%d.example", i%200)
-		lines = append(lines, journalLine(int64(1_800_000_000_000_000+i), hub.MsgBlocked, c,
+		lines = append(lines, journalLine(int64(1_800_000_000_000_000+i), audit.MsgBlocked, c,
 			fmt.Sprintf("192.0.2.%d", i%250), d, 443, "TCP", ""))
 	}
 	out := []byte(strings.Join(lines, "\n"))

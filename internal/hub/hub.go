@@ -21,6 +21,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sort"
@@ -29,6 +30,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/terok-ai/clearance/internal/audit"
 	"github.com/terok-ai/clearance/internal/event"
 )
 
@@ -43,9 +45,9 @@ const (
 
 // Verdict scopes accepted by [Hub.Decide].
 const (
-	ScopeOnce      = "once"
-	ScopeContainer = "container"
-	ScopeAlways    = "always"
+	ScopeOnce      = audit.ScopeOnce
+	ScopeContainer = audit.ScopeContainer
+	ScopeAlways    = audit.ScopeAlways
 )
 
 // Applier writes a verdict into the container's firewall.
@@ -71,6 +73,9 @@ type ApplyRequest struct {
 	// AnyPort widens the verdict from the prompt's port and protocol to
 	// the whole host (or name).
 	AnyPort bool
+	// VerdictID is the hub's id of this verdict, in its audit record and
+	// the verdict service's (CLEARANCE_VERDICT_ID).
+	VerdictID string
 }
 
 // Name returns the DNS name the verdict is about, "" for an address.
@@ -92,7 +97,19 @@ type ApplyResult struct {
 	OK      bool
 	Stderr  string    // diagnostic text, at most a few hundred bytes
 	Expires time.Time // zero when the verdict does not expire
+	// NotSaved: OK, the verdict holds for the container's life, but an
+	// "always" verdict could not be written to the policy (Stderr says
+	// why).
+	NotSaved bool
 }
+
+// OutcomeUnknownError wraps an Applier error after which the verdict may
+// or may not be in the kernel (the verdict service went away before its
+// reply). The verdict service's own record says what happened.
+type OutcomeUnknownError struct{ Err error }
+
+func (e *OutcomeUnknownError) Error() string { return "outcome unknown: " + e.Err.Error() }
+func (e *OutcomeUnknownError) Unwrap() error { return e.Err }
 
 // Config configures a [Hub]. The zero value is usable except for Applier,
 // which must be set before any verdict.
@@ -543,7 +560,8 @@ func (h *Hub) decide(ctx context.Context, d decision) (time.Time, error) {
 	h.mu.Unlock()
 
 	req := ApplyRequest{Container: d.container, Dest: d.dest, IP: p.ev.Dest, Port: p.ev.Port,
-		Proto: p.ev.Proto, Action: d.action, Scope: d.scope, TTL: d.ttl, AnyPort: d.anyPort}
+		Proto: p.ev.Proto, Action: d.action, Scope: d.scope, TTL: d.ttl, AnyPort: d.anyPort,
+		VerdictID: newVerdictID()}
 	res, applyErr := h.apply(ctx, req)
 	ok = applyErr == nil && res.OK
 
@@ -578,7 +596,7 @@ func (h *Hub) decide(ctx context.Context, d decision) (time.Time, error) {
 
 	if ok {
 		h.okCount.Add(1)
-		h.auditVerdict(p, d, res)
+		h.auditVerdict(p, d, req, res)
 		return res.Expires, nil
 	}
 	h.failCount.Add(1)
@@ -586,7 +604,7 @@ func (h *Hub) decide(ctx context.Context, d decision) (time.Time, error) {
 	if applyErr != nil {
 		stderr = applyErr.Error()
 	}
-	h.auditFailed(p, d, stderr)
+	h.auditFailed(p, d, req, stderr, errors.As(applyErr, new(*OutcomeUnknownError)))
 	return time.Time{}, &ApplyFailedError{Action: d.action, Stderr: stderr}
 }
 
@@ -603,6 +621,13 @@ func (h *Hub) apply(ctx context.Context, req ApplyRequest) (res ApplyResult, err
 		}
 	}()
 	return h.cfg.Applier.Apply(ctx, req)
+}
+
+// newVerdictID returns a fresh verdict id: 16 random hex digits.
+func newVerdictID() string {
+	var b [8]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 // doneRequest is a request decided recently: a second verdict on it gets

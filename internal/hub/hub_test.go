@@ -12,7 +12,9 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/terok-ai/clearance/internal/audit"
 	"github.com/terok-ai/clearance/internal/event"
+	"github.com/terok-ai/clearance/internal/testutil"
 )
 
 type stubApplier struct {
@@ -20,12 +22,15 @@ type stubApplier struct {
 	res   ApplyResult
 	err   error
 	panic bool
-	calls []ApplyRequest
+	calls []ApplyRequest // with VerdictID cleared: it is random
+	ids   []string       // the VerdictIDs of calls
 }
 
 func (s *stubApplier) Apply(ctx context.Context, req ApplyRequest) (ApplyResult, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.ids = append(s.ids, req.VerdictID)
+	req.VerdictID = ""
 	s.calls = append(s.calls, req)
 	if s.panic {
 		panic("boom")
@@ -583,5 +588,69 @@ func TestDescribeOperator(t *testing.T) {
 		if got := tt.op.Describe(); got != tt.want {
 			t.Errorf("%+v: %q, want %q", tt.op, got, tt.want)
 		}
+	}
+}
+
+// TestVerdictRecordsOutcome: the hub's record of each verdict is the
+// operator side's, with a verdict id the applier got too, and says what
+// became of it: applied, applied but not saved to policy, refused, or
+// unknown when the verdict service went away before its reply.
+func TestVerdictRecordsOutcome(t *testing.T) {
+	for _, tt := range []struct {
+		name      string
+		res       ApplyResult
+		err       error
+		wantMsgID string
+		outcome   string
+	}{
+		{"applied", ApplyResult{OK: true}, nil, audit.MsgVerdict, audit.OutcomeApplied},
+		{"not saved", ApplyResult{OK: true, NotSaved: true, Stderr: "disk full"}, nil, audit.MsgVerdict, audit.OutcomeNotSaved},
+		{"refused", ApplyResult{Stderr: "nft: no such table"}, nil, audit.MsgVerdictFailed, audit.OutcomeRefused},
+		{"unknown", ApplyResult{}, &OutcomeUnknownError{Err: errors.New("EOF")}, audit.MsgVerdictFailed, audit.OutcomeUnknown},
+		{"service unreachable", ApplyResult{}, errors.New("dial: connection refused"), audit.MsgVerdictFailed, audit.OutcomeRefused},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			log, rec := testutil.NewRecorder()
+			ap := &stubApplier{res: tt.res, err: tt.err}
+			h := New(Config{Applier: ap, Log: log, Policy: "dev", Project: "proj"})
+			h.Publish(blockedEv("c", "c:1", "198.51.100.1", "api.example.com"))
+			ctx := WithOperator(context.Background(), Operator{UID: 1000, User: "alice", Channel: "clearancectl"})
+			_, err := h.Decide(ctx, "c:1", "allow", ScopeAlways, 0, false)
+			if (err == nil) != (tt.wantMsgID == audit.MsgVerdict) {
+				t.Fatalf("decide err = %v", err)
+			}
+			recs := rec.With(audit.FieldMessageID, tt.wantMsgID)
+			if len(recs) != 1 {
+				t.Fatalf("%d records with MESSAGE_ID %s, want 1", len(recs), tt.wantMsgID)
+			}
+			id := ap.ids[0]
+			if len(id) != 16 || strings.Trim(id, "0123456789abcdef") != "" {
+				t.Fatalf("verdict id %q is not 16 hex digits", id)
+			}
+			got := recs[0].Attrs
+			for k, want := range map[string]string{
+				audit.FieldVerdictID: id, audit.FieldSide: audit.SideOperator, audit.FieldOutcome: tt.outcome,
+				audit.FieldOperatorUID: "1000", audit.FieldOperator: "alice", audit.FieldChannel: "clearancectl",
+				audit.FieldAction: "allow", audit.FieldScope: "always", audit.FieldDomain: "api.example.com",
+				audit.FieldDest: "198.51.100.1", audit.FieldPolicy: "dev", audit.FieldProject: "proj",
+			} {
+				if got[k] != want {
+					t.Errorf("%s = %q, want %q", k, got[k], want)
+				}
+			}
+			if tt.res.NotSaved && !strings.Contains(recs[0].Message, "not saved to policy") {
+				t.Errorf("message %q does not say the verdict was not saved", recs[0].Message)
+			}
+		})
+	}
+	// Two verdicts never share an id.
+	ap := &stubApplier{res: ApplyResult{OK: true}}
+	h := New(Config{Applier: ap})
+	h.Publish(blockedEv("c", "c:1", "198.51.100.1", ""))
+	h.Publish(blockedEv("c", "c:2", "198.51.100.2", ""))
+	h.Decide(context.Background(), "c:1", "allow", ScopeOnce, 0, false)
+	h.Decide(context.Background(), "c:2", "allow", ScopeOnce, 0, false)
+	if len(ap.ids) != 2 || ap.ids[0] == ap.ids[1] {
+		t.Errorf("verdict ids %q, want two different ones", ap.ids)
 	}
 }

@@ -173,6 +173,10 @@ func Command(ctx context.Context, args []string, stderr io.Writer) int {
 		}
 	}
 
+	end := &Ending{Record: rec, Log: log.With("container", id)}
+	if watcher != nil && cfg.Ruleset.Mode == config.RulesetModeBuiltin && recErr == nil {
+		end.Firewall = fw
+	}
 	err = Run(ctx, Options{
 		Container: id,
 		Varlink:   varlinkLns,
@@ -196,6 +200,7 @@ func Command(ctx context.Context, args []string, stderr io.Writer) int {
 		Log:         log,
 		SD:          sd.NewNotifier(log),
 	})
+	end.Run(ctx)
 	if err != nil {
 		log.Error("hub failed", "container", id, "err", err)
 		return 1

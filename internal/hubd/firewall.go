@@ -12,6 +12,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/varlink/go/varlink"
+
+	"github.com/terok-ai/clearance/internal/audit"
 	"github.com/terok-ai/clearance/internal/event"
 	"github.com/terok-ai/clearance/internal/hub"
 	"github.com/terok-ai/clearance/internal/nflog"
@@ -79,14 +82,30 @@ func (f *Firewall) Apply(ctx context.Context, req hub.ApplyRequest) (hub.ApplyRe
 	}
 	proto, port := servicePort(req)
 	res, err := c.Apply(ctx, verdictclient.ApplyRequest{Container: f.Container, IP: ip, Action: req.Action,
-		Scope: req.Scope, TTL: ttl, PolicyTarget: policy, Proto: proto, Port: port, Name: req.Name()}, f.NS)
+		Scope: req.Scope, TTL: ttl, PolicyTarget: policy, Proto: proto, Port: port, Name: req.Name(),
+		VerdictID: req.VerdictID}, f.NS)
 	if err != nil {
-		return hub.ApplyResult{}, fmt.Errorf("verdict service: %w", err)
+		err = fmt.Errorf("verdict service: %w", err)
+		if !answered(err) {
+			// The call was sent and no answer came: the service may have
+			// committed it. Its own record (same verdict id) says.
+			err = &hub.OutcomeUnknownError{Err: err}
+		}
+		return hub.ApplyResult{}, err
 	}
 	if res.OK && f.DNS != nil {
 		f.DNS.verdictApplied(ctx, req, res.Expires)
 	}
-	return hub.ApplyResult{OK: res.OK, Stderr: res.Stderr, Expires: res.Expires}, nil
+	return hub.ApplyResult{OK: res.OK, Stderr: res.Stderr, Expires: res.Expires,
+		NotSaved: res.Outcome == audit.OutcomeNotSaved}, nil
+}
+
+// answered reports whether err is the verdict service's reply (a typed or
+// a generic varlink error), as opposed to a connection that broke or a
+// call that timed out before any reply.
+func answered(err error) bool {
+	var ve *varlink.Error
+	return isServiceError(err) || errors.As(err, &ve)
 }
 
 // servicePort returns the protocol name and port a verdict is narrowed
@@ -133,6 +152,16 @@ func (f *Firewall) Engage(ctx context.Context) (engagedNow bool, err error) {
 	defer c.Close()
 	_, now, err := c.Engage(ctx, f.Container, f.NS)
 	return now, err
+}
+
+// Disengage takes the container's ruleset down.
+func (f *Firewall) Disengage(ctx context.Context) error {
+	c, err := f.dial(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	return c.Disengage(ctx, f.Container, f.NS)
 }
 
 // Watch asks the service for the container's bound NFLOG socket. The

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/varlink/go/varlink"
@@ -221,7 +222,7 @@ func (h *hubConn) call(ctx context.Context, f func(context.Context, *varlink.Con
 	if h.rpc == nil {
 		c, interrupt, err := varlinkapi.DialInterruptible(ctx, h.path)
 		if err != nil {
-			return err
+			return &notSentError{err}
 		}
 		h.rpc, h.rpcInterrupt = c, interrupt
 	}
@@ -246,6 +247,30 @@ func (h *hubConn) closeRPC() {
 		h.rpc.Close()
 		h.rpc, h.rpcInterrupt = nil, nil
 	}
+}
+
+// notSentError is a call that never reached the hub (it could not be
+// dialled): unlike a connection lost before the reply, its outcome is
+// known.
+type notSentError struct{ err error }
+
+func (e *notSentError) Error() string { return e.err.Error() }
+func (e *notSentError) Unwrap() error { return e.err }
+
+// outcomeUnknown reports whether err leaves open whether the hub got
+// the call: a transport failure after the request may have reached it.
+// A varlink error is the hub's answer; a failed dial, a write the kernel
+// refused (EPIPE) and a reset (the peer closed with our request unread)
+// never reached it.
+func outcomeUnknown(err error) bool {
+	switch {
+	case varlinkapi.ErrorName(err) != "",
+		errors.As(err, new(*notSentError)),
+		errors.Is(err, syscall.EPIPE),
+		errors.Is(err, syscall.ECONNRESET):
+		return false
+	}
+	return true
 }
 
 // channelNotifier is how the notifier names itself to a hub (audited).

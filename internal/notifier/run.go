@@ -406,8 +406,12 @@ func (d *daemon) onAction(container, requestID, target, action string) {
 			return
 		}
 		log.Warn("verdict failed", "err", err)
+		reason := ""
+		if h != nil && outcomeUnknown(err) {
+			reason = render.NoAnswer + ": " + err.Error()
+		}
 		d.popups.HandleEvent(ctx, event.Event{Type: event.VerdictApplied, Container: container,
-			RequestID: requestID, Action: verdictAction, OK: false, Dossier: map[string]string{}})
+			RequestID: requestID, Action: verdictAction, OK: false, Reason: reason, Dossier: map[string]string{}})
 	})
 }
 

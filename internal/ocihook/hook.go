@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/terok-ai/clearance/internal/audit"
 	"github.com/terok-ai/clearance/internal/netns"
 	"github.com/terok-ai/clearance/internal/record"
 	"github.com/terok-ai/clearance/internal/sanitize"
@@ -211,7 +212,7 @@ func (h *Hook) CreateRuntime(ctx context.Context, st State) error {
 			return fmt.Errorf("cannot tell the container's capabilities, so it may not start (fail closed): %w", err)
 		}
 		if err := CheckCapabilities(caps, h.AllowCapabilities); err != nil {
-			log.Error("container refused: "+err.Error(), "MESSAGE_ID", MsgRefused, "capabilities", strings.Join(caps, ","))
+			log.Error("container refused: "+err.Error(), "MESSAGE_ID", audit.MsgRefused, "capabilities", strings.Join(caps, ","))
 			return err
 		}
 	}
@@ -262,7 +263,7 @@ func (h *Hook) CreateRuntime(ctx context.Context, st State) error {
 	}
 	if err != nil {
 		removeRecord(path)
-		log.Error("container refused: "+err.Error(), "MESSAGE_ID", MsgRefused)
+		log.Error("container refused: "+err.Error(), "MESSAGE_ID", audit.MsgRefused)
 		return err
 	}
 
@@ -273,9 +274,6 @@ func (h *Hook) CreateRuntime(ctx context.Context, st State) error {
 	}
 	return nil
 }
-
-// MsgRefused is the journal MESSAGE_ID of a container the hook refused.
-const MsgRefused = "b4d2f6a8c0e14a3b9d7f1e5c3a2b8d60"
 
 // hostNetnsReason says why a container in the hook's own network
 // namespace is not firewalled.

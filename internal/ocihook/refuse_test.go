@@ -13,6 +13,7 @@ import (
 	"github.com/coreos/go-systemd/v22/journal"
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/terok-ai/clearance/internal/audit"
 	"github.com/terok-ai/clearance/internal/netns"
 	"github.com/terok-ai/clearance/internal/record"
 	"github.com/terok-ai/clearance/internal/testutil"
@@ -176,7 +177,7 @@ func TestPoststopLeavesOwnNamespaceAlone(t *testing.T) {
 
 // TestAttackRefusalReachesJournal: why a container was refused is written to
 // the journal as well as to stderr (the runtime may drop the hook's
-// stderr), with MESSAGE_ID MsgRefused; info lines stay off the journal.
+// stderr), with MESSAGE_ID audit.MsgRefused; info lines stay off the journal.
 func TestAttackRefusalReachesJournal(t *testing.T) {
 	type entry struct {
 		msg    string
@@ -190,8 +191,8 @@ func TestAttackRefusalReachesJournal(t *testing.T) {
 	var stderr strings.Builder
 	log := slog.New(hookHandler(&stderr, slog.LevelInfo, send))
 	log.Info("ruleset engaged")
-	log.Error("container refused: it holds CAP_NET_RAW", "MESSAGE_ID", MsgRefused, "container", "e8aec775a124")
-	if len(got) != 1 || got[0].msg != "container refused: it holds CAP_NET_RAW" || got[0].fields["MESSAGE_ID"] != MsgRefused ||
+	log.Error("container refused: it holds CAP_NET_RAW", "MESSAGE_ID", audit.MsgRefused, "container", "e8aec775a124")
+	if len(got) != 1 || got[0].msg != "container refused: it holds CAP_NET_RAW" || got[0].fields["MESSAGE_ID"] != audit.MsgRefused ||
 		got[0].fields["CLEARANCE_CONTAINER"] != "e8aec775a124" || got[0].fields["SYSLOG_IDENTIFIER"] != "clearance-oci-hook" {
 		t.Errorf("journal entries = %+v, want only the refusal with its MESSAGE_ID", got)
 	}

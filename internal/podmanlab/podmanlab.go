@@ -694,7 +694,9 @@ func (e *Env) startUserManager(ctx context.Context) error {
 }
 
 func (e *Env) startVerdict(ctx context.Context) error {
-	cmd := e.NSCmd(nil, filepath.Join(e.bin, "clearance-verdict"), "-config", e.Path("clearance.yaml"),
+	// Its records go to the namespace's journal, as under systemd: the
+	// tests read the kernel side of every verdict there.
+	cmd := e.NSCmd([]string{"CLEARANCE_LOG=journal"}, filepath.Join(e.bin, "clearance-verdict"), "-config", e.Path("clearance.yaml"),
 		"-socket", "/run/clearance/verdict.sock", "-runtime-root", "/run", "-policy-dir", e.Path("policy"))
 	f, err := e.logFile("verdict")
 	if err != nil {

@@ -191,12 +191,27 @@ func VerdictTitle(action string, ok bool, target string) string {
 	return word + ": " + Field(target)
 }
 
+// NoAnswer starts the reason of a failed verdict_applied that the notifier
+// makes up itself when the hub's connection broke before its reply.
+const NoAnswer = "no answer from the hub"
+
 // Verdict renders the popup that replaces a prompt after verdict_applied.
 // dossier and container are those captured when the block was shown (the
 // verdict event itself carries no dossier); by is who decided, as this
 // hub's verdict_applied reason says it ("by alice (uid 1000) via
 // clearancectl"; a seed hub sends ""), shown on a line of its own.
 func Verdict(action string, ok bool, target string, dossier map[string]string, container, by string) Popup {
+	if !ok && strings.HasPrefix(by, NoAnswer) {
+		// The hub went away before answering: the verdict may well be in
+		// the kernel. Say so, not that it failed.
+		return Popup{
+			Summary: titleCase(Field(action)) + " unconfirmed: " + Field(target),
+			Body: IdentityLine(dossier, container) + "\nNo answer from the hub; the prompt comes back if the verdict " +
+				"did not land (clearancectl log shows what the kernel got)",
+			Hints:   HintConfirmation,
+			Timeout: TimeoutDefault,
+		}
+	}
 	h := HintConfirmation
 	if !ok {
 		h = HintSecurityAlert

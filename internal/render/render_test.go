@@ -152,6 +152,10 @@ func TestVerdict(t *testing.T) {
 			Body: "Task: p/original\nBy alice (uid 1000) via clearancectl", Hints: HintConfirmation, Timeout: -1}},
 		{"hostile who", "deny", true, "by \u202eevil\x1b[2J", Popup{Summary: "Denied: registry.example.net",
 			Body: "Task: p/original\nBy  evil [2J", Hints: HintConfirmation, Timeout: -1}},
+		// The hub's connection broke after the click reached it.
+		{"no answer", "allow", false, NoAnswer + ": EOF", Popup{Summary: "Allow unconfirmed: registry.example.net",
+			Body: "Task: p/original\nNo answer from the hub; the prompt comes back if the verdict did not land " +
+				"(clearancectl log shows what the kernel got)", Hints: HintConfirmation, Timeout: -1}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

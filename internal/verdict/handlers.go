@@ -54,7 +54,7 @@ func (h *compat) apply(ctx context.Context, call *varlink.Call, container, dest,
 		closeFDs(call)
 		return false, "invalid action " + quote(action) + " (want allow or deny)"
 	}
-	r := applyRequest{destText: dest, action: action, scope: ScopeOnce, ttl: s.cfg.OnceTTL}
+	r := applyRequest{destText: dest, action: action, scope: ScopeOnce, ttl: s.cfg.OnceTTL, channel: "compat"}
 	p, err := policy.ParseDest(dest)
 	if s.cfg.execMode() {
 		text, ok := shieldDest(dest)
@@ -74,11 +74,8 @@ func (h *compat) apply(ctx context.Context, call *varlink.Call, container, dest,
 		return false, err.Error()
 	}
 	defer t.Close()
-	ok, stderr, _ := s.apply(ctx, t, r)
-	if !ok {
-		s.log.Warn("verdict failed", "container", container, "dest", dest, "action", action, "stderr", stderr)
-	}
-	return ok, stderr
+	a := s.apply(ctx, t, r)
+	return a.ok, a.stderr
 }
 
 // firewall1 implements org.terok.ClearanceFirewall1.
@@ -121,7 +118,7 @@ func (h *firewall1) Watch(ctx context.Context, c fw1.VarlinkCall, container stri
 }
 
 func (h *firewall1) Apply(ctx context.Context, c fw1.VarlinkCall, container, ip, action, scope string, ttlSec int64,
-	policyTarget string, proto *string, port *int64, name *string) error {
+	policyTarget string, proto *string, port *int64, name *string, verdictID *string) error {
 	s := h.s
 	switch {
 	case !event.ValidAction(action):
@@ -138,6 +135,13 @@ func (h *firewall1) Apply(ctx context.Context, c fw1.VarlinkCall, container, ip,
 		return c.ReplyInvalidParameter(ctx, "policy_target")
 	}
 	r := applyRequest{destText: ip, action: action, scope: scope, policyTarget: policyTarget}
+	if verdictID != nil {
+		if !validVerdictID(*verdictID) {
+			closeFDs(&c.Call)
+			return c.ReplyInvalidParameter(ctx, "verdict_id")
+		}
+		r.verdictID = *verdictID
+	}
 	if name != nil && *name != "" {
 		pat, err := dnsname.ParsePattern(*name)
 		if err != nil {
@@ -176,11 +180,9 @@ func (h *firewall1) Apply(ctx context.Context, c fw1.VarlinkCall, container, ip,
 		return s.replyError(ctx, &c, "apply", container, err)
 	}
 	defer t.Close()
-	ok, stderr, exp := s.apply(ctx, t, r)
-	if !ok {
-		s.log.Warn("verdict failed", "container", container, "dest", r.dest.String(), "action", action, "scope", scope, "stderr", stderr)
-	}
-	return c.ReplyApply(ctx, ok, truncate(stderr), usec(exp))
+	a := s.apply(ctx, t, r)
+	outcome := a.outcome
+	return c.ReplyApply(ctx, a.ok, truncate(a.stderr), usec(a.expires), &outcome)
 }
 
 // service validates an optional protocol and port pair: both absent (or
@@ -205,6 +207,21 @@ func service(proto *string, port *int64) (p uint8, n uint16, bad string) {
 		return 0, 0, "proto"
 	}
 	return p, uint16(pn), ""
+}
+
+// validVerdictID accepts a verdict id: 1–64 characters of [A-Za-z0-9_.:-]
+// (the hub's are hex), so it can go into a journal field as it is.
+func validVerdictID(s string) bool {
+	if len(s) == 0 || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '.' || c == ':' || c == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 // validComment accepts a learned element's comment: printable ASCII

@@ -55,6 +55,14 @@ func (t *target) Close() error {
 	return t.ns.Close()
 }
 
+// containerID is the container's full id from its record, or "".
+func (t *target) containerID() string {
+	if t.rec == nil {
+		return ""
+	}
+	return t.rec.ID
+}
+
 // policyName is the container's policy from its record, or "".
 func (t *target) policyName() string {
 	if t.rec == nil {

@@ -10,10 +10,12 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/varlink/go/varlink"
 
+	"github.com/terok-ai/clearance/internal/audit"
 	"github.com/terok-ai/clearance/internal/dnsname"
 	"github.com/terok-ai/clearance/internal/event"
 	"github.com/terok-ai/clearance/internal/flows"
@@ -37,18 +39,11 @@ const (
 // (-ldflags "-X github.com/terok-ai/clearance/internal/verdict.Version=…").
 var Version = "0.1.0-dev"
 
-// Journal MESSAGE_IDs of the records this service writes (the hub logs
-// verdicts itself). They equal hub.MsgEngaged and hub.MsgDisengaged.
-const (
-	MsgEngaged    = "e1a4c7b2d5f84e3a9c6b0d1f2e3a4b57"
-	MsgDisengaged = "f3b6d9e2a5c74b1e8d0f1a2b3c4d5e68"
-)
-
 // Scopes of org.terok.ClearanceFirewall1.Apply.
 const (
-	ScopeOnce      = "once"
-	ScopeContainer = "container"
-	ScopeAlways    = "always"
+	ScopeOnce      = audit.ScopeOnce
+	ScopeContainer = audit.ScopeContainer
+	ScopeAlways    = audit.ScopeAlways
 )
 
 // Ruleset modes and how verdicts reach terok-shield.
@@ -416,26 +411,73 @@ func (s *Service) engage(t *target) (table string, now bool, err error) {
 	if err := fw.Engage(rs); err != nil {
 		return "", false, s.failed(t, &firewallError{op: "engage", err: err})
 	}
-	s.log.Info("engaged "+fw.Table()+" for "+t.container, "MESSAGE_ID", MsgEngaged,
-		"CLEARANCE_CONTAINER", t.container, "CLEARANCE_OPERATOR_UID", strconv.FormatUint(uint64(t.peer), 10),
-		"table", fw.Table(), "engaged_now", !was, "netns", t.id.String())
-	return fw.Table(), !was, nil
+	if was {
+		// Every hub start verifies the ruleset: one "engaged" record per
+		// container, from the call that installed it.
+		s.log.Debug("ruleset verified", "container", t.container, "table", fw.Table(), "netns", t.id.String())
+		return fw.Table(), false, nil
+	}
+	s.log.Info("engaged "+fw.Table()+" for "+t.container, audit.FieldMessageID, audit.MsgEngaged,
+		audit.FieldContainer, t.container, audit.FieldContainerID, t.containerID(), audit.FieldPolicy, t.policyName(),
+		audit.FieldOperatorUID, strconv.FormatUint(uint64(t.peer), 10), audit.FieldTable, fw.Table(),
+		"netns", t.id.String())
+	return fw.Table(), true, nil
 }
 
-// disengage removes the built-in table.
+// maxCounterLines bounds the counters a disengaged record carries.
+const maxCounterLines = 4096
+
+// disengage removes the built-in table, recording what each of its allow,
+// deny and learned elements matched over the container's life.
 func (s *Service) disengage(t *target) error {
 	fw, release, err := s.openFirewall(t)
 	if err != nil {
 		return err
 	}
 	defer release()
+	els, listErr := fw.List()
 	if err := fw.Disengage(); err != nil {
 		return s.failed(t, &firewallError{op: "disengage", err: err})
 	}
-	s.log.Info("disengaged "+fw.Table()+" for "+t.container, "MESSAGE_ID", MsgDisengaged,
-		"CLEARANCE_CONTAINER", t.container, "CLEARANCE_OPERATOR_UID", strconv.FormatUint(uint64(t.peer), 10),
-		"table", fw.Table(), "netns", t.id.String())
+	if errors.Is(listErr, nft.ErrNotEngaged) {
+		s.log.Debug("disengage: no ruleset", "container", t.container, "netns", t.id.String())
+		return nil
+	}
+	args := []any{audit.FieldMessageID, audit.MsgDisengaged,
+		audit.FieldContainer, t.container, audit.FieldContainerID, t.containerID(), audit.FieldPolicy, t.policyName(),
+		audit.FieldOperatorUID, strconv.FormatUint(uint64(t.peer), 10), audit.FieldTable, fw.Table(),
+		audit.FieldCounters, counterLines(els), "netns", t.id.String()}
+	if listErr != nil {
+		args = append(args, audit.FieldReason, "counters not read: "+listErr.Error())
+	}
+	s.log.Info("disengaged "+fw.Table()+" for "+t.container, args...)
 	return nil
+}
+
+// counterLines formats elements for FieldCounters: one line per element,
+// "list dest proto port packets bytes name".
+func counterLines(els []nft.Element) string {
+	var b strings.Builder
+	for i, e := range els {
+		if i == maxCounterLines {
+			fmt.Fprintf(&b, "# %d more elements not listed\n", len(els)-i)
+			break
+		}
+		dest := e.Dest.Prefix.String()
+		if e.Dest.Prefix.IsSingleIP() {
+			dest = e.Dest.Prefix.Addr().String()
+		}
+		proto, port := "-", "-"
+		if e.Dest.Port != 0 {
+			proto, port = nft.ProtoName(e.Dest.Proto), strconv.Itoa(int(e.Dest.Port))
+		}
+		name := e.Comment
+		if name == "" || strings.ContainsAny(name, " \n") {
+			name = "-"
+		}
+		fmt.Fprintf(&b, "%s %s %s %s %d %d %s\n", e.List, dest, proto, port, e.Packets, e.Bytes, name)
+	}
+	return b.String()
 }
 
 // watch binds the NFLOG group inside t's namespace. The caller owns the
@@ -462,27 +504,43 @@ type applyRequest struct {
 	scope        string
 	ttl          time.Duration
 	policyTarget string
+	verdictID    string // the hub's id of the verdict, joining its record and ours; may be ""
+	channel      string // "" for ClearanceFirewall1, "compat" for the seed's Apply
 }
 
-// apply applies a verdict and returns the outcome as ok/stderr, with the
-// element's expiry (zero for none).
-func (s *Service) apply(ctx context.Context, t *target, r applyRequest) (bool, string, time.Time) {
+// applied is the outcome of a verdict.
+type applied struct {
+	ok      bool
+	stderr  string    // why not, or what went wrong besides
+	expires time.Time // the element's expiry, zero for none
+	outcome string    // audit.OutcomeApplied, OutcomeNotSaved or OutcomeRefused
+}
+
+// apply applies a verdict and writes the authoritative record of what the
+// kernel got, after the commit, whether or not the caller is still there
+// to read the reply.
+func (s *Service) apply(ctx context.Context, t *target, r applyRequest) applied {
+	a := s.applyKernel(ctx, t, r)
+	s.auditApply(t, r, a)
+	return a
+}
+
+func (s *Service) applyKernel(ctx context.Context, t *target, r applyRequest) applied {
+	refused := func(why string) applied { return applied{stderr: why, outcome: audit.OutcomeRefused} }
 	if s.cfg.execMode() {
 		name, err := shieldContainer(t)
 		if err != nil {
-			return false, err.Error(), time.Time{}
+			return refused(err.Error())
 		}
 		ok, stderr := s.cfg.Shield.Apply(ctx, name, r.destText, r.action)
-		if ok && r.scope == ScopeAlways {
-			if err := s.persist(t, r); err != nil {
-				return false, err.Error(), time.Time{}
-			}
+		if !ok {
+			return refused(stderr)
 		}
-		return ok, stderr, time.Time{}
+		return s.persistOutcome(t, r, applied{ok: true, stderr: stderr, outcome: audit.OutcomeApplied})
 	}
 	fw, release, err := s.openFirewall(t)
 	if err != nil {
-		return false, err.Error(), time.Time{}
+		return refused(err.Error())
 	}
 	defer release()
 	ttl := r.ttl
@@ -495,30 +553,69 @@ func (s *Service) apply(ctx context.Context, t *target, r applyRequest) (bool, s
 	}
 	if err != nil {
 		s.failed(t, err)
-		return false, "apply " + r.action + " " + r.destText + ": " + err.Error(), time.Time{}
+		return refused("apply " + r.action + " " + r.destText + ": " + err.Error())
 	}
-	var exp time.Time
+	a := applied{ok: true, outcome: audit.OutcomeApplied}
 	if ttl > 0 {
-		exp = s.cfg.Now().Add(ttl)
+		a.expires = s.cfg.Now().Add(ttl)
 	}
 	if r.action == event.ActionDeny {
 		// A destination allowed before is denied now: its open
 		// connections go too.
 		if err := s.cutFlows(t, r.dest, "deny"); err != nil {
-			return false, "denied for new connections, but " + err.Error(), exp
+			a.stderr = "denied for new connections, but " + err.Error()
 		}
 	}
-	if r.scope == ScopeAlways {
-		if err := s.persist(t, r); err != nil {
-			return false, "applied until the container exits, but " + err.Error(), time.Time{}
-		}
-	}
-	return true, "", exp
+	return s.persistOutcome(t, r, a)
 }
 
-// MsgFlowsCut is the MESSAGE_ID of the record written when established
-// connections are cut.
-const MsgFlowsCut = "a7c3e5f1b9d24c6e8f0a2b4c6d8e0f13"
+// persistOutcome saves an "always" verdict that is in the kernel to the
+// policy. When that fails, the verdict still holds for the container's
+// life: the outcome says so (OutcomeNotSaved), not that it failed.
+func (s *Service) persistOutcome(t *target, r applyRequest, a applied) applied {
+	if r.scope != ScopeAlways {
+		return a
+	}
+	if err := s.persist(t, r); err != nil {
+		a.expires = time.Time{}
+		a.outcome = audit.OutcomeNotSaved
+		a.stderr = strings.TrimPrefix(a.stderr+"; ", "; ") + "applied until the container exits, but " + err.Error()
+	}
+	return a
+}
+
+// auditApply writes the kernel side's record of a verdict.
+func (s *Service) auditApply(t *target, r applyRequest, a applied) {
+	id, lvl, msg := audit.MsgVerdict, slog.LevelInfo, "kernel: "+r.action+" "+r.dest.String()+" for "+t.container
+	if !a.ok {
+		id, lvl, msg = audit.MsgVerdictFailed, slog.LevelWarn, "kernel: "+r.action+" "+r.destText+" for "+t.container+" refused"
+	}
+	var exp, port, proto string
+	if !a.expires.IsZero() {
+		exp = strconv.FormatInt(a.expires.UnixMicro(), 10)
+	}
+	if r.dest.Port != 0 {
+		port, proto = strconv.Itoa(int(r.dest.Port)), strings.ToUpper(nft.ProtoName(r.dest.Proto))
+	}
+	dest := r.destText
+	if r.dest.Prefix.IsValid() {
+		dest = r.dest.Prefix.Addr().String()
+		if !r.dest.Prefix.IsSingleIP() {
+			dest = r.dest.Prefix.String()
+		}
+	}
+	channel := r.channel
+	if channel == "" {
+		channel = "varlink"
+	}
+	s.log.Log(context.Background(), lvl, msg, audit.FieldMessageID, id, audit.FieldSide, audit.SideKernel,
+		audit.FieldOutcome, a.outcome, audit.FieldVerdictID, r.verdictID,
+		audit.FieldContainer, t.container, audit.FieldContainerID, t.containerID(), audit.FieldPolicy, t.policyName(),
+		audit.FieldDest, dest, audit.FieldDomain, r.name, audit.FieldPort, port, audit.FieldProto, proto,
+		audit.FieldAction, r.action, audit.FieldScope, r.scope, audit.FieldExpires, exp,
+		audit.FieldOperatorUID, strconv.FormatUint(uint64(t.peer), 10), audit.FieldChannel, channel,
+		audit.FieldReason, a.stderr)
+}
 
 // cutFlows deletes the conntrack entries of t's connections to d, unless
 // the configuration keeps established connections (verdict.keep_established),
@@ -532,7 +629,7 @@ func (s *Service) cutFlows(t *target, d nft.Dest, why string) error {
 		return &firewallError{op: why, err: fmt.Errorf("established connections not cut: %w", err)}
 	}
 	if n > 0 {
-		s.log.Info(fmt.Sprintf("cut %d established connection(s) to %s of %s", n, d, t.container), "MESSAGE_ID", MsgFlowsCut,
+		s.log.Info(fmt.Sprintf("cut %d established connection(s) to %s of %s", n, d, t.container), "MESSAGE_ID", audit.MsgFlowsCut,
 			"CLEARANCE_CONTAINER", t.container, "CLEARANCE_DEST", d.Prefix.String(),
 			"CLEARANCE_OPERATOR_UID", strconv.FormatUint(uint64(t.peer), 10), "reason", why, "count", n)
 	}

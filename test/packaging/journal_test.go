@@ -15,7 +15,7 @@ import (
 	"github.com/varlink/go/varlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/terok-ai/clearance/internal/hub"
+	"github.com/terok-ai/clearance/internal/audit"
 	"github.com/terok-ai/clearance/internal/lab"
 	"github.com/terok-ai/clearance/internal/sd"
 	"github.com/terok-ai/clearance/internal/testutil"
@@ -107,9 +107,9 @@ func TestInnerAuditInJournal(t *testing.T) {
 	next("verdict_applied")
 
 	dest := lab.HostAddr.String()
-	verdict := ns.waitEntry(t, hub.MsgVerdict, s.ID)
+	verdict := ns.waitEntry(t, audit.MsgVerdict, s.ID)
 	want := map[string]string{
-		"MESSAGE_ID":             hub.MsgVerdict,
+		"MESSAGE_ID":             audit.MsgVerdict,
 		"PRIORITY":               "6",
 		"SYSLOG_IDENTIFIER":      "clearance-hub",
 		"CLEARANCE_CONTAINER":    s.ID,
@@ -135,9 +135,9 @@ func TestInnerAuditInJournal(t *testing.T) {
 		t.Errorf("verdict entry time %v is before the verdict (%v)", time.UnixMicro(ts), before)
 	}
 
-	blocked := ns.waitEntry(t, hub.MsgBlocked, s.ID)
+	blocked := ns.waitEntry(t, audit.MsgBlocked, s.ID)
 	checkFields(t, "blocked", blocked, map[string]string{
-		"MESSAGE_ID":           hub.MsgBlocked,
+		"MESSAGE_ID":           audit.MsgBlocked,
 		"PRIORITY":             "6",
 		"SYSLOG_IDENTIFIER":    "clearance-hub",
 		"CLEARANCE_CONTAINER":  s.ID,
@@ -146,9 +146,9 @@ func TestInnerAuditInJournal(t *testing.T) {
 		"CLEARANCE_PORT":       strconv.Itoa(lab.EchoPort),
 		"CLEARANCE_PROTO":      "TCP",
 	})
-	engaged := ns.waitEntry(t, hub.MsgEngaged, s.ID)
+	engaged := ns.waitEntry(t, audit.MsgEngaged, s.ID)
 	checkFields(t, "engaged", engaged, map[string]string{
-		"MESSAGE_ID":             hub.MsgEngaged,
+		"MESSAGE_ID":             audit.MsgEngaged,
 		"PRIORITY":               "6",
 		"SYSLOG_IDENTIFIER":      "clearance-verdict",
 		"CLEARANCE_CONTAINER":    s.ID,
@@ -156,7 +156,7 @@ func TestInnerAuditInJournal(t *testing.T) {
 	})
 
 	// The catalog explains the entry, with its fields filled in.
-	x := ns.journal(t, "-x", "MESSAGE_ID="+hub.MsgVerdict, "CLEARANCE_CONTAINER="+s.ID)
+	x := ns.journal(t, "-x", "MESSAGE_ID="+audit.MsgVerdict, "CLEARANCE_CONTAINER="+s.ID)
 	for _, want := range []string{
 		"Subject: Verdict allow for " + dest + " in container " + s.ID,
 		"The operator with uid 0 answered request",

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/terok-ai/clearance/internal/hub"
+	"github.com/terok-ai/clearance/internal/audit"
 	"github.com/terok-ai/clearance/internal/testutil"
 )
 
@@ -179,7 +179,7 @@ func checkDebInstall(t *testing.T, pkg string) {
 	if _, err := os.Lstat(enableLink); err != nil {
 		t.Errorf("postinst did not enable the socket: %v", err)
 	}
-	if out, _ := exec.Command("journalctl", "--list-catalog", hub.MsgVerdict).CombinedOutput(); !strings.Contains(string(out), "clearance: ") {
+	if out, _ := exec.Command("journalctl", "--list-catalog", audit.MsgVerdict).CombinedOutput(); !strings.Contains(string(out), "clearance: ") {
 		t.Errorf("postinst did not update the catalog: %s", out)
 	}
 
@@ -210,7 +210,7 @@ func checkDebInstall(t *testing.T, pkg string) {
 			t.Errorf("left after purge: %s", f)
 		}
 	}
-	if out, _ := exec.Command("journalctl", "--list-catalog", hub.MsgVerdict).CombinedOutput(); strings.Contains(string(out), "clearance: ") {
+	if out, _ := exec.Command("journalctl", "--list-catalog", audit.MsgVerdict).CombinedOutput(); strings.Contains(string(out), "clearance: ") {
 		t.Errorf("catalog still lists clearance after purge: %s", out)
 	}
 }

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/terok-ai/clearance/internal/hub"
+	"github.com/terok-ai/clearance/internal/audit"
 	"github.com/terok-ai/clearance/internal/podmanlab"
 	"github.com/terok-ai/clearance/internal/testutil"
 	"github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearance1"
@@ -164,7 +164,7 @@ func TestHubKilledLosesNothing(t *testing.T) {
 		t.Errorf("verdict_expired = %+v", exp)
 	}
 	err = podmanlab.WaitFor(testutil.Context(t), 15*time.Second, "expiry in the journal", func() (bool, string) {
-		out, err := e.Journal("MESSAGE_ID="+hub.MsgExpired, "CLEARANCE_CONTAINER="+c.id12)
+		out, err := e.Journal("MESSAGE_ID="+audit.MsgExpired, "CLEARANCE_CONTAINER="+c.id12)
 		return err == nil && strings.Contains(out, hostAddr.String()), out
 	})
 	if err != nil {

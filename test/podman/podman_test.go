@@ -15,7 +15,7 @@ import (
 
 	"github.com/varlink/go/varlink"
 
-	"github.com/terok-ai/clearance/internal/hub"
+	"github.com/terok-ai/clearance/internal/audit"
 	"github.com/terok-ai/clearance/internal/podmanlab"
 	"github.com/terok-ai/clearance/internal/record"
 	"github.com/terok-ai/clearance/internal/testutil"
@@ -237,7 +237,42 @@ func allowFlow(t *testing.T, e *env, name string, afterHook func(*container)) *c
 	e.mustPodman("rm", c.name)
 	c.assertPoststopRan()
 	t.Logf("podman rm until the hub's units are gone: %v", time.Since(start).Round(time.Millisecond))
+	assertLifeRecorded(t, e, c.id12)
 	return c
+}
+
+// assertLifeRecorded checks the container's ruleset records: one engaged
+// record, and a disengaged record (written when the hub stopped with its
+// container) carrying what the allow element matched.
+func assertLifeRecorded(t *testing.T, e *env, id12 string) {
+	t.Helper()
+	var dis map[string]any
+	err := podmanlab.WaitFor(testutil.Context(t), 15*time.Second, "disengaged record", func() (bool, string) {
+		out, err := e.Journal("MESSAGE_ID="+audit.MsgDisengaged, "CLEARANCE_CONTAINER="+id12)
+		if err != nil {
+			return false, err.Error()
+		}
+		return json.Unmarshal([]byte(strings.TrimSpace(out)), &dis) == nil, out
+	})
+	if err != nil {
+		tail, _ := e.NSCmd(nil, "journalctl", "--no-pager", "-n", "40", "-o", "short-monotonic").CombinedOutput()
+		t.Fatalf("%v; the namespace's journal ends:\n%s", err, tail)
+	}
+	counters, _ := dis[audit.FieldCounters].(string)
+	allowed := false
+	for _, l := range strings.Split(counters, "\n") {
+		f := strings.Fields(l)
+		if len(f) == 7 && f[0] == "allow" && f[1] == hostAddr.String() && f[3] == strconv.Itoa(echoPort) && f[4] != "0" {
+			allowed = true
+		}
+	}
+	if !allowed || dis["_UID"] != "0" {
+		t.Errorf("disengaged record (uid %v) lacks the used allow of %s:%d:\n%s", dis["_UID"], hostAddr, echoPort, counters)
+	}
+	out, err := e.Journal("MESSAGE_ID="+audit.MsgEngaged, "CLEARANCE_CONTAINER="+id12)
+	if out = strings.TrimSpace(out); err != nil || out == "" || strings.Contains(out, "\n") {
+		t.Errorf("engaged records of %s: want exactly one, got:\n%s (%v)", id12, out, err)
+	}
 }
 
 // denyFlow runs a container whose first connection is refused and
@@ -295,7 +330,7 @@ func assertAudited(t *testing.T, e *env, id12, requestID string) {
 	t.Helper()
 	var rec map[string]any
 	err := podmanlab.WaitFor(testutil.Context(t), 15*time.Second, "verdict in the journal", func() (bool, string) {
-		out, err := e.Journal("MESSAGE_ID="+hub.MsgVerdict, "CLEARANCE_CONTAINER="+id12)
+		out, err := e.Journal("MESSAGE_ID="+audit.MsgVerdict, "CLEARANCE_CONTAINER="+id12)
 		if err != nil {
 			return false, err.Error()
 		}
@@ -321,5 +356,19 @@ func assertAudited(t *testing.T, e *env, id12, requestID string) {
 	}
 	if exp, _ := rec["CLEARANCE_EXPIRES_USEC"].(string); exp == "" {
 		t.Errorf("journal record has no expiry: %v", rec)
+	}
+	// The verdict service's record of the same verdict: what the kernel
+	// got, written by root.
+	vid, _ := rec[audit.FieldVerdictID].(string)
+	if vid == "" || rec[audit.FieldSide] != audit.SideOperator || rec[audit.FieldOutcome] != audit.OutcomeApplied {
+		t.Fatalf("hub record: verdict id %q, side %v, outcome %v", vid, rec[audit.FieldSide], rec[audit.FieldOutcome])
+	}
+	out, err := e.Journal("MESSAGE_ID="+audit.MsgVerdict, audit.FieldVerdictID+"="+vid, audit.FieldSide+"="+audit.SideKernel)
+	var k map[string]any
+	if err != nil || json.Unmarshal([]byte(strings.TrimSpace(out)), &k) != nil {
+		t.Fatalf("no kernel record of verdict %s: %v\n%s", vid, err, out)
+	}
+	if k[audit.FieldOutcome] != audit.OutcomeApplied || k["_UID"] != "0" || k["CLEARANCE_DEST"] != hostAddr.String() {
+		t.Errorf("kernel record = %v", k)
 	}
 }

@@ -1,13 +1,14 @@
 package podman
 
 import (
-	"fmt"
+	"encoding/json"
 	"os"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 
+	"github.com/terok-ai/clearance/internal/audit"
 	"github.com/terok-ai/clearance/internal/podmanlab"
 )
 
@@ -46,19 +47,14 @@ func (c *container) assertRootlessHook() {
 	if st := fi.Sys().(*syscall.Stat_t); int(st.Uid) != c.e.uid() {
 		t.Errorf("record owned by uid %d, want the user's host uid %d", st.Uid, c.e.uid())
 	}
-	// The hook's Engage is the one that created the table.
-	vl, _ := os.ReadFile(c.e.path("logs", "verdict.log"))
-	engaged := false
-	for _, l := range strings.Split(string(vl), "\n") {
-		if strings.Contains(l, "engaged clearance for "+c.id12) && strings.Contains(l, "engaged_now=true") {
-			engaged = strings.Contains(l, fmt.Sprintf("CLEARANCE_OPERATOR_UID=%d ", c.e.uid()))
-			if !engaged {
-				t.Errorf("the hook's Engage came from another uid than the user's %d: %s", c.e.uid(), l)
-			}
-		}
-	}
-	if !engaged {
-		t.Errorf("verdict log has no Engage of %s by uid %d:\n%s", c.id12, c.e.uid(), vl)
+	// The hook's Engage is the one that created the table: the one
+	// "engaged" record, by the user's uid.
+	out, err := c.e.Journal("MESSAGE_ID="+audit.MsgEngaged, audit.FieldContainer+"="+c.id12)
+	var rec map[string]any
+	if err != nil || json.Unmarshal([]byte(strings.TrimSpace(out)), &rec) != nil {
+		t.Errorf("no engaged record of %s in the journal: %v\n%s", c.id12, err, out)
+	} else if rec[audit.FieldOperatorUID] != strconv.Itoa(c.e.uid()) {
+		t.Errorf("the hook's Engage came from uid %v, not the user's %d: %v", rec[audit.FieldOperatorUID], c.e.uid(), rec)
 	}
 	pid, err := strconv.Atoi(c.e.systemctl("show", "-p", "MainPID", "--value", "clearance-hub@"+c.id12+".service"))
 	if err != nil || pid <= 0 {

@@ -44,6 +44,7 @@ const maxMessage = 64 << 10
 type Applier struct {
 	mu      sync.Mutex
 	calls   []hub.ApplyRequest
+	ids     []string
 	refuse  bool   // answer OK=false (inverted so the zero value answers OK)
 	stderr  string // Stderr of every answer
 	err     error  // returned instead of a result when non-nil
@@ -57,6 +58,8 @@ var _ hub.Applier = (*Applier)(nil)
 func (a *Applier) Apply(ctx context.Context, req hub.ApplyRequest) (hub.ApplyResult, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	a.ids = append(a.ids, req.VerdictID)
+	req.VerdictID = "" // random: see VerdictIDs
 	a.calls = append(a.calls, req)
 	if a.changed != nil {
 		close(a.changed)
@@ -73,10 +76,20 @@ func (a *Applier) Apply(ctx context.Context, req hub.ApplyRequest) (hub.ApplyRes
 }
 
 // Calls returns a copy of the requests applied so far, oldest first.
+// The requests come with VerdictID cleared (the hub draws it at random);
+// [Applier.VerdictIDs] has them.
 func (a *Applier) Calls() []hub.ApplyRequest {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return append([]hub.ApplyRequest(nil), a.calls...)
+}
+
+// VerdictIDs returns the verdict ids of the requests applied so far, in
+// the order of [Applier.Calls].
+func (a *Applier) VerdictIDs() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]string(nil), a.ids...)
 }
 
 // Set configures the answer to later calls: OK and Stderr of the result,

@@ -342,21 +342,26 @@ func (m Watch_methods) Upgrade(ctx context.Context, c *varlink.Connection, conta
 // comment and is what "always" writes to the policy instead of ip. The
 // outcome is ok/stderr as in org.terok.ClearanceVerdict1.Apply;
 // expires_usec is the element's expiry (CLOCK_REALTIME microseconds), 0 for
-// none.
+// none. verdict_id (1-64 characters of [A-Za-z0-9_.:-]) is the caller's id
+// of the verdict: the service's journal record of what the kernel got
+// carries it as CLEARANCE_VERDICT_ID, next to the hub's record of what the
+// operator asked. outcome is "applied", "applied-not-saved" (ok, in the
+// kernel for the container's life, but an "always" verdict could not be
+// written to the policy; stderr says why) or "refused" (not ok).
 type Apply_methods struct{}
 
 func Apply() Apply_methods { return Apply_methods{} }
 
-func (m Apply_methods) Call(ctx context.Context, c *varlink.Connection, container_in_ string, ip_in_ string, action_in_ string, scope_in_ string, ttl_sec_in_ int64, policy_target_in_ string, proto_in_ *string, port_in_ *int64, name_in_ *string) (ok_out_ bool, stderr_out_ string, expires_usec_out_ int64, err_ error) {
-	receive, err_ := m.Send(ctx, c, 0, container_in_, ip_in_, action_in_, scope_in_, ttl_sec_in_, policy_target_in_, proto_in_, port_in_, name_in_)
+func (m Apply_methods) Call(ctx context.Context, c *varlink.Connection, container_in_ string, ip_in_ string, action_in_ string, scope_in_ string, ttl_sec_in_ int64, policy_target_in_ string, proto_in_ *string, port_in_ *int64, name_in_ *string, verdict_id_in_ *string) (ok_out_ bool, stderr_out_ string, expires_usec_out_ int64, outcome_out_ *string, err_ error) {
+	receive, err_ := m.Send(ctx, c, 0, container_in_, ip_in_, action_in_, scope_in_, ttl_sec_in_, policy_target_in_, proto_in_, port_in_, name_in_, verdict_id_in_)
 	if err_ != nil {
 		return
 	}
-	ok_out_, stderr_out_, expires_usec_out_, _, err_ = receive(ctx)
+	ok_out_, stderr_out_, expires_usec_out_, outcome_out_, _, err_ = receive(ctx)
 	return
 }
 
-func (m Apply_methods) Send(ctx context.Context, c *varlink.Connection, flags uint64, container_in_ string, ip_in_ string, action_in_ string, scope_in_ string, ttl_sec_in_ int64, policy_target_in_ string, proto_in_ *string, port_in_ *int64, name_in_ *string) (func(ctx context.Context) (bool, string, int64, uint64, error), error) {
+func (m Apply_methods) Send(ctx context.Context, c *varlink.Connection, flags uint64, container_in_ string, ip_in_ string, action_in_ string, scope_in_ string, ttl_sec_in_ int64, policy_target_in_ string, proto_in_ *string, port_in_ *int64, name_in_ *string, verdict_id_in_ *string) (func(ctx context.Context) (bool, string, int64, *string, uint64, error), error) {
 	var in struct {
 		Container     string  `json:"container"`
 		Ip            string  `json:"ip"`
@@ -367,6 +372,7 @@ func (m Apply_methods) Send(ctx context.Context, c *varlink.Connection, flags ui
 		Proto         *string `json:"proto,omitempty"`
 		Port          *int64  `json:"port,omitempty"`
 		Name          *string `json:"name,omitempty"`
+		Verdict_id    *string `json:"verdict_id,omitempty"`
 	}
 	in.Container = container_in_
 	in.Ip = ip_in_
@@ -377,15 +383,17 @@ func (m Apply_methods) Send(ctx context.Context, c *varlink.Connection, flags ui
 	in.Proto = proto_in_
 	in.Port = port_in_
 	in.Name = name_in_
+	in.Verdict_id = verdict_id_in_
 	receive, err := c.Send(ctx, "org.terok.ClearanceFirewall1.Apply", in, flags)
 	if err != nil {
 		return nil, err
 	}
-	return func(context.Context) (ok_out_ bool, stderr_out_ string, expires_usec_out_ int64, flags uint64, err error) {
+	return func(context.Context) (ok_out_ bool, stderr_out_ string, expires_usec_out_ int64, outcome_out_ *string, flags uint64, err error) {
 		var out struct {
-			Ok           bool   `json:"ok"`
-			Stderr       string `json:"stderr"`
-			Expires_usec int64  `json:"expires_usec"`
+			Ok           bool    `json:"ok"`
+			Stderr       string  `json:"stderr"`
+			Expires_usec int64   `json:"expires_usec"`
+			Outcome      *string `json:"outcome,omitempty"`
 		}
 		flags, err = receive(ctx, &out)
 		if err != nil {
@@ -395,11 +403,12 @@ func (m Apply_methods) Send(ctx context.Context, c *varlink.Connection, flags ui
 		ok_out_ = out.Ok
 		stderr_out_ = out.Stderr
 		expires_usec_out_ = out.Expires_usec
+		outcome_out_ = out.Outcome
 		return
 	}, nil
 }
 
-func (m Apply_methods) Upgrade(ctx context.Context, c *varlink.Connection, container_in_ string, ip_in_ string, action_in_ string, scope_in_ string, ttl_sec_in_ int64, policy_target_in_ string, proto_in_ *string, port_in_ *int64, name_in_ *string) (func(ctx context.Context) (ok_out_ bool, stderr_out_ string, expires_usec_out_ int64, flags uint64, conn varlink.ReadWriterContext, err_ error), error) {
+func (m Apply_methods) Upgrade(ctx context.Context, c *varlink.Connection, container_in_ string, ip_in_ string, action_in_ string, scope_in_ string, ttl_sec_in_ int64, policy_target_in_ string, proto_in_ *string, port_in_ *int64, name_in_ *string, verdict_id_in_ *string) (func(ctx context.Context) (ok_out_ bool, stderr_out_ string, expires_usec_out_ int64, outcome_out_ *string, flags uint64, conn varlink.ReadWriterContext, err_ error), error) {
 	var in struct {
 		Container     string  `json:"container"`
 		Ip            string  `json:"ip"`
@@ -410,6 +419,7 @@ func (m Apply_methods) Upgrade(ctx context.Context, c *varlink.Connection, conta
 		Proto         *string `json:"proto,omitempty"`
 		Port          *int64  `json:"port,omitempty"`
 		Name          *string `json:"name,omitempty"`
+		Verdict_id    *string `json:"verdict_id,omitempty"`
 	}
 	in.Container = container_in_
 	in.Ip = ip_in_
@@ -420,15 +430,17 @@ func (m Apply_methods) Upgrade(ctx context.Context, c *varlink.Connection, conta
 	in.Proto = proto_in_
 	in.Port = port_in_
 	in.Name = name_in_
+	in.Verdict_id = verdict_id_in_
 	receive, err := c.Upgrade(ctx, "org.terok.ClearanceFirewall1.Apply", in)
 	if err != nil {
 		return nil, err
 	}
-	return func(context.Context) (ok_out_ bool, stderr_out_ string, expires_usec_out_ int64, flags uint64, conn varlink.ReadWriterContext, err error) {
+	return func(context.Context) (ok_out_ bool, stderr_out_ string, expires_usec_out_ int64, outcome_out_ *string, flags uint64, conn varlink.ReadWriterContext, err error) {
 		var out struct {
-			Ok           bool   `json:"ok"`
-			Stderr       string `json:"stderr"`
-			Expires_usec int64  `json:"expires_usec"`
+			Ok           bool    `json:"ok"`
+			Stderr       string  `json:"stderr"`
+			Expires_usec int64   `json:"expires_usec"`
+			Outcome      *string `json:"outcome,omitempty"`
 		}
 		flags, conn, err = receive(ctx, &out)
 		if err != nil {
@@ -438,6 +450,7 @@ func (m Apply_methods) Upgrade(ctx context.Context, c *varlink.Connection, conta
 		ok_out_ = out.Ok
 		stderr_out_ = out.Stderr
 		expires_usec_out_ = out.Expires_usec
+		outcome_out_ = out.Outcome
 		return
 	}, nil
 }
@@ -1004,7 +1017,7 @@ func (m Disengage_methods) Upgrade(ctx context.Context, c *varlink.Connection, c
 type orgterokclearancefirewall1Interface interface {
 	Engage(ctx context.Context, c VarlinkCall, container_ string) error
 	Watch(ctx context.Context, c VarlinkCall, container_ string) error
-	Apply(ctx context.Context, c VarlinkCall, container_ string, ip_ string, action_ string, scope_ string, ttl_sec_ int64, policy_target_ string, proto_ *string, port_ *int64, name_ *string) error
+	Apply(ctx context.Context, c VarlinkCall, container_ string, ip_ string, action_ string, scope_ string, ttl_sec_ int64, policy_target_ string, proto_ *string, port_ *int64, name_ *string, verdict_id_ *string) error
 	Revoke(ctx context.Context, c VarlinkCall, container_ string, ip_ string, proto_ *string, port_ *int64) error
 	List(ctx context.Context, c VarlinkCall, container_ string) error
 	Forwarder(ctx context.Context, c VarlinkCall, container_ string) error
@@ -1082,15 +1095,17 @@ func (c *VarlinkCall) ReplyWatch(ctx context.Context, group_ int64) error {
 	return c.Reply(ctx, &out)
 }
 
-func (c *VarlinkCall) ReplyApply(ctx context.Context, ok_ bool, stderr_ string, expires_usec_ int64) error {
+func (c *VarlinkCall) ReplyApply(ctx context.Context, ok_ bool, stderr_ string, expires_usec_ int64, outcome_ *string) error {
 	var out struct {
-		Ok           bool   `json:"ok"`
-		Stderr       string `json:"stderr"`
-		Expires_usec int64  `json:"expires_usec"`
+		Ok           bool    `json:"ok"`
+		Stderr       string  `json:"stderr"`
+		Expires_usec int64   `json:"expires_usec"`
+		Outcome      *string `json:"outcome,omitempty"`
 	}
 	out.Ok = ok_
 	out.Stderr = stderr_
 	out.Expires_usec = expires_usec_
+	out.Outcome = outcome_
 	return c.Reply(ctx, &out)
 }
 
@@ -1195,8 +1210,13 @@ func (s *VarlinkInterface) Watch(ctx context.Context, c VarlinkCall, container_ 
 // comment and is what "always" writes to the policy instead of ip. The
 // outcome is ok/stderr as in org.terok.ClearanceVerdict1.Apply;
 // expires_usec is the element's expiry (CLOCK_REALTIME microseconds), 0 for
-// none.
-func (s *VarlinkInterface) Apply(ctx context.Context, c VarlinkCall, container_ string, ip_ string, action_ string, scope_ string, ttl_sec_ int64, policy_target_ string, proto_ *string, port_ *int64, name_ *string) error {
+// none. verdict_id (1-64 characters of [A-Za-z0-9_.:-]) is the caller's id
+// of the verdict: the service's journal record of what the kernel got
+// carries it as CLEARANCE_VERDICT_ID, next to the hub's record of what the
+// operator asked. outcome is "applied", "applied-not-saved" (ok, in the
+// kernel for the container's life, but an "always" verdict could not be
+// written to the policy; stderr says why) or "refused" (not ok).
+func (s *VarlinkInterface) Apply(ctx context.Context, c VarlinkCall, container_ string, ip_ string, action_ string, scope_ string, ttl_sec_ int64, policy_target_ string, proto_ *string, port_ *int64, name_ *string, verdict_id_ *string) error {
 	return c.ReplyMethodNotImplemented(ctx, "org.terok.ClearanceFirewall1.Apply")
 }
 
@@ -1304,12 +1324,13 @@ func (s *VarlinkInterface) VarlinkDispatch(ctx context.Context, call varlink.Cal
 			Proto         *string `json:"proto,omitempty"`
 			Port          *int64  `json:"port,omitempty"`
 			Name          *string `json:"name,omitempty"`
+			Verdict_id    *string `json:"verdict_id,omitempty"`
 		}
 		err := call.GetParameters(&in)
 		if err != nil {
 			return call.ReplyInvalidParameter(ctx, "parameters")
 		}
-		return s.orgterokclearancefirewall1Interface.Apply(ctx, VarlinkCall{call}, in.Container, in.Ip, in.Action, in.Scope, in.Ttl_sec, in.Policy_target, in.Proto, in.Port, in.Name)
+		return s.orgterokclearancefirewall1Interface.Apply(ctx, VarlinkCall{call}, in.Container, in.Ip, in.Action, in.Scope, in.Ttl_sec, in.Policy_target, in.Proto, in.Port, in.Name, in.Verdict_id)
 
 	case "Revoke":
 		var in struct {
@@ -1505,8 +1526,13 @@ method Watch(container: string) -> (group: int)
 # comment and is what "always" writes to the policy instead of ip. The
 # outcome is ok/stderr as in org.terok.ClearanceVerdict1.Apply;
 # expires_usec is the element's expiry (CLOCK_REALTIME microseconds), 0 for
-# none.
-method Apply(container: string, ip: string, action: string, scope: string, ttl_sec: int, policy_target: string, proto: ?string, port: ?int, name: ?string) -> (ok: bool, stderr: string, expires_usec: int)
+# none. verdict_id (1-64 characters of [A-Za-z0-9_.:-]) is the caller's id
+# of the verdict: the service's journal record of what the kernel got
+# carries it as CLEARANCE_VERDICT_ID, next to the hub's record of what the
+# operator asked. outcome is "applied", "applied-not-saved" (ok, in the
+# kernel for the container's life, but an "always" verdict could not be
+# written to the policy; stderr says why) or "refused" (not ok).
+method Apply(container: string, ip: string, action: string, scope: string, ttl_sec: int, policy_target: string, proto: ?string, port: ?int, name: ?string, verdict_id: ?string) -> (ok: bool, stderr: string, expires_usec: int, outcome: ?string)
 
 # Removes ip (with proto and port, if given) from the allow and deny sets
 # (exact entries only); not an error when it is in neither. The YAML

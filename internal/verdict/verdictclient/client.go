@@ -218,6 +218,9 @@ type ApplyRequest struct {
 	// Name is the DNS name (or wildcard pattern) the verdict is about:
 	// stored as the element's comment, and what "always" saves.
 	Name string
+	// VerdictID joins the service's audit record of the verdict to the
+	// caller's ("" for none).
+	VerdictID string
 }
 
 // ApplyResult is the outcome of Apply. OK false carries the reason in
@@ -226,6 +229,9 @@ type ApplyResult struct {
 	OK      bool
 	Stderr  string
 	Expires time.Time
+	// Outcome is the service's audit.Outcome* ("" from a service older
+	// than the field).
+	Outcome string
 }
 
 // Apply applies a verdict. A returned error means the request was refused
@@ -241,6 +247,7 @@ func (c *Client) Apply(ctx context.Context, r ApplyRequest, ns *os.File) (ApplyR
 		Proto         *string `json:"proto,omitempty"`
 		Port          *int64  `json:"port,omitempty"`
 		Name          *string `json:"name,omitempty"`
+		Verdict_id    *string `json:"verdict_id,omitempty"`
 	}{Container: r.Container, Ip: r.IP, Action: r.Action, Scope: r.Scope, Ttl_sec: int64(r.TTL / time.Second),
 		Policy_target: r.PolicyTarget}
 	if r.Proto != "" || r.Port != 0 {
@@ -250,15 +257,19 @@ func (c *Client) Apply(ctx context.Context, r ApplyRequest, ns *os.File) (ApplyR
 	if r.Name != "" {
 		in.Name = &r.Name
 	}
+	if r.VerdictID != "" {
+		in.Verdict_id = &r.VerdictID
+	}
 	var out struct {
 		Ok           bool   `json:"ok"`
 		Stderr       string `json:"stderr"`
 		Expires_usec int64  `json:"expires_usec"`
+		Outcome      string `json:"outcome"`
 	}
 	if err := c.callNoFDs(ctx, "Apply", in, &out, ns); err != nil {
 		return ApplyResult{}, err
 	}
-	res := ApplyResult{OK: out.Ok, Stderr: out.Stderr}
+	res := ApplyResult{OK: out.Ok, Stderr: out.Stderr, Outcome: out.Outcome}
 	if out.Expires_usec > 0 {
 		res.Expires = time.UnixMicro(out.Expires_usec)
 	}
