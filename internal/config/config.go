@@ -96,7 +96,19 @@ type Hook struct {
 	// listed. Names are case-insensitive, with or without "CAP_".
 	// Default empty.
 	AllowCapabilities []string `yaml:"allow_capabilities"`
+	// WithoutUserManager says what the hook does with a rootless
+	// container whose owner has no running systemd --user (su, sudo -u,
+	// cron; no login, no linger): "refuse" (default; nothing could
+	// prompt for it) or "run" (firewalled, without prompts).
+	WithoutUserManager string `yaml:"without_user_manager"`
 }
+
+// What the hook does without the owner's user manager
+// (hook.without_user_manager).
+const (
+	WithoutUserManagerRefuse = "refuse"
+	WithoutUserManagerRun    = "run"
+)
 
 // What the DNS forwarder answers for a denied name (dns.denied).
 const (
@@ -345,7 +357,8 @@ func Default() *Config {
 			QueriesPerSecond: 500,
 		},
 		Hook: Hook{
-			AllowCapabilities: []string{},
+			AllowCapabilities:  []string{},
+			WithoutUserManager: WithoutUserManagerRefuse,
 		},
 		Notifier: Notifier{
 			HubGlob:        []string{"$XDG_RUNTIME_DIR/clearance/*/hub.sock"},
@@ -677,6 +690,12 @@ func (c *Config) validate(p positions) error {
 		default:
 			bad("hook.allow_capabilities", "entry %d: %q is not CAP_NET_ADMIN or CAP_NET_RAW, the capabilities the hook refuses", i, name)
 		}
+	}
+
+	switch c.Hook.WithoutUserManager {
+	case WithoutUserManagerRefuse, WithoutUserManagerRun:
+	default:
+		bad("hook.without_user_manager", "must be %q or %q, got %q", WithoutUserManagerRefuse, WithoutUserManagerRun, c.Hook.WithoutUserManager)
 	}
 
 	n := c.Notifier

@@ -135,12 +135,13 @@ notifier:
   headless_exit_ok: true
 hook:
   allow_capabilities: [CAP_NET_RAW, net_admin]
+  without_user_manager: run
 `},
 			want: func(c *Config) {
 				c.Hub = Hub{QueueDepth: 64, PendingTTL: 30 * time.Minute, MaxPending: 100, RuntimeDir: "/run/x", MaxMessageBytes: 65536, MaxLineBytes: 4096}
 				c.Verdict = Verdict{Mode: "exec", Socket: "/run/v.sock", ShieldBinary: "/usr/bin/terok-shield", Timeout: 2500 * time.Millisecond, OnceTTL: 10 * time.Minute,
 					KeepEstablished: true, IdleTimeout: 2 * time.Second, MaxConnectionsPerOwner: 4}
-				c.Hook = Hook{AllowCapabilities: []string{"CAP_NET_RAW", "net_admin"}}
+				c.Hook = Hook{AllowCapabilities: []string{"CAP_NET_RAW", "net_admin"}, WithoutUserManager: "run"}
 				c.Ruleset = Ruleset{Mode: "terok-shield", NflogGroup: 5, DNSPrefix: "D: ", BlockPrefix: "B: ", TCPReject: "reset", Resolvers: []string{"192.0.2.53"}, PolicyDir: "/srv/policy",
 					PolicyPath: []string{"/srv/shipped", "/opt/clearance/policy.d"}, DNSMark: 0x10}
 				c.DNS = DNS{HoldMax: 500 * time.Millisecond, Hold: true, MinTTL: time.Minute, Denied: "refused", MaxNames: 10, QueriesPerSecond: 7}

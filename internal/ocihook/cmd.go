@@ -74,7 +74,7 @@ func Command(ctx context.Context, args []string, stdin io.Reader, stderr io.Writ
 	fs.StringVar(&h.VerdictSocket, "verdict-socket", verdictclient.DefaultSocket, "the verdict service's socket")
 	engage := fs.String("engage", string(EngageRequired), `ruleset failure policy: "required" (abort the container), "optional" (log and run) or "off"`)
 	manager := fs.String("manager", string(ManagerAuto), `service manager: "auto" (the owner's user manager; for root, root's user manager if running, else the system manager), "user" or "system"`)
-	cfgPath := fs.String("config", config.SystemPath, "the system configuration `file` (hook.allow_capabilities); never a user's")
+	cfgPath := fs.String("config", config.SystemPath, "the system configuration `file` (hook.allow_capabilities, hook.without_user_manager); never a user's")
 	timeout := fs.Duration("timeout", 25*time.Second, "bound for the whole hook (keep below the hooks.d timeout)")
 	fs.DurationVar(&h.HubWait, "hub-wait", 10*time.Second, "bound for the hub to become ready; exceeding it is logged, not fatal")
 	debug := fs.Bool("debug", false, "log at debug level")
@@ -115,6 +115,7 @@ func Command(ctx context.Context, args []string, stdin io.Reader, stderr io.Writ
 		cfg = config.Default()
 	}
 	h.AllowCapabilities = cfg.Hook.AllowCapabilities
+	h.RunWithoutUserManager = cfg.Hook.WithoutUserManager == config.WithoutUserManagerRun
 
 	stage := fs.Arg(0)
 	if stage != "" && stage != "createRuntime" && stage != "poststop" {

@@ -103,6 +103,12 @@ type Hook struct {
 	// refused.
 	AllowCapabilities []string
 
+	// RunWithoutUserManager lets a rootless container start although its
+	// owner has no running systemd --user, firewalled but without prompts
+	// (hook.without_user_manager: run). By default the hook refuses it:
+	// nothing could start its hub.
+	RunWithoutUserManager bool
+
 	// DialManager and DialVerdict are seams for tests; nil means the
 	// real D-Bus manager ([DialManager]) and verdict client.
 	DialManager func(ctx context.Context, t ManagerTarget) (Manager, error)
@@ -215,6 +221,10 @@ func (h *Hook) CreateRuntime(ctx context.Context, st State) error {
 			log.Error("container refused: "+err.Error(), "MESSAGE_ID", audit.MsgRefused, "capabilities", strings.Join(caps, ","))
 			return err
 		}
+		if err := h.checkUserManager(uid); err != nil {
+			log.Error("container refused: "+err.Error(), "MESSAGE_ID", audit.MsgRefused, "owner_uid", uid)
+			return err
+		}
 	}
 	shared, err := h.sharesOwnNetns(nsID)
 	if err != nil {
@@ -273,6 +283,25 @@ func (h *Hook) CreateRuntime(ctx context.Context, st State) error {
 		log.Warn("hub not started; the container runs firewalled but without prompts", "err", err)
 	}
 	return nil
+}
+
+// ErrNoUserManager is wrapped by the error that refuses a rootless
+// container whose owner has no running systemd --user.
+var ErrNoUserManager = errors.New("no systemd --user")
+
+// checkUserManager refuses a container whose hub would have to start in a
+// user manager that does not run (su, sudo -u, cron: no login, no
+// linger): its ruleset would block with nobody ever asked. The system
+// configuration may let it run all the same (RunWithoutUserManager).
+func (h *Hook) checkUserManager(uid uint32) error {
+	t, err := h.target(uid)
+	if err != nil || t.Scope != ScopeUser || t.Reachable() || h.RunWithoutUserManager {
+		return nil // a target error is startHub's to report
+	}
+	return fmt.Errorf("%w for uid %d (no manager at %s), so nothing could prompt for this container: "+
+		"log in as that user, or run `loginctl enable-linger %d`, then start it again "+
+		"(an administrator may let such containers run without prompts: hook.without_user_manager: run)",
+		ErrNoUserManager, uid, t.RuntimeDir, uid)
 }
 
 // hostNetnsReason says why a container in the hook's own network

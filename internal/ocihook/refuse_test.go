@@ -200,3 +200,65 @@ func TestAttackRefusalReachesJournal(t *testing.T) {
 		t.Errorf("stderr lacks a line:\n%s", stderr.String())
 	}
 }
+
+// TestRefusesWithoutUserManager: a rootless container whose owner has no
+// running systemd --user (su, sudo -u, cron) would be blocked with nobody
+// to ask; the hook refuses it with a message saying what to do, and
+// journals why, unless the system configuration lets it run (issue 10,
+// item 10).
+func TestRefusesWithoutUserManager(t *testing.T) {
+	const rootless = "0 1001 1\n1 100000 65536\n"
+	tests := []struct {
+		name    string
+		uidMap  string
+		manager bool
+		relax   bool
+		engage  EngageMode
+		refused bool
+	}{
+		{name: "rootless, no user manager", uidMap: rootless, refused: true},
+		{name: "rootless, no user manager, -engage optional", uidMap: rootless, engage: EngageOptional, refused: true},
+		{name: "rootless, user manager running", uidMap: rootless, manager: true},
+		{name: "rootless, no user manager, allowed to run", uidMap: rootless, relax: true},
+		{name: "rootless, no user manager, -engage off", uidMap: rootless, engage: EngageOff},
+		{name: "rootful without root's user manager: the system manager", uidMap: "0 0 4294967295\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t, tt.uidMap)
+			if tt.manager {
+				e.bus(t, 1001)
+			}
+			e.hook.RunWithoutUserManager = tt.relax
+			if tt.engage != "" {
+				e.hook.Engage = tt.engage
+			}
+			log, rec := testutil.NewRecorder()
+			e.hook.Log = log
+			err := e.hook.CreateRuntime(testutil.Context(t), e.state())
+			if !tt.refused {
+				if err != nil {
+					t.Fatalf("CreateRuntime: %v", err)
+				}
+				return
+			}
+			if !errors.Is(err, ErrNoUserManager) {
+				t.Fatalf("CreateRuntime = %v, want ErrNoUserManager", err)
+			}
+			for _, want := range []string{"no systemd --user for uid 1001", "loginctl enable-linger 1001", "hook.without_user_manager"} {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("error %q does not say %q", err, want)
+				}
+			}
+			if got := rec.With("MESSAGE_ID", audit.MsgRefused); len(got) != 1 || got[0].Level != slog.LevelError {
+				t.Errorf("refusal records = %+v, want one error with MESSAGE_ID %s", got, audit.MsgRefused)
+			}
+			if e.eng.engages != 0 {
+				t.Error("a refused container was engaged")
+			}
+			if _, err := os.Stat(filepath.Join(e.hook.RuntimeRoot, "user", "1001", "clearance", "e8aec775a124")); err == nil {
+				t.Error("a refused container left a runtime record")
+			}
+		})
+	}
+}

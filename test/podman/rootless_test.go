@@ -3,6 +3,7 @@ package podman
 import (
 	"encoding/json"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -32,6 +33,58 @@ func TestRootless(t *testing.T) {
 		e.t = t
 		denyFlow(t, e, "clr-rl-deny")
 	})
+	t.Run("no user manager", func(t *testing.T) {
+		e.t = t
+		noUserManager(t, e)
+	})
+}
+
+// noUserManager runs the project's hook as podman runs it, but told that
+// the owner's runtime directory is one where no systemd --user runs (as
+// for su, sudo -u or cron without linger): podman must refuse the
+// container with the hook's message, and the refusal must be journaled
+// (issue 10, item 10).
+func noUserManager(t *testing.T, e *env) {
+	hook, err := os.ReadFile(filepath.Join("..", "..", "packaging", "oci", "clearance.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var spec map[string]any
+	if err := json.Unmarshal(hook, &spec); err != nil {
+		t.Fatal(err)
+	}
+	empty := e.path("no-user-manager")
+	h := spec["hook"].(map[string]any)
+	h["path"] = filepath.Join(binDir, "clearance-oci-hook")
+	h["args"] = []string{"clearance-oci-hook", "-user-runtime-base", empty}
+	dir := e.path("hooks-no-user-manager")
+	for _, d := range []string{dir, empty} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b, _ := json.Marshal(spec)
+	if err := os.WriteFile(filepath.Join(dir, "clearance.json"), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	const name = "clr-rl-nomgr"
+	if out, err := e.podman("--hooks-dir", dir, "create", "--name", name, "--network", "none",
+		"--annotation", podmanlab.GateAnnotation, podmanlab.Image, "true"); err != nil {
+		t.Fatalf("podman create: %v\n%s", err, out)
+	}
+	defer e.podman("rm", "-f", name)
+	out, err := e.podman("--hooks-dir", dir, "init", name)
+	if err == nil {
+		t.Fatalf("podman init started a container nobody could be asked for:\n%s", out)
+	}
+	want := "no systemd --user for uid " + strconv.Itoa(e.uid())
+	if !strings.Contains(out, want) || !strings.Contains(out, "loginctl enable-linger") {
+		t.Errorf("podman's output does not say %q and how to fix it:\n%s", want, out)
+	}
+	jout, err := e.Journal("MESSAGE_ID="+audit.MsgRefused, "SYSLOG_IDENTIFIER=clearance-oci-hook")
+	if err != nil || !strings.Contains(jout, want) {
+		t.Errorf("the refusal is not in the journal: %v\n%s", err, jout)
+	}
 }
 
 // assertRootlessHook checks what only the rootless path shows: the hook
