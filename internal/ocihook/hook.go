@@ -293,9 +293,11 @@ var ErrNoUserManager = errors.New("no systemd --user")
 // user manager that does not run (su, sudo -u, cron: no login, no
 // linger): its ruleset would block with nobody ever asked. The system
 // configuration may let it run all the same (RunWithoutUserManager).
+// Root's containers are not refused: -manager auto falls back to the
+// system manager, and -manager user is the administrator's own choice.
 func (h *Hook) checkUserManager(uid uint32) error {
 	t, err := h.target(uid)
-	if err != nil || t.Scope != ScopeUser || t.Reachable() || h.RunWithoutUserManager {
+	if uid == 0 || err != nil || t.Scope != ScopeUser || t.Reachable() || h.RunWithoutUserManager {
 		return nil // a target error is startHub's to report
 	}
 	return fmt.Errorf("%w for uid %d (no manager at %s), so nothing could prompt for this container: "+
