@@ -81,7 +81,7 @@ _clearancectl()
             opts+=" --json --all --socket"
             if [[ $cur != -* ]]; then
                 if [[ ${words[cword-1]} == policy ]]; then
-                    COMPREPLY=($(compgen -W "show export" -- "$cur"))
+                    COMPREPLY=($(compgen -W "show export propose stale" -- "$cur"))
                 else
                     COMPREPLY=($(compgen -W "$(_clearancectl_containers)" -- "$cur"))
                 fi

@@ -41,6 +41,6 @@ complete -c clearancectl -n "__fish_seen_subcommand_from log" -l lines -x -d 'On
 complete -c clearancectl -n "__fish_seen_subcommand_from explain" -l proto -x -a 'tcp udp' -d 'Protocol'
 complete -c clearancectl -n "__fish_seen_subcommand_from explain policy" -l socket -r -d 'Verdict service socket'
 complete -c clearancectl -n "__fish_seen_subcommand_from explain; and test (count (commandline -opc)) -eq 2" -a '(__clearancectl_containers)' -d 'Container'
-complete -c clearancectl -n "__fish_seen_subcommand_from policy; and not __fish_seen_subcommand_from show export" -a 'show export'
+complete -c clearancectl -n "__fish_seen_subcommand_from policy; and not __fish_seen_subcommand_from show export propose stale" -a 'show export propose stale'
 complete -c clearancectl -n "__fish_seen_subcommand_from show export" -a '(__clearancectl_containers)' -d 'Container'
 complete -c clearancectl -n "__fish_seen_subcommand_from policy" -l all -d 'Export: include expiring elements'

@@ -321,11 +321,16 @@ func (r *runner) cmdPolicy(ctx context.Context, args []string) int {
 	if len(args) > 0 && args[0] == "propose" {
 		return r.cmdPolicyPropose(ctx, args[1:])
 	}
-	fs := r.newFlags("policy", "show|export CONTAINER [--json] [--all] | propose …",
+	if len(args) > 0 && args[0] == "stale" {
+		return r.cmdPolicyStale(ctx, args[1:])
+	}
+	fs := r.newFlags("policy", "show|export CONTAINER [--json] [--all] | propose … | stale NAME …",
 		`show:    lists the elements of CONTAINER's allow and deny sets, with expiry.
 export:  prints them as a clearance YAML policy (permanent elements only,
          unless --all), ready for /etc/clearance/policy.d/<name>.yaml.
-propose: proposes a policy from the audit trail (see policy propose --help).`)
+propose: proposes a policy from the audit trail (see policy propose --help).
+stale:   lists the entries of a policy nothing used, from the counters its
+         ended containers left (see policy stale --help).`)
 	asJSON := fs.Bool("json", false, "show: print JSON")
 	all := fs.Bool("all", false, "export: include elements that expire")
 	sock := fs.String("socket", DefaultVerdictSocket, "the verdict service's `PATH`")

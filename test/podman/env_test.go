@@ -45,7 +45,7 @@ func TestMain(m *testing.M) {
 		}
 		defer os.RemoveAll(dir)
 		os.Chmod(dir, 0o755)
-		for _, c := range []string{"clearance-hub", "clearance-verdict", "clearance-oci-hook", "clearance-notifier"} {
+		for _, c := range []string{"clearance-hub", "clearance-verdict", "clearance-oci-hook", "clearance-notifier", "clearancectl"} {
 			cmd := exec.Command("go", "build", "-o", filepath.Join(dir, c), "../../cmd/"+c)
 			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 			if out, err := cmd.CombinedOutput(); err != nil {

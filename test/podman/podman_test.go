@@ -273,6 +273,45 @@ func assertLifeRecorded(t *testing.T, e *env, id12 string) {
 	if out = strings.TrimSpace(out); err != nil || out == "" || strings.Contains(out, "\n") {
 		t.Errorf("engaged records of %s: want exactly one, got:\n%s (%v)", id12, out, err)
 	}
+	assertStale(t, e)
+}
+
+// assertStale runs clearancectl policy stale on the containers' policy
+// ("e2e", their dossier.project) with an entry the allowed connection
+// used and one nothing used: the counters of the disengaged records tell
+// them apart (issue 12, item 4).
+func assertStale(t *testing.T, e *env) {
+	t.Helper()
+	dir := e.path("stale-policy")
+	os.MkdirAll(dir, 0o755)
+	used := fmt.Sprintf("%s:%d/tcp", hostAddr, echoPort)
+	file := filepath.Join(dir, "e2e.yaml")
+	if err := os.WriteFile(file, []byte("allow:\n  - "+used+"\n  - 192.0.2.77\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := e.nsCmd(nil, filepath.Join(binDir, "clearancectl"), "policy", "stale", "e2e", "--file", file, "--json").Output()
+	if err != nil {
+		t.Fatalf("clearancectl policy stale: %v\n%s", err, out)
+	}
+	var rep struct {
+		Containers int
+		Entries    []struct {
+			Entry   string
+			Packets int
+			Stale   bool
+		}
+	}
+	if err := json.Unmarshal(out, &rep); err != nil {
+		t.Fatalf("policy stale --json: %v\n%s", err, out)
+	}
+	got := map[string]bool{}
+	for _, x := range rep.Entries {
+		got[x.Entry] = x.Stale
+	}
+	usedStale, listed := got[used]
+	if rep.Containers < 1 || !listed || usedStale || !got["192.0.2.77"] {
+		t.Errorf("policy stale: want %s used and 192.0.2.77 stale:\n%s", used, out)
+	}
 }
 
 // denyFlow runs a container whose first connection is refused and
