@@ -44,7 +44,7 @@ lint:
 # with CI=true a test whose prerequisite is missing fails instead of skipping.
 test: deps lint build
 	@./scripts/check-generated.sh
-	$(GO) test -race -count=1 -timeout 30m ./...
+	CLEARANCE_BIN=$(CURDIR)/$(BINDIR) $(GO) test -race -count=1 -timeout 30m ./...
 
 # The attacks docs/threat-model.md lists, each reproduced against the
 # real kernel, sockets and uids (test/attack, and the tests named
@@ -53,7 +53,7 @@ test: deps lint build
 # CI=true nothing may skip.
 ATTACK_TESTS := Attack|VerdictServiceExposure|VerdictSocketUnit|VerdictUnitsUnderManager|UserUnitsExposure|UserUnitsSandbox
 test-attack: deps build
-	$(GO) test -race -count=1 -timeout 20m -run '$(ATTACK_TESTS)' ./internal/... ./test/attack/ ./test/packaging/ ./test/podman/
+	CLEARANCE_BIN=$(CURDIR)/$(BINDIR) $(GO) test -race -count=1 -timeout 20m -run '$(ATTACK_TESTS)' ./internal/... ./test/attack/ ./test/packaging/ ./test/podman/
 
 # Short coverage-guided runs of every fuzz target (seed corpora already run
 # in `make test`).

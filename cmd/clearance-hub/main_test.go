@@ -25,19 +25,14 @@ import (
 var hubBin string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "clearance-hub-test-")
+	dir, err := testutil.Commands("clearance-hub")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	hubBin = filepath.Join(dir, "clearance-hub")
-	out, err := exec.Command("go", "build", "-o", hubBin, ".").CombinedOutput()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "build clearance-hub: %v\n%s", err, out)
-		os.Exit(1)
-	}
 	code := m.Run()
-	os.RemoveAll(dir)
+	testutil.RemoveCommands()
 	os.Exit(code)
 }
 

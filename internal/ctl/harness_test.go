@@ -126,12 +126,6 @@ func truncateForLog(s string) string {
 	return s
 }
 
-// waitFor polls cond until it holds, failing after a generous timeout.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	hubtest.WaitUntil(t, what, cond)
-}
-
 // shortTempDir returns a temp dir with a short path (Unix socket paths
 // are limited to 107 bytes).
 func shortTempDir(t *testing.T) string {

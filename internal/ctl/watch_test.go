@@ -128,7 +128,7 @@ func TestWatchPTYPromptConfirmVerdict(t *testing.T) {
 	s.waitOut("hub c1: connected")
 	// Requests waiting before watch started are shown too.
 	s.waitOut("[1] BLOCKED  early.example:80/tcp (192.0.2.1)  Container: c1")
-	waitFor(t, "subscriber", func() bool { return th.Hub.Stats().Subscribers >= 1 })
+	testutil.Eventually(t, 0, "subscriber", func() bool { return th.Hub.Stats().Subscribers >= 1 })
 
 	ev := blockedEv("c1", "198.51.100.7", "api.example.com", 443)
 	ev.Dossier = map[string]string{"project": "proj", "task": "t1", "name": "builder"}
@@ -215,7 +215,7 @@ func TestWatchPTYHostileStringsAndFailure(t *testing.T) {
 	th := startHub(t, rt, "c1")
 	s := startPTYWatch(t, rt, map[string]string{"NO_COLOR": "1"})
 	s.waitOut("hub c1: connected")
-	waitFor(t, "subscriber", func() bool { return th.Hub.Stats().Subscribers >= 1 })
+	testutil.Eventually(t, 0, "subscriber", func() bool { return th.Hub.Stats().Subscribers >= 1 })
 
 	ev := blockedEv("c1", "198.51.100.7", hostile, 443)
 	ev.RequestID = "c1:1"
@@ -258,7 +258,7 @@ func TestWatchColourOnlyOnTerminal(t *testing.T) {
 	th := startHub(t, rt, "c1")
 	s := startPTYWatch(t, rt, nil)
 	s.waitOut("connected")
-	waitFor(t, "subscriber", func() bool { return th.Hub.Stats().Subscribers >= 1 })
+	testutil.Eventually(t, 0, "subscriber", func() bool { return th.Hub.Stats().Subscribers >= 1 })
 	th.Hub.Blocked(blockedEv("c1", "198.51.100.7", "api.example.com", 443))
 	s.waitOut("\x1b[33m[1] BLOCKED")
 	s.typeLine("q")
@@ -300,7 +300,7 @@ func TestWatchDiscoversReconnectsAndForgetsHubs(t *testing.T) {
 	// A hub appearing later is picked up.
 	th := startHub(t, rt, "c1")
 	s.waitOut("hub c1: connected")
-	waitFor(t, "subscriber", func() bool { return th.Hub.Stats().Subscribers >= 1 })
+	testutil.Eventually(t, 0, "subscriber", func() bool { return th.Hub.Stats().Subscribers >= 1 })
 	th.Hub.Blocked(blockedEv("c1", "198.51.100.7", "api.example.com", 443))
 	s.waitOut("[1] BLOCKED  api.example.com:443/tcp")
 
@@ -333,7 +333,7 @@ func TestWatchDiscoversReconnectsAndForgetsHubs(t *testing.T) {
 	// A second hub, then the first one disappears for good.
 	tc2 := startHub(t, rt, "c2")
 	s.waitOut("hub c2: connected")
-	waitFor(t, "subscriber", func() bool { return tc2.Hub.Stats().Subscribers >= 1 })
+	testutil.Eventually(t, 0, "subscriber", func() bool { return tc2.Hub.Stats().Subscribers >= 1 })
 	h2.Blocked(blockedEv("c1", "203.0.113.6", "", 22))
 	s.waitOut("[3] BLOCKED  203.0.113.6:22/tcp")
 	m = s.mark()

@@ -198,7 +198,7 @@ func TestConcurrentAnswersShareOneLearn(t *testing.T) {
 	c2.Write(queryMsg(t, 2, "github.com", dnsmessage.TypeA))
 	// The second answer joins the Learn in flight; once it is held, the
 	// forwarder has two answers held and one Learn call.
-	waitFor(t, func() bool { return e.fwd.Stats().Held == 2 })
+	testutil.Eventually(t, 10*time.Second, "condition", func() bool { return e.fwd.Stats().Held == 2 })
 	close(release)
 	for _, c := range []net.Conn{c1, c2} {
 		if m := unpack(t, readReply(t, c)); m.Header.RCode != dnsmessage.RCodeSuccess {
@@ -207,23 +207,6 @@ func TestConcurrentAnswersShareOneLearn(t *testing.T) {
 	}
 	if n := len(l.all()); n != 1 {
 		t.Errorf("%d Learn calls, want 1", n)
-	}
-}
-
-// waitFor polls cond where no event exists to wait on (a counter).
-func waitFor(t testing.TB, cond func() bool) {
-	t.Helper()
-	waitForD(t, 10*time.Second, cond)
-}
-
-func waitForD(t testing.TB, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met in %v", d)
-		}
-		time.Sleep(time.Millisecond)
 	}
 }
 
@@ -1059,7 +1042,7 @@ func TestRun(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer c.Close()
-		waitFor(t, func() bool { return f.Stats().TCPConns == 1 })
+		testutil.Eventually(t, 10*time.Second, "condition", func() bool { return f.Stats().TCPConns == 1 })
 		cancel()
 		if err := <-done; err != nil {
 			t.Fatalf("Run: %v", err)
@@ -1190,7 +1173,7 @@ func TestOversizedUDPAnswerDropped(t *testing.T) {
 	}
 	// Under load the reply may reach the forwarder after the attempt timed
 	// out: no event to wait for but the counter.
-	waitFor(t, func() bool { return e.fwd.Stats().Spoofed == 1 })
+	testutil.Eventually(t, 10*time.Second, "condition", func() bool { return e.fwd.Stats().Spoofed == 1 })
 	if st := e.fwd.Stats(); st.Learned != 0 {
 		t.Errorf("learned %d, want 0", st.Learned)
 	}

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/net/dns/dnsmessage"
+
+	"github.com/terok-ai/clearance/internal/testutil"
 )
 
 func TestFlood(t *testing.T) {
@@ -90,7 +92,7 @@ func TestFlood(t *testing.T) {
 	}
 
 	release()
-	waitForD(t, 30*time.Second, func() bool { return e.fwd.Stats().InFlight == 0 })
+	testutil.Eventually(t, 30*time.Second, "condition", func() bool { return e.fwd.Stats().InFlight == 0 })
 	m := e.ask(t, "after.test", dnsmessage.TypeA)
 	if got := answerAddrs(m); !slices.Equal(got, []string{"192.0.2.200"}) {
 		t.Errorf("after the flood: rcode %v answers %v", m.Header.RCode, got)

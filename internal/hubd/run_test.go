@@ -61,7 +61,7 @@ func TestRunStopsEverything(t *testing.T) {
 	}
 	// The subscribers must be counted before the producer writes (there
 	// is no replay); then the events arrive.
-	hubtest.WaitUntil(t, "3 subscribers", func() bool { return h.Stats().Subscribers == 3 })
+	testutil.Eventually(t, 0, "3 subscribers", func() bool { return h.Stats().Subscribers == 3 })
 	in, err := net.Dial("unix", filepath.Join(dir, "ingest.sock"))
 	if err != nil {
 		t.Fatal(err)

@@ -22,6 +22,7 @@ import (
 	"github.com/terok-ai/clearance/internal/hub"
 	"github.com/terok-ai/clearance/internal/hubd"
 	"github.com/terok-ai/clearance/internal/hubd/hubtest"
+	"github.com/terok-ai/clearance/internal/testutil"
 	"github.com/terok-ai/clearance/internal/varlinkapi"
 	"github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearance1"
 	"github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearancehub1"
@@ -91,7 +92,7 @@ func subscribe(t *testing.T, th *hubtest.Hub) func() (orgterokclearance1.Clearan
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, func() bool { return th.Hub.Stats().Subscribers > before })
+	testutil.Eventually(t, 0, "wait", func() bool { return th.Hub.Stats().Subscribers > before })
 	return func() (orgterokclearance1.ClearanceEvent, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -101,11 +102,6 @@ func subscribe(t *testing.T, th *hubtest.Hub) func() (orgterokclearance1.Clearan
 		}
 		return ev, err
 	}
-}
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	hubtest.WaitUntil(t, "wait", cond)
 }
 
 func TestSubscribeWithoutMoreIsExpectedMore(t *testing.T) {
@@ -126,7 +122,7 @@ func TestSubscribeStreamsAllElevenFields(t *testing.T) {
 	th := startHub(t, 0)
 	r := dialRaw(t, th.Path)
 	r.send(`{"method":"org.terok.Clearance1.Subscribe","more":true}`)
-	waitFor(t, func() bool { return th.Hub.Stats().Subscribers == 1 })
+	testutil.Eventually(t, 0, "wait", func() bool { return th.Hub.Stats().Subscribers == 1 })
 	th.Hub.Publish(event.Event{Type: event.ConnectionBlocked, Container: "c", RequestID: "c:1",
 		Dest: "198.51.100.1", Port: 443, Proto: 6, Domain: "registry.example.net"})
 	want := `{"parameters":{"event":{"type":"connection_blocked","container":"c","request_id":"c:1","dest":"198.51.100.1","port":443,"proto":6,"domain":"registry.example.net","action":"","ok":false,"reason":"","dossier":{}}},"continues":true}`
@@ -281,7 +277,7 @@ func TestSlowSubscriberDropsOldestAndOthersKeepUp(t *testing.T) {
 	// A subscriber that never reads.
 	slow := dialRaw(t, th.Path)
 	slow.send(`{"method":"org.terok.Clearance1.Subscribe","more":true}`)
-	waitFor(t, func() bool { return th.Hub.Stats().Subscribers == 1 })
+	testutil.Eventually(t, 0, "wait", func() bool { return th.Hub.Stats().Subscribers == 1 })
 	fast := subscribe(t, th)
 	const n = 3000
 	var got atomic.Int64
@@ -438,7 +434,7 @@ func TestManyConnectionsOpenedAndDropped(t *testing.T) {
 	if ev, err := next(); err != nil || ev.Request_id != "c:1" {
 		t.Fatalf("after churn: %+v, %v", ev, err)
 	}
-	waitFor(t, func() bool { return th.Server.Active() <= 1 && th.Hub.Stats().Subscribers == 1 })
+	testutil.Eventually(t, 0, "wait", func() bool { return th.Server.Active() <= 1 && th.Hub.Stats().Subscribers == 1 })
 }
 
 // FuzzRequest: any single request, however malformed, gets exactly one
@@ -509,7 +505,7 @@ func TestWhoDecidedReachesStrictSeedSubscriber(t *testing.T) {
 	th := startHub(t, 0)
 	r := dialRaw(t, th.Path)
 	r.send(`{"method":"org.terok.Clearance1.Subscribe","more":true}`)
-	waitFor(t, func() bool { return th.Hub.Stats().Subscribers == 1 })
+	testutil.Eventually(t, 0, "wait", func() bool { return th.Hub.Stats().Subscribers == 1 })
 	th.Hub.Publish(blocked("c:1", "198.51.100.1", ""))
 	r.recv() // connection_blocked
 

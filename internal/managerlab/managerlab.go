@@ -139,24 +139,11 @@ func Start(t *testing.T, cmd *exec.Cmd, log io.Writer) {
 	})
 }
 
-// WaitFor polls cond until it holds or timeout passes (for states that
-// announce themselves with no event: a file appearing, a unit's state).
-func WaitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v", what, timeout)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // StartJournald starts systemd-journald on the namespace's /run.
 func (r *Run) StartJournald(t *testing.T) {
 	t.Helper()
 	Start(t, exec.Command("/lib/systemd/systemd-journald"), nil)
-	WaitFor(t, "journald socket", 20*time.Second, func() bool {
+	testutil.Eventually(t, 20*time.Second, "journald socket", func() bool {
 		_, err := os.Stat("/run/systemd/journal/socket")
 		return err == nil
 	})
@@ -215,7 +202,7 @@ func (r *Run) StartUserManager(t *testing.T) *Manager {
 			t.Logf("systemd --user log (clearance lines):\n%s", strings.Join(lines, "\n"))
 		}
 	})
-	WaitFor(t, "systemd --user running", 30*time.Second, func() bool {
+	testutil.Eventually(t, 30*time.Second, "systemd --user running", func() bool {
 		out, _ := m.Command("is-system-running").Output()
 		s := strings.TrimSpace(string(out))
 		return s == "running" || s == "degraded"

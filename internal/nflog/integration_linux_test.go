@@ -347,7 +347,7 @@ func TestIntegrationENOBUFS(t *testing.T) {
 		if err := sendUDP(ns, src, netip.MustParseAddrPort("127.0.0.2:9"), 3000); err != nil {
 			t.Fatalf("flood: %v", err)
 		}
-		waitFor(t, 2*time.Second, func() bool { return r.Stats().ENOBUFS > 0 })
+		testutil.Within(2*time.Second, func() bool { return r.Stats().ENOBUFS > 0 })
 	}
 
 	// The reader keeps delivering after the overrun. The socket may still
@@ -373,18 +373,6 @@ func TestIntegrationENOBUFS(t *testing.T) {
 			}
 		}
 	}
-}
-
-// waitFor polls cond until it holds or d has passed, and reports whether
-// it held.
-func waitFor(tb testing.TB, d time.Duration, cond func() bool) bool {
-	tb.Helper()
-	for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
-		if cond() {
-			return true
-		}
-	}
-	return cond()
 }
 
 func TestIntegrationRunStops(t *testing.T) {
@@ -421,7 +409,7 @@ func TestIntegrationRunStops(t *testing.T) {
 			// The socket is closed and the group free again.
 			f := bindInNS(t, ns, 7)
 			f.Close()
-			if !waitFor(t, 5*time.Second, func() bool { return runtime.NumGoroutine() <= before }) {
+			if !testutil.Within(5*time.Second, func() bool { return runtime.NumGoroutine() <= before }) {
 				t.Errorf("goroutines: %d before, %d after Run returned", before, runtime.NumGoroutine())
 			}
 		})

@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,6 +16,7 @@ import (
 
 	"github.com/terok-ai/clearance/internal/notify/notifytest"
 	"github.com/terok-ai/clearance/internal/render"
+	"github.com/terok-ai/clearance/internal/testutil"
 )
 
 func TestParseNotify(t *testing.T) {
@@ -173,42 +173,19 @@ func TestNotifyCommand(t *testing.T) {
 	})
 }
 
-var (
-	buildOnce sync.Once
-	builtBin  string
-	buildErr  error
-	buildDir  string
-)
-
-// binary builds cmd/clearance-notifier once per test process.
+// binary returns the built clearance-notifier.
 func binary(t testing.TB) string {
 	t.Helper()
-	buildOnce.Do(func() {
-		buildDir, buildErr = os.MkdirTemp("", "cnbin")
-		if buildErr != nil {
-			return
-		}
-		builtBin = filepath.Join(buildDir, "clearance-notifier")
-		goBin, err := exec.LookPath("go")
-		if err != nil {
-			goBin = "/usr/local/go/bin/go"
-		}
-		out, err := exec.Command(goBin, "build", "-o", builtBin, "github.com/terok-ai/clearance/cmd/clearance-notifier").CombinedOutput()
-		if err != nil {
-			buildErr = errors.New(string(out))
-		}
-	})
-	if buildErr != nil {
-		t.Fatalf("build clearance-notifier: %v", buildErr)
+	dir, err := testutil.Commands("clearance-notifier")
+	if err != nil {
+		t.Fatal(err)
 	}
-	return builtBin
+	return filepath.Join(dir, "clearance-notifier")
 }
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if buildDir != "" {
-		os.RemoveAll(buildDir)
-	}
+	testutil.RemoveCommands()
 	os.Exit(code)
 }
 

@@ -17,8 +17,8 @@ import (
 	"github.com/terok-ai/clearance/internal/event"
 	"github.com/terok-ai/clearance/internal/hub"
 	"github.com/terok-ai/clearance/internal/hubd"
-	"github.com/terok-ai/clearance/internal/hubd/hubtest"
 	"github.com/terok-ai/clearance/internal/notify/notifytest"
+	"github.com/terok-ai/clearance/internal/testutil"
 )
 
 var fullCaps = []string{"actions", "body", "body-markup", "persistence"}
@@ -247,7 +247,7 @@ func TestDaemonHeadless(t *testing.T) {
 	t.Run("keeps running", func(t *testing.T) {
 		st := &recordStatus{}
 		d := startDaemon(t, Options{Globs: []string{glob}, Status: st})
-		hubtest.WaitUntil(t, "READY", func() bool { return st.get() != "" })
+		testutil.Eventually(t, 0, "READY", func() bool { return st.get() != "" })
 		if s := st.get(); !strings.Contains(s, "unavailable") {
 			t.Errorf("status %q does not say notifications are unavailable", s)
 		}

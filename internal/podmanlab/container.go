@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/terok-ai/clearance/internal/lab"
+	"github.com/terok-ai/clearance/internal/testutil"
 )
 
 // Script is the container's command: it waits for the network to be wired
@@ -224,7 +225,7 @@ func (c *Container) Logs() string {
 // marker and returns it.
 func (c *Container) WaitLog(ctx context.Context, marker string, timeout time.Duration) (string, error) {
 	var logs string
-	err := WaitFor(ctx, timeout, "container output "+marker, func() (bool, string) {
+	err := testutil.Poll(ctx, timeout, "container output "+marker, func() (bool, string) {
 		logs = c.Logs()
 		return strings.Contains(logs, marker), logs
 	})

@@ -42,6 +42,7 @@ import (
 
 	"github.com/terok-ai/clearance/internal/lab"
 	"github.com/terok-ai/clearance/internal/record"
+	"github.com/terok-ai/clearance/internal/testutil"
 )
 
 // The test host's and the container's ends of the veth [Container.Wire]
@@ -599,7 +600,7 @@ func (e *Env) startJournald(ctx context.Context) error {
 	e.journal = cmd
 	e.mu.Unlock()
 	e.defer_(func() error { StopProcess(cmd, 5*time.Second); return nil })
-	return WaitFor(ctx, 20*time.Second, "journald socket", func() (bool, string) {
+	return testutil.Poll(ctx, 20*time.Second, "journald socket", func() (bool, string) {
 		_, err := os.Stat(e.InNS("/run/systemd/journal/socket"))
 		return err == nil, fmt.Sprint(err)
 	})
@@ -676,7 +677,7 @@ func (e *Env) startUserManager(ctx context.Context) error {
 	// -S/-G switch ids without forking): the pid is the manager's.
 	e.manager = cmd.Process.Pid
 	e.defer_(func() error { StopProcess(cmd, 15*time.Second); return nil })
-	err = WaitFor(ctx, 30*time.Second, "systemd --user running", func() (bool, string) {
+	err = testutil.Poll(ctx, 30*time.Second, "systemd --user running", func() (bool, string) {
 		out, _ := e.OwnerCmd(nil, "systemctl", "--user", "is-system-running").Output()
 		s := strings.TrimSpace(string(out))
 		return s == "running" || s == "degraded", s
@@ -861,24 +862,6 @@ func Tail(path string) string {
 	}
 	b, _ := io.ReadAll(f)
 	return strings.TrimSpace(string(b))
-}
-
-// WaitFor polls cond every 20 ms until it holds, ctx ends or timeout
-// passes; the error names what and cond's last description.
-func WaitFor(ctx context.Context, timeout time.Duration, what string, cond func() (bool, string)) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	for {
-		ok, last := cond()
-		if ok {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%s: %w (last: %s)", what, ctx.Err(), last)
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
 }
 
 // StopProcess sends SIGTERM to cmd and SIGKILL after grace, and waits.

@@ -36,7 +36,7 @@ func TestIntegrationKernelRecords(t *testing.T) {
 	kernel := func(id string) map[string]string {
 		t.Helper()
 		var got []testutil.Record
-		waitFor(t, 10*time.Second, func() bool {
+		testutil.Eventually(t, 10*time.Second, "condition", func() bool {
 			got = rec.With(audit.FieldVerdictID, id)
 			return len(got) > 0
 		})

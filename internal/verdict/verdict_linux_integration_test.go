@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -46,7 +45,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv(clientEnv) != "" {
 		os.Exit(clientMain())
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	testutil.RemoveCommands()
+	os.Exit(code)
 }
 
 // clientMain is the re-executed test binary acting as an unprivileged
@@ -418,7 +419,7 @@ func TestIntegrationEngageApplyWatch(t *testing.T) {
 		if err != nil || x.Reason != "allowed" {
 			t.Errorf("Explain = %+v, %v, want allowed", x, err)
 		}
-		waitFor(t, 10*time.Second, func() bool { return findElement(t, c, "c0ffee000001", peerAddr.String()) == nil })
+		testutil.Eventually(t, 10*time.Second, "condition", func() bool { return findElement(t, c, "c0ffee000001", peerAddr.String()) == nil })
 	})
 
 	t.Run("apply container scope and revoke", func(t *testing.T) {
@@ -726,32 +727,17 @@ func findElement(t *testing.T, c *verdictclient.Client, ctr, dest string) *fw1.E
 	return nil
 }
 
-func waitFor(t *testing.T, timeout time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %v", timeout)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 func TestIntegrationSocketActivatedPerConnection(t *testing.T) {
 	testutil.RequireRoot(t)
 	ssa := testutil.RequireTool(t, "systemd-socket-activate")
-	goTool := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(goTool); err != nil {
-		goTool = testutil.RequireTool(t, "go")
-	}
 	ctr := startContainer(t)
 	dir := t.TempDir()
 	writeRecord(t, filepath.Join(dir, "run"), 0, ctr.rec("activated001"))
-	bin := filepath.Join(dir, "clearance-verdict")
-	build := exec.Command(goTool, "build", "-o", bin, "github.com/terok-ai/clearance/cmd/clearance-verdict")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	binDir, err := testutil.Commands("clearance-verdict")
+	if err != nil {
+		t.Fatal(err)
 	}
+	bin := filepath.Join(binDir, "clearance-verdict")
 	cfg := filepath.Join(dir, "clearance.yaml")
 	os.WriteFile(cfg, nil, 0o600)
 	sock := filepath.Join(dir, "verdict.sock")
@@ -766,7 +752,7 @@ func TestIntegrationSocketActivatedPerConnection(t *testing.T) {
 		cmd.Process.Signal(syscall.SIGTERM)
 		cmd.Wait()
 	})
-	waitFor(t, 10*time.Second, func() bool { _, err := os.Stat(sock); return err == nil })
+	testutil.Eventually(t, 10*time.Second, "condition", func() bool { _, err := os.Stat(sock); return err == nil })
 
 	ctx := testutil.Context(t)
 	for i := range 2 {
@@ -803,7 +789,7 @@ func TestIntegrationSocketActivatedPerConnection(t *testing.T) {
 			t.Errorf("connection %d: %d instances running, want 1", i, len(kids))
 		}
 		c.Close()
-		waitFor(t, 10*time.Second, func() bool { return len(children(cmd.Process.Pid)) == 0 })
+		testutil.Eventually(t, 10*time.Second, "condition", func() bool { return len(children(cmd.Process.Pid)) == 0 })
 	}
 }
 

@@ -57,7 +57,7 @@ func TestMain(m *testing.M) {
 	}
 	initialNetns, _ = os.Readlink("/proc/self/ns/net")
 	code := m.Run()
-	binaries.cleanup()
+	testutil.RemoveCommands()
 	os.Exit(code)
 }
 
@@ -255,21 +255,6 @@ func startService(t testing.TB, edit func(*verdict.Config), opt verdict.RunOptio
 	return s
 }
 
-// builds holds the binaries built for this test binary.
-type builds struct {
-	sync.Mutex
-	dir   string
-	built map[string]error
-}
-
-var binaries builds
-
-func (b *builds) cleanup() {
-	if b.dir != "" {
-		os.RemoveAll(b.dir)
-	}
-}
-
 // repoRoot is the repository's top directory.
 var repoRoot = func() string {
 	wd, err := os.Getwd()
@@ -279,35 +264,14 @@ var repoRoot = func() string {
 	return filepath.Clean(filepath.Join(wd, "..", ".."))
 }()
 
-// build builds the named commands (cmd/<name>) once per test binary, into
-// a directory every uid can read, and returns it.
+// build returns the directory of the named commands (cmd/<name>), built
+// once per test binary (or make build's), where every uid can run them.
 func build(t testing.TB, names ...string) string {
 	t.Helper()
 	testutil.RequireTool(t, "go")
-	binaries.Lock()
-	defer binaries.Unlock()
-	if binaries.dir == "" {
-		d, err := os.MkdirTemp("", "clearance-attack-bin-")
-		if err != nil {
-			t.Fatal(err)
-		}
-		os.Chmod(d, 0o755)
-		binaries.dir, binaries.built = d, map[string]error{}
+	dir, err := testutil.Commands(names...)
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, n := range names {
-		err, done := binaries.built[n]
-		if !done {
-			cmd := exec.Command("go", "build", "-o", filepath.Join(binaries.dir, n), "./cmd/"+n)
-			cmd.Dir = repoRoot
-			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-			if out, e := cmd.CombinedOutput(); e != nil {
-				err = fmt.Errorf("build %s: %v\n%s", n, e, out)
-			}
-			binaries.built[n] = err
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	return binaries.dir
+	return dir
 }

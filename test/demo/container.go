@@ -18,6 +18,7 @@ import (
 	"github.com/terok-ai/clearance/internal/event"
 	"github.com/terok-ai/clearance/internal/podmanlab"
 	"github.com/terok-ai/clearance/internal/record"
+	"github.com/terok-ai/clearance/internal/testutil"
 	"github.com/terok-ai/clearance/internal/varlinkapi"
 	"github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearance1"
 	"github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearancehub1"
@@ -244,7 +245,7 @@ func actContainer(ctx context.Context, bin string) (err error) {
 		return fmt.Errorf("%w: %s", err, out)
 	}
 	units := []string{hub + ".service", hub + ".socket", "clearance-hub-ingest@" + c.ID12 + ".socket"}
-	err = podmanlab.WaitFor(ctx, 30*time.Second, "poststop cleanup", func() (bool, string) {
+	err = testutil.Poll(ctx, 30*time.Second, "poststop cleanup", func() (bool, string) {
 		var states []string
 		for _, u := range units {
 			states = append(states, e.Systemctl("is-active", u))
@@ -264,7 +265,7 @@ func actContainer(ctx context.Context, bin string) (err error) {
 // waitSubscribers waits until the hub counts n subscribers.
 func waitSubscribers(ctx context.Context, rpc *varlink.Connection, n int64) error {
 	var last string
-	return podmanlab.WaitFor(ctx, 20*time.Second, fmt.Sprintf("%d subscribers", n), func() (bool, string) {
+	return testutil.Poll(ctx, 20*time.Second, fmt.Sprintf("%d subscribers", n), func() (bool, string) {
 		st, err := orgterokclearancehub1.Stats().Call(ctx, rpc)
 		if err != nil {
 			last = err.Error()

@@ -28,21 +28,14 @@ import (
 var binDir string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "clearance-e2e-bin-")
+	dir, err := testutil.Commands("clearance-hub", "clearance-verdict", "clearancectl")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	for _, c := range []string{"clearance-hub", "clearance-verdict", "clearancectl"} {
-		out, err := exec.Command("go", "build", "-o", filepath.Join(dir, c), "../../cmd/"+c).CombinedOutput()
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "build %s: %v\n%s", c, err, out)
-			os.Exit(1)
-		}
-	}
 	binDir = dir
 	code := m.Run()
-	os.RemoveAll(dir)
+	testutil.RemoveCommands()
 	os.Exit(code)
 }
 

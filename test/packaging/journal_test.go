@@ -77,7 +77,7 @@ func TestInnerAuditInJournal(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer rpc.Close()
-	waitFor(t, "subscriber counted", 20*time.Second, func() bool {
+	testutil.Eventually(t, 20*time.Second, "subscriber counted", func() bool {
 		st, err := orgterokclearancehub1.Stats().Call(ctx, rpc)
 		return err == nil && st.Subscribers >= 1
 	})
@@ -198,7 +198,7 @@ func installCatalog(t *testing.T) {
 func (p *privateRun) waitEntry(t *testing.T, msgID, container string) map[string]string {
 	t.Helper()
 	var got map[string]string
-	waitFor(t, "journal entry "+msgID, 20*time.Second, func() bool {
+	testutil.Eventually(t, 20*time.Second, "journal entry "+msgID, func() bool {
 		out, err := exec.Command("journalctl", "-D", journalDir, "--no-pager", "-o", "json",
 			"MESSAGE_ID="+msgID, "CLEARANCE_CONTAINER="+container).Output()
 		if err != nil {

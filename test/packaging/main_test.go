@@ -13,16 +13,14 @@
 package packaging
 
 import (
-	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"sort"
-	"sync"
 	"testing"
 
 	"github.com/terok-ai/clearance/internal/managerlab"
+	"github.com/terok-ai/clearance/internal/testutil"
 )
 
 // repoRoot is the repository's top directory.
@@ -39,56 +37,20 @@ func TestMain(m *testing.M) {
 		os.Exit(runClient(mode))
 	}
 	code := m.Run()
-	buildOnce.cleanup()
+	testutil.RemoveCommands()
 	os.Exit(code)
 }
 
-// builds holds the binaries built for this test binary.
-type builds struct {
-	sync.Mutex
-	dir   string
-	built map[string]error
-}
-
-var buildOnce builds
-
-func (b *builds) cleanup() {
-	if b.dir != "" {
-		os.RemoveAll(b.dir)
-	}
-}
-
-// binaries builds the named commands (cmd/<name>) once per test binary
-// and returns the directory holding them. The directory is 0755 so other
-// uids can run what is in it.
+// binaries returns the directory of the named commands (cmd/<name>),
+// built once per test binary (or make build's), where other uids can run
+// them.
 func binaries(t *testing.T, names ...string) string {
 	t.Helper()
-	buildOnce.Lock()
-	defer buildOnce.Unlock()
-	if buildOnce.dir == "" {
-		dir, err := os.MkdirTemp("", "clearance-pkgtest-bin-")
-		if err != nil {
-			t.Fatal(err)
-		}
-		os.Chmod(dir, 0o755)
-		buildOnce.dir, buildOnce.built = dir, map[string]error{}
+	dir, err := testutil.Commands(names...)
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, n := range names {
-		err, done := buildOnce.built[n]
-		if !done {
-			cmd := exec.Command("go", "build", "-o", filepath.Join(buildOnce.dir, n), "./cmd/"+n)
-			cmd.Dir = repoRoot
-			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-			if out, e := cmd.CombinedOutput(); e != nil {
-				err = fmt.Errorf("build %s: %v\n%s", n, e, out)
-			}
-			buildOnce.built[n] = err
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	return buildOnce.dir
+	return dir
 }
 
 // unitFiles returns the unit files under units/<kind> (user or system).

@@ -5,7 +5,6 @@ import (
 	"os"
 	"os/exec"
 	"testing"
-	"time"
 
 	"github.com/terok-ai/clearance/internal/managerlab"
 )
@@ -43,10 +42,6 @@ func start(t *testing.T, cmd *exec.Cmd, log io.Writer) { t.Helper(); managerlab.
 func copyFile(t *testing.T, from, to string, mode os.FileMode) {
 	t.Helper()
 	managerlab.CopyFile(t, from, to, mode)
-}
-func waitFor(t *testing.T, what string, d time.Duration, c func() bool) {
-	t.Helper()
-	managerlab.WaitFor(t, what, d, c)
 }
 
 // userManager is a `systemd --user` run as root in the namespace.

@@ -125,7 +125,7 @@ func BenchmarkHubRestart(b *testing.B) {
 		return reqs
 	}
 	var first string
-	podmanlab.WaitFor(ctx, 30*time.Second, "request pending", func() (bool, string) {
+	testutil.Poll(ctx, 30*time.Second, "request pending", func() (bool, string) {
 		for _, r := range pending() {
 			if r.Port == 8081 {
 				first = r.Request_id
@@ -162,7 +162,7 @@ func BenchmarkHubRestart(b *testing.B) {
 		recovery += time.Since(t0)
 		c.WaitLog(ctx, "burst"+strconv.Itoa(i)+" sent", 30*time.Second)
 		got := map[int64]bool{}
-		podmanlab.WaitFor(ctx, 5*time.Second, "burst prompted", func() (bool, string) {
+		testutil.Poll(ctx, 5*time.Second, "burst prompted", func() (bool, string) {
 			for _, r := range pending() {
 				if r.Port >= 9000 && r.Port < 9020 {
 					got[r.Port] = true

@@ -42,7 +42,7 @@ func TestRootfulDesktop(t *testing.T) {
 	// The notifier subscribes to the new hub on its own (inotify); the
 	// test subscribes too, to follow what happens.
 	sub := subscribe(t, e.hubSock(c.id12))
-	err = waitFor(ctx, 20*time.Second, "notifier subscribed", func() (bool, string) {
+	err = testutil.Poll(ctx, 20*time.Second, "notifier subscribed", func() (bool, string) {
 		st, err := orgterokclearancehub1.Stats().Call(ctx, sub.rpc)
 		return err == nil && st.Subscribers >= 2, e.Tail("notifier")
 	})

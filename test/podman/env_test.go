@@ -16,14 +16,12 @@
 package podman
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/terok-ai/clearance/internal/podmanlab"
 	"github.com/terok-ai/clearance/internal/testutil"
@@ -44,15 +42,19 @@ func TestMain(m *testing.M) {
 			return 1
 		}
 		defer os.RemoveAll(dir)
-		os.Chmod(dir, 0o755)
-		for _, c := range []string{"clearance-hub", "clearance-verdict", "clearance-oci-hook", "clearance-notifier", "clearancectl"} {
-			cmd := exec.Command("go", "build", "-o", filepath.Join(dir, c), "../../cmd/"+c)
-			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-			if out, err := cmd.CombinedOutput(); err != nil {
-				fmt.Fprintf(os.Stderr, "build %s: %v\n%s", c, err, out)
-				return 1
-			}
+		defer testutil.RemoveCommands()
+		// Copied to /var/tmp: the throwaway user of the rootless tests
+		// runs them, and the checkout may not be reachable for it.
+		names := []string{"clearance-hub", "clearance-verdict", "clearance-oci-hook", "clearance-notifier", "clearancectl"}
+		built, err := testutil.Commands(names...)
+		if err == nil {
+			err = testutil.CopyCommands(built, dir, names...)
 		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		os.Chmod(dir, 0o755)
 		binDir = dir
 		return m.Run()
 	}()
@@ -152,8 +154,3 @@ func (e *env) recordPath(id12 string) string { return e.RecordPath(id12) }
 
 // hubSock is the hub's socket for id12 in the owner's session.
 func (e *env) hubSock(id12 string) string { return e.HubSock(id12) }
-
-// waitFor polls cond until it holds or timeout passes.
-func waitFor(ctx context.Context, timeout time.Duration, what string, cond func() (bool, string)) error {
-	return podmanlab.WaitFor(ctx, timeout, what, cond)
-}

@@ -129,7 +129,7 @@ func TestHubKilledLosesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.touch("burst") // blocked while the hub is down
-	err = podmanlab.WaitFor(testutil.Context(t), 30*time.Second, "hub restarted", func() (bool, string) {
+	err = testutil.Poll(testutil.Context(t), 30*time.Second, "hub restarted", func() (bool, string) {
 		p := e.hubPID(c.id12)
 		return p != 0 && p != pid && e.systemctl("is-active", "clearance-hub@"+c.id12+".service") == "active", strconv.Itoa(p)
 	})
@@ -138,7 +138,7 @@ func TestHubKilledLosesNothing(t *testing.T) {
 	}
 	sub2 := subscribe(t, e.hubSock(c.id12))
 	var reqs []orgterokclearancehub1.PendingRequest
-	err = podmanlab.WaitFor(testutil.Context(t), 20*time.Second, "both requests pending again", func() (bool, string) {
+	err = testutil.Poll(testutil.Context(t), 20*time.Second, "both requests pending again", func() (bool, string) {
 		reqs, err = orgterokclearancehub1.Pending().Call(testutil.Context(t), sub2.rpc)
 		return err == nil && len(reqs) >= 2, fmt.Sprintf("%+v %v", reqs, err)
 	})
@@ -163,7 +163,7 @@ func TestHubKilledLosesNothing(t *testing.T) {
 	if exp.Dest != hostAddr.String() {
 		t.Errorf("verdict_expired = %+v", exp)
 	}
-	err = podmanlab.WaitFor(testutil.Context(t), 15*time.Second, "expiry in the journal", func() (bool, string) {
+	err = testutil.Poll(testutil.Context(t), 15*time.Second, "expiry in the journal", func() (bool, string) {
 		out, err := e.Journal("MESSAGE_ID="+audit.MsgExpired, "CLEARANCE_CONTAINER="+c.id12)
 		return err == nil && strings.Contains(out, hostAddr.String()), out
 	})
@@ -193,7 +193,7 @@ func TestHubHealsCrashLoopAndBadConfig(t *testing.T) {
 			t.Fatalf("crash %d: no hub", i)
 		}
 		syscall.Kill(pid, syscall.SIGKILL)
-		err := podmanlab.WaitFor(testutil.Context(t), 30*time.Second, "hub back", func() (bool, string) {
+		err := testutil.Poll(testutil.Context(t), 30*time.Second, "hub back", func() (bool, string) {
 			p := e.hubPID(c.id12)
 			return p != 0 && p != pid && e.systemctl("is-active", unit) == "active", e.systemctl("is-active", unit)
 		})

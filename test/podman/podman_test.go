@@ -97,7 +97,7 @@ func (c *container) assertHookRan() {
 // removed the record.
 func (c *container) assertPoststopRan() {
 	t := c.e.t
-	err := waitFor(testutil.Context(t), 30*time.Second, "poststop cleanup", func() (bool, string) {
+	err := testutil.Poll(testutil.Context(t), 30*time.Second, "poststop cleanup", func() (bool, string) {
 		var states []string
 		for _, u := range []string{"clearance-hub@" + c.id12 + ".service", "clearance-hub@" + c.id12 + ".socket",
 			"clearance-hub-ingest@" + c.id12 + ".socket"} {
@@ -140,7 +140,7 @@ func subscribe(t *testing.T, sock string) *subscription {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { rpc.Close() })
-	err = waitFor(ctx, 10*time.Second, "subscriber counted", func() (bool, string) {
+	err = testutil.Poll(ctx, 10*time.Second, "subscriber counted", func() (bool, string) {
 		st, err := orgterokclearancehub1.Stats().Call(ctx, rpc)
 		return err == nil && st.Subscribers >= 1, fmt.Sprint(err)
 	})
@@ -247,7 +247,7 @@ func allowFlow(t *testing.T, e *env, name string, afterHook func(*container)) *c
 func assertLifeRecorded(t *testing.T, e *env, id12 string) {
 	t.Helper()
 	var dis map[string]any
-	err := podmanlab.WaitFor(testutil.Context(t), 15*time.Second, "disengaged record", func() (bool, string) {
+	err := testutil.Poll(testutil.Context(t), 15*time.Second, "disengaged record", func() (bool, string) {
 		out, err := e.Journal("MESSAGE_ID="+audit.MsgDisengaged, "CLEARANCE_CONTAINER="+id12)
 		if err != nil {
 			return false, err.Error()
@@ -368,7 +368,7 @@ func (e *env) dialIngest(id12 string) (net.Conn, error) { return e.DialIngest(id
 func assertAudited(t *testing.T, e *env, id12, requestID string) {
 	t.Helper()
 	var rec map[string]any
-	err := podmanlab.WaitFor(testutil.Context(t), 15*time.Second, "verdict in the journal", func() (bool, string) {
+	err := testutil.Poll(testutil.Context(t), 15*time.Second, "verdict in the journal", func() (bool, string) {
 		out, err := e.Journal("MESSAGE_ID="+audit.MsgVerdict, "CLEARANCE_CONTAINER="+id12)
 		if err != nil {
 			return false, err.Error()

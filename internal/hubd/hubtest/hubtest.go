@@ -26,7 +26,7 @@ import (
 )
 
 // Timeout bounds every wait in this package: [Applier.WaitCalls],
-// [Hub.WaitSubscribers], [WaitUntil] and the wait for the server to return
+// [Hub.WaitSubscribers], testutil.Eventually and the wait for the server to return
 // in [Hub.Stop]. It is generous so that slow, loaded CI machines pass.
 const Timeout = 20 * time.Second
 
@@ -254,22 +254,7 @@ func Serve(tb testing.TB, path string, o Options) *Hub {
 // subscribers, so this polls. Call it from the test's goroutine.
 func (h *Hub) WaitSubscribers(tb testing.TB, n int) {
 	tb.Helper()
-	WaitUntil(tb, "hub subscribers", func() bool { return h.Hub.Stats().Subscribers >= n })
-}
-
-// WaitUntil polls cond every few milliseconds until it holds, failing tb
-// with what after [Timeout]. Use it only for state without a change
-// notification. cond runs on the calling goroutine, which must be the
-// test's (WaitUntil may call tb.Fatalf).
-func WaitUntil(tb testing.TB, what string, cond func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(Timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("%s: condition not reached within %v", what, Timeout)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	testutil.Eventually(tb, 0, "hub subscribers", func() bool { return h.Hub.Stats().Subscribers >= n })
 }
 
 // logFor logs to tb's log, or nowhere in benchmarks.

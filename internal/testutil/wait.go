@@ -1,0 +1,70 @@
+package testutil
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+)
+
+// WaitTimeout is how long [Eventually] waits when given no duration:
+// generous, for a loaded 2-vCPU CI machine.
+const WaitTimeout = 20 * time.Second
+
+// pollEvery returns the pause before the next poll: 1 ms at first,
+// doubling up to 20 ms, so a condition that holds soon is seen soon and
+// an expensive one (a journalctl run) is not run in a tight loop.
+func pollEvery(last time.Duration) time.Duration {
+	if last == 0 {
+		return time.Millisecond
+	}
+	return min(2*last, 20*time.Millisecond)
+}
+
+// Eventually polls cond until it holds and fails tb if it does not
+// within d (WaitTimeout when d is 0), naming what was awaited. Use it
+// where no event exists to wait on.
+func Eventually(tb testing.TB, d time.Duration, what string, cond func() bool) {
+	tb.Helper()
+	if d == 0 {
+		d = WaitTimeout
+	}
+	if !Within(d, cond) {
+		tb.Fatalf("%s: not within %v", what, d)
+	}
+}
+
+// Within polls cond until it holds or d has passed, and reports whether
+// it held.
+func Within(d time.Duration, cond func() bool) bool {
+	end := time.Now().Add(d)
+	for pause := time.Duration(0); ; {
+		if cond() {
+			return true
+		}
+		if time.Now().After(end) {
+			return cond()
+		}
+		pause = pollEvery(pause)
+		time.Sleep(pause)
+	}
+}
+
+// Poll polls cond until it holds, ctx ends or d has passed; the error
+// names what was awaited and the last detail cond gave.
+func Poll(ctx context.Context, d time.Duration, what string, cond func() (bool, string)) error {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	for pause := time.Duration(0); ; {
+		ok, last := cond()
+		if ok {
+			return nil
+		}
+		pause = pollEvery(pause)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s: %w (last: %s)", what, ctx.Err(), last)
+		case <-time.After(pause):
+		}
+	}
+}
