@@ -11,13 +11,14 @@ import (
 	"github.com/google/nftables"
 	"golang.org/x/sys/unix"
 
-	"github.com/terok-ai/clearance/internal/event"
 	"github.com/terok-ai/clearance/internal/netns"
 )
 
+// The lists an element belongs to, as verdicts and policies name them
+// (the wire's actions; a test holds them equal to event's).
 const (
-	actionAllow = event.ActionAllow
-	actionDeny  = event.ActionDeny
+	actionAllow = "allow"
+	actionDeny  = "deny"
 )
 
 var (

@@ -13,6 +13,8 @@ import (
 	"github.com/google/nftables"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/terok-ai/clearance/internal/event"
 )
 
 var (
@@ -400,5 +402,13 @@ func TestEncodeConcat(t *testing.T) {
 				t.Errorf("decode(encode(%v)) = %v", d, bd)
 			}
 		})
+	}
+}
+
+// TestListNamesAreTheWireActions: an element's list is the action a
+// verdict names on the wire.
+func TestListNamesAreTheWireActions(t *testing.T) {
+	if actionAllow != event.ActionAllow || actionDeny != event.ActionDeny {
+		t.Errorf("lists %q/%q, wire actions %q/%q", actionAllow, actionDeny, event.ActionAllow, event.ActionDeny)
 	}
 }

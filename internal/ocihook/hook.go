@@ -646,7 +646,7 @@ func removeRecord(path string) error {
 func Dossier(ann map[string]string) map[string]string {
 	keys := make([]string, 0, len(ann))
 	for k := range ann {
-		if rest, ok := strings.CutPrefix(k, DossierPrefix); ok && validKey(rest, maxDossierKey) {
+		if rest, ok := strings.CutPrefix(k, DossierPrefix); ok && record.ValidName(rest, maxDossierKey) {
 			keys = append(keys, k)
 		}
 	}
@@ -668,7 +668,7 @@ func Dossier(ann map[string]string) map[string]string {
 // image name, so the image cannot be the fallback.
 func PolicyName(ann map[string]string) string {
 	for _, k := range []string{AnnotationPolicy, DossierPrefix + "project"} {
-		if v := ann[k]; validKey(v, 128) {
+		if v := ann[k]; record.ValidName(v, 128) {
 			return v
 		}
 	}
@@ -684,20 +684,4 @@ func displayName(st State) string {
 		}
 	}
 	return st.ID12()
-}
-
-// validKey accepts 1..max characters of [A-Za-z0-9_.-] starting with a
-// letter or digit.
-func validKey(s string, max int) bool {
-	if len(s) == 0 || len(s) > max {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		alnum := (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')
-		if !alnum && (i == 0 || (c != '_' && c != '.' && c != '-')) {
-			return false
-		}
-	}
-	return true
 }

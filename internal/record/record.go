@@ -136,7 +136,7 @@ var ErrInvalid = errors.New("invalid runtime record")
 // ValidID reports whether id may name a container: 1..64 characters of
 // [A-Za-z0-9_.-], starting with a letter or digit (the rule of
 // sockets.ValidContainerID), so an id can never name another path.
-func ValidID(id string) bool { return validName(id, 64) }
+func ValidID(id string) bool { return ValidName(id, 64) }
 
 // Validate checks that r is complete: valid ids, pid > 1, a namespace
 // identity, a valid policy name (1..128 characters of [A-Za-z0-9_.-],
@@ -157,7 +157,7 @@ func (r *Record) Validate() error {
 		return bad("netns_inode missing")
 	case r.NetnsDev == 0:
 		return bad("netns_dev missing")
-	case r.Policy != "" && !validName(r.Policy, 128):
+	case r.Policy != "" && !ValidName(r.Policy, 128):
 		return bad("policy %q", r.Policy)
 	case len(r.Name) > 256:
 		return bad("name longer than 256 bytes")
@@ -174,9 +174,10 @@ func (r *Record) Validate() error {
 	return nil
 }
 
-// validName accepts 1..max characters of [A-Za-z0-9_.-] starting with a
-// letter or digit.
-func validName(s string, max int) bool {
+// ValidName accepts 1..max characters of [A-Za-z0-9_.-] starting with a
+// letter or digit: a policy name, an annotation's key or value that ends
+// up in a path or a journal field.
+func ValidName(s string, max int) bool {
 	if len(s) == 0 || len(s) > max {
 		return false
 	}
