@@ -3,19 +3,8 @@
 package main
 
 import (
-	"context"
-	"os"
-	"os/signal"
-	"syscall"
-
+	"github.com/terok-ai/clearance/internal/cli"
 	"github.com/terok-ai/clearance/internal/hubd"
-	"github.com/terok-ai/clearance/internal/sd"
 )
 
-func main() {
-	sd.IgnoreSIGPIPE()
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	code := hubd.Command(ctx, os.Args[1:], os.Stderr)
-	stop()
-	os.Exit(code)
-}
+func main() { cli.Main(hubd.Command) }

@@ -4,19 +4,8 @@
 package main
 
 import (
-	"context"
-	"os"
-	"os/signal"
-	"syscall"
-
+	"github.com/terok-ai/clearance/internal/cli"
 	"github.com/terok-ai/clearance/internal/ocihook"
-	"github.com/terok-ai/clearance/internal/sd"
 )
 
-func main() {
-	sd.IgnoreSIGPIPE()
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	code := ocihook.Command(ctx, os.Args[1:], os.Stdin, os.Stderr)
-	stop()
-	os.Exit(code)
-}
+func main() { cli.Main(ocihook.Command) }

@@ -40,6 +40,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/terok-ai/clearance/internal/cli"
 	"github.com/terok-ai/clearance/internal/record"
 	"github.com/terok-ai/clearance/internal/verdict/verdictclient"
 )
@@ -87,12 +88,12 @@ type runner struct {
 	recordRoot string
 }
 
-// Run runs clearancectl with args (without the program name) and returns
-// the process exit code. env looks up environment variables (os.Getenv in
-// main). Run returns when the command is done or ctx ends; it is not
-// meant to be called concurrently on the same streams.
-func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, env func(string) string) int {
-	r := newRunner(stdin, stdout, stderr, env)
+// Command runs clearancectl with args (without the program name) and
+// returns the process exit code. It returns when the command is done or
+// ctx ends; it is not meant to be called concurrently on the same
+// streams.
+func Command(ctx context.Context, args []string, stdio cli.Stdio) int {
+	r := newRunner(stdio.In, stdio.Out, stdio.Err, stdio.Getenv)
 	return r.run(ctx, args)
 }
 

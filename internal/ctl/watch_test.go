@@ -13,6 +13,7 @@ import (
 	"github.com/creack/pty"
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/terok-ai/clearance/internal/cli"
 	"github.com/terok-ai/clearance/internal/hub"
 	"github.com/terok-ai/clearance/internal/hubd/hubtest"
 	"github.com/terok-ai/clearance/internal/testutil"
@@ -95,7 +96,7 @@ func startPTYWatch(t *testing.T, rt string, env map[string]string, args ...strin
 	s := &session{t: t, out: out, in: ptmx, done: make(chan struct{})}
 	go func() {
 		defer close(s.done)
-		s.code = Run(ctx, append([]string{"watch"}, args...), tty, tty, tty, envMap(e))
+		s.code = Command(ctx, append([]string{"watch"}, args...), cli.Stdio{In: tty, Out: tty, Err: tty, Getenv: envMap(e)})
 	}()
 	t.Cleanup(func() {
 		cancel()

@@ -5,13 +5,13 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
 
+	"github.com/terok-ai/clearance/internal/cli"
 	"github.com/terok-ai/clearance/internal/config"
 	"github.com/terok-ai/clearance/internal/dnsfwd"
 	"github.com/terok-ai/clearance/internal/event"
@@ -45,8 +45,12 @@ Options:
 `
 
 // Command runs clearance-hub with the given arguments and returns its exit
-// status: 0 after a clean shutdown, 1 on failure, 2 on a usage error.
-func Command(ctx context.Context, args []string, stderr io.Writer) int {
+// status: 0 after a clean shutdown, 1 on failure, 2 on a usage error. It
+// writes to stdio.Err only (its log goes to the journal when stderr is
+// the journal); SIGPIPE is ignored, so a lost log stream cannot kill it.
+func Command(ctx context.Context, args []string, stdio cli.Stdio) int {
+	sd.IgnoreSIGPIPE()
+	stderr := stdio.Err
 	fs := flag.NewFlagSet("clearance-hub", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/terok-ai/clearance/internal/cli"
 	"github.com/terok-ai/clearance/internal/config"
 	"github.com/terok-ai/clearance/internal/notify"
 	"github.com/terok-ai/clearance/internal/render"
@@ -50,9 +51,11 @@ See clearance-notifier(1).
 // Version is the program's version, set at link time.
 var Version = "0.1.0-dev"
 
-// Main runs the clearance-notifier command line; args exclude the program
-// name. ctx ends on SIGTERM/SIGINT. It returns the exit status.
-func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+// Command runs the clearance-notifier command line; args exclude the
+// program name. ctx ends on SIGTERM/SIGINT. It returns the exit status.
+func Command(ctx context.Context, args []string, stdio cli.Stdio) int {
+	sd.IgnoreSIGPIPE()
+	stdout, stderr := stdio.Out, stdio.Err
 	cmd := "run"
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		cmd, args = args[0], args[1:]

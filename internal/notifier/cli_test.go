@@ -14,6 +14,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/terok-ai/clearance/internal/cli"
 	"github.com/terok-ai/clearance/internal/notify/notifytest"
 	"github.com/terok-ai/clearance/internal/render"
 	"github.com/terok-ai/clearance/internal/testutil"
@@ -76,7 +77,7 @@ func startNotify(ctx context.Context, args ...string) *cliRun {
 	r := &cliRun{done: make(chan struct{})}
 	go func() {
 		defer close(r.done)
-		r.code = Main(ctx, append([]string{"notify"}, args...), &r.stdout, &r.stderr)
+		r.code = Command(ctx, append([]string{"notify"}, args...), cli.Stdio{Out: &r.stdout, Err: &r.stderr})
 	}()
 	return r
 }

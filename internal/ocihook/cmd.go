@@ -11,6 +11,7 @@ import (
 
 	"github.com/coreos/go-systemd/v22/journal"
 
+	"github.com/terok-ai/clearance/internal/cli"
 	"github.com/terok-ai/clearance/internal/config"
 	"github.com/terok-ai/clearance/internal/sd"
 	"github.com/terok-ai/clearance/internal/verdict/verdictclient"
@@ -61,7 +62,9 @@ Options:
 
 // Command runs the hook with args (without the program name), the OCI
 // state on stdin and logs on stderr, and returns the exit status.
-func Command(ctx context.Context, args []string, stdin io.Reader, stderr io.Writer) int {
+func Command(ctx context.Context, args []string, stdio cli.Stdio) int {
+	sd.IgnoreSIGPIPE()
+	stdin, stderr := stdio.In, stdio.Err
 	fs := flag.NewFlagSet("clearance-oci-hook", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {

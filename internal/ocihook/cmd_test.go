@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/terok-ai/clearance/internal/cli"
 	"github.com/terok-ai/clearance/internal/testutil"
 )
 
@@ -30,7 +31,7 @@ func TestCommandUsage(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var stderr bytes.Buffer
-			got := Command(testutil.Context(t), tt.args, strings.NewReader(tt.stdin), &stderr)
+			got := Command(testutil.Context(t), tt.args, cli.Stdio{In: strings.NewReader(tt.stdin), Err: &stderr})
 			if got != tt.want {
 				t.Errorf("exit %d, want %d; stderr:\n%s", got, tt.want, stderr.String())
 			}
