@@ -3,7 +3,7 @@
 // session dbus-daemon and dunst, a real notification daemon, whose
 // actions can be invoked without a mouse (`dunstctl context` with a dmenu
 // picker script that chooses one action key) and whose screen can be
-// captured (`import -window root`). See reference/test-machine.md §9.3.
+// captured (`import -window root`). See docs/test-machine.md §M9.3.
 //
 // Processes run on this machine, or wherever [Options.Command] puts them
 // (the demo runs them in a private mount namespace). [Desktop.Close]

@@ -81,7 +81,7 @@ func (e *Event) Normalize() {
 }
 
 // Target is what a verdict on a connection_blocked event must name: the
-// domain when known, else the destination IP (seed §3.4).
+// domain when known, else the destination IP (docs/seed-compat.md §S3.4).
 func (e *Event) Target() string {
 	if e.Domain != "" {
 		return e.Domain

@@ -37,7 +37,7 @@
 //   - JSON null is "" for an optional member (domain, reason). For a
 //     required one (container, id, dest, port, proto) null is as bad as a
 //     missing member: the line is malformed. The seed turned null into the
-//     text "None" (its limitation §11.9).
+//     text "None" (docs/seed-compat.md §S11.9).
 //   - port and proto accept a JSON integer, an integral JSON number (443.0,
 //     4.43e2) or a string holding a decimal integer ("443"); port must be in
 //     0..65535 and proto in 0..255. Booleans, fractions and other strings
@@ -59,5 +59,5 @@
 // (SO_PEERCRED) or it is closed at once. A line longer than
 // [DefaultMaxLine] bytes is discarded up to its newline and a line that is
 // not valid UTF-8 is dropped; neither ends the connection (the seed's
-// connection died on both, limitation §11.10).
+// connection died on both, docs/seed-compat.md §S11.10).
 package ingest

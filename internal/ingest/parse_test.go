@@ -16,7 +16,7 @@ func TestParse(t *testing.T) {
 		line string
 		want event.Event
 	}{
-		// §10 items 18, 34 and shield-and-sandbox §3.4: a full pending line.
+		// docs/seed-compat.md §S10.18, §S10.34 and §S3.2: a full pending line.
 		{
 			name: "pending becomes connection_blocked with every field",
 			line: `{"type":"pending","container":"abc123def456","id":"abc123def456:1","dest":"93.184.215.14","port":443,"proto":6,"domain":"example.com","dossier":{"project":"p1","task":"t1"},"ts":"2026-05-05T10:00:00.123456+00:00"}`,
@@ -26,7 +26,7 @@ func TestParse(t *testing.T) {
 				Dossier: map[string]string{"project": "p1", "task": "t1"},
 			},
 		},
-		// §10 item 19.
+		// §S10.19.
 		{
 			name: "missing domain is empty",
 			line: `{"type":"pending","container":"c","id":"c:1","dest":"10.0.0.1","port":53,"proto":17}`,
@@ -42,7 +42,7 @@ func TestParse(t *testing.T) {
 			line: `{"type":"container_started","container":"abc123def456"}`,
 			want: event.Event{Type: event.ContainerStarted, Container: "abc123def456", Dossier: map[string]string{}},
 		},
-		// §10 item 20.
+		// §S10.20.
 		{
 			name: "container_exited carries reason",
 			line: `{"type":"container_exited","container":"c","reason":"poststop"}`,
@@ -58,7 +58,7 @@ func TestParse(t *testing.T) {
 			line: `{"type":"shield_up","container":"my-task","dossier":{"project":"p","name":"n"}}`,
 			want: event.Event{Type: event.ShieldUp, Container: "my-task", Dossier: map[string]string{"project": "p", "name": "n"}},
 		},
-		// §10 item 21.
+		// §S10.21.
 		{
 			name: "shield_down has only container",
 			line: `{"type":"shield_down","container":"c","id":"c:9","dest":"1.2.3.4","port":1,"proto":6,"domain":"x","reason":"r"}`,
@@ -74,7 +74,7 @@ func TestParse(t *testing.T) {
 			line: `{"type":"shield_down_all","container":"c","dossier":{"task":"t"}}`,
 			want: event.Event{Type: event.ShieldDisengaged, Container: "c", Dossier: map[string]string{"task": "t"}},
 		},
-		// §10 item 22.
+		// §S10.22.
 		{
 			name: "missing dossier is empty",
 			line: `{"type":"shield_up","container":"c"}`,
@@ -103,7 +103,7 @@ func TestParse(t *testing.T) {
 				"nested": `{"a":[1,"b"]}`, "list": "[1,2]",
 			}},
 		},
-		// §10 item 23.
+		// §S10.23.
 		{
 			name: "terminal escapes in domain",
 			line: `{"type":"pending","container":"c","id":"c:1","dest":"1.2.3.4","port":443,"proto":6,"domain":"evil\u001b[31mfake\u0000.example.com"}`,
@@ -114,7 +114,7 @@ func TestParse(t *testing.T) {
 			line: `{"type":"pending","container":"c","id":"c:1","dest":"1.2.3.4","port":443,"proto":6,"domain":"evil` + "\u202e" + `.com"}`,
 			want: event.Event{Type: event.ConnectionBlocked, Container: "c", RequestID: "c:1", Dest: "1.2.3.4", Port: 443, Proto: 6, Domain: "evil .com", Dossier: map[string]string{}},
 		},
-		// §10 item 24.
+		// §S10.24.
 		{
 			name: "dossier values sanitised, keys unchanged",
 			line: `{"type":"shield_up","container":"c","dossier":{"project":"p1\nProtocol: spoof","task":"café","<k\u0001>":"v"}}`,
@@ -122,7 +122,7 @@ func TestParse(t *testing.T) {
 				"project": "p1 Protocol: spoof", "task": "caf ", "<k\x01>": "v",
 			}},
 		},
-		// §10 item 25.
+		// §S10.25.
 		{
 			name: "markup in domain passes through",
 			line: `{"type":"pending","container":"c","id":"c:1","dest":"1.2.3.4","port":443,"proto":6,"domain":"<b>bold</b>&amp;"}`,
@@ -138,7 +138,7 @@ func TestParse(t *testing.T) {
 			line: `{"type":"pending","container":"c","id":"c:1","dest":"1.2.3.4","port":443,"proto":6,"domain":"` + strings.Repeat("a", 300) + `"}`,
 			want: event.Event{Type: event.ConnectionBlocked, Container: "c", RequestID: "c:1", Dest: "1.2.3.4", Port: 443, Proto: 6, Domain: strings.Repeat("a", 253) + "...", Dossier: map[string]string{}},
 		},
-		// Null handling (fixes seed §11.9).
+		// Null handling (fixes §S11.9).
 		{
 			name: "null domain is empty, never None",
 			line: `{"type":"pending","container":"c","id":"c:1","dest":"1.2.3.4","port":443,"proto":6,"domain":null}`,
@@ -219,10 +219,10 @@ func TestParseErrors(t *testing.T) {
 		wantIs  error
 		wantErr string // substring of the message
 	}{
-		// §10 item 35.
+		// §S10.35.
 		{name: "pending without fields", line: `{"type":"pending"}`, wantIs: ErrMalformed, wantErr: `field "container": missing`},
 		{name: "unheard-of type", line: `{"type":"unheard-of","container":"c"}`, wantIs: ErrUnknownType, wantErr: `"unheard-of"`},
-		// §10 item 38 (at the parser).
+		// §S10.38 (at the parser).
 		{name: "not json", line: `not-json`, wantIs: ErrMalformed, wantErr: "not JSON"},
 		{name: "empty line", line: ``, wantIs: ErrMalformed, wantErr: "not JSON"},
 		{name: "truncated object", line: `{"type":"shield_up"`, wantIs: ErrMalformed, wantErr: "not JSON"},

@@ -146,7 +146,7 @@ func write(t testing.TB, c net.Conn, s string) {
 }
 
 // producerLines is one line of each kind terok-shield sends
-// (shield-and-sandbox §3.4), with the event each must become.
+// (docs/seed-compat.md §S3.2), with the event each must become.
 var producerLines = []struct {
 	name string
 	line string
@@ -249,16 +249,16 @@ func TestServeDropsBadLinesKeepsConnection(t *testing.T) {
 		before    string // written first, on the same connection
 		wantStats Stats
 	}{
-		// §10 item 38.
+		// §S10.38.
 		{name: "blank lines", before: "\n   \n\t\r\n", wantStats: Stats{}},
 		{name: "not json", before: "not-json\n", wantStats: Stats{Malformed: 1}},
 		{name: "blank then not json", before: "\nnot-json\n", wantStats: Stats{Malformed: 1}},
 		{name: "non-object", before: "[1,2,3]\n42\nnull\n", wantStats: Stats{Malformed: 3}},
-		// §10 item 35.
+		// §S10.35.
 		{name: "pending without fields", before: `{"type":"pending"}` + "\n", wantStats: Stats{Malformed: 1}},
 		{name: "unknown type", before: `{"type":"unheard-of","container":"c"}` + "\n", wantStats: Stats{UnknownType: 1}},
 		{name: "producer-sent verdict_applied", before: `{"type":"verdict_applied","container":"c","id":"c:1"}` + "\n", wantStats: Stats{UnknownType: 1}},
-		// Seed §11.10: these killed the seed's connection.
+		// §S11.10: these killed the seed's connection.
 		{name: "oversized line of 100 KiB", before: `{"type":"shield_up","container":"` + strings.Repeat("x", 100<<10) + `"}` + "\n", wantStats: Stats{Oversized: 1}},
 		{name: "oversized line without json", before: strings.Repeat("\xff", 200<<10) + "\n", wantStats: Stats{Oversized: 1}},
 		{name: "invalid utf-8", before: "{\"type\":\"shield_up\",\"container\":\"\xc3\x28\"}\n", wantStats: Stats{Malformed: 1}},
@@ -298,7 +298,7 @@ func TestServeMaxLine(t *testing.T) {
 	}
 }
 
-// TestServeSinkErrorKeepsConnection ports §10 item 39.
+// TestServeSinkErrorKeepsConnection ports docs/seed-compat.md §S10.39.
 func TestServeSinkErrorKeepsConnection(t *testing.T) {
 	col := &collector{fail: func(ev event.Event) error {
 		if ev.Container == "first" {
@@ -378,7 +378,7 @@ func TestServeManyConnections(t *testing.T) {
 	}
 }
 
-// TestServeRejectsUIDMismatch ports §10 item 44 without privileges: the
+// TestServeRejectsUIDMismatch ports docs/seed-compat.md §S10.44 without privileges: the
 // server is told to accept another uid than ours.
 func TestServeRejectsUIDMismatch(t *testing.T) {
 	var logs bytes.Buffer

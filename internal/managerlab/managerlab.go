@@ -5,7 +5,7 @@
 // the system manager (mount namespace, capability bounding set, seccomp,
 // no_new_privs) and serves socket units the same way; only the cgroup
 // BPF part (IPAddressDeny=, DevicePolicy=) is skipped. A system-wide
-// systemd is never booted (reference: test-machine.md §9.1).
+// systemd is never booted (docs/test-machine.md §M9.1).
 //
 // # Inner tests
 //
@@ -166,7 +166,7 @@ type Manager struct {
 	Pid int
 }
 
-// StartUserManager starts systemd --user (test-machine.md §9.2) and
+// StartUserManager starts systemd --user (docs/test-machine.md §M9.2) and
 // waits until it is running. Its units are read from
 // /run/systemd/user, among others.
 func (r *Run) StartUserManager(t *testing.T) *Manager {

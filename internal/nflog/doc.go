@@ -28,7 +28,7 @@
 //
 // # Why not go-nflog
 //
-// DESIGN.md names github.com/florianl/go-nflog/v2. Its v2.2.0 binds a group
+// The design first named github.com/florianl/go-nflog/v2. Its v2.2.0 binds a group
 // only inside RegisterWithErrorFunc, which also starts its own reading
 // goroutine and unbinds the group when its context ends: it cannot hand a
 // bound socket to another process, which is the whole point of the

@@ -13,7 +13,7 @@
 // name: containers and the image, the services, every process left in
 // the namespace, the namespace itself, cgroup directories, the throwaway
 // user, the podman state podman leaves outside the namespace, and the work
-// directory. See reference/test-machine.md §6–§10 for the recipe.
+// directory. See docs/test-machine.md §M6–§M10 for the recipe.
 //
 // Needs root and podman, runc, conmon, busybox (busybox-static),
 // unshare/nsenter, ip, nft and systemd; rootless also useradd, userdel,
@@ -417,7 +417,7 @@ ExecStart=%s -config %s %%I
 		filepath.Join(e.bin, "clearance-oci-hook"), 1)
 	if e.owner != nil {
 		// Rootless podman reads its configuration from the owner's home;
-		// it must exist before the first podman call (test-machine §10).
+		// it must exist before the first podman call (docs/test-machine.md §M10.2).
 		files["home/.config/containers/containers.conf"] = fmt.Sprintf(`[containers]
 %s
 [engine]
@@ -632,7 +632,7 @@ func (e *Env) startUserManager(ctx context.Context) error {
 	// The manager gets cgroups of its own in the named (systemd) and
 	// unified hierarchies, as a delegated subtree: it never touches the
 	// machine's root cgroup or another manager. A non-root manager needs
-	// the subtree delegated to it (test-machine §10): the directories and
+	// the subtree delegated to it (docs/test-machine.md §M10.6): the directories and
 	// their cgroup.procs (and, in the unified hierarchy,
 	// cgroup.subtree_control and cgroup.threads) owned by it.
 	name := "clearance-e2e-" + filepath.Base(e.dir)

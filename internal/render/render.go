@@ -84,7 +84,8 @@ type Action struct {
 }
 
 // Action keys of prompt buttons. Allow and deny are the hub's verdict
-// vocabulary; allow_for is ours (a time-limited allow, see DESIGN scopes).
+// vocabulary; allow_for is ours (a time-limited allow: the notifier's
+// allow_for in docs/configuration.md).
 const (
 	KeyAllow    = event.ActionAllow
 	KeyDeny     = event.ActionDeny

@@ -20,6 +20,8 @@ func blocked(domain, dest string, dossier map[string]string) event.Event {
 	}
 }
 
+// Cases marked §S10.N port the seed's acceptance item N, restated in
+// docs/seed-compat.md.
 func TestBlocked(t *testing.T) {
 	tests := []struct {
 		name  string
@@ -28,7 +30,7 @@ func TestBlocked(t *testing.T) {
 		want  Popup
 	}{
 		{
-			// seed §10.63
+			// §S10.63
 			name: "first block names domain and port, critical resident, never expires",
 			ev:   blocked("registry.example.net", "198.51.100.1", nil),
 			want: Popup{
@@ -50,7 +52,7 @@ func TestBlocked(t *testing.T) {
 			},
 		},
 		{
-			// seed §10.65
+			// §S10.65
 			name:  "repeat adds the count line with the first-seen clock",
 			ev:    blocked("", "198.51.100.1", nil),
 			count: 2,
@@ -61,7 +63,7 @@ func TestBlocked(t *testing.T) {
 			},
 		},
 		{
-			// seed §10.76
+			// §S10.76
 			name: "dossier with project, task and name gives the task line",
 			ev: blocked("", "198.51.100.1", map[string]string{
 				"project": "warp-core", "task": "t42", "name": "build",
@@ -84,7 +86,7 @@ func TestBlocked(t *testing.T) {
 			},
 		},
 		{
-			// seed §10.77
+			// §S10.77
 			name:  "name only gives the container line",
 			ev:    blocked("", "198.51.100.1", map[string]string{"name": "alpine-7"}),
 			count: 1,
@@ -135,11 +137,11 @@ func TestVerdict(t *testing.T) {
 		by     string
 		want   Popup
 	}{
-		{"allow ok (seed §10.67)", "allow", true, "", Popup{Summary: "Allowed: registry.example.net",
+		{"allow ok (§S10.67)", "allow", true, "", Popup{Summary: "Allowed: registry.example.net",
 			Body: "Task: p/original", Hints: HintConfirmation, Timeout: -1}},
 		{"deny ok", "deny", true, "", Popup{Summary: "Denied: registry.example.net",
 			Body: "Task: p/original", Hints: HintConfirmation, Timeout: -1}},
-		{"allow failed (seed §10.68)", "allow", false, "", Popup{Summary: "Allow failed: registry.example.net",
+		{"allow failed (§S10.68)", "allow", false, "", Popup{Summary: "Allow failed: registry.example.net",
 			Body: "Task: p/original", Hints: HintSecurityAlert, Timeout: -1}},
 		{"deny failed", "deny", false, "", Popup{Summary: "Deny failed: registry.example.net",
 			Body: "Task: p/original", Hints: HintSecurityAlert, Timeout: -1}},
@@ -175,18 +177,18 @@ func TestLifecycle(t *testing.T) {
 		want Popup
 		ok   bool
 	}{
-		{"shield down (seed §10.70)", event.Event{Type: event.ShieldDown, Container: "c", Dossier: d},
+		{"shield down (§S10.70)", event.Event{Type: event.ShieldDown, Container: "c", Dossier: d},
 			Popup{Summary: "Shield down: alpine-7", Body: "Outbound firewall bypassed — allowlist is not enforced.",
 				Hints: HintSecurityAlert, Timeout: -1}, true},
 		{"shield disengaged", event.Event{Type: event.ShieldDisengaged, Container: "c", Dossier: d},
 			Popup{Summary: "Shield disengaged: alpine-7", Body: "Outbound firewall disengaged — every destination is reachable.",
 				Hints: HintSecurityAlert, Timeout: -1}, true},
-		{"shield up (seed §10.71)", event.Event{Type: event.ShieldUp, Container: "c"},
+		{"shield up (§S10.71)", event.Event{Type: event.ShieldUp, Container: "c"},
 			Popup{Summary: "Shield up: c", Body: "Outbound firewall restored.", Hints: HintConfirmation, Timeout: -1}, true},
-		{"container started (seed §10.73)", event.Event{Type: event.ContainerStarted, Container: "c",
+		{"container started (§S10.73)", event.Event{Type: event.ContainerStarted, Container: "c",
 			Dossier: map[string]string{"project": "p", "task": "t", "name": "n"}},
 			Popup{Summary: "Container started: p/t · n", Hints: HintLifecycle, Timeout: -1}, true},
-		{"container stopped with reason (seed §10.74)", event.Event{Type: event.ContainerExited, Container: "c", Reason: "poststop"},
+		{"container stopped with reason (§S10.74)", event.Event{Type: event.ContainerExited, Container: "c", Reason: "poststop"},
 			Popup{Summary: "Container stopped: c", Body: "Reason: poststop", Hints: HintLifecycle, Timeout: -1}, true},
 		{"container stopped without reason", event.Event{Type: event.ContainerExited, Container: "c"},
 			Popup{Summary: "Container stopped: c", Hints: HintLifecycle, Timeout: -1}, true},
@@ -240,7 +242,7 @@ func TestSummaries(t *testing.T) {
 
 func TestPangoEscape(t *testing.T) {
 	tests := []struct{ name, in, want string }{
-		// seed §10.109
+		// §S10.109
 		{"tags", "Blocked: <b>evil</b>", "Blocked: &lt;b&gt;evil&lt;/b&gt;"},
 		{"ampersand first, newline kept", "host: a&b\nProtocol: <i>TCP</i>", "host: a&amp;b\nProtocol: &lt;i&gt;TCP&lt;/i&gt;"},
 		{"existing entity is escaped again", "&lt;", "&amp;lt;"},

@@ -8,7 +8,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 )
 
-// printableASCII is every character the sanitiser keeps (seed §10 item 8).
+// printableASCII is every character the sanitiser keeps (docs/seed-compat.md §S10.8).
 func printableASCII() string {
 	var b strings.Builder
 	for c := 0x20; c <= 0x7E; c++ {
@@ -24,15 +24,15 @@ func TestString(t *testing.T) {
 		max  int
 		want string
 	}{
-		// §10 item 8.
+		// §S10.8.
 		{name: "empty stays empty", in: "", max: DefaultMax, want: ""},
 		{name: "plain ascii unchanged", in: "registry.example.net", max: DefaultMax, want: "registry.example.net"},
 		{name: "every printable ascii character kept", in: printableASCII(), max: DefaultMax, want: printableASCII()},
-		// §10 item 9.
+		// §S10.9.
 		{name: "cafe accent becomes one space", in: "café", max: DefaultMax, want: "caf "},
 		{name: "munchen umlaut becomes one space", in: "münchen", max: DefaultMax, want: "m nchen"},
 		{name: "naive diaeresis becomes one space", in: "naïve", max: DefaultMax, want: "na ve"},
-		// §10 item 10.
+		// §S10.10.
 		{name: "newline", in: "line1\nline2", max: DefaultMax, want: "line1 line2"},
 		{name: "tab", in: "a\tb", max: DefaultMax, want: "a b"},
 		{name: "carriage return", in: "a\rb", max: DefaultMax, want: "a b"},
@@ -40,23 +40,23 @@ func TestString(t *testing.T) {
 		{name: "escape", in: "a\x1bb", max: DefaultMax, want: "a b"},
 		{name: "delete", in: "a\x7fb", max: DefaultMax, want: "a b"},
 		{name: "terminal escape sequence", in: "evil\x1b[31mfake\x00.example.com", max: DefaultMax, want: "evil [31mfake .example.com"},
-		// §10 item 11.
+		// §S10.11.
 		{name: "markup kept", in: "<script>alert(1)</script>", max: DefaultMax, want: "<script>alert(1)</script>"},
 		{name: "ampersand kept", in: "a & b", max: DefaultMax, want: "a & b"},
 		{name: "quotes and backslash kept", in: `"it's" \ok`, max: DefaultMax, want: `"it's" \ok`},
-		// §10 item 12.
+		// §S10.12.
 		{name: "right-to-left override", in: "evil\u202e.com", max: DefaultMax, want: "evil .com"},
 		{name: "no-break space", in: "a\u00a0b", max: DefaultMax, want: "a b"},
 		{name: "astral code point is one space", in: "a\U0001F600b", max: DefaultMax, want: "a b"},
-		// §10 item 13.
+		// §S10.13.
 		{name: "long string capped with dots", in: strings.Repeat("x", 1000), max: 10, want: "xxxxxxx..."},
 		{name: "exactly at cap unchanged", in: strings.Repeat("x", 10), max: 10, want: strings.Repeat("x", 10)},
 		{name: "one over cap truncated", in: strings.Repeat("x", 11), max: 10, want: "xxxxxxx..."},
 		{name: "cap counts code points not bytes", in: "ééééé", max: 5, want: "     "},
 		{name: "default cap truncates", in: strings.Repeat("y", 300), max: DefaultMax, want: strings.Repeat("y", 253) + "..."},
-		// §10 item 14.
+		// §S10.14.
 		{name: "realistic name under default cap intact", in: "terok-project-task-0123456789abcdef", max: DefaultMax, want: "terok-project-task-0123456789abcdef"},
-		// §10 item 16.
+		// §S10.16.
 		{name: "cap two", in: "hello", max: 2, want: ".."},
 		{name: "cap one", in: "hello", max: 1, want: "."},
 		{name: "cap zero", in: "hello", max: 0, want: ""},
@@ -81,7 +81,7 @@ func TestString(t *testing.T) {
 	}
 }
 
-// TestStringCombined ports §10 item 15.
+// TestStringCombined ports docs/seed-compat.md §S10.15.
 func TestStringCombined(t *testing.T) {
 	got := String("<bad>\nnäme\t"+strings.Repeat("x", 1000), 20)
 	if strings.ContainsAny(got, "\n\tä") {
@@ -98,7 +98,7 @@ func TestStringCombined(t *testing.T) {
 	}
 }
 
-// TestMap ports §10 item 17.
+// TestMap ports docs/seed-compat.md §S10.17.
 func TestMap(t *testing.T) {
 	tests := []struct {
 		name string

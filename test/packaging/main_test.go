@@ -5,7 +5,7 @@
 // scripts/package.sh.
 //
 // Tests that need a systemd manager or journald run them in a private
-// mount namespace with tmpfs on /run (reference: test-machine.md §9): the
+// mount namespace with tmpfs on /run (docs/test-machine.md §M9): the
 // test binary re-executes itself under "unshare -m --propagation private"
 // with $CLEARANCE_PKGTEST_INNER naming the inner test, which mounts, starts
 // what it needs and kills it by pid before it returns. Nothing is started

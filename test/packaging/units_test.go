@@ -189,7 +189,7 @@ func TestVerdictSocketUnit(t *testing.T) {
 // everything it needs.
 //
 // The manager is `systemd --user` run as root: a system manager cannot be
-// started without booting one (test-machine.md §9.1). A root user manager
+// started without booting one (docs/test-machine.md §M9.1). A root user manager
 // applies the same execution sandbox (mount namespace, capabilities,
 // seccomp, no_new_privs); what it cannot apply is the cgroup BPF part
 // (IPAddressDeny=, DevicePolicy=), which it skips with a warning.

@@ -7,7 +7,7 @@
 // runs them as a throwaway user (subordinate ids, its manager in a
 // delegated cgroup) with the verdict service as root. The container
 // reaches only a test host on a veth the test wires. See
-// reference/test-machine.md §6–§10 for the recipe and its traps.
+// docs/test-machine.md §M6–§M10 for the recipe and its traps.
 //
 // The tests need root and podman, runc, conmon, busybox-static, nft,
 // unshare/nsenter and systemd, and for the rootless test useradd/userdel

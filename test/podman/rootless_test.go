@@ -20,7 +20,7 @@ import (
 // host uid from its uid_map, write the record under /run/user/<uid>, get
 // the ruleset engaged by a verdict service that sees the host uid
 // (SO_PEERCRED) and checks that it owns the container's netns, and start
-// the hub in the user's manager (reference/test-machine.md §10).
+// the hub in the user's manager (docs/test-machine.md §M10).
 func TestRootless(t *testing.T) {
 	e := newEnvFor(t, true)
 	t.Logf("owner %s uid %d, subuids %d+%d", e.owner.Name, e.owner.UID, e.owner.SubUID.Start, e.owner.SubUID.Count)
