@@ -31,7 +31,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	hubBin = filepath.Join(dir, "clearance-hub")
-	code := m.Run()
+	code := testutil.Main(m)
 	testutil.RemoveCommands()
 	os.Exit(code)
 }

@@ -11,10 +11,12 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/terok-ai/clearance/internal/testutil"
 )
 
 func TestConnectFile(t *testing.T) {
-	leakCheck(t)
+	testutil.LeakCheck(t)
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -1015,7 +1015,7 @@ func TestNamesAndAddrs(t *testing.T) {
 
 func TestRun(t *testing.T) {
 	t.Run("closes every socket and leaves nothing running", func(t *testing.T) {
-		leakCheck(t)
+		testutil.LeakCheck(t)
 		mk := func() *net.UDPConn {
 			c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 			if err != nil {
@@ -1063,7 +1063,7 @@ func TestRun(t *testing.T) {
 		}
 	})
 	t.Run("a socket closed underneath ends Run with its error", func(t *testing.T) {
-		leakCheck(t)
+		testutil.LeakCheck(t)
 		cl, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 		if err != nil {
 			t.Fatal(err)
@@ -1180,7 +1180,7 @@ func TestOversizedUDPAnswerDropped(t *testing.T) {
 }
 
 func TestIPv6(t *testing.T) {
-	leakCheck(t)
+	testutil.LeakCheck(t)
 	up := newFakeUpstreamOn(t, netip.MustParseAddr("::1"))
 	up.set("v6.test", &fakeName{sets: [][]dnsmessage.Resource{rrA(t, "v6.test", 60, "2001:db8::6")}})
 	listen := func(network string) *net.UDPConn {

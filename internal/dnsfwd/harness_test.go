@@ -10,8 +10,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"runtime"
-	"runtime/pprof"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -27,56 +25,7 @@ import (
 
 // ---- leak check ----
 
-func TestMain(m *testing.M) {
-	// The runtime's network poller opens its descriptors on first use;
-	// open them before any leak check counts.
-	if c, err := net.ListenPacket("udp4", "127.0.0.1:0"); err == nil {
-		c.Close()
-	}
-	os.Exit(m.Run())
-}
-
-// leakCheck fails tb if, once tb's other cleanups have run, more
-// goroutines or file descriptors are left than when it was called. Call
-// it first in a test, so its cleanup runs last.
-func leakCheck(tb testing.TB) {
-	tb.Helper()
-	g0, fd0 := runtime.NumGoroutine(), countFDs(tb)
-	tb.Cleanup(func() {
-		// Goroutines exit asynchronously after the last channel operation
-		// the test could observe; there is no event for it, so poll.
-		deadline := time.Now().Add(5 * time.Second)
-		for runtime.NumGoroutine() > g0 && time.Now().Before(deadline) {
-			time.Sleep(5 * time.Millisecond)
-		}
-		if n := runtime.NumGoroutine(); n > g0 {
-			var buf bytes.Buffer
-			pprof.Lookup("goroutine").WriteTo(&buf, 1)
-			tb.Errorf("goroutine leak: %d before, %d after\n%s", g0, n, buf.String())
-		}
-		if n := countFDs(tb); n > fd0 {
-			tb.Errorf("fd leak: %d before, %d after: %v", fd0, n, fdTargets())
-		}
-	})
-}
-
-func fdTargets() []string {
-	ents, _ := os.ReadDir("/proc/self/fd")
-	var out []string
-	for _, e := range ents {
-		l, _ := os.Readlink("/proc/self/fd/" + e.Name())
-		out = append(out, e.Name()+"="+l)
-	}
-	return out
-}
-
-func countFDs(tb testing.TB) int {
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		tb.Fatalf("count fds: %v", err)
-	}
-	return len(ents)
-}
+func TestMain(m *testing.M) { os.Exit(testutil.Main(m)) }
 
 // ---- DNS message helpers ----
 
@@ -631,7 +580,7 @@ type env struct {
 // fakeLearner, cfg.Log to the test log.
 func start(t testing.TB, cfg Config, prep ...func(*Forwarder)) *env {
 	t.Helper()
-	leakCheck(t)
+	testutil.LeakCheck(t)
 	e := &env{up: newFakeUpstream(t)}
 	if cfg.Learner == nil {
 		e.learner = &fakeLearner{}

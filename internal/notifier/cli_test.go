@@ -185,7 +185,7 @@ func binary(t testing.TB) string {
 }
 
 func TestMain(m *testing.M) {
-	code := m.Run()
+	code := testutil.Main(m)
 	testutil.RemoveCommands()
 	os.Exit(code)
 }

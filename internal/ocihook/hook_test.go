@@ -25,6 +25,7 @@ import (
 // starting clearance-hub@X.socket binds the hub socket, and the first
 // connection "activates" the service, which answers GetInfo.
 type fakeManager struct {
+	tb       testing.TB // its hub socket is closed when tb ends
 	target   ManagerTarget
 	mu       sync.Mutex
 	states   map[string]string
@@ -58,6 +59,9 @@ func (m *fakeManager) StartUnit(ctx context.Context, unit string) error {
 		return err
 	}
 	m.ln = ln
+	if m.tb != nil {
+		m.tb.Cleanup(func() { ln.Close() })
+	}
 	u := HubUnits(id)
 	m.set(u.Socket, "active")
 	m.set(u.Ingest, "active")
@@ -216,7 +220,7 @@ func newEnv(t *testing.T, uidMap string) *env {
 		if e.mgr == nil {
 			e.mgr = &fakeManager{states: map[string]string{}}
 		}
-		e.mgr.target = tg
+		e.mgr.target, e.mgr.tb = tg, t
 		return e.mgr, nil
 	}
 	e.hook.DialVerdict = func(ctx context.Context, socket string) (Engager, error) {

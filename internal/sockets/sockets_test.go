@@ -517,7 +517,7 @@ func TestMain(m *testing.M) {
 		activatedChild()
 		os.Exit(0)
 	}
-	os.Exit(m.Run())
+	os.Exit(testutil.Main(m))
 }
 
 type activatedReport struct {

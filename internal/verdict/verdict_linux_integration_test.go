@@ -45,7 +45,7 @@ func TestMain(m *testing.M) {
 	if os.Getenv(clientEnv) != "" {
 		os.Exit(clientMain())
 	}
-	code := m.Run()
+	code := testutil.Main(m)
 	testutil.RemoveCommands()
 	os.Exit(code)
 }

@@ -56,7 +56,7 @@ func TestMain(m *testing.M) {
 		os.Exit(floodMain(sock))
 	}
 	initialNetns, _ = os.Readlink("/proc/self/ns/net")
-	code := m.Run()
+	code := testutil.Main(m)
 	testutil.RemoveCommands()
 	os.Exit(code)
 }

@@ -34,7 +34,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binDir = dir
-	code := m.Run()
+	code := testutil.Main(m)
 	testutil.RemoveCommands()
 	os.Exit(code)
 }

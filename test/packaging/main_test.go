@@ -36,7 +36,7 @@ func TestMain(m *testing.M) {
 	if mode := os.Getenv(envClient); mode != "" {
 		os.Exit(runClient(mode))
 	}
-	code := m.Run()
+	code := testutil.Main(m)
 	testutil.RemoveCommands()
 	os.Exit(code)
 }

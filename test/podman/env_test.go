@@ -34,7 +34,7 @@ var binDir string
 func TestMain(m *testing.M) {
 	code := func() int {
 		if os.Geteuid() != 0 {
-			return m.Run() // every test skips (or fails under CI) itself
+			return testutil.Main(m) // every test skips (or fails under CI) itself
 		}
 		dir, err := os.MkdirTemp("/var/tmp", "clearance-podman-bin-")
 		if err != nil {
@@ -56,7 +56,7 @@ func TestMain(m *testing.M) {
 		}
 		os.Chmod(dir, 0o755)
 		binDir = dir
-		return m.Run()
+		return testutil.Main(m)
 	}()
 	os.Exit(code)
 }
