@@ -33,30 +33,11 @@ import (
 	"time"
 
 	"github.com/terok-ai/clearance/internal/notify"
+	"github.com/terok-ai/clearance/internal/notify/notifytest"
 )
 
 // Tools lists the programs [Start] and the Desktop's methods run.
 var Tools = []string{"Xvfb", "dbus-daemon", "dunst", "dunstctl", "import"}
-
-// BusConfig returns a minimal session-bus configuration listening on the
-// Unix socket at path, for dbus-daemon --config-file: no service
-// directories (nothing can be D-Bus-activated, so no notification daemon
-// installed on the machine can answer), EXTERNAL auth, open policy.
-func BusConfig(path string) []byte { return fmt.Appendf(nil, busConfig, path) }
-
-const busConfig = `<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>session</type>
-  <listen>unix:path=%s</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow send_destination="*" eavesdrop="true"/>
-    <allow eavesdrop="true"/>
-    <allow own="*"/>
-  </policy>
-</busconfig>
-`
 
 // dunstrc configures dunst: the picker for `dunstctl context`, and popups
 // large enough to read in a screenshot. Critical popups (clearance's
@@ -241,7 +222,7 @@ func (d *Desktop) adopt(name string, cmd *exec.Cmd) error {
 
 func (d *Desktop) startBus(ctx context.Context) error {
 	conf := d.Path("session.conf")
-	if err := os.WriteFile(conf, BusConfig(d.Path("bus")), 0o600); err != nil {
+	if err := os.WriteFile(conf, notifytest.BusConfig(d.Path("bus")), 0o600); err != nil {
 		return fmt.Errorf("write bus config: %w", err)
 	}
 	cmd := d.o.Command(nil, "dbus-daemon", "--config-file="+conf, "--nofork", "--nopidfile", "--print-address=1")

@@ -22,7 +22,6 @@ import (
 
 	"github.com/godbus/dbus/v5"
 
-	"github.com/terok-ai/clearance/internal/desktoplab"
 	"github.com/terok-ai/clearance/internal/testutil"
 )
 
@@ -84,7 +83,7 @@ func LaunchBus(dir string) (*Bus, error) {
 	}
 	sock := filepath.Join(dir, "bus")
 	conf := filepath.Join(dir, "session.conf")
-	if err := os.WriteFile(conf, desktoplab.BusConfig(sock), 0o600); err != nil {
+	if err := os.WriteFile(conf, BusConfig(sock), 0o600); err != nil {
 		return nil, fmt.Errorf("write bus config: %w", err)
 	}
 	b := &Bus{Addr: "unix:path=" + sock, bin: bin, conf: conf, stderr: &syncBuffer{}}
@@ -511,3 +510,23 @@ func Spoof(tb testing.TB, addr string, id uint32, key string) {
 		tb.Fatalf("spoof round trip: %v", err)
 	}
 }
+
+// BusConfig returns a minimal session-bus configuration listening on the
+// Unix socket at path, for dbus-daemon --config-file: no service
+// directories (nothing can be D-Bus-activated, so no notification daemon
+// installed on the machine can answer), EXTERNAL auth, open policy.
+func BusConfig(path string) []byte { return fmt.Appendf(nil, busConfig, path) }
+
+const busConfig = `<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>session</type>
+  <listen>unix:path=%s</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow eavesdrop="true"/>
+    <allow own="*"/>
+  </policy>
+</busconfig>
+`
