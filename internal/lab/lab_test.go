@@ -1,0 +1,56 @@
+package lab
+
+import (
+	"bufio"
+	"context"
+	"net/netip"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/terok-ai/clearance/internal/testutil"
+)
+
+// TestLabLinksTwoNamespaces: the lab's promise to the tests built on it —
+// a "container" and a test host in namespaces of their own, reachable over
+// their veth only, and everything gone after Close.
+func TestLabLinksTwoNamespaces(t *testing.T) {
+	testutil.RequireRoot(t)
+	testutil.RequireTool(t, "unshare", "nsenter", "ip")
+	l := New()
+	ctr, err := l.Namespace("ctr")
+	if err != nil {
+		t.Fatal(err)
+	}
+	host, err := l.Namespace("host")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Link(ctr, host, netip.MustParsePrefix("10.254.76.2/30"), netip.MustParsePrefix("10.254.76.1/30")); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Echo(host, "10.254.76.1:7007"); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(testutil.Context(t), 10*time.Second)
+	defer cancel()
+	c, err := ctr.Dial(ctx, "tcp", "10.254.76.1:7007")
+	if err != nil {
+		t.Fatalf("the container cannot reach the test host: %v", err)
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	c.Close()
+	if err != nil || line != "hello\n" {
+		t.Fatalf("echo = %q, %v", line, err)
+	}
+	self, _ := os.Readlink("/proc/self/ns/net")
+	other, _ := os.Readlink("/proc/" + strconv.Itoa(ctr.Pid) + "/ns/net")
+	if self == other {
+		t.Fatal("the container namespace is the test's own")
+	}
+	l.Close()
+	if _, err := os.Stat("/proc/" + strconv.Itoa(ctr.Pid)); err == nil {
+		t.Errorf("the namespace holder %d outlived Close", ctr.Pid)
+	}
+}

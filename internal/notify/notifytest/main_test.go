@@ -1,0 +1,12 @@
+package notifytest
+
+import (
+	"os"
+	"testing"
+
+	"github.com/terok-ai/clearance/internal/testutil"
+)
+
+// TestMain fails the package if its tests leave a goroutine or a file
+// descriptor behind.
+func TestMain(m *testing.M) { os.Exit(testutil.Main(m)) }
