@@ -152,7 +152,10 @@ func TestAttackShieldExecForeignContainer(t *testing.T) {
 // once with a reason, idle ones are closed after the idle timeout, and
 // another user's Engage works throughout.
 func TestAttackStandaloneConnectionFlood(t *testing.T) {
-	const idle = time.Second
+	// Long enough that all 300 connections are open before the first
+	// served ones time out, even on a loaded machine (dialling took 2 s
+	// under load); else their freed slots serve more.
+	const idle = 5 * time.Second
 	s := startService(t, nil, verdict.RunOptions{IdleTimeout: idle})
 	victim := newUserContainer(t, victimUID)
 
