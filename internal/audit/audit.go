@@ -19,6 +19,7 @@ const (
 	MsgLearned       = "7b717c2af1d3482486e648e95cde2c0c" // an address of an allowed name was learned
 	MsgFlowsCut      = "a7c3e5f1b9d24c6e8f0a2b4c6d8e0f13" // established connections were cut
 	MsgRefused       = "b4d2f6a8c0e14a3b9d7f1e5c3a2b8d60" // the OCI hook refused a container
+	MsgTampered      = "fd32c15f9c8f484dae98141b2d269b42" // a ruleset was found removed or altered, and repaired
 )
 
 // Kind is a record's kind by its MESSAGE_ID, as clearancectl log names it.
@@ -39,6 +40,7 @@ var Kinds = []Kind{
 	{MsgLearned, "learned"},
 	{MsgFlowsCut, "cut"},
 	{MsgRefused, "refused"},
+	{MsgTampered, "tampered"},
 }
 
 // KindName names the kind of MESSAGE_ID id, "other" when it is none of

@@ -303,7 +303,7 @@ func TestJournalArgs(t *testing.T) {
 				"MESSAGE_ID=" + audit.MsgVerdictFailed, "MESSAGE_ID=" + audit.MsgExpired,
 				"MESSAGE_ID=" + audit.MsgEngaged, "MESSAGE_ID=" + audit.MsgDisengaged,
 				"MESSAGE_ID=" + audit.MsgDenied, "MESSAGE_ID=" + audit.MsgLearned,
-				"MESSAGE_ID=" + audit.MsgFlowsCut, "MESSAGE_ID=" + audit.MsgRefused}
+				"MESSAGE_ID=" + audit.MsgFlowsCut, "MESSAGE_ID=" + audit.MsgRefused, "MESSAGE_ID=" + audit.MsgTampered}
 			if diff := cmp.Diff(want, ids); diff != "" {
 				t.Errorf("MESSAGE_ID matches (-want +got):\n%s", diff)
 			}

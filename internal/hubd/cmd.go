@@ -165,6 +165,9 @@ func Command(ctx context.Context, args []string, stdio cli.Stdio) int {
 		watcher.Firewall = fw
 		watcher.BlockPrefix = cfg.Ruleset.BlockPrefix
 		watcher.DNSPrefix = cfg.Ruleset.DNSPrefix
+		if cfg.Ruleset.Mode != config.RulesetModeBuiltin {
+			watcher.GuardEvery = -1 // the shield's table is terok-shield's to guard
+		}
 		if cfg.Ruleset.Mode == config.RulesetModeBuiltin {
 			mode, err := dnsfwd.ParseDenyMode(cfg.DNS.Denied)
 			if err != nil {

@@ -2,6 +2,7 @@ package hubd
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -13,11 +14,13 @@ import (
 	"time"
 
 	"github.com/varlink/go/varlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/terok-ai/clearance/internal/audit"
 	"github.com/terok-ai/clearance/internal/event"
 	"github.com/terok-ai/clearance/internal/hub"
 	"github.com/terok-ai/clearance/internal/nflog"
+	"github.com/terok-ai/clearance/internal/nft"
 	"github.com/terok-ai/clearance/internal/sanitize"
 	"github.com/terok-ai/clearance/internal/verdict/verdictclient"
 )
@@ -154,6 +157,28 @@ func (f *Firewall) Engage(ctx context.Context) (engagedNow bool, err error) {
 	return now, err
 }
 
+// Verify asks whether the container's ruleset is still as Engage built
+// it: "intact", "altered" or "missing".
+func (f *Firewall) Verify(ctx context.Context) (string, error) {
+	c, err := f.dial(ctx)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	return c.Verify(ctx, f.Container, f.NS)
+}
+
+// Monitor returns a socket on which the kernel announces every nftables
+// change in the container's namespace.
+func (f *Firewall) Monitor(ctx context.Context) (*os.File, error) {
+	c, err := f.dial(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	return c.Monitor(ctx, f.Container, f.NS)
+}
+
 // Disengage takes the container's ruleset down.
 func (f *Firewall) Disengage(ctx context.Context) error {
 	c, err := f.dial(ctx)
@@ -195,7 +220,12 @@ type Watcher struct {
 	// it, names come from DNS replies logged under DNSPrefix
 	// (terok-shield's ruleset).
 	DNS *DNS
-	Log *slog.Logger
+	// GuardEvery is how often the ruleset is verified while watched
+	// (built-in ruleset): a table removed or altered in the namespace is
+	// announced as shield_down, audited and engaged again. 0 means
+	// [DefaultGuardEvery]; negative, never.
+	GuardEvery time.Duration
+	Log        *slog.Logger
 
 	names    nflog.Names
 	stored   *os.File // an NFLOG socket from the fd store, used by the first attempt
@@ -308,6 +338,13 @@ func (w *Watcher) once(ctx context.Context, total *uint64, up func()) error {
 		}
 	}
 	up()
+	if w.GuardEvery >= 0 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w.guard(ctx)
+		}()
+	}
 	w.watching.Store(true)
 	err = r.Run(ctx, w.handle)
 	w.watching.Store(false)
@@ -402,4 +439,146 @@ func (f *Firewall) timedVerdicts(ctx context.Context, now time.Time) ([]hub.Expi
 		out = append(out, hub.ExpiryState{Request: req, At: at})
 	}
 	return out, nil
+}
+
+// DefaultGuardEvery is how often a watched ruleset is verified when the
+// kernel's nftables events cannot be followed; with them it is verified
+// on every change of a table, chain or rule there, and every
+// guardBackstop besides.
+const DefaultGuardEvery = 2 * time.Second
+
+// guardBackstop is how often the ruleset is verified although no event
+// said it changed (a lost event: the monitor socket's buffer overflowed).
+const guardBackstop = time.Minute
+
+// guard verifies the ruleset until ctx ends: whenever the kernel
+// announces a change of a table, chain or rule in the container's
+// namespace (a monitor socket from the verdict service), or every
+// GuardEvery without one. A process holding CAP_NET_ADMIN in the
+// namespace (the container, if an administrator allowed it the
+// capability, or root) can delete or change the table; prompts would go
+// on while nothing is enforced. The guard announces shield_down to every
+// subscriber, audits it, engages the ruleset again and announces
+// shield_up.
+func (w *Watcher) guard(ctx context.Context) {
+	every := w.GuardEvery
+	if every == 0 {
+		every = DefaultGuardEvery
+	}
+	changed := make(chan struct{}, 1)
+	if mon, err := w.Firewall.Monitor(ctx); err != nil {
+		w.Log.Info("nftables events not followed; verifying the ruleset periodically", "container", w.Container,
+			"every", every, "err", err)
+	} else {
+		go followNFTables(ctx, mon, w.Log, func() {
+			select {
+			case changed <- struct{}{}:
+			default:
+			}
+		})
+		every = max(every, guardBackstop)
+	}
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		case <-changed:
+		}
+		integ, err := w.Firewall.Verify(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				w.Log.Debug("ruleset not verified", "container", w.Container, "err", err)
+			}
+			continue
+		}
+		if integ == string(nft.Intact) {
+			continue
+		}
+		w.Hub.Emit(event.Event{Type: event.ShieldDown, Container: w.Container, Dossier: w.Dossier,
+			Reason: "ruleset " + integ + " in the container's namespace"})
+		_, err = w.Firewall.Engage(ctx)
+		w.Log.Error("ruleset "+integ+" in the container's namespace: egress was not enforced; engaged again",
+			audit.FieldMessageID, audit.MsgTampered, audit.FieldContainer, w.Container,
+			audit.FieldSide, audit.SideOperator, audit.FieldReason, integ, "err", err)
+		if err == nil {
+			w.Hub.Emit(event.Event{Type: event.ShieldUp, Container: w.Container, Dossier: w.Dossier})
+		}
+	}
+}
+
+// followNFTables reads the kernel's nftables events from mon (closing it
+// when ctx ends) and calls changed for every change of a table, chain,
+// rule or set, and when events were lost.
+func followNFTables(ctx context.Context, mon *os.File, log *slog.Logger, changed func()) {
+	// A descriptor received over SCM_RIGHTS is blocking; a non-blocking
+	// copy lets the runtime's poller wake the read when ctx ends.
+	f, err := nonblocking(mon)
+	if err != nil {
+		log.Warn("nftables events not followed", "err", err)
+		return
+	}
+	stop := context.AfterFunc(ctx, func() { f.Close() })
+	defer stop()
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := f.Read(buf)
+		switch {
+		case errors.Is(err, unix.ENOBUFS):
+			changed() // events were lost: one of them may have been a change
+			continue
+		case err != nil:
+			if ctx.Err() == nil {
+				log.Warn("nftables events lost", "err", err)
+			}
+			f.Close()
+			return
+		}
+		if nftChanged(buf[:n]) {
+			changed()
+		}
+	}
+}
+
+// nonblocking returns a non-blocking duplicate of f and closes f.
+func nonblocking(f *os.File) (*os.File, error) {
+	defer f.Close()
+	fd, err := unix.Dup(int(f.Fd()))
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	unix.CloseOnExec(fd)
+	return os.NewFile(uintptr(fd), f.Name()), nil
+}
+
+// nftChanged reports whether the netlink messages in b announce a change
+// of a table, chain, rule or set (element changes, which verdicts and
+// learned addresses make all the time, do not count).
+func nftChanged(b []byte) bool {
+	for len(b) >= unix.NLMSG_HDRLEN {
+		l := int(binary.NativeEndian.Uint32(b[0:4]))
+		typ := binary.NativeEndian.Uint16(b[4:6])
+		if l < unix.NLMSG_HDRLEN || l > len(b) {
+			return false
+		}
+		if typ>>8 == unix.NFNL_SUBSYS_NFTABLES {
+			switch typ & 0xff {
+			case unix.NFT_MSG_NEWTABLE, unix.NFT_MSG_DELTABLE, unix.NFT_MSG_NEWCHAIN, unix.NFT_MSG_DELCHAIN,
+				unix.NFT_MSG_NEWRULE, unix.NFT_MSG_DELRULE, unix.NFT_MSG_DELSET:
+				return true
+			}
+		}
+		l = (l + unix.NLMSG_ALIGNTO - 1) &^ (unix.NLMSG_ALIGNTO - 1)
+		if l >= len(b) {
+			return false
+		}
+		b = b[l:]
+	}
+	return false
 }

@@ -29,6 +29,9 @@
 //	    ip daddr @dns4 accept                                             # the learned sets last
 //	    log prefix "CLEARANCE_BLOCKED: " group 100 queue-threshold 1 reject with icmpx admin-prohibited
 //	  }
+//	  chain input { type filter hook input priority filter; policy accept;
+//	    meta l4proto tcp ct state new tcp flags & (fin|syn|rst|ack) != syn drop  # no mid-stream revival
+//	  }
 //	  chain dns { type nat hook output priority -100; policy accept;
 //	    meta mark != 0x636c7200 udp dport 53 redirect to :PORT             # and tcp; see SetDNSPort
 //	  }

@@ -109,9 +109,15 @@ func (f *Firewall) Engage(rs Ruleset) error {
 		rs.DNSPort = snap.dnsPort
 	}
 	if snap.fingerprint == fingerprint(rs) && snap.hasNAT && snap.complete(f.layout) == nil {
-		// The table is the one this ruleset builds: update it in place,
-		// so element counters and established state are kept.
-		return f.engageInPlace(rs, snap)
+		integ, err := f.verify(rs)
+		if err != nil {
+			return fmt.Errorf("engage: %w", err)
+		}
+		if integ == Intact {
+			// The table is the one this ruleset builds: update it in
+			// place, so element counters and established state are kept.
+			return f.engageInPlace(rs, snap)
+		}
 	}
 	preserved := make(map[string][]entry)
 	for _, ref := range f.layout.listSets() {
@@ -541,17 +547,25 @@ func (f *Firewall) Explain(dst netip.Addr, proto uint8, port uint16) (Explanatio
 
 // read takes a snapshot of the layout's sets. Sets that do not exist are
 // absent from the snapshot. Callers hold f.mu.
-func (f *Firewall) read() (*snapshot, error) {
-	s := &snapshot{sets: make(map[string]*setState)}
+// table returns the layout's table, nil when there is none.
+func (f *Firewall) table() (*nftables.Table, error) {
 	tables, err := f.conn.ListTablesOfFamily(nftables.TableFamilyINet)
 	if err != nil {
 		return nil, fmt.Errorf("list tables: %w", err)
 	}
-	var t *nftables.Table
-	for _, tt := range tables {
-		if tt.Name == f.layout.Table {
-			t = tt
+	for _, t := range tables {
+		if t.Name == f.layout.Table {
+			return t, nil
 		}
+	}
+	return nil, nil
+}
+
+func (f *Firewall) read() (*snapshot, error) {
+	s := &snapshot{sets: make(map[string]*setState)}
+	t, err := f.table()
+	if err != nil {
+		return nil, err
 	}
 	if t == nil {
 		return s, nil

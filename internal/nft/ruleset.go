@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/google/nftables"
@@ -235,7 +236,11 @@ func build(c *nftables.Conn, l Layout, rs Ruleset, elems map[string][]entry) err
 		Name: "output", Table: t, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookOutput, Priority: nftables.ChainPriorityFilter, Policy: &policyDrop,
 	})
+	outRules := 1 // the fingerprinted first rule below
 	rule := func(ch *nftables.Chain, es ...expr.Any) {
+		if ch == out {
+			outRules++
+		}
 		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: es})
 	}
 
@@ -325,11 +330,53 @@ func build(c *nftables.Conn, l Layout, rs Ruleset, elems map[string][]entry) err
 			blockLog(),
 			&expr.Reject{Type: unix.NFT_REJECT_TCP_RST})
 	}
-	rule(out, blockLog(),
-		&expr.Reject{Type: unix.NFT_REJECT_ICMPX_UNREACH, Code: unix.NFT_REJECT_ICMPX_ADMIN_PROHIBITED})
+	// The last rule says how many the chain has: Verify notices one
+	// deleted, added or replaced in the namespace.
+	outRules++
+	c.AddRule(&nftables.Rule{Table: t, Chain: out, UserData: userdata.AppendString(nil, udataRuleComment, countComment(outRules)),
+		Exprs: []expr.Any{blockLog(),
+			&expr.Reject{Type: unix.NFT_REJECT_ICMPX_UNREACH, Code: unix.NFT_REJECT_ICMPX_ADMIN_PROHIBITED}}})
 
+	addInput(c, t)
 	addNAT(c, t, l, rs.DNSMark, rs.DNSPort)
 	return nil
+}
+
+// addInput queues the input chain (policy accept): it drops a TCP segment
+// that would create a conntrack entry without being a SYN. The kernel's
+// loose pick-up would otherwise let the remote side revive a connection
+// whose entry a revoke or deny just deleted: the server's next segment
+// would make a new entry in its direction, and the container's answers
+// would then pass output as "established". Inbound connections (a SYN)
+// are untouched.
+//
+//	meta l4proto tcp ct state new tcp flags & (fin|syn|rst|ack) != syn drop
+func addInput(c *nftables.Conn, t *nftables.Table) {
+	policyAccept := nftables.ChainPolicyAccept
+	in := c.AddChain(&nftables.Chain{
+		Name: "input", Table: t, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityFilter, Policy: &policyAccept,
+	})
+	const (
+		tcpFIN = 0x01
+		tcpSYN = 0x02
+		tcpRST = 0x04
+		tcpACK = 0x10
+	)
+	c.AddRule(&nftables.Rule{Table: t, Chain: in, Exprs: []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
+		&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
+			Mask: binaryutil.NativeEndian.PutUint32(expr.CtStateBitNEW),
+			Xor:  binaryutil.NativeEndian.PutUint32(0)},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(0)},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 13, Len: 1},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 1,
+			Mask: []byte{tcpFIN | tcpSYN | tcpRST | tcpACK}, Xor: []byte{0}},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte{tcpSYN}},
+		&expr.Verdict{Kind: expr.VerdictDrop},
+	}})
 }
 
 // addNAT queues the nat chain that redirects DNS to the forwarder's port
@@ -454,7 +501,7 @@ func resolverElements(rs []netip.Addr) (res4, res6 []nftables.SetElement) {
 
 // rulesetVersion changes whenever build changes the table's shape (sets,
 // chains, rules): a table of another version is rebuilt by Engage.
-const rulesetVersion = 4
+const rulesetVersion = 5
 
 // fingerprint identifies the shape build gives the table for rs: what
 // Engage can only change by rebuilding it. Resolvers and the initial
@@ -463,6 +510,10 @@ func fingerprint(rs Ruleset) string {
 	h := sha256.Sum256([]byte(fmt.Sprintf("v%d|%d|%s|%#x|%v", rulesetVersion, rs.Group, rs.BlockPrefix, rs.DNSMark, rs.TCPReset)))
 	return "clearance ruleset " + hex.EncodeToString(h[:6])
 }
+
+// countComment is the comment of the output chain's last rule: how many
+// rules the chain was built with.
+func countComment(n int) string { return "clearance rules " + strconv.Itoa(n) }
 
 func fingerprintComment(rs Ruleset) []byte {
 	return userdata.AppendString(nil, udataRuleComment, fingerprint(rs))

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
 	"syscall"
 	"testing"
@@ -23,6 +24,20 @@ type flowLab struct {
 	ctr, srv *lab.NS
 	addr     netip.AddrPort // the server
 	got      chan string    // lines the server received
+
+	mu    sync.Mutex
+	conns []net.Conn // the server's ends, newest last
+}
+
+// serverEnd returns the server's end of the newest connection.
+func (fl *flowLab) serverEnd(t *testing.T) net.Conn {
+	t.Helper()
+	fl.mu.Lock()
+	defer fl.mu.Unlock()
+	if len(fl.conns) == 0 {
+		t.Fatal("the server has no connection")
+	}
+	return fl.conns[len(fl.conns)-1]
 }
 
 func newFlowLab(t *testing.T) *flowLab {
@@ -49,13 +64,11 @@ func newFlowLab(t *testing.T) *flowLab {
 	}
 	// The server's ends are closed with the listener: a cut flow leaves
 	// them open, since deleting a conntrack entry tells no socket.
-	var mu sync.Mutex
-	var conns []net.Conn
 	t.Cleanup(func() {
 		ln.Close()
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
+		fl.mu.Lock()
+		defer fl.mu.Unlock()
+		for _, c := range fl.conns {
 			c.Close()
 		}
 	})
@@ -65,9 +78,9 @@ func newFlowLab(t *testing.T) *flowLab {
 			if err != nil {
 				return
 			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
+			fl.mu.Lock()
+			fl.conns = append(fl.conns, c)
+			fl.mu.Unlock()
 			go func() {
 				defer c.Close()
 				sc := bufio.NewScanner(c)
@@ -122,10 +135,15 @@ func TestAttackRevokeCutsEstablished(t *testing.T) {
 		proto string
 		port  int
 		keep  bool
+		// serverFirst: after the cut the server sends before the
+		// container does, which the kernel's loose TCP pick-up would
+		// take as a new connection in the server's direction.
+		serverFirst bool
 	}{
 		{name: "whole host"},
 		{name: "port-scoped", proto: "tcp", port: 18443},
 		{name: "keep_established", keep: true},
+		{name: "the server speaks first", serverFirst: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			fl := newFlowLab(t)
@@ -151,6 +169,18 @@ func TestAttackRevokeCutsEstablished(t *testing.T) {
 			if tc.keep {
 				fl.exchange(t, c, r, "still here")
 				return
+			}
+			if tc.serverFirst {
+				// The server's segment must not reach the container: it
+				// would create an entry in the server's direction, and the
+				// container's answers would pass as established.
+				if _, err := fl.serverEnd(t).Write([]byte("server after revoke\n")); err != nil {
+					t.Fatalf("server write: %v", err)
+				}
+				c.SetReadDeadline(time.Now().Add(2 * time.Second))
+				if line, err := r.ReadString('\n'); err == nil || !errors.Is(err, os.ErrDeadlineExceeded) {
+					t.Fatalf("after Revoke the container read %q, %v from the server: the connection revived", line, err)
+				}
 			}
 			// The next segment is judged as a new connection without a
 			// verdict: refused with a reset, and the server never sees it.

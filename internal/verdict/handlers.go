@@ -97,6 +97,19 @@ func (h *firewall1) Engage(ctx context.Context, c fw1.VarlinkCall, container str
 	return c.ReplyEngage(ctx, table, now)
 }
 
+func (h *firewall1) Verify(ctx context.Context, c fw1.VarlinkCall, container string) error {
+	t, err := h.s.resolve(&c.Call, container)
+	if err != nil {
+		return h.s.replyError(ctx, &c, "verify", container, err)
+	}
+	defer t.Close()
+	integ, err := h.s.verify(t)
+	if err != nil {
+		return h.s.replyError(ctx, &c, "verify", container, err)
+	}
+	return c.ReplyVerify(ctx, string(integ))
+}
+
 func (h *firewall1) Watch(ctx context.Context, c fw1.VarlinkCall, container string) error {
 	t, err := h.s.resolve(&c.Call, container)
 	if err != nil {
@@ -115,6 +128,23 @@ func (h *firewall1) Watch(ctx context.Context, c fw1.VarlinkCall, container stri
 		Group int64 `json:"group"`
 	}
 	return c.ReplyWithFDs(ctx, reply{Group: int64(h.s.cfg.Group)}, []*os.File{f})
+}
+
+func (h *firewall1) Monitor(ctx context.Context, c fw1.VarlinkCall, container string) error {
+	t, err := h.s.resolve(&c.Call, container)
+	if err != nil {
+		return h.s.replyError(ctx, &c, "monitor", container, err)
+	}
+	defer t.Close()
+	f, err := h.s.monitor(t)
+	if err != nil {
+		return h.s.replyError(ctx, &c, "monitor", container, err)
+	}
+	defer f.Close() // the caller has its own copy once the reply is sent
+	if c.IsOneway() {
+		return nil
+	}
+	return c.ReplyWithFDs(ctx, struct{}{}, []*os.File{f})
 }
 
 func (h *firewall1) Apply(ctx context.Context, c fw1.VarlinkCall, container, ip, action, scope string, ttlSec int64,

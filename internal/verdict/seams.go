@@ -24,6 +24,9 @@ type Firewall interface {
 	// Engage installs or repairs the ruleset (built-in) or checks that
 	// the shield's table and sets exist.
 	Engage(rs nft.Ruleset) error
+	// Verify reports whether the ruleset is as Engage built it for rs,
+	// without reading the sets' elements.
+	Verify(rs nft.Ruleset) (nft.Integrity, error)
 	// Disengage removes the built-in table; a no-op for the shield's.
 	Disengage() error
 	// Apply adds dest to the action's set with ttl (0 = no timeout) and

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/varlink/go/varlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/terok-ai/clearance/internal/audit"
 	"github.com/terok-ai/clearance/internal/dnsname"
@@ -408,8 +409,23 @@ func (s *Service) engage(t *target) (table string, now bool, err error) {
 	if err != nil {
 		return "", false, &firewallError{op: "engage", err: err}
 	}
+	integ := nft.Intact
+	if was {
+		if integ, err = fw.Verify(rs); err != nil {
+			return "", false, s.failed(t, &firewallError{op: "engage", err: err})
+		}
+	}
 	if err := fw.Engage(rs); err != nil {
 		return "", false, s.failed(t, &firewallError{op: "engage", err: err})
+	}
+	if integ == nft.Altered {
+		// Someone with CAP_NET_ADMIN in the namespace changed the table;
+		// Engage has just rebuilt it (keeping the sets' elements).
+		s.log.Error("ruleset "+fw.Table()+" of "+t.container+" was altered in its namespace; rebuilt",
+			audit.FieldMessageID, audit.MsgTampered, audit.FieldContainer, t.container,
+			audit.FieldContainerID, t.containerID(), audit.FieldPolicy, t.policyName(), audit.FieldSide, audit.SideKernel,
+			audit.FieldOperatorUID, strconv.FormatUint(uint64(t.peer), 10), audit.FieldTable, fw.Table(),
+			"netns", t.id.String())
 	}
 	if was {
 		// Every hub start verifies the ruleset: one "engaged" record per
@@ -422,6 +438,24 @@ func (s *Service) engage(t *target) (table string, now bool, err error) {
 		audit.FieldOperatorUID, strconv.FormatUint(uint64(t.peer), 10), audit.FieldTable, fw.Table(),
 		"netns", t.id.String())
 	return fw.Table(), true, nil
+}
+
+// verify checks t's ruleset without changing it (see nft.Firewall.Verify).
+func (s *Service) verify(t *target) (nft.Integrity, error) {
+	fw, release, err := s.openFirewall(t)
+	if err != nil {
+		return "", err
+	}
+	defer release()
+	rs, err := s.ruleset(t)
+	if err != nil {
+		return "", &firewallError{op: "verify", err: err}
+	}
+	integ, err := fw.Verify(rs)
+	if err != nil {
+		return "", s.failed(t, &firewallError{op: "verify", err: err})
+	}
+	return integ, nil
 }
 
 // maxCounterLines bounds the counters a disengaged record carries.
@@ -478,6 +512,29 @@ func counterLines(els []nft.Element) string {
 		fmt.Fprintf(&b, "%s %s %s %s %d %d %s\n", e.List, dest, proto, port, e.Packets, e.Bytes, name)
 	}
 	return b.String()
+}
+
+// monitor opens a netlink socket in t's namespace subscribed to
+// nftables' events. The caller owns the returned socket.
+func (s *Service) monitor(t *target) (*os.File, error) {
+	var f *os.File
+	err := netns.Do(int(t.ns.Fd()), func() error {
+		fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_NETFILTER)
+		if err != nil {
+			return err
+		}
+		sa := &unix.SockaddrNetlink{Family: unix.AF_NETLINK, Groups: 1 << (unix.NFNLGRP_NFTABLES - 1)}
+		if err := unix.Bind(fd, sa); err != nil {
+			unix.Close(fd)
+			return err
+		}
+		f = os.NewFile(uintptr(fd), "nftables-monitor")
+		return nil
+	})
+	if err != nil {
+		return nil, &firewallError{op: "monitor", err: err}
+	}
+	return f, nil
 }
 
 // watch binds the NFLOG group inside t's namespace. The caller owns the

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/varlink/go/varlink"
 
+	"github.com/terok-ai/clearance/internal/audit"
 	"github.com/terok-ai/clearance/internal/lab"
 	"github.com/terok-ai/clearance/internal/testutil"
 	"github.com/terok-ai/clearance/internal/varlinkapi"
@@ -418,5 +420,35 @@ func TestHubRebindsDeletedSockets(t *testing.T) {
 	fi, err := os.Stat(filepath.Dir(s.HubSock))
 	if err != nil || fi.Mode().Perm() != 0o700 {
 		t.Errorf("recreated directory: %v %v", fi.Mode(), err)
+	}
+}
+
+// TestAttackTamperedRulesetIsRepaired: a process holding CAP_NET_ADMIN in
+// the container's namespace deletes the table, or opens the output
+// policy; the hub notices within a few seconds, announces shield_down to
+// its subscribers, audits it and engages the ruleset again (shield_up),
+// so blocked destinations are blocked again (issue 9, item 4, the hub's
+// half).
+func TestAttackTamperedRulesetIsRepaired(t *testing.T) {
+	requireLab(t)
+	nftBin := testutil.RequireTool(t, "nft")
+	for _, tamper := range []string{"delete table inet clearance", "chain inet clearance output { policy accept ; }"} {
+		t.Run(tamper, func(t *testing.T) {
+			s := newStack(t, lab.StackOptions{})
+			sub := subscribe(t, s)
+			args := append([]string{"--net=/proc/" + strconv.Itoa(s.Container.Pid) + "/ns/net", "--", nftBin}, strings.Fields(tamper)...)
+			if out, err := exec.Command("nsenter", args...).CombinedOutput(); err != nil {
+				t.Fatalf("nft %s: %v\n%s", tamper, err, out)
+			}
+			down := sub.next("shield_down")
+			if down.Container != s.ID || !strings.Contains(down.Reason, "in the container's namespace") {
+				t.Errorf("shield_down = %+v", down)
+			}
+			sub.next("shield_up")
+			blockedConnect(t, s, lab.RangePort)
+			if log := s.Tail("hub"); !strings.Contains(log, audit.MsgTampered) {
+				t.Errorf("the hub's log has no tampered record:\n%s", log)
+			}
+		})
 	}
 }

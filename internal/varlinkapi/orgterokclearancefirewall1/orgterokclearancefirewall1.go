@@ -265,6 +265,70 @@ func (m Engage_methods) Upgrade(ctx context.Context, c *varlink.Connection, cont
 	}, nil
 }
 
+// Checks, without reading any set's elements (cheap enough to call every
+// few seconds), that the container's ruleset is still the one Engage
+// built: integrity is "intact", "altered" (a chain, a chain's policy or a
+// rule was changed in the namespace) or "missing" (no table). Changes
+// nothing: Engage repairs. terok-shield mode checks the table's presence.
+type Verify_methods struct{}
+
+func Verify() Verify_methods { return Verify_methods{} }
+
+func (m Verify_methods) Call(ctx context.Context, c *varlink.Connection, container_in_ string) (integrity_out_ string, err_ error) {
+	receive, err_ := m.Send(ctx, c, 0, container_in_)
+	if err_ != nil {
+		return
+	}
+	integrity_out_, _, err_ = receive(ctx)
+	return
+}
+
+func (m Verify_methods) Send(ctx context.Context, c *varlink.Connection, flags uint64, container_in_ string) (func(ctx context.Context) (string, uint64, error), error) {
+	var in struct {
+		Container string `json:"container"`
+	}
+	in.Container = container_in_
+	receive, err := c.Send(ctx, "org.terok.ClearanceFirewall1.Verify", in, flags)
+	if err != nil {
+		return nil, err
+	}
+	return func(context.Context) (integrity_out_ string, flags uint64, err error) {
+		var out struct {
+			Integrity string `json:"integrity"`
+		}
+		flags, err = receive(ctx, &out)
+		if err != nil {
+			err = Dispatch_Error(err)
+			return
+		}
+		integrity_out_ = out.Integrity
+		return
+	}, nil
+}
+
+func (m Verify_methods) Upgrade(ctx context.Context, c *varlink.Connection, container_in_ string) (func(ctx context.Context) (integrity_out_ string, flags uint64, conn varlink.ReadWriterContext, err_ error), error) {
+	var in struct {
+		Container string `json:"container"`
+	}
+	in.Container = container_in_
+	receive, err := c.Upgrade(ctx, "org.terok.ClearanceFirewall1.Verify", in)
+	if err != nil {
+		return nil, err
+	}
+	return func(context.Context) (integrity_out_ string, flags uint64, conn varlink.ReadWriterContext, err error) {
+		var out struct {
+			Integrity string `json:"integrity"`
+		}
+		flags, conn, err = receive(ctx, &out)
+		if err != nil {
+			err = Dispatch_Error(err)
+			return
+		}
+		integrity_out_ = out.Integrity
+		return
+	}, nil
+}
+
 // Binds the container's NFLOG group in its network namespace (copy mode
 // packet, queue threshold 1) and returns the bound netlink socket as a file
 // descriptor with the reply (SCM_RIGHTS); group is the group number. The
@@ -326,6 +390,62 @@ func (m Watch_methods) Upgrade(ctx context.Context, c *varlink.Connection, conta
 			return
 		}
 		group_out_ = out.Group
+		return
+	}, nil
+}
+
+// Returns, as a file descriptor with the reply (SCM_RIGHTS), a netlink
+// socket bound in the container's network namespace to nftables' event
+// group (NFNLGRP_NFTABLES): every change of a table, chain, rule, set or
+// element there is announced on it. The caller reads the messages' types
+// (a table, chain or rule changed: call Verify); nothing is parsed here.
+type Monitor_methods struct{}
+
+func Monitor() Monitor_methods { return Monitor_methods{} }
+
+func (m Monitor_methods) Call(ctx context.Context, c *varlink.Connection, container_in_ string) (err_ error) {
+	receive, err_ := m.Send(ctx, c, 0, container_in_)
+	if err_ != nil {
+		return
+	}
+	_, err_ = receive(ctx)
+	return
+}
+
+func (m Monitor_methods) Send(ctx context.Context, c *varlink.Connection, flags uint64, container_in_ string) (func(ctx context.Context) (uint64, error), error) {
+	var in struct {
+		Container string `json:"container"`
+	}
+	in.Container = container_in_
+	receive, err := c.Send(ctx, "org.terok.ClearanceFirewall1.Monitor", in, flags)
+	if err != nil {
+		return nil, err
+	}
+	return func(context.Context) (flags uint64, err error) {
+		flags, err = receive(ctx, nil)
+		if err != nil {
+			err = Dispatch_Error(err)
+			return
+		}
+		return
+	}, nil
+}
+
+func (m Monitor_methods) Upgrade(ctx context.Context, c *varlink.Connection, container_in_ string) (func(ctx context.Context) (flags uint64, conn varlink.ReadWriterContext, err_ error), error) {
+	var in struct {
+		Container string `json:"container"`
+	}
+	in.Container = container_in_
+	receive, err := c.Upgrade(ctx, "org.terok.ClearanceFirewall1.Monitor", in)
+	if err != nil {
+		return nil, err
+	}
+	return func(context.Context) (flags uint64, conn varlink.ReadWriterContext, err error) {
+		flags, conn, err = receive(ctx, nil)
+		if err != nil {
+			err = Dispatch_Error(err)
+			return
+		}
 		return
 	}, nil
 }
@@ -1016,7 +1136,9 @@ func (m Disengage_methods) Upgrade(ctx context.Context, c *varlink.Connection, c
 
 type orgterokclearancefirewall1Interface interface {
 	Engage(ctx context.Context, c VarlinkCall, container_ string) error
+	Verify(ctx context.Context, c VarlinkCall, container_ string) error
 	Watch(ctx context.Context, c VarlinkCall, container_ string) error
+	Monitor(ctx context.Context, c VarlinkCall, container_ string) error
 	Apply(ctx context.Context, c VarlinkCall, container_ string, ip_ string, action_ string, scope_ string, ttl_sec_ int64, policy_target_ string, proto_ *string, port_ *int64, name_ *string, verdict_id_ *string) error
 	Revoke(ctx context.Context, c VarlinkCall, container_ string, ip_ string, proto_ *string, port_ *int64) error
 	List(ctx context.Context, c VarlinkCall, container_ string) error
@@ -1087,12 +1209,24 @@ func (c *VarlinkCall) ReplyEngage(ctx context.Context, table_ string, engaged_no
 	return c.Reply(ctx, &out)
 }
 
+func (c *VarlinkCall) ReplyVerify(ctx context.Context, integrity_ string) error {
+	var out struct {
+		Integrity string `json:"integrity"`
+	}
+	out.Integrity = integrity_
+	return c.Reply(ctx, &out)
+}
+
 func (c *VarlinkCall) ReplyWatch(ctx context.Context, group_ int64) error {
 	var out struct {
 		Group int64 `json:"group"`
 	}
 	out.Group = group_
 	return c.Reply(ctx, &out)
+}
+
+func (c *VarlinkCall) ReplyMonitor(ctx context.Context) error {
+	return c.Reply(ctx, nil)
 }
 
 func (c *VarlinkCall) ReplyApply(ctx context.Context, ok_ bool, stderr_ string, expires_usec_ int64, outcome_ *string) error {
@@ -1188,6 +1322,15 @@ func (s *VarlinkInterface) Engage(ctx context.Context, c VarlinkCall, container_
 	return c.ReplyMethodNotImplemented(ctx, "org.terok.ClearanceFirewall1.Engage")
 }
 
+// Checks, without reading any set's elements (cheap enough to call every
+// few seconds), that the container's ruleset is still the one Engage
+// built: integrity is "intact", "altered" (a chain, a chain's policy or a
+// rule was changed in the namespace) or "missing" (no table). Changes
+// nothing: Engage repairs. terok-shield mode checks the table's presence.
+func (s *VarlinkInterface) Verify(ctx context.Context, c VarlinkCall, container_ string) error {
+	return c.ReplyMethodNotImplemented(ctx, "org.terok.ClearanceFirewall1.Verify")
+}
+
 // Binds the container's NFLOG group in its network namespace (copy mode
 // packet, queue threshold 1) and returns the bound netlink socket as a file
 // descriptor with the reply (SCM_RIGHTS); group is the group number. The
@@ -1196,6 +1339,15 @@ func (s *VarlinkInterface) Engage(ctx context.Context, c VarlinkCall, container_
 // one is open.
 func (s *VarlinkInterface) Watch(ctx context.Context, c VarlinkCall, container_ string) error {
 	return c.ReplyMethodNotImplemented(ctx, "org.terok.ClearanceFirewall1.Watch")
+}
+
+// Returns, as a file descriptor with the reply (SCM_RIGHTS), a netlink
+// socket bound in the container's network namespace to nftables' event
+// group (NFNLGRP_NFTABLES): every change of a table, chain, rule, set or
+// element there is announced on it. The caller reads the messages' types
+// (a table, chain or rule changed: call Verify); nothing is parsed here.
+func (s *VarlinkInterface) Monitor(ctx context.Context, c VarlinkCall, container_ string) error {
+	return c.ReplyMethodNotImplemented(ctx, "org.terok.ClearanceFirewall1.Monitor")
 }
 
 // Adds ip (an address or CIDR prefix) to the allow (action "allow") or deny
@@ -1303,6 +1455,16 @@ func (s *VarlinkInterface) VarlinkDispatch(ctx context.Context, call varlink.Cal
 		}
 		return s.orgterokclearancefirewall1Interface.Engage(ctx, VarlinkCall{call}, in.Container)
 
+	case "Verify":
+		var in struct {
+			Container string `json:"container"`
+		}
+		err := call.GetParameters(&in)
+		if err != nil {
+			return call.ReplyInvalidParameter(ctx, "parameters")
+		}
+		return s.orgterokclearancefirewall1Interface.Verify(ctx, VarlinkCall{call}, in.Container)
+
 	case "Watch":
 		var in struct {
 			Container string `json:"container"`
@@ -1312,6 +1474,16 @@ func (s *VarlinkInterface) VarlinkDispatch(ctx context.Context, call varlink.Cal
 			return call.ReplyInvalidParameter(ctx, "parameters")
 		}
 		return s.orgterokclearancefirewall1Interface.Watch(ctx, VarlinkCall{call}, in.Container)
+
+	case "Monitor":
+		var in struct {
+			Container string `json:"container"`
+		}
+		err := call.GetParameters(&in)
+		if err != nil {
+			return call.ReplyInvalidParameter(ctx, "parameters")
+		}
+		return s.orgterokclearancefirewall1Interface.Monitor(ctx, VarlinkCall{call}, in.Container)
 
 	case "Apply":
 		var in struct {
@@ -1506,6 +1678,13 @@ type Learned (
 # true when the table did not exist before this call.
 method Engage(container: string) -> (table: string, engaged_now: bool)
 
+# Checks, without reading any set's elements (cheap enough to call every
+# few seconds), that the container's ruleset is still the one Engage
+# built: integrity is "intact", "altered" (a chain, a chain's policy or a
+# rule was changed in the namespace) or "missing" (no table). Changes
+# nothing: Engage repairs. terok-shield mode checks the table's presence.
+method Verify(container: string) -> (integrity: string)
+
 # Binds the container's NFLOG group in its network namespace (copy mode
 # packet, queue threshold 1) and returns the bound netlink socket as a file
 # descriptor with the reply (SCM_RIGHTS); group is the group number. The
@@ -1513,6 +1692,13 @@ method Engage(container: string) -> (table: string, engaged_now: bool)
 # bind a group per namespace: FirewallFailed(op: "watch") while another
 # one is open.
 method Watch(container: string) -> (group: int)
+
+# Returns, as a file descriptor with the reply (SCM_RIGHTS), a netlink
+# socket bound in the container's network namespace to nftables' event
+# group (NFNLGRP_NFTABLES): every change of a table, chain, rule, set or
+# element there is announced on it. The caller reads the messages' types
+# (a table, chain or rule changed: call Verify); nothing is parsed here.
+method Monitor(container: string) -> ()
 
 # Adds ip (an address or CIDR prefix) to the allow (action "allow") or deny
 # ("deny") set and removes the same entry from the other one. proto ("tcp",

@@ -197,6 +197,24 @@ func (c *Client) Watch(ctx context.Context, container string, ns *os.File) (*os.
 	return rx[0], int(out.Group), nil
 }
 
+// Monitor returns a netlink socket bound in the container's namespace to
+// nftables' event group; the caller owns it.
+func (c *Client) Monitor(ctx context.Context, container string, ns *os.File) (*os.File, error) {
+	rx, err := c.call(ctx, "Monitor", struct {
+		Container string `json:"container"`
+	}{container}, &struct{}{}, ns)
+	if err != nil {
+		return nil, err
+	}
+	if len(rx) != 1 {
+		for _, f := range rx {
+			f.Close()
+		}
+		return nil, fmt.Errorf("monitor %s: reply carried %d file descriptors, want 1", container, len(rx))
+	}
+	return rx[0], nil
+}
+
 // ApplyRequest is a scoped verdict.
 type ApplyRequest struct {
 	Container string
@@ -446,6 +464,18 @@ func (c *Client) Explain(ctx context.Context, container, ip string, port int, pr
 		x.Expires = time.UnixMicro(out.Expires_usec)
 	}
 	return x, err
+}
+
+// Verify reports whether container's ruleset is still the one Engage
+// built: "intact", "altered" or "missing" (nft.Integrity).
+func (c *Client) Verify(ctx context.Context, container string, ns *os.File) (string, error) {
+	var out struct {
+		Integrity string `json:"integrity"`
+	}
+	err := c.callNoFDs(ctx, "Verify", struct {
+		Container string `json:"container"`
+	}{container}, &out, ns)
+	return out.Integrity, err
 }
 
 // Disengage removes the container's built-in table.
