@@ -120,6 +120,12 @@ type Config struct {
 	// container's namespace, so an allowed connection does not outlive
 	// its verdict.
 	KeepEstablished bool
+	// Observe says whose containers may run in observe mode (their
+	// record's mode "observe"); the zero value allows nobody.
+	Observe ObservePolicy
+	// AskPort is the port of the containers' ask endpoint (Ask); 0 turns
+	// it off.
+	AskPort uint16
 
 	// MaxConnsPerOwner bounds the connections one user may hold open at
 	// once, counting its subordinate uids (SubUIDFile) as the user
@@ -398,28 +404,40 @@ func dedupeAddrs(as []netip.Addr) []netip.Addr {
 	return out
 }
 
+// engaged is the outcome of engage.
+type engaged struct {
+	table   string
+	now     bool   // the table did not exist before
+	observe bool   // the ruleset runs in observe mode
+	note    string // why a requested observe mode was refused
+}
+
 // engage installs or verifies the ruleset.
-func (s *Service) engage(t *target) (table string, now bool, err error) {
+func (s *Service) engage(t *target) (engaged, error) {
 	fw, release, err := s.openFirewall(t)
 	if err != nil {
-		return "", false, err
+		return engaged{}, err
 	}
 	defer release()
 	was, err := fw.Engaged()
 	if err != nil {
-		return "", false, s.failed(t, &firewallError{op: "engage", err: err})
+		return engaged{}, s.failed(t, &firewallError{op: "engage", err: err})
 	}
 	rs, err := s.ruleset(t)
 	if err != nil {
-		return "", false, &firewallError{op: "engage", err: err}
+		return engaged{}, &firewallError{op: "engage", err: err}
 	}
+	out := engaged{table: fw.Table(), now: !was}
+	out.observe, out.note = s.observeMode(t)
+	rs.Observe = out.observe
 	if err := fw.Engage(rs); err != nil {
-		return "", false, s.failed(t, &firewallError{op: "engage", err: err})
+		return engaged{}, s.failed(t, &firewallError{op: "engage", err: err})
 	}
 	s.log.Info("engaged "+fw.Table()+" for "+t.container, "MESSAGE_ID", MsgEngaged,
 		"CLEARANCE_CONTAINER", t.container, "CLEARANCE_OPERATOR_UID", strconv.FormatUint(uint64(t.peer), 10),
 		"table", fw.Table(), "engaged_now", !was, "netns", t.id.String())
-	return fw.Table(), !was, nil
+	s.logMode(t, out)
+	return out, nil
 }
 
 // disengage removes the built-in table.
@@ -479,6 +497,21 @@ func (s *Service) apply(ctx context.Context, t *target, r applyRequest) (bool, s
 			}
 		}
 		return ok, stderr, time.Time{}
+	}
+	if !r.dest.Prefix.IsValid() && r.name != "" {
+		// A verdict on a name alone: nothing for the kernel now (the
+		// hub's forwarder learns the name's addresses with the verdict's
+		// lifetime); "always" writes the name.
+		var exp time.Time
+		if r.ttl > 0 {
+			exp = s.cfg.Now().Add(r.ttl)
+		}
+		if r.scope == ScopeAlways {
+			if err := s.persist(t, r); err != nil {
+				return false, err.Error(), time.Time{}
+			}
+		}
+		return true, "", exp
 	}
 	fw, release, err := s.openFirewall(t)
 	if err != nil {
