@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/terok-ai/clearance/internal/ask"
 	"github.com/terok-ai/clearance/internal/config"
 	"github.com/terok-ai/clearance/internal/dnsfwd"
 	"github.com/terok-ai/clearance/internal/event"
@@ -172,6 +173,12 @@ func Command(ctx context.Context, args []string, stderr io.Writer) int {
 			fw.DNS = watcher.DNS
 		}
 	}
+	var askEP *AskEndpoint
+	if watcher != nil && cfg.Ruleset.Mode == config.RulesetModeBuiltin && cfg.Ask.Port != 0 {
+		askEP = &AskEndpoint{Firewall: fw, Dossier: watcher.Dossier, DNS: watcher.DNS,
+			Server: &ask.Server{RatePerMinute: cfg.Ask.RatePerMinute, Burst: cfg.Ask.Burst, MaxWait: cfg.Ask.MaxWait,
+				MaxConnections: cfg.Ask.MaxConnections}}
+	}
 
 	err = Run(ctx, Options{
 		Container: id,
@@ -190,6 +197,7 @@ func Command(ctx context.Context, args []string, stderr io.Writer) int {
 		MaxMessage:  cfg.Hub.MaxMessageBytes,
 		MaxLine:     cfg.Hub.MaxLineBytes,
 		Watcher:     watcher,
+		Ask:         askEP,
 		Stored:      stored,
 		ConfigError: configErr,
 		Level:       level,
@@ -226,6 +234,12 @@ func takeStored(files map[string][]*os.File) Stored {
 				st.DNS = map[string]*os.File{}
 			}
 			st.DNS[sock] = one(name)
+		}
+		if sock, ok := strings.CutPrefix(name, fdAsk); ok {
+			if st.Ask == nil {
+				st.Ask = map[string]*os.File{}
+			}
+			st.Ask[sock] = one(name)
 		}
 	}
 	return st

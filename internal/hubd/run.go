@@ -53,6 +53,10 @@ type Options struct {
 	// terok-shield ruleset through the verdict service). Run starts it.
 	Watcher *Watcher
 
+	// Ask, if set, serves the container's ask endpoint (docs/ask.md).
+	// Run starts it.
+	Ask *AskEndpoint
+
 	// Level is the log level io.systemd.service.SetLogLevel changes.
 	Level *slog.LevelVar
 
@@ -93,6 +97,9 @@ type Stored struct {
 	NFLOG *os.File
 	// DNS are the forwarder's sockets by name (verdict.SockUDP4 …).
 	DNS map[string]*os.File
+	// Ask are the ask endpoint's listening sockets by name
+	// (verdict.SockAsk4 …).
+	Ask map[string]*os.File
 }
 
 func (s Stored) close() {
@@ -101,8 +108,10 @@ func (s Stored) close() {
 			f.Close()
 		}
 	}
-	for _, f := range s.DNS {
-		f.Close()
+	for _, m := range []map[string]*os.File{s.DNS, s.Ask} {
+		for _, f := range m {
+			f.Close()
+		}
 	}
 }
 
@@ -164,6 +173,9 @@ func Run(ctx context.Context, o Options) error {
 				ds := o.Watcher.DNS.Stats()
 				x.DNS = &ds
 			}
+		}
+		if o.Ask != nil {
+			x.Ask = &AskExtra{Serving: o.Ask.Serving(), Stats: o.Ask.Server.Stats()}
 		}
 		return x
 	}
@@ -285,9 +297,27 @@ func Run(ctx context.Context, o Options) error {
 		}
 	}
 
+	if o.Ask != nil {
+		o.Ask.hub = h
+		o.Ask.container = o.Container
+		if o.Ask.Log == nil {
+			o.Ask.Log = log
+		}
+		o.Ask.stored = o.Stored.Ask
+		run(func() error { return o.Ask.Run(ctx) })
+	} else {
+		for _, f := range o.Stored.Ask {
+			f.Close()
+		}
+	}
+
 	status := func() string {
 		st := h.Stats()
-		return fmt.Sprintf("serving %s: %d subscriber(s), %d pending", o.Container, st.Subscribers, st.Pending)
+		s := fmt.Sprintf("serving %s: %d subscriber(s), %d pending", o.Container, st.Subscribers, st.Pending)
+		if st.Observing {
+			s = "OBSERVE MODE, NOT ENFORCED: " + s
+		}
+		return s
 	}
 	if o.Watcher != nil {
 		// READY=1 means blocked packets reach subscribers: wait for the

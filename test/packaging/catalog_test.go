@@ -84,6 +84,7 @@ func TestCatalog(t *testing.T) {
 		"expired": hub.MsgExpired, "engaged": hub.MsgEngaged, "disengaged": hub.MsgDisengaged,
 		"denied": hub.MsgDenied, "learned": hub.MsgLearned,
 		"connections cut": verdict.MsgFlowsCut, "container refused": ocihook.MsgRefused,
+		"observe engaged": verdict.MsgObserveEngaged, "observed": hub.MsgObserved, "asked": hub.MsgAsked,
 	}
 	if hub.MsgEngaged != verdict.MsgEngaged || hub.MsgDisengaged != verdict.MsgDisengaged {
 		t.Errorf("hub and verdict service disagree on the engage/disengage MESSAGE_IDs")
@@ -141,7 +142,8 @@ func TestCatalogCompiles(t *testing.T) {
 		t.Fatalf("journalctl --list-catalog: %v\n%s", err, out)
 	}
 	for _, id := range []string{hub.MsgBlocked, hub.MsgVerdict, hub.MsgVerdictFailed, hub.MsgExpired, hub.MsgEngaged, hub.MsgDisengaged,
-		hub.MsgDenied, hub.MsgLearned, verdict.MsgFlowsCut, ocihook.MsgRefused} {
+		hub.MsgDenied, hub.MsgLearned, verdict.MsgFlowsCut, ocihook.MsgRefused, verdict.MsgObserveEngaged, hub.MsgObserved,
+		hub.MsgAsked} {
 		if !strings.Contains(string(out), id+" clearance: ") {
 			t.Errorf("compiled catalog lacks %s:\n%s", id, out)
 		}
