@@ -277,6 +277,18 @@ func Lifecycle(ev event.Event) (p Popup, ok bool) {
 	return Popup{}, false
 }
 
+// Notice renders a hub_notice: something about a container's hub the
+// operator must know once, such as a container running in observe mode
+// (its firewall not enforced) or a hub on its default configuration.
+func Notice(ev event.Event) Popup {
+	return Popup{
+		Summary: "Clearance notice: " + IdentityLabel(ev.Dossier, ev.Container),
+		Body:    Field(ev.Reason),
+		Hints:   HintSecurityAlert,
+		Timeout: TimeoutDefault,
+	}
+}
+
 // Waiting renders the single summary popup shown when prompts are held
 // back (visible cap or rate limit): "N more waiting — clearancectl pending".
 // latest lists the newest held-back prompts, one line each, newest first.
