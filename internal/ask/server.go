@@ -454,7 +454,11 @@ func (s *Server) await(ctx context.Context, c net.Conn, id string, wait time.Dur
 	defer s.stats.waiting.Add(-1)
 	wctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
-	// The client sends nothing more; a read that ends means it hung up.
+	// The client sends nothing more. A reset means it went away: stop
+	// waiting. A clean end of its stream does not: nc, socat and the like
+	// half-close after sending the request and then read the answer (a
+	// client that closed completely cannot be told apart; its wait ends
+	// with its wait parameter).
 	c.SetReadDeadline(time.Time{})
 	gone := make(chan struct{})
 	go func() {
@@ -462,7 +466,9 @@ func (s *Server) await(ctx context.Context, c net.Conn, id string, wait time.Dur
 		var b [512]byte
 		for {
 			if _, err := c.Read(b[:]); err != nil {
-				cancel()
+				if !errors.Is(err, io.EOF) {
+					cancel()
+				}
 				return
 			}
 		}

@@ -304,7 +304,7 @@ func TestAskRateLimit(t *testing.T) {
 
 // TestAskConnectionLimit: connections over MaxConnections are answered
 // 429 and closed; waiting callers are not disturbed, and a caller that
-// hangs up stops waiting.
+// goes away stops waiting.
 func TestAskConnectionLimit(t *testing.T) {
 	f := newFake()
 	s := &Server{Decider: f, MaxConnections: 2, Burst: 100, RatePerMinute: 6000}
@@ -329,7 +329,8 @@ func TestAskConnectionLimit(t *testing.T) {
 	if code != 429 || !strings.Contains(a.Error, "too many connections") {
 		t.Errorf("third connection: %d %+v", code, a)
 	}
-	conns[0].Close() // hangs up: its wait ends
+	conns[0].(*net.TCPConn).SetLinger(0)
+	conns[0].Close() // goes away (a reset): its wait ends
 	deadline = time.Now().Add(5 * time.Second)
 	for s.Stats().Waiting > 1 && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
@@ -337,6 +338,8 @@ func TestAskConnectionLimit(t *testing.T) {
 	if w := s.Stats().Waiting; w != 1 {
 		t.Errorf("%d waiting after a hang-up, want 1", w)
 	}
+	// Which connection became r1 depends on scheduling: decide both.
+	f.decide("r1", Answer{Status: StatusAllowed})
 	f.decide("r2", Answer{Status: StatusAllowed})
 	conns[1].SetDeadline(time.Now().Add(5 * time.Second))
 	resp, err := http.ReadResponse(bufio.NewReader(conns[1]), nil)
@@ -344,4 +347,34 @@ func TestAskConnectionLimit(t *testing.T) {
 		t.Errorf("the waiting caller: %v %v", resp, err)
 	}
 	conns[1].Close()
+}
+
+// TestAskHalfClosedClientGetsTheVerdict: a client that half-closes after
+// sending its request (busybox nc, socat) still waits and reads the
+// verdict.
+func TestAskHalfClosedClientGetsTheVerdict(t *testing.T) {
+	f := newFake()
+	s := &Server{Decider: f}
+	addr := serve(t, s)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, post(form, "dest=a.example&port=443&reason=x"))
+	c.(*net.TCPConn).CloseWrite()
+	deadline := time.Now().Add(5 * time.Second)
+	for s.Stats().Waiting < 1 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond) // the server has seen the end of the stream
+	if w := s.Stats().Waiting; w != 1 {
+		t.Fatalf("%d waiting after the half-close, want 1", w)
+	}
+	f.decide("r1", Answer{Status: StatusAllowed})
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("half-closed client: %v %v", resp, err)
+	}
 }

@@ -56,6 +56,25 @@ type AskEndpoint struct {
 	container string
 	stored    map[string]*os.File
 	serving   atomic.Bool
+	ready     chan struct{}
+	readyOnce sync.Once
+}
+
+// Ready is closed once the endpoint's sockets exist (connections made
+// from then on wait in their backlog until served), or the endpoint is
+// turned off.
+func (a *AskEndpoint) Ready() <-chan struct{} {
+	a.readyOnce.Do(func() { a.ready = make(chan struct{}) })
+	return a.ready
+}
+
+func (a *AskEndpoint) markReady() {
+	a.Ready()
+	select {
+	case <-a.ready:
+	default:
+		close(a.ready) // only Run's goroutine closes it
+	}
 }
 
 // Serving reports whether the endpoint's sockets are being served.
@@ -78,6 +97,7 @@ func (a *AskEndpoint) Run(ctx context.Context) error {
 			}
 			if strings.Contains(err.Error(), "ask.port: 0") {
 				a.Log.Info("the ask endpoint is turned off in the system configuration", "container", a.container)
+				a.markReady()
 				break
 			}
 			a.Log.Warn("ask endpoint not available; retrying", "container", a.container, "err", err, "in", backoff)
@@ -89,6 +109,7 @@ func (a *AskEndpoint) Run(ctx context.Context) error {
 			continue
 		}
 		backoff = time.Second
+		a.markReady()
 		a.serve(ctx, socks)
 	}
 	for _, f := range a.stored {

@@ -304,6 +304,7 @@ func Run(ctx context.Context, o Options) error {
 			o.Ask.Log = log
 		}
 		o.Ask.stored = o.Stored.Ask
+		o.Ask.Ready() // initialise before the goroutine starts
 		run(func() error { return o.Ask.Run(ctx) })
 	} else {
 		for _, f := range o.Stored.Ask {
@@ -327,6 +328,16 @@ func Run(ctx context.Context, o Options) error {
 		case <-o.Watcher.Ready():
 		case <-time.After(5 * time.Second):
 			log.Warn("NFLOG watch not up yet; serving without it for now")
+		case <-ctx.Done():
+		}
+	}
+	if o.Ask != nil {
+		// The container may ask as soon as it starts: its endpoint's
+		// sockets exist before READY=1 (bounded like the watch).
+		select {
+		case <-o.Ask.Ready():
+		case <-time.After(5 * time.Second):
+			log.Warn("ask endpoint not up yet; serving without it for now")
 		case <-ctx.Done():
 		}
 	}
