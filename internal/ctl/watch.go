@@ -516,7 +516,11 @@ func (w *watch) event(hw *hubWorker, ev orgterokclearance1.ClearanceEvent) {
 		if !matches(w.filter, hw.ref.ID, ev.Container) {
 			return
 		}
-		w.say(colDim, "verdict expired for "+clean(ev.Dest)+" ("+clean(ev.Container)+")")
+		target := ev.Domain // a verdict on a name
+		if target == "" {
+			target = ev.Dest
+		}
+		w.say(colDim, "verdict expired for "+clean(target)+" ("+clean(ev.Container)+")")
 	case event.HubNotice:
 		// The hub runs on its defaults, or the container is in observe
 		// mode (not enforced): said once, loudly.

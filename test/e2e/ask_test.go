@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -15,11 +16,23 @@ import (
 	"time"
 
 	"github.com/terok-ai/clearance/internal/config"
+	"github.com/terok-ai/clearance/internal/event"
 	"github.com/terok-ai/clearance/internal/lab"
 	"github.com/terok-ai/clearance/internal/record"
 	"github.com/terok-ai/clearance/internal/testutil"
 	"github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearancehub1"
 )
+
+// readLog returns a service's whole log ("hub" or "verdict"): text
+// records with their journal fields as key=value.
+func readLog(t *testing.T, s *lab.Stack, name string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(s.Logs, name+".log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
 
 // waitAskServing waits until the hub serves the ask endpoint.
 func waitAskServing(t *testing.T, st *stream) {
@@ -103,6 +116,9 @@ func TestAskEndpoint(t *testing.T) {
 	pend, err := orgterokclearancehub1.Pending().Call(ctx, st.rpc)
 	if err != nil || len(pend) != 1 || pend[0].Reason == nil || *pend[0].Reason != ev.Reason {
 		t.Fatalf("Pending = %+v, %v; want the request with its reason", pend, err)
+	}
+	if h := readLog(t, s, "hub"); !strings.Contains(h, "MESSAGE_ID="+event.MsgAsked) || !strings.Contains(h, "fetching deps for the build") {
+		t.Errorf("the hub's log lacks the asked record:\n%s", s.Tail("hub"))
 	}
 	channel := "clearancectl"
 	if ok, _, err := orgterokclearancehub1.Decide().Call(ctx, st.rpc, ev.Request_id, "allow", "once", 0, nil, &channel); err != nil || !ok {
@@ -243,6 +259,13 @@ func TestObserveMode(t *testing.T) {
 	if err != nil || stats.Mode == nil || *stats.Mode != "observe" || stats.Pending != 0 {
 		t.Fatalf("stats %+v %v", stats, err)
 	}
+	// The audit: each destination recorded once, the engagement loudly.
+	if n := strings.Count(readLog(t, s, "hub"), "MESSAGE_ID="+event.MsgObserved); n != 2 {
+		t.Errorf("%d observed records in the hub's log, want 2 (one per destination)", n)
+	}
+	if v := readLog(t, s, "verdict"); !strings.Contains(v, "MESSAGE_ID="+event.MsgObserveEngaged) || !strings.Contains(v, "NOT ENFORCED") {
+		t.Errorf("the verdict service's log lacks the observe-mode record:\n%s", s.Tail("verdict"))
+	}
 	out, err := exec.Command(filepath.Join(binDir, "clearancectl"), "status", "--glob", s.HubSock).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "OBSERVE MODE: NOT ENFORCED") {
 		t.Fatalf("clearancectl status: %v\n%s", err, out)
@@ -262,5 +285,28 @@ func TestObserveMode(t *testing.T) {
 	stats, err = orgterokclearancehub1.Stats().Call(ctx, st2.rpc)
 	if err != nil || stats.Mode == nil || *stats.Mode != "enforce" {
 		t.Fatalf("stats without consent %+v %v", stats.Mode, err)
+	}
+}
+
+// TestAskedNameExpires: a "once" verdict on a name the container asked
+// for (no address in the kernel) expires on time like any other, and its
+// end is clean: announced, and nothing to revoke at the verdict service.
+func TestAskedNameExpires(t *testing.T) {
+	requireLab(t)
+	testutil.RequireTool(t, "curl")
+	s := newStack(t, lab.StackOptions{OnceTTL: 2 * time.Second})
+	st := subscribe(t, s)
+	waitAskServing(t, st)
+	ctx := testutil.Context(t)
+	go curlInContainer(ctx, s, "-d", "dest="+lab.TestDomain, "-d", "port=443", "-d", "reason=short", "-d", "wait=0")
+	ev := st.next("connection_blocked")
+	if ok, _, err := orgterokclearancehub1.Decide().Call(ctx, st.rpc, ev.Request_id, "allow", "once", 0, nil, nil); err != nil || !ok {
+		t.Fatalf("decide: %v %v", ok, err)
+	}
+	if x := st.next("verdict_expired"); x.Domain != lab.TestDomain {
+		t.Errorf("verdict_expired %+v, want the name", x)
+	}
+	if h := readLog(t, s, "hub"); strings.Contains(h, "revoke expired verdict") {
+		t.Errorf("revoking a verdict on a name alone failed:\n%s", s.Tail("hub"))
 	}
 }
