@@ -20,12 +20,17 @@ out=$(printf 'POST /ask HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application
 echo "ask rc=$? $out"
 until [ -e /done ]; do sleep 0.05; done`
 
-// TestRootfulAsk: a real container states its reason on its ask endpoint
+// TestRootfulAsk and TestRootlessAsk run askFlow with rootful and
+// rootless podman.
+func TestRootfulAsk(t *testing.T) { askFlow(t, newEnv(t), "clr-ask") }
+
+func TestRootlessAsk(t *testing.T) { askFlow(t, newEnvFor(t, true), "clr-rl-ask") }
+
+// askFlow: a real container states its reason on its ask endpoint
 // before connecting; the operator sees it in the prompt and allows; the
 // container's call returns the verdict.
-func TestRootfulAsk(t *testing.T) {
-	e := newEnv(t)
-	pc, err := e.CreateInitWith("clr-ask", podmanlab.CreateOptions{
+func askFlow(t *testing.T, e *env, name string) {
+	pc, err := e.CreateInitWith(name, podmanlab.CreateOptions{
 		Annotations: []string{"dossier.project=e2e", "dossier.task=ask"},
 		Script:      askScript,
 	})
