@@ -15,6 +15,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/varlink/go/varlink"
 
+	"github.com/terok-ai/clearance/internal/event"
 	"github.com/terok-ai/clearance/internal/hub"
 	fw "github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearancefirewall1"
 	"github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearancehub1"
@@ -301,7 +302,8 @@ func TestJournalArgs(t *testing.T) {
 			want := []string{"MESSAGE_ID=" + hub.MsgBlocked, "MESSAGE_ID=" + hub.MsgVerdict,
 				"MESSAGE_ID=" + hub.MsgVerdictFailed, "MESSAGE_ID=" + hub.MsgExpired,
 				"MESSAGE_ID=" + hub.MsgEngaged, "MESSAGE_ID=" + hub.MsgDisengaged,
-				"MESSAGE_ID=" + hub.MsgDenied, "MESSAGE_ID=" + hub.MsgLearned}
+				"MESSAGE_ID=" + hub.MsgDenied, "MESSAGE_ID=" + hub.MsgLearned, "MESSAGE_ID=" + hub.MsgAsked,
+				"MESSAGE_ID=" + hub.MsgObserved, "MESSAGE_ID=" + event.MsgObserveEngaged}
 			if diff := cmp.Diff(want, ids); diff != "" {
 				t.Errorf("MESSAGE_ID matches (-want +got):\n%s", diff)
 			}
@@ -612,6 +614,39 @@ func TestAttackIPv6Endpoint(t *testing.T) {
 	} {
 		if got := endpoint(tc.target, tc.port, tc.proto); got != tc.want {
 			t.Errorf("endpoint(%q, %d, %d) = %q, want %q", tc.target, tc.port, tc.proto, got, tc.want)
+		}
+	}
+}
+
+// TestLogShowsAskAndObserve: "log" asks journalctl for the records of the
+// container's own requests and of observe mode, and names them.
+func TestLogShowsAskAndObserve(t *testing.T) {
+	const s = int64(1_767_265_000_000_000)
+	lines := []string{
+		journalLine(s+1, event.MsgObserveEngaged, "c9", "", "", 0, "", ""),
+		journalLine(s+2, hub.MsgObserved, "c9", "192.0.2.7", "", 8080, "TCP", ""),
+		journalLine(s+3, hub.MsgAsked, "c9", "", "api.example.com", 443, "TCP", ""),
+	}
+	var gotArgs []string
+	fake := func(r *runner) {
+		r.journal = func(ctx context.Context, args []string) ([]byte, error) {
+			gotArgs = args
+			return []byte(strings.Join(lines, "\n")), nil
+		}
+		r.now = func() time.Time { return time.UnixMicro(s + 10_000_000) }
+	}
+	res := runWith(t, fake, "", "log")
+	if res.code != ExitOK {
+		t.Fatalf("exit %d: %s", res.code, res.stderr)
+	}
+	for _, id := range []string{event.MsgObserveEngaged, hub.MsgObserved, hub.MsgAsked} {
+		if !containsStr(gotArgs, "MESSAGE_ID="+id) {
+			t.Errorf("journalctl args %q lack %s", gotArgs, id)
+		}
+	}
+	for _, want := range []string{"not-enforced", "observed", "192.0.2.7:8080/tcp", "asked", "api.example.com:443/tcp"} {
+		if !strings.Contains(res.stdout, want) {
+			t.Errorf("log table lacks %q:\n%s", want, res.stdout)
 		}
 	}
 }

@@ -30,6 +30,9 @@ var auditKinds = []struct{ id, name string }{
 	{hub.MsgDisengaged, "disengaged"},
 	{hub.MsgDenied, "denied"},
 	{hub.MsgLearned, "learned"},
+	{hub.MsgAsked, "asked"},                   // the container asked, with its reason
+	{hub.MsgObserved, "observed"},             // reached in observe mode, let through
+	{event.MsgObserveEngaged, "not-enforced"}, // ruleset engaged in observe mode
 }
 
 func kindName(id string) string {
@@ -297,8 +300,10 @@ func (r *runner) auditTable(entries []auditEntry) *table {
 			} else {
 				ev = r.paint(colRed, ev)
 			}
-		case "blocked":
+		case "blocked", "asked":
 			ev = r.paint(colYellow, ev)
+		case "not-enforced":
+			ev = r.paint(colRed, ev)
 		}
 		t.add(when, ev, orDash(clean(e.Container)), dest, orDash(clean(e.Action)), orDash(clean(e.Scope)),
 			orDash(by), orDash(strings.Join(detail, "; ")))
