@@ -320,27 +320,27 @@ func Run(ctx context.Context, o Options) error {
 		}
 		return s
 	}
-	if o.Watcher != nil {
-		// READY=1 means blocked packets reach subscribers: wait for the
-		// NFLOG watch, but not forever (a missing verdict service must
-		// not keep the unit in "activating"; the watch keeps retrying).
+	// READY=1 means blocked packets reach subscribers and the container
+	// may ask from its first instruction: wait for the NFLOG watch and
+	// the ask endpoint's sockets, but not forever (a missing verdict
+	// service must not keep the unit in "activating"; both keep retrying).
+	upCtx, upCancel := context.WithTimeout(ctx, 5*time.Second)
+	waitUp := func(ready <-chan struct{}, what string) {
 		select {
-		case <-o.Watcher.Ready():
-		case <-time.After(5 * time.Second):
-			log.Warn("NFLOG watch not up yet; serving without it for now")
-		case <-ctx.Done():
+		case <-ready:
+		case <-upCtx.Done():
+			if ctx.Err() == nil {
+				log.Warn(what + " not up yet; serving without it for now")
+			}
 		}
+	}
+	if o.Watcher != nil {
+		waitUp(o.Watcher.Ready(), "NFLOG watch")
 	}
 	if o.Ask != nil {
-		// The container may ask as soon as it starts: its endpoint's
-		// sockets exist before READY=1 (bounded like the watch).
-		select {
-		case <-o.Ask.Ready():
-		case <-time.After(5 * time.Second):
-			log.Warn("ask endpoint not up yet; serving without it for now")
-		case <-ctx.Done():
-		}
+		waitUp(o.Ask.Ready(), "ask endpoint")
 	}
+	upCancel()
 	if o.SD != nil {
 		o.SD.Ready(status())
 		run(func() error { o.SD.RunWatchdog(ctx); return nil })
