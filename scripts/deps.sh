@@ -9,6 +9,7 @@ PACKAGES=(
   systemd                             # systemd-socket-activate, systemd-analyze, journald, systemd --user
   util-linux iproute2 nftables        # unshare/nsenter, veth, nft read-back in tests
   tmux                                # driving clearancectl watch in tests
+  curl                                # the ask endpoint's documented curl example, run in tests
   xvfb dunst libnotify-bin x11-apps imagemagick fonts-dejavu-core  # the real notification daemon end to end
   procps psmisc                       # ps for RSS measurements
   podman runc conmon netavark containernetworking-plugins golang-github-containers-common \

@@ -20,6 +20,15 @@ const (
 	MsgFlowsCut      = "a7c3e5f1b9d24c6e8f0a2b4c6d8e0f13" // established connections were cut
 	MsgRefused       = "b4d2f6a8c0e14a3b9d7f1e5c3a2b8d60" // the OCI hook refused a container
 	MsgTampered      = "fd32c15f9c8f484dae98141b2d269b42" // a ruleset was found removed or altered, and repaired
+	// MsgObserveEngaged: a container's ruleset was engaged (or verified)
+	// in observe mode: NOT ENFORCED (clearance-verdict, PRIORITY 4).
+	MsgObserveEngaged = "3f9a6c1e8b2d4f7a9c0e5b1d7a3f6c28"
+	// MsgObserved: a container in observe mode reached a destination for
+	// the first time, logged and let through (clearance-hub).
+	MsgObserved = "d41e7b9c2a5f4e8b9d3c6a1f0e7b2c59"
+	// MsgAsked: the container asked for a destination itself, through its
+	// ask endpoint, with its reason (clearance-hub).
+	MsgAsked = "6e2c9a4f1b7d4c3e8a5f0d2b9c7e1a46"
 )
 
 // Kind is a record's kind by its MESSAGE_ID, as clearancectl log names it.
@@ -41,6 +50,9 @@ var Kinds = []Kind{
 	{MsgFlowsCut, "cut"},
 	{MsgRefused, "refused"},
 	{MsgTampered, "tampered"},
+	{MsgAsked, "asked"},
+	{MsgObserved, "observed"},
+	{MsgObserveEngaged, "not-enforced"},
 }
 
 // KindName names the kind of MESSAGE_ID id, "other" when it is none of
@@ -95,6 +107,15 @@ const (
 	// every port, name "-" when the element has none).
 	FieldCounters = "CLEARANCE_COUNTERS"
 	FieldTable    = "CLEARANCE_TABLE"
+	// FieldMode is a container's firewall mode, "observe" or "enforce"
+	// (observe-mode records).
+	FieldMode = "CLEARANCE_MODE"
+	// FieldOwnerUID is the kernel-verified owner of the container's
+	// network namespace (observe-mode records).
+	FieldOwnerUID = "CLEARANCE_OWNER_UID"
+	// FieldAskNew is "true" when an ask raised a new request, "false"
+	// when it joined one already pending.
+	FieldAskNew = "CLEARANCE_ASK_NEW"
 )
 
 // Sides of a verdict.
@@ -127,4 +148,5 @@ var Fields = []string{
 	FieldContainer, FieldContainerID, FieldPolicy, FieldProject, FieldRequestID, FieldDest, FieldDomain,
 	FieldPort, FieldProto, FieldAction, FieldScope, FieldExpires, FieldChannel, FieldOperatorUID,
 	FieldOperator, FieldReason, FieldVerdictID, FieldSide, FieldOutcome, FieldCounters, FieldTable,
+	FieldMode, FieldOwnerUID, FieldAskNew,
 }

@@ -38,6 +38,11 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
+// DefaultAskPort is the default port of the container's ask endpoint
+// (ask.port): 0x636c, "cl", as in the DNS mark 0x636c7200; below the
+// kernel's ephemeral port range.
+const DefaultAskPort = 25452
+
 // SystemPath is the system-wide configuration file, read first.
 const SystemPath = "/etc/clearance/clearance.yaml"
 
@@ -82,6 +87,53 @@ type Config struct {
 	DNS      DNS      `yaml:"dns"`
 	Notifier Notifier `yaml:"notifier"`
 	Hook     Hook     `yaml:"hook"`
+	Ask      Ask      `yaml:"ask"`
+	Observe  Observe  `yaml:"observe"`
+}
+
+// Ask configures the container's ask endpoint (docs/ask.md): a small
+// HTTP service inside the container's network namespace, on loopback,
+// where the workload states a destination, a port and its reason before
+// it connects, and waits for the operator's verdict.
+type Ask struct {
+	// Port is the TCP port of the endpoint on 127.0.0.1 and [::1] in
+	// every container's network namespace. Read by clearance-verdict,
+	// which creates the sockets, from the system file only: containers
+	// rely on one port per host. 0 turns the endpoint off. Default 25452.
+	Port int `yaml:"port"`
+
+	// RatePerMinute and Burst are each container's token bucket: every
+	// request to the endpoint takes a token; without one it is answered
+	// 429 with Retry-After. Default 60 and 20.
+	RatePerMinute int `yaml:"rate_per_minute"`
+	Burst         int `yaml:"burst"`
+
+	// MaxWait bounds how long one call waits for the verdict (its wait
+	// parameter; the default wait is the smaller of 2m and this). When it
+	// passes, the call answers 202 "pending" and the request still waits.
+	// Default 10m.
+	MaxWait time.Duration `yaml:"max_wait"`
+
+	// MaxConnections bounds the connections one container holds open to
+	// its endpoint at once (waiting calls included); one more is answered
+	// 429 and closed. Default 32.
+	MaxConnections int `yaml:"max_connections"`
+}
+
+// Observe says who may run containers in observe mode (annotation
+// io.clearance.mode=observe): the ruleset logs every new destination and
+// lets it through instead of blocking it. Read by clearance-verdict from
+// the system file only. Default: nobody.
+type Observe struct {
+	// Users lists the users (names or numeric uids) whose containers may
+	// run in observe mode: the container's owner as the kernel reports it.
+	Users []string `yaml:"users"`
+
+	// Projects lists projects (the container's dossier.project) whose
+	// containers may run in observe mode. The project is what the
+	// container's owner annotated, not verified: any user who can start
+	// containers can claim a listed project.
+	Projects []string `yaml:"projects"`
 }
 
 // Hook configures clearance-oci-hook. The hook reads only the system
@@ -359,6 +411,17 @@ func Default() *Config {
 		Hook: Hook{
 			AllowCapabilities:  []string{},
 			WithoutUserManager: WithoutUserManagerRefuse,
+		},
+		Ask: Ask{
+			Port:           DefaultAskPort,
+			RatePerMinute:  60,
+			Burst:          20,
+			MaxWait:        10 * time.Minute,
+			MaxConnections: 32,
+		},
+		Observe: Observe{
+			Users:    []string{},
+			Projects: []string{},
 		},
 		Notifier: Notifier{
 			HubGlob:        []string{"$XDG_RUNTIME_DIR/clearance/*/hub.sock"},
@@ -696,6 +759,25 @@ func (c *Config) validate(p positions) error {
 	case WithoutUserManagerRefuse, WithoutUserManagerRun:
 	default:
 		bad("hook.without_user_manager", "must be %q or %q, got %q", WithoutUserManagerRefuse, WithoutUserManagerRun, c.Hook.WithoutUserManager)
+	}
+
+	a := c.Ask
+	if a.Port < 0 || a.Port > 65535 {
+		bad("ask.port", "must be 0..65535 (0: no ask endpoint), got %d", a.Port)
+	}
+	positive("ask.rate_per_minute", a.RatePerMinute)
+	positive("ask.burst", a.Burst)
+	positiveDur("ask.max_wait", a.MaxWait)
+	positive("ask.max_connections", a.MaxConnections)
+	for i, u := range c.Observe.Users {
+		if strings.TrimSpace(u) == "" || strings.ContainsAny(u, ": \t\n") {
+			bad("observe.users", "entry %d: %q is not a user name or uid", i, u)
+		}
+	}
+	for i, p := range c.Observe.Projects {
+		if strings.TrimSpace(p) == "" {
+			bad("observe.projects", "entry %d: empty project", i)
+		}
 	}
 
 	n := c.Notifier

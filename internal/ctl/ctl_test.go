@@ -303,7 +303,8 @@ func TestJournalArgs(t *testing.T) {
 				"MESSAGE_ID=" + audit.MsgVerdictFailed, "MESSAGE_ID=" + audit.MsgExpired,
 				"MESSAGE_ID=" + audit.MsgEngaged, "MESSAGE_ID=" + audit.MsgDisengaged,
 				"MESSAGE_ID=" + audit.MsgDenied, "MESSAGE_ID=" + audit.MsgLearned,
-				"MESSAGE_ID=" + audit.MsgFlowsCut, "MESSAGE_ID=" + audit.MsgRefused, "MESSAGE_ID=" + audit.MsgTampered}
+				"MESSAGE_ID=" + audit.MsgFlowsCut, "MESSAGE_ID=" + audit.MsgRefused, "MESSAGE_ID=" + audit.MsgTampered,
+				"MESSAGE_ID=" + audit.MsgAsked, "MESSAGE_ID=" + audit.MsgObserved, "MESSAGE_ID=" + audit.MsgObserveEngaged}
 			if diff := cmp.Diff(want, ids); diff != "" {
 				t.Errorf("MESSAGE_ID matches (-want +got):\n%s", diff)
 			}
@@ -676,5 +677,38 @@ func TestLogReconcilesTheTwoSides(t *testing.T) {
 	// A reader who sees no kernel record at all is told nothing is amiss.
 	if m := mismatch(audit.OutcomeApplied, "", false, false); m != "" {
 		t.Errorf("without kernel records: mismatch %q", m)
+	}
+}
+
+// TestLogShowsAskAndObserve: "log" asks journalctl for the records of the
+// container's own requests and of observe mode, and names them.
+func TestLogShowsAskAndObserve(t *testing.T) {
+	const s = int64(1_767_265_000_000_000)
+	lines := []string{
+		journalLine(s+1, audit.MsgObserveEngaged, "c9", "", "", 0, "", ""),
+		journalLine(s+2, audit.MsgObserved, "c9", "192.0.2.7", "", 8080, "TCP", ""),
+		journalLine(s+3, audit.MsgAsked, "c9", "", "api.example.com", 443, "TCP", ""),
+	}
+	var gotArgs []string
+	fake := func(r *runner) {
+		r.journal = func(ctx context.Context, args []string) ([]byte, error) {
+			gotArgs = args
+			return []byte(strings.Join(lines, "\n")), nil
+		}
+		r.now = func() time.Time { return time.UnixMicro(s + 10_000_000) }
+	}
+	res := runWith(t, fake, "", "log")
+	if res.code != ExitOK {
+		t.Fatalf("exit %d: %s", res.code, res.stderr)
+	}
+	for _, id := range []string{audit.MsgObserveEngaged, audit.MsgObserved, audit.MsgAsked} {
+		if !containsStr(gotArgs, "MESSAGE_ID="+id) {
+			t.Errorf("journalctl args %q lack %s", gotArgs, id)
+		}
+	}
+	for _, want := range []string{"not-enforced", "observed", "192.0.2.7:8080/tcp", "asked", "api.example.com:443/tcp"} {
+		if !strings.Contains(res.stdout, want) {
+			t.Errorf("log table lacks %q:\n%s", want, res.stdout)
+		}
 	}
 }

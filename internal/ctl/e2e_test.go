@@ -184,8 +184,8 @@ func TestStatusJSON(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []statusJSON{
-		{Hub: "c1", Socket: th.Path, Answers: true, Container: "c1", Pending: 2, EventsIn: 2, Ruleset: "external"},
-		{Hub: "c2", Socket: th2.Path, Answers: true, Container: "c2", Ruleset: "external"},
+		{Hub: "c1", Socket: th.Path, Answers: true, Container: "c1", Pending: 2, EventsIn: 2, Ruleset: "external", Mode: "enforce"},
+		{Hub: "c2", Socket: th2.Path, Answers: true, Container: "c2", Ruleset: "external", Mode: "enforce"},
 	}
 	opts := cmpopts.IgnoreFields(statusJSON{}, "StartedUsec", "EventsOut")
 	if diff := cmp.Diff(want, got, opts); diff != "" {

@@ -356,8 +356,10 @@ func (r *runner) auditTable(entries []auditEntry) *table {
 			} else {
 				ev = r.paint(colRed, ev)
 			}
-		case "blocked":
+		case "blocked", "asked":
 			ev = r.paint(colYellow, ev)
+		case "not-enforced":
+			ev = r.paint(colRed, ev)
 		}
 		t.add(when, ev, orDash(clean(e.Container)), dest, orDash(clean(e.Action)), orDash(clean(e.Scope)),
 			orDash(by), orDash(strings.Join(detail, "; ")))

@@ -25,6 +25,9 @@ type pendingJSON struct {
 	Count         int64             `json:"count"`
 	FirstSeenUsec int64             `json:"first_seen_usec"`
 	LastSeenUsec  int64             `json:"last_seen_usec"`
+	// Reason is the container's own reason, when it asked for the
+	// destination through its ask endpoint (its unverified claim).
+	Reason string `json:"reason,omitempty"`
 }
 
 func (r *runner) cmdPending(ctx context.Context, args []string) int {
@@ -51,11 +54,15 @@ func (r *runner) cmdPending(ctx context.Context, args []string) int {
 			if d == nil {
 				d = map[string]string{}
 			}
-			rows = append(rows, pendingJSON{
+			row := pendingJSON{
 				Hub: hp.hub.ID, Socket: hp.hub.Path, Container: p.Container, RequestID: p.Request_id,
 				Dest: p.Dest, Port: p.Port, Proto: p.Proto, Domain: p.Domain, Target: p.Target,
 				Dossier: d, Count: p.Count, FirstSeenUsec: p.First_seen_usec, LastSeenUsec: p.Last_seen_usec,
-			})
+			}
+			if p.Reason != nil {
+				row.Reason = *p.Reason
+			}
+			rows = append(rows, row)
 		}
 	}
 	sort.SliceStable(rows, func(i, j int) bool { return rows[i].FirstSeenUsec < rows[j].FirstSeenUsec })
@@ -81,6 +88,13 @@ func (r *runner) cmdPending(ctx context.Context, args []string) int {
 
 func (r *runner) pendingTable(rows []pendingJSON) *table {
 	t := &table{head: []string{"CONTAINER", "ID", "DESTINATION", "COUNT", "AGE", "WHO"}}
+	reasons := false // a REASON column when a container asked itself
+	for _, p := range rows {
+		reasons = reasons || p.Reason != ""
+	}
+	if reasons {
+		t.head = append(t.head, "REASON (THE CONTAINER'S CLAIM)")
+	}
 	now := r.now()
 	for _, p := range rows {
 		target := p.Target
@@ -96,8 +110,16 @@ func (r *runner) pendingTable(rows []pendingJSON) *table {
 		if !first.IsZero() {
 			ago = age(now.Sub(first))
 		}
-		t.add(clean(containerLabel(p.Container, p.Hub)), clean(p.RequestID), dest,
-			strconv.FormatInt(p.Count, 10), ago, render.IdentityLabel(p.Dossier, "-"))
+		cells := []string{clean(containerLabel(p.Container, p.Hub)), clean(p.RequestID), dest,
+			strconv.FormatInt(p.Count, 10), ago, render.IdentityLabel(p.Dossier, "-")}
+		if reasons {
+			reason := "-"
+			if p.Reason != "" {
+				reason = strconv.Quote(clean(p.Reason))
+			}
+			cells = append(cells, reason)
+		}
+		t.add(cells...)
 	}
 	return t
 }

@@ -19,8 +19,9 @@ import (
 
 // proposeKinds are the records a proposal is made from: what the
 // container tried (blocked), what the operator decided (verdict), what a
-// rule already let through (learned) or denied (denied).
-var proposeKinds = []string{audit.MsgBlocked, audit.MsgVerdict, audit.MsgLearned, audit.MsgDenied}
+// rule already let through (learned) or denied (denied), and what an
+// observe-mode container reached (observed: same fields as blocked).
+var proposeKinds = []string{audit.MsgBlocked, audit.MsgVerdict, audit.MsgLearned, audit.MsgDenied, audit.MsgObserved}
 
 // proposeFields are the journal fields a proposal reads.
 var proposeFields = []string{"MESSAGE_ID", "CLEARANCE_CONTAINER", "CLEARANCE_DEST", "CLEARANCE_DOMAIN",

@@ -142,3 +142,41 @@ func BenchmarkPropose10k(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Microseconds())/1000/float64(b.N), "propose_ms_10k_records")
 }
+
+// TestPolicyProposeFromObserved: what a container in observe mode
+// reached (observed records, the fields of a blocked record) becomes an
+// allow proposal, so observe mode teaches a first policy.
+func TestPolicyProposeFromObserved(t *testing.T) {
+	const s = int64(1_800_000_000_000_000)
+	lines := []string{
+		journalLine(s+1, audit.MsgObserved, "c9", "140.82.112.3", "github.com", 443, "TCP", ""),
+		journalLine(s+2, audit.MsgObserved, "c9", "151.101.0.223", "pypi.org", 443, "TCP", ""),
+		journalLine(s+3, audit.MsgObserved, "c9", "203.0.113.9", "", 8080, "TCP", ""),
+	}
+	var gotArgs []string
+	with := func(r *runner) {
+		r.journal = func(ctx context.Context, args []string) ([]byte, error) {
+			gotArgs = args
+			return []byte(strings.Join(lines, "\n")), nil
+		}
+	}
+	res := runWith(t, with, "", "policy", "propose", "--container", "c9", "--json")
+	if res.code != ExitOK {
+		t.Fatalf("exit %d: %s", res.code, res.stderr)
+	}
+	if !strings.Contains(strings.Join(gotArgs, " "), "MESSAGE_ID="+audit.MsgObserved) {
+		t.Errorf("journalctl args %v lack the observed records", gotArgs)
+	}
+	var props []proposal
+	if err := json.Unmarshal([]byte(res.stdout), &props); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, p := range props {
+		got = append(got, p.List+" "+p.Dest)
+	}
+	want := []string{"allow 203.0.113.9:8080/tcp", "allow github.com:443/tcp", "allow pypi.org:443/tcp"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("proposals (-want +got):\n%s", diff)
+	}
+}

@@ -30,12 +30,30 @@ type statusJSON struct {
 	NflogEnobufs   int64  `json:"nflog_enobufs"`
 	StartedUsec    int64  `json:"started_usec"`
 	Ruleset        string `json:"ruleset"`
+	// Mode is "observe" while the container's ruleset runs in observe
+	// mode (not enforced), "enforce" otherwise ("" from an older hub).
+	Mode string `json:"mode,omitempty"`
+	// Ask is the container's ask endpoint, when it has one.
+	Ask *askJSON `json:"ask,omitempty"`
 	// DNS is the container's DNS forwarder, when it has one.
 	DNS *dnsJSON `json:"dns,omitempty"`
 	// ConfigError says why the hub runs on its default configuration.
 	ConfigError string `json:"config_error,omitempty"`
 	// Down is true for a container with a runtime record but no hub.
 	Down bool `json:"down,omitempty"`
+}
+
+// askJSON is a hub's ask endpoint in "status --json".
+type askJSON struct {
+	Serving     bool  `json:"serving"`
+	Requests    int64 `json:"requests"`
+	Asked       int64 `json:"asked"`
+	Answered    int64 `json:"answered"`
+	BadRequests int64 `json:"bad_requests"`
+	TimedOut    int64 `json:"timed_out"`
+	RateLimited int64 `json:"rate_limited"`
+	Refused     int64 `json:"refused"`
+	Waiting     int64 `json:"waiting"`
 }
 
 // dnsJSON is a hub's DNS forwarder in "status --json".
@@ -55,7 +73,7 @@ type dnsJSON struct {
 
 func (r *runner) cmdStatus(ctx context.Context, args []string) int {
 	fs := r.newFlags("status", "[--container ID] [--json]",
-		"Shows every hub found: its container, whether it answers, whether its ruleset\nis engaged (NFLOG watched), pending requests, subscribers and event counters,\nand every container of yours with a runtime record whose hub is down. Exits 1\nwhen a hub does not answer or is missing.")
+		"Shows every hub found: its container, whether it answers, whether its ruleset\nis engaged (NFLOG watched) and enforced (\"OBSERVE MODE: NOT ENFORCED\" when it\nonly logs), pending requests, subscribers and event counters, and every\ncontainer of yours with a runtime record whose hub is down. Exits 1 when a\nhub does not answer or is missing.")
 	hubs, hf, asJSON, code, ok := r.listing(fs, args)
 	if !ok {
 		return code
@@ -78,6 +96,14 @@ func (r *runner) cmdStatus(ctx context.Context, args []string) int {
 				row.Malformed, row.VerdictsOK, row.VerdictsFailed = st.Malformed, st.Verdicts_ok, st.Verdicts_failed
 				row.NflogEnobufs, row.StartedUsec = st.Nflog_enobufs, st.Started_usec
 				row.Ruleset = st.Ruleset
+				if st.Mode != nil {
+					row.Mode = *st.Mode
+				}
+				if a := st.Ask; a != nil {
+					row.Ask = &askJSON{Serving: a.Serving, Requests: a.Requests, Asked: a.Asked, Answered: a.Answered,
+						BadRequests: a.Bad_requests, TimedOut: a.Timed_out, RateLimited: a.Rate_limited, Refused: a.Refused,
+						Waiting: a.Waiting}
+				}
 				if st.Config_error != nil {
 					row.ConfigError = *st.Config_error
 				}
@@ -150,7 +176,11 @@ func (r *runner) cmdStatus(ctx context.Context, args []string) int {
 		if s.VerdictsFailed > 0 {
 			verdicts += " (" + strconv.FormatInt(s.VerdictsFailed, 10) + " failed)"
 		}
-		t.add(clean(s.Hub), clean(s.Container), clean(state), clean(s.Ruleset), strconv.FormatInt(s.Pending, 10),
+		ruleset := clean(s.Ruleset)
+		if s.Mode == "observe" {
+			ruleset = r.paint(colRed, ruleset+", OBSERVE MODE: NOT ENFORCED")
+		}
+		t.add(clean(s.Hub), clean(s.Container), clean(state), ruleset, strconv.FormatInt(s.Pending, 10),
 			strconv.FormatInt(s.Subscribers, 10), strconv.FormatInt(s.EventsIn, 10),
 			strconv.FormatInt(s.EventsOut, 10), strconv.FormatInt(s.Dropped, 10), verdicts, dns,
 			r.sinceUsec(s.StartedUsec))

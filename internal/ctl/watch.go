@@ -191,6 +191,7 @@ type prompt struct {
 	port      int64
 	proto     int64
 	dossier   map[string]string
+	reason    string // the container's own reason, when it asked
 	count     int64
 	first     time.Time
 	open      bool
@@ -443,6 +444,9 @@ func (w *watch) reconcile(hw *hubWorker, reqs []orgterokclearancehub1.PendingReq
 			Type: event.ConnectionBlocked, Container: pr.Container, Request_id: pr.Request_id,
 			Dest: pr.Dest, Port: pr.Port, Proto: pr.Proto, Domain: pr.Domain, Dossier: pr.Dossier,
 		}
+		if pr.Reason != nil {
+			ev.Reason = *pr.Reason
+		}
 		w.blocked(hw, ev, pr.Count, usecTime(pr.First_seen_usec), true)
 	}
 	for _, p := range w.sortedOpen() {
@@ -512,7 +516,27 @@ func (w *watch) event(hw *hubWorker, ev orgterokclearance1.ClearanceEvent) {
 		if !matches(w.filter, hw.ref.ID, ev.Container) {
 			return
 		}
-		w.say(colDim, "verdict expired for "+clean(ev.Dest)+" ("+clean(ev.Container)+")")
+		target := ev.Domain // a verdict on a name
+		if target == "" {
+			target = ev.Dest
+		}
+		w.say(colDim, "verdict expired for "+clean(target)+" ("+clean(ev.Container)+")")
+	case event.HubNotice:
+		// The hub runs on its defaults, or the container is in observe
+		// mode (not enforced): said once, loudly.
+		if matches(w.filter, hw.ref.ID, ev.Container) || ev.Container == "" {
+			w.say(colRed, "hub "+clean(hw.ref.ID)+": "+clean(ev.Reason))
+		}
+	case event.Observed:
+		if !matches(w.filter, hw.ref.ID, ev.Container) {
+			return
+		}
+		target := ev.Domain
+		if target == "" {
+			target = ev.Dest
+		}
+		w.say(colDim, "observed "+endpoint(target, ev.Port, ev.Proto)+" ("+
+			render.IdentityLabel(ev.Dossier, ev.Container)+", observe mode: let through)")
 	}
 	// Unknown types are ignored, as the seed's clients do.
 }
@@ -551,6 +575,12 @@ func (w *watch) blocked(hw *hubWorker, ev orgterokclearance1.ClearanceEvent, cou
 			p.count++
 		}
 		p.port, p.proto = ev.Port, ev.Proto
+		if ev.Reason != "" && p.reason == "" {
+			// The container asked for it after it was blocked.
+			p.reason = ev.Reason
+			w.say(colYellow, w.tag(p)+" ASKED  "+w.what(p)+"  "+clean(render.ReasonLine(ev.Reason)))
+			return
+		}
 		if !quiet {
 			w.say(colYellow, w.tag(p)+" blocked again  "+w.what(p)+w.times(p))
 		}
@@ -565,13 +595,21 @@ func (w *watch) blocked(hw *hubWorker, ev orgterokclearance1.ClearanceEvent, cou
 	p = &prompt{
 		n: w.next, w: hw, container: ev.Container, requestID: ev.Request_id, ids: []string{ev.Request_id},
 		dest: ev.Dest, domain: ev.Domain, target: target, port: ev.Port, proto: ev.Proto,
-		dossier: ev.Dossier, count: count, first: first, open: true,
+		dossier: ev.Dossier, reason: ev.Reason, count: count, first: first, open: true,
 	}
 	w.next++
 	w.prompts[p.n] = p
 	w.byID[idKey{hw, ev.Request_id}] = p
 	w.byTarget[targetKey{hw, ev.Container, target}] = p
-	w.say(colYellow, w.tag(p)+" BLOCKED  "+w.what(p)+"  "+render.IdentityLine(p.dossier, p.container)+w.times(p))
+	word := " BLOCKED  "
+	if p.reason != "" {
+		word = " ASKED  " // the container asked before it connected
+	}
+	line := w.tag(p) + word + w.what(p) + "  " + render.IdentityLine(p.dossier, p.container) + w.times(p)
+	if p.reason != "" {
+		line += "\n      " + clean(render.ReasonLine(p.reason))
+	}
+	w.say(colYellow, line)
 }
 
 func containsStr(ss []string, s string) bool {

@@ -33,6 +33,11 @@ const (
 	// configuration because the configuration file is invalid. Sent once
 	// to each subscriber when it subscribes.
 	HubNotice = "hub_notice"
+	// Observed is an event of ours: a container in observe mode (its
+	// ruleset logs and lets through what it would block) reached a
+	// destination for the first time. Never a prompt; dest, port, proto
+	// and domain as in connection_blocked.
+	Observed = "observed"
 )
 
 // Verdict actions, the only two values org.terok.Clearance1.Verdict accepts

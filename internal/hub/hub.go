@@ -187,6 +187,12 @@ type Hub struct {
 	expiry  map[expiryKey]expiring
 	decided map[decidedKey]time.Time // recently decided destinations, see Blocked
 	done    map[string]doneRequest   // recently decided request ids, see Decide
+	// inflight are the request ids a verdict is being applied to (out of
+	// pending meanwhile), for Await.
+	inflight map[string]struct{}
+
+	waiters waiters   // woken on every change, for Await
+	observe observing // observe mode and its destinations, see Observed
 
 	started   time.Time
 	eventsIn  atomic.Uint64
@@ -254,6 +260,8 @@ func New(cfg Config) *Hub {
 		decided: make(map[decidedKey]time.Time),
 		done:    make(map[string]doneRequest),
 		started: cfg.Now(),
+
+		inflight: make(map[string]struct{}),
 	}
 }
 
@@ -316,7 +324,13 @@ func (h *Hub) Blocked(ev event.Event) string {
 		h.mu.Unlock()
 		return ""
 	}
-	if p, ok := h.flows[key]; ok {
+	p, ok := h.flows[key]
+	if !ok && ev.Domain != "" {
+		// The container asked for this name before it connected (Ask):
+		// the connection is that request, not a second prompt.
+		p, ok = h.flows[flowKey{ev.Container, "", ev.Domain, ev.Port, ev.Proto}]
+	}
+	if ok {
 		p.count++
 		p.last = now
 		id := p.ev.RequestID
@@ -556,6 +570,7 @@ func (h *Hub) decide(ctx context.Context, d decision) (time.Time, error) {
 	// mapped, so packets blocked meanwhile are counted, not a new prompt.
 	delete(h.pending, p.ev.RequestID)
 	p.live, p.claimed = false, true
+	h.inflight[p.ev.RequestID] = struct{}{}
 	gen := h.purged[p.container]
 	h.mu.Unlock()
 
@@ -567,17 +582,18 @@ func (h *Hub) decide(ctx context.Context, d decision) (time.Time, error) {
 
 	h.mu.Lock()
 	p.claimed = false
+	delete(h.inflight, p.ev.RequestID)
 	if ok {
 		h.removeLocked(p)
 		h.trackExpiryLocked(req, res.Expires)
 		h.markDecidedLocked(req, h.cfg.Now())
-		h.rememberDoneLocked(d.requestID, d.action, d.op)
+		h.rememberDoneLocked(d.requestID, d, res.Expires)
 		// Superseded requests for the same target (and port, unless the
 		// verdict covers every port) are decided too.
 		for _, q := range h.pending {
 			if q.container == p.container && q.target == p.target && req.covers(q.ev.Proto, q.ev.Port) {
 				h.removeLocked(q)
-				h.rememberDoneLocked(q.ev.RequestID, d.action, d.op)
+				h.rememberDoneLocked(q.ev.RequestID, d, res.Expires)
 			}
 		}
 	} else if _, taken := h.pending[p.ev.RequestID]; h.purged[p.container] == gen && !taken {
@@ -633,9 +649,11 @@ func newVerdictID() string {
 // doneRequest is a request decided recently: a second verdict on it gets
 // AlreadyDecidedError naming who decided.
 type doneRequest struct {
-	action string
-	by     Operator
-	at     time.Time
+	action  string
+	by      Operator
+	at      time.Time
+	scope   string
+	expires time.Time // zero: the verdict does not expire
 }
 
 // doneKept is how long a decided request is remembered (and at most
@@ -645,16 +663,16 @@ const (
 	doneMax  = 4096
 )
 
-func (h *Hub) rememberDoneLocked(id, action string, by Operator) {
+func (h *Hub) rememberDoneLocked(id string, d decision, expires time.Time) {
 	now := h.cfg.Now()
 	if len(h.done) >= doneMax {
-		for k, d := range h.done {
-			if now.Sub(d.at) > doneKept || len(h.done) >= doneMax {
+		for k, old := range h.done {
+			if now.Sub(old.at) > doneKept || len(h.done) >= doneMax {
 				delete(h.done, k)
 			}
 		}
 	}
-	h.done[id] = doneRequest{action: action, by: by, at: now}
+	h.done[id] = doneRequest{action: d.action, by: d.op, at: now, scope: d.scope, expires: expires}
 }
 
 // decidedGrace is how long after a verdict blocked packets to the same
@@ -818,6 +836,9 @@ type Stats struct {
 	VerdictsOK     uint64
 	VerdictsFailed uint64
 	Started        time.Time
+	// Observing is true while the container's ruleset runs in observe
+	// mode (not enforced).
+	Observing bool
 }
 
 // Stats returns a snapshot of the hub's counters.
@@ -829,6 +850,6 @@ func (h *Hub) Stats() Stats {
 		Container: h.cfg.Container, Subscribers: subs, Pending: pend,
 		EventsIn: h.eventsIn.Load(), EventsOut: h.eventsOut.Load(), Dropped: h.dropped.Load(),
 		Coalesced: h.coalesced.Load(), VerdictsOK: h.okCount.Load(), VerdictsFailed: h.failCount.Load(),
-		Started: h.started,
+		Started: h.started, Observing: h.Observing(),
 	}
 }

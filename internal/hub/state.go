@@ -100,6 +100,7 @@ func (h *Hub) Restore(st State) {
 
 // changed tells the owner (Config.OnChange) that the state changed.
 func (h *Hub) changed() {
+	h.waiters.wake()
 	if h.cfg.OnChange != nil {
 		h.cfg.OnChange()
 	}

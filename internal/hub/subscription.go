@@ -36,6 +36,9 @@ func (h *Hub) Subscribe() *Subscription {
 			Dossier: map[string]string{}}})
 	}
 	h.mu.Unlock()
+	if h.Observing() {
+		s.push(&Item{Event: h.observeNotice()})
+	}
 	return s
 }
 

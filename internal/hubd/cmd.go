@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/terok-ai/clearance/internal/ask"
 	"github.com/terok-ai/clearance/internal/cli"
 	"github.com/terok-ai/clearance/internal/config"
 	"github.com/terok-ai/clearance/internal/dnsfwd"
@@ -179,6 +180,12 @@ func Command(ctx context.Context, args []string, stdio cli.Stdio) int {
 			fw.DNS = watcher.DNS
 		}
 	}
+	var askEP *AskEndpoint
+	if watcher != nil && cfg.Ruleset.Mode == config.RulesetModeBuiltin && cfg.Ask.Port != 0 {
+		askEP = &AskEndpoint{Firewall: fw, Dossier: watcher.Dossier, DNS: watcher.DNS,
+			Server: &ask.Server{RatePerMinute: cfg.Ask.RatePerMinute, Burst: cfg.Ask.Burst, MaxWait: cfg.Ask.MaxWait,
+				MaxConnections: cfg.Ask.MaxConnections}}
+	}
 
 	end := &Ending{Record: rec, Log: log.With("container", id)}
 	if watcher != nil && cfg.Ruleset.Mode == config.RulesetModeBuiltin && recErr == nil {
@@ -201,6 +208,7 @@ func Command(ctx context.Context, args []string, stdio cli.Stdio) int {
 		MaxMessage:  cfg.Hub.MaxMessageBytes,
 		MaxLine:     cfg.Hub.MaxLineBytes,
 		Watcher:     watcher,
+		Ask:         askEP,
 		Stored:      stored,
 		ConfigError: configErr,
 		Level:       level,
@@ -238,6 +246,12 @@ func takeStored(files map[string][]*os.File) Stored {
 				st.DNS = map[string]*os.File{}
 			}
 			st.DNS[sock] = one(name)
+		}
+		if sock, ok := strings.CutPrefix(name, fdAsk); ok {
+			if st.Ask == nil {
+				st.Ask = map[string]*os.File{}
+			}
+			st.Ask[sock] = one(name)
 		}
 	}
 	return st

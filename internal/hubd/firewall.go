@@ -64,10 +64,13 @@ func (f *Firewall) dial(ctx context.Context) (*verdictclient.Client, error) {
 // element (and saved instead of the address by "always").
 func (f *Firewall) Apply(ctx context.Context, req hub.ApplyRequest) (hub.ApplyResult, error) {
 	ip := req.IP
-	if ip == "" {
+	if ip == "" && req.Name() == "" {
 		ip = req.Dest
 	}
-	if _, err := netip.ParseAddr(ip); err != nil {
+	if _, err := netip.ParseAddr(ip); err != nil && (ip != "" || f.DNS == nil) {
+		// A verdict on a name alone (the container asked for it before
+		// connecting) needs the DNS forwarder, which learns its
+		// addresses; anything else needs an address.
 		return hub.ApplyResult{Stderr: fmt.Sprintf("no IP address to %s for %q", req.Action, req.Dest)}, nil
 	}
 	ttl := req.TTL
@@ -137,6 +140,11 @@ func (f *Firewall) Revoke(ctx context.Context, req hub.ApplyRequest) error {
 	if f.DNS != nil {
 		f.DNS.verdictRevoked(req)
 	}
+	if req.IP == "" && req.Name() != "" {
+		// A verdict on a name alone wrote no element; the addresses
+		// learned for it carry their own timeout, within the verdict's.
+		return nil
+	}
 	c, err := f.dial(ctx)
 	if err != nil {
 		return err
@@ -146,15 +154,15 @@ func (f *Firewall) Revoke(ctx context.Context, req hub.ApplyRequest) error {
 	return c.Revoke(ctx, f.Container, req.IP, proto, port, f.NS)
 }
 
-// Engage installs or verifies the container's ruleset.
-func (f *Firewall) Engage(ctx context.Context) (engagedNow bool, err error) {
+// Engage installs or verifies the container's ruleset, and reports its
+// mode.
+func (f *Firewall) Engage(ctx context.Context) (verdictclient.Engagement, error) {
 	c, err := f.dial(ctx)
 	if err != nil {
-		return false, err
+		return verdictclient.Engagement{}, err
 	}
 	defer c.Close()
-	_, now, err := c.Engage(ctx, f.Container, f.NS)
-	return now, err
+	return c.EngageMode(ctx, f.Container, f.NS)
 }
 
 // Verify asks whether the container's ruleset is still as Engage built
@@ -210,8 +218,10 @@ type Watcher struct {
 	Hub       *hub.Hub
 	Firewall  *Firewall
 	Container string
-	// BlockPrefix and DNSPrefix are the NFLOG prefixes of the ruleset.
-	BlockPrefix, DNSPrefix string
+	// BlockPrefix and DNSPrefix are the NFLOG prefixes of the ruleset;
+	// ObservePrefix that of connections an observe-mode ruleset let
+	// through (default nft.DefaultObservePrefix).
+	BlockPrefix, DNSPrefix, ObservePrefix string
 	// Dossier is attached to every blocked event (the container's
 	// identity from its runtime record, already sanitised).
 	Dossier map[string]string
@@ -286,9 +296,14 @@ func (w *Watcher) Run(ctx context.Context) error {
 }
 
 func (w *Watcher) once(ctx context.Context, total *uint64, up func()) error {
-	if _, err := w.Firewall.Engage(ctx); err != nil {
+	e, err := w.Firewall.Engage(ctx)
+	if err != nil {
 		return err
 	}
+	if e.ModeNote != "" {
+		w.Log.Warn("observe mode refused; the container runs enforced: "+e.ModeNote, "container", w.Container)
+	}
+	w.Hub.SetObserving(e.Observing(), w.Dossier)
 	f := w.stored
 	w.stored = nil
 	if f != nil {
@@ -365,6 +380,13 @@ func (w *Watcher) once(ctx context.Context, total *uint64, up func()) error {
 	return err
 }
 
+func (w *Watcher) observePrefix() string {
+	if w.ObservePrefix != "" {
+		return w.ObservePrefix
+	}
+	return nft.DefaultObservePrefix
+}
+
 func (w *Watcher) handle(rec nflog.Record) {
 	now := time.Now()
 	switch {
@@ -373,6 +395,20 @@ func (w *Watcher) handle(rec nflog.Record) {
 		if len(answers) > 0 {
 			w.names.Observe(answers, now)
 		}
+	case strings.HasPrefix(rec.Prefix, strings.TrimSpace(w.observePrefix())):
+		// Observe mode: let through, recorded once per destination.
+		p, err := nflog.ParsePacket(rec.Payload)
+		if err != nil || p.Dst.IsMulticast() {
+			return
+		}
+		ev := event.Event{Container: w.Container, Dest: p.Dst.String(), Port: int64(p.DstPort), Proto: int64(p.Proto),
+			Dossier: w.Dossier}
+		if w.DNS != nil {
+			if names := w.DNS.Names(p.Dst); len(names) > 0 {
+				ev.Domain = sanitize.String(names[0], sanitize.DefaultMax) // names come from the container
+			}
+		}
+		w.Hub.Observed(ev)
 	case w.BlockPrefix == "" || strings.HasPrefix(rec.Prefix, strings.TrimSpace(w.BlockPrefix)):
 		p, err := nflog.ParsePacket(rec.Payload)
 		if err != nil || p.Dst.IsMulticast() {
@@ -494,7 +530,15 @@ func (w *Watcher) guard(ctx context.Context) {
 			}
 			continue
 		}
-		if integ == string(nft.Intact) {
+		switch nft.Integrity(integ) {
+		case nft.Intact:
+			continue
+		case nft.Outdated:
+			// Built by clearance for another version or configuration:
+			// rebuild it, nobody tampered with it.
+			if _, err := w.Firewall.Engage(ctx); err != nil {
+				w.Log.Warn("outdated ruleset not rebuilt", "container", w.Container, "err", err)
+			}
 			continue
 		}
 		w.Hub.Emit(event.Event{Type: event.ShieldDown, Container: w.Container, Dossier: w.Dossier,

@@ -53,6 +53,10 @@ type Options struct {
 	// terok-shield ruleset through the verdict service). Run starts it.
 	Watcher *Watcher
 
+	// Ask, if set, serves the container's ask endpoint (docs/ask.md).
+	// Run starts it.
+	Ask *AskEndpoint
+
 	// Level is the log level io.systemd.service.SetLogLevel changes.
 	Level *slog.LevelVar
 
@@ -93,6 +97,9 @@ type Stored struct {
 	NFLOG *os.File
 	// DNS are the forwarder's sockets by name (verdict.SockUDP4 …).
 	DNS map[string]*os.File
+	// Ask are the ask endpoint's listening sockets by name
+	// (verdict.SockAsk4 …).
+	Ask map[string]*os.File
 }
 
 func (s Stored) close() {
@@ -101,8 +108,10 @@ func (s Stored) close() {
 			f.Close()
 		}
 	}
-	for _, f := range s.DNS {
-		f.Close()
+	for _, m := range []map[string]*os.File{s.DNS, s.Ask} {
+		for _, f := range m {
+			f.Close()
+		}
 	}
 }
 
@@ -164,6 +173,9 @@ func Run(ctx context.Context, o Options) error {
 				ds := o.Watcher.DNS.Stats()
 				x.DNS = &ds
 			}
+		}
+		if o.Ask != nil {
+			x.Ask = &AskExtra{Serving: o.Ask.Serving(), Stats: o.Ask.Server.Stats()}
 		}
 		return x
 	}
@@ -285,21 +297,50 @@ func Run(ctx context.Context, o Options) error {
 		}
 	}
 
-	status := func() string {
-		st := h.Stats()
-		return fmt.Sprintf("serving %s: %d subscriber(s), %d pending", o.Container, st.Subscribers, st.Pending)
-	}
-	if o.Watcher != nil {
-		// READY=1 means blocked packets reach subscribers: wait for the
-		// NFLOG watch, but not forever (a missing verdict service must
-		// not keep the unit in "activating"; the watch keeps retrying).
-		select {
-		case <-o.Watcher.Ready():
-		case <-time.After(5 * time.Second):
-			log.Warn("NFLOG watch not up yet; serving without it for now")
-		case <-ctx.Done():
+	if o.Ask != nil {
+		o.Ask.hub = h
+		o.Ask.container = o.Container
+		if o.Ask.Log == nil {
+			o.Ask.Log = log
+		}
+		o.Ask.stored = o.Stored.Ask
+		o.Ask.Ready() // initialise before the goroutine starts
+		run(func() error { return o.Ask.Run(ctx) })
+	} else {
+		for _, f := range o.Stored.Ask {
+			f.Close()
 		}
 	}
+
+	status := func() string {
+		st := h.Stats()
+		s := fmt.Sprintf("serving %s: %d subscriber(s), %d pending", o.Container, st.Subscribers, st.Pending)
+		if st.Observing {
+			s = "OBSERVE MODE, NOT ENFORCED: " + s
+		}
+		return s
+	}
+	// READY=1 means blocked packets reach subscribers and the container
+	// may ask from its first instruction: wait for the NFLOG watch and
+	// the ask endpoint's sockets, but not forever (a missing verdict
+	// service must not keep the unit in "activating"; both keep retrying).
+	upCtx, upCancel := context.WithTimeout(ctx, 5*time.Second)
+	waitUp := func(ready <-chan struct{}, what string) {
+		select {
+		case <-ready:
+		case <-upCtx.Done():
+			if ctx.Err() == nil {
+				log.Warn(what + " not up yet; serving without it for now")
+			}
+		}
+	}
+	if o.Watcher != nil {
+		waitUp(o.Watcher.Ready(), "NFLOG watch")
+	}
+	if o.Ask != nil {
+		waitUp(o.Ask.Ready(), "ask endpoint")
+	}
+	upCancel()
 	if o.SD != nil {
 		o.SD.Ready(status())
 		run(func() error { o.SD.RunWatchdog(ctx); return nil })

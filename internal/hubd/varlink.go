@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/terok-ai/clearance/internal/ask"
 	"log/slog"
 	"net"
 	"os/user"
@@ -46,6 +47,14 @@ type Extra struct {
 	DNS *dnsfwd.Stats
 	// ConfigError is why the configuration was not used, "" when it was.
 	ConfigError string
+	// Ask is the ask endpoint's counters; nil without an endpoint.
+	Ask *AskExtra
+}
+
+// AskExtra are the ask endpoint's counters in [Extra].
+type AskExtra struct {
+	Serving bool
+	ask.Stats
 }
 
 // NewService builds the varlink service of a hub: org.terok.Clearance1,
@@ -211,6 +220,10 @@ func (s *ours) Pending(ctx context.Context, c orgterokclearancehub1.VarlinkCall)
 			Proto: ev.Proto, Domain: ev.Domain, Target: ev.Target(), Dossier: ev.Dossier,
 			Count: p.Count, First_seen_usec: p.FirstSeen.UnixMicro(), Last_seen_usec: p.LastSeen.UnixMicro(),
 		})
+		if ev.Reason != "" {
+			r := ev.Reason
+			out[len(out)-1].Reason = &r
+		}
 	}
 	return c.ReplyPending(ctx, out)
 }
@@ -230,6 +243,16 @@ func (s *ours) Stats(ctx context.Context, c orgterokclearancehub1.VarlinkCall) e
 	}
 	if x.ConfigError != "" {
 		out.Config_error = &x.ConfigError
+	}
+	mode := "enforce"
+	if st.Observing {
+		mode = "observe"
+	}
+	out.Mode = &mode
+	if a := x.Ask; a != nil {
+		out.Ask = &orgterokclearancehub1.AskStats{Serving: a.Serving, Requests: int64(a.Requests), Asked: int64(a.Asked),
+			Answered: int64(a.Answered), Bad_requests: int64(a.BadRequests), Timed_out: int64(a.TimedOut),
+			Rate_limited: int64(a.RateLimited), Refused: int64(a.Refused), Waiting: a.Waiting}
 	}
 	if d := x.DNS; d != nil {
 		out.Dns = &orgterokclearancehub1.DNSStats{

@@ -515,20 +515,7 @@ func TestWhoDecidedReachesStrictSeedSubscriber(t *testing.T) {
 	if err != nil || !ok {
 		t.Fatalf("decide = %v, %v", ok, err)
 	}
-	var reply struct {
-		Parameters struct {
-			Event json.RawMessage `json:"event"`
-		} `json:"parameters"`
-	}
-	if err := json.Unmarshal([]byte(r.recv()), &reply); err != nil {
-		t.Fatal(err)
-	}
-	dec := json.NewDecoder(bytes.NewReader(reply.Parameters.Event))
-	dec.DisallowUnknownFields()
-	var ev seedEvent
-	if err := dec.Decode(&ev); err != nil {
-		t.Fatalf("a strict seed subscriber refuses verdict_applied: %v", err)
-	}
+	ev := decodeStrict(t, r.recv())
 	by := hubd.Caller(os.Getuid(), "clearancectl").Describe()
 	if diff := cmp.Diff(seedEvent{Type: "verdict_applied", Container: "c", RequestID: "c:1", Action: "allow",
 		OK: true, Reason: by, Dossier: map[string]string{}}, ev); diff != "" {
@@ -544,5 +531,68 @@ func TestWhoDecidedReachesStrictSeedSubscriber(t *testing.T) {
 	}
 	if n := len(th.Applier.Calls()); n != 1 {
 		t.Fatalf("applied %d times, want 1", n)
+	}
+}
+
+// decodeStrict decodes the event of a Subscribe reply as a seed
+// subscriber that refuses unknown fields would.
+func decodeStrict(t *testing.T, raw string) seedEvent {
+	t.Helper()
+	var reply struct {
+		Parameters struct {
+			Event json.RawMessage `json:"event"`
+		} `json:"parameters"`
+	}
+	if err := json.Unmarshal([]byte(raw), &reply); err != nil {
+		t.Fatal(err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(reply.Parameters.Event))
+	dec.DisallowUnknownFields()
+	var ev seedEvent
+	if err := dec.Decode(&ev); err != nil {
+		t.Fatalf("a strict seed subscriber refuses %s: %v", reply.Parameters.Event, err)
+	}
+	return ev
+}
+
+// TestAskAndObserveReachStrictSeedSubscriber: what issue 12's ask
+// endpoint and observe mode send to subscribers has the seed's eleven
+// fields and no others: a request the container asked for (its reason in
+// reason, no address yet), the observe-mode hub_notice, and an
+// "observed" event (a type the seed's clients ignore).
+func TestAskAndObserveReachStrictSeedSubscriber(t *testing.T) {
+	th := startHub(t, 0)
+	r := dialRaw(t, th.Path)
+	r.send(`{"method":"org.terok.Clearance1.Subscribe","more":true}`)
+	testutil.Eventually(t, 0, "wait", func() bool { return th.Hub.Stats().Subscribers == 1 })
+
+	id, fresh := th.Hub.Ask(event.Event{Container: "c", Domain: "api.example.com", Port: 443, Proto: 6,
+		Reason: "fetching deps"})
+	if !fresh {
+		t.Fatal("ask joined nothing, want a new request")
+	}
+	ev := decodeStrict(t, r.recv())
+	if diff := cmp.Diff(seedEvent{Type: "connection_blocked", Container: "c", RequestID: id, Port: 443, Proto: 6,
+		Domain: "api.example.com", Reason: "fetching deps", Dossier: map[string]string{}}, ev); diff != "" {
+		t.Errorf("asked connection_blocked (-want +got):\n%s", diff)
+	}
+
+	th.Hub.SetObserving(true, map[string]string{"project": "p"})
+	ev = decodeStrict(t, r.recv())
+	if ev.Type != "hub_notice" || !strings.Contains(ev.Reason, "NOT ENFORCED") || ev.Dossier["project"] != "p" {
+		t.Errorf("observe notice %+v", ev)
+	}
+	th.Hub.Observed(event.Event{Container: "c", Dest: "192.0.2.9", Port: 80, Proto: 6})
+	th.Hub.Observed(event.Event{Container: "c", Dest: "192.0.2.9", Port: 80, Proto: 6}) // recorded once
+	th.Hub.Observed(event.Event{Container: "c", Dest: "192.0.2.9", Port: 81, Proto: 6})
+	for _, port := range []int{80, 81} {
+		ev = decodeStrict(t, r.recv())
+		if diff := cmp.Diff(seedEvent{Type: "observed", Container: "c", Dest: "192.0.2.9", Port: port, Proto: 6,
+			Dossier: map[string]string{}}, ev); diff != "" {
+			t.Errorf("observed (-want +got):\n%s", diff)
+		}
+	}
+	if st := th.Hub.Stats(); !st.Observing {
+		t.Error("Stats.Observing false in observe mode")
 	}
 }

@@ -81,6 +81,9 @@ type StackOptions struct {
 	// ExtraConfig is appended to the configuration file (top-level YAML
 	// sections other than verdict, ruleset and hub, e.g. "dns:\n  …").
 	ExtraConfig string
+	// Mode is the runtime record's firewall mode (record.ModeObserve
+	// asks for observe mode; the configuration decides).
+	Mode string
 	// DNS answers the test host's DNS server (UDP and TCP port 53 of
 	// HostAddr); nil serves TestDomain → HostAddr only.
 	DNS DNSAnswer
@@ -156,7 +159,7 @@ func (l *Lab) NewStack(ctx context.Context, o StackOptions) (*Stack, error) {
 	rec := record.Record{ID: o.ID, ID12: o.ID[:min(12, len(o.ID))], Name: "lab", PID: s.Container.Pid,
 		NetnsInode: id.Ino, NetnsDev: id.Dev, OwnerUID: uint32(os.Getuid()), Policy: o.Policy,
 		Dossier:     map[string]string{"project": "lab", "task": "demo", "name": "busy-agent"},
-		CreatedUsec: time.Now().UnixMicro()}
+		CreatedUsec: time.Now().UnixMicro(), Mode: o.Mode}
 	if err := record.Write(filepath.Dir(record.Locate(s.RuntimeRoot, os.Getuid(), o.ID)), rec); err != nil {
 		return nil, fmt.Errorf("write runtime record: %w", err)
 	}

@@ -29,6 +29,9 @@ const (
 	// ReasonBlocked: no rule matches; the packet is logged to NFLOG (which
 	// raises a prompt) and rejected.
 	ReasonBlocked Reason = "blocked"
+	// ReasonObserved: no rule matches, and the ruleset is in observe
+	// mode: the packet is logged to NFLOG (no prompt) and accepted.
+	ReasonObserved Reason = "observed"
 )
 
 // Verdicts reported in [Explanation.Verdict].
@@ -127,6 +130,9 @@ func explain(l Layout, s *snapshot, dst netip.Addr, proto uint8, port uint16) Ex
 				x.Shadowed = append(x.Shadowed, el)
 			}
 		}
+	}
+	if x.Reason == "" && s.observing() {
+		decide(ReasonObserved, VerdictAccept)
 	}
 	if x.Reason == "" {
 		decide(ReasonBlocked, VerdictReject)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -619,6 +620,11 @@ type snapshot struct {
 	// fingerprint is the comment of the output chain's first rule: what
 	// ruleset built the table (see fingerprint).
 	fingerprint string
+}
+
+// observing reports whether the table was built in observe mode.
+func (s *snapshot) observing() bool {
+	return strings.Contains(s.fingerprint, fingerprintObserve)
 }
 
 type setState struct {

@@ -20,6 +20,9 @@ import (
 const (
 	DefaultGroup       = 100
 	DefaultBlockPrefix = "CLEARANCE_BLOCKED: "
+	// DefaultObservePrefix is the log prefix of new connections an
+	// observe-mode ruleset lets through.
+	DefaultObservePrefix = "CLEARANCE_OBSERVED: "
 	// DefaultDNSMark is the firewall mark ("clr\0") of the DNS
 	// forwarder's upstream sockets: only packets carrying it reach the
 	// resolvers, and they are not redirected to the forwarder again.
@@ -63,6 +66,17 @@ type Ruleset struct {
 	// and the packet is logged twice); a reset is processed as soon as the
 	// socket is released.
 	TCPReset bool
+	// Observe makes the ruleset log and let through what it would block:
+	// the final rule logs a new connection to Group with ObservePrefix and
+	// accepts it. Deny sets still drop, loopback and DNS are as in
+	// enforcing mode. The table then does not enforce anything but
+	// explicit denies, and says so: its fingerprint and its final rule's
+	// comment name observe mode, and [Firewall.Explain] reports
+	// ReasonObserved.
+	Observe bool
+	// ObservePrefix is the log prefix in observe mode. Empty means
+	// DefaultObservePrefix.
+	ObservePrefix string
 }
 
 func (rs Ruleset) withDefaults() (Ruleset, error) {
@@ -75,8 +89,16 @@ func (rs Ruleset) withDefaults() (Ruleset, error) {
 	if rs.DNSMark == 0 {
 		rs.DNSMark = DefaultDNSMark
 	}
-	if len(rs.BlockPrefix) > maxPrefixLen {
-		return rs, fmt.Errorf("log prefix %q longer than %d bytes", rs.BlockPrefix, maxPrefixLen)
+	if rs.ObservePrefix == "" {
+		rs.ObservePrefix = DefaultObservePrefix
+	}
+	for _, p := range []string{rs.BlockPrefix, rs.ObservePrefix} {
+		if len(p) > maxPrefixLen {
+			return rs, fmt.Errorf("log prefix %q longer than %d bytes", p, maxPrefixLen)
+		}
+	}
+	if rs.ObservePrefix == rs.BlockPrefix {
+		return rs, fmt.Errorf("observe log prefix %q equals the block prefix", rs.ObservePrefix)
 	}
 	return rs, nil
 }
@@ -314,6 +336,23 @@ func build(c *nftables.Conn, l Layout, rs Ruleset, elems map[string][]entry) err
 		}
 		rule(out, append(m, v)...)
 	}
+	if rs.Observe {
+		// Observe mode: everything else is logged (each new connection
+		// once: established packets were accepted above) and let
+		// through. The rule's comment says it, for whoever lists the
+		// ruleset with nft.
+		outRules++
+		c.AddRule(&nftables.Rule{Table: t, Chain: out, UserData: userdata.AppendString(nil, udataRuleComment, lastComment(rs, outRules)),
+			Exprs: []expr.Any{&expr.Log{
+				Key:        1<<unix.NFTA_LOG_GROUP | 1<<unix.NFTA_LOG_PREFIX | 1<<unix.NFTA_LOG_QTHRESHOLD,
+				Group:      rs.Group,
+				QThreshold: 1,
+				Data:       []byte(rs.ObservePrefix),
+			}, accept}})
+		addInput(c, t)
+		addNAT(c, t, l, rs.DNSMark, rs.DNSPort)
+		return nil
+	}
 	// Everything else: log to NFLOG (the prompt) and reject.
 	blockLog := func() *expr.Log {
 		return &expr.Log{
@@ -333,7 +372,7 @@ func build(c *nftables.Conn, l Layout, rs Ruleset, elems map[string][]entry) err
 	// The last rule says how many the chain has: Verify notices one
 	// deleted, added or replaced in the namespace.
 	outRules++
-	c.AddRule(&nftables.Rule{Table: t, Chain: out, UserData: userdata.AppendString(nil, udataRuleComment, countComment(outRules)),
+	c.AddRule(&nftables.Rule{Table: t, Chain: out, UserData: userdata.AppendString(nil, udataRuleComment, lastComment(rs, outRules)),
 		Exprs: []expr.Any{blockLog(),
 			&expr.Reject{Type: unix.NFT_REJECT_ICMPX_UNREACH, Code: unix.NFT_REJECT_ICMPX_ADMIN_PROHIBITED}}})
 
@@ -503,17 +542,43 @@ func resolverElements(rs []netip.Addr) (res4, res6 []nftables.SetElement) {
 // chains, rules): a table of another version is rebuilt by Engage.
 const rulesetVersion = 5
 
+// observeComment is the comment of the final rule of an observe-mode
+// ruleset, and part of its fingerprint: nft list ruleset shows it.
+const observeComment = "OBSERVE MODE: NOT ENFORCED, new connections are logged and accepted"
+
 // fingerprint identifies the shape build gives the table for rs: what
 // Engage can only change by rebuilding it. Resolvers and the initial
-// policy are not part of it (Engage updates them in place).
+// policy are not part of it (Engage updates them in place). An
+// observe-mode ruleset says so in it.
 func fingerprint(rs Ruleset) string {
+	if rs.Observe {
+		h := sha256.Sum256([]byte(fmt.Sprintf("v%d|%d|%s|%s|%#x|observe", rulesetVersion, rs.Group, rs.BlockPrefix,
+			rs.ObservePrefix, rs.DNSMark)))
+		return "clearance ruleset " + fingerprintObserve + hex.EncodeToString(h[:6])
+	}
 	h := sha256.Sum256([]byte(fmt.Sprintf("v%d|%d|%s|%#x|%v", rulesetVersion, rs.Group, rs.BlockPrefix, rs.DNSMark, rs.TCPReset)))
 	return "clearance ruleset " + hex.EncodeToString(h[:6])
 }
 
-// countComment is the comment of the output chain's last rule: how many
-// rules the chain was built with.
-func countComment(n int) string { return "clearance rules " + strconv.Itoa(n) }
+// lastComment is the comment of the output chain's last rule: how many
+// rules the chain was built with (and, in observe mode, that it does not
+// enforce, for whoever lists the ruleset with nft).
+func lastComment(rs Ruleset, n int) string {
+	count := countSuffix(n)
+	if rs.Observe {
+		return observeComment + "; " + count
+	}
+	return count
+}
+
+// countSuffix ends the last rule's comment: the chain's rule count.
+func countSuffix(n int) string { return "clearance rules " + strconv.Itoa(n) }
+
+// fingerprintPrefix starts every fingerprint clearance writes.
+const fingerprintPrefix = "clearance ruleset "
+
+// fingerprintObserve marks the fingerprint of an observe-mode ruleset.
+const fingerprintObserve = "OBSERVE MODE (not enforced) "
 
 func fingerprintComment(rs Ruleset) []byte {
 	return userdata.AppendString(nil, udataRuleComment, fingerprint(rs))

@@ -3,6 +3,7 @@ package nft
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/google/nftables"
 	"golang.org/x/sys/unix"
@@ -20,6 +21,10 @@ const (
 	Altered Integrity = "altered"
 	// Missing: there is no table.
 	Missing Integrity = "missing"
+	// Outdated: the table is one clearance built, whole, but for another
+	// ruleset (another version, configuration or mode): Engage rebuilds
+	// it, and nobody tampered with it.
+	Outdated Integrity = "outdated"
 )
 
 // Verify checks, without reading any set's elements (cheap enough to run
@@ -71,16 +76,20 @@ func (f *Firewall) verify(rs Ruleset) (Integrity, error) {
 	if err != nil && !errors.Is(err, unix.ENOENT) {
 		return "", fmt.Errorf("list chain output: %w", err)
 	}
-	if len(rules) == 0 || ruleComment(rules[0]) != fingerprint(rs) ||
-		ruleComment(rules[len(rules)-1]) != countComment(len(rules)) {
+	if len(rules) == 0 || !strings.HasSuffix(ruleComment(rules[len(rules)-1]), countSuffix(len(rules))) ||
+		!strings.HasPrefix(ruleComment(rules[0]), fingerprintPrefix) {
 		return Altered, nil
 	}
+	outdated := ruleComment(rules[0]) != fingerprint(rs) || ruleComment(rules[len(rules)-1]) != lastComment(rs, len(rules))
 	inRules, err := f.conn.GetRules(t, in)
 	if err != nil && !errors.Is(err, unix.ENOENT) {
 		return "", fmt.Errorf("list chain input: %w", err)
 	}
 	if len(inRules) != 1 {
 		return Altered, nil
+	}
+	if outdated {
+		return Outdated, nil
 	}
 	return Intact, nil
 }

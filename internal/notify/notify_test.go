@@ -884,3 +884,33 @@ func TestPopupsCategories(t *testing.T) {
 		t.Errorf("blocked disabled still tracked %d prompts", p)
 	}
 }
+
+// TestObserveNoticeShownOnce: the hub_notice of a container in observe
+// mode is a security alert shown once per notifier, however often the
+// hub sends it (once per subscription); a container's blocked prompt
+// shows the container's own reason as its unverified claim.
+func TestObserveNoticeShownOnce(t *testing.T) {
+	r := newRig(t, fullCaps, nil)
+	notice := event.Event{Type: event.HubNotice, Container: "c1", Dossier: map[string]string{"name": "learner"},
+		Reason: "OBSERVE MODE: this container's firewall is NOT ENFORCED."}
+	r.popups.HandleEvent(r.ctx, notice)
+	calls := r.waitCalls(t, "notice", hasSummary("Clearance notice: learner"))
+	n := lastNotify(t, calls)
+	if n.Body != notice.Reason || hints(n)["urgency"] != byte(2) {
+		t.Errorf("notice popup = %+v", n)
+	}
+	r.srv.Reset()
+	r.popups.HandleEvent(r.ctx, notice) // the same notice again: a new subscription
+	ev := blockedEv("c1", "1", "api.example.com")
+	ev.Reason = "fetching deps"
+	r.popups.HandleEvent(r.ctx, ev)
+	calls = r.waitCalls(t, "prompt", hasSummary("Blocked: api.example.com:443"))
+	for _, c := range calls {
+		if c.Method == "Notify" && strings.HasPrefix(c.Summary, "Clearance notice") {
+			t.Errorf("notice shown twice: %s", notifytest.Describe(calls))
+		}
+	}
+	if n := lastNotify(t, calls); !strings.Contains(n.Body, `The container says (unverified): "fetching deps"`) {
+		t.Errorf("prompt body %q lacks the reason", n.Body)
+	}
+}

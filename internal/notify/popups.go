@@ -137,6 +137,7 @@ type Popups struct {
 	summaryLast  time.Time
 
 	shieldDown map[string]shieldPopup // container → shield-down popup
+	noticed    map[string]bool        // hub notices shown (container and text), each once
 	buckets    map[string]*bucket
 }
 
@@ -209,6 +210,7 @@ func NewPopups(n Notifier, cfg *PopupsConfig) *Popups {
 		byRequest:  map[string]*prompt{},
 		byID:       map[uint32]ref{},
 		shieldDown: map[string]shieldPopup{},
+		noticed:    map[string]bool{},
 		buckets:    map[string]*bucket{},
 	}
 	if p.log == nil {
@@ -259,8 +261,10 @@ func (p *Popups) OnAction(f ActionFunc) {
 // HandleEvent shows what a hub event means for the operator, following
 // the seed's dispatch: prompts for connection_blocked, outcomes for
 // verdict_applied, lifecycle popups, and closing a container's prompts
-// on container_exited, shield_down and shield_disengaged. Disabled
-// categories suppress popups but never the cleanup.
+// on container_exited, shield_down and shield_disengaged, and each
+// hub_notice once (category shield_down: a container in observe mode is
+// not enforced either). Disabled categories suppress popups but never the
+// cleanup.
 func (p *Popups) HandleEvent(ctx context.Context, ev event.Event) {
 	switch ev.Type {
 	case event.ConnectionBlocked:
@@ -280,7 +284,34 @@ func (p *Popups) HandleEvent(ctx context.Context, ev event.Event) {
 	case event.ShieldDown, event.ShieldDisengaged:
 		p.CloseContainer(ctx, ev.Container)
 		p.lifecycle(ctx, ev, CategoryShieldDown)
+	case event.HubNotice:
+		if p.enabled(CategoryShieldDown) {
+			p.notice(ctx, ev)
+		}
 	}
+}
+
+// maxNoticed bounds the notices remembered as shown.
+const maxNoticed = 1024
+
+// notice shows a hub_notice (a container in observe mode, not enforced;
+// a hub on its default configuration) once per notifier process: a hub
+// sends it to every new subscription, and the notifier subscribes again
+// after every reconnect.
+func (p *Popups) notice(ctx context.Context, ev event.Event) {
+	if !p.mu.LockContext(ctx) {
+		return
+	}
+	defer p.unlock()
+	k := ev.Container + "\x00" + ev.Reason
+	if p.noticed[k] {
+		return
+	}
+	if len(p.noticed) >= maxNoticed {
+		clear(p.noticed)
+	}
+	p.noticed[k] = true
+	p.show(ctx, render.Notice(ev), 0)
 }
 
 func (p *Popups) enabled(cat string) bool { return p.categories[cat] }

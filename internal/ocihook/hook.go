@@ -56,7 +56,7 @@ const (
 // Engager engages and disengages a container's ruleset;
 // *verdictclient.Client implements it through the verdict service.
 type Engager interface {
-	Engage(ctx context.Context, container string, ns *os.File) (table string, engagedNow bool, err error)
+	EngageMode(ctx context.Context, container string, ns *os.File) (verdictclient.Engagement, error)
 	Disengage(ctx context.Context, container string, ns *os.File) error
 	Close() error
 }
@@ -197,6 +197,11 @@ func (h *Hook) CreateRuntime(ctx context.Context, st State) error {
 	if st.Pid <= 1 {
 		return fmt.Errorf("createRuntime: state has no container pid (%d)", st.Pid)
 	}
+	mode, err := st.Mode()
+	if err != nil {
+		log.Error("container refused: "+err.Error(), "MESSAGE_ID", audit.MsgRefused)
+		return fmt.Errorf("createRuntime: %w", err)
+	}
 	uid, err := h.hostUID()
 	if err != nil {
 		return fmt.Errorf("createRuntime: %w", err)
@@ -235,7 +240,7 @@ func (h *Hook) CreateRuntime(ctx context.Context, st State) error {
 		ID: st.ID, ID12: id12, Name: displayName(st), PID: st.Pid,
 		NetnsInode: nsID.Ino, NetnsDev: nsID.Dev, OwnerUID: uid,
 		Dossier: Dossier(st.Annotations), Policy: PolicyName(st.Annotations),
-		CreatedUsec: time.Now().UnixMicro(),
+		CreatedUsec: time.Now().UnixMicro(), Mode: mode,
 	}
 	if p, err := BundleNetnsPath(st.Bundle); err != nil {
 		log.Warn("cannot tell whether the container joined an existing network namespace", "bundle", st.Bundle, "err", err)
@@ -352,11 +357,24 @@ func (h *Hook) engage(ctx context.Context, log *slog.Logger, id12 string, ns *os
 		return h.engageFailed(log, fmt.Errorf("verdict service unreachable: %w", err))
 	}
 	defer c.Close()
-	table, now, err := c.Engage(ctx, id12, ns)
+	e, err := c.EngageMode(ctx, id12, ns)
 	if err != nil {
 		return h.engageFailed(log, err)
 	}
-	log.Info("ruleset engaged", "table", table, "created", now)
+	log.Info("ruleset engaged", "table", e.Table, "created", e.EngagedNow, "mode", e.Mode)
+	switch {
+	case e.Observing():
+		log.Warn("the container runs in OBSERVE MODE: its firewall is NOT ENFORCED; new connections are logged and let through",
+			"annotation", AnnotationMode+"="+record.ModeObserve)
+	case rec.Mode == record.ModeObserve:
+		// Fall back to enforcing (the safe side), and say why.
+		note := e.ModeNote
+		if note == "" {
+			note = "the verdict service did not grant it"
+		}
+		log.Warn("observe mode refused; the container runs ENFORCED: "+note, "annotation", AnnotationMode+"="+record.ModeObserve)
+	}
+	now := e.EngagedNow
 	if now && rec.NetnsPath != "" {
 		rec.Engaged = true
 		if err := record.Write(filepath.Dir(path), *rec); err != nil {

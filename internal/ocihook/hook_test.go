@@ -19,6 +19,7 @@ import (
 	"github.com/terok-ai/clearance/internal/record"
 	"github.com/terok-ai/clearance/internal/sockets"
 	"github.com/terok-ai/clearance/internal/testutil"
+	"github.com/terok-ai/clearance/internal/verdict/verdictclient"
 )
 
 // fakeManager is a service manager whose socket units listen for real:
@@ -120,15 +121,24 @@ type fakeEngager struct {
 	existed    bool       // the table was there before: engaged_now false
 	engages    int        // Engage calls
 	disengaged []netns.ID // namespaces passed to Disengage
+
+	grantObserve bool   // answer mode "observe"
+	modeNote     string // else this note
 }
 
-func (e *fakeEngager) Engage(ctx context.Context, container string, ns *os.File) (string, bool, error) {
+func (e *fakeEngager) EngageMode(ctx context.Context, container string, ns *os.File) (verdictclient.Engagement, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.engages++
 	e.container = container
 	e.ns, _ = netns.Identify(ns)
-	return "inet clearance", !e.existed, e.err
+	out := verdictclient.Engagement{Table: "inet clearance", EngagedNow: !e.existed, Mode: "enforce"}
+	if e.grantObserve {
+		out.Mode = "observe"
+	} else if e.modeNote != "" {
+		out.ModeNote = e.modeNote
+	}
+	return out, e.err
 }
 
 func (e *fakeEngager) Disengage(ctx context.Context, container string, ns *os.File) error {

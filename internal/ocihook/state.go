@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/terok-ai/clearance/internal/record"
+	"github.com/terok-ai/clearance/internal/sanitize"
 )
 
 // Limits on the OCI state a hook accepts. A runtime's state is a few
@@ -109,6 +110,11 @@ const (
 	AnnotationPolicy = "io.clearance.policy"
 	// AnnotationName is a display name for the container.
 	AnnotationName = "io.clearance.name"
+	// AnnotationMode asks for the firewall mode: "enforce" (the
+	// default) or "observe" (log and let through instead of blocking;
+	// granted only where the system configuration's observe section
+	// allows it, else the container runs enforced).
+	AnnotationMode = "io.clearance.mode"
 	// DossierPrefix starts the annotations that form the dossier shown
 	// with every prompt ("dossier.project=x" → "project": "x").
 	DossierPrefix = "dossier."
@@ -120,6 +126,25 @@ const (
 	maxDossierKey     = 64
 	maxDossierValue   = 256
 )
+
+// Mode returns the firewall mode the container's io.clearance.mode
+// annotation asks for: "" (none), record.ModeEnforce or
+// record.ModeObserve (any case, surrounding space ignored). Any other
+// value is an error: a misspelt mode must not pass unnoticed.
+func (s State) Mode() (string, error) {
+	v, ok := s.Annotations[AnnotationMode]
+	if !ok {
+		return "", nil
+	}
+	switch m := strings.ToLower(strings.TrimSpace(v)); m {
+	case "", record.ModeEnforce:
+		return "", nil
+	case record.ModeObserve:
+		return m, nil
+	}
+	return "", fmt.Errorf("annotation %s=%q: want %q or %q", AnnotationMode, sanitize.String(v, 64),
+		record.ModeEnforce, record.ModeObserve)
+}
 
 // OptedOut reports whether the container's annotations switch clearance
 // off (io.clearance.enable=false, 0 or no, any case).

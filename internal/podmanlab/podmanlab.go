@@ -57,6 +57,9 @@ const (
 	EchoPort = 8080
 	// Image is the busybox image [New] imports.
 	Image = "localhost/clearance-e2e-busybox:latest"
+	// ObserveProject is the one dossier.project the Env's configuration
+	// lets run in observe mode.
+	ObserveProject = "observe-e2e"
 	// GateAnnotation enables the project's hook for a container.
 	GateAnnotation = "io.clearance.enable=true"
 )
@@ -389,9 +392,13 @@ network_config_dir = "%[1]s/store/net"
 		// No ruleset.resolvers: the container's forwarder asks the
 		// nameservers of the resolv.conf podman wrote for it (--dns), as
 		// the hook captured them, as on a default installation.
+		// observe.projects: containers annotated with this project (and
+		// io.clearance.mode=observe) may run in observe mode; no other.
 		"clearance.yaml": fmt.Sprintf(`ruleset:
   policy_dir: %s
-`, e.Path("policy")),
+observe:
+  projects: [%s]
+`, e.Path("policy"), ObserveProject),
 		// The project's units, verbatim, plus a drop-in that runs the
 		// built hub with the Env's configuration. Its output goes to the
 		// namespace's journald, as in production: the audit trail is

@@ -91,7 +91,19 @@ type Record struct {
 	// ruleset (it was not there before), so its poststop removes it from
 	// a namespace that outlives the container.
 	Engaged bool `json:"engaged,omitempty"`
+	// Mode is the firewall mode the container asked for with its
+	// io.clearance.mode annotation: "" or [ModeEnforce] (blocked
+	// connections are refused), or [ModeObserve] (logged and let
+	// through). A claim of the container's owner: the verdict service
+	// grants observe mode only where the system configuration allows it.
+	Mode string `json:"mode,omitempty"`
 }
+
+// Firewall modes of [Record.Mode].
+const (
+	ModeEnforce = "enforce"
+	ModeObserve = "observe"
+)
 
 // MaxResolvers bounds [Record.Resolvers] (resolv.conf itself honours 3).
 const MaxResolvers = 8
@@ -165,6 +177,8 @@ func (r *Record) Validate() error {
 		return bad("%d resolvers, at most %d", len(r.Resolvers), MaxResolvers)
 	case r.NetnsPath != "" && (!filepath.IsAbs(r.NetnsPath) || len(r.NetnsPath) > 4096):
 		return bad("netns_path %q", r.NetnsPath)
+	case r.Mode != "" && r.Mode != ModeEnforce && r.Mode != ModeObserve:
+		return bad("mode %q (want %q or %q)", r.Mode, ModeEnforce, ModeObserve)
 	}
 	for _, s := range r.Resolvers {
 		if a, err := netip.ParseAddr(s); err != nil || a.Zone() != "" {

@@ -62,6 +62,9 @@ func TestDecode(t *testing.T) {
 		{"bad id12", strings.Replace(good, `"id12":"abcdef012345"`, `"id12":"../etc"`, 1), true},
 		{"bad policy", strings.Replace(good, `"policy":"p"`, `"policy":"../p"`, 1), true},
 		{"wrong type", strings.Replace(good, `"pid":99`, `"pid":"99"`, 1), true},
+		{"observe mode", strings.Replace(good, `"policy":"p"`, `"policy":"p","mode":"observe"`, 1), false},
+		{"enforce mode", strings.Replace(good, `"policy":"p"`, `"policy":"p","mode":"enforce"`, 1), false},
+		{"unknown mode", strings.Replace(good, `"policy":"p"`, `"policy":"p","mode":"audit"`, 1), true},
 		{"not json", `nope`, true},
 		{"too large", `{"name":"` + strings.Repeat("a", MaxSize) + `"}`, true},
 	}

@@ -152,13 +152,17 @@ func BlockedTitle(ev event.Event) string {
 //
 // Body lines: the identity line; "Address: <ip>:<port>" when the title names
 // a domain (so the operator also sees where it resolved to); "Protocol:
-// <TCP|UDP|n>"; the repeat line.
+// <TCP|UDP|n>"; the container's own reason when it asked ([ReasonLine]);
+// the repeat line.
 func Blocked(ev event.Event, count int, firstSeen time.Time) Popup {
 	lines := []string{IdentityLine(ev.Dossier, ev.Container)}
 	if dest := Field(ev.Dest); ev.Domain != "" && dest != "" && dest != Field(ev.Domain) {
 		lines = append(lines, "Address: "+HostPort(dest, ev.Port))
 	}
 	lines = append(lines, "Protocol: "+event.ProtoName(ev.Proto))
+	if r := ReasonLine(ev.Reason); r != "" {
+		lines = append(lines, r)
+	}
 	if count > 1 {
 		lines = append(lines, "Blocked "+strconv.Itoa(count)+" times since "+firstSeen.Format(ClockFormat))
 	}
@@ -168,6 +172,17 @@ func Blocked(ev event.Event, count int, firstSeen time.Time) Popup {
 		Hints:   HintBlockPending,
 		Timeout: TimeoutNever,
 	}
+}
+
+// ReasonLine is how a prompt shows the container's own reason (it asked
+// for the destination through its ask endpoint): quoted, inert, capped
+// and labelled as the container's unverified claim; "" without one.
+func ReasonLine(reason string) string {
+	r := strings.TrimSpace(Field(reason))
+	if r == "" {
+		return ""
+	}
+	return "The container says (unverified): \"" + r + "\""
 }
 
 // VerdictTitle is the summary that replaces a prompt once the hub applied
@@ -276,6 +291,18 @@ func Lifecycle(ev event.Event) (p Popup, ok bool) {
 		}, true
 	}
 	return Popup{}, false
+}
+
+// Notice renders a hub_notice: something about a container's hub the
+// operator must know once, such as a container running in observe mode
+// (its firewall not enforced) or a hub on its default configuration.
+func Notice(ev event.Event) Popup {
+	return Popup{
+		Summary: "Clearance notice: " + IdentityLabel(ev.Dossier, ev.Container),
+		Body:    Field(ev.Reason),
+		Hints:   HintSecurityAlert,
+		Timeout: TimeoutDefault,
+	}
 }
 
 // Waiting renders the single summary popup shown when prompts are held

@@ -418,3 +418,24 @@ func TestAttackInvisibleAndIPv6(t *testing.T) {
 		t.Errorf("BlockedLine = %q", got)
 	}
 }
+
+// TestBlockedWithTheContainersReason: a request the container asked for
+// shows its reason as its unverified claim, quoted and inert (a terminal
+// escape becomes a space; Pango markup is escaped later, at the sink),
+// and capped.
+func TestBlockedWithTheContainersReason(t *testing.T) {
+	ev := blocked("api.example.com", "", nil)
+	ev.Reason = "fetching deps \x1b[31m<b>now</b>"
+	p := Blocked(ev, 1, time.Time{})
+	want := "Container: c0ffee\nProtocol: TCP\nThe container says (unverified): \"fetching deps  [31m<b>now</b>\""
+	if p.Body != want {
+		t.Errorf("body %q, want %q", p.Body, want)
+	}
+	ev.Reason = strings.Repeat("x", 400)
+	if line := ReasonLine(ev.Reason); !strings.HasSuffix(line, "...\"") || len(line) > 300 {
+		t.Errorf("long reason not capped: %d %q", len(line), line)
+	}
+	if ReasonLine("  ") != "" {
+		t.Error("a blank reason shows a line")
+	}
+}

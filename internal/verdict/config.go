@@ -22,6 +22,8 @@ func FromConfig(c *config.Config) (Config, error) {
 		MaxConnsPerOwner: c.Verdict.MaxConnectionsPerOwner,
 		DNSMark:          c.Ruleset.DNSMark,
 		TCPReset:         c.Ruleset.TCPReject == config.TCPRejectReset,
+		Observe:          ObservePolicy{Users: c.Observe.Users, Projects: c.Observe.Projects},
+		AskPort:          uint16(c.Ask.Port),
 	}
 	switch c.Ruleset.Mode {
 	case config.RulesetModeShield:

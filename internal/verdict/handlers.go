@@ -90,11 +90,19 @@ func (h *firewall1) Engage(ctx context.Context, c fw1.VarlinkCall, container str
 		return h.s.replyError(ctx, &c, "engage", container, err)
 	}
 	defer t.Close()
-	table, now, err := h.s.engage(t)
+	e, err := h.s.engage(t)
 	if err != nil {
 		return h.s.replyError(ctx, &c, "engage", container, err)
 	}
-	return c.ReplyEngage(ctx, table, now)
+	mode := ModeEnforce
+	if e.observe {
+		mode = ModeObserve
+	}
+	var note *string
+	if e.note != "" {
+		note = &e.note
+	}
+	return c.ReplyEngage(ctx, e.table, e.now, &mode, note)
 }
 
 func (h *firewall1) Verify(ctx context.Context, c fw1.VarlinkCall, container string) error {
@@ -181,9 +189,15 @@ func (h *firewall1) Apply(ctx context.Context, c fw1.VarlinkCall, container, ip,
 		r.name = pat.String()
 	}
 	p, err := policy.ParseDest(ip)
-	if err != nil && (!s.cfg.execMode() || scope == ScopeAlways) {
+	// A verdict on a name alone (ip ""): no element now, the hub's DNS
+	// forwarder learns the name's addresses as DNS returns them.
+	nameOnly := ip == "" && r.name != "" && s.cfg.Mode == ModeBuiltin
+	if err != nil && !nameOnly && (!s.cfg.execMode() || scope == ScopeAlways) {
 		closeFDs(&c.Call)
 		return c.ReplyInvalidDestination(ctx, ip)
+	}
+	if nameOnly {
+		r.destText = r.name
 	}
 	if s.cfg.execMode() {
 		text, ok := shieldDest(ip)

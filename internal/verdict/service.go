@@ -116,6 +116,12 @@ type Config struct {
 	// container's namespace, so an allowed connection does not outlive
 	// its verdict.
 	KeepEstablished bool
+	// Observe says whose containers may run in observe mode (their
+	// record's mode "observe"); the zero value allows nobody.
+	Observe ObservePolicy
+	// AskPort is the port of the containers' ask endpoint (Ask); 0 turns
+	// it off.
+	AskPort uint16
 
 	// MaxConnsPerOwner bounds the connections one user may hold open at
 	// once, counting its subordinate uids (SubUIDFile) as the user
@@ -394,29 +400,40 @@ func dedupeAddrs(as []netip.Addr) []netip.Addr {
 	return out
 }
 
+// engaged is the outcome of engage.
+type engaged struct {
+	table   string
+	now     bool   // the table did not exist before
+	observe bool   // the ruleset runs in observe mode
+	note    string // why a requested observe mode was refused
+}
+
 // engage installs or verifies the ruleset.
-func (s *Service) engage(t *target) (table string, now bool, err error) {
+func (s *Service) engage(t *target) (engaged, error) {
 	fw, release, err := s.openFirewall(t)
 	if err != nil {
-		return "", false, err
+		return engaged{}, err
 	}
 	defer release()
 	was, err := fw.Engaged()
 	if err != nil {
-		return "", false, s.failed(t, &firewallError{op: "engage", err: err})
+		return engaged{}, s.failed(t, &firewallError{op: "engage", err: err})
 	}
 	rs, err := s.ruleset(t)
 	if err != nil {
-		return "", false, &firewallError{op: "engage", err: err}
+		return engaged{}, &firewallError{op: "engage", err: err}
 	}
+	out := engaged{table: fw.Table(), now: !was}
+	out.observe, out.note = s.observeMode(t)
+	rs.Observe = out.observe
 	integ := nft.Intact
 	if was {
 		if integ, err = fw.Verify(rs); err != nil {
-			return "", false, s.failed(t, &firewallError{op: "engage", err: err})
+			return engaged{}, s.failed(t, &firewallError{op: "engage", err: err})
 		}
 	}
 	if err := fw.Engage(rs); err != nil {
-		return "", false, s.failed(t, &firewallError{op: "engage", err: err})
+		return engaged{}, s.failed(t, &firewallError{op: "engage", err: err})
 	}
 	if integ == nft.Altered {
 		// Someone with CAP_NET_ADMIN in the namespace changed the table;
@@ -431,13 +448,14 @@ func (s *Service) engage(t *target) (table string, now bool, err error) {
 		// Every hub start verifies the ruleset: one "engaged" record per
 		// container, from the call that installed it.
 		s.log.Debug("ruleset verified", "container", t.container, "table", fw.Table(), "netns", t.id.String())
-		return fw.Table(), false, nil
+	} else {
+		s.log.Info("engaged "+fw.Table()+" for "+t.container, audit.FieldMessageID, audit.MsgEngaged,
+			audit.FieldContainer, t.container, audit.FieldContainerID, t.containerID(), audit.FieldPolicy, t.policyName(),
+			audit.FieldOperatorUID, strconv.FormatUint(uint64(t.peer), 10), audit.FieldTable, fw.Table(),
+			"netns", t.id.String())
 	}
-	s.log.Info("engaged "+fw.Table()+" for "+t.container, audit.FieldMessageID, audit.MsgEngaged,
-		audit.FieldContainer, t.container, audit.FieldContainerID, t.containerID(), audit.FieldPolicy, t.policyName(),
-		audit.FieldOperatorUID, strconv.FormatUint(uint64(t.peer), 10), audit.FieldTable, fw.Table(),
-		"netns", t.id.String())
-	return fw.Table(), true, nil
+	s.logMode(t, out)
+	return out, nil
 }
 
 // verify checks t's ruleset without changing it (see nft.Firewall.Verify).
@@ -594,6 +612,21 @@ func (s *Service) applyKernel(ctx context.Context, t *target, r applyRequest) ap
 			return refused(stderr)
 		}
 		return s.persistOutcome(t, r, applied{ok: true, stderr: stderr, outcome: audit.OutcomeApplied})
+	}
+	if !r.dest.Prefix.IsValid() && r.name != "" {
+		// A verdict on a name alone: nothing for the kernel now (the
+		// hub's forwarder learns the name's addresses with the verdict's
+		// lifetime); "always" writes the name.
+		var exp time.Time
+		if r.ttl > 0 {
+			exp = s.cfg.Now().Add(r.ttl)
+		}
+		if r.scope == ScopeAlways {
+			if err := s.persist(t, r); err != nil {
+				return refused(err.Error())
+			}
+		}
+		return applied{ok: true, expires: exp, outcome: audit.OutcomeApplied}
 	}
 	fw, release, err := s.openFirewall(t)
 	if err != nil {

@@ -195,12 +195,17 @@ type labHub struct {
 }
 
 func (b *bench) labHub(ctx context.Context) (*labHub, error) {
+	return b.labHubWith(ctx, lab.StackOptions{Bin: b.bin})
+}
+
+// labHubWith is labHub with stack options (Bin set by the caller).
+func (b *bench) labHubWith(ctx context.Context, o lab.StackOptions) (*labHub, error) {
 	if os.Geteuid() != 0 {
 		return nil, errors.New("needs root")
 	}
 	l := lab.New()
 	fail := func(err error) (*labHub, error) { l.Close(); return nil, err }
-	s, err := l.NewStack(ctx, lab.StackOptions{Bin: b.bin})
+	s, err := l.NewStack(ctx, o)
 	if err != nil {
 		return fail(err)
 	}

@@ -201,21 +201,26 @@ func Dispatch_Error(err error) error {
 // Built-in mode: table inet clearance from the container's YAML policy
 // (elements already present are kept). terok-shield mode: checks that the
 // shield's table and sets exist. table is the table's name; engaged_now is
-// true when the table did not exist before this call.
+// true when the table did not exist before this call. mode is "enforce"
+// (blocked connections are refused and logged) or "observe" (the runtime
+// record asked for observe mode and the system configuration's observe
+// section allows it for the container's owner or project: new connections
+// are logged and let through); mode_note says why a requested observe mode
+// was not granted ("" otherwise).
 type Engage_methods struct{}
 
 func Engage() Engage_methods { return Engage_methods{} }
 
-func (m Engage_methods) Call(ctx context.Context, c *varlink.Connection, container_in_ string) (table_out_ string, engaged_now_out_ bool, err_ error) {
+func (m Engage_methods) Call(ctx context.Context, c *varlink.Connection, container_in_ string) (table_out_ string, engaged_now_out_ bool, mode_out_ *string, mode_note_out_ *string, err_ error) {
 	receive, err_ := m.Send(ctx, c, 0, container_in_)
 	if err_ != nil {
 		return
 	}
-	table_out_, engaged_now_out_, _, err_ = receive(ctx)
+	table_out_, engaged_now_out_, mode_out_, mode_note_out_, _, err_ = receive(ctx)
 	return
 }
 
-func (m Engage_methods) Send(ctx context.Context, c *varlink.Connection, flags uint64, container_in_ string) (func(ctx context.Context) (string, bool, uint64, error), error) {
+func (m Engage_methods) Send(ctx context.Context, c *varlink.Connection, flags uint64, container_in_ string) (func(ctx context.Context) (string, bool, *string, *string, uint64, error), error) {
 	var in struct {
 		Container string `json:"container"`
 	}
@@ -224,10 +229,12 @@ func (m Engage_methods) Send(ctx context.Context, c *varlink.Connection, flags u
 	if err != nil {
 		return nil, err
 	}
-	return func(context.Context) (table_out_ string, engaged_now_out_ bool, flags uint64, err error) {
+	return func(context.Context) (table_out_ string, engaged_now_out_ bool, mode_out_ *string, mode_note_out_ *string, flags uint64, err error) {
 		var out struct {
-			Table       string `json:"table"`
-			Engaged_now bool   `json:"engaged_now"`
+			Table       string  `json:"table"`
+			Engaged_now bool    `json:"engaged_now"`
+			Mode        *string `json:"mode,omitempty"`
+			Mode_note   *string `json:"mode_note,omitempty"`
 		}
 		flags, err = receive(ctx, &out)
 		if err != nil {
@@ -236,11 +243,13 @@ func (m Engage_methods) Send(ctx context.Context, c *varlink.Connection, flags u
 		}
 		table_out_ = out.Table
 		engaged_now_out_ = out.Engaged_now
+		mode_out_ = out.Mode
+		mode_note_out_ = out.Mode_note
 		return
 	}, nil
 }
 
-func (m Engage_methods) Upgrade(ctx context.Context, c *varlink.Connection, container_in_ string) (func(ctx context.Context) (table_out_ string, engaged_now_out_ bool, flags uint64, conn varlink.ReadWriterContext, err_ error), error) {
+func (m Engage_methods) Upgrade(ctx context.Context, c *varlink.Connection, container_in_ string) (func(ctx context.Context) (table_out_ string, engaged_now_out_ bool, mode_out_ *string, mode_note_out_ *string, flags uint64, conn varlink.ReadWriterContext, err_ error), error) {
 	var in struct {
 		Container string `json:"container"`
 	}
@@ -249,10 +258,12 @@ func (m Engage_methods) Upgrade(ctx context.Context, c *varlink.Connection, cont
 	if err != nil {
 		return nil, err
 	}
-	return func(context.Context) (table_out_ string, engaged_now_out_ bool, flags uint64, conn varlink.ReadWriterContext, err error) {
+	return func(context.Context) (table_out_ string, engaged_now_out_ bool, mode_out_ *string, mode_note_out_ *string, flags uint64, conn varlink.ReadWriterContext, err error) {
 		var out struct {
-			Table       string `json:"table"`
-			Engaged_now bool   `json:"engaged_now"`
+			Table       string  `json:"table"`
+			Engaged_now bool    `json:"engaged_now"`
+			Mode        *string `json:"mode,omitempty"`
+			Mode_note   *string `json:"mode_note,omitempty"`
 		}
 		flags, conn, err = receive(ctx, &out)
 		if err != nil {
@@ -261,6 +272,8 @@ func (m Engage_methods) Upgrade(ctx context.Context, c *varlink.Connection, cont
 		}
 		table_out_ = out.Table
 		engaged_now_out_ = out.Engaged_now
+		mode_out_ = out.Mode
+		mode_note_out_ = out.Mode_note
 		return
 	}, nil
 }
@@ -459,7 +472,10 @@ func (m Monitor_methods) Upgrade(ctx context.Context, c *varlink.Connection, con
 // (policy_target names the policy; "" = the one in the runtime record), so
 // later containers start with it. name, when the verdict is about a DNS
 // name (as a name or a wildcard pattern), is stored as the element's
-// comment and is what "always" writes to the policy instead of ip. The
+// comment and is what "always" writes to the policy instead of ip. With a
+// name, ip may be "" (built-in mode): a verdict on the name alone adds no
+// element (the hub's DNS forwarder learns the name's addresses as DNS
+// returns them) and "always" writes the name. The
 // outcome is ok/stderr as in org.terok.ClearanceVerdict1.Apply;
 // expires_usec is the element's expiry (CLOCK_REALTIME microseconds), 0 for
 // none. verdict_id (1-64 characters of [A-Za-z0-9_.:-]) is the caller's id
@@ -784,6 +800,76 @@ func (m Forwarder_methods) Upgrade(ctx context.Context, c *varlink.Connection, c
 		sockets_out_ = []string(out.Sockets)
 		resolvers_out_ = []string(out.Resolvers)
 		names_out_ = []NameRule(out.Names)
+		return
+	}, nil
+}
+
+// Creates the listening sockets of the container's ask endpoint inside its
+// network namespace and returns them as file descriptors with the reply
+// (SCM_RIGHTS), in the order sockets names them: "tcp4" (127.0.0.1:port)
+// and "tcp6" ([::1]:port, when the namespace has IPv6). port is ask.port
+// of the system configuration. The caller serves them (docs/ask.md).
+// FirewallFailed(op: "ask") when the endpoint is turned off (ask.port 0)
+// or the port is taken in the namespace.
+type Ask_methods struct{}
+
+func Ask() Ask_methods { return Ask_methods{} }
+
+func (m Ask_methods) Call(ctx context.Context, c *varlink.Connection, container_in_ string) (port_out_ int64, sockets_out_ []string, err_ error) {
+	receive, err_ := m.Send(ctx, c, 0, container_in_)
+	if err_ != nil {
+		return
+	}
+	port_out_, sockets_out_, _, err_ = receive(ctx)
+	return
+}
+
+func (m Ask_methods) Send(ctx context.Context, c *varlink.Connection, flags uint64, container_in_ string) (func(ctx context.Context) (int64, []string, uint64, error), error) {
+	var in struct {
+		Container string `json:"container"`
+	}
+	in.Container = container_in_
+	receive, err := c.Send(ctx, "org.terok.ClearanceFirewall1.Ask", in, flags)
+	if err != nil {
+		return nil, err
+	}
+	return func(context.Context) (port_out_ int64, sockets_out_ []string, flags uint64, err error) {
+		var out struct {
+			Port    int64    `json:"port"`
+			Sockets []string `json:"sockets"`
+		}
+		flags, err = receive(ctx, &out)
+		if err != nil {
+			err = Dispatch_Error(err)
+			return
+		}
+		port_out_ = out.Port
+		sockets_out_ = []string(out.Sockets)
+		return
+	}, nil
+}
+
+func (m Ask_methods) Upgrade(ctx context.Context, c *varlink.Connection, container_in_ string) (func(ctx context.Context) (port_out_ int64, sockets_out_ []string, flags uint64, conn varlink.ReadWriterContext, err_ error), error) {
+	var in struct {
+		Container string `json:"container"`
+	}
+	in.Container = container_in_
+	receive, err := c.Upgrade(ctx, "org.terok.ClearanceFirewall1.Ask", in)
+	if err != nil {
+		return nil, err
+	}
+	return func(context.Context) (port_out_ int64, sockets_out_ []string, flags uint64, conn varlink.ReadWriterContext, err error) {
+		var out struct {
+			Port    int64    `json:"port"`
+			Sockets []string `json:"sockets"`
+		}
+		flags, conn, err = receive(ctx, &out)
+		if err != nil {
+			err = Dispatch_Error(err)
+			return
+		}
+		port_out_ = out.Port
+		sockets_out_ = []string(out.Sockets)
 		return
 	}, nil
 }
@@ -1143,6 +1229,7 @@ type orgterokclearancefirewall1Interface interface {
 	Revoke(ctx context.Context, c VarlinkCall, container_ string, ip_ string, proto_ *string, port_ *int64) error
 	List(ctx context.Context, c VarlinkCall, container_ string) error
 	Forwarder(ctx context.Context, c VarlinkCall, container_ string) error
+	Ask(ctx context.Context, c VarlinkCall, container_ string) error
 	UpstreamTCP(ctx context.Context, c VarlinkCall, container_ string, family_ string, count_ int64) error
 	Learn(ctx context.Context, c VarlinkCall, container_ string, elements_ []Learned) error
 	Unlearn(ctx context.Context, c VarlinkCall, container_ string, elements_ []Learned) error
@@ -1199,13 +1286,17 @@ func (c *VarlinkCall) ReplyFirewallFailed(ctx context.Context, op_ string, reaso
 
 // Generated reply methods for all varlink methods
 
-func (c *VarlinkCall) ReplyEngage(ctx context.Context, table_ string, engaged_now_ bool) error {
+func (c *VarlinkCall) ReplyEngage(ctx context.Context, table_ string, engaged_now_ bool, mode_ *string, mode_note_ *string) error {
 	var out struct {
-		Table       string `json:"table"`
-		Engaged_now bool   `json:"engaged_now"`
+		Table       string  `json:"table"`
+		Engaged_now bool    `json:"engaged_now"`
+		Mode        *string `json:"mode,omitempty"`
+		Mode_note   *string `json:"mode_note,omitempty"`
 	}
 	out.Table = table_
 	out.Engaged_now = engaged_now_
+	out.Mode = mode_
+	out.Mode_note = mode_note_
 	return c.Reply(ctx, &out)
 }
 
@@ -1271,6 +1362,16 @@ func (c *VarlinkCall) ReplyForwarder(ctx context.Context, port_ int64, mark_ int
 	return c.Reply(ctx, &out)
 }
 
+func (c *VarlinkCall) ReplyAsk(ctx context.Context, port_ int64, sockets_ []string) error {
+	var out struct {
+		Port    int64    `json:"port"`
+		Sockets []string `json:"sockets"`
+	}
+	out.Port = port_
+	out.Sockets = []string(sockets_)
+	return c.Reply(ctx, &out)
+}
+
 func (c *VarlinkCall) ReplyUpstreamTCP(ctx context.Context, count_ int64) error {
 	var out struct {
 		Count int64 `json:"count"`
@@ -1317,7 +1418,12 @@ func (c *VarlinkCall) ReplyDisengage(ctx context.Context) error {
 // Built-in mode: table inet clearance from the container's YAML policy
 // (elements already present are kept). terok-shield mode: checks that the
 // shield's table and sets exist. table is the table's name; engaged_now is
-// true when the table did not exist before this call.
+// true when the table did not exist before this call. mode is "enforce"
+// (blocked connections are refused and logged) or "observe" (the runtime
+// record asked for observe mode and the system configuration's observe
+// section allows it for the container's owner or project: new connections
+// are logged and let through); mode_note says why a requested observe mode
+// was not granted ("" otherwise).
 func (s *VarlinkInterface) Engage(ctx context.Context, c VarlinkCall, container_ string) error {
 	return c.ReplyMethodNotImplemented(ctx, "org.terok.ClearanceFirewall1.Engage")
 }
@@ -1359,7 +1465,10 @@ func (s *VarlinkInterface) Monitor(ctx context.Context, c VarlinkCall, container
 // (policy_target names the policy; "" = the one in the runtime record), so
 // later containers start with it. name, when the verdict is about a DNS
 // name (as a name or a wildcard pattern), is stored as the element's
-// comment and is what "always" writes to the policy instead of ip. The
+// comment and is what "always" writes to the policy instead of ip. With a
+// name, ip may be "" (built-in mode): a verdict on the name alone adds no
+// element (the hub's DNS forwarder learns the name's addresses as DNS
+// returns them) and "always" writes the name. The
 // outcome is ok/stderr as in org.terok.ClearanceVerdict1.Apply;
 // expires_usec is the element's expiry (CLOCK_REALTIME microseconds), 0 for
 // none. verdict_id (1-64 characters of [A-Za-z0-9_.:-]) is the caller's id
@@ -1398,6 +1507,17 @@ func (s *VarlinkInterface) List(ctx context.Context, c VarlinkCall, container_ s
 // the name rules of the container's policy. Built-in mode only.
 func (s *VarlinkInterface) Forwarder(ctx context.Context, c VarlinkCall, container_ string) error {
 	return c.ReplyMethodNotImplemented(ctx, "org.terok.ClearanceFirewall1.Forwarder")
+}
+
+// Creates the listening sockets of the container's ask endpoint inside its
+// network namespace and returns them as file descriptors with the reply
+// (SCM_RIGHTS), in the order sockets names them: "tcp4" (127.0.0.1:port)
+// and "tcp6" ([::1]:port, when the namespace has IPv6). port is ask.port
+// of the system configuration. The caller serves them (docs/ask.md).
+// FirewallFailed(op: "ask") when the endpoint is turned off (ask.port 0)
+// or the port is taken in the namespace.
+func (s *VarlinkInterface) Ask(ctx context.Context, c VarlinkCall, container_ string) error {
+	return c.ReplyMethodNotImplemented(ctx, "org.terok.ClearanceFirewall1.Ask")
 }
 
 // Creates count (1..16) unconnected TCP sockets of family "ip4" or "ip6"
@@ -1537,6 +1657,16 @@ func (s *VarlinkInterface) VarlinkDispatch(ctx context.Context, call varlink.Cal
 		}
 		return s.orgterokclearancefirewall1Interface.Forwarder(ctx, VarlinkCall{call}, in.Container)
 
+	case "Ask":
+		var in struct {
+			Container string `json:"container"`
+		}
+		err := call.GetParameters(&in)
+		if err != nil {
+			return call.ReplyInvalidParameter(ctx, "parameters")
+		}
+		return s.orgterokclearancefirewall1Interface.Ask(ctx, VarlinkCall{call}, in.Container)
+
 	case "UpstreamTCP":
 		var in struct {
 			Container string `json:"container"`
@@ -1675,8 +1805,13 @@ type Learned (
 # Built-in mode: table inet clearance from the container's YAML policy
 # (elements already present are kept). terok-shield mode: checks that the
 # shield's table and sets exist. table is the table's name; engaged_now is
-# true when the table did not exist before this call.
-method Engage(container: string) -> (table: string, engaged_now: bool)
+# true when the table did not exist before this call. mode is "enforce"
+# (blocked connections are refused and logged) or "observe" (the runtime
+# record asked for observe mode and the system configuration's observe
+# section allows it for the container's owner or project: new connections
+# are logged and let through); mode_note says why a requested observe mode
+# was not granted ("" otherwise).
+method Engage(container: string) -> (table: string, engaged_now: bool, mode: ?string, mode_note: ?string)
 
 # Checks, without reading any set's elements (cheap enough to call every
 # few seconds), that the container's ruleset is still the one Engage
@@ -1709,7 +1844,10 @@ method Monitor(container: string) -> ()
 # (policy_target names the policy; "" = the one in the runtime record), so
 # later containers start with it. name, when the verdict is about a DNS
 # name (as a name or a wildcard pattern), is stored as the element's
-# comment and is what "always" writes to the policy instead of ip. The
+# comment and is what "always" writes to the policy instead of ip. With a
+# name, ip may be "" (built-in mode): a verdict on the name alone adds no
+# element (the hub's DNS forwarder learns the name's addresses as DNS
+# returns them) and "always" writes the name. The
 # outcome is ok/stderr as in org.terok.ClearanceVerdict1.Apply;
 # expires_usec is the element's expiry (CLOCK_REALTIME microseconds), 0 for
 # none. verdict_id (1-64 characters of [A-Za-z0-9_.:-]) is the caller's id
@@ -1741,6 +1879,15 @@ method List(container: string) -> (elements: []Element)
 # container's resolv.conf as its runtime record captured it); names are
 # the name rules of the container's policy. Built-in mode only.
 method Forwarder(container: string) -> (port: int, mark: int, sockets: []string, resolvers: []string, names: []NameRule)
+
+# Creates the listening sockets of the container's ask endpoint inside its
+# network namespace and returns them as file descriptors with the reply
+# (SCM_RIGHTS), in the order sockets names them: "tcp4" (127.0.0.1:port)
+# and "tcp6" ([::1]:port, when the namespace has IPv6). port is ask.port
+# of the system configuration. The caller serves them (docs/ask.md).
+# FirewallFailed(op: "ask") when the endpoint is turned off (ask.port 0)
+# or the port is taken in the namespace.
+method Ask(container: string) -> (port: int, sockets: []string)
 
 # Creates count (1..16) unconnected TCP sockets of family "ip4" or "ip6"
 # in the container's namespace, marked like the forwarder's, and returns

@@ -15,7 +15,10 @@ import (
 
 // A connection_blocked request still waiting for a verdict. target is what
 // org.terok.Clearance1.Verdict must name as dest (domain, else IP); count is
-// how many times the destination was blocked while pending.
+// how many times the destination was blocked while pending. reason, when
+// set, is the container's own reason: it asked for the destination through
+// its ask endpoint (sanitised, at most 256 characters, the container's
+// claim, not verified).
 type PendingRequest struct {
 	Container       string            `json:"container"`
 	Request_id      string            `json:"request_id"`
@@ -28,6 +31,7 @@ type PendingRequest struct {
 	Count           int64             `json:"count"`
 	First_seen_usec int64             `json:"first_seen_usec"`
 	Last_seen_usec  int64             `json:"last_seen_usec"`
+	Reason          *string           `json:"reason,omitempty"`
 }
 
 // The container's DNS forwarder (built-in ruleset) since it last started:
@@ -51,12 +55,33 @@ type DNSStats struct {
 	Upstream_failures int64 `json:"upstream_failures"`
 }
 
+// The container's ask endpoint (docs/ask.md) since the hub started:
+// requests read, questions that raised or joined a request, questions a
+// rule answered at once, malformed requests, requests that did not arrive
+// in time, requests refused by the rate limit, connections refused over
+// the connection limit, and callers waiting for a verdict now. serving is
+// false while the endpoint's sockets are not (yet) being served.
+type AskStats struct {
+	Serving      bool  `json:"serving"`
+	Requests     int64 `json:"requests"`
+	Asked        int64 `json:"asked"`
+	Answered     int64 `json:"answered"`
+	Bad_requests int64 `json:"bad_requests"`
+	Timed_out    int64 `json:"timed_out"`
+	Rate_limited int64 `json:"rate_limited"`
+	Refused      int64 `json:"refused"`
+	Waiting      int64 `json:"waiting"`
+}
+
 // Counters since the hub started. config_error, when set, says why the
 // hub's configuration was not used (file:line): it runs on the defaults.
 // ruleset is "engaged" when the hub's own
 // NFLOG watch is up (its ruleset is installed), "engaging" while it is
 // being set up or re-established, and "external" when blocked connections
-// come from a producer on the ingest socket (terok-shield) instead.
+// come from a producer on the ingest socket (terok-shield) instead. mode
+// is "observe" while the container's ruleset runs in observe mode (NOT
+// ENFORCED: new connections are logged and let through), else "enforce".
+// ask is the ask endpoint's counters; absent without one.
 type HubStats struct {
 	Container       string    `json:"container"`
 	Subscribers     int64     `json:"subscribers"`
@@ -72,6 +97,8 @@ type HubStats struct {
 	Ruleset         string    `json:"ruleset"`
 	Dns             *DNSStats `json:"dns,omitempty"`
 	Config_error    *string   `json:"config_error,omitempty"`
+	Mode            *string   `json:"mode,omitempty"`
+	Ask             *AskStats `json:"ask,omitempty"`
 }
 
 // scope is not one of "once", "container", "always".
@@ -497,7 +524,10 @@ interface org.terok.ClearanceHub1
 
 # A connection_blocked request still waiting for a verdict. target is what
 # org.terok.Clearance1.Verdict must name as dest (domain, else IP); count is
-# how many times the destination was blocked while pending.
+# how many times the destination was blocked while pending. reason, when
+# set, is the container's own reason: it asked for the destination through
+# its ask endpoint (sanitised, at most 256 characters, the container's
+# claim, not verified).
 type PendingRequest (
   container: string,
   request_id: string,
@@ -509,7 +539,8 @@ type PendingRequest (
   dossier: [string]string,
   count: int,
   first_seen_usec: int,
-  last_seen_usec: int
+  last_seen_usec: int,
+  reason: ?string
 )
 
 # The container's DNS forwarder (built-in ruleset) since it last started:
@@ -533,12 +564,33 @@ type DNSStats (
   upstream_failures: int
 )
 
+# The container's ask endpoint (docs/ask.md) since the hub started:
+# requests read, questions that raised or joined a request, questions a
+# rule answered at once, malformed requests, requests that did not arrive
+# in time, requests refused by the rate limit, connections refused over
+# the connection limit, and callers waiting for a verdict now. serving is
+# false while the endpoint's sockets are not (yet) being served.
+type AskStats (
+  serving: bool,
+  requests: int,
+  asked: int,
+  answered: int,
+  bad_requests: int,
+  timed_out: int,
+  rate_limited: int,
+  refused: int,
+  waiting: int
+)
+
 # Counters since the hub started. config_error, when set, says why the
 # hub's configuration was not used (file:line): it runs on the defaults.
 # ruleset is "engaged" when the hub's own
 # NFLOG watch is up (its ruleset is installed), "engaging" while it is
 # being set up or re-established, and "external" when blocked connections
-# come from a producer on the ingest socket (terok-shield) instead.
+# come from a producer on the ingest socket (terok-shield) instead. mode
+# is "observe" while the container's ruleset runs in observe mode (NOT
+# ENFORCED: new connections are logged and let through), else "enforce".
+# ask is the ask endpoint's counters; absent without one.
 type HubStats (
   container: string,
   subscribers: int,
@@ -553,7 +605,9 @@ type HubStats (
   started_usec: int,
   ruleset: string,
   dns: ?DNSStats,
-  config_error: ?string
+  config_error: ?string,
+  mode: ?string,
+  ask: ?AskStats
 )
 
 # Everything waiting for a verdict right now, oldest first, so a subscriber

@@ -162,18 +162,51 @@ func (c *Client) callNoFDs(ctx context.Context, method string, in, out any, ns *
 	return err
 }
 
+// Engagement is the outcome of [Client.Engage].
+type Engagement struct {
+	// Table is the ruleset's inet table.
+	Table string
+	// EngagedNow is true when the table was created by this call.
+	EngagedNow bool
+	// Mode is "enforce" or "observe" (the ruleset logs and lets through
+	// what it would block); "" from a service that predates modes.
+	Mode string
+	// ModeNote says why observe mode, requested by the runtime record,
+	// was not granted ("" otherwise).
+	ModeNote string
+}
+
+// Observing reports whether the ruleset runs in observe mode.
+func (e Engagement) Observing() bool { return e.Mode == "observe" }
+
 // Engage installs or verifies the container's ruleset. ns, if not nil, is
 // the container's network namespace (an open /proc/<pid>/ns/net); the
 // caller keeps it. engagedNow is true when the table was created now.
+// [Client.EngageMode] also tells the ruleset's mode.
 func (c *Client) Engage(ctx context.Context, container string, ns *os.File) (table string, engagedNow bool, err error) {
+	e, err := c.EngageMode(ctx, container, ns)
+	return e.Table, e.EngagedNow, err
+}
+
+// EngageMode is [Client.Engage] with the whole outcome.
+func (c *Client) EngageMode(ctx context.Context, container string, ns *os.File) (Engagement, error) {
 	var out struct {
-		Table       string `json:"table"`
-		Engaged_now bool   `json:"engaged_now"`
+		Table       string  `json:"table"`
+		Engaged_now bool    `json:"engaged_now"`
+		Mode        *string `json:"mode"`
+		Mode_note   *string `json:"mode_note"`
 	}
-	err = c.callNoFDs(ctx, "Engage", struct {
+	err := c.callNoFDs(ctx, "Engage", struct {
 		Container string `json:"container"`
 	}{container}, &out, ns)
-	return out.Table, out.Engaged_now, err
+	e := Engagement{Table: out.Table, EngagedNow: out.Engaged_now}
+	if out.Mode != nil {
+		e.Mode = *out.Mode
+	}
+	if out.Mode_note != nil {
+		e.ModeNote = *out.Mode_note
+	}
+	return e, err
 }
 
 // Watch returns the container's bound NFLOG socket (the caller owns and
@@ -343,21 +376,31 @@ func (c *Client) Forwarder(ctx context.Context, container string, ns *os.File) (
 	if err != nil {
 		return nil, err
 	}
-	if len(rx) != len(out.Sockets) {
+	socks, err := namedFiles("forwarder", container, rx, out.Sockets)
+	if err != nil {
+		return nil, err
+	}
+	return &Forwarder{Port: int(out.Port), Mark: int(out.Mark), Sockets: socks, Resolvers: out.Resolvers, Names: out.Names}, nil
+}
+
+// namedFiles pairs the file descriptors of a reply with the names the
+// reply gives them, in order (a repeated name keeps the last). It closes
+// them all when the counts differ.
+func namedFiles(what, container string, rx []*os.File, names []string) (map[string]*os.File, error) {
+	if len(rx) != len(names) {
 		for _, f := range rx {
 			f.Close()
 		}
-		return nil, fmt.Errorf("forwarder %s: reply carried %d file descriptors for %d sockets", container, len(rx), len(out.Sockets))
+		return nil, fmt.Errorf("%s %s: reply carried %d file descriptors for %d sockets", what, container, len(rx), len(names))
 	}
-	f := &Forwarder{Port: int(out.Port), Mark: int(out.Mark), Sockets: make(map[string]*os.File, len(rx)),
-		Resolvers: out.Resolvers, Names: out.Names}
-	for i, name := range out.Sockets {
-		if old, dup := f.Sockets[name]; dup {
+	out := make(map[string]*os.File, len(rx))
+	for i, name := range names {
+		if old, dup := out[name]; dup {
 			old.Close()
 		}
-		f.Sockets[name] = rx[i]
+		out[name] = rx[i]
 	}
-	return f, nil
+	return out, nil
 }
 
 // UpstreamTCP returns count unconnected, marked TCP sockets of family
@@ -518,4 +561,41 @@ func (c *Client) CompatApplyNS(ctx context.Context, container, dest, action stri
 		f.Close()
 	}
 	return out.OK, out.Stderr, err
+}
+
+// AskSockets are the listening sockets of a container's ask endpoint,
+// created in its namespace by the verdict service.
+type AskSockets struct {
+	// Port is the endpoint's port on 127.0.0.1 and [::1].
+	Port int
+	// Sockets maps "tcp4" and "tcp6" to the listening sockets. The
+	// caller owns them.
+	Sockets map[string]*os.File
+}
+
+// Close closes every socket.
+func (a *AskSockets) Close() {
+	for _, f := range a.Sockets {
+		f.Close()
+	}
+}
+
+// Ask returns the listening sockets of the container's ask endpoint
+// (docs/ask.md); the caller owns them.
+func (c *Client) Ask(ctx context.Context, container string, ns *os.File) (*AskSockets, error) {
+	var out struct {
+		Port    int64    `json:"port"`
+		Sockets []string `json:"sockets"`
+	}
+	rx, err := c.call(ctx, "Ask", struct {
+		Container string `json:"container"`
+	}{container}, &out, ns)
+	if err != nil {
+		return nil, err
+	}
+	socks, err := namedFiles("ask", container, rx, out.Sockets)
+	if err != nil {
+		return nil, err
+	}
+	return &AskSockets{Port: int(out.Port), Sockets: socks}, nil
 }
