@@ -14,10 +14,13 @@
 // reusing it, so no goroutine can ever be scheduled on a thread that sits in
 // the wrong namespace.
 //
-// One visible side effect: if the goroutine happens to run on the process's
-// main thread, the Go runtime cannot end that thread and parks it for good
-// instead ("wedged"). It runs no more goroutines, but /proc/self/ns/net (the
-// main thread's view) then shows the foreign namespace. Use
+// The process's main thread is kept out of it: the Go runtime cannot end
+// that thread, and would park it for good in the foreign namespace, where
+// /proc/<pid>/ns/net (the main thread's view, what other processes see)
+// would then show it: the hub, finding the verdict service "in" an ended
+// container's namespace, would think another container still uses it. An
+// init function locks the main goroutine to the main thread for the
+// process's life, so no goroutine of [Do] can ever run there. Use
 // /proc/thread-self/ns/net on a locked thread to learn the current netns.
 //
 // Sockets opened inside fn (netlink, nftables with AsLasting, NFLOG) stay
@@ -34,6 +37,10 @@ import (
 
 	"golang.org/x/sys/unix"
 )
+
+// init locks the main goroutine to the main thread for good (see the
+// package documentation): no goroutine of Do is ever scheduled there.
+func init() { runtime.LockOSThread() }
 
 // ioctl requests from linux/nsfs.h (_IO(0xb7, n)); golang.org/x/sys does not
 // define them.

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"os"
 	"runtime"
+	"sync"
+	"sync/atomic"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -142,4 +144,29 @@ func threadNetNS(t *testing.T) netns.ID {
 		t.Fatal(err)
 	}
 	return id
+}
+
+// TestNoGoroutineRunsOnTheMainThread: /proc/<pid>/ns/net shows the main
+// thread's namespace, and other processes read it to tell who uses a
+// container's namespace; a Do goroutine that ran there would park the
+// main thread in a foreign namespace for good. The package's init keeps
+// every goroutine but main off it.
+func TestNoGoroutineRunsOnTheMainThread(t *testing.T) {
+	pid := os.Getpid()
+	var wg sync.WaitGroup
+	var onMain atomic.Int32
+	for range 2000 {
+		wg.Go(func() {
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			if unix.Gettid() == pid {
+				onMain.Add(1)
+			}
+			runtime.Gosched()
+		})
+	}
+	wg.Wait()
+	if n := onMain.Load(); n > 0 {
+		t.Fatalf("%d goroutines ran on the main thread", n)
+	}
 }
