@@ -21,6 +21,7 @@ var auditFields = map[string]bool{
 	"CLEARANCE_DOMAIN": true, "CLEARANCE_PORT": true, "CLEARANCE_PROTO": true,
 	"CLEARANCE_ACTION": true, "CLEARANCE_SCOPE": true, "CLEARANCE_EXPIRES_USEC": true,
 	"CLEARANCE_OPERATOR_UID": true, "CLEARANCE_CHANNEL": true, "CLEARANCE_REASON": true,
+	"CLEARANCE_POLICY": true,
 }
 
 type catalogEntry struct {
@@ -84,6 +85,7 @@ func TestCatalog(t *testing.T) {
 		"expired": hub.MsgExpired, "engaged": hub.MsgEngaged, "disengaged": hub.MsgDisengaged,
 		"denied": hub.MsgDenied, "learned": hub.MsgLearned,
 		"connections cut": verdict.MsgFlowsCut, "container refused": ocihook.MsgRefused,
+		"policy written": verdict.MsgPolicyWritten,
 	}
 	if hub.MsgEngaged != verdict.MsgEngaged || hub.MsgDisengaged != verdict.MsgDisengaged {
 		t.Errorf("hub and verdict service disagree on the engage/disengage MESSAGE_IDs")
