@@ -1,7 +1,7 @@
 // Package ctl implements clearancectl, the terminal channel of clearance:
-// live prompts (watch), the pending queue, verdicts by request id, hub
-// status, the audit trail from the journal, and the firewall's own view
-// (explain, policy).
+// live prompts (watch), the pending queue, batch review (review), verdicts
+// by request id, hub status, the audit trail from the journal, and the
+// firewall's own view (explain, policy).
 //
 // # Hubs
 //
@@ -124,6 +124,7 @@ func commands() []command {
 	return []command{
 		{"watch", "live prompts from every hub; answer them from the terminal", (*runner).cmdWatch},
 		{"pending", "list the requests waiting for a verdict", (*runner).cmdPending},
+		{"review", "review many pending requests at once: select, allow or deny, confirm once", (*runner).cmdReview},
 		{"allow", "allow a pending request by id", (*runner).cmdAllow},
 		{"deny", "deny a pending request by id", (*runner).cmdDeny},
 		{"status", "hubs, their containers, pending requests and counters", (*runner).cmdStatus},
