@@ -130,7 +130,7 @@ func commands() []command {
 		{"status", "hubs, their containers, pending requests and counters", (*runner).cmdStatus},
 		{"log", "the audit trail from the journal", (*runner).cmdLog},
 		{"explain", "what the firewall does with a destination, and why", (*runner).cmdExplain},
-		{"policy", "show or export a container's allow and deny sets", (*runner).cmdPolicy},
+		{"policy", "show or export a container's sets, or propose a policy from the journal", (*runner).cmdPolicy},
 	}
 }
 

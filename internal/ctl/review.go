@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/varlink/go/varlink"
 
@@ -37,6 +38,11 @@ type reviewItem struct {
 	portProto string // "443/tcp"
 	addr      string // the address, when the name is a domain
 	first     time.Time
+
+	// The item's line under a name group and under a container group,
+	// and their widths in runes (computed once: a refresh draws them all).
+	underName, underContainer   string
+	underNameW, underContainerW int
 }
 
 // reviewGroup is a group of items: one name, or one container.
@@ -89,6 +95,17 @@ func newReviewItem(h hubRef, p orgterokclearancehub1.PendingRequest) *reviewItem
 	if p.Domain != "" && p.Dest != "" && p.Dest != p.Domain {
 		it.addr = clean(p.Dest)
 	}
+	it.underName = it.container
+	if it.who != "" && it.who != it.container {
+		it.underName += " (" + it.who + ")"
+	}
+	it.underName += "  " + it.portProto
+	if it.addr != "" {
+		it.underName += "  " + it.addr
+	}
+	it.underContainer = it.target()
+	it.underNameW = utf8.RuneCountInString(it.underName)
+	it.underContainerW = utf8.RuneCountInString(it.underContainer)
 	return it
 }
 
@@ -345,7 +362,7 @@ func (r *runner) summarise(d reviewDecision, results []reviewResult) (summary st
 	return summary, details, failed
 }
 
-const reviewSynopsis = "[--container ID] [--group name|container] [--lines]"
+const reviewSynopsis = "[--container ID] [--group name|container] [--line-mode]"
 
 const reviewDescription = `Reviews the requests pending on every hub at once: grouped by name (or
 by container), with counts and ages. Select several, allow or deny them
@@ -364,8 +381,8 @@ On a terminal it is a full-screen view (plain ANSI, works over ssh):
   r                refresh now (it refreshes every second anyway)
   q, Ctrl-C        quit
 
-When standard input or output is not a terminal (or with --lines) it reads
-commands line by line instead:
+When standard input or output is not a terminal (or with --line-mode) it
+reads commands line by line instead:
   list                       list the pending requests, numbered
   allow|deny SEL [SCOPE] [any-port]
                              SEL: numbers and ranges (1,3-5), or all;
@@ -379,7 +396,7 @@ func (r *runner) cmdReview(ctx context.Context, args []string) int {
 	var hf hubFlags
 	hf.register(fs, true)
 	group := fs.String("group", groupByName, "group the requests by `name` or by container")
-	lines := fs.Bool("lines", false, "line mode even on a terminal")
+	lines := fs.Bool("line-mode", false, "read numbered commands line by line, even on a terminal")
 	pos, err := r.parse(fs, args)
 	if err != nil {
 		return parseExit(err)

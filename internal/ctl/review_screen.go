@@ -484,7 +484,8 @@ func (s *reviewScreen) render(buf *bytes.Buffer, w, h int) {
 		}
 		whatW := 0
 		for _, it := range s.m.items {
-			whatW = max(whatW, utf8.RuneCountInString(s.what(it)))
+			_, w := s.what(it)
+			whatW = max(whatW, w)
 		}
 		whatW = min(whatW, max(20, cols/2))
 		for i := s.top; i < s.top+lh; i++ {
@@ -526,8 +527,11 @@ func (s *reviewScreen) render(buf *bytes.Buffer, w, h int) {
 			if !r.it.first.IsZero() {
 				ago = age(s.now.Sub(r.it.first))
 			}
-			what := fit(s.what(r.it), whatW)
-			what += strings.Repeat(" ", max(0, whatW-utf8.RuneCountInString(what)))
+			what, n := s.what(r.it)
+			if n > whatW {
+				what, n = fit(what, whatW), whatW
+			}
+			what += strings.Repeat(" ", whatW-n)
 			line("", mark+"    "+box+" "+what+"  x"+strconv.FormatInt(r.it.req.Count, 10)+"  "+ago, cur)
 		}
 	}
@@ -568,21 +572,13 @@ func (s *reviewScreen) render(buf *bytes.Buffer, w, h int) {
 	buf.WriteString(fit(keys, cols) + ansiEOL + ansiEOS)
 }
 
-// what is an item's text in the list: the container under a name, the
-// destination under a container.
-func (s *reviewScreen) what(it *reviewItem) string {
+// what is an item's text in the list (the container under a name, the
+// destination under a container) and its width in runes.
+func (s *reviewScreen) what(it *reviewItem) (string, int) {
 	if s.group == groupByName {
-		w := it.container
-		if it.who != "" && it.who != it.container {
-			w += " (" + it.who + ")"
-		}
-		w += "  " + it.portProto
-		if it.addr != "" {
-			w += "  " + it.addr
-		}
-		return w
+		return it.underName, it.underNameW
 	}
-	return it.target()
+	return it.underContainer, it.underContainerW
 }
 
 // fit cuts an inert string to n runes.

@@ -506,7 +506,7 @@ func TestReviewUsage(t *testing.T) {
 		}
 	}
 	res := runCtl(t, rt, "review", "--help")
-	if res.code != ExitOK || !strings.Contains(res.stdout, "Usage: clearancectl review") || !strings.Contains(res.stdout, "--lines") {
+	if res.code != ExitOK || !strings.Contains(res.stdout, "Usage: clearancectl review") || !strings.Contains(res.stdout, "--line-mode") {
 		t.Errorf("--help: exit %d, %q", res.code, res.stdout)
 	}
 	assertInert(t, "usage", runCtl(t, rt, "review", "--group", "\x1b[2J").stderr)
