@@ -17,16 +17,17 @@ import (
 	"github.com/terok-ai/clearance/internal/hub"
 	"github.com/terok-ai/clearance/internal/hubd/hubtest"
 	"github.com/terok-ai/clearance/internal/testutil"
+	"github.com/terok-ai/clearance/internal/testutil/vt"
 	"github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearancehub1"
 )
 
 // screenSession is "clearancectl review" running on a pseudo-terminal:
 // keys go in as a terminal sends them, the screen is read through
-// vtScreen.
+// vt.Screen.
 type screenSession struct {
 	t    *testing.T
 	raw  *syncBuffer // every byte the program wrote
-	vt   *vtScreen
+	vt   *vt.Screen
 	in   io.Writer
 	tty  *os.File
 	done chan struct{}
@@ -41,7 +42,7 @@ func startPTYReview(t *testing.T, rt string, w, h int, env map[string]string, ar
 		testutil.Unavailable(t, "no pseudo-terminal: %v", err)
 	}
 	setSize(t, ptmx, w, h)
-	s := &screenSession{t: t, raw: &syncBuffer{}, vt: newVTScreen(w, h), in: ptmx, tty: tty, done: make(chan struct{})}
+	s := &screenSession{t: t, raw: &syncBuffer{}, vt: vt.New(w, h), in: ptmx, tty: tty, done: make(chan struct{})}
 	copied := make(chan struct{})
 	go func() {
 		io.Copy(io.MultiWriter(s.raw, s.vt), ptmx)

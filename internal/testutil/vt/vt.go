@@ -1,4 +1,7 @@
-package ctl
+// Package vt is a small terminal emulator for tests of full-screen
+// terminal programs: what they write goes in, the screen a terminal would
+// show comes out as text.
+package vt
 
 import (
 	"strconv"
@@ -7,13 +10,13 @@ import (
 	"unicode/utf8"
 )
 
-// vtScreen is a small terminal emulator for tests: it keeps a w×h grid
-// of what a terminal would show after the bytes written to it, for the
-// sequences a full-screen program of ours may send (cursor position,
-// erase in line and display, the alternate screen, SGR, cursor moves).
-// Anything else it does not understand it records in unknown, so a test
-// notices a sequence a real terminal might render differently.
-type vtScreen struct {
+// Screen keeps a w×h grid of what a terminal would show after the bytes
+// written to it, for the sequences a full-screen program of ours may send
+// (cursor position, erase in line and display, the alternate screen,
+// SGR, cursor moves). Anything else it records as unknown (see
+// [Screen.Unknown]), so a test notices a sequence a real terminal might
+// render differently. Its methods are safe for concurrent use.
+type Screen struct {
 	mu      sync.Mutex
 	w, h    int
 	cells   [][]rune
@@ -23,20 +26,23 @@ type vtScreen struct {
 	changed chan struct{}
 }
 
-func newVTScreen(w, h int) *vtScreen {
-	s := &vtScreen{w: w, h: h, changed: make(chan struct{}, 1)}
+// New returns a blank w×h screen.
+func New(w, h int) *Screen {
+	s := &Screen{w: w, h: h, changed: make(chan struct{}, 1)}
 	s.clear()
 	return s
 }
 
-func (s *vtScreen) clear() {
+func (s *Screen) clear() {
 	s.cells = make([][]rune, s.h)
 	for i := range s.cells {
 		s.cells[i] = []rune(strings.Repeat(" ", s.w))
 	}
 }
 
-func (s *vtScreen) Write(p []byte) (int, error) {
+// Write feeds the terminal output p to the screen; a sequence or rune
+// split across writes is completed by the next one. It never fails.
+func (s *Screen) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	b := append(s.pend, p...)
 	s.pend = nil
@@ -58,7 +64,7 @@ func (s *vtScreen) Write(p []byte) (int, error) {
 
 // step consumes one character or sequence from b and returns its length,
 // 0 when b holds only part of it.
-func (s *vtScreen) step(b []byte) int {
+func (s *Screen) step(b []byte) int {
 	switch c := b[0]; {
 	case c == 0x1b:
 		if len(b) < 2 {
@@ -101,7 +107,7 @@ func (s *vtScreen) step(b []byte) int {
 	return 1
 }
 
-func (s *vtScreen) lineFeed() {
+func (s *Screen) lineFeed() {
 	if s.y < s.h-1 {
 		s.y++
 		return
@@ -110,7 +116,7 @@ func (s *vtScreen) lineFeed() {
 	s.cells[s.h-1] = []rune(strings.Repeat(" ", s.w))
 }
 
-func (s *vtScreen) csi(params string, final byte) {
+func (s *Screen) csi(params string, final byte) {
 	num := func(i, def int) int {
 		parts := strings.Split(strings.TrimPrefix(params, "?"), ";")
 		if i < len(parts) {
@@ -174,7 +180,7 @@ func (s *vtScreen) csi(params string, final byte) {
 }
 
 // Text returns the screen, one line per row, trailing blanks cut.
-func (s *vtScreen) Text() string {
+func (s *Screen) Text() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	lines := make([]string, s.h)
@@ -185,11 +191,11 @@ func (s *vtScreen) Text() string {
 }
 
 // Unknown returns the sequences the emulator did not understand.
-func (s *vtScreen) Unknown() []string {
+func (s *Screen) Unknown() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return append([]string(nil), s.unknown...)
 }
 
 // Changed returns a channel that receives a value after a write.
-func (s *vtScreen) Changed() <-chan struct{} { return s.changed }
+func (s *Screen) Changed() <-chan struct{} { return s.changed }
