@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"testing"
 
@@ -222,6 +223,24 @@ func TestPolicyProposeYAML(t *testing.T) {
 	}
 	if other := runWith(t, proposeWith(shuffled, nil), "", "policy", "propose", "--project", "webshop"); other.stdout != res.stdout {
 		t.Errorf("the order of records changes the proposal:\n%s\n---\n%s", res.stdout, other.stdout)
+	}
+	// So do --json and --runs/--stable, under any order of the records.
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, args := range [][]string{
+		{"--project", "webshop", "--json"},
+		{"--project", "webshop", "--runs", "2", "--stable", "2"},
+		{"--project", "webshop", "--runs", "3", "--stable", "2", "--json"},
+	} {
+		full := append([]string{"policy", "propose"}, args...)
+		want := runWith(t, with, "", full...)
+		for i := 0; i < 5; i++ {
+			mixed := append([]string(nil), proposeLines...)
+			rng.Shuffle(len(mixed), func(i, j int) { mixed[i], mixed[j] = mixed[j], mixed[i] })
+			if got := runWith(t, proposeWith(mixed, nil), "", full...); got.stdout != want.stdout || got.code != want.code {
+				t.Errorf("%v: shuffled records give another output:\n%s\n---\n%s", args, want.stdout, got.stdout)
+				break
+			}
+		}
 	}
 	pol, err := policy.Parse("proposed.yaml", []byte(res.stdout))
 	if err != nil {
