@@ -3,6 +3,7 @@ package verdict_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -12,6 +13,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/terok-ai/clearance/internal/policy"
 	fw1 "github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearancefirewall1"
 	"github.com/terok-ai/clearance/internal/verdict"
 )
@@ -166,4 +168,43 @@ func TestIntegrationWritePolicy(t *testing.T) {
 	if !strings.Contains(log, `"CLEARANCE_OPERATOR_UID":"65534"`) || !strings.Contains(log, `"CLEARANCE_POLICY":"other"`) {
 		t.Errorf("audit lacks the user's write:\n%s", log)
 	}
+
+	// Content over the size bound is refused and writes nothing.
+	big := "allow:\n" + strings.Repeat("  - 192.0.2.1 # padding padding padding padding\n", policy.MaxFileSize/40)
+	if _, _, err := c.WritePolicy(ctx, "huge", []byte(big), false); !errors.As(err, &invalid) {
+		t.Errorf("a policy of %d bytes: %v, want InvalidPolicy", len(big), err)
+	}
+	if _, err := os.Stat(filepath.Join(e.policyDir, "huge.yaml")); err == nil {
+		t.Error("the refused policy was written")
+	}
+
+	// A user with MaxUserPolicies policies may replace one, not add one.
+	for i := 0; countYAML(t, userDir) < verdict.MaxUserPolicies; i++ {
+		os.WriteFile(filepath.Join(userDir, fmt.Sprintf("filler%03d.yaml", i)), []byte("allow: []\n"), 0o600)
+	}
+	if got := run(t, nobody, "onemore", "allow: []\n", false); got != "PermissionDenied" {
+		t.Errorf("a policy beyond the bound: %q, want PermissionDenied", got)
+	}
+	if _, err := os.Stat(filepath.Join(userDir, "onemore.yaml")); err == nil {
+		t.Error("the policy beyond the bound was written")
+	}
+	if got := run(t, nobody, "proj", "allow: [pypi.org:443/tcp]\n", true); got != "ok "+filepath.Join(userDir, "proj.yaml") {
+		t.Errorf("replacing a policy at the bound: %q", got)
+	}
+}
+
+// countYAML counts the policy files in dir.
+func countYAML(t *testing.T, dir string) int {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range ents {
+		if strings.HasSuffix(e.Name(), ".yaml") {
+			n++
+		}
+	}
+	return n
 }
