@@ -9,7 +9,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"github.com/varlink/go/varlink"
 
@@ -40,7 +39,8 @@ type reviewItem struct {
 	first     time.Time
 
 	// The item's line under a name group and under a container group,
-	// and their widths in runes (computed once: a refresh draws them all).
+	// and their widths in columns (computed once: a refresh draws them
+	// all).
 	underName, underContainer   string
 	underNameW, underContainerW int
 }
@@ -104,8 +104,8 @@ func newReviewItem(h hubRef, p orgterokclearancehub1.PendingRequest) *reviewItem
 		it.underName += "  " + it.addr
 	}
 	it.underContainer = it.target()
-	it.underNameW = utf8.RuneCountInString(it.underName)
-	it.underContainerW = utf8.RuneCountInString(it.underContainer)
+	it.underNameW = columns(it.underName)
+	it.underContainerW = columns(it.underContainer)
 	return it
 }
 

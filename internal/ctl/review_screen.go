@@ -12,6 +12,7 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"golang.org/x/sys/unix"
@@ -183,18 +184,20 @@ type key struct {
 	r    rune
 }
 
-// decodeKeys splits one read from the terminal into keys. An escape
-// sequence is expected whole in one read (terminals and ssh send it so);
-// a lone ESC at the end of a read is the Esc key. Unknown sequences are
-// dropped.
-func decodeKeys(b []byte) []key {
+// decodeKeys splits what the terminal sent into keys. An escape
+// sequence or a UTF-8 character that is not complete yet (a read can end
+// inside one, over a slow link) is returned as rest, to be completed by
+// the next read. A lone ESC at the end is the Esc key: a sequence cut
+// right after its ESC then reads as Esc and plain characters, which only
+// ever cancel or do nothing. Unknown sequences are dropped.
+func decodeKeys(b []byte) (keys []key, rest []byte) {
 	var out []key
 	for len(b) > 0 {
 		c := b[0]
 		switch {
 		case c == 0x1b:
 			if len(b) == 1 {
-				return append(out, key{code: keyEsc})
+				return append(out, key{code: keyEsc}), nil
 			}
 			if b[1] != '[' && b[1] != 'O' {
 				out = append(out, key{code: keyEsc})
@@ -207,7 +210,10 @@ func decodeKeys(b []byte) []key {
 				j++
 			}
 			if j == len(b) {
-				return out
+				if j > 16 {
+					return out, nil // not a key: drop it
+				}
+				return out, b
 			}
 			seq := string(b[2:j]) + string(b[j])
 			b = b[j+1:]
@@ -243,6 +249,9 @@ func decodeKeys(b []byte) []key {
 		case c < 0x20:
 			// Other controls: ignored.
 		default:
+			if !utf8.FullRune(b) {
+				return out, b
+			}
 			r, size := utf8.DecodeRune(b)
 			if r != utf8.RuneError {
 				out = append(out, key{code: keyRune, r: r})
@@ -252,7 +261,7 @@ func decodeKeys(b []byte) []key {
 		}
 		b = b[1:]
 	}
-	return out
+	return out, nil
 }
 
 // screenAction is what a key asks the loop to do besides redrawing.
@@ -358,7 +367,7 @@ func (s *reviewScreen) handle(k key, h int) screenAction {
 		return actRegroup
 	case keyCtrlL:
 		return actRefresh
-	case keyCtrlD, keyEsc:
+	case keyCtrlD:
 		return actQuit
 	case keyRune:
 		switch k.r {
@@ -529,7 +538,8 @@ func (s *reviewScreen) render(buf *bytes.Buffer, w, h int) {
 			}
 			what, n := s.what(r.it)
 			if n > whatW {
-				what, n = fit(what, whatW), whatW
+				what = fit(what, whatW)
+				n = columns(what)
 			}
 			what += strings.Repeat(" ", whatW-n)
 			line("", mark+"    "+box+" "+what+"  x"+strconv.FormatInt(r.it.req.Count, 10)+"  "+ago, cur)
@@ -581,21 +591,53 @@ func (s *reviewScreen) what(it *reviewItem) (string, int) {
 	return it.underContainer, it.underContainerW
 }
 
-// fit cuts an inert string to n runes.
+// fit cuts an inert string to at most n terminal columns, ending a cut
+// string with "...".
 func fit(s string, n int) string {
-	if utf8.RuneCountInString(s) <= n {
+	if columns(s) <= n {
 		return s
 	}
 	if n <= 3 {
 		return strings.Repeat(".", max(0, n))
 	}
-	i, count := 0, 0
-	for i < len(s) && count < n-3 {
-		_, size := utf8.DecodeRuneInString(s[i:])
+	i, cols := 0, 0
+	for i < len(s) {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		w := runeWidth(r)
+		if cols+w > n-3 {
+			break
+		}
+		cols += w
 		i += size
-		count++
 	}
 	return s[:i] + "..."
+}
+
+// columns is the width of an inert string on a terminal.
+func columns(s string) int {
+	n := 0
+	for _, r := range s {
+		n += runeWidth(r)
+	}
+	return n
+}
+
+// runeWidth is how many columns a terminal gives r: 0 for combining
+// marks, 2 for the wide and fullwidth ranges of East Asian scripts and
+// emoji, 1 otherwise. Names and labels come from containers; a width
+// counted short would let a line wrap and push the screen out of place.
+func runeWidth(r rune) int {
+	switch {
+	case r < 0x300:
+		return 1
+	case unicode.Is(unicode.Mn, r) || unicode.Is(unicode.Me, r):
+		return 0
+	case r >= 0x1100 && r <= 0x115f, r >= 0x2e80 && r <= 0xa4cf && r != 0x303f, r >= 0xac00 && r <= 0xd7a3,
+		r >= 0xf900 && r <= 0xfaff, r >= 0xfe30 && r <= 0xfe4f, r >= 0xff00 && r <= 0xff60, r >= 0xffe0 && r <= 0xffe6,
+		r >= 0x1f300 && r <= 0x1f64f, r >= 0x1f900 && r <= 0x1f9ff, r >= 0x20000 && r <= 0x3fffd:
+		return 2
+	}
+	return 1
 }
 
 // terminalFd runs f with f's file descriptor, without (*os.File).Fd
@@ -667,11 +709,15 @@ func readKeys(ctx context.Context, in io.Reader) <-chan []key {
 		defer close(out)
 		defer stop()
 		buf := make([]byte, 256)
+		var rest []byte
 		for {
 			n, err := in.Read(buf)
 			if n > 0 {
+				var keys []key
+				keys, rest = decodeKeys(append(rest, buf[:n]...))
+				rest = append([]byte(nil), rest...)
 				select {
-				case out <- decodeKeys(buf[:n]):
+				case out <- keys:
 				case <-ctx.Done():
 					return
 				}
@@ -742,8 +788,10 @@ func (rv *review) screen(ctx context.Context) int {
 	tick := time.NewTicker(r.rescan)
 	defer tick.Stop()
 	defer func() {
-		// Wait for a batch on its way: its results are reported by the
-		// hubs' audit either way, but leave no goroutine behind.
+		// Quitting does not wait for a batch on its way: its calls are
+		// abandoned (the hubs' audit says what was applied), and their
+		// goroutine is collected so none is left behind.
+		cancel()
 		for ; sending > 0; sending-- {
 			<-results
 		}

@@ -514,15 +514,58 @@ func TestReviewUsage(t *testing.T) {
 }
 
 func TestDecodeKeys(t *testing.T) {
-	got := decodeKeys([]byte("j\x1b[A\x1b[B\x1bOA\x1b[5~\x1b[6~\x1b[H\x1b[F\x1b[1~\x1b[4~\t\x1b[Z\r\x7f\x03\x04\x1b[99xq\x1b"))
+	got, rest := decodeKeys([]byte("j\x1b[A\x1b[B\x1bOA\x1b[5~\x1b[6~\x1b[H\x1b[F\x1b[1~\x1b[4~\t\x1b[Z\r\x7f\x03\x04\x1b[99xq\x1b"))
 	want := []key{{keyRune, 'j'}, {code: keyUp}, {code: keyDown}, {code: keyUp}, {code: keyPgUp}, {code: keyPgDn},
 		{code: keyHome}, {code: keyEnd}, {code: keyHome}, {code: keyEnd}, {code: keyTab}, {code: keyTab},
 		{code: keyEnter}, {code: keyBackspace}, {code: keyCtrlC}, {code: keyCtrlD}, {keyRune, 'q'}, {code: keyEsc}}
-	if fmt.Sprint(got) != fmt.Sprint(want) {
-		t.Errorf("decodeKeys = %v\nwant        %v", got, want)
+	if fmt.Sprint(got) != fmt.Sprint(want) || rest != nil {
+		t.Errorf("decodeKeys = %v, rest %q\nwant        %v", got, rest, want)
 	}
-	if got := decodeKeys([]byte("é\x1bx")); fmt.Sprint(got) != fmt.Sprint([]key{{keyRune, 'é'}, {code: keyEsc}, {keyRune, 'x'}}) {
+	if got, _ := decodeKeys([]byte("é\x1bx")); fmt.Sprint(got) != fmt.Sprint([]key{{keyRune, 'é'}, {code: keyEsc}, {keyRune, 'x'}}) {
 		t.Errorf("decodeKeys(é ESC x) = %v", got)
+	}
+	// A read that ends inside a sequence or a character leaves it for the
+	// next read: the keys are the same wherever the input is cut, except
+	// right after an ESC (then Esc and plain characters, which cancel or
+	// do nothing).
+	in := []byte("a\x1b[Aé\x1b[5~b")
+	whole, _ := decodeKeys(in)
+	for cut := 1; cut < len(in); cut++ {
+		first, rest := decodeKeys(in[:cut])
+		second, rest := decodeKeys(append(rest, in[cut:]...))
+		got := append(first, second...)
+		if rest != nil {
+			t.Errorf("cut at %d: rest %q", cut, rest)
+		}
+		if in[cut-1] == 0x1b {
+			continue
+		}
+		if fmt.Sprint(got) != fmt.Sprint(whole) {
+			t.Errorf("cut at %d: %v, want %v", cut, got, whole)
+		}
+	}
+	// An endless sequence is dropped, not kept.
+	if got, rest := decodeKeys([]byte("\x1b[" + strings.Repeat("1;", 20))); len(got) != 0 || rest != nil {
+		t.Errorf("an overlong sequence: %v, rest %q", got, rest)
+	}
+}
+
+func TestFitColumns(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		n    int
+		want string
+	}{
+		{"short", 10, "short"},
+		{"abcdefghijkl", 8, "abcde..."},
+		{"名前名前名前", 8, "名前..."}, // wide: 2 columns each
+		{"e\u0301e\u0301e\u0301e\u0301", 4, "e\u0301e\u0301e\u0301e\u0301"},
+		{"abc", 2, ".."},
+	} {
+		got := fit(tc.in, tc.n)
+		if got != tc.want || columns(got) > tc.n {
+			t.Errorf("fit(%q, %d) = %q (%d columns), want %q", tc.in, tc.n, got, columns(got), tc.want)
+		}
 	}
 }
 
