@@ -47,6 +47,7 @@ type reviewItem struct {
 
 // reviewGroup is a group of items: one name, or one container.
 type reviewGroup struct {
+	id    string // the name, or the hub's socket and the container
 	label string // inert
 	items []*reviewItem
 	hits  int64
@@ -148,22 +149,24 @@ func buildReview(answers []hubPending, filter, group string) *reviewModel {
 
 // regroup (re)builds the groups.
 func (m *reviewModel) regroup(group string) {
-	byLabel := map[string]*reviewGroup{}
+	byID := map[string]*reviewGroup{}
 	m.group = group
 	m.groups = m.groups[:0]
 	for _, it := range m.items {
-		label := it.name
+		// A container group is one hub's container, labelled with its
+		// name and the identity its dossier gives.
+		id, label := it.name, it.name
 		if group == groupByContainer {
-			label = it.container
-			if it.who != "" && it.who != it.container {
-				label += "  " + it.who
-			}
+			id, label = it.hub.Path+"\x00"+it.container, it.container
 		}
-		g := byLabel[label]
+		g := byID[id]
 		if g == nil {
-			g = &reviewGroup{label: label}
-			byLabel[label] = g
+			g = &reviewGroup{id: id, label: label}
+			byID[id] = g
 			m.groups = append(m.groups, g)
+		}
+		if group == groupByContainer && g.label == it.container && it.who != "" && it.who != it.container {
+			g.label += "  " + it.who
 		}
 		g.items = append(g.items, it)
 		g.hits += it.req.Count
@@ -171,7 +174,12 @@ func (m *reviewModel) regroup(group string) {
 			g.first = it.first
 		}
 	}
-	sort.Slice(m.groups, func(i, j int) bool { return m.groups[i].label < m.groups[j].label })
+	sort.Slice(m.groups, func(i, j int) bool {
+		if m.groups[i].label != m.groups[j].label {
+			return m.groups[i].label < m.groups[j].label
+		}
+		return m.groups[i].id < m.groups[j].id
+	})
 	for _, g := range m.groups {
 		sort.SliceStable(g.items, func(i, j int) bool {
 			a, b := g.items[i], g.items[j]

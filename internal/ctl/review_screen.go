@@ -80,12 +80,12 @@ func newReviewScreen(group string, color bool) *reviewScreen {
 // setModel replaces the pending set, keeping the cursor on the same
 // request or group and the selection of requests still pending.
 func (s *reviewScreen) setModel(m *reviewModel) {
-	var atKey, atLabel string
+	var atKey, atGroup string
 	if s.cursor < len(s.rows) {
 		if r := s.rows[s.cursor]; r.it != nil {
 			atKey = r.it.key
 		} else {
-			atLabel = r.g.label
+			atGroup = r.g.id
 		}
 	}
 	s.m, s.loading = m, false
@@ -93,7 +93,7 @@ func (s *reviewScreen) setModel(m *reviewModel) {
 	live := map[string]bool{}
 	s.cursor = min(s.cursor, max(0, len(m.items)+len(m.groups)-1))
 	for _, g := range m.groups {
-		if atLabel != "" && g.label == atLabel {
+		if atGroup != "" && g.id == atGroup {
 			s.cursor = len(s.rows)
 		}
 		s.rows = append(s.rows, screenRow{g: g})

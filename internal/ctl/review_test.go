@@ -608,3 +608,31 @@ func BenchmarkReviewRender1k(b *testing.B) {
 		b.Fatalf("%d items, %d selected", len(s.m.items), len(s.selected))
 	}
 }
+
+// TestReviewLineModeContainerAlways: --container keeps one container's
+// requests, and always reaches the hub as scope always.
+func TestReviewLineModeContainerAlways(t *testing.T) {
+	rt := shortTempDir(t)
+	h := startReviewHubs(t, rt)
+	res := runReviewLines(t, rt, "allow all always\ny\n", "--container", "c1", "--group", "container")
+	if res.code != ExitOK {
+		t.Errorf("exit %d", res.code)
+	}
+	for _, want := range []string{
+		"2 pending requests in 1 group on 2 hubs, grouped by container:",
+		"c1  proj/t1 · builder  (2 requests, 4 hits, oldest ",
+		"always (written to the container's policy)?",
+		"allowed 2 of 2, always (written to the container's policy)",
+	} {
+		if !strings.Contains(res.stdout, want) {
+			t.Errorf("output lacks %q", want)
+		}
+	}
+	if strings.Contains(res.stdout, "c2") {
+		t.Errorf("--container c1 shows c2's requests")
+	}
+	calls := h.fa1.Calls()
+	if len(calls) != 2 || calls[0].Scope != hub.ScopeAlways || calls[1].Scope != hub.ScopeAlways || len(h.fa2.Calls()) != 0 {
+		t.Errorf("appliers got c1 %+v, c2 %+v", calls, h.fa2.Calls())
+	}
+}
