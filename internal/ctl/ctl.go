@@ -124,7 +124,7 @@ func commands() []command {
 	return []command{
 		{"watch", "live prompts from every hub; answer them from the terminal", (*runner).cmdWatch},
 		{"pending", "list the requests waiting for a verdict", (*runner).cmdPending},
-		{"review", "review many pending requests at once: select, allow or deny, confirm once", (*runner).cmdReview},
+		{"review", "review many pending requests at once and decide them together", (*runner).cmdReview},
 		{"allow", "allow a pending request by id", (*runner).cmdAllow},
 		{"deny", "deny a pending request by id", (*runner).cmdDeny},
 		{"status", "hubs, their containers, pending requests and counters", (*runner).cmdStatus},

@@ -403,7 +403,7 @@ func (r *runner) cmdReview(ctx context.Context, args []string) int {
 	fs := r.newFlags("review", reviewSynopsis, reviewDescription)
 	var hf hubFlags
 	hf.register(fs, true)
-	group := fs.String("group", groupByName, "group the requests by `name` or by container")
+	group := fs.String("group", groupByName, "group the requests by `WHAT`: name (the default) or container")
 	lines := fs.Bool("line-mode", false, "read numbered commands line by line, even on a terminal")
 	pos, err := r.parse(fs, args)
 	if err != nil {
