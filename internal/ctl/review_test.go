@@ -291,8 +291,8 @@ func TestReviewPTYSelectAllowDeny(t *testing.T) {
 	// Another channel decides while the confirmation waits: the batch
 	// reports it and applies nothing.
 	s.moveTo("c2  (")
-	s.press("d", "o")
-	s.waitScreen("Deny 1 request in 1 container (")
+	s.press("d", "A")
+	s.waitScreen("Deny 1 request in 1 container (", "), always (written to the container's policy)?")
 	alice := hub.WithOperator(context.Background(), hub.Operator{UID: 1000, User: "alice", Channel: "notifier"})
 	if _, err := h.c2.Hub.Decide(alice, h.evil, "allow", hub.ScopeOnce, 0, false); err != nil {
 		t.Fatal(err)
@@ -346,6 +346,13 @@ func TestReviewPTYManyAndResize(t *testing.T) {
 	text = s.waitScreen("h29.example")
 	if strings.Contains(text, "h00.example") || !strings.Contains(cursorLine(text), "c1  443/tcp") {
 		t.Errorf("End did not scroll to the last request:\n%s", text)
+	}
+	s.press("?")
+	s.waitScreen("Reviews the requests pending on every hub at once", "any key returns")
+	s.press("k") // up, had it not closed the help
+	s.waitScreen("space select  * all")
+	if !strings.Contains(cursorLine(s.vt.Text()), "c1  443/tcp  192.0.2.30") {
+		t.Errorf("the key that closed the help also moved:\n%s", s.vt.Text())
 	}
 	s.press("*")
 	s.waitScreen("30 selected")
