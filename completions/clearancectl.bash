@@ -22,7 +22,7 @@ _clearancectl()
         cword=$COMP_CWORD
     }
 
-    local commands="watch pending allow deny status log explain policy help"
+    local commands="watch pending review allow deny status log explain policy help"
     local cmd="" i
     for ((i = 1; i < cword; i++)); do
         case ${words[i]} in
@@ -56,6 +56,11 @@ _clearancectl()
             COMPREPLY=($(compgen -W "tcp udp" -- "$cur"))
             return ;;
         --lines)
+            [[ $cmd == log ]] && return ;;
+        --group)
+            COMPREPLY=($(compgen -W "name container" -- "$cur"))
+            return ;;
+        --project|--policy|--write|--runs|--stable)
             return ;;
     esac
 
@@ -63,6 +68,7 @@ _clearancectl()
     case $cmd in
         watch)   opts+=" --container --glob" ;;
         pending) opts+=" --container --glob --json" ;;
+        review)  opts+=" --container --glob --group --line-mode" ;;
         status)  opts+=" --container --glob --json" ;;
         allow|deny)
             opts+=" --container --glob --for --until-exit --always"
@@ -79,7 +85,9 @@ _clearancectl()
             fi ;;
         policy)
             opts+=" --json --all --socket"
-            if [[ $cur != -* ]]; then
+            if [[ " ${words[*]} " == *" propose "* ]]; then
+                opts="--help --container --project --policy --since --runs --stable --json --write --replace --socket"
+            elif [[ $cur != -* ]]; then
                 if [[ ${words[cword-1]} == policy ]]; then
                     COMPREPLY=($(compgen -W "show export propose stale" -- "$cur"))
                 else

@@ -9,23 +9,24 @@ function __clearancectl_requests
     clearancectl pending 2>/dev/null | awk 'NR > 1 { print $2 }'
 end
 
-set -l cmds watch pending allow deny status log explain policy help
+set -l cmds watch pending review allow deny status log explain policy help
 
 complete -c clearancectl -f
 complete -c clearancectl -n "not __fish_seen_subcommand_from $cmds" -a watch -d 'Live prompts; answer them from the terminal'
 complete -c clearancectl -n "not __fish_seen_subcommand_from $cmds" -a pending -d 'List requests waiting for a verdict'
+complete -c clearancectl -n "not __fish_seen_subcommand_from $cmds" -a review -d 'Review many pending requests at once'
 complete -c clearancectl -n "not __fish_seen_subcommand_from $cmds" -a allow -d 'Allow a pending request by id'
 complete -c clearancectl -n "not __fish_seen_subcommand_from $cmds" -a deny -d 'Deny a pending request by id'
 complete -c clearancectl -n "not __fish_seen_subcommand_from $cmds" -a status -d 'Hubs, containers, pending requests, counters'
 complete -c clearancectl -n "not __fish_seen_subcommand_from $cmds" -a log -d 'Audit trail from the journal'
 complete -c clearancectl -n "not __fish_seen_subcommand_from $cmds" -a explain -d 'What the firewall does with a destination'
-complete -c clearancectl -n "not __fish_seen_subcommand_from $cmds" -a policy -d 'Show or export allow and deny sets'
+complete -c clearancectl -n "not __fish_seen_subcommand_from $cmds" -a policy -d 'Show, export or propose a policy'
 complete -c clearancectl -n "not __fish_seen_subcommand_from $cmds" -a help -d 'Help on a command'
 complete -c clearancectl -n "__fish_seen_subcommand_from help" -a "$cmds"
 
 complete -c clearancectl -l help -d 'Show help'
-complete -c clearancectl -n "__fish_seen_subcommand_from watch pending status allow deny" -l container -x -a '(__clearancectl_containers)' -d 'Only this container'
-complete -c clearancectl -n "__fish_seen_subcommand_from watch pending status allow deny" -l glob -r -d 'Also look for hub sockets matching PATTERN'
+complete -c clearancectl -n "__fish_seen_subcommand_from watch pending review status allow deny" -l container -x -a '(__clearancectl_containers)' -d 'Only this container'
+complete -c clearancectl -n "__fish_seen_subcommand_from watch pending review status allow deny" -l glob -r -d 'Also look for hub sockets matching PATTERN'
 complete -c clearancectl -n "__fish_seen_subcommand_from pending status log explain policy" -l json -d 'Print JSON'
 
 complete -c clearancectl -n "__fish_seen_subcommand_from allow deny" -a '(__clearancectl_requests)' -d 'Pending request'
@@ -44,3 +45,15 @@ complete -c clearancectl -n "__fish_seen_subcommand_from explain; and test (coun
 complete -c clearancectl -n "__fish_seen_subcommand_from policy; and not __fish_seen_subcommand_from show export propose stale" -a 'show export propose stale'
 complete -c clearancectl -n "__fish_seen_subcommand_from show export" -a '(__clearancectl_containers)' -d 'Container'
 complete -c clearancectl -n "__fish_seen_subcommand_from policy" -l all -d 'Export: include expiring elements'
+
+complete -c clearancectl -n "__fish_seen_subcommand_from review" -l group -x -a 'name container' -d 'Group the requests'
+complete -c clearancectl -n "__fish_seen_subcommand_from review" -l line-mode -d 'Numbered commands line by line, even on a terminal'
+
+complete -c clearancectl -n "__fish_seen_subcommand_from propose" -l container -x -a '(__clearancectl_containers)' -d 'Records of this container'
+complete -c clearancectl -n "__fish_seen_subcommand_from propose" -l project -x -d "Records of this project's containers"
+complete -c clearancectl -n "__fish_seen_subcommand_from propose" -l policy -x -d 'Records of the containers started from this policy'
+complete -c clearancectl -n "__fish_seen_subcommand_from propose" -l since -x -a '10m 1h 1d today yesterday' -d 'Only records newer than TIME'
+complete -c clearancectl -n "__fish_seen_subcommand_from propose" -l runs -x -d 'Only the last N runs'
+complete -c clearancectl -n "__fish_seen_subcommand_from propose" -l stable -x -d 'Only what appeared in every one of the last N runs'
+complete -c clearancectl -n "__fish_seen_subcommand_from propose" -l write -x -d 'Save the proposal as policy NAME'
+complete -c clearancectl -n "__fish_seen_subcommand_from propose" -l replace -d 'With --write: replace an existing policy'

@@ -29,6 +29,9 @@ const (
 	// MsgAsked: the container asked for a destination itself, through its
 	// ask endpoint, with its reason (clearance-hub).
 	MsgAsked = "6e2c9a4f1b7d4c3e8a5f0d2b9c7e1a46"
+	// MsgPolicyWritten: a caller's whole policy file was written through
+	// the verdict service's WritePolicy (clearance-verdict).
+	MsgPolicyWritten = "3e8c1d7a5b9f4e2c8a6d0b4f2e1c9a57"
 )
 
 // Kind is a record's kind by its MESSAGE_ID, as clearancectl log names it.
@@ -53,6 +56,7 @@ var Kinds = []Kind{
 	{MsgAsked, "asked"},
 	{MsgObserved, "observed"},
 	{MsgObserveEngaged, "not-enforced"},
+	{MsgPolicyWritten, "policy-written"},
 }
 
 // KindName names the kind of MESSAGE_ID id, "other" when it is none of

@@ -1,7 +1,7 @@
 // Package ctl implements clearancectl, the terminal channel of clearance:
-// live prompts (watch), the pending queue, verdicts by request id, hub
-// status, the audit trail from the journal, and the firewall's own view
-// (explain, policy).
+// live prompts (watch), the pending queue, batch review (review), verdicts
+// by request id, hub status, the audit trail from the journal, and the
+// firewall's own view (explain, policy).
 //
 // # Hubs
 //
@@ -125,12 +125,13 @@ func commands() []command {
 	return []command{
 		{"watch", "live prompts from every hub; answer them from the terminal", (*runner).cmdWatch},
 		{"pending", "list the requests waiting for a verdict", (*runner).cmdPending},
+		{"review", "review many pending requests at once and decide them together", (*runner).cmdReview},
 		{"allow", "allow a pending request by id", (*runner).cmdAllow},
 		{"deny", "deny a pending request by id", (*runner).cmdDeny},
 		{"status", "hubs, their containers, pending requests and counters", (*runner).cmdStatus},
 		{"log", "the audit trail from the journal", (*runner).cmdLog},
 		{"explain", "what the firewall does with a destination, and why", (*runner).cmdExplain},
-		{"policy", "show or export a container's allow and deny sets", (*runner).cmdPolicy},
+		{"policy", "show or export a container's sets, or propose a policy from the journal", (*runner).cmdPolicy},
 	}
 }
 

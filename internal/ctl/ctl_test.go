@@ -304,7 +304,8 @@ func TestJournalArgs(t *testing.T) {
 				"MESSAGE_ID=" + audit.MsgEngaged, "MESSAGE_ID=" + audit.MsgDisengaged,
 				"MESSAGE_ID=" + audit.MsgDenied, "MESSAGE_ID=" + audit.MsgLearned,
 				"MESSAGE_ID=" + audit.MsgFlowsCut, "MESSAGE_ID=" + audit.MsgRefused, "MESSAGE_ID=" + audit.MsgTampered,
-				"MESSAGE_ID=" + audit.MsgAsked, "MESSAGE_ID=" + audit.MsgObserved, "MESSAGE_ID=" + audit.MsgObserveEngaged}
+				"MESSAGE_ID=" + audit.MsgAsked, "MESSAGE_ID=" + audit.MsgObserved, "MESSAGE_ID=" + audit.MsgObserveEngaged,
+				"MESSAGE_ID=" + audit.MsgPolicyWritten}
 			if diff := cmp.Diff(want, ids); diff != "" {
 				t.Errorf("MESSAGE_ID matches (-want +got):\n%s", diff)
 			}

@@ -339,7 +339,7 @@ stale:   lists the entries of a policy nothing used, from the counters its
 		return parseExit(err)
 	}
 	if len(pos) != 2 || (pos[0] != "show" && pos[0] != "export") {
-		return r.usageErr(fs, "policy needs show or export, and CONTAINER")
+		return r.usageErr(fs, "policy needs show or export and CONTAINER, or propose")
 	}
 	verb, container := pos[0], pos[1]
 	f, err := r.dialFirewall(ctx, *sock)

@@ -325,11 +325,7 @@ func readLines(ctx context.Context, in io.Reader) <-chan string {
 		close(out)
 		return out
 	}
-	stop := context.AfterFunc(ctx, func() {
-		if d, ok := in.(interface{ SetReadDeadline(time.Time) error }); ok {
-			d.SetReadDeadline(time.Unix(1, 0))
-		}
-	})
+	stop := releaseRead(ctx, in)
 	go func() {
 		defer close(out)
 		defer stop()
@@ -356,6 +352,17 @@ func readLines(ctx context.Context, in io.Reader) <-chan string {
 		}
 	}()
 	return out
+}
+
+// releaseRead arranges for a read blocked on in to return when ctx ends,
+// when in supports deadlines (a terminal or pipe opened by os); any other
+// reader is left to the process exit. Call stop when reading is done.
+func releaseRead(ctx context.Context, in io.Reader) (stop func() bool) {
+	return context.AfterFunc(ctx, func() {
+		if d, ok := in.(interface{ SetReadDeadline(time.Time) error }); ok {
+			d.SetReadDeadline(time.Unix(1, 0))
+		}
+	})
 }
 
 // scan starts a worker for every new hub socket and returns how many hubs

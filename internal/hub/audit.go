@@ -30,8 +30,12 @@ const (
 	keyReason      = audit.FieldReason
 )
 
+// eventAttrs are the fields every record about an event carries: the
+// container (its policy and project too, so "policy propose --project"
+// finds blocked requests and verdicts, not only learned addresses), the
+// request and the destination.
 func (h *Hub) eventAttrs(ev event.Event) []any {
-	return []any{keyContainerID, h.cfg.ContainerID,
+	return []any{keyContainerID, h.cfg.ContainerID, keyPolicy, h.cfg.Policy, keyProject, h.cfg.Project,
 		keyContainer, ev.Container, keyRequestID, ev.RequestID, keyDest, ev.Dest,
 		keyDomain, ev.Domain, keyPort, strconv.FormatInt(ev.Port, 10),
 		keyProto, event.ProtoName(ev.Proto),

@@ -36,11 +36,17 @@ const MaxIncludeDepth = 8
 // nested deeper than [MaxIncludeDepth] are [*Error]s at the include's file
 // and line.
 func LoadLayered(systemPath []string, userDir, name string) (*Policy, error) {
+	return loadLayered(systemPath, userDir, name, nil)
+}
+
+// loadLayered is [LoadLayered] with override: file contents, by clean
+// path, read instead of the file system's (a file there need not exist).
+func loadLayered(systemPath []string, userDir, name string, override map[string][]byte) (*Policy, error) {
 	if !ValidName(name) {
 		return nil, fmt.Errorf("policy %q: %w", name, ErrInvalidName)
 	}
-	l := &loader{done: map[string]bool{}, out: &Policy{}}
-	file, err := find(systemPath, name)
+	l := &loader{done: map[string]bool{}, out: &Policy{}, override: override}
+	file, err := l.find(systemPath, name)
 	if err != nil {
 		return nil, err
 	}
@@ -50,7 +56,7 @@ func LoadLayered(systemPath []string, userDir, name string) (*Policy, error) {
 		}
 	}
 	if userDir != "" {
-		file, err := find([]string{userDir}, name)
+		file, err := l.find([]string{userDir}, name)
 		if err != nil {
 			return nil, err
 		}
@@ -66,8 +72,9 @@ func LoadLayered(systemPath []string, userDir, name string) (*Policy, error) {
 
 // loader expands includes into out.
 type loader struct {
-	done map[string]bool // files already merged, by clean path
-	out  *Policy
+	done     map[string]bool // files already merged, by clean path
+	out      *Policy
+	override map[string][]byte // contents read instead of these files
 }
 
 // link is one file on the chain of includes that led to the current one.
@@ -77,9 +84,12 @@ type link struct{ name, file string }
 // the files that included it.
 func (l *loader) load(path []string, file string, chain []link) error {
 	l.done[file] = true
-	data, err := os.ReadFile(file)
-	if err != nil {
-		return fmt.Errorf("read policy: %w", err)
+	data, ok := l.override[file]
+	if !ok {
+		var err error
+		if data, err = os.ReadFile(file); err != nil {
+			return fmt.Errorf("read policy: %w", err)
+		}
 	}
 	p, err := Parse(file, data)
 	if err != nil {
@@ -90,7 +100,7 @@ func (l *loader) load(path []string, file string, chain []link) error {
 		at := func(format string, args ...any) error {
 			return &Error{File: inc.Source.File, Line: inc.Source.Line, Msg: fmt.Sprintf(format, args...)}
 		}
-		f, err := find(path, inc.Name)
+		f, err := l.find(path, inc.Name)
 		switch {
 		case err != nil:
 			return at("include %q: %v", inc.Name, err)
@@ -128,14 +138,17 @@ func names(chain []link, last string) string {
 }
 
 // find returns <dir>/<name>.yaml of the first directory of path that has
-// it, "" when none has.
-func find(path []string, name string) (string, error) {
+// it (on disk or in l.override), "" when none has.
+func (l *loader) find(path []string, name string) (string, error) {
 	for _, dir := range path {
 		f, err := Path(dir, name)
 		if err != nil {
 			return "", err
 		}
 		f = filepath.Clean(f)
+		if _, ok := l.override[f]; ok {
+			return f, nil
+		}
 		st, err := os.Stat(f)
 		switch {
 		case errors.Is(err, fs.ErrNotExist):

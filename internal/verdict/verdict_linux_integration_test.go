@@ -97,6 +97,13 @@ func clientMain() int {
 		err = c.Learn(ctx, ctr, []verdictclient.Learned{{IP: peerAddr.String(), TTL: time.Minute}}, ns)
 	case "Unlearn":
 		err = c.Unlearn(ctx, ctr, []verdictclient.Learned{{IP: peerAddr.String()}}, ns)
+	case "WritePolicy":
+		var path string
+		path, _, err = c.WritePolicy(ctx, os.Getenv("CLRV_POLICY"), []byte(os.Getenv("CLRV_CONTENT")), os.Getenv("CLRV_REPLACE") != "")
+		if err == nil {
+			fmt.Println("ok", path)
+			return 0
+		}
 	case "CompatApply":
 		var ok bool
 		var stderr string
@@ -124,6 +131,8 @@ func errName(err error) string {
 		sr *fw1.StaleRecord
 		id *fw1.InvalidDestination
 		ff *fw1.FirewallFailed
+		ip *fw1.InvalidPolicy
+		pe *fw1.PolicyExists
 	)
 	switch {
 	case errors.As(err, &pd):
@@ -136,6 +145,12 @@ func errName(err error) string {
 		return "InvalidDestination"
 	case errors.As(err, &ff):
 		return "FirewallFailed"
+	case errors.As(err, &ip):
+		return "InvalidPolicy"
+	case errors.As(err, &pe):
+		return "PolicyExists"
+	case varlinkapi.ErrorName(err) == "org.varlink.service.InvalidParameter":
+		return "InvalidParameter"
 	}
 	return "other: " + err.Error()
 }

@@ -29,7 +29,14 @@ import (
 
 var binDir string
 
+// envBin names the built binaries' directory for a re-executed inner
+// test (managerlab.RunInner), which then builds nothing.
+const envBin = "CLEARANCE_E2E_BIN"
+
 func TestMain(m *testing.M) {
+	if dir := os.Getenv(envBin); dir != "" {
+		os.Setenv(testutil.EnvBin, dir) // the outer test's build
+	}
 	dir, err := testutil.Commands("clearance-hub", "clearance-verdict", "clearancectl")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -132,6 +132,31 @@ func (e FirewallFailed) Error() string {
 	return s
 }
 
+// WritePolicy: content is not a policy that would load (reason says why,
+// with the line).
+type InvalidPolicy struct {
+	Name   string `json:"name"`
+	Reason string `json:"reason"`
+}
+
+func (e InvalidPolicy) Error() string {
+	s := "org.terok.ClearanceFirewall1.InvalidPolicy"
+	s += fmt.Sprintf("(Name: %v, Reason: %v)", e.Name, e.Reason)
+	return s
+}
+
+// WritePolicy: the policy exists at path and replace was false.
+type PolicyExists struct {
+	Name string `json:"name"`
+	Path string `json:"path"`
+}
+
+func (e PolicyExists) Error() string {
+	s := "org.terok.ClearanceFirewall1.PolicyExists"
+	s += fmt.Sprintf("(Name: %v, Path: %v)", e.Name, e.Path)
+	return s
+}
+
 func Dispatch_Error(err error) error {
 	if e, ok := err.(*varlink.Error); ok {
 		switch e.Name {
@@ -185,6 +210,28 @@ func Dispatch_Error(err error) error {
 				return e
 			}
 			var param FirewallFailed
+			err := json.Unmarshal(*errorRawParameters, &param)
+			if err != nil {
+				return e
+			}
+			return &param
+		case "org.terok.ClearanceFirewall1.InvalidPolicy":
+			errorRawParameters := e.Parameters.(*json.RawMessage)
+			if errorRawParameters == nil {
+				return e
+			}
+			var param InvalidPolicy
+			err := json.Unmarshal(*errorRawParameters, &param)
+			if err != nil {
+				return e
+			}
+			return &param
+		case "org.terok.ClearanceFirewall1.PolicyExists":
+			errorRawParameters := e.Parameters.(*json.RawMessage)
+			if errorRawParameters == nil {
+				return e
+			}
+			var param PolicyExists
 			err := json.Unmarshal(*errorRawParameters, &param)
 			if err != nil {
 				return e
@@ -1218,6 +1265,89 @@ func (m Disengage_methods) Upgrade(ctx context.Context, c *varlink.Connection, c
 	}, nil
 }
 
+// Writes the whole policy name (content: a YAML policy document, kept as
+// given, comments included) to the caller's policy directory: the
+// administrator's directory for root, <dir>/uid-<uid> for any other
+// caller, the same file "always" verdicts of that uid's containers are
+// appended to; never a file another user's containers read. The service
+// checks that content parses and that the policy would load as a
+// container starts with it (its includes exist, no cycle), at most
+// 256 KiB; else InvalidPolicy, and nothing is written. An existing file is
+// replaced only when replace is true (else PolicyExists). The file is
+// replaced atomically (temporary file, fsync, rename), 0600 in a 0700
+// directory. path is the file written; replaced is true when it existed.
+// A subordinate uid (a process in a user's user namespace) may not write.
+type WritePolicy_methods struct{}
+
+func WritePolicy() WritePolicy_methods { return WritePolicy_methods{} }
+
+func (m WritePolicy_methods) Call(ctx context.Context, c *varlink.Connection, name_in_ string, content_in_ string, replace_in_ bool) (path_out_ string, replaced_out_ bool, err_ error) {
+	receive, err_ := m.Send(ctx, c, 0, name_in_, content_in_, replace_in_)
+	if err_ != nil {
+		return
+	}
+	path_out_, replaced_out_, _, err_ = receive(ctx)
+	return
+}
+
+func (m WritePolicy_methods) Send(ctx context.Context, c *varlink.Connection, flags uint64, name_in_ string, content_in_ string, replace_in_ bool) (func(ctx context.Context) (string, bool, uint64, error), error) {
+	var in struct {
+		Name    string `json:"name"`
+		Content string `json:"content"`
+		Replace bool   `json:"replace"`
+	}
+	in.Name = name_in_
+	in.Content = content_in_
+	in.Replace = replace_in_
+	receive, err := c.Send(ctx, "org.terok.ClearanceFirewall1.WritePolicy", in, flags)
+	if err != nil {
+		return nil, err
+	}
+	return func(context.Context) (path_out_ string, replaced_out_ bool, flags uint64, err error) {
+		var out struct {
+			Path     string `json:"path"`
+			Replaced bool   `json:"replaced"`
+		}
+		flags, err = receive(ctx, &out)
+		if err != nil {
+			err = Dispatch_Error(err)
+			return
+		}
+		path_out_ = out.Path
+		replaced_out_ = out.Replaced
+		return
+	}, nil
+}
+
+func (m WritePolicy_methods) Upgrade(ctx context.Context, c *varlink.Connection, name_in_ string, content_in_ string, replace_in_ bool) (func(ctx context.Context) (path_out_ string, replaced_out_ bool, flags uint64, conn varlink.ReadWriterContext, err_ error), error) {
+	var in struct {
+		Name    string `json:"name"`
+		Content string `json:"content"`
+		Replace bool   `json:"replace"`
+	}
+	in.Name = name_in_
+	in.Content = content_in_
+	in.Replace = replace_in_
+	receive, err := c.Upgrade(ctx, "org.terok.ClearanceFirewall1.WritePolicy", in)
+	if err != nil {
+		return nil, err
+	}
+	return func(context.Context) (path_out_ string, replaced_out_ bool, flags uint64, conn varlink.ReadWriterContext, err error) {
+		var out struct {
+			Path     string `json:"path"`
+			Replaced bool   `json:"replaced"`
+		}
+		flags, conn, err = receive(ctx, &out)
+		if err != nil {
+			err = Dispatch_Error(err)
+			return
+		}
+		path_out_ = out.Path
+		replaced_out_ = out.Replaced
+		return
+	}, nil
+}
+
 // Generated service interface with all methods
 
 type orgterokclearancefirewall1Interface interface {
@@ -1235,6 +1365,7 @@ type orgterokclearancefirewall1Interface interface {
 	Unlearn(ctx context.Context, c VarlinkCall, container_ string, elements_ []Learned) error
 	Explain(ctx context.Context, c VarlinkCall, container_ string, ip_ string, port_ int64, proto_ string) error
 	Disengage(ctx context.Context, c VarlinkCall, container_ string) error
+	WritePolicy(ctx context.Context, c VarlinkCall, name_ string, content_ string, replace_ bool) error
 }
 
 // Generated service object with all methods
@@ -1282,6 +1413,23 @@ func (c *VarlinkCall) ReplyFirewallFailed(ctx context.Context, op_ string, reaso
 	out.Op = op_
 	out.Reason = reason_
 	return c.ReplyError(ctx, "org.terok.ClearanceFirewall1.FirewallFailed", &out)
+}
+
+// WritePolicy: content is not a policy that would load (reason says why,
+// with the line).
+func (c *VarlinkCall) ReplyInvalidPolicy(ctx context.Context, name_ string, reason_ string) error {
+	var out InvalidPolicy
+	out.Name = name_
+	out.Reason = reason_
+	return c.ReplyError(ctx, "org.terok.ClearanceFirewall1.InvalidPolicy", &out)
+}
+
+// WritePolicy: the policy exists at path and replace was false.
+func (c *VarlinkCall) ReplyPolicyExists(ctx context.Context, name_ string, path_ string) error {
+	var out PolicyExists
+	out.Name = name_
+	out.Path = path_
+	return c.ReplyError(ctx, "org.terok.ClearanceFirewall1.PolicyExists", &out)
 }
 
 // Generated reply methods for all varlink methods
@@ -1410,6 +1558,16 @@ func (c *VarlinkCall) ReplyExplain(ctx context.Context, verdict_ string, reason_
 
 func (c *VarlinkCall) ReplyDisengage(ctx context.Context) error {
 	return c.Reply(ctx, nil)
+}
+
+func (c *VarlinkCall) ReplyWritePolicy(ctx context.Context, path_ string, replaced_ bool) error {
+	var out struct {
+		Path     string `json:"path"`
+		Replaced bool   `json:"replaced"`
+	}
+	out.Path = path_
+	out.Replaced = replaced_
+	return c.Reply(ctx, &out)
 }
 
 // Generated dummy implementations for all varlink methods
@@ -1559,6 +1717,22 @@ func (s *VarlinkInterface) Explain(ctx context.Context, c VarlinkCall, container
 // in terok-shield mode.
 func (s *VarlinkInterface) Disengage(ctx context.Context, c VarlinkCall, container_ string) error {
 	return c.ReplyMethodNotImplemented(ctx, "org.terok.ClearanceFirewall1.Disengage")
+}
+
+// Writes the whole policy name (content: a YAML policy document, kept as
+// given, comments included) to the caller's policy directory: the
+// administrator's directory for root, <dir>/uid-<uid> for any other
+// caller, the same file "always" verdicts of that uid's containers are
+// appended to; never a file another user's containers read. The service
+// checks that content parses and that the policy would load as a
+// container starts with it (its includes exist, no cycle), at most
+// 256 KiB; else InvalidPolicy, and nothing is written. An existing file is
+// replaced only when replace is true (else PolicyExists). The file is
+// replaced atomically (temporary file, fsync, rename), 0600 in a 0700
+// directory. path is the file written; replaced is true when it existed.
+// A subordinate uid (a process in a user's user namespace) may not write.
+func (s *VarlinkInterface) WritePolicy(ctx context.Context, c VarlinkCall, name_ string, content_ string, replace_ bool) error {
+	return c.ReplyMethodNotImplemented(ctx, "org.terok.ClearanceFirewall1.WritePolicy")
 }
 
 // Generated method call dispatcher
@@ -1723,6 +1897,18 @@ func (s *VarlinkInterface) VarlinkDispatch(ctx context.Context, call varlink.Cal
 			return call.ReplyInvalidParameter(ctx, "parameters")
 		}
 		return s.orgterokclearancefirewall1Interface.Disengage(ctx, VarlinkCall{call}, in.Container)
+
+	case "WritePolicy":
+		var in struct {
+			Name    string `json:"name"`
+			Content string `json:"content"`
+			Replace bool   `json:"replace"`
+		}
+		err := call.GetParameters(&in)
+		if err != nil {
+			return call.ReplyInvalidParameter(ctx, "parameters")
+		}
+		return s.orgterokclearancefirewall1Interface.WritePolicy(ctx, VarlinkCall{call}, in.Name, in.Content, in.Replace)
 
 	default:
 		return call.ReplyMethodNotFound(ctx, methodname)
@@ -1920,6 +2106,20 @@ method Explain(container: string, ip: string, port: int, proto: string) -> (verd
 # in terok-shield mode.
 method Disengage(container: string) -> ()
 
+# Writes the whole policy name (content: a YAML policy document, kept as
+# given, comments included) to the caller's policy directory: the
+# administrator's directory for root, <dir>/uid-<uid> for any other
+# caller, the same file "always" verdicts of that uid's containers are
+# appended to; never a file another user's containers read. The service
+# checks that content parses and that the policy would load as a
+# container starts with it (its includes exist, no cycle), at most
+# 256 KiB; else InvalidPolicy, and nothing is written. An existing file is
+# replaced only when replace is true (else PolicyExists). The file is
+# replaced atomically (temporary file, fsync, rename), 0600 in a 0700
+# directory. path is the file written; replaced is true when it existed.
+# A subordinate uid (a process in a user's user namespace) may not write.
+method WritePolicy(name: string, content: string, replace: bool) -> (path: string, replaced: bool)
+
 # The caller does not own the container's network namespace.
 error PermissionDenied (reason: string)
 
@@ -1938,6 +2138,13 @@ error InvalidDestination (dest: string)
 
 # The firewall operation op failed in the kernel.
 error FirewallFailed (op: string, reason: string)
+
+# WritePolicy: content is not a policy that would load (reason says why,
+# with the line).
+error InvalidPolicy (name: string, reason: string)
+
+# WritePolicy: the policy exists at path and replace was false.
+error PolicyExists (name: string, path: string)
 `
 }
 
