@@ -205,6 +205,9 @@ func binary(t testing.TB) string {
 }
 
 func TestMain(m *testing.M) {
+	if os.Getenv(envScanChild) != "" {
+		os.Exit(scanChild())
+	}
 	code := m.Run()
 	if buildDir != "" {
 		os.RemoveAll(buildDir)

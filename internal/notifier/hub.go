@@ -88,6 +88,18 @@ func (h *hubConn) run(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
+		if denied(err) {
+			// The socket's group changed under us, or its mode: retrying
+			// cannot help until it changes again (the watcher pokes).
+			h.log.Info("no permission to connect to the hub; waiting until its socket changes", "err", err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-h.poke:
+				backoff = h.opts.BackoffMin
+				continue
+			}
+		}
 		if connected {
 			everConnected = true
 			backoff = h.opts.BackoffMin
@@ -247,6 +259,12 @@ func (h *hubConn) closeRPC() {
 		h.rpc.Close()
 		h.rpc, h.rpcInterrupt = nil, nil
 	}
+}
+
+// denied reports whether err is a refused permission to connect: a hub
+// socket of a group we are not a member of.
+func denied(err error) bool {
+	return errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EPERM)
 }
 
 // notSentError is a call that never reached the hub (it could not be
