@@ -277,6 +277,38 @@ func Lifecycle(ev event.Event) (p Popup, ok bool) {
 	return Popup{}, false
 }
 
+// HubNotice renders a hub_notice event: something the operator should
+// know about the container's hub itself, in the hub's words (made inert),
+// e.g. that it runs on its default configuration because the
+// configuration file is invalid. It stays until closed: the operator is
+// told once.
+func HubNotice(ev event.Event) Popup {
+	return Popup{
+		Summary: "clearance hub: " + IdentityLabel(ev.Dossier, ev.Container),
+		Body:    Field(ev.Reason),
+		Hints:   Hints{Urgency: UrgencyCritical},
+		Timeout: TimeoutNever,
+	}
+}
+
+// HubDown renders the notice for a container of the user whose runtime
+// record exists but whose hub is down or failed: its firewall still
+// blocks, and nobody is asked. id is the hub's instance (the container's
+// short id), name the container's name when known.
+func HubDown(id, name string) Popup {
+	label := Field(id)
+	if n := Field(name); n != "" && n != label {
+		label = n + " (" + label + ")"
+	}
+	return Popup{
+		Summary: "No prompts for " + label + ": its clearance hub is down",
+		Body: "Blocked connections stay blocked, and nobody is asked.\n" +
+			"See: systemctl --user status clearance-hub@" + Field(id) + ".service",
+		Hints:   Hints{Urgency: UrgencyCritical},
+		Timeout: TimeoutNever,
+	}
+}
+
 // Waiting renders the single summary popup shown when prompts are held
 // back (visible cap or rate limit): "N more waiting — clearancectl pending".
 // latest lists the newest held-back prompts, one line each, newest first.
