@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -55,7 +56,7 @@ func TestOperatorGroup(t *testing.T) {
 	testutil.RequireRoot(t)
 	testutil.RequireTool(t, "unshare", "nsenter", "ip", "nft", "systemd-sysusers", "/usr/lib/systemd/systemd", "systemctl",
 		"/lib/systemd/systemd-journald", "journalctl")
-	bin := binaries(t, "clearance-verdict", "clearance-hub", "clearancectl")
+	bin := binaries(t, "clearance-verdict", "clearance-hub", "clearancectl", "clearance-notifier")
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
@@ -75,7 +76,7 @@ func TestInnerOperatorGroup(t *testing.T) {
 	if err := os.MkdirAll(bin, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	for _, f := range []string{"clearance-verdict", "clearance-hub", "clearancectl", "pkgtest-client"} {
+	for _, f := range []string{"clearance-verdict", "clearance-hub", "clearancectl", "clearance-notifier", "pkgtest-client"} {
 		copyFile(t, filepath.Join(os.Getenv("CLEARANCE_PKGTEST_BIN"), f), filepath.Join(bin, f), 0o755)
 	}
 	var units []string
@@ -311,6 +312,19 @@ func TestInnerOperatorGroup(t *testing.T) {
 		t.Errorf("the non-member's status: %v", err)
 	}
 
+	// The notifier with its default configuration, headless (no session
+	// bus): the member's follows the hub, the non-member's does not see
+	// it and has nothing to say about it.
+	if log := notifierLog(t, member(filepath.Join(bin, "clearance-notifier")), "subscribed to hub"); !strings.Contains(log, "hub="+hubSock) {
+		t.Errorf("the member's notifier did not subscribe to %s:\n%s", hubSock, log)
+	}
+	if log := notifierLog(t, other(filepath.Join(bin, "clearance-notifier")), ""); !strings.Contains(log, "notifier running") ||
+		strings.Contains(log, opCtrID) || strings.Contains(log, "level=WARN msg=\"watch") {
+		t.Errorf("the non-member's notifier saw the hub, or did not run:\n%s", log)
+	} else {
+		t.Logf("the non-member's notifier:\n%s", log)
+	}
+
 	// The directory deleted under the running hub: it comes back, as the
 	// socket units made it.
 	mainPID := m.show(t, hubUnit+".service", "MainPID")
@@ -329,6 +343,47 @@ func TestInnerOperatorGroup(t *testing.T) {
 	if now := m.show(t, hubUnit+".service", "MainPID"); now != mainPID {
 		t.Errorf("the hub restarted (%s → %s) instead of binding again", mainPID, now)
 	}
+}
+
+// notifierLog runs the notifier until its log shows want (or for 2 s
+// when want is ""), stops it with SIGTERM and returns its log.
+func notifierLog(t *testing.T, cmd *exec.Cmd, want string) string {
+	t.Helper()
+	var log syncBuffer
+	cmd.Stdout, cmd.Stderr = &log, &log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	if want != "" {
+		deadline = time.Now().Add(20 * time.Second)
+	}
+	for time.Now().Before(deadline) && (want == "" || !strings.Contains(log.String(), want)) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("notifier: %v", err)
+	}
+	return log.String()
+}
+
+// syncBuffer is a bytes.Buffer safe for a writer and a reader.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 // addAccounts adds the member (in group gid) and the non-member to the
