@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/terok-ai/clearance/internal/event"
@@ -113,21 +114,31 @@ func Run(ctx context.Context, opts Options) error {
 	defer rescan.Stop()
 	lastStatus := ""
 	for ctx.Err() == nil {
+		// Whether hubs may be down is looked at when the file system or
+		// a hub connection changed, and on the ticks; not on every
+		// change of the prompts (a flood kicks the loop constantly).
+		check := false
 		select {
 		case <-ctx.Done():
 		case <-w.Changed():
 			d.reconcile(w.Scan())
+			check = true
 		case <-rescan.C:
 			d.reconcile(w.Scan())
+			check = true
 		case <-d.recheck():
 			d.reconcile(w.Scan())
+			check = true
 		case <-flush:
 			if pending, _ := d.popups.Pending(); pending > 0 {
 				d.popups.Flush(hubCtx)
 			}
+			check = true
 		case <-d.changed:
 		}
-		d.checkDown()
+		if d.hubsChanged.Swap(false) || check {
+			d.checkDown()
+		}
 		if s := d.status(); s != lastStatus {
 			o.Status.Status(s)
 			lastStatus = s
@@ -182,8 +193,9 @@ type daemon struct {
 	wake    chan struct{}        // fires when a forget or down deadline passes
 	wakeSet time.Time
 
-	records []string              // glob patterns of runtime records beside hub sockets
-	down    map[string]*downState // hub socket path → its record without an answering hub
+	hubsChanged atomic.Bool           // a hub connected or was refused since checkDown
+	records     []string              // glob patterns of runtime records beside hub sockets
+	down        map[string]*downState // hub socket path → its record without an answering hub
 }
 
 // downState is a container whose runtime record is there while its hub
@@ -608,7 +620,10 @@ func (d *daemon) setBus(bus Bus) {
 }
 
 // hubChanged wakes the main loop: a hub connected or was refused.
-func (d *daemon) hubChanged(*hubConn) { d.kick() }
+func (d *daemon) hubChanged(*hubConn) {
+	d.hubsChanged.Store(true)
+	d.kick()
+}
 
 // kick wakes the main loop to recompute the status line. It never
 // blocks.
