@@ -243,10 +243,11 @@ func TestResolversValidated(t *testing.T) {
 	}
 }
 
-// TestOpenNetnsByPath: when /proc/<pid>/ns/net cannot be opened (denied
-// to the capability-less system hub, hidden by ProtectProc=, or the pid is
-// not there), the namespace is opened by the path the runtime named, and
-// only when it is the recorded namespace.
+// TestOpenNetnsByPath: the path the runtime named is used only when the
+// process's /proc/<pid>/ns/net is denied (the capability-less system hub;
+// test/packaging TestOperatorGroup covers that case for real); a process
+// that is gone stays "not found" whatever the path, since the hub's
+// poststop check takes that to mean the container ended.
 func TestOpenNetnsByPath(t *testing.T) {
 	self, err := os.Open("/proc/self/ns/net")
 	if err != nil {
@@ -264,7 +265,8 @@ func TestOpenNetnsByPath(t *testing.T) {
 		wantErr bool
 	}{
 		{"pid not there, the named namespace is the recorded one",
-			Record{PID: gonePID, NetnsPath: "/proc/self/ns/net", NetnsInode: id.Ino, NetnsDev: id.Dev}, false},
+			Record{PID: gonePID, NetnsPath: "/proc/self/ns/net", NetnsInode: id.Ino, NetnsDev: id.Dev}, true},
+		{"this process", Record{PID: os.Getpid(), NetnsPath: "/nonexistent/netns", NetnsInode: id.Ino, NetnsDev: id.Dev}, false},
 		{"pid not there and no path", Record{PID: gonePID, NetnsInode: id.Ino, NetnsDev: id.Dev}, true},
 		{"the named namespace is another one",
 			Record{PID: gonePID, NetnsPath: "/proc/self/ns/net", NetnsInode: id.Ino + 1, NetnsDev: id.Dev}, true},
@@ -279,6 +281,9 @@ func TestOpenNetnsByPath(t *testing.T) {
 			}
 			if (err != nil) != tt.wantErr {
 				t.Fatalf("OpenNetns = %v, want error %v", err, tt.wantErr)
+			}
+			if tt.rec.PID == gonePID && !errors.Is(err, os.ErrNotExist) && tt.rec.NetnsInode == id.Ino {
+				t.Errorf("a gone process: %v, want it to wrap fs.ErrNotExist", err)
 			}
 		})
 	}
