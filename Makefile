@@ -75,6 +75,7 @@ install: build
 	@for u in units/user/*; do [ -f "$$u" ] && sed 's|/usr/bin/|$(PREFIX)/bin/|g' "$$u" > $(DESTDIR)$(PREFIX)/lib/systemd/user/$$(basename "$$u") || true; done
 	@for u in units/system/*; do [ -f "$$u" ] && sed 's|/usr/bin/|$(PREFIX)/bin/|g' "$$u" > $(DESTDIR)$(PREFIX)/lib/systemd/system/$$(basename "$$u") || true; done
 	@for m in docs/man/*.1; do [ -f "$$m" ] && install -m 0644 "$$m" $(DESTDIR)$(PREFIX)/share/man/man1/ || true; done
+	install -D -m 0644 packaging/sysusers.d/clearance.conf $(DESTDIR)$(PREFIX)/lib/sysusers.d/clearance.conf
 	@if [ -f packaging/clearance.catalog ]; then install -D -m 0644 packaging/clearance.catalog $(DESTDIR)$(PREFIX)/lib/systemd/catalog/clearance.catalog; fi
 	install -d $(DESTDIR)$(PREFIX)/share/clearance/policy.d
 	install -m 0644 packaging/policy.d/*.yaml $(DESTDIR)$(PREFIX)/share/clearance/policy.d/

@@ -346,7 +346,11 @@ type Ruleset struct {
 type Notifier struct {
 	// HubGlob lists the glob patterns of hub sockets to subscribe to.
 	// Environment variables are expanded (see [Notifier.Globs]). Default
-	// ["$XDG_RUNTIME_DIR/clearance/*/hub.sock"].
+	// ["$XDG_RUNTIME_DIR/clearance/*/hub.sock", "/run/clearance/*/hub.sock"]:
+	// the user's own containers, and the rootful containers whose hubs
+	// run under the system manager (0660 root:clearance: reachable by
+	// members of group clearance; for anyone else they are skipped
+	// without a word).
 	HubGlob []string `yaml:"hub_glob"`
 
 	// AllowFor, when positive, adds a third button "Allow for <AllowFor>"
@@ -424,7 +428,7 @@ func Default() *Config {
 			Projects: []string{},
 		},
 		Notifier: Notifier{
-			HubGlob:        []string{"$XDG_RUNTIME_DIR/clearance/*/hub.sock"},
+			HubGlob:        []string{"$XDG_RUNTIME_DIR/clearance/*/hub.sock", "/run/clearance/*/hub.sock"},
 			AllowFor:       0,
 			MaxVisible:     5,
 			RatePerMinute:  30,

@@ -86,6 +86,11 @@ type runner struct {
 	// recordRoot is where root's runtime records are found
 	// (<recordRoot>/clearance/containers); "" skips them.
 	recordRoot string
+
+	// systemHubs is where the system instances of the hub listen
+	// (<systemHubs>/<id12>/hub.sock, 0660 root:clearance, for rootful
+	// containers when root has no user manager); "" skips them.
+	systemHubs string
 }
 
 // Command runs clearancectl with args (without the program name) and
@@ -109,6 +114,7 @@ func newRunner(stdin io.Reader, stdout, stderr io.Writer, env func(string) strin
 		now:          time.Now,
 		rescan:       time.Second,
 		recordRoot:   record.DefaultRuntimeRoot,
+		systemHubs:   filepath.Join(record.DefaultRuntimeRoot, "clearance"),
 	}
 	r.color = colorEnabled(stdout, env)
 	return r
@@ -292,17 +298,28 @@ func (r *runner) runtimeDir() string {
 	return "/run/user/" + strconv.Itoa(getuid())
 }
 
-// defaultGlob is where clearance's hubs listen.
-func (r *runner) defaultGlob() string {
-	return filepath.Join(r.runtimeDir(), "clearance", "*", "hub.sock")
+// defaultGlobs are where clearance's hubs listen: the caller's own
+// (user manager), and the system instances of rootful containers, which
+// only root and members of their group can reach.
+func (r *runner) defaultGlobs() []string {
+	out := []string{filepath.Join(r.runtimeDir(), "clearance", "*", "hub.sock")}
+	if r.systemHubs != "" {
+		if g := filepath.Join(r.systemHubs, "*", "hub.sock"); g != out[0] {
+			out = append(out, g)
+		}
+	}
+	return out
 }
+
+// defaultGlob names the default places in messages.
+func (r *runner) defaultGlob() string { return strings.Join(r.defaultGlobs(), " and ") }
 
 // globs returns the patterns to search: clearance's layout plus --glob.
 func (r *runner) globs(h *hubFlags) []string {
 	if h == nil {
-		return []string{r.defaultGlob()}
+		return r.defaultGlobs()
 	}
-	return append([]string{r.defaultGlob()}, h.globs...)
+	return append(r.defaultGlobs(), h.globs...)
 }
 
 // execJournal runs journalctl and returns its output. A missing binary is

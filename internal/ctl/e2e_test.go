@@ -284,3 +284,31 @@ func TestStatusListsContainersWithoutHub(t *testing.T) {
 		t.Errorf("status table: exit %d\n%s", res.code, res.stdout)
 	}
 }
+
+// TestStatusFindsSystemHubs: the hubs of rootful containers under the
+// system manager (/run/clearance/<id12>/hub.sock) are found next to the
+// caller's own, without --glob. (test/packaging TestOperatorGroup checks
+// a member and a non-member against the real units.)
+func TestStatusFindsSystemHubs(t *testing.T) {
+	rt, sys := shortTempDir(t), shortTempDir(t)
+	own := startHub(t, rt, "c1")
+	root := serveHub(t, filepath.Join(sys, "0123456789ab", "hub.sock"), nil, nil)
+	res := runWith(t, func(r *runner) { r.systemHubs = sys }, rt, "status", "--json")
+	if res.code != ExitOK {
+		t.Fatalf("exit %d: %s", res.code, res.stderr)
+	}
+	var got []statusJSON
+	if err := json.Unmarshal([]byte(res.stdout), &got); err != nil {
+		t.Fatal(err)
+	}
+	var paths []string
+	for _, s := range got {
+		paths = append(paths, s.Socket)
+	}
+	if diff := cmp.Diff([]string{root.Path, own.Path}, paths); diff != "" {
+		t.Errorf("hubs found (-want +got):\n%s", diff)
+	}
+	if strings.Contains(res.stderr, "not a member") {
+		t.Errorf("a reachable system hub was reported as denied: %s", res.stderr)
+	}
+}

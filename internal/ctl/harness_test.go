@@ -107,6 +107,7 @@ func runWith(t *testing.T, adjust func(*runner), runtimeDir string, args ...stri
 	var out, errb bytes.Buffer
 	r := newRunner(strings.NewReader(""), &out, &errb, envMap(map[string]string{"XDG_RUNTIME_DIR": runtimeDir}))
 	r.recordRoot = "" // root's records on this machine are not the test's
+	r.systemHubs = "" // nor its rootful containers' hubs
 	if adjust != nil {
 		adjust(r)
 	}

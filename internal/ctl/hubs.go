@@ -8,14 +8,19 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"os/user"
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/varlink/go/varlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/terok-ai/clearance/internal/record"
 
 	"github.com/terok-ai/clearance/internal/varlinkapi"
 	"github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearance1"
@@ -47,7 +52,9 @@ func hubID(path string) string {
 
 // discover returns the sockets matching any of patterns, sorted by ID
 // then path, without duplicates. Hidden entries (a name starting with
-// ".") and anything that is not a socket are skipped.
+// "."), anything that is not a socket and sockets the caller may not
+// connect to (a rootful container's hub, 0660 root:clearance, when the
+// caller is not a member; see [deniedHubs]) are skipped.
 func discover(patterns []string) ([]hubRef, error) {
 	seen := map[string]bool{}
 	var out []hubRef
@@ -66,7 +73,7 @@ func discover(patterns []string) ([]hubRef, error) {
 				continue
 			}
 			st, err := os.Stat(m)
-			if err != nil || st.Mode().Type() != fs.ModeSocket {
+			if err != nil || st.Mode().Type() != fs.ModeSocket || !mayConnect(m) {
 				continue
 			}
 			out = append(out, hubRef{Path: m, ID: id})
@@ -79,6 +86,46 @@ func discover(patterns []string) ([]hubRef, error) {
 		return out[i].Path < out[j].Path
 	})
 	return out, nil
+}
+
+// mayConnect reports whether connect(2) to the socket at path would pass
+// the permission check: it needs write access, with the caller's
+// effective ids and groups.
+func mayConnect(path string) bool {
+	return unix.Faccessat(unix.AT_FDCWD, path, unix.W_OK, unix.AT_EACCESS) == nil
+}
+
+// deniedHubs counts the hub directories under dir (the system hubs'
+// /run/clearance) the caller cannot use, and names the group that can:
+// the operator group of rootful containers.
+func deniedHubs(dir string) (n int, group string) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, ""
+	}
+	for _, e := range entries {
+		if !e.IsDir() || !record.ValidID(e.Name()) || e.Name() == "containers" {
+			continue
+		}
+		d := filepath.Join(dir, e.Name())
+		sock := filepath.Join(d, "hub.sock")
+		st, err := os.Stat(sock)
+		switch {
+		case err == nil && st.Mode().Type() == fs.ModeSocket && mayConnect(sock):
+			continue // reachable
+		case err != nil && !errors.Is(err, fs.ErrPermission):
+			continue // no hub there (down, or another kind of entry)
+		}
+		n++
+		var dst unix.Stat_t
+		if group == "" && unix.Stat(d, &dst) == nil {
+			group = strconv.FormatUint(uint64(dst.Gid), 10)
+			if g, err := user.LookupGroupId(group); err == nil {
+				group = g.Name
+			}
+		}
+	}
+	return n, group
 }
 
 // matches reports whether a request or hub belongs to the container the

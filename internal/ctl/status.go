@@ -73,7 +73,7 @@ type dnsJSON struct {
 
 func (r *runner) cmdStatus(ctx context.Context, args []string) int {
 	fs := r.newFlags("status", "[--container ID] [--json]",
-		"Shows every hub found: its container, whether it answers, whether its ruleset\nis engaged (NFLOG watched) and enforced (\"OBSERVE MODE: NOT ENFORCED\" when it\nonly logs), pending requests, subscribers and event counters, and every\ncontainer of yours with a runtime record whose hub is down. Exits 1 when a\nhub does not answer or is missing.")
+		"Shows every hub found: its container, whether it answers, whether its ruleset\nis engaged (NFLOG watched) and enforced (\"OBSERVE MODE: NOT ENFORCED\" when it\nonly logs), pending requests, subscribers and event counters, and every\ncontainer of yours with a runtime record whose hub is down. Rootful\ncontainers' hubs under /run/clearance are shown to root and to members of\ngroup clearance. Exits 1 when a hub does not answer or is missing.")
 	hubs, hf, asJSON, code, ok := r.listing(fs, args)
 	if !ok {
 		return code
@@ -118,6 +118,13 @@ func (r *runner) cmdStatus(ctx context.Context, args []string) int {
 	}
 	wg.Wait()
 	rows = append(rows, r.missingHubs(hubs)...)
+	if r.systemHubs != "" {
+		// Said once, and not a failure: those hubs are not the caller's.
+		if n, group := deniedHubs(r.systemHubs); n > 0 {
+			fmt.Fprintf(r.stderr, "clearancectl: %d rootful container hub(s) in %s not shown: not a member of group %s "+
+				"(an administrator runs: usermod -aG %s USER; then log in again)\n", n, clean(r.systemHubs), clean(group), clean(group))
+		}
+	}
 	sort.SliceStable(rows, func(i, j int) bool { return rows[i].Hub < rows[j].Hub })
 	var out []statusJSON
 	for _, row := range rows {

@@ -273,6 +273,7 @@ func startPipeWatch(t *testing.T, rt string) *session {
 	inR, inW := io.Pipe()
 	out := &syncBuffer{}
 	r := newRunner(inR, out, out, envMap(map[string]string{"XDG_RUNTIME_DIR": rt}))
+	r.systemHubs = "" // the machine's rootful hubs are not the test's
 	r.rescan = 20 * time.Millisecond
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &session{t: t, out: out, in: inW, done: make(chan struct{})}

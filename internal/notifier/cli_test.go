@@ -185,6 +185,9 @@ func binary(t testing.TB) string {
 }
 
 func TestMain(m *testing.M) {
+	if os.Getenv(envScanChild) != "" {
+		os.Exit(scanChild())
+	}
 	code := testutil.Main(m)
 	testutil.RemoveCommands()
 	os.Exit(code)

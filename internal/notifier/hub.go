@@ -26,6 +26,9 @@ type hubSink interface {
 	// hubReconnected is called when h connected again after losing its
 	// connection, before the new pending set is delivered.
 	hubReconnected(ctx context.Context, h *hubConn)
+	// hubChanged is called when h's connection state changed (connected,
+	// refused); it must not block.
+	hubChanged(h *hubConn)
 }
 
 // hubConn follows one hub socket: a Subscribe stream on one connection
@@ -42,6 +45,7 @@ type hubConn struct {
 
 	poke      chan struct{} // reconnect now, with the backoff reset
 	connected atomic.Bool
+	refused   atomic.Bool // the last attempt found nobody listening (ECONNREFUSED)
 	hub1      atomic.Bool // the hub speaks org.terok.ClearanceHub1 (a seed hub does not)
 
 	rpcMu        sync.Mutex
@@ -87,6 +91,21 @@ func (h *hubConn) run(ctx context.Context) {
 		connected, err := h.session(ctx, everConnected)
 		if ctx.Err() != nil {
 			return
+		}
+		if r := !connected && errors.Is(err, syscall.ECONNREFUSED); h.refused.Swap(r) != r {
+			h.sink.hubChanged(h)
+		}
+		if denied(err) {
+			// The socket's group changed under us, or its mode: retrying
+			// cannot help until it changes again (the watcher pokes).
+			h.log.Info("no permission to connect to the hub; waiting until its socket changes", "err", err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-h.poke:
+				backoff = h.opts.BackoffMin
+				continue
+			}
 		}
 		if connected {
 			everConnected = true
@@ -140,6 +159,8 @@ func (h *hubConn) session(ctx context.Context, reconnect bool) (connected bool, 
 	}
 	h.hub1.Store(err == nil)
 	h.connected.Store(true)
+	h.refused.Store(false)
+	h.sink.hubChanged(h)
 	defer h.connected.Store(false)
 	if reconnect {
 		h.log.Info("reconnected to hub")
@@ -247,6 +268,12 @@ func (h *hubConn) closeRPC() {
 		h.rpc.Close()
 		h.rpc, h.rpcInterrupt = nil, nil
 	}
+}
+
+// denied reports whether err is a refused permission to connect: a hub
+// socket of a group we are not a member of.
+func denied(err error) bool {
+	return errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EPERM)
 }
 
 // notSentError is a call that never reached the hub (it could not be

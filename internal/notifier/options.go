@@ -18,6 +18,7 @@ const (
 	DefaultBusRetry    = 30 * time.Second
 	DefaultRescan      = 60 * time.Second
 	DefaultForgetAfter = 10 * time.Second
+	DefaultDownAfter   = 10 * time.Second
 	DefaultCallTimeout = 30 * time.Second
 )
 
@@ -102,6 +103,13 @@ type Options struct {
 	// once. Default 10 s.
 	ForgetAfter time.Duration
 
+	// DownAfter is how long a container's runtime record must have been
+	// there without a hub answering on the socket beside it (missing, or
+	// refusing connections) before the operator is told that the hub is
+	// down, once. Shorter gaps are a container starting or stopping, or
+	// a hub restarting. Default 10 s.
+	DownAfter time.Duration
+
 	// CallTimeout bounds one Verdict, Decide or Pending call to a hub.
 	// Default 30 s (a verdict may wait for the firewall).
 	CallTimeout time.Duration
@@ -159,6 +167,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.ForgetAfter <= 0 {
 		o.ForgetAfter = DefaultForgetAfter
+	}
+	if o.DownAfter <= 0 {
+		o.DownAfter = DefaultDownAfter
 	}
 	if o.CallTimeout <= 0 {
 		o.CallTimeout = DefaultCallTimeout

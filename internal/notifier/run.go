@@ -7,12 +7,16 @@ import (
 	"log/slog"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/terok-ai/clearance/internal/event"
 	"github.com/terok-ai/clearance/internal/notify"
+	"github.com/terok-ai/clearance/internal/record"
 	"github.com/terok-ai/clearance/internal/render"
+	"github.com/terok-ai/clearance/internal/sockets"
 	"github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearancehub1"
 )
 
@@ -69,6 +73,8 @@ func Run(ctx context.Context, opts Options) error {
 		routes:  map[string]*hubConn{},
 		targets: map[string]string{},
 		claimed: map[claim]bool{},
+		down:    map[string]*downState{},
+		records: recordGlobs(o.Globs),
 		changed: make(chan struct{}, 1),
 		bus:     bus,
 	}
@@ -94,6 +100,7 @@ func Run(ctx context.Context, opts Options) error {
 	busDone.Go(func() { d.busLoop(busCtx, bus, busErr) })
 
 	d.reconcile(w.Scan())
+	d.checkDown()
 	o.Status.Ready(d.status())
 	log.Info("notifier running", "globs", o.Globs)
 
@@ -107,19 +114,30 @@ func Run(ctx context.Context, opts Options) error {
 	defer rescan.Stop()
 	lastStatus := ""
 	for ctx.Err() == nil {
+		// Whether hubs may be down is looked at when the file system or
+		// a hub connection changed, and on the ticks; not on every
+		// change of the prompts (a flood kicks the loop constantly).
+		check := false
 		select {
 		case <-ctx.Done():
 		case <-w.Changed():
 			d.reconcile(w.Scan())
+			check = true
 		case <-rescan.C:
 			d.reconcile(w.Scan())
+			check = true
 		case <-d.recheck():
 			d.reconcile(w.Scan())
+			check = true
 		case <-flush:
 			if pending, _ := d.popups.Pending(); pending > 0 {
 				d.popups.Flush(hubCtx)
 			}
+			check = true
 		case <-d.changed:
+		}
+		if d.hubsChanged.Swap(false) || check {
+			d.checkDown()
 		}
 		if s := d.status(); s != lastStatus {
 			o.Status.Status(s)
@@ -172,8 +190,119 @@ type daemon struct {
 	targets map[string]string    // request id → raw target, when rendering changed it
 	claimed map[claim]bool       // hubs refused a container, logged once
 	bus     Bus                  // the connected bus, nil while there is none
-	wake    chan struct{}        // fires when a forget deadline passes
+	wake    chan struct{}        // fires when a forget or down deadline passes
 	wakeSet time.Time
+
+	hubsChanged atomic.Bool           // a hub connected or was refused since checkDown
+	records     []string              // glob patterns of runtime records beside hub sockets
+	down        map[string]*downState // hub socket path → its record without an answering hub
+}
+
+// downState is a container whose runtime record is there while its hub
+// is not answering.
+type downState struct {
+	id       string    // the hub's instance: its directory's name
+	record   string    // the record's path
+	since    time.Time // first seen down
+	notified bool      // the notice is out
+}
+
+// recordGlobs returns, for every hub glob whose sockets are named
+// "hub.sock", the runtime records beside them ("container.json"):
+// clearance's layout, where the OCI hook writes a user's record into the
+// hub's directory.
+func recordGlobs(globs []string) []string {
+	var out []string
+	for _, g := range globs {
+		if filepath.Base(g) == sockets.HubSocketName {
+			out = append(out, filepath.Join(filepath.Dir(g), record.FileName))
+		}
+	}
+	return out
+}
+
+// downKey is the Popups notice key of a hub that is down.
+func downKey(sock string) string { return "hub_down\x00" + sock }
+
+// checkDown tells the operator, once, about every container of theirs
+// whose runtime record has been there for DownAfter while its hub is not
+// answering (its socket is missing, or refuses connections): the hub is
+// down or failed, its firewall blocks and nobody is asked. The notice
+// goes away when the hub answers again or the record is removed (the
+// container ended).
+func (d *daemon) checkDown() {
+	now := time.Now()
+	recs := map[string]string{} // hub socket → record
+	for _, g := range d.records {
+		matches, _ := filepath.Glob(g)
+		for _, m := range matches {
+			id := filepath.Base(filepath.Dir(m))
+			if !record.ValidID(id) || strings.HasPrefix(id, ".") {
+				continue
+			}
+			recs[filepath.Join(filepath.Dir(m), sockets.HubSocketName)] = m
+		}
+	}
+	type change struct {
+		key   string
+		popup *render.Popup // nil: clear
+		id    string
+	}
+	var changes []change
+	var next time.Time
+	d.mu.Lock()
+	for sock, rec := range recs {
+		e := d.hubs[sock]
+		if e != nil && e.missing.IsZero() && !e.conn.refused.Load() {
+			if st := d.down[sock]; st != nil {
+				delete(d.down, sock)
+				if st.notified {
+					changes = append(changes, change{key: downKey(sock), id: st.id})
+				}
+			}
+			continue
+		}
+		st := d.down[sock]
+		if st == nil {
+			st = &downState{id: filepath.Base(filepath.Dir(sock)), record: rec, since: now}
+			d.down[sock] = st
+		}
+		if st.notified {
+			continue
+		}
+		if due := st.since.Add(d.opts.DownAfter); now.Before(due) {
+			if next.IsZero() || due.Before(next) {
+				next = due
+			}
+			continue
+		}
+		st.notified = true
+		var name string
+		if r, err := record.Read(rec); err == nil {
+			name = r.Name
+		}
+		p := render.HubDown(st.id, name)
+		changes = append(changes, change{key: downKey(sock), popup: &p, id: st.id})
+	}
+	for sock, st := range d.down {
+		if _, ok := recs[sock]; !ok { // the container is gone
+			delete(d.down, sock)
+			if st.notified {
+				changes = append(changes, change{key: downKey(sock), id: st.id})
+			}
+		}
+	}
+	d.armWakeLocked(next)
+	d.mu.Unlock()
+	for _, c := range changes {
+		if c.popup == nil {
+			d.log.Info("hub answers again, or its container is gone", "hub", c.id)
+			d.popups.ClearNotice(d.hubCtx, c.key)
+			continue
+		}
+		d.log.Warn("hub down: the container has a runtime record but its hub does not answer", "hub", c.id)
+		d.popups.Notice(d.hubCtx, c.key, c.id, *c.popup)
+	}
 }
 
 // hubEntry is a followed hub.
@@ -487,6 +616,12 @@ func (d *daemon) setBus(bus Bus) {
 	d.mu.Lock()
 	d.bus = bus
 	d.mu.Unlock()
+	d.kick()
+}
+
+// hubChanged wakes the main loop: a hub connected or was refused.
+func (d *daemon) hubChanged(*hubConn) {
+	d.hubsChanged.Store(true)
 	d.kick()
 }
 

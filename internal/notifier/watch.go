@@ -147,6 +147,12 @@ func (w *watcher) rewatch(dirs []string) (stable bool) {
 		// for the same directory, or a new one when the path now names
 		// a new directory.
 		wd, err := unix.InotifyAddWatch(w.fd, d, watchMask)
+		if errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM) {
+			// Not ours to watch (a rootful container's hub directory,
+			// 0750 root:clearance, and we are not a member): nothing in
+			// it can be ours either. Quietly, and it stays that way.
+			continue
+		}
 		if err != nil {
 			if !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.ENOTDIR) {
 				w.log.Warn("watch directory", "dir", d, "err", err)
@@ -179,7 +185,9 @@ func (w *watcher) rewatch(dirs []string) (stable bool) {
 // expandPattern returns the directories to watch for pattern (absolute
 // and clean) and the sockets matching it. Wildcards never match names
 // starting with "." (runtime files such as ".lock" or "hub.sock.tmp" in a
-// dot directory stay out), and only sockets count.
+// dot directory stay out), and only sockets we may connect to count: a
+// rootful container's hub (0660 root:clearance) is skipped quietly
+// unless we are a member of its group.
 func expandPattern(pattern string) (dirs, socks []string) {
 	dir, base := filepath.Split(pattern)
 	dir = filepath.Clean(dir)
@@ -223,7 +231,7 @@ func expandPattern(pattern string) (dirs, socks []string) {
 	for _, parent := range level {
 		for _, name := range matchNames(parent, base) {
 			p := filepath.Join(parent, name)
-			if st, err := os.Stat(p); err == nil && st.Mode().Type() == fs.ModeSocket {
+			if st, err := os.Stat(p); err == nil && st.Mode().Type() == fs.ModeSocket && mayConnect(p) {
 				socks = append(socks, p)
 			}
 		}
@@ -253,6 +261,12 @@ func matchNames(dir, pat string) []string {
 		}
 	}
 	return out
+}
+
+// mayConnect reports whether connect(2) to the socket at path would pass
+// the permission check (write access, with our effective ids and groups).
+func mayConnect(path string) bool {
+	return unix.Faccessat(unix.AT_FDCWD, path, unix.W_OK, unix.AT_EACCESS) == nil
 }
 
 func hasMeta(s string) bool { return strings.ContainsAny(s, `*?[\`) }

@@ -894,7 +894,7 @@ func TestObserveNoticeShownOnce(t *testing.T) {
 	notice := event.Event{Type: event.HubNotice, Container: "c1", Dossier: map[string]string{"name": "learner"},
 		Reason: "OBSERVE MODE: this container's firewall is NOT ENFORCED."}
 	r.popups.HandleEvent(r.ctx, notice)
-	calls := r.waitCalls(t, "notice", hasSummary("Clearance notice: learner"))
+	calls := r.waitCalls(t, "notice", hasSummary("clearance hub: learner"))
 	n := lastNotify(t, calls)
 	if n.Body != notice.Reason || hints(n)["urgency"] != byte(2) {
 		t.Errorf("notice popup = %+v", n)
@@ -906,11 +906,59 @@ func TestObserveNoticeShownOnce(t *testing.T) {
 	r.popups.HandleEvent(r.ctx, ev)
 	calls = r.waitCalls(t, "prompt", hasSummary("Blocked: api.example.com:443"))
 	for _, c := range calls {
-		if c.Method == "Notify" && strings.HasPrefix(c.Summary, "Clearance notice") {
+		if c.Method == "Notify" && strings.HasPrefix(c.Summary, "clearance hub") {
 			t.Errorf("notice shown twice: %s", notifytest.Describe(calls))
 		}
 	}
 	if n := lastNotify(t, calls); !strings.Contains(n.Body, `The container says (unverified): "fetching deps"`) {
 		t.Errorf("prompt body %q lacks the reason", n.Body)
 	}
+}
+
+// TestPopupsNoticeOnceAndRateLimited: a notice is shown once per key
+// (whatever repeats it, a closed popup or a server restart), spends the
+// container's rate-limit tokens like a prompt and waits for Flush when
+// there is none, and a cleared one may be shown again.
+func TestPopupsNoticeOnceAndRateLimited(t *testing.T) {
+	r := newRig(t, fullCaps, &notify.PopupsConfig{MaxVisible: 10, RatePerMinute: 1})
+	ev := event.Event{Type: event.HubNotice, Container: "c", Reason: "runs on its defaults: x.yaml:3: bad"}
+	const summary = "clearance hub: c"
+	r.popups.ShowBlocked(r.ctx, blockedEv("c", "a", "a.example")) // spends c's one token
+	r.popups.HandleEvent(r.ctx, ev)
+	if hasSummary(summary)(r.srv.Calls()) {
+		t.Fatalf("the notice was shown past the rate limit: %s", notifytest.Describe(r.srv.Calls()))
+	}
+	r.clock.Advance(time.Minute)
+	r.popups.Flush(r.ctx)
+	calls := r.waitCalls(t, "the notice after a minute", hasSummary(summary))
+	n := lastNotify(t, calls)
+	if n.Body != ev.Reason {
+		t.Errorf("notice body %q", n.Body)
+	}
+
+	// Repeats: the same event again, the operator closing it, a new
+	// server: never shown again.
+	r.clock.Advance(time.Hour)
+	r.popups.HandleEvent(r.ctx, ev)
+	if err := r.srv.Dismiss(n.ID, 2); err != nil {
+		t.Fatal(err)
+	}
+	r.popups.HandleSignal(r.ctx, notify.DaemonRestarted{})
+	r.popups.Flush(r.ctx)
+	if got := len(slices.DeleteFunc(notifies(r.srv.Calls()), func(c notifytest.Call) bool { return c.Summary != summary })); got != 1 {
+		t.Errorf("the notice was shown %d times, want once: %s", got, notifytest.Describe(r.srv.Calls()))
+	}
+	if st := r.popups.Stats(); st.Notices != 1 {
+		t.Errorf("notices kept: %d", st.Notices)
+	}
+
+	// Forget (the container is gone) drops it; shown again after that.
+	r.popups.Forget(r.ctx, "c")
+	if st := r.popups.Stats(); st.Notices != 0 {
+		t.Errorf("notices after Forget: %d", st.Notices)
+	}
+	r.popups.HandleEvent(r.ctx, ev)
+	r.waitCalls(t, "the notice after Forget", func(calls []notifytest.Call) bool {
+		return len(slices.DeleteFunc(notifies(calls), func(c notifytest.Call) bool { return c.Summary != summary })) == 2
+	})
 }

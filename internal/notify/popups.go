@@ -137,8 +137,19 @@ type Popups struct {
 	summaryLast  time.Time
 
 	shieldDown map[string]shieldPopup // container → shield-down popup
-	noticed    map[string]bool        // hub notices shown (container and text), each once
+	notices    map[string]*notice     // key → a notice shown once (Notice)
 	buckets    map[string]*bucket
+}
+
+// maxNotices bounds the notices kept; a notice past it is not shown.
+const maxNotices = 256
+
+// notice is one popup of [Popups.Notice].
+type notice struct {
+	container string
+	popup     render.Popup
+	id        uint32 // its popup on the current server, 0 when none
+	shown     bool   // shown once: never again, whatever the server does
 }
 
 type promptKey struct{ container, target string }
@@ -177,12 +188,14 @@ const (
 	refPrompt refKind = iota
 	refSummary
 	refShieldDown
+	refNotice
 )
 
 type ref struct {
 	kind      refKind
 	prompt    *prompt
 	container string
+	key       string // of a notice
 }
 
 type shieldPopup struct {
@@ -210,7 +223,7 @@ func NewPopups(n Notifier, cfg *PopupsConfig) *Popups {
 		byRequest:  map[string]*prompt{},
 		byID:       map[uint32]ref{},
 		shieldDown: map[string]shieldPopup{},
-		noticed:    map[string]bool{},
+		notices:    map[string]*notice{},
 		buckets:    map[string]*bucket{},
 	}
 	if p.log == nil {
@@ -285,33 +298,81 @@ func (p *Popups) HandleEvent(ctx context.Context, ev event.Event) {
 		p.CloseContainer(ctx, ev.Container)
 		p.lifecycle(ctx, ev, CategoryShieldDown)
 	case event.HubNotice:
-		if p.enabled(CategoryShieldDown) {
-			p.notice(ctx, ev)
-		}
+		// Sent again on every subscription (a hub restart, our
+		// reconnect): shown once per container and text.
+		p.Notice(ctx, "hub_notice\x00"+ev.Container+"\x00"+ev.Reason, ev.Container, render.HubNotice(ev))
 	}
 }
 
-// maxNoticed bounds the notices remembered as shown.
-const maxNoticed = 1024
-
-// notice shows a hub_notice (a container in observe mode, not enforced;
-// a hub on its default configuration) once per notifier process: a hub
-// sends it to every new subscription, and the notifier subscribes again
-// after every reconnect.
-func (p *Popups) notice(ctx context.Context, ev event.Event) {
+// Notice shows popup once under key, for container: a second Notice with
+// the same key does nothing until [Popups.ClearNotice] or
+// [Popups.Forget] of the container drops it, even when the operator closed
+// the popup or the notification server restarted. It spends a token of
+// the container's rate limit like a prompt; held back by the limit, or
+// while no server is there, it is shown by a later [Popups.Flush] or by
+// the next server.
+func (p *Popups) Notice(ctx context.Context, key, container string, popup render.Popup) {
 	if !p.mu.LockContext(ctx) {
 		return
 	}
 	defer p.unlock()
-	k := ev.Container + "\x00" + ev.Reason
-	if p.noticed[k] {
+	if _, ok := p.notices[key]; ok || len(p.notices) >= maxNotices {
 		return
 	}
-	if len(p.noticed) >= maxNoticed {
-		clear(p.noticed)
+	n := &notice{container: container, popup: popup}
+	p.notices[key] = n
+	p.showNotice(ctx, key, n, p.now())
+}
+
+// ClearNotice closes the notice under key, if any, and forgets it: the
+// next Notice with that key is shown again.
+func (p *Popups) ClearNotice(ctx context.Context, key string) {
+	if !p.mu.LockContext(ctx) {
+		return
 	}
-	p.noticed[k] = true
-	p.show(ctx, render.Notice(ev), 0)
+	defer p.unlock()
+	p.dropNotice(ctx, key)
+}
+
+// showNotice shows a notice not yet shown, when a server is there and
+// the container's rate limit lets it.
+func (p *Popups) showNotice(ctx context.Context, key string, n *notice, now time.Time) {
+	if n.shown || p.offline || !p.take(n.container, now) {
+		return
+	}
+	id := p.show(ctx, n.popup, 0)
+	if id == 0 {
+		return
+	}
+	n.id, n.shown = id, true
+	p.byID[id] = ref{kind: refNotice, key: key}
+}
+
+func (p *Popups) dropNotice(ctx context.Context, key string) {
+	n, ok := p.notices[key]
+	if !ok {
+		return
+	}
+	delete(p.notices, key)
+	if n.id != 0 {
+		delete(p.byID, n.id)
+		p.closeID(ctx, n.id)
+	}
+}
+
+// pendingNotices shows the notices waiting for the rate limit or a
+// server, in key order.
+func (p *Popups) pendingNotices(ctx context.Context, now time.Time) {
+	var keys []string
+	for k, n := range p.notices {
+		if !n.shown {
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		p.showNotice(ctx, k, p.notices[k], now)
+	}
 }
 
 func (p *Popups) enabled(cat string) bool { return p.categories[cat] }
@@ -425,6 +486,11 @@ func (p *Popups) Forget(ctx context.Context, container string) {
 	if !p.mu.LockContext(ctx) {
 		return
 	}
+	for k, n := range p.notices {
+		if n.container == container {
+			p.dropNotice(ctx, k)
+		}
+	}
 	delete(p.buckets, container)
 	p.unlock()
 }
@@ -437,6 +503,7 @@ type PopupsStats struct {
 	Queued     int // entries of the held-back queue, stale ones included
 	Containers int // containers with a rate-limit bucket
 	ShieldDown int // shield-down alerts
+	Notices    int // notices (Notice) not yet cleared
 }
 
 // Stats returns what Popups tracks right now: each count is bounded by
@@ -447,7 +514,8 @@ func (p *Popups) Stats() PopupsStats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return PopupsStats{Prompts: len(p.prompts), Requests: len(p.byRequest), IDs: len(p.byID),
-		Queued: len(p.hidden), Containers: len(p.buckets), ShieldDown: len(p.shieldDown)}
+		Queued: len(p.hidden), Containers: len(p.buckets), ShieldDown: len(p.shieldDown),
+		Notices: len(p.notices)}
 }
 
 // CloseContainer closes every prompt of container (CloseNotification for
@@ -519,6 +587,7 @@ func (p *Popups) Flush(ctx context.Context) {
 			p.post(ctx, pr)
 		}
 	}
+	p.pendingNotices(ctx, now)
 	p.promote(ctx, now)
 	p.flushSummary(ctx, now, false)
 }
@@ -582,6 +651,10 @@ func (p *Popups) closed(ctx context.Context, e Closed) {
 		if sp, ok := p.shieldDown[r.container]; ok && sp.id == e.ID {
 			delete(p.shieldDown, r.container)
 		}
+	case refNotice:
+		if n, ok := p.notices[r.key]; ok && n.id == e.ID {
+			n.id = 0 // read and closed: kept, so it is not shown again
+		}
 	case refPrompt:
 		pr := r.prompt
 		if pr.id != e.ID || pr.state != stateVisible {
@@ -633,6 +706,9 @@ func (p *Popups) repost(ctx context.Context) {
 		}
 		show = append(show, pr)
 	}
+	for _, n := range p.notices {
+		n.id = 0 // gone with the old server; shown ones are not repeated
+	}
 	containers := make([]string, 0, len(p.shieldDown))
 	for c, sp := range p.shieldDown {
 		sp.id = 0
@@ -660,6 +736,7 @@ func (p *Popups) repost(ctx context.Context) {
 		}
 	}
 	now := p.now()
+	p.pendingNotices(ctx, now)
 	p.promote(ctx, now)
 	p.flushSummary(ctx, now, true)
 }

@@ -372,8 +372,24 @@ func Write(dir string, rec Record) error {
 // mistaken for the container. The caller closes the file. Callers pass it
 // to the verdict service with their calls: the service then acts on a
 // namespace the caller proved it can open, and resolves no pid itself.
+//
+// Opening /proc/<pid>/ns/net of another process takes more than its uid:
+// a caller without the process's capabilities (the system hub of a
+// rootful container, which holds none) gets EPERM. The namespace's own
+// file, when the runtime named one (NetnsPath, e.g. podman's
+// /run/netns/netns-…), only takes read access to it; it is opened then,
+// and must be the same recorded namespace. A process that is gone stays
+// an error wrapping [fs.ErrNotExist] (the hub's poststop check relies on
+// it), even when the named namespace outlives it.
 func (r Record) OpenNetns() (*os.File, error) {
 	f, err := netns.OpenPID(r.PID)
+	if errors.Is(err, os.ErrPermission) && r.NetnsPath != "" {
+		if pf, perr := os.Open(r.NetnsPath); perr == nil {
+			f, err = pf, nil
+		} else {
+			err = fmt.Errorf("%w; open %s: %w", err, r.NetnsPath, perr)
+		}
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/terok-ai/clearance/internal/netns"
 )
 
 func valid() Record {
@@ -239,6 +241,52 @@ func TestResolversValidated(t *testing.T) {
 			r.Resolvers = tt.rs
 			if err := r.Validate(); (err == nil) != tt.ok {
 				t.Errorf("Validate = %v, want ok %v", err, tt.ok)
+			}
+		})
+	}
+}
+
+// TestOpenNetnsByPath: the path the runtime named is used only when the
+// process's /proc/<pid>/ns/net is denied (the capability-less system hub;
+// test/packaging TestOperatorGroup covers that case for real); a process
+// that is gone stays "not found" whatever the path, since the hub's
+// poststop check takes that to mean the container ended.
+func TestOpenNetnsByPath(t *testing.T) {
+	self, err := os.Open("/proc/self/ns/net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := netns.Identify(self)
+	self.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const gonePID = 1<<22 - 7 // above the default pid_max: never a process
+	tests := []struct {
+		name    string
+		rec     Record
+		wantErr bool
+	}{
+		{"pid not there, the named namespace is the recorded one",
+			Record{PID: gonePID, NetnsPath: "/proc/self/ns/net", NetnsInode: id.Ino, NetnsDev: id.Dev}, true},
+		{"this process", Record{PID: os.Getpid(), NetnsPath: "/nonexistent/netns", NetnsInode: id.Ino, NetnsDev: id.Dev}, false},
+		{"pid not there and no path", Record{PID: gonePID, NetnsInode: id.Ino, NetnsDev: id.Dev}, true},
+		{"the named namespace is another one",
+			Record{PID: gonePID, NetnsPath: "/proc/self/ns/net", NetnsInode: id.Ino + 1, NetnsDev: id.Dev}, true},
+		{"the path is not there",
+			Record{PID: gonePID, NetnsPath: "/nonexistent/netns", NetnsInode: id.Ino, NetnsDev: id.Dev}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f, err := tt.rec.OpenNetns()
+			if f != nil {
+				f.Close()
+			}
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("OpenNetns = %v, want error %v", err, tt.wantErr)
+			}
+			if tt.rec.PID == gonePID && !errors.Is(err, os.ErrNotExist) && tt.rec.NetnsInode == id.Ino {
+				t.Errorf("a gone process: %v, want it to wrap fs.ErrNotExist", err)
 			}
 		})
 	}

@@ -293,15 +293,35 @@ func Lifecycle(ev event.Event) (p Popup, ok bool) {
 	return Popup{}, false
 }
 
-// Notice renders a hub_notice: something about a container's hub the
-// operator must know once, such as a container running in observe mode
-// (its firewall not enforced) or a hub on its default configuration.
-func Notice(ev event.Event) Popup {
+// HubNotice renders a hub_notice event: something the operator should
+// know about the container's hub itself, in the hub's words (made inert),
+// e.g. that it runs on its default configuration because the
+// configuration file is invalid. It stays until closed: the operator is
+// told once.
+func HubNotice(ev event.Event) Popup {
 	return Popup{
-		Summary: "Clearance notice: " + IdentityLabel(ev.Dossier, ev.Container),
+		Summary: "clearance hub: " + IdentityLabel(ev.Dossier, ev.Container),
 		Body:    Field(ev.Reason),
-		Hints:   HintSecurityAlert,
-		Timeout: TimeoutDefault,
+		Hints:   Hints{Urgency: UrgencyCritical},
+		Timeout: TimeoutNever,
+	}
+}
+
+// HubDown renders the notice for a container of the user whose runtime
+// record exists but whose hub is down or failed: its firewall still
+// blocks, and nobody is asked. id is the hub's instance (the container's
+// short id), name the container's name when known.
+func HubDown(id, name string) Popup {
+	label := Field(id)
+	if n := Field(name); n != "" && n != label {
+		label = n + " (" + label + ")"
+	}
+	return Popup{
+		Summary: "No prompts for " + label + ": its clearance hub is down",
+		Body: "Blocked connections stay blocked, and nobody is asked.\n" +
+			"See: systemctl --user status clearance-hub@" + Field(id) + ".service",
+		Hints:   Hints{Urgency: UrgencyCritical},
+		Timeout: TimeoutNever,
 	}
 }
 

@@ -439,3 +439,37 @@ func TestBlockedWithTheContainersReason(t *testing.T) {
 		t.Error("a blank reason shows a line")
 	}
 }
+
+func TestHubNoticeAndHubDown(t *testing.T) {
+	tests := []struct {
+		name string
+		got  Popup
+		want Popup
+	}{
+		{"hub on defaults", HubNotice(event.Event{Type: event.HubNotice, Container: "0123456789ab",
+			Reason: "clearance-hub runs on its default configuration: /home/a/.config/clearance/clearance.yaml:3: bad key"}),
+			Popup{Summary: "clearance hub: 0123456789ab",
+				Body:  "clearance-hub runs on its default configuration: /home/a/.config/clearance/clearance.yaml:3: bad key",
+				Hints: Hints{Urgency: UrgencyCritical}, Timeout: TimeoutNever}},
+		{"a notice's text is made inert", HubNotice(event.Event{Type: event.HubNotice, Container: "c\x1b[2J",
+			Reason: "line\n\x1b]8;;http://x\x07click\u202e" + strings.Repeat("y", 300)}),
+			Popup{Summary: "clearance hub: c [2J",
+				Body:  Inert("line  ]8;;http://x click "+strings.Repeat("y", 300), MaxField),
+				Hints: Hints{Urgency: UrgencyCritical}, Timeout: TimeoutNever}},
+		{"hub down", HubDown("0123456789ab", "web"),
+			Popup{Summary: "No prompts for web (0123456789ab): its clearance hub is down",
+				Body:  "Blocked connections stay blocked, and nobody is asked.\nSee: systemctl --user status clearance-hub@0123456789ab.service",
+				Hints: Hints{Urgency: UrgencyCritical}, Timeout: TimeoutNever}},
+		{"hub down, no name", HubDown("0123456789ab", ""),
+			Popup{Summary: "No prompts for 0123456789ab: its clearance hub is down",
+				Body:  "Blocked connections stay blocked, and nobody is asked.\nSee: systemctl --user status clearance-hub@0123456789ab.service",
+				Hints: Hints{Urgency: UrgencyCritical}, Timeout: TimeoutNever}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if diff := cmp.Diff(tt.want, tt.got); diff != "" {
+				t.Errorf("(-want +got):\n%s", diff)
+			}
+		})
+	}
+}

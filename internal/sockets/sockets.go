@@ -206,6 +206,48 @@ func ValidContainerID(id string) error {
 // closing it removes the socket file. Wrap it with [RemoveDirOnClose] to
 // also remove the directory once it is empty.
 func BindHardened(path, label string) (net.Listener, error) {
+	return bind(path, label, nil)
+}
+
+// Access says which group, besides the owner, may reach a socket bound
+// by [BindShared], and how: the socket's and its directory's permission
+// bits and their group. The world never gets any bit.
+type Access struct {
+	// SocketMode is the socket's permission bits, e.g. 0660 (the group
+	// may connect) or 0600.
+	SocketMode os.FileMode
+	// DirMode is the directory's permission bits, e.g. 0750 (the group
+	// may find and watch the socket).
+	DirMode os.FileMode
+	// GID is the group of the directory, and of the socket when
+	// SocketMode grants the group anything.
+	GID int
+}
+
+// private reports whether a grants nobody but the owner anything.
+func (a Access) private() bool { return (a.SocketMode|a.DirMode)&0o077 == 0 }
+
+// BindShared is [BindHardened] for a socket an operator group shares
+// (the system instances of the hub: 0660 root:clearance in a directory
+// 0750 root:clearance). The directory, created when missing, and the
+// socket get a's modes and group; a process that is a member of a.GID
+// (as the hub running with Group=) needs no capability for that. Every
+// other check of BindHardened holds, except that the group bits a names
+// are allowed; world access never is. A result that does not match a
+// (the group could not be set) is closed and reported: a socket is never
+// served to a group it was not meant for.
+func BindShared(path, label string, a Access) (net.Listener, error) {
+	if a.private() {
+		return bind(path, label, nil)
+	}
+	if (a.SocketMode|a.DirMode)&^0o770 != 0 {
+		return nil, fmt.Errorf("%s socket access %O/%O grants the world", label, a.SocketMode, a.DirMode)
+	}
+	return bind(path, label, &a)
+}
+
+// bind is BindHardened (a nil) or BindShared.
+func bind(path, label string, a *Access) (net.Listener, error) {
 	if len(path) > maxSocketPath {
 		return nil, fmt.Errorf("%s socket path too long (%d bytes, max %d): %s", label, len(path), maxSocketPath, path)
 	}
@@ -213,7 +255,12 @@ func BindHardened(path, label string) (net.Listener, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create %s socket dir: %w", label, err)
 	}
-	dirFD, err := openPrivateDir(dir, label)
+	if a != nil {
+		if err := shareDir(dir, label, *a); err != nil {
+			return nil, err
+		}
+	}
+	dirFD, err := openPrivateDir(dir, label, a)
 	if err != nil {
 		return nil, err
 	}
@@ -227,8 +274,12 @@ func BindHardened(path, label string) (net.Listener, error) {
 		return nil, err
 	}
 
+	mode := os.FileMode(0o600)
+	if a != nil {
+		mode = a.SocketMode
+	}
 	umaskMu.Lock()
-	old := unix.Umask(0o177)
+	old := unix.Umask(int(0o777 &^ mode))
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
 	unix.Umask(old)
 	umaskMu.Unlock()
@@ -247,17 +298,55 @@ func BindHardened(path, label string) (net.Listener, error) {
 		ln.Close()
 		return nil, fmt.Errorf("%s path is not a socket after bind: %s", label, path)
 	}
-	if st.Mode&0o077 != 0 {
+	if a != nil && mode&0o070 != 0 && int(st.Gid) != a.GID {
+		// Not a member of the group: only chown(2) with CAP_CHOWN helps.
+		if err := unix.Lchown(path, -1, a.GID); err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("give %s socket %s to group %d: %w", label, path, a.GID, err)
+		}
+	}
+	if st.Mode&0o777 != uint32(mode) {
 		ln.Close()
-		return nil, fmt.Errorf("%s socket is group/world accessible after bind: %s (mode=%O)", label, path, st.Mode&0o777)
+		return nil, fmt.Errorf("%s socket has mode %O after bind, want %O: %s", label, st.Mode&0o777, mode, path)
 	}
 	return ln, nil
 }
 
+// shareDir gives dir, owned by us, a's mode and group.
+func shareDir(dir, label string, a Access) error {
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		if errors.Is(err, unix.ELOOP) {
+			return fmt.Errorf("%s parent dir is a symlink: %s", label, dir)
+		}
+		return fmt.Errorf("open %s parent dir %s: %w", label, dir, err)
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return fmt.Errorf("check %s parent dir: %w", label, err)
+	}
+	if int(st.Uid) != os.Getuid() {
+		return fmt.Errorf("%s parent dir not owned by current uid: %s (owner uid=%d)", label, dir, st.Uid)
+	}
+	if a.DirMode&0o070 != 0 && int(st.Gid) != a.GID {
+		if err := unix.Fchown(fd, -1, a.GID); err != nil {
+			return fmt.Errorf("give %s parent dir %s to group %d: %w", label, dir, a.GID, err)
+		}
+	}
+	if st.Mode&0o777 != uint32(a.DirMode) {
+		if err := unix.Fchmod(fd, uint32(a.DirMode)); err != nil {
+			return fmt.Errorf("set mode of %s parent dir %s: %w", label, dir, err)
+		}
+	}
+	return nil
+}
+
 // openPrivateDir opens dir without following a symlink and checks that it
-// is a directory owned by us with no group/world access. It returns the
-// open descriptor, which the caller closes.
-func openPrivateDir(dir, label string) (int, error) {
+// is a directory owned by us with no group/world access (with a, no world
+// access and exactly a's mode and group). It returns the open
+// descriptor, which the caller closes.
+func openPrivateDir(dir, label string, a *Access) (int, error) {
 	var lst unix.Stat_t
 	if err := unix.Lstat(dir, &lst); err != nil {
 		return -1, fmt.Errorf("check %s parent dir: %w", label, err)
@@ -282,8 +371,10 @@ func openPrivateDir(dir, label string) (int, error) {
 		err = fmt.Errorf("%s parent dir is not a directory: %s", label, dir)
 	case int(st.Uid) != os.Getuid():
 		err = fmt.Errorf("%s parent dir not owned by current uid: %s (owner uid=%d)", label, dir, st.Uid)
-	case st.Mode&0o077 != 0:
+	case a == nil && st.Mode&0o077 != 0:
 		err = fmt.Errorf("%s parent dir is group/world accessible: %s (mode=%O)", label, dir, st.Mode&0o777)
+	case a != nil && (st.Mode&0o777 != uint32(a.DirMode) || (a.DirMode&0o070 != 0 && int(st.Gid) != a.GID)):
+		err = fmt.Errorf("%s parent dir is not %O group %d: %s (mode=%O group=%d)", label, a.DirMode, a.GID, dir, st.Mode&0o777, st.Gid)
 	}
 	if err != nil {
 		unix.Close(fd)

@@ -659,3 +659,79 @@ func mustWrite(t *testing.T, p string) {
 		t.Fatal(err)
 	}
 }
+
+// sharedGID is a group other than ours that the test may give files to:
+// root may give any (a group no account uses), others one of their
+// supplementary groups.
+func sharedGID(t *testing.T) int {
+	t.Helper()
+	if os.Getuid() == 0 {
+		return 61235
+	}
+	groups, _ := os.Getgroups()
+	for _, g := range groups {
+		if g != os.Getgid() {
+			return g
+		}
+	}
+	testutil.RequireRoot(t) // fails in CI, skips elsewhere
+	return -1
+}
+
+// TestBindShared: the system hub's socket, 0660 in a 0750 directory of
+// the operator group, and a connection through it.
+func TestBindShared(t *testing.T) {
+	gid := sharedGID(t)
+	base := privateDir(t)
+	dir := filepath.Join(base, "0123456789ab")
+	path := filepath.Join(dir, HubSocketName)
+	ln, err := BindShared(path, "hub", Access{SocketMode: 0o660, DirMode: 0o750, GID: gid})
+	if err != nil {
+		t.Fatalf("BindShared: %v", err)
+	}
+	defer ln.Close()
+	for p, want := range map[string]os.FileMode{path: os.ModeSocket | 0o660, dir: os.ModeDir | 0o750} {
+		var st unix.Stat_t
+		if err := unix.Lstat(p, &st); err != nil {
+			t.Fatal(err)
+		}
+		if got := mode(t, p); got != want || int(st.Gid) != gid {
+			t.Errorf("%s: %v group %d, want %v group %d", p, got, st.Gid, want, gid)
+		}
+	}
+	roundTrip(t, ln, path)
+
+	// A second socket in the same directory (the ingest socket, root's
+	// alone) keeps the directory as it is.
+	in, err := BindShared(filepath.Join(dir, IngestSocketName), "ingest", Access{SocketMode: 0o600, DirMode: 0o750, GID: gid})
+	if err != nil {
+		t.Fatalf("BindShared ingest: %v", err)
+	}
+	defer in.Close()
+	if got := mode(t, filepath.Join(dir, IngestSocketName)); got != os.ModeSocket|0o600 {
+		t.Errorf("ingest socket %v, want 0600", got)
+	}
+}
+
+// TestBindSharedRefuses: the world never gets a bit, and a private
+// Access is BindHardened.
+func TestBindSharedRefuses(t *testing.T) {
+	base := privateDir(t)
+	for _, a := range []Access{{SocketMode: 0o666, DirMode: 0o750}, {SocketMode: 0o660, DirMode: 0o755}} {
+		_, err := BindShared(filepath.Join(base, "w", HubSocketName), "hub", a)
+		if err == nil || !strings.Contains(err.Error(), "grants the world") {
+			t.Errorf("BindShared(%O/%O) = %v, want a refusal", a.SocketMode, a.DirMode, err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(base, "w")); err == nil {
+		t.Error("a refused BindShared created its directory")
+	}
+	ln, err := BindShared(filepath.Join(base, "p", HubSocketName), "hub", Access{SocketMode: 0o600, DirMode: 0o700, GID: 12345})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	if got := mode(t, filepath.Join(base, "p")); got.Perm() != 0o700 {
+		t.Errorf("private dir %v", got)
+	}
+}

@@ -30,6 +30,15 @@ func newHookRun(t *testing.T, s *service, config string) *hookRun {
 	t.Helper()
 	h := &hookRun{bin: filepath.Join(build(t, "clearance-oci-hook"), "clearance-oci-hook"), s: s,
 		cfg: filepath.Join(s.dir, "clearance.yaml")}
+	// No user manager runs here, and these attacks are about what the
+	// hook checks before it would start a hub: let the container run
+	// without one (issue 10 item 10 refuses it by default).
+	const noManager = "  without_user_manager: run\n"
+	if strings.Contains(config, "hook:\n") {
+		config = strings.Replace(config, "hook:\n", "hook:\n"+noManager, 1)
+	} else {
+		config += "hook:\n" + noManager
+	}
 	if err := os.WriteFile(h.cfg, []byte(config), 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -21,6 +21,7 @@ var installedFiles = []string{
 	"/usr/lib/systemd/system/clearance-verdict.service",
 	"/usr/lib/systemd/user/clearance-notifier.service",
 	"/usr/lib/systemd/catalog/clearance.catalog",
+	"/usr/lib/sysusers.d/clearance.conf",
 	"/usr/share/man/man1/clearancectl.1.gz",
 	"/usr/share/man/man1/clearance-notifier.1.gz",
 	"/usr/share/bash-completion/completions/clearancectl",
@@ -47,6 +48,10 @@ var optionalFiles = map[string]string{
 	"units/user/clearance-notifier.service": "/usr/lib/systemd/user/clearance-notifier.service",
 }
 
+// operatorGroup is the group of rootful containers' hub sockets
+// (packaging/sysusers.d/clearance.conf).
+const operatorGroup = "clearance"
+
 // enableLink is what "systemctl enable clearance-verdict.socket" in the
 // postinst creates.
 const enableLink = "/etc/systemd/system/sockets.target.wants/clearance-verdict.socket"
@@ -61,7 +66,7 @@ const enableLink = "/etc/systemd/system/sockets.target.wants/clearance-verdict.s
 // /etc/clearance exists, so it never removes someone's installation.
 func TestPackages(t *testing.T) {
 	testutil.RequireRoot(t)
-	testutil.RequireTool(t, "dpkg", "dpkg-query", "lintian", "rpm", "systemd-analyze", "systemctl", "journalctl", "go", "make", "git")
+	testutil.RequireTool(t, "dpkg", "dpkg-query", "getent", "groupdel", "lintian", "rpm", "systemd-analyze", "systemctl", "journalctl", "go", "make", "git")
 	if out, err := exec.Command("dpkg-query", "-W", "-f=${Status}", "clearance").Output(); err == nil && strings.Contains(string(out), "installed") {
 		t.Fatalf("the clearance package is already installed here (%s); this test installs and purges its own build", out)
 	}
@@ -159,6 +164,17 @@ func checkDebInstall(t *testing.T, pkg string) {
 		}
 	}
 	t.Cleanup(purge)
+	// The postinst creates the operator group (systemd-sysusers); a purge
+	// keeps it, as packages do with system groups. Remove it afterwards
+	// when this test created it.
+	hadGroup := exec.Command("getent", "group", operatorGroup).Run() == nil
+	if !hadGroup {
+		t.Cleanup(func() {
+			if out, err := exec.Command("groupdel", operatorGroup).CombinedOutput(); err != nil {
+				t.Errorf("groupdel %s: %v\n%s", operatorGroup, err, out)
+			}
+		})
+	}
 	if out, err := exec.Command("dpkg", "-i", pkg).CombinedOutput(); err != nil {
 		t.Fatalf("dpkg -i: %v\n%s", err, out)
 	}
@@ -181,6 +197,12 @@ func checkDebInstall(t *testing.T, pkg string) {
 	}
 	if out, _ := exec.Command("journalctl", "--list-catalog", audit.MsgVerdict).CombinedOutput(); !strings.Contains(string(out), "clearance: ") {
 		t.Errorf("postinst did not update the catalog: %s", out)
+	}
+
+	if out, err := exec.Command("getent", "group", operatorGroup).Output(); err != nil {
+		t.Errorf("postinst did not create the group %s: %v", operatorGroup, err)
+	} else {
+		t.Logf("operator group: %s", strings.TrimSpace(string(out)))
 	}
 
 	// The installed units verify as they are, their man: links included

@@ -400,7 +400,13 @@ const envClient = "CLEARANCE_PKGTEST_CLIENT"
 // record by the caller's uid and checks it against that namespace), and
 // prints one line per step. A call without the namespace is refused.
 func runClient(mode string) int {
-	if mode != "scenario" {
+	switch mode {
+	case "operator":
+		return runOperator()
+	case "dial":
+		return runDial()
+	case "scenario":
+	default:
 		fmt.Println("unknown client mode", mode)
 		return 2
 	}
