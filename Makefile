@@ -88,8 +88,8 @@ install: build
 clean:
 	rm -rf $(BINDIR)
 
-# .deb and .rpm into dist/ (nfpm, run with go run at a pinned version;
-# see docs/packaging.md). PACKAGE_FORMATS=deb builds only one.
+# .deb and .rpm into dist/ (nfpm, a tool dependency pinned in go.mod, run
+# as "go tool nfpm"; see docs/packaging.md). PACKAGE_FORMATS=deb builds only one.
 PACKAGE_FORMATS ?= deb rpm
 package:
 	@./scripts/package.sh dist $(PACKAGE_FORMATS)

@@ -33,4 +33,12 @@ fi
 
 if ! command -v go >/dev/null 2>&1 && [ -x /usr/local/go/bin/go ]; then
   echo "deps: Go is at /usr/local/go/bin; add it to PATH" >&2
+  export PATH=/usr/local/go/bin:$PATH
 fi
+
+# Every Go module go.mod names, the tools too (nfpm, run by
+# scripts/package.sh as "go tool nfpm"), into the module cache: after this
+# nothing in the build or the tests needs the network. A no-op when the
+# cache is warm.
+cd "$(dirname "$0")/.."
+go mod download

@@ -5,13 +5,13 @@
 #
 # Stages the tree with "make install DESTDIR=<stage> PREFIX=/usr", adds what
 # a distro package carries beyond it (gzip-compressed man pages, changelog,
-# copyright), then packages packaging/nfpm.yaml once per format. nfpm is run
-# with "go run" at a pinned version, so nothing but Go is needed.
+# copyright), then packages packaging/nfpm.yaml once per format. nfpm is a
+# tool dependency pinned in go.mod ("go tool nfpm"): nothing but Go is
+# needed, and with the module cache warm (scripts/deps.sh) no network.
 # The version comes from git: the last v* tag ("v1.2.3" -> 1.2.3), or
 # 0.1.0~git<commit date>.<hash> without one; $CLEARANCE_VERSION overrides.
 set -euo pipefail
 
-NFPM=github.com/goreleaser/nfpm/v2/cmd/nfpm@v2.45.2
 cd "$(dirname "$0")/.."
 out=${1:-dist}
 shift || true
@@ -70,5 +70,5 @@ sed -e "s|\${CLEARANCE_STAGE}|$stage|g" -e "s|\${CLEARANCE_VERSION}|$version|g" 
   -e "s|\${CLEARANCE_ARCH}|$arch|g" packaging/nfpm.yaml >"$stage/nfpm.yaml"
 mkdir -p "$out"
 for f in "${formats[@]}"; do
-  go run "$NFPM" pkg --packager "$f" --config "$stage/nfpm.yaml" --target "$out/"
+  go tool nfpm pkg --packager "$f" --config "$stage/nfpm.yaml" --target "$out/"
 done
