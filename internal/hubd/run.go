@@ -171,7 +171,7 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return fmt.Errorf("varlink service: %w", err)
 	}
-	vs := &varlinkapi.Server{Service: svc, Log: log, MaxMessage: o.MaxMessage}
+	vs := &varlinkapi.Server{Service: svc, Log: log, MaxMessage: o.MaxMessage, Params: ParamCheck()}
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

@@ -212,7 +212,7 @@ func Serve(tb testing.TB, path string, o Options) *Hub {
 		ln.SetUnlinkOnClose(false)
 		tb.Cleanup(func() { os.Remove(path) })
 	}
-	srv := &varlinkapi.Server{Service: svc, Log: log, MaxMessage: maxMessage}
+	srv := &varlinkapi.Server{Service: svc, Log: log, MaxMessage: maxMessage, Params: hubd.ParamCheck()}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx, ln) }()
