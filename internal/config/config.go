@@ -282,7 +282,7 @@ type Ruleset struct {
 type Notifier struct {
 	// HubGlob lists the glob patterns of hub sockets to subscribe to.
 	// Environment variables are expanded (see [Notifier.Globs]). Default
-	// ["$XDG_RUNTIME_DIR/clearance/*/hub.sock"].
+	// [DefaultHubGlobs]: clearance's layout and the seed's two.
 	HubGlob []string `yaml:"hub_glob"`
 
 	// AllowFor, when positive, adds a third button "Allow for <AllowFor>"
@@ -348,7 +348,7 @@ func Default() *Config {
 			AllowCapabilities: []string{},
 		},
 		Notifier: Notifier{
-			HubGlob:        []string{"$XDG_RUNTIME_DIR/clearance/*/hub.sock"},
+			HubGlob:        DefaultHubGlobs(),
 			AllowFor:       0,
 			MaxVisible:     5,
 			RatePerMinute:  30,
@@ -428,6 +428,21 @@ func (h Hub) Dir() string {
 		return filepath.Join(xdgRuntimeDir(), "clearance")
 	}
 	return expand(h.RuntimeDir)
+}
+
+// DefaultHubGlobs returns the hub sockets the notifier and clearancectl
+// look for unless told otherwise, environment variables unexpanded:
+// clearance's own layout, $XDG_RUNTIME_DIR/clearance/<id>/hub.sock, and
+// the two layouts of the Python seed's hubs, so a terok user's existing
+// hubs prompt without configuration:
+// $XDG_RUNTIME_DIR/terok/clearance/<id>.sock (terok-clearance's own) and
+// $XDG_RUNTIME_DIR/terok/clearance/<id>/hub.sock (terok-sandbox's).
+func DefaultHubGlobs() []string {
+	return []string{
+		"$XDG_RUNTIME_DIR/clearance/*/hub.sock",
+		"$XDG_RUNTIME_DIR/terok/clearance/*.sock",
+		"$XDG_RUNTIME_DIR/terok/clearance/*/hub.sock",
+	}
 }
 
 // Globs returns HubGlob with environment variables expanded;

@@ -6,9 +6,10 @@
 // # Hubs
 //
 // Every container has its own hub, listening at
-// $XDG_RUNTIME_DIR/clearance/<id>/hub.sock. Commands find hubs by glob
-// (the seed's layouts, $XDG_RUNTIME_DIR/terok/clearance/*.sock and
-// */hub.sock, can be added with --glob) and talk to each over varlink:
+// $XDG_RUNTIME_DIR/clearance/<id>/hub.sock. Commands find hubs by glob:
+// that layout and the seed's two, $XDG_RUNTIME_DIR/terok/clearance/*.sock
+// and */hub.sock (config.DefaultHubGlobs), plus any given with --glob; and
+// talk to each over varlink:
 // org.terok.Clearance1 for the event stream and seed-compatible verdicts,
 // org.terok.ClearanceHub1 for Pending, Stats and Decide.
 //
@@ -35,11 +36,11 @@ import (
 	"fmt"
 	"io"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/terok-ai/clearance/internal/config"
 	"github.com/terok-ai/clearance/internal/record"
 	"github.com/terok-ai/clearance/internal/verdict/verdictclient"
 )
@@ -279,7 +280,7 @@ func (h *hubFlags) register(fs *flag.FlagSet, withContainer bool) {
 		fs.StringVar(&h.container, "container", "", "only container `ID` (its hub's directory name, or the container name events carry)")
 	}
 	fs.Var(&h.globs, "glob", "also look for hub sockets matching `PATTERN` (repeatable), e.g.\n"+
-		"the seed's $XDG_RUNTIME_DIR/terok/clearance/*.sock")
+		"a root container's /run/clearance/*/hub.sock")
 }
 
 // runtimeDir is $XDG_RUNTIME_DIR, or /run/user/<uid>.
@@ -290,17 +291,25 @@ func (r *runner) runtimeDir() string {
 	return "/run/user/" + strconv.Itoa(getuid())
 }
 
-// defaultGlob is where clearance's hubs listen.
-func (r *runner) defaultGlob() string {
-	return filepath.Join(r.runtimeDir(), "clearance", "*", "hub.sock")
+// defaultGlobs is where hubs listen (config.DefaultHubGlobs): clearance's
+// layout and the seed's two, under $XDG_RUNTIME_DIR.
+func (r *runner) defaultGlobs() []string {
+	var out []string
+	for _, g := range config.DefaultHubGlobs() {
+		out = append(out, strings.Replace(g, "$XDG_RUNTIME_DIR", r.runtimeDir(), 1))
+	}
+	return out
 }
 
-// globs returns the patterns to search: clearance's layout plus --glob.
+// lookedFor names the default patterns, for "no hubs found" messages.
+func (r *runner) lookedFor() string { return strings.Join(r.defaultGlobs(), ", ") }
+
+// globs returns the patterns to search: the default layouts plus --glob.
 func (r *runner) globs(h *hubFlags) []string {
 	if h == nil {
-		return []string{r.defaultGlob()}
+		return r.defaultGlobs()
 	}
-	return append([]string{r.defaultGlob()}, h.globs...)
+	return append(r.defaultGlobs(), h.globs...)
 }
 
 // execJournal runs journalctl and returns its output. A missing binary is
