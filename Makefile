@@ -1,3 +1,6 @@
+# SPDX-FileCopyrightText: 2026 The clearance authors
+# SPDX-License-Identifier: Apache-2.0
+
 # clearance — live allow/deny prompts for a per-container egress firewall.
 #
 #   make demo     the main job on built-in defaults, step by step with timings

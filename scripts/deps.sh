@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# SPDX-FileCopyrightText: 2026 The clearance authors
+# SPDX-License-Identifier: Apache-2.0
 # Installs the Debian packages clearance's build, tests and demo need.
 # Run as root on Debian 12 or newer. Idempotent: installs only what is missing.
 set -euo pipefail

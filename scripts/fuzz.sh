@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# SPDX-FileCopyrightText: 2026 The clearance authors
+# SPDX-License-Identifier: Apache-2.0
 # make fuzz: a short coverage-guided run of every fuzz target.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# SPDX-FileCopyrightText: 2026 The clearance authors
+# SPDX-License-Identifier: Apache-2.0
 # Builds clearance's .deb and .rpm into dist/ (or $1) with nfpm.
 #
 #   scripts/package.sh [OUTDIR] [deb|rpm ...]     (make package)

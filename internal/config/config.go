@@ -1,3 +1,6 @@
+// SPDX-FileCopyrightText: 2026 The clearance authors
+// SPDX-License-Identifier: Apache-2.0
+
 // Package config loads clearance's YAML configuration.
 //
 // Configuration is read from up to two files, each overriding the keys it

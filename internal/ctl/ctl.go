@@ -1,3 +1,6 @@
+// SPDX-FileCopyrightText: 2026 The clearance authors
+// SPDX-License-Identifier: Apache-2.0
+
 // Package ctl implements clearancectl, the terminal channel of clearance:
 // live prompts (watch), the pending queue, verdicts by request id, hub
 // status, the audit trail from the journal, and the firewall's own view

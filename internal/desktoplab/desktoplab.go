@@ -1,3 +1,6 @@
+// SPDX-FileCopyrightText: 2026 The clearance authors
+// SPDX-License-Identifier: Apache-2.0
+
 // Package desktoplab starts a throwaway headless desktop for clearance's
 // end-to-end tests and its demo: a virtual X server (Xvfb), a private
 // session dbus-daemon and dunst, a real notification daemon, whose

@@ -1,3 +1,6 @@
+// SPDX-FileCopyrightText: 2026 The clearance authors
+// SPDX-License-Identifier: Apache-2.0
+
 // Package hubd assembles clearance-hub, the per-container hub daemon: the
 // [hub.Hub] behind its varlink socket (org.terok.Clearance1,
 // org.terok.ClearanceHub1, io.systemd.service), the ingest socket for

@@ -1,3 +1,6 @@
+// SPDX-FileCopyrightText: 2026 The clearance authors
+// SPDX-License-Identifier: Apache-2.0
+
 // Package notifier is clearance-notifier, the desktop channel of
 // clearance: one process per graphical login that follows every hub of
 // the user, shows its prompts as freedesktop notifications and sends the

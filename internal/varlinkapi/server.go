@@ -1,3 +1,6 @@
+// SPDX-FileCopyrightText: 2026 The clearance authors
+// SPDX-License-Identifier: Apache-2.0
+
 // Package varlinkapi is clearance's varlink layer: the serve loop every
 // clearance server uses, the client helpers every other binary uses, and
 // the generated interface packages below it (orgterokclearance1,

@@ -1,3 +1,6 @@
+// SPDX-FileCopyrightText: 2026 The clearance authors
+// SPDX-License-Identifier: Apache-2.0
+
 // Package e2e holds clearance's end-to-end tests: the built binaries,
 // a real kernel ruleset and NFLOG, in network namespaces the tests create.
 package e2e

@@ -1,3 +1,6 @@
+// SPDX-FileCopyrightText: 2026 The clearance authors
+// SPDX-License-Identifier: Apache-2.0
+
 // Package podman holds clearance's end-to-end tests with real containers:
 // podman with runc, the project's OCI hook from its hooks.d file, a real
 // `systemd --user` manager that socket-activates the hub from the

@@ -1,3 +1,6 @@
+// SPDX-FileCopyrightText: 2026 The clearance authors
+// SPDX-License-Identifier: Apache-2.0
+
 // Package hubtest is test support for code that talks to a clearance hub:
 // a real hub (hub.Hub + the hubd varlink service + varlinkapi.Server) served
 // on a Unix socket ([Serve]), like clearance-hub without NFLOG or a
