@@ -9,7 +9,7 @@
 #   make bench    Go benchmarks and the end-to-end measurements
 #   make build    binaries into ./bin
 #   make install  PREFIX=/usr DESTDIR=… puts everything where a distro does
-#   make lint     go vet and gofmt
+#   make lint     gofmt, go vet, the SPDX headers and reuse lint
 
 GO       ?= go
 PREFIX   ?= /usr/local
@@ -40,8 +40,10 @@ generate:
 	$(GO) generate ./...
 
 lint:
-	$(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	@./scripts/spdx --check
+	@reuse lint -q || { reuse lint; exit 1; }
 
 # The whole suite. As root it installs the Debian packages the tests need;
 # with CI=true a test whose prerequisite is missing fails instead of skipping.

@@ -16,6 +16,7 @@ PACKAGES=(
   podman runc conmon netavark containernetworking-plugins golang-github-containers-common \
     busybox-static uidmap             # real containers in test/podman (runc: crun fails on hybrid cgroups)
   rpm lintian                         # make package checks: rpm -qpl, lintian on the .deb
+  reuse                               # make lint: licence and copyright of every file
 )
 
 missing=()

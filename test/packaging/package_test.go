@@ -59,8 +59,8 @@ var optionalFiles = map[string]string{
 const enableLink = "/etc/systemd/system/sockets.target.wants/clearance-verdict.socket"
 
 // TestPackages builds the .deb and .rpm with scripts/package.sh, checks
-// the .rpm's contents and scripts and runs lintian on the .deb (no errors
-// allowed). It then installs the .deb with dpkg -i in a private mount
+// the .rpm's contents and scripts, the licence both name (checkLicence)
+// and runs lintian on the .deb (no errors allowed). It then installs the .deb with dpkg -i in a private mount
 // namespace whose /usr, /etc and /var are overlays over the machine's
 // (TestInnerDebInstall): dpkg's database, the units, /etc/clearance and
 // the journal catalog it writes are the namespace's own and vanish with
@@ -97,6 +97,7 @@ func TestPackages(t *testing.T) {
 
 	t.Run("rpm", func(t *testing.T) { checkRPM(t, rpm[0]) })
 	t.Run("lintian", func(t *testing.T) { checkLintian(t, deb[0]) })
+	t.Run("licence", func(t *testing.T) { checkLicence(t, deb[0], rpm[0]) })
 	t.Run("dpkg", func(t *testing.T) {
 		runInner(t, "TestInnerDebInstall", envDeb+"="+deb[0])
 		checkHostUntouched(t, before, snapshotHost(t))
@@ -254,6 +255,48 @@ func checkRPM(t *testing.T, pkg string) {
 		}
 	}
 	t.Logf("rpm -qpl:\n%s", out)
+}
+
+// checkLicence checks that both packages name the repository's licence:
+// the .rpm in its header, the .deb in its machine-readable copyright file.
+func checkLicence(t *testing.T, deb, rpm string) {
+	const want = "Apache-2.0"
+	out, err := exec.Command("rpm", "-qp", "--queryformat", "%{LICENSE}", rpm).CombinedOutput()
+	if err != nil {
+		t.Fatalf("rpm -qp --queryformat %%{LICENSE}: %v\n%s", err, out)
+	}
+	if got := strings.TrimSpace(string(out)); got != want {
+		t.Errorf("the .rpm's licence is %q, want %q", got, want)
+	}
+
+	dir := t.TempDir()
+	if out, err := exec.Command("dpkg-deb", "-x", deb, dir).CombinedOutput(); err != nil {
+		t.Fatalf("dpkg-deb -x: %v\n%s", err, out)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "usr/share/doc/clearance/copyright"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	copyright := string(b)
+	for _, line := range []string{
+		"Files: *",
+		"License: " + want,
+		`can be found in "/usr/share/common-licenses/Apache-2.0".`,
+	} {
+		if !strings.Contains(copyright, "\n"+line+"\n") && !strings.Contains(copyright, "\n "+line+"\n") {
+			t.Errorf("the .deb's copyright lacks the line %q:\n%s", line, copyright)
+		}
+	}
+	if strings.Contains(copyright, "LicenseRef-") {
+		t.Errorf("the .deb's copyright still names a LicenseRef:\n%s", copyright)
+	}
+	lic, err := os.ReadFile(filepath.Join(repoRoot, "LICENSE"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(lic), "Apache License") || !strings.Contains(string(lic), "Version 2.0, January 2004") {
+		t.Errorf("LICENSE is not the Apache License 2.0 the packages name")
+	}
 }
 
 func checkLintian(t *testing.T, pkg string) {
