@@ -97,6 +97,7 @@ func subscribe(t *testing.T, s *lab.Stack) *stream {
 	t.Cleanup(func() { rpc.Close() })
 	// Subscribe has no reply until the first event: make sure the hub
 	// counts this subscriber before anything happens.
+	deadline := time.Now().Add(10 * time.Second)
 	for {
 		st, err := orgterokclearancehub1.Stats().Call(ctx, rpc)
 		if err != nil {
@@ -107,6 +108,9 @@ func subscribe(t *testing.T, s *lab.Stack) *stream {
 		}
 		if st.Subscribers >= 1 {
 			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the hub counts %d subscribers 10 s after Subscribe", st.Subscribers)
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
