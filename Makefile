@@ -9,7 +9,7 @@
 #   make bench    Go benchmarks and the end-to-end measurements
 #   make build    binaries into ./bin
 #   make install  PREFIX=/usr DESTDIR=… puts everything where a distro does
-#   make lint     gofmt, go vet, the SPDX headers and reuse lint
+#   make lint     gofmt, go vet, staticcheck (pinned in go.mod), SPDX headers, reuse lint
 
 GO       ?= go
 PREFIX   ?= /usr/local
@@ -42,6 +42,7 @@ generate:
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) tool staticcheck ./...
 	@./scripts/spdx --check
 	@reuse lint -q || { reuse lint; exit 1; }
 

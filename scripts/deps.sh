@@ -39,9 +39,10 @@ if ! command -v go >/dev/null 2>&1 && [ -x /usr/local/go/bin/go ]; then
   export PATH=/usr/local/go/bin:$PATH
 fi
 
-# Every Go module go.mod names, the tools too (nfpm, run by
-# scripts/package.sh as "go tool nfpm"), into the module cache: after this
-# nothing in the build or the tests needs the network. A no-op when the
+# Every Go module go.mod names, the tools too (staticcheck, run by make
+# lint as "go tool staticcheck", and nfpm, run by scripts/package.sh as
+# "go tool nfpm"), into the module cache: after this nothing in the build
+# or the tests needs the network. A no-op when the
 # cache is warm.
 cd "$(dirname "$0")/.."
 go mod download

@@ -59,7 +59,6 @@ type Stack struct {
 	Logs        string // directory of the services' logs
 
 	hubCmd *exec.Cmd
-	ready  <-chan string
 }
 
 // StackOptions tunes a stack.

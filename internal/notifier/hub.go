@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -59,15 +58,6 @@ func newHubConn(path string, opts *Options, sink hubSink) *hubConn {
 		sink: sink,
 		poke: make(chan struct{}, 1),
 	}
-}
-
-// name is the hub's short name: its directory for ".../<id>/hub.sock",
-// else the socket's file name.
-func (h *hubConn) name() string {
-	if filepath.Base(h.path) == "hub.sock" {
-		return filepath.Base(filepath.Dir(h.path))
-	}
-	return filepath.Base(h.path)
 }
 
 // Poke asks a waiting connection loop to try again at once.

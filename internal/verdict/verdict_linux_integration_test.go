@@ -13,7 +13,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -743,10 +742,7 @@ func waitFor(t *testing.T, timeout time.Duration, cond func() bool) {
 func TestIntegrationSocketActivatedPerConnection(t *testing.T) {
 	testutil.RequireRoot(t)
 	ssa := testutil.RequireTool(t, "systemd-socket-activate")
-	goTool := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(goTool); err != nil {
-		goTool = testutil.RequireTool(t, "go")
-	}
+	goTool := testutil.RequireTool(t, "go")
 	ctr := startContainer(t)
 	dir := t.TempDir()
 	writeRecord(t, filepath.Join(dir, "run"), 0, ctr.rec("activated001"))

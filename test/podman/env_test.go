@@ -66,7 +66,6 @@ func TestMain(m *testing.M) {
 // port, the image and the hook's gate (see podmanlab).
 var (
 	hostAddr = podmanlab.HostAddr
-	ctrAddr  = podmanlab.ContainerAddr
 )
 
 const (
@@ -133,10 +132,6 @@ func (e *env) uid() int { return e.UID() }
 
 // nsCmd runs argv inside the private mount namespace as root.
 func (e *env) nsCmd(extra []string, argv ...string) *exec.Cmd { return e.NSCmd(extra, argv...) }
-
-// podman runs podman in the namespace with the private configuration
-// and store.
-func (e *env) podman(args ...string) (string, error) { return e.Podman(args...) }
 
 func (e *env) mustPodman(args ...string) string {
 	e.t.Helper()

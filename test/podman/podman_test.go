@@ -65,8 +65,6 @@ func (c *container) touch(name string) {
 	}
 }
 
-func (c *container) logs() string { return c.Logs() }
-
 // assertHookRan checks what createRuntime must have left: the record, the
 // engaged ruleset and a running hub.
 func (c *container) assertHookRan() {
