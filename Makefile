@@ -61,8 +61,8 @@ ATTACK_TESTS := Attack|VerdictServiceExposure|VerdictSocketUnit|VerdictUnitsUnde
 test-attack: deps build
 	$(GO) test -race -count=1 -timeout 20m -run '$(ATTACK_TESTS)' ./internal/... ./test/attack/ ./test/packaging/ ./test/podman/
 
-# Short coverage-guided runs of every fuzz target (seed corpora already run
-# in `make test`).
+# Short coverage-guided runs of every fuzz target; what they find goes into
+# testdata/fuzz/ (commit it: `make test` replays every committed corpus).
 fuzz:
 	@./scripts/fuzz.sh 10s
 
