@@ -48,9 +48,11 @@ lint:
 
 # The whole suite. As root it installs the Debian packages the tests need;
 # with CI=true a test whose prerequisite is missing fails instead of skipping.
+# GORACE=atexit_sleep_ms=0: a race-enabled test binary otherwise sleeps 1 s
+# at exit, once per package and per helper process the tests start.
 test: deps lint build
 	@./scripts/check-generated.sh
-	$(GO) test -race -count=1 -timeout 30m ./...
+	GORACE=atexit_sleep_ms=0 $(GO) test -race -count=1 -timeout 30m ./...
 
 # The attacks docs/threat-model.md lists, each reproduced against the
 # real kernel, sockets and uids (test/attack, and the tests named
@@ -59,7 +61,7 @@ test: deps lint build
 # CI=true nothing may skip.
 ATTACK_TESTS := Attack|VerdictServiceExposure|VerdictSocketUnit|VerdictUnitsUnderManager|UserUnitsExposure|UserUnitsSandbox
 test-attack: deps build
-	$(GO) test -race -count=1 -timeout 20m -run '$(ATTACK_TESTS)' ./internal/... ./test/attack/ ./test/packaging/ ./test/podman/
+	GORACE=atexit_sleep_ms=0 $(GO) test -race -count=1 -timeout 20m -run '$(ATTACK_TESTS)' ./internal/... ./test/attack/ ./test/packaging/ ./test/podman/
 
 # Short coverage-guided runs of every fuzz target; what they find goes into
 # testdata/fuzz/ (commit it: `make test` replays every committed corpus).
