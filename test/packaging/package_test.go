@@ -75,7 +75,7 @@ const enableLink = "/etc/systemd/system/sockets.target.wants/clearance-verdict.s
 func TestPackages(t *testing.T) {
 	testutil.RequireRoot(t)
 	testutil.RequireTool(t, "dpkg", "dpkg-query", "lintian", "rpm", "systemd-analyze", "systemctl", "journalctl", "go", "make", "git", "unshare")
-	if out, err := exec.Command("dpkg-query", "-W", "-f=${Status}", "clearance").Output(); err == nil && strings.Contains(string(out), "installed") {
+	if out, err := exec.Command("dpkg-query", "-W", "-f=${Status}", "clearance").Output(); err == nil && hostHasPackage(string(out)) {
 		t.Fatalf("the clearance package is installed on this machine (%s); this test needs a machine without it", out)
 	}
 	if _, err := os.Stat("/etc/clearance"); err == nil {
@@ -102,6 +102,15 @@ func TestPackages(t *testing.T) {
 		runInner(t, "TestInnerDebInstall", envDeb+"="+deb[0])
 		checkHostUntouched(t, before, snapshotHost(t))
 	})
+}
+
+// hostHasPackage reports whether dpkg-query's ${Status} ("want ok
+// status") says the package is on the machine in any state. dpkg keeps
+// "unknown ok not-installed" for a package that was purged: that one is
+// gone.
+func hostHasPackage(status string) bool {
+	f := strings.Fields(status)
+	return len(f) == 3 && f[2] != "not-installed"
 }
 
 // envDeb names the .deb TestInnerDebInstall installs.
@@ -381,5 +390,22 @@ func checkDebInstall(t *testing.T, pkg string) {
 	}
 	if out, _ := exec.Command("journalctl", "--list-catalog", hub.MsgVerdict).CombinedOutput(); strings.Contains(string(out), "clearance: ") {
 		t.Errorf("catalog still lists clearance after purge: %s", out)
+	}
+}
+
+// TestHostHasPackage: a purged package ("not-installed") does not stop
+// TestPackages; one in any other state does.
+func TestHostHasPackage(t *testing.T) {
+	for status, want := range map[string]bool{
+		"install ok installed":      true,
+		"deinstall ok config-files": true,
+		"install ok half-installed": true,
+		"install ok unpacked":       true,
+		"unknown ok not-installed":  false,
+		"":                          false,
+	} {
+		if got := hostHasPackage(status); got != want {
+			t.Errorf("hostHasPackage(%q) = %v, want %v", status, got, want)
+		}
 	}
 }
