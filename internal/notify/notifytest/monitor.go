@@ -143,6 +143,9 @@ func (m *Monitor) read(msgs <-chan *dbus.Message) {
 		case <-m.done:
 			return
 		}
+		if msg == nil {
+			return // godbus closed the channel: the bus connection is gone
+		}
 		iface, _ := msg.Headers[dbus.FieldInterface].Value().(string)
 		member, _ := msg.Headers[dbus.FieldMember].Value().(string)
 		sender, _ := msg.Headers[dbus.FieldSender].Value().(string)
