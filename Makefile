@@ -1,3 +1,6 @@
+# SPDX-FileCopyrightText: 2026 The clearance authors
+# SPDX-License-Identifier: Apache-2.0
+
 # clearance — live allow/deny prompts for a per-container egress firewall.
 #
 #   make demo     the main job on built-in defaults, step by step with timings
@@ -6,7 +9,7 @@
 #   make bench    Go benchmarks and the end-to-end measurements
 #   make build    binaries into ./bin
 #   make install  PREFIX=/usr DESTDIR=… puts everything where a distro does
-#   make lint     go vet and gofmt
+#   make lint     gofmt, go vet, staticcheck (pinned in go.mod), SPDX headers, reuse lint
 
 GO       ?= go
 PREFIX   ?= /usr/local
@@ -37,14 +40,19 @@ generate:
 	$(GO) generate ./...
 
 lint:
-	$(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) tool staticcheck ./...
+	@./scripts/spdx --check
+	@reuse lint -q || { reuse lint; exit 1; }
 
 # The whole suite. As root it installs the Debian packages the tests need;
 # with CI=true a test whose prerequisite is missing fails instead of skipping.
+# GORACE=atexit_sleep_ms=0: a race-enabled test binary otherwise sleeps 1 s
+# at exit, once per package and per helper process the tests start.
 test: deps lint build
 	@./scripts/check-generated.sh
-	CLEARANCE_BIN=$(CURDIR)/$(BINDIR) $(GO) test -race -count=1 -timeout 30m ./...
+	CLEARANCE_BIN=$(CURDIR)/$(BINDIR) GORACE=atexit_sleep_ms=0 $(GO) test -race -count=1 -timeout 30m ./...
 
 # The attacks docs/threat-model.md lists, each reproduced against the
 # real kernel, sockets and uids (test/attack, and the tests named
@@ -53,10 +61,10 @@ test: deps lint build
 # CI=true nothing may skip.
 ATTACK_TESTS := Attack|VerdictServiceExposure|VerdictSocketUnit|VerdictUnitsUnderManager|UserUnitsExposure|UserUnitsSandbox
 test-attack: deps build
-	CLEARANCE_BIN=$(CURDIR)/$(BINDIR) $(GO) test -race -count=1 -timeout 20m -run '$(ATTACK_TESTS)' ./internal/... ./test/attack/ ./test/packaging/ ./test/podman/
+	CLEARANCE_BIN=$(CURDIR)/$(BINDIR) GORACE=atexit_sleep_ms=0 $(GO) test -race -count=1 -timeout 20m -run '$(ATTACK_TESTS)' ./internal/... ./test/attack/ ./test/packaging/ ./test/podman/
 
-# Short coverage-guided runs of every fuzz target (seed corpora already run
-# in `make test`).
+# Short coverage-guided runs of every fuzz target; what they find goes into
+# testdata/fuzz/ (commit it: `make test` replays every committed corpus).
 fuzz:
 	@./scripts/fuzz.sh 10s
 
@@ -89,8 +97,8 @@ install: build
 clean:
 	rm -rf $(BINDIR)
 
-# .deb and .rpm into dist/ (nfpm, run with go run at a pinned version;
-# see docs/packaging.md). PACKAGE_FORMATS=deb builds only one.
+# .deb and .rpm into dist/ (nfpm, a tool dependency pinned in go.mod, run
+# as "go tool nfpm"; see docs/packaging.md). PACKAGE_FORMATS=deb builds only one.
 PACKAGE_FORMATS ?= deb rpm
 package:
 	@./scripts/package.sh dist $(PACKAGE_FORMATS)

@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# SPDX-FileCopyrightText: 2026 The clearance authors
+# SPDX-License-Identifier: Apache-2.0
 # Fails when the committed generated varlink code is not what `go generate`
 # produces from the committed .varlink files.
 set -euo pipefail

@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# SPDX-FileCopyrightText: 2026 The clearance authors
+# SPDX-License-Identifier: Apache-2.0
 # make demo: clearance's main job on built-in defaults (see test/demo).
 set -euo pipefail
 cd "$(dirname "$0")/.."

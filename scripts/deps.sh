@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# SPDX-FileCopyrightText: 2026 The clearance authors
+# SPDX-License-Identifier: Apache-2.0
 # Installs the Debian packages clearance's build, tests and demo need.
 # Run as root on Debian 12 or newer. Idempotent: installs only what is missing.
 set -euo pipefail
@@ -15,6 +17,7 @@ PACKAGES=(
   podman runc conmon netavark containernetworking-plugins golang-github-containers-common \
     busybox-static uidmap             # real containers in test/podman (runc: crun fails on hybrid cgroups)
   rpm lintian                         # make package checks: rpm -qpl, lintian on the .deb
+  reuse                               # make lint: licence and copyright of every file
 )
 
 missing=()
@@ -35,4 +38,13 @@ fi
 
 if ! command -v go >/dev/null 2>&1 && [ -x /usr/local/go/bin/go ]; then
   echo "deps: Go is at /usr/local/go/bin; add it to PATH" >&2
+  export PATH=/usr/local/go/bin:$PATH
 fi
+
+# Every Go module go.mod names, the tools too (staticcheck, run by make
+# lint as "go tool staticcheck", and nfpm, run by scripts/package.sh as
+# "go tool nfpm"), into the module cache: after this nothing in the build
+# or the tests needs the network. A no-op when the
+# cache is warm.
+cd "$(dirname "$0")/.."
+go mod download

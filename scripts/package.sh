@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
+# SPDX-FileCopyrightText: 2026 The clearance authors
+# SPDX-License-Identifier: Apache-2.0
 # Builds clearance's .deb and .rpm into dist/ (or $1) with nfpm.
 #
 #   scripts/package.sh [OUTDIR] [deb|rpm ...]     (make package)
 #
 # Stages the tree with "make install DESTDIR=<stage> PREFIX=/usr", adds what
 # a distro package carries beyond it (gzip-compressed man pages, changelog,
-# copyright), then packages packaging/nfpm.yaml once per format. nfpm is run
-# with "go run" at a pinned version, so nothing but Go is needed.
+# copyright), then packages packaging/nfpm.yaml once per format. nfpm is a
+# tool dependency pinned in go.mod ("go tool nfpm"): nothing but Go is
+# needed, and with the module cache warm (scripts/deps.sh) no network.
 # The version comes from git: the last v* tag ("v1.2.3" -> 1.2.3), or
 # 0.1.0~git<commit date>.<hash> without one; $CLEARANCE_VERSION overrides.
 set -euo pipefail
 
-NFPM=github.com/goreleaser/nfpm/v2/cmd/nfpm@v2.45.2
 cd "$(dirname "$0")/.."
 out=${1:-dist}
 shift || true
@@ -42,7 +44,6 @@ install -d -m 0755 "$doc"
 # Man pages compressed as distros ship them (-n: no timestamp, reproducible).
 find "$stage/usr/share/man" -type f -name '*.[0-9]' -exec gzip -9nf {} +
 date=$(git log -1 --format=%cD 2>/dev/null || date -R)
-year=$(git log -1 --format=%cd --date=format:%Y 2>/dev/null || date +%Y)
 changes() {
   printf 'clearance (%s-1) unstable; urgency=medium\n\n  * Package built from git %s.\n\n -- clearance maintainers <clearance@terok.ai>  %s\n' \
     "$version" "$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)" "$date"
@@ -52,15 +53,34 @@ changes() {
 # history in its header).
 install -d -m 0755 "$stage/deb"
 changes | gzip -9n >"$stage/deb/changelog.Debian.gz"
-cat >"$doc/copyright" <<COPYRIGHT
+# The licence as Debian states it: the identifier, the notice, and the
+# full text by reference to base-files' copy (an .rpm names it in its
+# header: packaging/nfpm.yaml's license).
+cat >"$doc/copyright" <<'COPYRIGHT'
 Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
 Upstream-Name: clearance
+Upstream-Contact: clearance maintainers <clearance@terok.ai>
 Source: https://github.com/terok-ai/clearance
 
 Files: *
-Copyright: $year terok-ai and the clearance contributors
-License: LicenseRef-unspecified
- The upstream repository does not name a license yet.
+Copyright: 2026 The clearance authors
+License: Apache-2.0
+
+License: Apache-2.0
+ Licensed under the Apache License, Version 2.0 (the "License");
+ you may not use this file except in compliance with the License.
+ You may obtain a copy of the License at
+ .
+ http://www.apache.org/licenses/LICENSE-2.0
+ .
+ Unless required by applicable law or agreed to in writing, software
+ distributed under the License is distributed on an "AS IS" BASIS,
+ WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+ See the License for the specific language governing permissions and
+ limitations under the License.
+ .
+ On Debian systems, the complete text of the Apache License, Version 2.0,
+ can be found in "/usr/share/common-licenses/Apache-2.0".
 COPYRIGHT
 chmod 0644 "$doc"/* "$stage/deb"/*
 
@@ -70,5 +90,5 @@ sed -e "s|\${CLEARANCE_STAGE}|$stage|g" -e "s|\${CLEARANCE_VERSION}|$version|g" 
   -e "s|\${CLEARANCE_ARCH}|$arch|g" packaging/nfpm.yaml >"$stage/nfpm.yaml"
 mkdir -p "$out"
 for f in "${formats[@]}"; do
-  go run "$NFPM" pkg --packager "$f" --config "$stage/nfpm.yaml" --target "$out/"
+  go tool nfpm pkg --packager "$f" --config "$stage/nfpm.yaml" --target "$out/"
 done

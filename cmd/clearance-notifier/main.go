@@ -1,3 +1,6 @@
+// SPDX-FileCopyrightText: 2026 The clearance authors
+// SPDX-License-Identifier: Apache-2.0
+
 // Command clearance-notifier shows clearance prompts as desktop
 // notifications: it follows every per-container hub of the user, turns
 // blocked connections into Allow/Deny popups and sends the choice back.

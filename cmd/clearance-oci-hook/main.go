@@ -1,3 +1,6 @@
+// SPDX-FileCopyrightText: 2026 The clearance authors
+// SPDX-License-Identifier: Apache-2.0
+
 // Command clearance-oci-hook is clearance's OCI runtime hook (stages
 // createRuntime and poststop). See clearance-oci-hook(1) and
 // docs/oci-hook.md.

@@ -1,3 +1,6 @@
+// SPDX-FileCopyrightText: 2026 The clearance authors
+// SPDX-License-Identifier: Apache-2.0
+
 // Package ask serves a container's ask endpoint: a small HTTP/1.1
 // service on loopback inside the container's network namespace, where a
 // workload that knows it will need a destination says so before it

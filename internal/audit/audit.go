@@ -1,3 +1,6 @@
+// SPDX-FileCopyrightText: 2026 The clearance authors
+// SPDX-License-Identifier: Apache-2.0
+
 // Package audit is the schema of clearance's audit trail in the systemd
 // journal: the MESSAGE_IDs of its records, the CLEARANCE_* fields they
 // carry and the values of the enumerated ones. Every component that

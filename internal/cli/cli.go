@@ -1,3 +1,6 @@
+// SPDX-FileCopyrightText: 2026 The clearance authors
+// SPDX-License-Identifier: Apache-2.0
+
 // Package cli is the one shape of clearance's five programs: each command
 // package exports Command(ctx, args, stdio) returning the exit status,
 // and each main is cli.Main(thatpkg.Command).

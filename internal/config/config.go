@@ -1,3 +1,6 @@
+// SPDX-FileCopyrightText: 2026 The clearance authors
+// SPDX-License-Identifier: Apache-2.0
+
 // Package config loads clearance's YAML configuration.
 //
 // Configuration is read from up to two files, each overriding the keys it
@@ -346,11 +349,10 @@ type Ruleset struct {
 type Notifier struct {
 	// HubGlob lists the glob patterns of hub sockets to subscribe to.
 	// Environment variables are expanded (see [Notifier.Globs]). Default
-	// ["$XDG_RUNTIME_DIR/clearance/*/hub.sock", "/run/clearance/*/hub.sock"]:
-	// the user's own containers, and the rootful containers whose hubs
-	// run under the system manager (0660 root:clearance: reachable by
-	// members of group clearance; for anyone else they are skipped
-	// without a word).
+	// [DefaultHubGlobs]: clearance's layouts (the user's own containers,
+	// and the rootful containers whose hubs run under the system manager:
+	// 0660 root:clearance, reachable by members of group clearance; for
+	// anyone else they are skipped without a word) and the seed's two.
 	HubGlob []string `yaml:"hub_glob"`
 
 	// AllowFor, when positive, adds a third button "Allow for <AllowFor>"
@@ -428,7 +430,7 @@ func Default() *Config {
 			Projects: []string{},
 		},
 		Notifier: Notifier{
-			HubGlob:        []string{"$XDG_RUNTIME_DIR/clearance/*/hub.sock", "/run/clearance/*/hub.sock"},
+			HubGlob:        DefaultHubGlobs(),
 			AllowFor:       0,
 			MaxVisible:     5,
 			RatePerMinute:  30,
@@ -508,6 +510,25 @@ func (h Hub) Dir() string {
 		return filepath.Join(xdgRuntimeDir(), "clearance")
 	}
 	return expand(h.RuntimeDir)
+}
+
+// DefaultHubGlobs returns the hub sockets the notifier and clearancectl
+// look for unless told otherwise, environment variables unexpanded:
+// clearance's own layout, $XDG_RUNTIME_DIR/clearance/<id>/hub.sock, and
+// the two layouts of the Python seed's hubs, so a terok user's existing
+// hubs prompt without configuration:
+// $XDG_RUNTIME_DIR/terok/clearance/<id>.sock (terok-clearance's own) and
+// $XDG_RUNTIME_DIR/terok/clearance/<id>/hub.sock (terok-sandbox's). The
+// system instances of rootful containers' hubs, /run/clearance/<id>/
+// hub.sock, come second: only root and members of group clearance can
+// reach them, and the others skip them without a word.
+func DefaultHubGlobs() []string {
+	return []string{
+		"$XDG_RUNTIME_DIR/clearance/*/hub.sock",
+		"/run/clearance/*/hub.sock",
+		"$XDG_RUNTIME_DIR/terok/clearance/*.sock",
+		"$XDG_RUNTIME_DIR/terok/clearance/*/hub.sock",
+	}
 }
 
 // Globs returns HubGlob with environment variables expanded;

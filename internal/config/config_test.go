@@ -1,3 +1,6 @@
+// SPDX-FileCopyrightText: 2026 The clearance authors
+// SPDX-License-Identifier: Apache-2.0
+
 package config
 
 import (
@@ -432,7 +435,8 @@ func TestExpansion(t *testing.T) {
 			hub:     Default().Hub,
 			globs:   Default().Notifier.HubGlob,
 			wantDir: "/run/user/1000/clearance",
-			want:    []string{"/run/user/1000/clearance/*/hub.sock", "/run/clearance/*/hub.sock"},
+			want: []string{"/run/user/1000/clearance/*/hub.sock", "/run/clearance/*/hub.sock",
+				"/run/user/1000/terok/clearance/*.sock", "/run/user/1000/terok/clearance/*/hub.sock"},
 		},
 		{
 			name:    "empty XDG_RUNTIME_DIR falls back to /run/user/uid",

@@ -1,3 +1,6 @@
+// SPDX-FileCopyrightText: 2026 The clearance authors
+// SPDX-License-Identifier: Apache-2.0
+
 // Package ctl implements clearancectl, the terminal channel of clearance:
 // live prompts (watch), the pending queue, batch review (review), verdicts
 // by request id, hub status, the audit trail from the journal, and the
@@ -6,9 +9,10 @@
 // # Hubs
 //
 // Every container has its own hub, listening at
-// $XDG_RUNTIME_DIR/clearance/<id>/hub.sock. Commands find hubs by glob
-// (the seed's layouts, $XDG_RUNTIME_DIR/terok/clearance/*.sock and
-// */hub.sock, can be added with --glob) and talk to each over varlink:
+// $XDG_RUNTIME_DIR/clearance/<id>/hub.sock. Commands find hubs by glob:
+// that layout and the seed's two, $XDG_RUNTIME_DIR/terok/clearance/*.sock
+// and */hub.sock (config.DefaultHubGlobs), plus any given with --glob; and
+// talk to each over varlink:
 // org.terok.Clearance1 for the event stream and seed-compatible verdicts,
 // org.terok.ClearanceHub1 for Pending, Stats and Decide.
 //
@@ -41,6 +45,7 @@ import (
 	"time"
 
 	"github.com/terok-ai/clearance/internal/cli"
+	"github.com/terok-ai/clearance/internal/config"
 	"github.com/terok-ai/clearance/internal/record"
 	"github.com/terok-ai/clearance/internal/verdict/verdictclient"
 )
@@ -287,7 +292,7 @@ func (h *hubFlags) register(fs *flag.FlagSet, withContainer bool) {
 		fs.StringVar(&h.container, "container", "", "only container `ID` (its hub's directory name, or the container name events carry)")
 	}
 	fs.Var(&h.globs, "glob", "also look for hub sockets matching `PATTERN` (repeatable), e.g.\n"+
-		"the seed's $XDG_RUNTIME_DIR/terok/clearance/*.sock")
+		"a root container's /run/clearance/*/hub.sock")
 }
 
 // runtimeDir is $XDG_RUNTIME_DIR, or /run/user/<uid>.
@@ -298,23 +303,28 @@ func (r *runner) runtimeDir() string {
 	return "/run/user/" + strconv.Itoa(getuid())
 }
 
-// defaultGlobs are where clearance's hubs listen: the caller's own
-// (user manager), and the system instances of rootful containers, which
-// only root and members of their group can reach.
+// defaultGlobs is where hubs listen (config.DefaultHubGlobs): the
+// caller's own (user manager), the system instances of rootful
+// containers, which only root and members of their group can reach, and
+// the seed's two layouts.
 func (r *runner) defaultGlobs() []string {
-	out := []string{filepath.Join(r.runtimeDir(), "clearance", "*", "hub.sock")}
-	if r.systemHubs != "" {
-		if g := filepath.Join(r.systemHubs, "*", "hub.sock"); g != out[0] {
-			out = append(out, g)
+	var out []string
+	for _, g := range config.DefaultHubGlobs() {
+		if strings.HasPrefix(g, "/run/clearance/") {
+			if r.systemHubs == "" {
+				continue
+			}
+			g = filepath.Join(r.systemHubs, "*", "hub.sock")
 		}
+		out = append(out, strings.Replace(g, "$XDG_RUNTIME_DIR", r.runtimeDir(), 1))
 	}
 	return out
 }
 
-// defaultGlob names the default places in messages.
-func (r *runner) defaultGlob() string { return strings.Join(r.defaultGlobs(), " and ") }
+// lookedFor names the default patterns, for "no hubs found" messages.
+func (r *runner) lookedFor() string { return strings.Join(r.defaultGlobs(), ", ") }
 
-// globs returns the patterns to search: clearance's layout plus --glob.
+// globs returns the patterns to search: the default layouts plus --glob.
 func (r *runner) globs(h *hubFlags) []string {
 	if h == nil {
 		return r.defaultGlobs()

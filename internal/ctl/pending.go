@@ -1,3 +1,6 @@
+// SPDX-FileCopyrightText: 2026 The clearance authors
+// SPDX-License-Identifier: Apache-2.0
+
 package ctl
 
 import (
@@ -40,6 +43,14 @@ func (r *runner) cmdPending(ctx context.Context, args []string) int {
 	var rows []pendingJSON
 	for _, hp := range collectPending(ctx, hubs) {
 		if hp.err != nil {
+			if unsupported(hp.err) {
+				// A seed hub (found by the default globs) has no Pending:
+				// nothing is wrong, its requests show in watch.
+				if hf.container == "" || hf.container == hp.hub.ID {
+					fmt.Fprintf(r.stderr, "clearancectl: hub %s: a seed hub (no org.terok.ClearanceHub1), its requests show in clearancectl watch\n", clean(hp.hub.ID))
+				}
+				continue
+			}
 			if hf.container == "" || hf.container == hp.hub.ID {
 				fmt.Fprintf(r.stderr, "clearancectl: hub %s: %s\n", clean(hp.hub.ID), describeErr(hp.err))
 				code = ExitFailure
@@ -77,7 +88,7 @@ func (r *runner) cmdPending(ctx context.Context, args []string) int {
 	}
 	if len(rows) == 0 {
 		if len(hubs) == 0 {
-			fmt.Fprintf(r.stderr, "clearancectl: no hubs found (looked for %s)\n", clean(r.defaultGlob()))
+			fmt.Fprintf(r.stderr, "clearancectl: no hubs found (looked for %s)\n", clean(r.lookedFor()))
 		}
 		fmt.Fprintln(r.stdout, "no pending requests")
 		return code
@@ -153,6 +164,14 @@ func (r *runner) locate(ctx context.Context, hf *hubFlags, id string) (hubRef, e
 	var silent []string
 	for _, hp := range collectPending(ctx, hubs) {
 		if hp.err != nil {
+			if unsupported(hp.err) {
+				// A seed hub (found by the default globs) has no Pending:
+				// nothing is wrong, its requests show in watch.
+				if hf.container == "" || hf.container == hp.hub.ID {
+					fmt.Fprintf(r.stderr, "clearancectl: hub %s: a seed hub (no org.terok.ClearanceHub1), its requests show in clearancectl watch\n", clean(hp.hub.ID))
+				}
+				continue
+			}
 			if hf.container == "" || hf.container == hp.hub.ID {
 				silent = append(silent, clean(hp.hub.ID)+": "+describeErr(hp.err))
 			}
@@ -174,7 +193,7 @@ func (r *runner) locate(ctx context.Context, hf *hubFlags, id string) (hubRef, e
 		return hubRef{}, fmt.Errorf("request %s not found, and %d hub(s) did not answer: %s",
 			clean(id), len(silent), silent[0])
 	case len(hubs) == 0:
-		return hubRef{}, &notFound{"no hubs found (looked for " + clean(r.defaultGlob()) + ")"}
+		return hubRef{}, &notFound{"no hubs found (looked for " + clean(r.lookedFor()) + ")"}
 	}
 	return hubRef{}, &notFound{"request " + clean(id) + " is not pending on any hub"}
 }

@@ -1,3 +1,6 @@
+// SPDX-FileCopyrightText: 2026 The clearance authors
+// SPDX-License-Identifier: Apache-2.0
+
 package ctl
 
 import (
@@ -572,7 +575,7 @@ func (rv *review) list(m *reviewModel) {
 	}
 	if len(m.items) == 0 {
 		if m.hubs == 0 {
-			fmt.Fprintf(w, "No hubs found (looked for %s); no pending requests.\n", clean(rv.r.defaultGlob()))
+			fmt.Fprintf(w, "No hubs found (looked for %s); no pending requests.\n", clean(rv.r.lookedFor()))
 		} else {
 			fmt.Fprintf(w, "No pending requests on %s.\n", plural(m.hubs, "hub"))
 		}

@@ -1,3 +1,6 @@
+// SPDX-FileCopyrightText: 2026 The clearance authors
+// SPDX-License-Identifier: Apache-2.0
+
 package ctl
 
 import (
@@ -41,6 +44,9 @@ type statusJSON struct {
 	ConfigError string `json:"config_error,omitempty"`
 	// Down is true for a container with a runtime record but no hub.
 	Down bool `json:"down,omitempty"`
+	// Seed is true for a hub that answers without
+	// org.terok.ClearanceHub1 (the Python seed's): it has no counters.
+	Seed bool `json:"seed,omitempty"`
 }
 
 // askJSON is a hub's ask endpoint in "status --json".
@@ -86,7 +92,10 @@ func (r *runner) cmdStatus(ctx context.Context, args []string) int {
 			defer wg.Done()
 			row := statusJSON{Hub: h.ID, Socket: h.Path}
 			st, err := statsOf(ctx, h.Path)
-			if err != nil {
+			if unsupported(err) {
+				// It answered, without org.terok.ClearanceHub1: a seed hub.
+				row.Answers, row.Seed = true, true
+			} else if err != nil {
 				row.Error = describeErr(err)
 			} else {
 				row.Answers = true
@@ -152,7 +161,7 @@ func (r *runner) cmdStatus(ctx context.Context, args []string) int {
 		return code
 	}
 	if len(out) == 0 {
-		fmt.Fprintf(r.stdout, "no hubs found (looked for %s)\n", clean(r.defaultGlob()))
+		fmt.Fprintf(r.stdout, "no hubs found (looked for %s)\n", clean(r.lookedFor()))
 		return code
 	}
 	t := &table{head: []string{"HUB", "CONTAINER", "STATE", "RULESET", "PENDING", "SUBSCRIBERS", "IN", "OUT", "DROPPED", "VERDICTS", "DNS", "UP"}}
@@ -163,6 +172,10 @@ func (r *runner) cmdStatus(ctx context.Context, args []string) int {
 				msg = s.Error
 			}
 			t.add(clean(s.Hub), "-", r.paint(colRed, clean(msg)), "-", "-", "-", "-", "-", "-", "-", "-", "-")
+			continue
+		}
+		if s.Seed {
+			t.add(clean(s.Hub), "-", "seed hub (no stats)", "-", "-", "-", "-", "-", "-", "-", "-", "-")
 			continue
 		}
 		state := r.paint(colGreen, "ok")

@@ -1,3 +1,6 @@
+// SPDX-FileCopyrightText: 2026 The clearance authors
+// SPDX-License-Identifier: Apache-2.0
+
 package ctl
 
 import (
@@ -287,7 +290,7 @@ func (w *watch) run(ctx context.Context, cancel context.CancelFunc) int {
 	}()
 	n := w.scan()
 	if n == 0 {
-		w.say("", "No hubs yet; waiting for containers (hubs appear under "+clean(w.r.defaultGlob())+").")
+		w.say("", "No hubs yet; waiting for containers (hubs appear under "+clean(w.r.lookedFor())+").")
 	} else {
 		w.say("", fmt.Sprintf("Watching %d hub(s); new hubs are picked up as they appear.", n))
 	}

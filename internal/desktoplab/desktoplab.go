@@ -1,3 +1,6 @@
+// SPDX-FileCopyrightText: 2026 The clearance authors
+// SPDX-License-Identifier: Apache-2.0
+
 // Package desktoplab starts a throwaway headless desktop for clearance's
 // end-to-end tests and its demo: a virtual X server (Xvfb), a private
 // session dbus-daemon and dunst, a real notification daemon, whose
@@ -187,12 +190,12 @@ func (d *Desktop) startXvfb(ctx context.Context) error {
 	select {
 	case n := <-line:
 		if _, err := strconv.Atoi(n); err != nil {
-			return fmt.Errorf("Xvfb did not report a display (%q): %s", n, d.Log("xvfb"))
+			return fmt.Errorf("start Xvfb: no display number in its output (%q): %s", n, d.Log("xvfb"))
 		}
 		d.Display = ":" + n
 		return nil
 	case <-time.After(20 * time.Second):
-		return fmt.Errorf("Xvfb not ready within 20s: %s", d.Log("xvfb"))
+		return fmt.Errorf("start Xvfb: not ready within 20s: %s", d.Log("xvfb"))
 	case <-ctx.Done():
 		return ctx.Err()
 	}

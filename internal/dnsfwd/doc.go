@@ -1,3 +1,6 @@
+// SPDX-FileCopyrightText: 2026 The clearance authors
+// SPDX-License-Identifier: Apache-2.0
+
 // Package dnsfwd is the DNS forwarder of one container, run inside its
 // clearance-hub: it answers the container's queries through the upstream
 // resolvers and makes sure that the addresses of allowed names are in the

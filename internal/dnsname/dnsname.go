@@ -1,3 +1,6 @@
+// SPDX-FileCopyrightText: 2026 The clearance authors
+// SPDX-License-Identifier: Apache-2.0
+
 // Package dnsname puts DNS names in one canonical form and matches them
 // against the name patterns of clearance's policies.
 //

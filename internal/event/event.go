@@ -1,3 +1,6 @@
+// SPDX-FileCopyrightText: 2026 The clearance authors
+// SPDX-License-Identifier: Apache-2.0
+
 // Package event defines the clearance event record shared by every part of
 // clearance: the hub produces it, the varlink layer puts it on the wire as
 // org.terok.Clearance1.ClearanceEvent, and the notifier and clearancectl

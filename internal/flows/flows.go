@@ -1,3 +1,6 @@
+// SPDX-FileCopyrightText: 2026 The clearance authors
+// SPDX-License-Identifier: Apache-2.0
+
 // Package flows cuts a container's established connections to a
 // destination by deleting their conntrack entries in the container's
 // network namespace (github.com/ti-mo/conntrack over netlink).

@@ -1,3 +1,6 @@
+// SPDX-FileCopyrightText: 2026 The clearance authors
+// SPDX-License-Identifier: Apache-2.0
+
 // Package hub is the heart of clearance-hub, one per container: it keeps
 // the set of requests waiting for a verdict, fans every event out to
 // subscribers over bounded drop-oldest queues, validates verdicts exactly

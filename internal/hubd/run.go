@@ -1,3 +1,6 @@
+// SPDX-FileCopyrightText: 2026 The clearance authors
+// SPDX-License-Identifier: Apache-2.0
+
 // Package hubd assembles clearance-hub, the per-container hub daemon: the
 // [hub.Hub] behind its varlink socket (org.terok.Clearance1,
 // org.terok.ClearanceHub1, io.systemd.service), the ingest socket for
@@ -183,7 +186,7 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return fmt.Errorf("varlink service: %w", err)
 	}
-	vs := &varlinkapi.Server{Service: svc, Log: log, MaxMessage: o.MaxMessage}
+	vs := &varlinkapi.Server{Service: svc, Log: log, MaxMessage: o.MaxMessage, Params: ParamCheck()}
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

@@ -1,3 +1,6 @@
+// SPDX-FileCopyrightText: 2026 The clearance authors
+// SPDX-License-Identifier: Apache-2.0
+
 package hubd
 
 import (
@@ -9,6 +12,7 @@ import (
 	"net"
 	"os/user"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/varlink/go/varlink"
@@ -80,6 +84,25 @@ func NewService(h *hub.Hub, level *slog.LevelVar, extra ExtraStats, log *slog.Lo
 	return svc, nil
 }
 
+// ParamCheck is the check of every call's parameters the hub's
+// [varlinkapi.Server] runs before dispatch (Server.Params): on every
+// interface the hub serves, a missing, ill-typed or unknown parameter is
+// answered org.varlink.service.InvalidParameter naming it, as the seed
+// answers on org.terok.Clearance1 (docs/varlink.md, "Parameters").
+var ParamCheck = sync.OnceValue(func() *varlinkapi.ParamCheck {
+	p, err := varlinkapi.NewParamCheck([]string{
+		varlinkapi.ServiceDescription,
+		new(orgterokclearance1.VarlinkInterface).VarlinkGetDescription(),
+		new(orgterokclearancehub1.VarlinkInterface).VarlinkGetDescription(),
+		new(iosystemdservice.VarlinkInterface).VarlinkGetDescription(),
+	}, "org.terok.Clearance1.Subscribe")
+	if err != nil {
+		// The descriptions are compiled in; every hub test builds this.
+		panic("hubd: " + err.Error())
+	}
+	return p
+})
+
 // compat implements org.terok.Clearance1, wire-identical to the seed.
 type compat struct {
 	orgterokclearance1.VarlinkInterface
@@ -141,17 +164,18 @@ func (s *compat) Subscribe(ctx context.Context, c orgterokclearance1.VarlinkCall
 const maxBatch = 256
 
 // encodeSubscribeReply encodes ev as one org.terok.Clearance1.Subscribe
-// reply frame with "continues": true, NUL-terminated, exactly as the
-// generated ReplySubscribe would.
+// reply frame, NUL-terminated, byte for byte as the seed sends it:
+// {"continues":true,"parameters":{"event":{…}}} (asyncvarlink's key
+// order; the generated ReplySubscribe would put "parameters" first).
 func encodeSubscribeReply(ev event.Event) []byte {
 	b, err := json.Marshal(struct {
+		Continues  bool `json:"continues"`
 		Parameters struct {
 			Event orgterokclearance1.ClearanceEvent `json:"event"`
 		} `json:"parameters"`
-		Continues bool `json:"continues"`
-	}{Parameters: struct {
+	}{Continues: true, Parameters: struct {
 		Event orgterokclearance1.ClearanceEvent `json:"event"`
-	}{toWire(ev)}, Continues: true})
+	}{toWire(ev)}})
 	if err != nil {
 		// Strings and a map of strings always marshal.
 		panic("encode event: " + err.Error())
@@ -172,7 +196,6 @@ func (s *compat) Verdict(ctx context.Context, c orgterokclearance1.VarlinkCall, 
 // replyHubError maps the hub's domain errors to varlink errors, in one
 // place (STYLE: errors).
 func replyHubError(ctx context.Context, call *varlink.Call, err error, log *slog.Logger) error {
-	c := orgterokclearance1.VarlinkCall{Call: *call}
 	var (
 		inv   *hub.InvalidActionError
 		unk   *hub.UnknownRequestError
@@ -181,24 +204,29 @@ func replyHubError(ctx context.Context, call *varlink.Call, err error, log *slog
 		scope *hub.InvalidScopeError
 		done  *hub.AlreadyDecidedError
 	)
+	// Every error is written in the seed's byte order,
+	// {"error":…,"parameters":{…}} (varlinkapi.ReplyError), with the
+	// generated error types for the parameters, in their IDL order.
+	const compat, ours = "org.terok.Clearance1.", "org.terok.ClearanceHub1."
 	switch {
 	case errors.As(err, &done):
-		hc := orgterokclearancehub1.VarlinkCall{Call: *call}
-		return hc.ReplyAlreadyDecided(ctx, done.RequestID, done.Action, done.By.Describe(), done.At.UnixMicro())
+		return varlinkapi.ReplyError(ctx, call, ours+"AlreadyDecided", orgterokclearancehub1.AlreadyDecided{
+			Request_id: done.RequestID, Action: done.Action, By: done.By.Describe(), At_usec: done.At.UnixMicro()})
 	case errors.As(err, &inv):
-		return c.ReplyInvalidAction(ctx, inv.Action)
+		return varlinkapi.ReplyError(ctx, call, compat+"InvalidAction", orgterokclearance1.InvalidAction{Action: inv.Action})
 	case errors.As(err, &unk):
-		return c.ReplyUnknownRequest(ctx, unk.RequestID)
+		return varlinkapi.ReplyError(ctx, call, compat+"UnknownRequest", orgterokclearance1.UnknownRequest{Request_id: unk.RequestID})
 	case errors.As(err, &mis):
-		return c.ReplyVerdictTupleMismatch(ctx, mis.ExpectedContainer, mis.ExpectedDest, mis.GotContainer, mis.GotDest)
+		return varlinkapi.ReplyError(ctx, call, compat+"VerdictTupleMismatch", orgterokclearance1.VerdictTupleMismatch{
+			Expected_container: mis.ExpectedContainer, Expected_dest: mis.ExpectedDest,
+			Got_container: mis.GotContainer, Got_dest: mis.GotDest})
 	case errors.As(err, &fail):
-		return c.ReplyShieldCliFailed(ctx, fail.Action, fail.Stderr)
+		return varlinkapi.ReplyError(ctx, call, compat+"ShieldCliFailed", orgterokclearance1.ShieldCliFailed{Action: fail.Action, Stderr: fail.Stderr})
 	case errors.As(err, &scope):
-		hc := orgterokclearancehub1.VarlinkCall{Call: *call}
-		return hc.ReplyInvalidScope(ctx, scope.Scope)
+		return varlinkapi.ReplyError(ctx, call, ours+"InvalidScope", orgterokclearancehub1.InvalidScope{Scope: scope.Scope})
 	}
 	log.Error("verdict failed unexpectedly", "err", err)
-	return c.ReplyShieldCliFailed(ctx, "", err.Error())
+	return varlinkapi.ReplyError(ctx, call, compat+"ShieldCliFailed", orgterokclearance1.ShieldCliFailed{Stderr: err.Error()})
 }
 
 // ours implements org.terok.ClearanceHub1.
@@ -268,12 +296,12 @@ func (s *ours) Stats(ctx context.Context, c orgterokclearancehub1.VarlinkCall) e
 // Decide applies a verdict by request id with a scope.
 func (s *ours) Decide(ctx context.Context, c orgterokclearancehub1.VarlinkCall, requestID, action, scope string, ttlSec int64, anyPort *bool, channel *string) error {
 	if ttlSec < 0 || ttlSec > int64(100*365*24*time.Hour/time.Second) {
-		return c.ReplyInvalidParameter(ctx, "ttl_sec")
+		return varlinkapi.ReplyError(ctx, &c.Call, varlinkapi.InvalidParameter, map[string]string{"parameter": "ttl_sec"})
 	}
 	ch := "varlink"
 	if channel != nil && *channel != "" {
 		if !validChannel(*channel) {
-			return c.ReplyInvalidParameter(ctx, "channel")
+			return varlinkapi.ReplyError(ctx, &c.Call, varlinkapi.InvalidParameter, map[string]string{"parameter": "channel"})
 		}
 		ch = *channel
 	}

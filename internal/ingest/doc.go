@@ -1,3 +1,6 @@
+// SPDX-FileCopyrightText: 2026 The clearance authors
+// SPDX-License-Identifier: Apache-2.0
+
 // Package ingest is the hub's producer intake: the ingest socket that
 // external producers (terok-shield's NFLOG reader and CLI) write blocked
 // connections and lifecycle events into, and the translation of those lines

@@ -1,3 +1,6 @@
+// SPDX-FileCopyrightText: 2026 The clearance authors
+// SPDX-License-Identifier: Apache-2.0
+
 // Package lab builds small throwaway networks of namespaces for clearance's
 // end-to-end tests and its demo: a "container" network namespace with a
 // process in it, a test host in another namespace, and a veth pair between

@@ -1,3 +1,6 @@
+// SPDX-FileCopyrightText: 2026 The clearance authors
+// SPDX-License-Identifier: Apache-2.0
+
 package lab
 
 import (
@@ -56,7 +59,6 @@ type Stack struct {
 	Logs        string // directory of the services' logs
 
 	hubCmd *exec.Cmd
-	ready  <-chan string
 }
 
 // StackOptions tunes a stack.

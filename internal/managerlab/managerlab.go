@@ -1,3 +1,6 @@
+// SPDX-FileCopyrightText: 2026 The clearance authors
+// SPDX-License-Identifier: Apache-2.0
+
 // Package managerlab runs a real systemd manager, and journald, for a
 // test without touching the machine: inside a private mount namespace
 // with tmpfs on /run (and on /var/log/journal), the test binary runs

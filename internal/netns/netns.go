@@ -1,3 +1,6 @@
+// SPDX-FileCopyrightText: 2026 The clearance authors
+// SPDX-License-Identifier: Apache-2.0
+
 // Package netns runs code inside a Linux network namespace without ever
 // returning a thread in a foreign namespace to the Go scheduler.
 //

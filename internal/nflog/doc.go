@@ -1,3 +1,6 @@
+// SPDX-FileCopyrightText: 2026 The clearance authors
+// SPDX-License-Identifier: Apache-2.0
+
 // Package nflog binds nfnetlink_log (NFLOG) groups and turns their records
 // into parsed packets and DNS answers.
 //

@@ -1,3 +1,6 @@
+// SPDX-FileCopyrightText: 2026 The clearance authors
+// SPDX-License-Identifier: Apache-2.0
+
 package nflog
 
 import (
@@ -6,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 )
 
 func TestParsePacket(t *testing.T) {
@@ -116,14 +120,58 @@ func TestParsePacketMalformed(t *testing.T) {
 	}
 }
 
+// TestParsePacketEveryPrefix cuts every fixture at every length, as the
+// NFLOG copy range may, and checks what ParsePacket and ParseDNS promise
+// for a cut packet: ParsePacket fails with ErrTruncated until the last
+// header it reads is complete and from there on returns exactly what the
+// whole packet gives (a packet whose whole parse fails fails at every
+// length); ParseDNS returns, with an error, a leading part of the whole
+// reply's answers.
 func TestParsePacketEveryPrefix(t *testing.T) {
-	// Every prefix of every fixture parses or errors; none panics.
+	addrs := cmp.Comparer(func(a, b netip.Addr) bool { return a == b })
 	for name, b := range builtFixtures(t) {
-		for i := range len(b) + 1 {
-			_, _ = ParsePacket(b[:i])
-			_, _ = ParseDNS(b[:i])
-		}
-		_ = name
+		t.Run(name, func(t *testing.T) {
+			full, fullErr := ParsePacket(b)
+			fullDNS, _ := ParseDNS(b)
+			complete := -1 // the shortest prefix that parses
+			for i := range len(b) {
+				p, err := ParsePacket(b[:i])
+				switch {
+				case fullErr != nil:
+					if err == nil {
+						t.Fatalf("prefix %d parses to %+v, the whole packet fails: %v", i, p, fullErr)
+					}
+				case err != nil:
+					if !errors.Is(err, ErrTruncated) {
+						t.Fatalf("prefix %d: error %v does not wrap ErrTruncated", i, err)
+					}
+					if complete >= 0 {
+						t.Fatalf("prefix %d fails (%v) after prefix %d parsed", i, err, complete)
+					}
+				default:
+					if complete < 0 {
+						complete = i
+					}
+					if diff := cmp.Diff(full, p, addrs); diff != "" {
+						t.Fatalf("prefix %d parses differently from the whole packet (-whole +prefix):\n%s", i, diff)
+					}
+				}
+
+				answers, err := ParseDNS(b[:i])
+				if len(answers) > len(fullDNS) {
+					t.Fatalf("ParseDNS of prefix %d: %d answers, the whole reply has %d", i, len(answers), len(fullDNS))
+				}
+				if diff := cmp.Diff(fullDNS[:len(answers)], answers, addrs, cmpopts.EquateEmpty()); diff != "" {
+					t.Fatalf("ParseDNS of prefix %d: answers are not a leading part of the whole reply's (-whole +prefix):\n%s", i, diff)
+				}
+				if err == nil && len(fullDNS) > 0 {
+					t.Fatalf("ParseDNS of prefix %d of a reply with %d answers: no error", i, len(fullDNS))
+				}
+			}
+			if fullErr == nil && complete < 0 {
+				t.Fatalf("no prefix shorter than the whole packet parses (fine only without a payload)")
+			}
+		})
 	}
 }
 

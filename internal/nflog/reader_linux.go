@@ -1,3 +1,6 @@
+// SPDX-FileCopyrightText: 2026 The clearance authors
+// SPDX-License-Identifier: Apache-2.0
+
 package nflog
 
 import (
@@ -254,9 +257,15 @@ func (r *Reader) noteENOBUFS() {
 	r.lastENOBUFSLog, r.loggedENOBUFS = now, total
 }
 
-// dispatch decodes the netlink messages in one datagram.
+// dispatch decodes the netlink messages in one datagram. Bytes left over
+// after the last whole message, too few for a header, count as malformed.
 func (r *Reader) dispatch(b []byte, fn func(Record)) {
 	const hdrLen = 16
+	if len(b) > 0 && len(b) < hdrLen {
+		r.malformed.Add(1)
+		r.log.Debug("nflog datagram shorter than a message header", "length", len(b))
+		return
+	}
 	for len(b) >= hdrLen {
 		l := int(binary.NativeEndian.Uint32(b[0:4]))
 		al := (l + 3) &^ 3
@@ -272,6 +281,10 @@ func (r *Reader) dispatch(b []byte, fn func(Record)) {
 			return
 		}
 		b = b[al:]
+		if len(b) > 0 && len(b) < hdrLen {
+			r.malformed.Add(1)
+			r.log.Debug("nflog datagram ends in a partial header", "length", len(b))
+		}
 		if m.Header.Type != netlink.HeaderType(nfnlSubsysULOG<<8|nfulnlMsgPacket) {
 			continue // acknowledgements and the like
 		}

@@ -1,3 +1,6 @@
+// SPDX-FileCopyrightText: 2026 The clearance authors
+// SPDX-License-Identifier: Apache-2.0
+
 // Package nft manages clearance's egress firewall in a container's network
 // namespace through github.com/google/nftables (netlink only; the nft CLI is
 // never executed by product code).

@@ -1,3 +1,6 @@
+// SPDX-FileCopyrightText: 2026 The clearance authors
+// SPDX-License-Identifier: Apache-2.0
+
 // Package notifier is clearance-notifier, the desktop channel of
 // clearance: one process per graphical login that follows every hub of
 // the user, shows its prompts as freedesktop notifications and sends the
@@ -9,8 +12,9 @@
 // # Finding hubs
 //
 // Hub sockets are found by glob patterns (config notifier.hub_glob,
-// default $XDG_RUNTIME_DIR/clearance/*/hub.sock; the seed's
-// $XDG_RUNTIME_DIR/terok/clearance/*.sock works too). The directories a
+// default [config.DefaultHubGlobs]: $XDG_RUNTIME_DIR/clearance/*/hub.sock
+// and the seed's $XDG_RUNTIME_DIR/terok/clearance/*.sock and
+// …/terok/clearance/*/hub.sock). The directories a
 // pattern can descend through are watched with inotify, including the
 // nearest existing ancestor while the base directory does not exist yet,
 // so a hub is followed as soon as it binds its socket; a rescan every

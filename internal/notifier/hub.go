@@ -1,3 +1,6 @@
+// SPDX-FileCopyrightText: 2026 The clearance authors
+// SPDX-License-Identifier: Apache-2.0
+
 package notifier
 
 import (
@@ -5,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -61,15 +63,6 @@ func newHubConn(path string, opts *Options, sink hubSink) *hubConn {
 		sink: sink,
 		poke: make(chan struct{}, 1),
 	}
-}
-
-// name is the hub's short name: its directory for ".../<id>/hub.sock",
-// else the socket's file name.
-func (h *hubConn) name() string {
-	if filepath.Base(h.path) == "hub.sock" {
-		return filepath.Base(filepath.Dir(h.path))
-	}
-	return filepath.Base(h.path)
 }
 
 // Poke asks a waiting connection loop to try again at once.

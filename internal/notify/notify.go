@@ -1,3 +1,6 @@
+// SPDX-FileCopyrightText: 2026 The clearance authors
+// SPDX-License-Identifier: Apache-2.0
+
 // Package notify shows clearance prompts as freedesktop desktop
 // notifications (org.freedesktop.Notifications, spec 1.2) over a private
 // D-Bus session-bus connection.

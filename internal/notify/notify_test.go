@@ -1,3 +1,6 @@
+// SPDX-FileCopyrightText: 2026 The clearance authors
+// SPDX-License-Identifier: Apache-2.0
+
 package notify_test
 
 import (
@@ -690,7 +693,7 @@ func TestPopupsFloodSummary(t *testing.T) {
 	for i := range 8 {
 		r.popups.HandleEvent(r.ctx, event.Event{Type: event.VerdictApplied, Container: "c", RequestID: "c:" + string(rune('a'+i)), Action: "allow", OK: true})
 	}
-	calls = r.waitCalls(t, "summary closed", func(calls []notifytest.Call) bool {
+	r.waitCalls(t, "summary closed", func(calls []notifytest.Call) bool {
 		return slices.ContainsFunc(calls, func(c notifytest.Call) bool { return c.Method == "CloseNotification" && c.ID == summary.ID })
 	})
 	if p, v := r.popups.Pending(); p != 0 || v != 0 {

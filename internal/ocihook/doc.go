@@ -1,3 +1,6 @@
+// SPDX-FileCopyrightText: 2026 The clearance authors
+// SPDX-License-Identifier: Apache-2.0
+
 // Package ocihook is clearance-oci-hook, the OCI runtime hook that ties a
 // container's life to clearance: at createRuntime it writes the
 // container's runtime record, asks the privileged verdict service to

@@ -1,11 +1,20 @@
+// SPDX-FileCopyrightText: 2026 The clearance authors
+// SPDX-License-Identifier: Apache-2.0
+
 package ocihook
 
 import (
+	"errors"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"syscall"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/terok-ai/clearance/internal/testutil"
 )
 
 func TestParseIDMap(t *testing.T) {
@@ -76,14 +85,64 @@ func TestHostUID(t *testing.T) {
 	}
 }
 
+// envHostUIDChild makes the test binary TestHostUIDSelf's child: it
+// prints HostUID of its own euid and exits.
+const envHostUIDChild = "CLEARANCE_TEST_HOSTUID_CHILD"
+
+// TestHostUIDSelf reads the real /proc/self/uid_map twice: in the test's
+// own user namespace, where the initial namespace maps every uid to
+// itself, and in a child the test starts in a new user namespace that
+// maps its uid 7 to the test's euid, where HostUID must undo that
+// mapping. The second half holds wherever the test runs, the initial
+// namespace or not.
 func TestHostUIDSelf(t *testing.T) {
-	got, err := HostUID("", os.Geteuid())
+	if os.Getenv(envHostUIDChild) == "1" {
+		got, err := HostUID("", os.Geteuid())
+		if err != nil {
+			fmt.Printf("error: %v\n", err)
+			os.Exit(1)
+		}
+		fmt.Printf("hostuid=%d\n", got)
+		os.Exit(0)
+	}
+
+	euid := os.Geteuid()
+	got, err := HostUID("", euid)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, _ := os.ReadFile("/proc/self/uid_map")
-	if m, _ := ParseIDMap(b); Initial(m) && got != uint32(os.Geteuid()) {
-		t.Errorf("HostUID in the initial namespace = %d, want euid %d", got, os.Geteuid())
+	b, err := os.ReadFile("/proc/self/uid_map")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := ParseIDMap(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if Initial(m) {
+		if got != uint32(euid) {
+			t.Errorf("HostUID in the initial namespace = %d, want euid %d", got, euid)
+		}
+	} else if got == uint32(euid) && len(m) == 1 && m[0].Inside != m[0].Outside {
+		t.Errorf("HostUID = euid %d in a namespace that maps %d to %d", got, m[0].Inside, m[0].Outside)
+	}
+
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHostUIDSelf$", "-test.count=1")
+	cmd.Env = append(os.Environ(), envHostUIDChild+"=1")
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Cloneflags:  syscall.CLONE_NEWUSER,
+		UidMappings: []syscall.SysProcIDMap{{ContainerID: 7, HostID: euid, Size: 1}},
+		GidMappings: []syscall.SysProcIDMap{{ContainerID: 7, HostID: os.Getegid(), Size: 1}},
+	}
+	out, err := cmd.CombinedOutput()
+	if errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EINVAL) {
+		testutil.Unavailable(t, "cannot create a user namespace: %v", err)
+	}
+	if err != nil {
+		t.Fatalf("child in a new user namespace: %v\n%s", err, out)
+	}
+	if want := fmt.Sprintf("hostuid=%d\n", euid); string(out) != want {
+		t.Errorf("child mapped 7 -> %d printed %q, want %q", euid, out, want)
 	}
 }
 

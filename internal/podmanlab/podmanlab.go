@@ -1,3 +1,6 @@
+// SPDX-FileCopyrightText: 2026 The clearance authors
+// SPDX-License-Identifier: Apache-2.0
+
 // Package podmanlab builds a private world in which real podman
 // containers run with clearance's OCI hook, for the end-to-end tests
 // (test/podman) and for `make demo`: a holder process keeps a private

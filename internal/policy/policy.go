@@ -1,3 +1,6 @@
+// SPDX-FileCopyrightText: 2026 The clearance authors
+// SPDX-License-Identifier: Apache-2.0
+
 // Package policy reads and writes clearance's YAML policy files: the
 // initial allow/deny lists and DNS resolvers of a project or image.
 //

@@ -1,3 +1,6 @@
+// SPDX-FileCopyrightText: 2026 The clearance authors
+// SPDX-License-Identifier: Apache-2.0
+
 // Package record reads and writes a container's runtime record: the JSON
 // file the OCI hook writes when a container is created, and the one thing
 // that ties a container id to a process, its network namespace and its

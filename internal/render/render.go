@@ -1,3 +1,6 @@
+// SPDX-FileCopyrightText: 2026 The clearance authors
+// SPDX-License-Identifier: Apache-2.0
+
 // Package render turns clearance events into the content operators see:
 // desktop-notification popups (titles, bodies, hints) and terminal text.
 //

@@ -1,3 +1,6 @@
+// SPDX-FileCopyrightText: 2026 The clearance authors
+// SPDX-License-Identifier: Apache-2.0
+
 // Package sanitize cleans untrusted strings exactly as the seed's
 // wire/sanitize.py does, before they reach any renderer.
 //

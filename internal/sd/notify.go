@@ -1,3 +1,6 @@
+// SPDX-FileCopyrightText: 2026 The clearance authors
+// SPDX-License-Identifier: Apache-2.0
+
 // Package sd integrates clearance's daemons with systemd: readiness,
 // status and watchdog notifications (sd_notify), a log/slog handler that
 // writes structured entries to the journal, and syslog log levels for

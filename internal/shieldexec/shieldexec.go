@@ -1,3 +1,6 @@
+// SPDX-FileCopyrightText: 2026 The clearance authors
+// SPDX-License-Identifier: Apache-2.0
+
 // Package shieldexec applies a verdict the way the seed did: by running
 // terok-shield allow|deny -- CONTAINER DEST and reporting its exit status
 // and the start of its stderr.

@@ -1,3 +1,6 @@
+// SPDX-FileCopyrightText: 2026 The clearance authors
+// SPDX-License-Identifier: Apache-2.0
+
 // Package sockets obtains the Unix sockets clearance's daemons listen on:
 // from systemd socket activation ([Activated]) or, without a service
 // manager, by binding them itself with the seed's hardening, improved

@@ -1,3 +1,6 @@
+// SPDX-FileCopyrightText: 2026 The clearance authors
+// SPDX-License-Identifier: Apache-2.0
+
 // Package testutil holds helpers shared by clearance's tests: prerequisite
 // checks that skip on a developer's machine but fail in CI, and a slog
 // logger that writes to the test log.

@@ -1,3 +1,6 @@
+// SPDX-FileCopyrightText: 2026 The clearance authors
+// SPDX-License-Identifier: Apache-2.0
+
 package varlinkapi
 
 import (
@@ -243,7 +246,8 @@ func (c *conn) Write(ctx context.Context, b []byte) (int, error) {
 }
 
 // WriteWithFDs writes b with fds attached as SCM_RIGHTS to its first byte.
-// The caller keeps ownership of fds.
+// The caller keeps ownership of fds. Like Write, it gives up when ctx
+// ends and then returns ctx's error.
 func (c *conn) WriteWithFDs(ctx context.Context, b []byte, fds []*os.File) (int, error) {
 	if len(fds) == 0 {
 		return c.Write(ctx, b)
@@ -260,17 +264,15 @@ func (c *conn) WriteWithFDs(ctx context.Context, b []byte, fds []*os.File) (int,
 		raw[i] = int(f.Fd())
 	}
 	n, _, err := c.uc.WriteMsgUnix(b, unix.UnixRights(raw...), nil)
-	if err != nil {
-		return n, err
-	}
-	for n < len(b) {
-		m, err := c.nc.Write(b[n:])
+	for err == nil && n < len(b) {
+		var m int
+		m, err = c.nc.Write(b[n:])
 		n += m
-		if err != nil {
-			return n, err
-		}
 	}
-	return n, nil
+	if err != nil && ctx.Err() != nil {
+		err = ctx.Err()
+	}
+	return n, err
 }
 
 // ReadBytes returns the next message including its delimiter. The varlink

@@ -1,3 +1,6 @@
+// SPDX-FileCopyrightText: 2026 The clearance authors
+// SPDX-License-Identifier: Apache-2.0
+
 // Package varlinkapi is clearance's varlink layer: the serve loop every
 // clearance server uses, the client helpers every other binary uses, and
 // the generated interface packages below it (orgterokclearance1,
@@ -13,7 +16,10 @@
 //   - a malformed or oversized request gets a typed error reply
 //     (org.terok.ClearanceHub1.ProtocolViolation) and the connection stays
 //     usable, instead of being dropped without a word;
-//   - memory per connection is bounded by the message limit.
+//   - memory per connection is bounded by the message limit;
+//   - with [Server.Params], a call with a missing, ill-typed or unknown
+//     parameter is answered org.varlink.service.InvalidParameter naming
+//     it, as the seed answers ([ParamCheck]).
 //
 // Handlers must never return a Go error to signal a failed call: they reply
 // with a varlink error. A returned error ends the connection (it means the
@@ -83,6 +89,15 @@ type Server struct {
 	// Acceptors is the number of goroutines accepting connections at
 	// once (default 1).
 	Acceptors int
+
+	// Params, when set, checks every call's parameters against its
+	// method's declaration before the call is dispatched, and answers a
+	// bad one with org.varlink.service.InvalidParameter naming the
+	// parameter, as the seed does (see [ParamCheck]). Without it the
+	// generated dispatchers decode the parameters themselves: a missing
+	// one is its zero value, an unknown one is ignored, and an ill-typed
+	// one is answered InvalidParameter{parameter: "parameters"}.
+	Params *ParamCheck
 
 	// Admit, when set, decides about each connection Serve accepts before
 	// anything is read from it. It returns a release func, called when
@@ -258,13 +273,30 @@ func (s *Server) ServeConn(ctx context.Context, nc net.Conn) {
 			}
 			return
 		}
-		if reason := checkCall(msg); reason != "" {
+		call, reason := checkCall(msg)
+		if reason != "" {
 			closeFiles(fds)
 			s.warn("varlink: malformed request", "reason", reason)
 			if werr := writeError(ctx, c, ProtocolViolation, map[string]string{"reason": reason}); werr != nil {
 				return
 			}
 			continue
+		}
+		if s.Params != nil {
+			var params []byte
+			if call.Parameters != nil {
+				params = *call.Parameters
+			}
+			if bad := s.Params.Check(call.Method, call.More, params); bad != "" {
+				closeFiles(fds)
+				if call.Oneway {
+					continue
+				}
+				if werr := writeError(ctx, c, InvalidParameter, map[string]string{"parameter": bad}); werr != nil {
+					return
+				}
+				continue
+			}
 		}
 		if err := s.handle(ctx, c, msg, fds); err != nil {
 			if s.Log != nil && ctx.Err() == nil {
@@ -306,35 +338,38 @@ func (s *Server) handle(ctx context.Context, c *conn, msg []byte, fds []*os.File
 	return s.Service.HandleMessageWithFDs(ctx, c, msg, fds)
 }
 
+// callHead is what the serve loop reads of a call.
+type callHead struct {
+	Method     string           `json:"method"`
+	Parameters *json.RawMessage `json:"parameters"`
+	More       bool             `json:"more"`
+	Oneway     bool             `json:"oneway"`
+	Upgrade    bool             `json:"upgrade"`
+}
+
 // checkCall validates the shape of a call before the library sees it, and
-// returns why it is malformed, or "".
-func checkCall(msg []byte) string {
-	var call struct {
-		Method     string           `json:"method"`
-		Parameters *json.RawMessage `json:"parameters"`
-		More       bool             `json:"more"`
-		Oneway     bool             `json:"oneway"`
-		Upgrade    bool             `json:"upgrade"`
-	}
+// returns it, or why it is malformed.
+func checkCall(msg []byte) (callHead, string) {
+	var call callHead
 	if !utf8.Valid(msg) {
-		return "request is not valid UTF-8"
+		return call, "request is not valid UTF-8"
 	}
 	if !json.Valid(msg) {
-		return "request is not valid JSON"
+		return call, "request is not valid JSON"
 	}
 	if err := json.Unmarshal(msg, &call); err != nil {
-		return "request is not a varlink call object: " + err.Error()
+		return call, "request is not a varlink call object: " + err.Error()
 	}
 	if call.Method == "" {
-		return "request has no method"
+		return call, "request has no method"
 	}
 	if call.Parameters != nil {
 		p := *call.Parameters
 		if len(p) == 0 || (p[0] != '{' && string(p) != "null") {
-			return "parameters is not an object"
+			return call, "parameters is not an object"
 		}
 	}
-	return ""
+	return call, ""
 }
 
 func (s *Server) warn(msg string, args ...any) {
@@ -353,14 +388,18 @@ func (s *Server) warn(msg string, args ...any) {
 	}
 }
 
+// errorReply is an error reply frame with the seed's (asyncvarlink's)
+// key order: "error", then "parameters" (omitted when there are none).
+type errorReply struct {
+	Error      string `json:"error"`
+	Parameters any    `json:"parameters,omitempty"`
+}
+
 // writeError writes an error reply frame directly, for error names the
-// library refuses to send (org.varlink.service.*) and for requests the
-// library never saw.
+// library refuses to send (org.varlink.service.*), for requests the
+// library never saw, and for replies that must match the seed's bytes.
 func writeError(ctx context.Context, w varlink.ReadWriterContext, name string, params any) error {
-	reply := struct {
-		Parameters any    `json:"parameters,omitempty"`
-		Error      string `json:"error"`
-	}{params, name}
+	reply := errorReply{name, params}
 	b, err := json.Marshal(reply)
 	if err != nil {
 		return err
@@ -374,10 +413,7 @@ func writeError(ctx context.Context, w varlink.ReadWriterContext, name string, p
 // to send to a connection it refuses before reading its first call: a
 // client that writes its call and then reads gets it as the reply.
 func RefusalFrame(name string, params any) []byte {
-	reply := struct {
-		Parameters any    `json:"parameters,omitempty"`
-		Error      string `json:"error"`
-	}{params, name}
+	reply := errorReply{name, params}
 	b, err := json.Marshal(reply)
 	if err != nil {
 		return nil

@@ -1,3 +1,6 @@
+// SPDX-FileCopyrightText: 2026 The clearance authors
+// SPDX-License-Identifier: Apache-2.0
+
 // Package verdict is clearance-verdict, the only privileged part of
 // clearance: a varlink service that checks that its caller owns a
 // container's network namespace, installs and inspects the container's

@@ -1,3 +1,6 @@
+// SPDX-FileCopyrightText: 2026 The clearance authors
+// SPDX-License-Identifier: Apache-2.0
+
 // Package attack holds the attacks of issue 9 against clearance, each
 // reproduced against the real kernel, real sockets and real uids, so they
 // stay fixed: `go test ./test/attack/` (part of `make test`, and of

@@ -1,3 +1,6 @@
+// SPDX-FileCopyrightText: 2026 The clearance authors
+// SPDX-License-Identifier: Apache-2.0
+
 // Command bench is clearance's end-to-end measurement harness, run by
 // `make bench`. It starts the real binaries from ./bin and prints one line
 // per measurement, "name: value unit", for docs/benchmarks.md.

@@ -1,3 +1,6 @@
+// SPDX-FileCopyrightText: 2026 The clearance authors
+// SPDX-License-Identifier: Apache-2.0
+
 // Command demo is `make demo`: clearance's main job on built-in defaults,
 // step by step with timings, in two acts.
 //

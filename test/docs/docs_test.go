@@ -1,3 +1,6 @@
+// SPDX-FileCopyrightText: 2026 The clearance authors
+// SPDX-License-Identifier: Apache-2.0
+
 // Package docs checks the repository's documentation against its code,
 // with nothing but the source tree: the package map in
 // docs/architecture.md lists every Go package and no other, and every

@@ -1,3 +1,6 @@
+// SPDX-FileCopyrightText: 2026 The clearance authors
+// SPDX-License-Identifier: Apache-2.0
+
 // Package e2e holds clearance's end-to-end tests: the built binaries,
 // a real kernel ruleset and NFLOG, in network namespaces the tests create.
 package e2e
@@ -96,6 +99,7 @@ func subscribe(t *testing.T, s *lab.Stack) *stream {
 	t.Cleanup(func() { rpc.Close() })
 	// Subscribe has no reply until the first event: make sure the hub
 	// counts this subscriber before anything happens.
+	deadline := time.Now().Add(10 * time.Second)
 	for {
 		st, err := orgterokclearancehub1.Stats().Call(ctx, rpc)
 		if err != nil {
@@ -106,6 +110,9 @@ func subscribe(t *testing.T, s *lab.Stack) *stream {
 		}
 		if st.Subscribers >= 1 {
 			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the hub counts %d subscribers 10 s after Subscribe", st.Subscribers)
 		}
 		time.Sleep(2 * time.Millisecond)
 	}

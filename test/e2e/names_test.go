@@ -1,3 +1,6 @@
+// SPDX-FileCopyrightText: 2026 The clearance authors
+// SPDX-License-Identifier: Apache-2.0
+
 package e2e
 
 import (
@@ -249,10 +252,14 @@ func TestDNSWithoutHubFailsFast(t *testing.T) {
 	}
 	p.Signal(syscall.SIGKILL)
 	// Wait until the process is gone (or a zombie): its sockets are closed.
+	deadline := time.Now().Add(10 * time.Second)
 	for {
 		b, err := os.ReadFile("/proc/" + strconv.Itoa(s.HubPID()) + "/stat")
 		if err != nil || strings.Contains(string(b), ") Z ") {
 			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the hub (pid %d) still runs 10 s after SIGKILL: %s", s.HubPID(), b)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}

@@ -1,3 +1,6 @@
+// SPDX-FileCopyrightText: 2026 The clearance authors
+// SPDX-License-Identifier: Apache-2.0
+
 // Package packaging tests what clearance ships: the systemd units
 // (systemd-analyze verify and security, the verdict service's units under
 // a real systemd manager), the journal catalog and the audit records in a

@@ -1,3 +1,6 @@
+// SPDX-FileCopyrightText: 2026 The clearance authors
+// SPDX-License-Identifier: Apache-2.0
+
 package packaging
 
 import (
@@ -185,10 +188,10 @@ func TestInnerOperatorGroup(t *testing.T) {
 	}
 	hubUnit := "clearance-hub@" + opCtrID
 	m.systemctl(t, "start", hubUnit+".socket")
-	t.Cleanup(func() { m.command("stop", hubUnit+".socket", hubUnit+".service").Run() })
+	t.Cleanup(func() { m.Command("stop", hubUnit+".socket", hubUnit+".service").Run() })
 	t.Cleanup(func() {
 		if t.Failed() {
-			out, _ := m.command("status", "--all", hubUnit+".socket", "clearance-hub-ingest@"+opCtrID+".socket", hubUnit+".service").CombinedOutput()
+			out, _ := m.Command("status", "--all", hubUnit+".socket", "clearance-hub-ingest@"+opCtrID+".socket", hubUnit+".service").CombinedOutput()
 			b, _ := os.ReadFile("/run/managerlab-manager.log")
 			var lines []string
 			for _, l := range strings.Split(string(b), "\n") {

@@ -1,3 +1,6 @@
+// SPDX-FileCopyrightText: 2026 The clearance authors
+// SPDX-License-Identifier: Apache-2.0
+
 package packaging
 
 import (
@@ -6,6 +9,10 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"golang.org/x/sys/unix"
 
 	"github.com/terok-ai/clearance/internal/audit"
 	"github.com/terok-ai/clearance/internal/testutil"
@@ -57,22 +64,29 @@ const operatorGroup = "clearance"
 const enableLink = "/etc/systemd/system/sockets.target.wants/clearance-verdict.socket"
 
 // TestPackages builds the .deb and .rpm with scripts/package.sh, checks
-// the .rpm's contents and scripts, runs lintian on the .deb (no errors
-// allowed), installs the .deb on this machine with dpkg -i, checks the
-// installed files, the postinst's work and `systemd-analyze verify` of the
-// installed units, then purges it and checks that nothing is left.
+// the .rpm's contents and scripts, the licence both name (checkLicence)
+// and runs lintian on the .deb (no errors allowed). It then installs the .deb with dpkg -i in a private mount
+// namespace whose /usr, /etc and /var are overlays over the machine's
+// (TestInnerDebInstall): dpkg's database, the units, /etc/clearance and
+// the journal catalog it writes are the namespace's own and vanish with
+// it. There it checks the installed files, the postinst's work and
+// `systemd-analyze verify` of the installed units, then purges the
+// package and checks that nothing is left. Back on the real root it
+// checks that the machine saw none of it (checkHostUntouched).
 //
 // It refuses to run where clearance is already installed or
-// /etc/clearance exists, so it never removes someone's installation.
+// /etc/clearance exists: the checks inside the namespace need a machine
+// without them.
 func TestPackages(t *testing.T) {
 	testutil.RequireRoot(t)
-	testutil.RequireTool(t, "dpkg", "dpkg-query", "getent", "groupdel", "lintian", "rpm", "systemd-analyze", "systemctl", "journalctl", "go", "make", "git")
-	if out, err := exec.Command("dpkg-query", "-W", "-f=${Status}", "clearance").Output(); err == nil && strings.Contains(string(out), "installed") {
-		t.Fatalf("the clearance package is already installed here (%s); this test installs and purges its own build", out)
+	testutil.RequireTool(t, "dpkg", "dpkg-query", "getent", "groupdel", "lintian", "rpm", "systemd-analyze", "systemctl", "journalctl", "go", "make", "git", "unshare")
+	if out, err := exec.Command("dpkg-query", "-W", "-f=${Status}", "clearance").Output(); err == nil && hostHasPackage(string(out)) {
+		t.Fatalf("the clearance package is installed on this machine (%s); this test needs a machine without it", out)
 	}
 	if _, err := os.Stat("/etc/clearance"); err == nil {
-		t.Fatal("/etc/clearance exists on this machine; this test would purge it")
+		t.Fatal("/etc/clearance exists on this machine; this test needs a machine without it")
 	}
+	before := snapshotHost(t)
 
 	dist := t.TempDir()
 	cmd := exec.Command(filepath.Join(repoRoot, "scripts", "package.sh"), dist, "deb", "rpm")
@@ -88,7 +102,129 @@ func TestPackages(t *testing.T) {
 
 	t.Run("rpm", func(t *testing.T) { checkRPM(t, rpm[0]) })
 	t.Run("lintian", func(t *testing.T) { checkLintian(t, deb[0]) })
-	t.Run("dpkg", func(t *testing.T) { checkDebInstall(t, deb[0]) })
+	t.Run("licence", func(t *testing.T) { checkLicence(t, deb[0], rpm[0]) })
+	t.Run("dpkg", func(t *testing.T) {
+		runInner(t, "TestInnerDebInstall", envDeb+"="+deb[0])
+		checkHostUntouched(t, before, snapshotHost(t))
+	})
+}
+
+// hostHasPackage reports whether dpkg-query's ${Status} ("want ok
+// status") says the package is on the machine in any state. dpkg keeps
+// "unknown ok not-installed" for a package that was purged: that one is
+// gone.
+func hostHasPackage(status string) bool {
+	f := strings.Fields(status)
+	return len(f) == 3 && f[2] != "not-installed"
+}
+
+// envDeb names the .deb TestInnerDebInstall installs.
+const envDeb = "CLEARANCE_PKGTEST_DEB"
+
+// TestInnerDebInstall is TestPackages' dpkg part, run only in the private
+// mount namespace: tmpfs on /run (no running systemd there, so the
+// postinst enables the socket without starting it, as in a chroot) and
+// overlays with tmpfs upper layers on /usr, /etc and /var.
+func TestInnerDebInstall(t *testing.T) {
+	if !inner(t.Name()) {
+		return
+	}
+	ns := newPrivateRun(t)
+	for _, d := range []string{"/usr", "/etc", "/var"} {
+		ns.overlay(t, d)
+	}
+	// Refuse to go on unless every directory dpkg writes to is the
+	// namespace's own.
+	for _, d := range []string{"/usr/bin", "/etc/systemd", "/var/lib/dpkg", "/var/lib/systemd/catalog"} {
+		var fs unix.Statfs_t
+		if err := unix.Statfs(d, &fs); err != nil || fs.Type != unix.OVERLAYFS_SUPER_MAGIC {
+			t.Fatalf("%s is not on the namespace's overlay (statfs type %#x, %v)", d, fs.Type, err)
+		}
+	}
+	// testutil.SystemdAnalyze mounts its own tmpfs there.
+	if err := os.MkdirAll("/run/systemd", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	checkDebInstall(t, os.Getenv(envDeb))
+}
+
+// hostState is what the package would change on the real root if it were
+// installed there.
+type hostState struct {
+	// dpkgLog counts the lines of /var/log/dpkg.log naming clearance:
+	// every dpkg action on the package appends some.
+	dpkgLog int
+	// status is clearance's stanza in dpkg's status file ("" when dpkg
+	// does not know the package).
+	status string
+	// info lists dpkg's files for the package (/var/lib/dpkg/info/clearance.*).
+	info []string
+	// present lists the package's paths that exist (wantFiles, the
+	// enable link, /etc/clearance).
+	present []string
+	// catalog is the modification time of journald's catalog database,
+	// which the postinst and postrm rebuild.
+	catalog time.Time
+}
+
+func snapshotHost(t *testing.T) hostState {
+	t.Helper()
+	var s hostState
+	if b, err := os.ReadFile("/var/log/dpkg.log"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.Contains(l, " clearance:") {
+				s.dpkgLog++
+			}
+		}
+	}
+	b, err := os.ReadFile("/var/lib/dpkg/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, stanza := range strings.Split(string(b), "\n\n") {
+		if strings.HasPrefix(stanza, "Package: clearance\n") {
+			s.status = stanza
+		}
+	}
+	s.info, _ = filepath.Glob("/var/lib/dpkg/info/clearance.*")
+	for _, f := range append(wantFiles(t), enableLink, "/etc/clearance") {
+		if _, err := os.Lstat(f); err == nil {
+			s.present = append(s.present, f)
+		}
+	}
+	if st, err := os.Stat("/var/lib/systemd/catalog/database"); err == nil {
+		s.catalog = st.ModTime()
+	}
+	return s
+}
+
+// checkHostUntouched fails t where the real root changed as an install
+// of the package would change it.
+func checkHostUntouched(t *testing.T, before, after hostState) {
+	t.Helper()
+	if after.status != "" {
+		t.Errorf("the real dpkg database lists clearance:\n%s", after.status)
+	}
+	if out, err := exec.Command("dpkg-query", "-W", "clearance").CombinedOutput(); err == nil {
+		t.Errorf("dpkg-query -W clearance on the real root: %s", out)
+	}
+	if after.dpkgLog != before.dpkgLog {
+		t.Errorf("the real /var/log/dpkg.log gained %d clearance lines", after.dpkgLog-before.dpkgLog)
+	}
+	if len(after.info) > 0 {
+		t.Errorf("dpkg's files for clearance on the real root: %v", after.info)
+	}
+	if diff := cmp.Diff(before.present, after.present); diff != "" {
+		t.Errorf("package paths on the real root changed (-before +after):\n%s", diff)
+	}
+	if _, err := os.Stat("/etc/clearance"); err == nil {
+		t.Error("/etc/clearance exists on the real root")
+	}
+	if !after.catalog.Equal(before.catalog) {
+		t.Errorf("the real journal catalog database was rewritten (%v, was %v)", after.catalog, before.catalog)
+	}
+	t.Logf("real root untouched: dpkg.log clearance lines %d, status stanza %q, catalog %v",
+		after.dpkgLog, after.status, after.catalog)
 }
 
 func wantFiles(t *testing.T) []string {
@@ -133,6 +269,48 @@ func checkRPM(t *testing.T, pkg string) {
 		}
 	}
 	t.Logf("rpm -qpl:\n%s", out)
+}
+
+// checkLicence checks that both packages name the repository's licence:
+// the .rpm in its header, the .deb in its machine-readable copyright file.
+func checkLicence(t *testing.T, deb, rpm string) {
+	const want = "Apache-2.0"
+	out, err := exec.Command("rpm", "-qp", "--queryformat", "%{LICENSE}", rpm).CombinedOutput()
+	if err != nil {
+		t.Fatalf("rpm -qp --queryformat %%{LICENSE}: %v\n%s", err, out)
+	}
+	if got := strings.TrimSpace(string(out)); got != want {
+		t.Errorf("the .rpm's licence is %q, want %q", got, want)
+	}
+
+	dir := t.TempDir()
+	if out, err := exec.Command("dpkg-deb", "-x", deb, dir).CombinedOutput(); err != nil {
+		t.Fatalf("dpkg-deb -x: %v\n%s", err, out)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "usr/share/doc/clearance/copyright"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	copyright := string(b)
+	for _, line := range []string{
+		"Files: *",
+		"License: " + want,
+		`can be found in "/usr/share/common-licenses/Apache-2.0".`,
+	} {
+		if !strings.Contains(copyright, "\n"+line+"\n") && !strings.Contains(copyright, "\n "+line+"\n") {
+			t.Errorf("the .deb's copyright lacks the line %q:\n%s", line, copyright)
+		}
+	}
+	if strings.Contains(copyright, "LicenseRef-") {
+		t.Errorf("the .deb's copyright still names a LicenseRef:\n%s", copyright)
+	}
+	lic, err := os.ReadFile(filepath.Join(repoRoot, "LICENSE"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(lic), "Apache License") || !strings.Contains(string(lic), "Version 2.0, January 2004") {
+		t.Errorf("LICENSE is not the Apache License 2.0 the packages name")
+	}
 }
 
 func checkLintian(t *testing.T, pkg string) {
@@ -234,5 +412,22 @@ func checkDebInstall(t *testing.T, pkg string) {
 	}
 	if out, _ := exec.Command("journalctl", "--list-catalog", audit.MsgVerdict).CombinedOutput(); strings.Contains(string(out), "clearance: ") {
 		t.Errorf("catalog still lists clearance after purge: %s", out)
+	}
+}
+
+// TestHostHasPackage: a purged package ("not-installed") does not stop
+// TestPackages; one in any other state does.
+func TestHostHasPackage(t *testing.T) {
+	for status, want := range map[string]bool{
+		"install ok installed":      true,
+		"deinstall ok config-files": true,
+		"install ok half-installed": true,
+		"install ok unpacked":       true,
+		"unknown ok not-installed":  false,
+		"":                          false,
+	} {
+		if got := hostHasPackage(status); got != want {
+			t.Errorf("hostHasPackage(%q) = %v, want %v", status, got, want)
+		}
 	}
 }

@@ -1,9 +1,10 @@
+// SPDX-FileCopyrightText: 2026 The clearance authors
+// SPDX-License-Identifier: Apache-2.0
+
 package packaging
 
 import (
-	"io"
 	"os"
-	"os/exec"
 	"testing"
 
 	"github.com/terok-ai/clearance/internal/managerlab"
@@ -38,7 +39,6 @@ func (p *privateRun) startUserManager(t *testing.T) *userManager {
 	t.Helper()
 	return &userManager{p.StartUserManager(t)}
 }
-func start(t *testing.T, cmd *exec.Cmd, log io.Writer) { t.Helper(); managerlab.Start(t, cmd, log) }
 func copyFile(t *testing.T, from, to string, mode os.FileMode) {
 	t.Helper()
 	managerlab.CopyFile(t, from, to, mode)
@@ -47,7 +47,6 @@ func copyFile(t *testing.T, from, to string, mode os.FileMode) {
 // userManager is a `systemd --user` run as root in the namespace.
 type userManager struct{ *managerlab.Manager }
 
-func (m *userManager) command(args ...string) *exec.Cmd       { return m.Command(args...) }
 func (m *userManager) systemctl(t *testing.T, args ...string) { t.Helper(); m.Systemctl(t, args...) }
 func (m *userManager) show(t *testing.T, unit, prop string) string {
 	t.Helper()

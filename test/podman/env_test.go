@@ -1,3 +1,6 @@
+// SPDX-FileCopyrightText: 2026 The clearance authors
+// SPDX-License-Identifier: Apache-2.0
+
 // Package podman holds clearance's end-to-end tests with real containers:
 // podman with runc, the project's OCI hook from its hooks.d file, a real
 // `systemd --user` manager that socket-activates the hub from the
@@ -65,7 +68,6 @@ func TestMain(m *testing.M) {
 // port, the image and the hook's gate (see podmanlab).
 var (
 	hostAddr = podmanlab.HostAddr
-	ctrAddr  = podmanlab.ContainerAddr
 )
 
 const (
@@ -132,10 +134,6 @@ func (e *env) uid() int { return e.UID() }
 
 // nsCmd runs argv inside the private mount namespace as root.
 func (e *env) nsCmd(extra []string, argv ...string) *exec.Cmd { return e.NSCmd(extra, argv...) }
-
-// podman runs podman in the namespace with the private configuration
-// and store.
-func (e *env) podman(args ...string) (string, error) { return e.Podman(args...) }
 
 func (e *env) mustPodman(args ...string) string {
 	e.t.Helper()

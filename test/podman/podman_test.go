@@ -1,3 +1,6 @@
+// SPDX-FileCopyrightText: 2026 The clearance authors
+// SPDX-License-Identifier: Apache-2.0
+
 package podman
 
 import (
@@ -61,8 +64,6 @@ func (c *container) touch(name string) {
 		c.e.t.Fatal(err)
 	}
 }
-
-func (c *container) logs() string { return c.Logs() }
 
 // assertHookRan checks what createRuntime must have left: the record, the
 // engaged ruleset and a running hub.

@@ -1,3 +1,6 @@
+// SPDX-FileCopyrightText: 2026 The clearance authors
+// SPDX-License-Identifier: Apache-2.0
+
 package podman
 
 import (
@@ -68,12 +71,12 @@ func noUserManager(t *testing.T, e *env) {
 		t.Fatal(err)
 	}
 	const name = "clr-rl-nomgr"
-	if out, err := e.podman("--hooks-dir", dir, "create", "--name", name, "--network", "none",
+	if out, err := e.Podman("--hooks-dir", dir, "create", "--name", name, "--network", "none",
 		"--annotation", podmanlab.GateAnnotation, podmanlab.Image, "true"); err != nil {
 		t.Fatalf("podman create: %v\n%s", err, out)
 	}
-	defer e.podman("rm", "-f", name)
-	out, err := e.podman("--hooks-dir", dir, "init", name)
+	defer e.Podman("rm", "-f", name)
+	out, err := e.Podman("--hooks-dir", dir, "init", name)
 	if err == nil {
 		t.Fatalf("podman init started a container nobody could be asked for:\n%s", out)
 	}

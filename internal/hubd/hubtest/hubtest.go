@@ -1,3 +1,6 @@
+// SPDX-FileCopyrightText: 2026 The clearance authors
+// SPDX-License-Identifier: Apache-2.0
+
 // Package hubtest is test support for code that talks to a clearance hub:
 // a real hub (hub.Hub + the hubd varlink service + varlinkapi.Server) served
 // on a Unix socket ([Serve]), like clearance-hub without NFLOG or a
@@ -225,7 +228,7 @@ func Serve(tb testing.TB, path string, o Options) *Hub {
 		ln.SetUnlinkOnClose(false)
 		tb.Cleanup(func() { os.Remove(path) })
 	}
-	srv := &varlinkapi.Server{Service: svc, Log: log, MaxMessage: maxMessage}
+	srv := &varlinkapi.Server{Service: svc, Log: log, MaxMessage: maxMessage, Params: hubd.ParamCheck()}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx, ln) }()

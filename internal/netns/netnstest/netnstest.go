@@ -1,3 +1,6 @@
+// SPDX-FileCopyrightText: 2026 The clearance authors
+// SPDX-License-Identifier: Apache-2.0
+
 // Package netnstest creates throwaway network namespaces for tests.
 //
 // The namespaces are anonymous: nothing appears under /run/netns, and a

@@ -1,3 +1,6 @@
+// SPDX-FileCopyrightText: 2026 The clearance authors
+// SPDX-License-Identifier: Apache-2.0
+
 package notifytest
 
 import (
@@ -139,6 +142,9 @@ func (m *Monitor) read(msgs <-chan *dbus.Message) {
 		case msg = <-msgs:
 		case <-m.done:
 			return
+		}
+		if msg == nil {
+			return // godbus closed the channel: the bus connection is gone
 		}
 		iface, _ := msg.Headers[dbus.FieldInterface].Value().(string)
 		member, _ := msg.Headers[dbus.FieldMember].Value().(string)

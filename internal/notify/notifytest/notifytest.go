@@ -1,3 +1,6 @@
+// SPDX-FileCopyrightText: 2026 The clearance authors
+// SPDX-License-Identifier: Apache-2.0
+
 // Package notifytest is test support for code that shows desktop
 // notifications: a private dbus-daemon per test ([StartBus]) and a
 // recording fake org.freedesktop.Notifications server ([NewServer]) that can

@@ -1,3 +1,6 @@
+// SPDX-FileCopyrightText: 2026 The clearance authors
+// SPDX-License-Identifier: Apache-2.0
+
 // Package vt is a small terminal emulator for tests of full-screen
 // terminal programs: what they write goes in, the screen a terminal would
 // show comes out as text.

@@ -1,3 +1,6 @@
+// SPDX-FileCopyrightText: 2026 The clearance authors
+// SPDX-License-Identifier: Apache-2.0
+
 // Package verdictclient is the unprivileged side of clearance-verdict: a
 // typed client for org.terok.ClearanceFirewall1 and
 // org.terok.ClearanceVerdict1 that can pass the container's network
