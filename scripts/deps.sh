@@ -14,6 +14,7 @@ PACKAGES=(
   podman runc conmon netavark containernetworking-plugins golang-github-containers-common \
     busybox-static uidmap             # real containers in test/podman (runc: crun fails on hybrid cgroups)
   rpm lintian                         # make package checks: rpm -qpl, lintian on the .deb
+  openssh-server openssh-client nats-server systemd-journal-remote  # test/fleet: sshd, NATS, journal upload (started by the tests on loopback only)
 )
 
 missing=()
