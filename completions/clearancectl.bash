@@ -12,6 +12,12 @@ _clearancectl_requests()
     clearancectl pending 2>/dev/null | awk 'NR > 1 { print $2 }'
 }
 
+_clearancectl_hosts()
+{
+    # Host aliases of ~/.ssh/config.
+    [[ -r ~/.ssh/config ]] && awk 'tolower($1) == "host" { for (i = 2; i <= NF; i++) if ($i !~ /[*?]/) print $i }' ~/.ssh/config
+}
+
 _clearancectl()
 {
     local cur prev words cword
@@ -22,17 +28,23 @@ _clearancectl()
         cword=$COMP_CWORD
     }
 
-    local commands="watch pending allow deny status log explain policy help"
+    local commands="watch pending allow deny status log explain policy fleet bridge help"
+    local globals="--host --local --ssh-command --remote-command --nats"
     local cmd="" i
     for ((i = 1; i < cword; i++)); do
         case ${words[i]} in
+            --host|--ssh-command|--remote-command|--nats) ((i++)) ;;
             -*) ;;
             *) cmd=${words[i]}; break ;;
         esac
     done
 
     if [[ -z $cmd ]]; then
-        COMPREPLY=($(compgen -W "$commands --help" -- "$cur"))
+        case $prev in
+            --host) COMPREPLY=($(compgen -W "$(_clearancectl_hosts)" -- "$cur")); return ;;
+            --ssh-command|--remote-command|--nats) return ;;
+        esac
+        COMPREPLY=($(compgen -W "$commands $globals --help" -- "$cur"))
         return
     fi
 
@@ -62,6 +74,8 @@ _clearancectl()
     local opts="--help"
     case $cmd in
         watch)   opts+=" --container --glob" ;;
+        bridge)  opts+=" --glob" ;;
+        fleet)   opts+=" --json --host --credentials --ca --cert --key --timeout" ;;
         pending) opts+=" --container --glob --json" ;;
         status)  opts+=" --container --glob --json" ;;
         allow|deny)

@@ -9,7 +9,7 @@ function __clearancectl_requests
     clearancectl pending 2>/dev/null | awk 'NR > 1 { print $2 }'
 end
 
-set -l cmds watch pending allow deny status log explain policy help
+set -l cmds watch pending allow deny status log explain policy fleet bridge help
 
 complete -c clearancectl -f
 complete -c clearancectl -n "not __fish_seen_subcommand_from $cmds" -a watch -d 'Live prompts; answer them from the terminal'
@@ -20,7 +20,14 @@ complete -c clearancectl -n "not __fish_seen_subcommand_from $cmds" -a status -d
 complete -c clearancectl -n "not __fish_seen_subcommand_from $cmds" -a log -d 'Audit trail from the journal'
 complete -c clearancectl -n "not __fish_seen_subcommand_from $cmds" -a explain -d 'What the firewall does with a destination'
 complete -c clearancectl -n "not __fish_seen_subcommand_from $cmds" -a policy -d 'Show or export allow and deny sets'
+complete -c clearancectl -n "not __fish_seen_subcommand_from $cmds" -a fleet -d 'Hosts, containers and pending requests of a NATS fleet'
+complete -c clearancectl -n "not __fish_seen_subcommand_from $cmds" -a bridge -d 'The far side of --host, for ssh to run'
 complete -c clearancectl -n "not __fish_seen_subcommand_from $cmds" -a help -d 'Help on a command'
+complete -c clearancectl -n "not __fish_seen_subcommand_from $cmds" -l host -x -a '(__fish_print_hostnames)' -d 'Also the hubs of HOST, over ssh'
+complete -c clearancectl -n "not __fish_seen_subcommand_from $cmds" -l local -d 'Only this host'
+complete -c clearancectl -n "not __fish_seen_subcommand_from $cmds" -l ssh-command -x -d 'The ssh to run'
+complete -c clearancectl -n "not __fish_seen_subcommand_from $cmds" -l remote-command -x -d 'clearancectl on the far side'
+complete -c clearancectl -n "not __fish_seen_subcommand_from $cmds" -l nats -x -d 'NATS server of the fleet view'
 complete -c clearancectl -n "__fish_seen_subcommand_from help" -a "$cmds"
 
 complete -c clearancectl -l help -d 'Show help'

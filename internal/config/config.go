@@ -82,6 +82,24 @@ type Config struct {
 	DNS      DNS      `yaml:"dns"`
 	Notifier Notifier `yaml:"notifier"`
 	Hook     Hook     `yaml:"hook"`
+	Remote   Remote   `yaml:"remote"`
+}
+
+// Remote configures clearancectl's remote hosts (clearancectl --host):
+// the hubs of each are reached over "ssh HOST clearancectl bridge".
+type Remote struct {
+	// Hosts are included in every clearancectl command that is given no
+	// --host (and not --local), each "[user@]host[:port]". Default none.
+	Hosts []string `yaml:"hosts"`
+
+	// SSHCommand is the ssh to run, split at white space (no shell
+	// quoting), e.g. "ssh -F /home/alice/.ssh/fleet_config". Default
+	// "ssh"; $CLEARANCE_SSH_COMMAND and --ssh-command win over it.
+	SSHCommand string `yaml:"ssh_command"`
+
+	// Command is clearancectl on the far side, as its login shell finds
+	// it. Default "clearancectl".
+	Command string `yaml:"command"`
 }
 
 // Hook configures clearance-oci-hook. The hook reads only the system
@@ -346,6 +364,11 @@ func Default() *Config {
 		},
 		Hook: Hook{
 			AllowCapabilities: []string{},
+		},
+		Remote: Remote{
+			Hosts:      []string{},
+			SSHCommand: "ssh",
+			Command:    "clearancectl",
 		},
 		Notifier: Notifier{
 			HubGlob:        []string{"$XDG_RUNTIME_DIR/clearance/*/hub.sock"},

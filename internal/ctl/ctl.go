@@ -38,6 +38,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/terok-ai/clearance/internal/record"
@@ -85,6 +86,13 @@ type runner struct {
 	// recordRoot is where root's runtime records are found
 	// (<recordRoot>/clearance/containers); "" skips them.
 	recordRoot string
+
+	// remotes are the --host hosts (see remote.go); noRemote keeps a
+	// runner from connecting any (the bridge's own commands).
+	remotes      []*remoteHost
+	noRemote     bool
+	outMu        sync.Mutex
+	remoteFailed bool
 }
 
 // Run runs clearancectl with args (without the program name) and returns
@@ -130,11 +138,12 @@ func commands() []command {
 		{"log", "the audit trail from the journal", (*runner).cmdLog},
 		{"explain", "what the firewall does with a destination, and why", (*runner).cmdExplain},
 		{"policy", "show or export a container's allow and deny sets", (*runner).cmdPolicy},
+		{"bridge", "the far side of --host, for ssh to run (not interactive)", (*runner).cmdBridge},
 	}
 }
 
 func (r *runner) usage(w io.Writer) {
-	fmt.Fprint(w, `Usage: clearancectl COMMAND [OPTIONS] [ARGS]
+	fmt.Fprint(w, `Usage: clearancectl [--host [USER@]HOST[:PORT]]... COMMAND [OPTIONS] [ARGS]
 
 Operator tool for clearance: live allow/deny prompts for per-container
 egress firewalls.
@@ -145,6 +154,16 @@ Commands:
 		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
 	}
 	fmt.Fprint(w, `
+Global options (before the command):
+  --host [USER@]HOST[:PORT]  also the hubs of HOST, over "ssh HOST clearancectl
+                             bridge" (repeatable; default: remote.hosts of the
+                             configuration); hubs are named HOST/ID
+  --local                    only this host, whatever remote.hosts says
+  --ssh-command CMD          the ssh to run (default $CLEARANCE_SSH_COMMAND,
+                             remote.ssh_command, "ssh")
+  --remote-command CMD       clearancectl on the far side (default
+                             remote.command, "clearancectl")
+
 Run "clearancectl COMMAND --help" for a command's options.
 
 Exit status: 0 ok, 1 failure, 2 usage error, 3 not found (unknown request
@@ -154,6 +173,36 @@ See clearancectl(1).
 }
 
 func (r *runner) run(ctx context.Context, args []string) int {
+	g, args, err := splitGlobal(args)
+	if err != nil {
+		fmt.Fprintf(r.stderr, "clearancectl: %s\n", err)
+		return ExitUsage
+	}
+	if len(args) > 0 && !r.noRemote && args[0] != "bridge" && !isHelp(args) {
+		cleanup, code, ok := r.connectRemotes(ctx, g)
+		if !ok {
+			return code
+		}
+		defer cleanup()
+		if code := r.runCommand(ctx, args); code != ExitOK || !r.remoteFailed {
+			return code
+		}
+		return ExitFailure
+	}
+	return r.runCommand(ctx, args)
+}
+
+// isHelp reports whether args ask for help only.
+func isHelp(args []string) bool {
+	for _, a := range args {
+		if a == "-h" || a == "-help" || a == "--help" || a == "help" {
+			return true
+		}
+	}
+	return false
+}
+
+func (r *runner) runCommand(ctx context.Context, args []string) int {
 	if len(args) == 0 {
 		r.usage(r.stderr)
 		return ExitUsage
@@ -161,13 +210,16 @@ func (r *runner) run(ctx context.Context, args []string) int {
 	switch args[0] {
 	case "-h", "-help", "--help", "help":
 		if len(args) > 1 && args[0] == "help" {
-			return r.run(ctx, []string{args[1], "--help"})
+			return r.runCommand(ctx, []string{args[1], "--help"})
 		}
 		r.usage(r.stdout)
 		return ExitOK
 	}
 	for _, c := range commands() {
 		if c.name == args[0] {
+			if code, ok := r.remoteCommand(ctx, c.name, args[1:]); ok {
+				return code
+			}
 			return c.run(r, ctx, args[1:])
 		}
 	}
@@ -297,10 +349,11 @@ func (r *runner) defaultGlob() string {
 
 // globs returns the patterns to search: clearance's layout plus --glob.
 func (r *runner) globs(h *hubFlags) []string {
+	out := append([]string{r.defaultGlob()}, r.remoteGlobs()...)
 	if h == nil {
-		return []string{r.defaultGlob()}
+		return out
 	}
-	return append([]string{r.defaultGlob()}, h.globs...)
+	return append(out, h.globs...)
 }
 
 // execJournal runs journalctl and returns its output. A missing binary is
