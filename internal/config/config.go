@@ -83,6 +83,41 @@ type Config struct {
 	Notifier Notifier `yaml:"notifier"`
 	Hook     Hook     `yaml:"hook"`
 	Remote   Remote   `yaml:"remote"`
+	Relay    Relay    `yaml:"relay"`
+}
+
+// Relay configures clearance-relay, which connects this host's hubs to a
+// NATS server for a fleet (docs/fleet.md). It does nothing until url is
+// set and the user unit is enabled.
+type Relay struct {
+	// URL is the NATS server, e.g. "tls://nats.example.com:4222" (several
+	// separated by commas). Default none: the relay refuses to start.
+	URL string `yaml:"url"`
+
+	// Host names this host on the subjects: 1 to 64 letters, digits, '-'
+	// and '_'. Default: the first label of the host name.
+	Host string `yaml:"host"`
+
+	// Credentials is a NATS credentials file (JWT and nkey seed), the
+	// identity NATS authenticates and authorises. Default none.
+	Credentials string `yaml:"credentials"`
+
+	// TLSCA, TLSCert and TLSKey: a CA bundle to verify the server with,
+	// and a client certificate and key for mutual TLS. Default none.
+	TLSCA   string `yaml:"tls_ca"`
+	TLSCert string `yaml:"tls_cert"`
+	TLSKey  string `yaml:"tls_key"`
+
+	// SubjectPrefix is the first subject token(s). Default "clearance".
+	SubjectPrefix string `yaml:"subject_prefix"`
+
+	// Bucket is the JetStream key-value bucket of "always" verdicts.
+	// Default "clearance-always".
+	Bucket string `yaml:"bucket"`
+
+	// Adopt applies other hosts' "always" verdicts to this host's
+	// policies (through the verdict service). Default true.
+	Adopt bool `yaml:"adopt"`
 }
 
 // Remote configures clearancectl's remote hosts (clearancectl --host):
@@ -365,6 +400,11 @@ func Default() *Config {
 		Hook: Hook{
 			AllowCapabilities: []string{},
 		},
+		Relay: Relay{
+			SubjectPrefix: "clearance",
+			Bucket:        "clearance-always",
+			Adopt:         true,
+		},
 		Remote: Remote{
 			Hosts:      []string{},
 			SSHCommand: "ssh",
@@ -620,6 +660,15 @@ func (c *Config) validate(p positions) error {
 		if !filepath.IsAbs(expand(v)) {
 			bad(key, "must be an absolute path, got %q", v)
 		}
+	}
+
+	rl := c.Relay
+	absPath("relay.credentials", rl.Credentials, true)
+	absPath("relay.tls_ca", rl.TLSCA, true)
+	absPath("relay.tls_cert", rl.TLSCert, true)
+	absPath("relay.tls_key", rl.TLSKey, true)
+	if (rl.TLSCert == "") != (rl.TLSKey == "") {
+		bad("relay.tls_cert", "tls_cert and tls_key go together")
 	}
 
 	h := c.Hub

@@ -1,0 +1,152 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/terok-ai/clearance/internal/config"
+	"github.com/terok-ai/clearance/internal/sd"
+)
+
+const usage = `Usage: clearance-relay [options]
+
+Connects the clearance hubs of this host (this user's) to a NATS server,
+for a fleet of hosts operated from anywhere (docs/fleet.md):
+
+  * publishes every blocked request and every outcome on
+    <prefix>.<host>.<container>.blocked / .outcome, and the host's
+    containers on <prefix>.<host>.presence;
+  * answers verdict requests on <prefix>.<host>.<container>.decide.<operator>
+    by passing them to the hub's Decide (channel "nats.<operator>"): the
+    hub's own checks hold, the first verdict wins, a later one is answered
+    "already decided by ...";
+  * mirrors "always" verdicts through the JetStream key-value bucket
+    (deny wins) and applies the other hosts' to this host's policies.
+
+Which operator may answer for which host is the NATS server's decision
+(its accounts and permissions). With the server down or unreachable the
+local prompts work as before; the relay reconnects and publishes what is
+still pending.
+
+Options (they override the relay section of the configuration):
+`
+
+// Command runs clearance-relay and returns its exit status: 0 after a
+// clean shutdown, 1 on failure, 2 on a usage error.
+func Command(ctx context.Context, args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("clearance-relay", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, usage)
+		fs.PrintDefaults()
+	}
+	cfgPath := fs.String("config", "", "read only this configuration `file` (default: /etc/clearance/clearance.yaml, then $XDG_CONFIG_HOME/clearance/clearance.yaml)")
+	url := fs.String("url", "", "NATS server `url` (default: relay.url)")
+	host := fs.String("host", "", "this host's `name` on the subjects (default: relay.host, else the host name)")
+	creds := fs.String("credentials", "", "NATS credentials `file` (default: relay.credentials)")
+	verdictSock := fs.String("verdict-socket", "", "the verdict service `socket` other hosts' always verdicts are adopted through (default: verdict.socket)")
+	noAdopt := fs.Bool("no-adopt", false, "do not apply other hosts' always verdicts here (default: relay.adopt)")
+	debug := fs.Bool("debug", false, "log at debug level")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() != 0 {
+		fs.Usage()
+		return 2
+	}
+	level := new(slog.LevelVar)
+	if *debug {
+		level.Set(slog.LevelDebug)
+	}
+	log := sd.NewLogger(level, "clearance-relay")
+
+	var paths []string
+	if *cfgPath != "" {
+		paths = []string{*cfgPath}
+	}
+	cfg, err := config.Load(paths...)
+	if err != nil {
+		fmt.Fprintf(stderr, "clearance-relay: %v\n", err)
+		return 1
+	}
+	rc := cfg.Relay
+	if *url != "" {
+		rc.URL = *url
+	}
+	if *host != "" {
+		rc.Host = *host
+	}
+	if *creds != "" {
+		rc.Credentials = *creds
+	}
+	if rc.Host == "" {
+		h, _ := os.Hostname()
+		rc.Host, _, _ = strings.Cut(h, ".")
+	}
+	if rc.URL == "" {
+		fmt.Fprintln(stderr, "clearance-relay: no NATS server: set relay.url in the configuration or pass --url")
+		return 2
+	}
+	var opts []nats.Option
+	if rc.Credentials != "" {
+		opts = append(opts, nats.UserCredentials(rc.Credentials))
+	}
+	if rc.TLSCA != "" {
+		opts = append(opts, nats.RootCAs(rc.TLSCA))
+	}
+	if rc.TLSCert != "" {
+		opts = append(opts, nats.ClientCert(rc.TLSCert, rc.TLSKey))
+	}
+	sock := cfg.Verdict.Socket
+	if *verdictSock != "" {
+		sock = *verdictSock
+	}
+	var adopter Adopter
+	if rc.Adopt && !*noAdopt {
+		adopter = VerdictAdopter{Socket: sock}
+	}
+	notifier := sd.NewNotifier(log)
+	ready := false
+	r, err := New(Config{Host: rc.Host, URL: rc.URL, Options: opts, Prefix: rc.SubjectPrefix, Bucket: rc.Bucket,
+		HubGlob: []string{cfg.Hub.Dir() + "/*/hub.sock"}, Adopter: adopter, Log: log,
+		OnConnected: func() {
+			if !ready {
+				ready = true
+				notifier.Ready("connected to NATS")
+			} else {
+				notifier.Status("reconnected to NATS")
+			}
+		}})
+	if err != nil {
+		fmt.Fprintf(stderr, "clearance-relay: %v\n", err)
+		return 2
+	}
+	log.Info("relay starting", "host", rc.Host, "url", redact(rc.URL))
+	if err := r.Run(ctx); err != nil {
+		fmt.Fprintf(stderr, "clearance-relay: %v\n", err)
+		return 1
+	}
+	notifier.Stopping()
+	return 0
+}
+
+// redact hides a password in a URL for the log.
+func redact(u string) string {
+	at := strings.LastIndex(u, "@")
+	scheme := strings.Index(u, "://")
+	if at < 0 || scheme < 0 || at < scheme {
+		return u
+	}
+	return u[:scheme+3] + "***" + u[at:]
+}
