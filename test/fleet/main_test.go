@@ -36,7 +36,7 @@ func bin(t *testing.T, name string) string {
 		if binaries.err != nil {
 			return
 		}
-		for _, c := range []string{"clearancectl", "clearance-hub", "clearance-relay"} {
+		for _, c := range []string{"clearancectl", "clearance-hub", "clearance-relay", "clearance-verdict"} {
 			if _, err := os.Stat("../../cmd/" + c); err != nil {
 				continue
 			}
