@@ -163,6 +163,13 @@ Global options (before the command):
                              remote.ssh_command, "ssh")
   --remote-command CMD       clearancectl on the far side (default
                              remote.command, "clearancectl")
+  --nats URL                 the fleet through NATS and clearance-relay
+                             instead of local hubs: watch, pending, allow,
+                             deny (docs/fleet.md)
+  --nats-credentials FILE    NATS credentials (default relay.credentials)
+  --nats-operator NAME       your name on the decide subjects (default the
+                             login name); the NATS server's permissions
+                             must bind it to you
 
 Run "clearancectl COMMAND --help" for a command's options.
 
@@ -176,6 +183,17 @@ func (r *runner) run(ctx context.Context, args []string) int {
 	g, args, err := splitGlobal(args)
 	if err != nil {
 		fmt.Fprintf(r.stderr, "clearancectl: %s\n", err)
+		return ExitUsage
+	}
+	if g.nats != "" {
+		if len(g.hosts) > 0 {
+			fmt.Fprintln(r.stderr, "clearancectl: --nats and --host exclude each other")
+			return ExitUsage
+		}
+		return r.runNATS(ctx, g, args)
+	}
+	if (g.natsCreds != "" || g.natsOperator != "") && g.nats == "" {
+		fmt.Fprintln(r.stderr, "clearancectl: --nats-credentials and --nats-operator need --nats URL")
 		return ExitUsage
 	}
 	if len(args) > 0 && !r.noRemote && args[0] != "bridge" && !isHelp(args) {

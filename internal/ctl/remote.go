@@ -121,7 +121,8 @@ type globalOptions struct {
 	sshCommand string
 	remoteCmd  string
 	local      bool
-	nats       string
+	// nats, natsCreds and natsOperator: the fleet view (nats.go).
+	nats, natsCreds, natsOperator string
 }
 
 // splitGlobal takes the global options off the front of args.
@@ -142,6 +143,10 @@ func splitGlobal(args []string) (globalOptions, []string, error) {
 			dst = &g.remoteCmd
 		case "nats":
 			dst = &g.nats
+		case "nats-credentials":
+			dst = &g.natsCreds
+		case "nats-operator":
+			dst = &g.natsOperator
 		case "local":
 			if hasVal {
 				return g, nil, fmt.Errorf("--local takes no value")
