@@ -28,12 +28,12 @@ _clearancectl()
         cword=$COMP_CWORD
     }
 
-    local commands="watch pending allow deny status log explain policy fleet bridge help"
-    local globals="--host --local --ssh-command --remote-command --nats"
+    local commands="watch pending allow deny status log explain policy bridge help"
+    local globals="--host --local --ssh-command --remote-command --nats --nats-credentials --nats-operator"
     local cmd="" i
     for ((i = 1; i < cword; i++)); do
         case ${words[i]} in
-            --host|--ssh-command|--remote-command|--nats) ((i++)) ;;
+            --host|--ssh-command|--remote-command|--nats|--nats-credentials|--nats-operator) ((i++)) ;;
             -*) ;;
             *) cmd=${words[i]}; break ;;
         esac
@@ -42,7 +42,8 @@ _clearancectl()
     if [[ -z $cmd ]]; then
         case $prev in
             --host) COMPREPLY=($(compgen -W "$(_clearancectl_hosts)" -- "$cur")); return ;;
-            --ssh-command|--remote-command|--nats) return ;;
+            --ssh-command|--remote-command|--nats|--nats-operator) return ;;
+            --nats-credentials) COMPREPLY=($(compgen -f -- "$cur")); return ;;
         esac
         COMPREPLY=($(compgen -W "$commands $globals --help" -- "$cur"))
         return
@@ -75,7 +76,6 @@ _clearancectl()
     case $cmd in
         watch)   opts+=" --container --glob" ;;
         bridge)  opts+=" --glob" ;;
-        fleet)   opts+=" --json --host --credentials --ca --cert --key --timeout" ;;
         pending) opts+=" --container --glob --json" ;;
         status)  opts+=" --container --glob --json" ;;
         allow|deny)
@@ -84,7 +84,7 @@ _clearancectl()
                 COMPREPLY=($(compgen -W "$(_clearancectl_requests)" -- "$cur"))
                 return
             fi ;;
-        log)     opts+=" --container --since --action --lines --json" ;;
+        log)     opts+=" --container --since --action --lines --json --journal-dir --export --follow --cursor-file" ;;
         explain)
             opts+=" --proto --json --socket"
             if [[ $cur != -* && ${words[cword-1]} == explain ]]; then

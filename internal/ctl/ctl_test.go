@@ -16,6 +16,7 @@ import (
 	"github.com/varlink/go/varlink"
 
 	"github.com/terok-ai/clearance/internal/hub"
+	"github.com/terok-ai/clearance/internal/relay"
 	fw "github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearancefirewall1"
 	"github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearancehub1"
 )
@@ -283,6 +284,7 @@ func TestJournalArgs(t *testing.T) {
 		{"absolute since", logQuery{since: "2025-01-31 12:00"}, []string{"--since=2025-01-31 12:00"}},
 		{"filters", logQuery{container: "c1", action: "deny", lines: 20},
 			[]string{"-n", "20", "CLEARANCE_CONTAINER=c1", "CLEARANCE_ACTION=deny"}},
+		{"collected files", logQuery{dir: "/srv/journal"}, []string{"--directory=/srv/journal"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -301,7 +303,8 @@ func TestJournalArgs(t *testing.T) {
 			want := []string{"MESSAGE_ID=" + hub.MsgBlocked, "MESSAGE_ID=" + hub.MsgVerdict,
 				"MESSAGE_ID=" + hub.MsgVerdictFailed, "MESSAGE_ID=" + hub.MsgExpired,
 				"MESSAGE_ID=" + hub.MsgEngaged, "MESSAGE_ID=" + hub.MsgDisengaged,
-				"MESSAGE_ID=" + hub.MsgDenied, "MESSAGE_ID=" + hub.MsgLearned}
+				"MESSAGE_ID=" + hub.MsgDenied, "MESSAGE_ID=" + hub.MsgLearned,
+				"MESSAGE_ID=" + relay.MsgMirrored, "MESSAGE_ID=" + relay.MsgAdopted}
 			if diff := cmp.Diff(want, ids); diff != "" {
 				t.Errorf("MESSAGE_ID matches (-want +got):\n%s", diff)
 			}

@@ -7,6 +7,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -14,6 +18,7 @@ import (
 
 	"github.com/terok-ai/clearance/internal/event"
 	"github.com/terok-ai/clearance/internal/hub"
+	"github.com/terok-ai/clearance/internal/relay"
 	"github.com/terok-ai/clearance/internal/render"
 )
 
@@ -30,6 +35,8 @@ var auditKinds = []struct{ id, name string }{
 	{hub.MsgDisengaged, "disengaged"},
 	{hub.MsgDenied, "denied"},
 	{hub.MsgLearned, "learned"},
+	{relay.MsgMirrored, "mirrored"},
+	{relay.MsgAdopted, "adopted"},
 }
 
 func kindName(id string) string {
@@ -48,6 +55,7 @@ var auditFields = []string{
 	"CLEARANCE_CONTAINER", "CLEARANCE_REQUEST_ID", "CLEARANCE_DEST", "CLEARANCE_DOMAIN",
 	"CLEARANCE_PORT", "CLEARANCE_PROTO", "CLEARANCE_ACTION", "CLEARANCE_SCOPE",
 	"CLEARANCE_EXPIRES_USEC", "CLEARANCE_OPERATOR_UID", "CLEARANCE_CHANNEL", "CLEARANCE_REASON",
+	"CLEARANCE_HOST", "_HOSTNAME",
 }
 
 // logQuery is what the operator asked "log" for.
@@ -56,6 +64,9 @@ type logQuery struct {
 	since     string
 	action    string
 	lines     int
+	// dir reads the journal files of a directory (journalctl -D), e.g.
+	// what systemd-journal-remote collected from a fleet.
+	dir string
 }
 
 // relativeRE matches a bare time span ("30m", "1h", "2d", "1h30m").
@@ -64,6 +75,16 @@ var relativeRE = regexp.MustCompile(`^([0-9]+(s|m|min|h|d|w))+$`)
 // journalArgs builds the journalctl command line for q.
 func journalArgs(q logQuery) []string {
 	args := []string{"-o", "json", "--no-pager", "-q", "--output-fields=" + strings.Join(auditFields, ",")}
+	return append(args, journalMatches(q)...)
+}
+
+// journalMatches are journalctl's options and matches for q: clearance's
+// MESSAGE_IDs (alternatives), narrowed by container and action.
+func journalMatches(q logQuery) []string {
+	var args []string
+	if q.dir != "" {
+		args = append(args, "--directory="+q.dir)
+	}
 	if q.since != "" {
 		since := q.since
 		if relativeRE.MatchString(since) {
@@ -105,6 +126,9 @@ type auditEntry struct {
 	Channel     string `json:"channel"`
 	Reason      string `json:"reason"`
 	Message     string `json:"message"`
+	// Host is the host that wrote the record (_HOSTNAME), which tells
+	// a fleet's collected records apart.
+	Host string `json:"host"`
 }
 
 // journalValue decodes one field of journalctl's JSON output: a string,
@@ -162,7 +186,7 @@ func parseJournal(out []byte) ([]auditEntry, int) {
 			Dest: get("CLEARANCE_DEST"), Domain: get("CLEARANCE_DOMAIN"), Port: num("CLEARANCE_PORT"),
 			Proto: get("CLEARANCE_PROTO"), Action: get("CLEARANCE_ACTION"), Scope: get("CLEARANCE_SCOPE"),
 			ExpiresUsec: num("CLEARANCE_EXPIRES_USEC"), Channel: get("CLEARANCE_CHANNEL"),
-			Reason: get("CLEARANCE_REASON"), Message: get("MESSAGE"),
+			Reason: get("CLEARANCE_REASON"), Message: get("MESSAGE"), Host: get("_HOSTNAME"),
 		}
 		if s := strings.TrimSpace(get("CLEARANCE_OPERATOR_UID")); s != "" {
 			if n, err := strconv.ParseInt(s, 10, 64); err == nil {
@@ -179,12 +203,23 @@ func parseJournal(out []byte) ([]auditEntry, int) {
 }
 
 func (r *runner) cmdLog(ctx context.Context, args []string) int {
-	fs := r.newFlags("log", "[--container ID] [--since TIME] [--action allow|deny] [--lines N] [--json]",
+	fs := r.newFlags("log", "[--container ID] [--since TIME] [--action allow|deny] [--lines N] [--journal-dir DIR] [--json | --export [--follow] [--cursor-file FILE]]",
 		`Shows clearance's audit trail from the systemd journal: blocked requests,
-verdicts, failed verdicts, expiries, ruleset engage/disengage. TIME is
-anything journalctl --since accepts ("2025-01-31 12:00", "yesterday",
-"-2h") or a bare span meaning that long ago ("30m", "2h", "1d").`)
+verdicts, failed verdicts, expiries, ruleset engage/disengage, fleet
+verdicts mirrored and adopted. TIME is anything journalctl --since accepts
+("2025-01-31 12:00", "yesterday", "-2h") or a bare span meaning that long
+ago ("30m", "2h", "1d").
+
+--journal-dir reads the journal files of a directory instead, e.g. what
+systemd-journal-remote collected from a fleet; the table then names the
+host of every record. --export writes the records in the journal export
+format instead, for "systemd-journal-upload -": only clearance's records
+leave the host (see docs/fleet.md).`)
 	var q logQuery
+	fs.StringVar(&q.dir, "journal-dir", "", "read the journal files in `DIR` (journalctl --directory)")
+	export := fs.Bool("export", false, "write journal export format (for systemd-journal-upload)")
+	follow := fs.Bool("follow", false, "with --export: keep writing new records")
+	cursorFile := fs.String("cursor-file", "", "with --export: start after the cursor in `FILE` and keep it there (journalctl --cursor-file)")
 	fs.StringVar(&q.container, "container", "", "only records of this container (its id, full or a unique prefix)")
 	fs.StringVar(&q.since, "since", "", "only records newer than `TIME`")
 	fs.StringVar(&q.action, "action", "", "only verdicts with this action (allow or deny)")
@@ -203,12 +238,32 @@ anything journalctl --since accepts ("2025-01-31 12:00", "yesterday",
 	if q.lines < 0 {
 		return r.usageErr(fs, "--lines must not be negative")
 	}
-	if q.container != "" {
+	if (*follow || *cursorFile != "") && !*export {
+		return r.usageErr(fs, "--follow and --cursor-file go with --export")
+	}
+	if *export && *asJSON {
+		return r.usageErr(fs, "--export and --json exclude each other")
+	}
+	if q.dir != "" {
+		if st, err := os.Stat(q.dir); err != nil || !st.IsDir() {
+			return r.usageErr(fs, "--journal-dir %s: not a directory", clean(q.dir))
+		}
+	}
+	if q.container != "" && q.dir == "" {
 		id, err := resolveContainer(q.container, r.knownContainers())
 		if err != nil {
 			return r.usageErr(fs, "%s", clean(err.Error()))
 		}
 		q.container = id
+	}
+	if *export {
+		if err := exportJournal(ctx, q, *follow, *cursorFile, r.stdout); err != nil {
+			if errors.Is(err, errNoJournalctl) {
+				return r.fail(ExitFailure, "journalctl not found")
+			}
+			return r.fail(ExitFailure, "read the journal: %s", cleanLong(err.Error()))
+		}
+		return ExitOK
 	}
 	out, err := r.journal(ctx, journalArgs(q))
 	if errors.Is(err, errNoJournalctl) {
@@ -234,12 +289,73 @@ anything journalctl --since accepts ("2025-01-31 12:00", "yesterday",
 		fmt.Fprintln(r.stdout, "no audit records")
 		return ExitOK
 	}
-	r.auditTable(entries).write(r.stdout, r)
+	r.auditTable(entries, q.dir != "").write(r.stdout, r)
 	return ExitOK
 }
 
-func (r *runner) auditTable(entries []auditEntry) *table {
+// followInterval is how often "log --export --follow" looks for new
+// records.
+const followInterval = time.Second
+
+// exportJournal writes q's records in the export format. With follow it
+// asks journalctl again every followInterval for what came after the
+// cursor (journalctl's own --follow implies --boot=0 in systemd 252: the
+// records of an earlier boot not yet shipped would be left behind).
+func exportJournal(ctx context.Context, q logQuery, follow bool, cursorFile string, w io.Writer) error {
+	if follow && cursorFile == "" {
+		d, err := os.MkdirTemp("", "clearancectl-cursor-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(d)
+		cursorFile = filepath.Join(d, "cursor")
+	}
+	args := []string{"-o", "export", "--no-pager", "-q"}
+	if cursorFile != "" {
+		args = append(args, "--cursor-file="+cursorFile)
+	}
+	args = append(args, journalMatches(q)...)
+	for {
+		if err := streamJournal(ctx, args, w); err != nil {
+			return err
+		}
+		if !follow {
+			return nil
+		}
+		t := time.NewTimer(followInterval)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// streamJournal runs journalctl with args, its output going to w as it
+// comes (until ctx ends, with --follow).
+func streamJournal(ctx context.Context, args []string, w io.Writer) error {
+	path, err := exec.LookPath("journalctl")
+	if err != nil {
+		return errNoJournalctl
+	}
+	cmd := exec.CommandContext(ctx, path, args...)
+	var stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = w, &limitedWriter{w: &stderr, n: 4096}
+	if err := cmd.Run(); err != nil && ctx.Err() == nil {
+		if msg := strings.TrimSpace(stderr.String()); msg != "" {
+			return fmt.Errorf("journalctl: %w: %s", err, msg)
+		}
+		return fmt.Errorf("journalctl: %w", err)
+	}
+	return nil
+}
+
+func (r *runner) auditTable(entries []auditEntry, withHost bool) *table {
 	t := &table{head: []string{"TIME", "EVENT", "CONTAINER", "DESTINATION", "ACTION", "SCOPE", "BY", "DETAIL"}}
+	if withHost {
+		t.head = append([]string{"HOST"}, t.head...)
+	}
 	now := r.now()
 	for _, e := range entries {
 		when := "?"
@@ -300,8 +416,12 @@ func (r *runner) auditTable(entries []auditEntry) *table {
 		case "blocked":
 			ev = r.paint(colYellow, ev)
 		}
-		t.add(when, ev, orDash(clean(e.Container)), dest, orDash(clean(e.Action)), orDash(clean(e.Scope)),
-			orDash(by), orDash(strings.Join(detail, "; ")))
+		row := []string{when, ev, orDash(clean(e.Container)), dest, orDash(clean(e.Action)), orDash(clean(e.Scope)),
+			orDash(by), orDash(strings.Join(detail, "; "))}
+		if withHost {
+			row = append([]string{orDash(clean(e.Host))}, row...)
+		}
+		t.add(row...)
 	}
 	return t
 }

@@ -595,7 +595,7 @@ func (r *runner) remoteLog(ctx context.Context, args []string) int {
 	for i, e := range all {
 		entries[i] = e.auditEntry
 	}
-	t := r.auditTable(entries)
+	t := r.auditTable(entries, false)
 	t.head = append([]string{"HOST"}, t.head...)
 	for i := range t.rows {
 		t.rows[i] = append([]string{orDash(clean(all[i].Host))}, t.rows[i]...)
