@@ -21,10 +21,10 @@ import (
 const (
 	// MsgMirrored: an "always" verdict given through this relay was
 	// written to the fleet's bucket (or kept out of it: deny wins).
-	MsgMirrored = "4f7a1c2e9b3d4e8fa6c0d1b2e3f4a5c6"
+	MsgMirrored = "28a6547329de49668c1fe01aff1a93d0"
 	// MsgAdopted: an "always" verdict of another host was applied to
 	// this host's policy (or refused).
-	MsgAdopted = "9e2b5d8a1c4f4b7e8d0a3c6f9b2e5d81"
+	MsgAdopted = "3d34026f6e2f4cc3935142644bfebbcb"
 )
 
 // alwaysOf describes the "always" verdict req gave on b.
