@@ -6,13 +6,20 @@
 // or written: the client runs with -F and its own known_hosts, the
 // servers with their own configuration.
 //
-// As root, each sshd runs in a private mount namespace with a tmpfs on
-// /run (OpenSSH's privilege separation directory /run/sshd is created
-// there, not on the machine); as another user it runs unprivileged as
-// that user. Everything is stopped in tb.Cleanup, by pid.
+// As root, each sshd is a host of its own: it runs in a private mount
+// namespace with a tmpfs on /run (OpenSSH's privilege separation directory
+// /run/sshd is created there, not on the machine) and in a network
+// namespace of its own, reached over a veth pair with a /30 of
+// 10.200.0.0/13 and nothing else (no route out, no forwarding); as another
+// user it runs unprivileged as that user on loopback. Everything is
+// stopped in tb.Cleanup, by pid and by interface name.
 package sshlab
 
 import (
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -44,7 +51,10 @@ type Lab struct {
 type Host struct {
 	// Alias is the name the client configuration knows it by.
 	Alias string
-	// Port is its loopback port.
+	// Addr is the address it listens on: 127.0.0.1, or as root the
+	// inside of its veth pair.
+	Addr string
+	// Port is its port.
 	Port int
 	// RuntimeDir is XDG_RUNTIME_DIR of its sessions.
 	RuntimeDir string
@@ -62,7 +72,7 @@ func New(tb testing.TB) *Lab {
 		testutil.Unavailable(tb, "/usr/sbin/sshd (Debian openssh-server)")
 	}
 	if os.Geteuid() == 0 {
-		testutil.RequireTool(tb, "unshare")
+		testutil.RequireTool(tb, "unshare", "nsenter", "ip")
 	}
 	u, err := user.Current()
 	if err != nil {
@@ -124,10 +134,17 @@ func (l *Lab) AddHost(alias, runtimeDir string) *Host {
 	var lastErr error
 	for attempt := 0; attempt < 5; attempt++ {
 		h.Port = freePort(l.tb)
+		h.Addr = "127.0.0.1"
+		var outer, inner, outerIf, innerIf string
+		if os.Geteuid() == 0 {
+			outer, inner = subnet()
+			tag := randomHex(4)
+			outerIf, innerIf, h.Addr = "sshl"+tag+"o", "sshl"+tag+"i", inner
+		}
 		cfg := filepath.Join(hd, "sshd_config")
 		conf := strings.Join([]string{
 			"Port " + strconv.Itoa(h.Port),
-			"ListenAddress 127.0.0.1",
+			"ListenAddress " + h.Addr,
 			"HostKey " + hostKey,
 			"PidFile none",
 			"AuthorizedKeysFile " + filepath.Join(l.dir, "authorized_keys"),
@@ -155,8 +172,11 @@ func (l *Lab) AddHost(alias, runtimeDir string) *Host {
 			l.tb.Fatal(err)
 		}
 		if os.Geteuid() == 0 {
-			h.cmd = exec.Command("unshare", "-m", "--propagation", "private", "sh", "-c",
-				`mount -t tmpfs -o mode=0755 sshlab /run && mkdir -m 0755 /run/sshd && exec /usr/sbin/sshd -D -e -f "$1"`, "sh", cfg)
+			// sshd binds its address once the veth's inner end has it.
+			h.cmd = exec.Command("unshare", "-m", "-n", "--propagation", "private", "sh", "-c",
+				`mount -t tmpfs -o mode=0755 sshlab /run && mkdir -m 0755 /run/sshd && ip link set lo up || exit 1
+i=0; until ip -4 addr show dev "$2" 2>/dev/null | grep -q "inet "; do i=$((i+1)); [ $i -gt 500 ] && exit 1; sleep 0.02; done
+exec /usr/sbin/sshd -D -e -f "$1"`, "sh", cfg, innerIf)
 		} else {
 			h.cmd = exec.Command("/usr/sbin/sshd", "-D", "-e", "-f", cfg)
 		}
@@ -168,7 +188,15 @@ func (l *Lab) AddHost(alias, runtimeDir string) *Host {
 		logf.Close()
 		exited := make(chan error, 1)
 		go func() { exited <- h.cmd.Wait() }()
-		if lastErr = waitListening(h.Port, exited); lastErr == nil {
+		if outerIf != "" {
+			if err := veth(h.cmd.Process.Pid, outerIf, innerIf, outer, inner); err != nil {
+				h.cmd.Process.Kill()
+				<-exited
+				exec.Command("ip", "link", "del", outerIf).Run()
+				l.tb.Fatalf("sshd %s: %v", alias, err)
+			}
+		}
+		if lastErr = waitListening(h.Addr, h.Port, exited); lastErr == nil {
 			cmd := h.cmd
 			l.tb.Cleanup(func() {
 				cmd.Process.Signal(syscall.SIGTERM)
@@ -178,11 +206,18 @@ func (l *Lab) AddHost(alias, runtimeDir string) *Host {
 					cmd.Process.Kill()
 					<-exited
 				}
+				if outerIf != "" {
+					// Gone with the namespace already; by name in case not.
+					exec.Command("ip", "link", "del", outerIf).Run()
+				}
 			})
 			break
 		}
 		h.cmd.Process.Kill()
 		<-exited
+		if outerIf != "" {
+			exec.Command("ip", "link", "del", outerIf).Run()
+		}
 	}
 	if lastErr != nil {
 		b, _ := os.ReadFile(h.log)
@@ -200,6 +235,9 @@ func (l *Lab) AddHost(alias, runtimeDir string) *Host {
 	return h
 }
 
+// Pid is the sshd's process id.
+func (h *Host) Pid() int { return h.cmd.Process.Pid }
+
 // Log returns what the host's sshd logged so far.
 func (h *Host) Log() string {
 	b, _ := os.ReadFile(h.log)
@@ -215,7 +253,7 @@ func (h *Host) Stop() {
 func (l *Lab) writeClientConfig() {
 	var b strings.Builder
 	for _, h := range l.hosts {
-		fmt.Fprintf(&b, "Host %s\n  HostName 127.0.0.1\n  Port %d\n  HostKeyAlias %s\n\n", h.Alias, h.Port, h.Alias)
+		fmt.Fprintf(&b, "Host %s\n  HostName %s\n  Port %d\n  HostKeyAlias %s\n\n", h.Alias, h.Addr, h.Port, h.Alias)
 	}
 	fmt.Fprintf(&b, "Host *\n  User %s\n  IdentityFile %s\n  IdentitiesOnly yes\n  IdentityAgent none\n"+
 		"  UserKnownHostsFile %s\n  GlobalKnownHostsFile /dev/null\n  StrictHostKeyChecking yes\n"+
@@ -235,7 +273,60 @@ func freePort(tb testing.TB) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
-func waitListening(port int, exited <-chan error) error {
+// subnet picks a /30 of 10.200.0.0/13 for a host's veth pair: the
+// outer and inner address.
+func subnet() (outer, inner string) {
+	var b [4]byte
+	rand.Read(b[:])
+	n := binary.BigEndian.Uint32(b[:]) & (1<<17 - 1) // 2^17 /30s in a /13
+	base := uint32(10)<<24 | uint32(200)<<16 | n<<2
+	ip := func(v uint32) string { return fmt.Sprintf("%d.%d.%d.%d", v>>24, v>>16&255, v>>8&255, v&255) }
+	return ip(base + 1), ip(base + 2)
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// veth connects the network namespace of pid to this one: outerIf here
+// with outer/30, innerIf there with inner/30, both up.
+func veth(pid int, outerIf, innerIf, outer, inner string) error {
+	p := strconv.Itoa(pid)
+	// Wait until the process has left this namespace (unshare has run).
+	ours, err := os.Readlink("/proc/self/ns/net")
+	if err != nil {
+		return err
+	}
+	for i := 0; ; i++ {
+		theirs, err := os.Readlink("/proc/" + p + "/ns/net")
+		if err != nil {
+			return fmt.Errorf("sshd's namespace: %w", err)
+		}
+		if theirs != ours {
+			break
+		}
+		if i > 1000 {
+			return errors.New("sshd never left this network namespace")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	for _, args := range [][]string{
+		{"ip", "link", "add", outerIf, "type", "veth", "peer", "name", innerIf, "netns", p},
+		{"ip", "addr", "add", outer + "/30", "dev", outerIf},
+		{"ip", "link", "set", outerIf, "up"},
+		{"nsenter", "-t", p, "-n", "ip", "link", "set", innerIf, "up"},
+		{"nsenter", "-t", p, "-n", "ip", "addr", "add", inner + "/30", "dev", innerIf},
+	} {
+		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+			return fmt.Errorf("%s: %v: %s", strings.Join(args, " "), err, out)
+		}
+	}
+	return nil
+}
+
+func waitListening(addr string, port int, exited <-chan error) error {
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
 		select {
@@ -243,12 +334,12 @@ func waitListening(port int, exited <-chan error) error {
 			return fmt.Errorf("sshd exited: %v", err)
 		default:
 		}
-		c, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(port), 200*time.Millisecond)
+		c, err := net.DialTimeout("tcp", net.JoinHostPort(addr, strconv.Itoa(port)), 200*time.Millisecond)
 		if err == nil {
 			c.Close()
 			return nil
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	return fmt.Errorf("port %d not listening after 10 s", port)
+	return fmt.Errorf("%s port %d not listening after 10 s", addr, port)
 }

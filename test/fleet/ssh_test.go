@@ -3,7 +3,9 @@ package fleet
 import (
 	"encoding/json"
 	"io"
+	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -24,8 +26,18 @@ func newSSHFleet(t *testing.T) *sshFleet {
 	t.Helper()
 	lab := sshlab.New(t)
 	f := &sshFleet{lab: lab, alpha: newHost(t), beta: newHost(t), local: shortDir(t)}
-	lab.AddHost("alpha", f.alpha.rt)
-	lab.AddHost("beta", f.beta.rt)
+	for _, h := range []*sshlab.Host{lab.AddHost("alpha", f.alpha.rt), lab.AddHost("beta", f.beta.rt)} {
+		if os.Geteuid() != 0 {
+			continue
+		}
+		// As root every host is its own network namespace, reached over
+		// its veth only.
+		ours, _ := os.Readlink("/proc/self/ns/net")
+		theirs, err := os.Readlink("/proc/" + strconv.Itoa(h.Pid()) + "/ns/net")
+		if err != nil || theirs == ours || h.Addr == "127.0.0.1" {
+			t.Fatalf("host %s shares our network namespace (%s, %v) or loopback (%s)", h.Alias, theirs, err, h.Addr)
+		}
+	}
 	f.args = []string{"--ssh-command", lab.SSHCommand(), "--remote-command", bin(t, "clearancectl")}
 	return f
 }
