@@ -10,8 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/terok-ai/clearance/internal/lab"
 	"github.com/terok-ai/clearance/internal/relay"
 	"github.com/terok-ai/clearance/internal/testutil"
+	fw1 "github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearancefirewall1"
 	"github.com/terok-ai/clearance/internal/verdict/verdictclient"
 )
 
@@ -128,6 +130,12 @@ func TestRelayAlwaysAcrossHosts(t *testing.T) {
 	if strings.Contains(va.policy("webapp"), "198.51.100.60") {
 		t.Errorf("alpha adopted its own verdict:\n%s", va.policy("webapp"))
 	}
+	// beta's next container of that policy starts with it: a real
+	// container network namespace, engaged by a verdict service and hub
+	// reading beta's policy directory, holds the element.
+	if els := nextContainerElements(t, vb.policyDir, "webapp"); !hasElement(els, "allow", "198.51.100.60", 443) {
+		t.Errorf("beta's next container lacks the adopted allow: %+v", els)
+	}
 
 	// deny always on alpha → beta denies it; a later allow always on beta
 	// applies on beta (its hub's decision) but does not override the
@@ -151,6 +159,40 @@ func TestRelayAlwaysAcrossHosts(t *testing.T) {
 	if pb := vb.policy("webapp"); strings.Count(pb, "203.0.113.70") != 1 || !strings.HasPrefix(pb, "deny:") {
 		t.Errorf("beta's policy after the fleet's allow of its deny:\n%s", pb)
 	}
+}
+
+// nextContainerElements starts a lab container (its own network
+// namespace, a runtime record naming policy, a verdict service and a hub
+// that engage its ruleset from policyDir) and returns its set elements.
+func nextContainerElements(t *testing.T, policyDir, policy string) []fw1.Element {
+	t.Helper()
+	l := lab.New()
+	t.Cleanup(l.Close)
+	bin(t, "clearance-hub")
+	s, err := l.NewStack(testutil.Context(t), lab.StackOptions{Bin: binaries.dir, ID: "nextctr00001", Policy: policy, PolicyDir: policyDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	c, err := verdictclient.Dial(ctx, s.VerdictSock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	els, err := c.List(ctx, s.ID, s.Container.File)
+	if err != nil {
+		t.Fatalf("list: %v\n%s", err, s.Tail("verdict"))
+	}
+	return els
+}
+
+func hasElement(els []fw1.Element, list, dest string, port int64) bool {
+	for _, e := range els {
+		if e.List == list && strings.HasPrefix(e.Dest, dest) && (port == 0 || e.Port != nil && *e.Port == port) {
+			return true
+		}
+	}
+	return false
 }
 
 // Adopt refuses bad input with a typed error and writes nothing.
