@@ -16,8 +16,10 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/terok-ai/clearance/internal/lab"
 	"github.com/terok-ai/clearance/internal/record"
 	"github.com/terok-ai/clearance/internal/relay"
+	"github.com/terok-ai/clearance/internal/verdict/verdictclient"
 )
 
 func init() {
@@ -67,7 +69,8 @@ func waitPath(path string) error {
 // request from the hub's ingest socket to the operator's subscription, a
 // verdict's round trip from the operator through NATS, the relay and the
 // hub and back, an "always" verdict on host A until it is in host B's
-// policy file (through B's verdict service; as root only), and the
+// policy file (through B's verdict service) and until a container of B
+// engaged at that moment holds the element (as root only), and the
 // relay's RSS.
 func (b *bench) fleet() error {
 	natsBin := "/usr/sbin/nats-server"
@@ -231,11 +234,33 @@ func (b *bench) fleet() error {
 		fmt.Fprintln(os.Stderr, "bench fleet: always_propagation_ms needs root (a verdict service per host)")
 		return nil
 	}
-	var prop []time.Duration
+	// beta's next container: a lab network namespace with its runtime
+	// record and a verdict service reading beta's policy directory. Its
+	// ruleset is removed before each verdict and engaged as soon as the
+	// entry is in the file, as a container started at that moment would.
+	l := lab.New()
+	defer l.Close()
+	next, err := l.NewStack(ctx, lab.StackOptions{Bin: b.bin, ID: "benchnext001", Policy: "benchpolicy",
+		PolicyDir: hosts["beta"].policyDir, NoHub: true})
+	if err != nil {
+		return err
+	}
+	vc := func(f func(*verdictclient.Client) error) error {
+		c, err := verdictclient.Dial(ctx, next.VerdictSock)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		return f(c)
+	}
+	var prop, toFile []time.Duration
 	policyB := filepath.Join(hosts["beta"].policyDir, "benchpolicy.yaml")
 	for i := 0; i < 30; i++ {
 		id := "al:" + strconv.Itoa(i)
 		dest := fmt.Sprintf("203.0.113.%d", i+1)
+		if err := vc(func(c *verdictclient.Client) error { return c.Disengage(ctx, next.ID, next.Container.File) }); err != nil {
+			return err
+		}
 		if err := feed(hosts["alpha"], id, dest); err != nil {
 			return err
 		}
@@ -262,8 +287,27 @@ func (b *bench) fleet() error {
 			}
 			time.Sleep(500 * time.Microsecond)
 		}
+		toFile = append(toFile, time.Since(start))
+		found := false
+		err = vc(func(c *verdictclient.Client) error {
+			if _, _, err := c.Engage(ctx, next.ID, next.Container.File); err != nil {
+				return err
+			}
+			els, err := c.List(ctx, next.ID, next.Container.File)
+			for _, e := range els {
+				found = found || e.List == "allow" && e.Dest == dest
+			}
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		if !found {
+			return fmt.Errorf("beta's next container lacks %s", dest)
+		}
 		prop = append(prop, time.Since(start))
 	}
+	report("always_propagation_to_policy_ms", float64(percentile(toFile, 50))/1e6, "ms")
 	report("always_propagation_ms", float64(percentile(prop, 50))/1e6, "ms")
 	report("always_propagation_p99_ms", float64(percentile(prop, 99))/1e6, "ms")
 	return nil
