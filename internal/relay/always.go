@@ -158,7 +158,7 @@ func (r *Relay) bucket(ctx context.Context) (jetstream.KeyValue, error) {
 // of other hosts to this host's policies, the ones already there first.
 // It starts over when the watch breaks.
 func (r *Relay) mirrorLoop(ctx context.Context) {
-	js, err := jetstream.New(r.nc)
+	js, err := jetstream.New(r.nc.Load())
 	if err != nil {
 		r.log.Error("JetStream", "err", err)
 		return

@@ -262,7 +262,11 @@ func (r *Relay) publish(subject string, v any) {
 		r.log.Error("encode", "subject", subject, "err", err)
 		return
 	}
-	if err := r.nc.Publish(subject, data); err != nil {
+	nc := r.nc.Load()
+	if nc == nil {
+		return // not connected yet: what is pending is published on connect
+	}
+	if err := nc.Publish(subject, data); err != nil {
 		r.log.Debug("publish", "subject", subject, "err", err)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -75,7 +76,9 @@ type Relay struct {
 	subj Subjects
 	log  *slog.Logger
 	id   string
-	nc   *nats.Conn
+	// nc is set by Run once Connect returns, and by the connect
+	// handlers, which nats.go may call before that.
+	nc atomic.Pointer[nats.Conn]
 
 	mu        sync.Mutex
 	hubs      map[string]*localHub
@@ -147,8 +150,8 @@ func (r *Relay) Run(ctx context.Context) error {
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250 * time.Millisecond),
 		nats.ReconnectJitter(100*time.Millisecond, time.Second),
-		nats.ConnectHandler(func(*nats.Conn) { r.onConnect("connected") }),
-		nats.ReconnectHandler(func(*nats.Conn) { r.onConnect("reconnected") }),
+		nats.ConnectHandler(func(c *nats.Conn) { r.nc.Store(c); r.onConnect("connected") }),
+		nats.ReconnectHandler(func(c *nats.Conn) { r.nc.Store(c); r.onConnect("reconnected") }),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			r.mu.Lock()
 			r.connected = false
@@ -167,7 +170,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("connect to NATS: %w", err)
 	}
-	r.nc = nc
+	r.nc.Store(nc)
 	defer nc.Close()
 
 	if _, err := nc.Subscribe(r.subj.Decide(r.cfg.Host, "*", "*"), func(m *nats.Msg) {
@@ -227,7 +230,7 @@ func (r *Relay) onConnect(what string) {
 		n++
 	}
 	r.publishPresence()
-	r.log.Info("NATS "+what, "url", r.nc.ConnectedUrlRedacted(), "replayed", n)
+	r.log.Info("NATS "+what, "url", r.nc.Load().ConnectedUrlRedacted(), "replayed", n)
 	if r.cfg.OnConnected != nil {
 		r.cfg.OnConnected()
 	}

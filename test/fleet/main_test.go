@@ -40,7 +40,11 @@ func bin(t *testing.T, name string) string {
 			if _, err := os.Stat("../../cmd/" + c); err != nil {
 				continue
 			}
-			out, err := exec.Command("go", "build", "-o", filepath.Join(binaries.dir, c), "../../cmd/"+c).CombinedOutput()
+			args := []string{"build", "-o", filepath.Join(binaries.dir, c)}
+			if raceBuild && c == "clearance-relay" {
+				args = append(args, "-race")
+			}
+			out, err := exec.Command("go", append(args, "../../cmd/"+c)...).CombinedOutput()
 			if err != nil {
 				binaries.err = fmt.Errorf("build %s: %v: %s", c, err, out)
 				return

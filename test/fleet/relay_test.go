@@ -50,6 +50,15 @@ func startRelay(t *testing.T, h *host, name, url string, extra ...string) *relay
 			cmd.Process.Kill()
 			<-p.exited
 		}
+		time.Sleep(50 * time.Millisecond) // the last lines of stderr
+		p.lines.mu.Lock()
+		defer p.lines.mu.Unlock()
+		for _, l := range p.lines.lines {
+			if strings.Contains(l, "DATA RACE") || strings.HasPrefix(l, "panic:") {
+				t.Errorf("clearance-relay %s:\n%s", name, strings.Join(p.lines.lines, "\n"))
+				break
+			}
+		}
 	})
 	return p
 }
