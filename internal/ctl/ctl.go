@@ -165,7 +165,7 @@ Global options (before the command):
                              remote.command, "clearancectl")
   --nats URL                 the fleet through NATS and clearance-relay
                              instead of local hubs: watch, pending, allow,
-                             deny (docs/fleet.md)
+                             deny, status (docs/fleet.md)
   --nats-credentials FILE    NATS credentials (default relay.credentials)
   --nats-operator NAME       your name on the decide subjects (default the
                              login name); the NATS server's permissions

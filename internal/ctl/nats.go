@@ -19,12 +19,12 @@ import (
 //
 // "clearancectl --nats URL COMMAND" talks to the clearance-relay of every
 // host through a NATS server instead of to local hubs: watch (a live,
-// read-only view of every host), pending, allow and deny. Who may answer
+// read-only view of every host), pending, allow, deny and status. Who may answer
 // for which host is the NATS server's decision; the operator's name on
 // the subjects is --nats-operator (default: the login name).
 
 // natsCommands are the commands that work with --nats.
-var natsCommands = []string{"watch", "pending", "allow", "deny"}
+var natsCommands = []string{"watch", "pending", "allow", "deny", "status"}
 
 // natsGather is how long pending waits for the relays' answers.
 const natsGather = time.Second
@@ -90,6 +90,8 @@ func (r *runner) natsCommand(ctx context.Context, o *relay.Operator, args []stri
 		return r.natsWatch(ctx, o, args[1:])
 	case "pending":
 		return r.natsPending(ctx, o, args[1:])
+	case "status":
+		return r.natsStatus(ctx, o, args[1:])
 	case "allow":
 		return r.natsDecide(ctx, o, event.ActionAllow, args[1:])
 	}
@@ -124,6 +126,47 @@ func (r *runner) natsPending(ctx context.Context, o *relay.Operator, args []stri
 	for _, b := range bs {
 		fmt.Fprintf(r.stdout, "%-32s %-20s %-32s %s\n", clean(b.Host+"/"+b.Container), clean(b.RequestID),
 			endpoint(b.Target(), b.Port, b.Proto), r.sinceUsec(b.FirstUsec))
+	}
+	return ExitOK
+}
+
+func (r *runner) natsStatus(ctx context.Context, o *relay.Operator, args []string) int {
+	fs := r.newFlags("status", "[--json]", "With --nats: every host whose relay answers within a second, its containers (hubs), their policy and pending requests.")
+	asJSON := fs.Bool("json", false, "JSON output")
+	pos, err := r.parse(fs, args)
+	if err != nil {
+		return parseExit(err)
+	}
+	if len(pos) != 0 {
+		return r.usageErr(fs, "status takes no arguments")
+	}
+	ps, err := o.Presence(ctx, natsGather)
+	if err != nil {
+		return r.fail(ExitFailure, "%s", cleanLong(err.Error()))
+	}
+	if *asJSON {
+		if err := writeJSON(r.stdout, ps); err != nil {
+			return r.fail(ExitFailure, "%v", err)
+		}
+		return ExitOK
+	}
+	if len(ps) == 0 {
+		fmt.Fprintln(r.stdout, "no relay answered")
+		return ExitOK
+	}
+	fmt.Fprintf(r.stdout, "%-32s %-20s %-8s %-8s %s\n", "HOST/CONTAINER", "POLICY", "PENDING", "HUB", "HUB STARTED")
+	for _, p := range ps {
+		if len(p.Containers) == 0 {
+			fmt.Fprintf(r.stdout, "%-32s %-20s %-8s %-8s %s\n", clean(p.Host)+"/-", "-", "-", "-", "-")
+		}
+		for _, c := range p.Containers {
+			up := "up"
+			if !c.Up {
+				up = "down"
+			}
+			fmt.Fprintf(r.stdout, "%-32s %-20s %-8d %-8s %s\n", clean(p.Host+"/"+c.ID), orDash(clean(c.Policy)), c.Pending, up,
+				r.sinceUsec(c.HubStarted))
+		}
 	}
 	return ExitOK
 }

@@ -44,14 +44,14 @@ func RelayUser(host string) User {
 	return User{Name: "relay-" + host,
 		Publish:     []string{"clearance." + host + ".>", "$JS.API.>", "$JS.FC.>", "$KV.clearance-always.>"},
 		DenyPublish: []string{"clearance.*.*.decide.>"},
-		Subscribe:   []string{"clearance." + host + ".*.decide.*", "clearance.fleet.pending", "_INBOX.>"},
+		Subscribe:   []string{"clearance." + host + ".*.decide.*", "clearance.fleet.pending", "clearance.fleet.presence", "_INBOX.>"},
 		Responses:   true}
 }
 
 // OperatorUser is the account of an operator who may answer for hosts
 // (a "*" answers for every host).
 func OperatorUser(name string, hosts ...string) User {
-	u := User{Name: name, Subscribe: []string{"clearance.>", "_INBOX.>"}, Publish: []string{"clearance.fleet.pending"}}
+	u := User{Name: name, Subscribe: []string{"clearance.>", "_INBOX.>"}, Publish: []string{"clearance.fleet.pending", "clearance.fleet.presence"}}
 	for _, h := range hosts {
 		u.Publish = append(u.Publish, "clearance."+h+".*.decide."+name)
 	}

@@ -23,7 +23,8 @@ for a fleet of hosts operated from anywhere (docs/fleet.md):
 
   * publishes every blocked request and every outcome on
     <prefix>.<host>.<container>.blocked / .outcome, and the host's
-    containers on <prefix>.<host>.presence;
+    containers on <prefix>.<host>.presence; answers <prefix>.fleet.pending
+    and <prefix>.fleet.presence requests;
   * answers verdict requests on <prefix>.<host>.<container>.decide.<operator>
     by passing them to the hub's Decide (channel "nats.<operator>"): the
     hub's own checks hold, the first verdict wins, a later one is answered

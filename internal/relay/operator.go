@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -69,30 +70,53 @@ func (o *Operator) Subjects() Subjects { return o.subj }
 // Pending asks every relay for its pending requests and collects the
 // answers that arrive within wait.
 func (o *Operator) Pending(ctx context.Context, wait time.Duration) ([]Blocked, error) {
+	out := []Blocked{}
+	err := o.gather(ctx, o.subj.FleetPending(), wait, func(data []byte) {
+		var bs []Blocked
+		if json.Unmarshal(data, &bs) == nil {
+			out = append(out, bs...)
+		}
+	})
+	return out, err
+}
+
+// Presence asks every relay for its host's containers and collects the
+// answers that arrive within wait, sorted by host.
+func (o *Operator) Presence(ctx context.Context, wait time.Duration) ([]Presence, error) {
+	out := []Presence{}
+	err := o.gather(ctx, o.subj.FleetPresence(), wait, func(data []byte) {
+		var p Presence
+		if json.Unmarshal(data, &p) == nil {
+			out = append(out, p)
+		}
+	})
+	sort.Slice(out, func(i, j int) bool { return out[i].Host < out[j].Host })
+	return out, err
+}
+
+// gather sends a request to every relay and hands each answer that
+// arrives within wait to add.
+func (o *Operator) gather(ctx context.Context, subject string, wait time.Duration, add func([]byte)) error {
 	inbox := o.nc.NewInbox()
 	ch := make(chan *nats.Msg, 256)
 	sub, err := o.nc.ChanSubscribe(inbox, ch)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer sub.Unsubscribe()
-	if err := o.nc.PublishRequest(o.subj.FleetPending(), inbox, nil); err != nil {
-		return nil, err
+	if err := o.nc.PublishRequest(subject, inbox, nil); err != nil {
+		return err
 	}
 	t := time.NewTimer(wait)
 	defer t.Stop()
-	out := []Blocked{}
 	for {
 		select {
 		case m := <-ch:
-			var bs []Blocked
-			if json.Unmarshal(m.Data, &bs) == nil {
-				out = append(out, bs...)
-			}
+			add(m.Data)
 		case <-t.C:
-			return out, o.permErr(o.subj.FleetPending())
+			return o.permErr(subject)
 		case <-ctx.Done():
-			return out, ctx.Err()
+			return ctx.Err()
 		}
 	}
 }

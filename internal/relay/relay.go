@@ -188,6 +188,12 @@ func (r *Relay) Run(ctx context.Context) error {
 	}); err != nil {
 		return fmt.Errorf("subscribe: %w", err)
 	}
+	if _, err := nc.Subscribe(r.subj.FleetPresence(), func(m *nats.Msg) {
+		data, _ := json.Marshal(r.presenceNow())
+		m.Respond(data)
+	}); err != nil {
+		return fmt.Errorf("subscribe: %w", err)
+	}
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
@@ -271,13 +277,17 @@ func (r *Relay) presenceChanged() {
 	}
 }
 
-func (r *Relay) publishPresence() {
+func (r *Relay) presenceNow() Presence {
 	p := Presence{Host: r.cfg.Host, Relay: r.id, Containers: []ContainerInfo{}, AtUsec: r.cfg.Now().UnixMicro()}
 	for _, h := range r.localHubs() {
 		info, _ := h.snapshot()
 		p.Containers = append(p.Containers, info)
 	}
-	r.publish(r.subj.Presence(r.cfg.Host), p)
+	return p
+}
+
+func (r *Relay) publishPresence() {
+	r.publish(r.subj.Presence(r.cfg.Host), r.presenceNow())
 }
 
 // seenTTL is how long a verdict id's answer is kept for retries.

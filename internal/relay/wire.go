@@ -14,6 +14,7 @@
 //	clearance.<host>.<container>.decide.<operator> request: a verdict ([DecideRequest] → [DecideReply])
 //	clearance.<host>.presence                     the relay's host and containers ([Presence]), every 10 s and on change
 //	clearance.fleet.pending                       request to every relay: its pending requests ([]Blocked)
+//	clearance.fleet.presence                      request to every relay: its [Presence]
 //
 // # Who decides
 //
@@ -204,6 +205,10 @@ func (s Subjects) Presence(host string) string { return s.join(host, "presence")
 // FleetPending is the scatter-gather request for every relay's pending
 // requests.
 func (s Subjects) FleetPending() string { return s.join("fleet", "pending") }
+
+// FleetPresence is the scatter-gather request for every relay's
+// [Presence].
+func (s Subjects) FleetPresence() string { return s.join("fleet", "presence") }
 
 // View are the subjects a fleet view subscribes to: every host's blocked
 // requests, outcomes and presence. A view never subscribes to the whole

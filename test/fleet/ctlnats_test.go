@@ -51,6 +51,16 @@ func TestCtlNATS(t *testing.T) {
 	if !strings.Contains(res.stdout, "alpha/ctra00000014") || !strings.Contains(res.stdout, "beta/ctrb00000014") {
 		t.Errorf("pending:\n%s", res.stdout)
 	}
+	res = nctl("bob", "status", "--json")
+	var ps []relay.Presence
+	if res.code != 0 || json.Unmarshal([]byte(res.stdout), &ps) != nil || len(ps) != 2 || ps[0].Host != "alpha" ||
+		len(ps[0].Containers) != 1 || ps[0].Containers[0].ID != "ctra00000014" || ps[0].Containers[0].Pending != 1 || !ps[0].Containers[0].Up {
+		t.Errorf("status --json: %d %s %s", res.code, res.stdout, res.stderr)
+	}
+	res = nctl("alice", "status")
+	if res.code != 0 || !strings.Contains(res.stdout, "beta/ctrb00000014") {
+		t.Errorf("status:\n%s%s", res.stdout, res.stderr)
+	}
 
 	// bob may not answer for alpha.
 	res = nctl("bob", "allow", "n:1")
