@@ -403,7 +403,7 @@ func (r *Relay) apply(ctx context.Context, container, operator string, req Decid
 	}
 	reply.OK, reply.ExpiresUsec = true, expires
 	if req.Scope == "always" && known {
-		a := alwaysOf(blocked, h.policy, req, "nats:"+operator, r.cfg.Host, r.cfg.Now())
+		a := alwaysOf(blocked, h.policy, req, "nats."+operator, r.cfg.Host, r.cfg.Now())
 		if err := r.mirror(ctx, a); err != nil {
 			reply.Message = "applied here; not mirrored to the fleet: " + err.Error()
 			r.log.Warn("always verdict not mirrored", "container", container, "request_id", req.RequestID, "err", err)

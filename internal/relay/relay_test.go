@@ -85,8 +85,8 @@ func TestAlwaysKeyAndValidate(t *testing.T) {
 
 func TestAlwaysOf(t *testing.T) {
 	b := Blocked{Dest: "192.0.2.7", Domain: "api.example.org", Port: 443, Proto: 6}
-	a := alwaysOf(b, "web", DecideRequest{Action: "allow"}, "nats:alice", "alpha", time.Unix(1, 0))
-	if a.Name != "api.example.org" || a.Proto != "tcp" || a.Port != 443 || a.By != "nats:alice" || a.Host != "alpha" {
+	a := alwaysOf(b, "web", DecideRequest{Action: "allow"}, "nats.alice", "alpha", time.Unix(1, 0))
+	if a.Name != "api.example.org" || a.Proto != "tcp" || a.Port != 443 || a.By != "nats.alice" || a.Host != "alpha" {
 		t.Errorf("%+v", a)
 	}
 	a = alwaysOf(b, "web", DecideRequest{Action: "allow", AnyPort: true}, "", "alpha", time.Unix(1, 0))

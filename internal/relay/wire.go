@@ -23,7 +23,7 @@
 // publish only to clearance.<hosts she answers for>.*.decide.alice), so
 // the name is the identity NATS authenticated, and which hosts a user may
 // answer for is NATS's decision. The relay passes every verdict to the
-// hub through Decide with the channel "nats:<operator>", so a verdict the
+// hub through Decide with the channel "nats.<operator>", so a verdict the
 // hub would refuse (unknown or already decided request, bad scope) is
 // refused, and it is audited like any other.
 package relay
@@ -75,7 +75,7 @@ type Outcome struct {
 	Action    string `json:"action"`
 	OK        bool   `json:"ok"`
 	// By says who decided, as the hub audited it ("by alice (uid 1000)
-	// via nats:alice").
+	// via nats.alice").
 	By     string `json:"by"`
 	AtUsec int64  `json:"at_usec"`
 }
@@ -156,7 +156,7 @@ type Always struct {
 	Name  string `json:"name,omitempty"`
 	Proto string `json:"proto,omitempty"`
 	Port  int64  `json:"port,omitempty"`
-	// By is the operator as NATS authenticated them ("nats:alice"), or
+	// By is the operator as NATS authenticated them ("nats.alice"), or
 	// as the origin hub audited them; Host the host it was given on.
 	By     string `json:"by"`
 	Host   string `json:"host"`

@@ -124,7 +124,7 @@ func TestRelayAlwaysAcrossHosts(t *testing.T) {
 	a.block(t, "ctra00000013", "al:1", "198.51.100.60", 443)
 	decide("alpha", "ctra00000013", "al:1", "allow")
 	p := vb.waitPolicy(t, "webapp", 20*time.Second, "198.51.100.60:443/tcp")
-	if !strings.Contains(p, "fleet: nats:alice on alpha") {
+	if !strings.Contains(p, "fleet: nats.alice on alpha") {
 		t.Errorf("adopted entry does not say where it came from:\n%s", p)
 	}
 	if strings.Contains(va.policy("webapp"), "198.51.100.60") {

@@ -105,7 +105,7 @@ func TestJournalUploadToRemote(t *testing.T) {
 		exportRecord(now+3, "_HOSTNAME=alpha", "MESSAGE=another program's record", "MESSAGE_ID=0123456789abcdef0123456789abcdef"),
 		exportRecord(now+4, "_HOSTNAME=alpha", "MESSAGE=always verdict mirrored", "MESSAGE_ID="+relay.MsgMirrored,
 			"CLEARANCE_POLICY=webapp", "CLEARANCE_ACTION=allow", "CLEARANCE_DEST=198.51.100.90", "CLEARANCE_PORT=443",
-			"CLEARANCE_PROTO=tcp", "CLEARANCE_SCOPE=always", "CLEARANCE_CHANNEL=nats:alice", "CLEARANCE_HOST=alpha"),
+			"CLEARANCE_PROTO=tcp", "CLEARANCE_SCOPE=always", "CLEARANCE_CHANNEL=nats.alice", "CLEARANCE_HOST=alpha"),
 	)
 	url := startJournalRemote(t, coll)
 
