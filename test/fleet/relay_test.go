@@ -292,6 +292,31 @@ func TestRelayFirstVerdictWinsAcrossChannels(t *testing.T) {
 	if n := strings.Count(alpha.shieldLog(), "\n"); n != 3 {
 		t.Errorf("want 3 verdicts applied, got %q", alpha.shieldLog())
 	}
+
+	// The same verdict sent three times at once (an operator retrying
+	// across a partition): one apply, the same answer for all.
+	a.block(t, "ctra00000011", "dup:1", "198.51.100.49", 443)
+	w.waitBlocked(t, 20*time.Second, func(b relay.Blocked) bool { return b.RequestID == "dup:1" })
+	var wg sync.WaitGroup
+	reps := make([]relay.DecideReply, 3)
+	errs := make([]error, 3)
+	for i := range reps {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			reps[i], errs[i] = alice.Decide(context.Background(), "alpha", "ctra00000011",
+				relay.DecideRequest{RequestID: "dup:1", Action: "allow", VerdictID: "dup-verdict"})
+		}()
+	}
+	wg.Wait()
+	for i := range reps {
+		if errs[i] != nil || !reps[i].OK {
+			t.Errorf("duplicate %d: %v %+v", i, errs[i], reps[i])
+		}
+	}
+	if n := strings.Count(alpha.shieldLog(), "198.51.100.49"); n != 1 {
+		t.Errorf("applied %d times: %q", n, alpha.shieldLog())
+	}
 }
 
 // NATS down: local prompts keep working, the relay reconnects and
