@@ -119,6 +119,7 @@ func (r *Relay) follow(ctx context.Context, h *localHub) {
 		r.presenceChanged()
 	}()
 	backoff := 50 * time.Millisecond
+	warned := false
 	for {
 		connected, err := r.session(ctx, h)
 		h.mu.Lock()
@@ -132,9 +133,14 @@ func (r *Relay) follow(ctx context.Context, h *localHub) {
 			return
 		}
 		if connected {
-			backoff = 50 * time.Millisecond
+			backoff, warned = 50*time.Millisecond, false
 			r.log.Warn("hub stream lost", "container", h.id, "err", err)
 			r.presenceChanged()
+		} else if !warned {
+			// A hub that cannot be followed (not up yet, or a seed hub
+			// without org.terok.ClearanceHub1): said once, retried.
+			warned = true
+			r.log.Warn("hub not followed, retrying", "container", h.id, "err", err)
 		}
 		t := time.NewTimer(backoff)
 		select {
