@@ -27,18 +27,22 @@ const (
 	MsgAdopted = "3d34026f6e2f4cc3935142644bfebbcb"
 )
 
-// alwaysOf describes the "always" verdict req gave on b.
-func alwaysOf(b Blocked, policy string, req DecideRequest, by, host string, now time.Time) Always {
-	a := Always{Policy: policy, Action: req.Action, IP: b.Dest, Name: b.Domain, By: by, Host: host, AtUsec: now.UnixMicro()}
+// alwaysOf describes the "always" verdict req gave on b. ok is false when
+// it cannot be said in the bucket's terms (a port of a protocol other
+// than TCP and UDP): it is then not mirrored, rather than widened.
+func alwaysOf(b Blocked, policy string, req DecideRequest, by, host string, now time.Time) (a Always, ok bool) {
+	a = Always{Policy: policy, Action: req.Action, IP: b.Dest, Name: b.Domain, By: by, Host: host, AtUsec: now.UnixMicro()}
 	if !req.AnyPort && b.Port > 0 {
 		switch b.Proto {
 		case event.ProtoTCP:
 			a.Proto, a.Port = "tcp", b.Port
 		case event.ProtoUDP:
 			a.Proto, a.Port = "udp", b.Port
+		default:
+			return a, false
 		}
 	}
-	return a
+	return a, true
 }
 
 // Key is a's key in the bucket: the policy, then a digest of what the

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -246,6 +247,26 @@ func (r *Relay) hubEvent(h *localHub, ev orgterokclearance1.ClearanceEvent) {
 		h.mu.Unlock()
 		r.publish(r.subj.Outcome(r.cfg.Host, h.id), Outcome{Host: r.cfg.Host, Container: h.id, Event: ev.Type,
 			RequestID: ev.Request_id, Action: ev.Action, OK: ev.Ok, By: ev.Reason, AtUsec: now})
+	case event.VerdictSaved:
+		// An "always" verdict given on any channel. One given through
+		// this relay (channel nats.<operator>) was mirrored before its
+		// reply already.
+		if strings.Contains(ev.Reason, " via nats.") || h.policy == "" {
+			return
+		}
+		b := Blocked{Dest: ev.Dest, Domain: ev.Domain, Port: ev.Port, Proto: ev.Proto}
+		a, ok := alwaysOf(b, h.policy, DecideRequest{Action: ev.Action, AnyPort: ev.Port == 0}, ev.Reason, r.cfg.Host, r.cfg.Now())
+		if !ok {
+			r.log.Warn("always verdict not mirrored: only TCP and UDP ports can be", "container", h.id, "request_id", ev.Request_id)
+			return
+		}
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			if err := r.mirror(r.runCtx, a); err != nil {
+				r.log.Warn("always verdict not mirrored", "container", h.id, "request_id", ev.Request_id, "err", err)
+			}
+		}()
 	case event.ContainerExited:
 		h.mu.Lock()
 		h.pending = map[string]Blocked{}

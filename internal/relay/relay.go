@@ -72,10 +72,11 @@ type Adopter interface {
 
 // Relay connects the hubs of one host to NATS. Run it once.
 type Relay struct {
-	cfg  Config
-	subj Subjects
-	log  *slog.Logger
-	id   string
+	cfg    Config
+	subj   Subjects
+	runCtx context.Context // Run's, for work started from events
+	log    *slog.Logger
+	id     string
 	// nc is set by Run once Connect returns, and by the connect
 	// handlers, which nats.go may call before that.
 	nc atomic.Pointer[nats.Conn]
@@ -144,6 +145,7 @@ func New(cfg Config) (*Relay, error) {
 // after every (re)connect what is still pending is published again
 // (marked replay).
 func (r *Relay) Run(ctx context.Context) error {
+	r.runCtx = ctx
 	opts := append([]nats.Option{
 		nats.Name("clearance-relay " + r.cfg.Host),
 		nats.RetryOnFailedConnect(true),
@@ -403,8 +405,10 @@ func (r *Relay) apply(ctx context.Context, container, operator string, req Decid
 	}
 	reply.OK, reply.ExpiresUsec = true, expires
 	if req.Scope == "always" && known {
-		a := alwaysOf(blocked, h.policy, req, "nats."+operator, r.cfg.Host, r.cfg.Now())
-		if err := r.mirror(ctx, a); err != nil {
+		a, ok := alwaysOf(blocked, h.policy, req, "nats."+operator, r.cfg.Host, r.cfg.Now())
+		if !ok {
+			reply.Message = "applied here; not mirrored to the fleet: only TCP and UDP ports can be"
+		} else if err := r.mirror(ctx, a); err != nil {
 			reply.Message = "applied here; not mirrored to the fleet: " + err.Error()
 			r.log.Warn("always verdict not mirrored", "container", container, "request_id", req.RequestID, "err", err)
 		}

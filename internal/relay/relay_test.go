@@ -85,13 +85,18 @@ func TestAlwaysKeyAndValidate(t *testing.T) {
 
 func TestAlwaysOf(t *testing.T) {
 	b := Blocked{Dest: "192.0.2.7", Domain: "api.example.org", Port: 443, Proto: 6}
-	a := alwaysOf(b, "web", DecideRequest{Action: "allow"}, "nats.alice", "alpha", time.Unix(1, 0))
-	if a.Name != "api.example.org" || a.Proto != "tcp" || a.Port != 443 || a.By != "nats.alice" || a.Host != "alpha" {
+	a, ok := alwaysOf(b, "web", DecideRequest{Action: "allow"}, "nats.alice", "alpha", time.Unix(1, 0))
+	if !ok || a.Name != "api.example.org" || a.Proto != "tcp" || a.Port != 443 || a.By != "nats.alice" || a.Host != "alpha" {
 		t.Errorf("%+v", a)
 	}
-	a = alwaysOf(b, "web", DecideRequest{Action: "allow", AnyPort: true}, "", "alpha", time.Unix(1, 0))
-	if a.Proto != "" || a.Port != 0 {
+	a, ok = alwaysOf(b, "web", DecideRequest{Action: "allow", AnyPort: true}, "", "alpha", time.Unix(1, 0))
+	if !ok || a.Proto != "" || a.Port != 0 {
 		t.Errorf("any port: %+v", a)
+	}
+	// An SCTP port is not widened to every port: not mirrored at all.
+	b.Proto = 132
+	if a, ok = alwaysOf(b, "web", DecideRequest{Action: "allow"}, "", "alpha", time.Unix(1, 0)); ok {
+		t.Errorf("sctp: %+v", a)
 	}
 }
 

@@ -137,6 +137,18 @@ func TestRelayAlwaysAcrossHosts(t *testing.T) {
 		t.Errorf("beta's next container lacks the adopted allow: %+v", els)
 	}
 
+	// An "always" given locally on alpha (clearancectl, as the notifier
+	// would) is shared too, naming who gave it.
+	a.block(t, "ctra00000013", "al:4", "198.51.100.62", 8443)
+	w.waitBlocked(t, 20*time.Second, func(b relay.Blocked) bool { return b.RequestID == "al:4" })
+	if res := ctl(t, alpha.rt, nil, "allow", "al:4", "--always"); res.code != 0 {
+		t.Fatalf("local allow --always: %d %s", res.code, res.stderr)
+	}
+	p = vb.waitPolicy(t, "webapp", 20*time.Second, "198.51.100.62:8443/tcp")
+	if !strings.Contains(p, "via clearancectl on alpha") {
+		t.Errorf("a local always verdict adopted without who gave it:\n%s", p)
+	}
+
 	// deny always on alpha → beta denies it; a later allow always on beta
 	// applies on beta (its hub's decision) but does not override the
 	// fleet's deny.
