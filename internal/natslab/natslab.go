@@ -68,11 +68,22 @@ type Server struct {
 	cmd   *exec.Cmd
 	exit  chan struct{}
 	users []User
+	tls   bool
+
+	// With TLS: the CA that signed the server's and the client's
+	// certificates, and a client certificate and key (mutual TLS).
+	CA, ClientCert, ClientKey string
 }
 
 // Start starts a server with users. It fails (skips outside CI) without
 // /usr/sbin/nats-server.
-func Start(tb testing.TB, users ...User) *Server {
+func Start(tb testing.TB, users ...User) *Server { return start(tb, false, users) }
+
+// StartTLS is Start with TLS required and client certificates verified
+// (mutual TLS), from a throwaway CA.
+func StartTLS(tb testing.TB, users ...User) *Server { return start(tb, true, users) }
+
+func start(tb testing.TB, withTLS bool, users []User) *Server {
 	tb.Helper()
 	bin := "/usr/sbin/nats-server"
 	if _, err := os.Stat(bin); err != nil {
@@ -83,7 +94,10 @@ func Start(tb testing.TB, users ...User) *Server {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { os.RemoveAll(dir) })
-	s := &Server{tb: tb, dir: dir, conf: filepath.Join(dir, "nats.conf"), log: filepath.Join(dir, "nats.log"), users: users}
+	s := &Server{tb: tb, dir: dir, conf: filepath.Join(dir, "nats.conf"), log: filepath.Join(dir, "nats.log"), users: users, tls: withTLS}
+	if withTLS {
+		s.writeCerts()
+	}
 	var lastErr error
 	for attempt := 0; attempt < 5; attempt++ {
 		s.Port = freePort(tb)
@@ -103,6 +117,10 @@ func (s *Server) writeConf() {
 	var b strings.Builder
 	fmt.Fprintf(&b, "listen: \"127.0.0.1:%d\"\nserver_name: natslab\n", s.Port)
 	fmt.Fprintf(&b, "jetstream {\n  store_dir: %q\n  max_memory_store: 64MB\n  max_file_store: 256MB\n}\n", filepath.Join(s.dir, "js"))
+	if s.tls {
+		fmt.Fprintf(&b, "tls {\n  cert_file: %q\n  key_file: %q\n  ca_file: %q\n  verify: true\n}\n",
+			filepath.Join(s.dir, "server.pem"), filepath.Join(s.dir, "server.key"), s.CA)
+	}
 	b.WriteString("authorization {\n  users = [\n")
 	for _, u := range s.users {
 		fmt.Fprintf(&b, "    {user: %q, password: %q, permissions: {publish: {allow: %s, deny: %s}, subscribe: {allow: %s}",
@@ -167,7 +185,11 @@ func (s *Server) Addr() string { return "127.0.0.1:" + strconv.Itoa(s.Port) }
 
 // URL is the server's URL for user.
 func (s *Server) URL(user string) string {
-	return "nats://" + user + ":" + Password + "@" + s.Addr()
+	scheme := "nats://"
+	if s.tls {
+		scheme = "tls://"
+	}
+	return scheme + user + ":" + Password + "@" + s.Addr()
 }
 
 // Log returns what the server logged so far.

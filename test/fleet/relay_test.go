@@ -396,3 +396,42 @@ func writeRecord(t *testing.T, h *host, id, policy string) {
 		t.Fatal(err)
 	}
 }
+
+// The TLS keys of the configuration (relay.tls_ca, tls_cert, tls_key)
+// reach both the relay and clearancectl --nats: against a server that
+// requires TLS with client certificates, both work with them and fail
+// clearly without.
+func TestRelayOverMutualTLS(t *testing.T) {
+	s := natslab.StartTLS(t, natslab.RelayUser("alpha"), natslab.OperatorUser("alice", "*"))
+	alpha := newHost(t)
+	cfg := filepath.Join(alpha.rt, "clearance.yaml")
+	base, _ := os.ReadFile(cfg)
+	tlsCfg := "relay:\n  tls_ca: " + s.CA + "\n  tls_cert: " + s.ClientCert + "\n  tls_key: " + s.ClientKey + "\n"
+	os.WriteFile(cfg, append(base, tlsCfg...), 0o600)
+	a := alpha.startHub(t, "ctra00000017")
+	startRelay(t, alpha, "alpha", s.URL("relay-alpha"), "--no-adopt").lines.waitFor(t, 20*time.Second, "NATS connected", "tls://")
+	a.block(t, "ctra00000017", "tls:1", "198.51.100.70", 443)
+
+	op := shortDir(t)
+	opCfg := filepath.Join(op, "clearance.yaml")
+	os.WriteFile(opCfg, []byte(tlsCfg), 0o600)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		res := ctl(t, op, []string{"CLEARANCE_CONFIG=" + opCfg}, "--nats", s.URL("alice"), "--nats-operator", "alice", "pending")
+		if res.code == 0 && strings.Contains(res.stdout, "tls:1") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pending over TLS: %d %s %s", res.code, res.stdout, res.stderr)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	// Without the client certificate the server refuses the operator.
+	caOnly := filepath.Join(op, "ca-only.yaml")
+	os.WriteFile(caOnly, []byte("relay:\n  tls_ca: "+s.CA+"\n"), 0o600)
+	res := ctl(t, op, []string{"CLEARANCE_CONFIG=" + caOnly}, "--nats", s.URL("alice"), "--nats-operator", "alice", "pending")
+	if res.code != 1 || !strings.Contains(res.stderr, "NATS") {
+		t.Errorf("without a client certificate: %d %s", res.code, res.stderr)
+	}
+}
