@@ -83,23 +83,20 @@ type Config struct {
 	Notifier Notifier `yaml:"notifier"`
 	Hook     Hook     `yaml:"hook"`
 	Remote   Remote   `yaml:"remote"`
+	NATS     NATS     `yaml:"nats"`
 	Relay    Relay    `yaml:"relay"`
 }
 
-// Relay configures clearance-relay, which connects this host's hubs to a
-// NATS server for a fleet (docs/fleet.md). It does nothing until url is
-// set and the user unit is enabled.
-type Relay struct {
-	// URL is the NATS server, e.g. "tls://nats.example.com:4222" (several
-	// separated by commas). Default none: the relay refuses to start.
+// NATS is the NATS server of a fleet, for clearance-relay and
+// "clearancectl --nats" (docs/fleet.md).
+type NATS struct {
+	// URL is the server, e.g. "tls://nats.example.com:4222" (several
+	// separated by commas). Default none: clearance-relay refuses to
+	// start.
 	URL string `yaml:"url"`
 
-	// Host names this host on the subjects: 1 to 64 letters, digits, '-'
-	// and '_'. Default: the first label of the host name.
-	Host string `yaml:"host"`
-
 	// Credentials is a NATS credentials file (JWT and nkey seed), the
-	// identity NATS authenticates and authorises. Default none.
+	// identity the server authenticates and authorises. Default none.
 	Credentials string `yaml:"credentials"`
 
 	// TLSCA, TLSCert and TLSKey: a CA bundle to verify the server with,
@@ -107,6 +104,15 @@ type Relay struct {
 	TLSCA   string `yaml:"tls_ca"`
 	TLSCert string `yaml:"tls_cert"`
 	TLSKey  string `yaml:"tls_key"`
+}
+
+// Relay configures clearance-relay, which connects this host's hubs to
+// the NATS server of [NATS] (docs/fleet.md). It does nothing until
+// nats.url is set and the user unit is enabled.
+type Relay struct {
+	// Host names this host on the subjects: 1 to 64 letters, digits, '-'
+	// and '_'. Default: the first label of the host name.
+	Host string `yaml:"host"`
 
 	// SubjectPrefix is the first subject token(s). Default "clearance".
 	SubjectPrefix string `yaml:"subject_prefix"`
@@ -662,13 +668,13 @@ func (c *Config) validate(p positions) error {
 		}
 	}
 
-	rl := c.Relay
-	absPath("relay.credentials", rl.Credentials, true)
-	absPath("relay.tls_ca", rl.TLSCA, true)
-	absPath("relay.tls_cert", rl.TLSCert, true)
-	absPath("relay.tls_key", rl.TLSKey, true)
-	if (rl.TLSCert == "") != (rl.TLSKey == "") {
-		bad("relay.tls_cert", "tls_cert and tls_key go together")
+	nt := c.NATS
+	absPath("nats.credentials", nt.Credentials, true)
+	absPath("nats.tls_ca", nt.TLSCA, true)
+	absPath("nats.tls_cert", nt.TLSCert, true)
+	absPath("nats.tls_key", nt.TLSKey, true)
+	if (nt.TLSCert == "") != (nt.TLSKey == "") {
+		bad("nats.tls_cert", "tls_cert and tls_key go together")
 	}
 
 	h := c.Hub

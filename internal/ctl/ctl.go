@@ -166,7 +166,8 @@ Global options (before the command):
   --nats URL                 the fleet through NATS and clearance-relay
                              instead of local hubs: watch, pending, allow,
                              deny, status (docs/fleet.md)
-  --nats-credentials FILE    NATS credentials (default relay.credentials)
+  --nats-credentials FILE    NATS credentials (default nats.credentials; TLS
+                             from nats.tls_*; --nats - uses nats.url)
   --nats-operator NAME       your name on the decide subjects (default the
                              login name); the NATS server's permissions
                              must bind it to you

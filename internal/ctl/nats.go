@@ -43,12 +43,15 @@ func (r *runner) runNATS(ctx context.Context, g globalOptions, args []string) in
 		return ExitUsage
 	}
 	var rc config.Relay
+	var nc config.NATS
 	var paths []string
 	if p := r.env(config.EnvConfig); p != "" {
 		paths = []string{p}
 	}
 	if cfg, err := config.Load(paths...); err == nil {
-		rc = cfg.Relay
+		rc, nc = cfg.Relay, cfg.NATS
+	} else {
+		fmt.Fprintf(r.stderr, "clearancectl: %s (its nats and relay sections are not used)\n", cleanLong(err.Error()))
 	}
 	name := g.natsOperator
 	if name == "" {
@@ -59,24 +62,18 @@ func (r *runner) runNATS(ctx context.Context, g globalOptions, args []string) in
 			}
 		}
 	}
-	var opts []nats.Option
-	creds := g.natsCreds
-	if creds == "" {
-		creds = rc.Credentials
+	if g.natsCreds != "" {
+		nc.Credentials = g.natsCreds
 	}
-	if creds != "" {
-		opts = append(opts, nats.UserCredentials(creds))
-	}
-	if rc.TLSCA != "" {
-		opts = append(opts, nats.RootCAs(rc.TLSCA))
-	}
-	if rc.TLSCert != "" {
-		opts = append(opts, nats.ClientCert(rc.TLSCert, rc.TLSKey))
-	}
+	opts := relay.NATSOptions(nc)
 	if isHelp(args) {
 		return r.natsCommand(ctx, nil, args)
 	}
-	o, err := relay.DialOperator(g.nats, rc.SubjectPrefix, name, opts...)
+	url := g.nats
+	if url == "-" {
+		url = nc.URL // "--nats -": the configuration's nats.url
+	}
+	o, err := relay.DialOperator(url, rc.SubjectPrefix, name, opts...)
 	if err != nil {
 		return r.fail(ExitFailure, "%s", cleanLong(err.Error()))
 	}

@@ -50,9 +50,9 @@ func Command(ctx context.Context, args []string, stderr io.Writer) int {
 		fs.PrintDefaults()
 	}
 	cfgPath := fs.String("config", "", "read only this configuration `file` (default: /etc/clearance/clearance.yaml, then $XDG_CONFIG_HOME/clearance/clearance.yaml)")
-	url := fs.String("url", "", "NATS server `url` (default: relay.url)")
+	url := fs.String("url", "", "NATS server `url` (default: nats.url)")
 	host := fs.String("host", "", "this host's `name` on the subjects (default: relay.host, else the host name)")
-	creds := fs.String("credentials", "", "NATS credentials `file` (default: relay.credentials)")
+	creds := fs.String("credentials", "", "NATS credentials `file` (default: nats.credentials)")
 	verdictSock := fs.String("verdict-socket", "", "the verdict service `socket` other hosts' always verdicts are adopted through (default: verdict.socket)")
 	noAdopt := fs.Bool("no-adopt", false, "do not apply other hosts' always verdicts here (default: relay.adopt)")
 	debug := fs.Bool("debug", false, "log at debug level")
@@ -81,34 +81,25 @@ func Command(ctx context.Context, args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "clearance-relay: %v\n", err)
 		return 1
 	}
-	rc := cfg.Relay
+	rc, nc := cfg.Relay, cfg.NATS
 	if *url != "" {
-		rc.URL = *url
+		nc.URL = *url
 	}
 	if *host != "" {
 		rc.Host = *host
 	}
 	if *creds != "" {
-		rc.Credentials = *creds
+		nc.Credentials = *creds
 	}
 	if rc.Host == "" {
 		h, _ := os.Hostname()
 		rc.Host, _, _ = strings.Cut(h, ".")
 	}
-	if rc.URL == "" {
-		fmt.Fprintln(stderr, "clearance-relay: no NATS server: set relay.url in the configuration or pass --url")
+	if nc.URL == "" {
+		fmt.Fprintln(stderr, "clearance-relay: no NATS server: set nats.url in the configuration or pass --url")
 		return 2
 	}
-	var opts []nats.Option
-	if rc.Credentials != "" {
-		opts = append(opts, nats.UserCredentials(rc.Credentials))
-	}
-	if rc.TLSCA != "" {
-		opts = append(opts, nats.RootCAs(rc.TLSCA))
-	}
-	if rc.TLSCert != "" {
-		opts = append(opts, nats.ClientCert(rc.TLSCert, rc.TLSKey))
-	}
+	opts := NATSOptions(nc)
 	sock := cfg.Verdict.Socket
 	if *verdictSock != "" {
 		sock = *verdictSock
@@ -119,7 +110,7 @@ func Command(ctx context.Context, args []string, stderr io.Writer) int {
 	}
 	notifier := sd.NewNotifier(log)
 	ready := false
-	r, err := New(Config{Host: rc.Host, URL: rc.URL, Options: opts, Prefix: rc.SubjectPrefix, Bucket: rc.Bucket,
+	r, err := New(Config{Host: rc.Host, URL: nc.URL, Options: opts, Prefix: rc.SubjectPrefix, Bucket: rc.Bucket,
 		HubGlob: []string{cfg.Hub.Dir() + "/*/hub.sock"}, Adopter: adopter, Log: log,
 		OnConnected: func() {
 			if !ready {
@@ -133,13 +124,29 @@ func Command(ctx context.Context, args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "clearance-relay: %v\n", err)
 		return 2
 	}
-	log.Info("relay starting", "host", rc.Host, "url", redact(rc.URL))
+	log.Info("relay starting", "host", rc.Host, "url", redact(nc.URL))
 	if err := r.Run(ctx); err != nil {
 		fmt.Fprintf(stderr, "clearance-relay: %v\n", err)
 		return 1
 	}
 	notifier.Stopping()
 	return 0
+}
+
+// NATSOptions are the nats.go options of the configuration's nats
+// section: credentials file, CA, client certificate.
+func NATSOptions(n config.NATS) []nats.Option {
+	var opts []nats.Option
+	if n.Credentials != "" {
+		opts = append(opts, nats.UserCredentials(n.Credentials))
+	}
+	if n.TLSCA != "" {
+		opts = append(opts, nats.RootCAs(n.TLSCA))
+	}
+	if n.TLSCert != "" {
+		opts = append(opts, nats.ClientCert(n.TLSCert, n.TLSKey))
+	}
+	return opts
 }
 
 // redact hides a password in a URL for the log.

@@ -15,9 +15,9 @@ func TestCommandRefusesBadInput(t *testing.T) {
 	empty := filepath.Join(dir, "empty.yaml")
 	os.WriteFile(empty, nil, 0o600)
 	badKey := filepath.Join(dir, "bad.yaml")
-	os.WriteFile(badKey, []byte("relay:\n  urll: nats://x\n"), 0o600)
+	os.WriteFile(badKey, []byte("nats:\n  urll: nats://x\n"), 0o600)
 	badTLS := filepath.Join(dir, "tls.yaml")
-	os.WriteFile(badTLS, []byte("relay:\n  url: nats://x\n  tls_cert: /etc/cert.pem\n"), 0o600)
+	os.WriteFile(badTLS, []byte("nats:\n  url: nats://x\n  tls_cert: /etc/cert.pem\n"), 0o600)
 	for _, c := range []struct {
 		name string
 		args []string

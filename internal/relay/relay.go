@@ -104,7 +104,7 @@ func New(cfg Config) (*Relay, error) {
 		return nil, fmt.Errorf("relay host %q: 1 to 64 letters, digits, '-' and '_' (and not \"fleet\")", cfg.Host)
 	}
 	if cfg.URL == "" {
-		return nil, errors.New("relay: no NATS url (relay.url)")
+		return nil, errors.New("relay: no NATS url (nats.url)")
 	}
 	if cfg.Prefix == "" {
 		cfg.Prefix = DefaultPrefix

@@ -397,7 +397,7 @@ func writeRecord(t *testing.T, h *host, id, policy string) {
 	}
 }
 
-// The TLS keys of the configuration (relay.tls_ca, tls_cert, tls_key)
+// The TLS keys of the configuration (nats.tls_ca, tls_cert, tls_key)
 // reach both the relay and clearancectl --nats: against a server that
 // requires TLS with client certificates, both work with them and fail
 // clearly without.
@@ -406,7 +406,7 @@ func TestRelayOverMutualTLS(t *testing.T) {
 	alpha := newHost(t)
 	cfg := filepath.Join(alpha.rt, "clearance.yaml")
 	base, _ := os.ReadFile(cfg)
-	tlsCfg := "relay:\n  tls_ca: " + s.CA + "\n  tls_cert: " + s.ClientCert + "\n  tls_key: " + s.ClientKey + "\n"
+	tlsCfg := "nats:\n  tls_ca: " + s.CA + "\n  tls_cert: " + s.ClientCert + "\n  tls_key: " + s.ClientKey + "\n"
 	os.WriteFile(cfg, append(base, tlsCfg...), 0o600)
 	a := alpha.startHub(t, "ctra00000017")
 	startRelay(t, alpha, "alpha", s.URL("relay-alpha"), "--no-adopt").lines.waitFor(t, 20*time.Second, "NATS connected", "tls://")
@@ -414,10 +414,11 @@ func TestRelayOverMutualTLS(t *testing.T) {
 
 	op := shortDir(t)
 	opCfg := filepath.Join(op, "clearance.yaml")
-	os.WriteFile(opCfg, []byte(tlsCfg), 0o600)
+	// "--nats -": the URL is the configuration's nats.url.
+	os.WriteFile(opCfg, []byte(tlsCfg+"  url: "+s.URL("alice")+"\n"), 0o600)
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		res := ctl(t, op, []string{"CLEARANCE_CONFIG=" + opCfg}, "--nats", s.URL("alice"), "--nats-operator", "alice", "pending")
+		res := ctl(t, op, []string{"CLEARANCE_CONFIG=" + opCfg}, "--nats", "-", "--nats-operator", "alice", "pending")
 		if res.code == 0 && strings.Contains(res.stdout, "tls:1") {
 			break
 		}
@@ -429,7 +430,7 @@ func TestRelayOverMutualTLS(t *testing.T) {
 
 	// Without the client certificate the server refuses the operator.
 	caOnly := filepath.Join(op, "ca-only.yaml")
-	os.WriteFile(caOnly, []byte("relay:\n  tls_ca: "+s.CA+"\n"), 0o600)
+	os.WriteFile(caOnly, []byte("nats:\n  tls_ca: "+s.CA+"\n"), 0o600)
 	res := ctl(t, op, []string{"CLEARANCE_CONFIG=" + caOnly}, "--nats", s.URL("alice"), "--nats-operator", "alice", "pending")
 	if res.code != 1 || !strings.Contains(res.stderr, "NATS") {
 		t.Errorf("without a client certificate: %d %s", res.code, res.stderr)
