@@ -193,16 +193,64 @@ func (r *Relay) session(ctx context.Context, h *localHub) (connected bool, err e
 	for _, b := range pending {
 		r.publishBlocked(b)
 	}
+	// The hub says nothing of requests it drops without a verdict of
+	// their own (superseded by a verdict on the same destination, or
+	// purged after hub.pending_ttl): the pending set is fetched again
+	// after each verdict and every resync interval.
+	resync := make(chan struct{}, 1)
+	go func() {
+		t := time.NewTicker(resyncInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-sctx.Done():
+				return
+			case <-t.C:
+			case <-resync:
+			}
+			r.resync(sctx, h)
+		}
+	}()
 	for {
 		ev, flags, err := recv(sctx)
 		if err != nil {
 			return true, err
 		}
 		r.hubEvent(h, ev)
+		if ev.Type == event.VerdictApplied && ev.Ok {
+			select {
+			case resync <- struct{}{}:
+			default:
+			}
+		}
 		if flags&varlink.Continues == 0 {
 			return true, errors.New("the hub ended the stream")
 		}
 	}
+}
+
+// resyncInterval is how often a followed hub's pending set is fetched
+// again.
+const resyncInterval = 30 * time.Second
+
+// resync replaces h's pending set with the hub's, keeping what the relay
+// knew of requests still there.
+func (r *Relay) resync(ctx context.Context, h *localHub) {
+	_, reqs, err := hubState(ctx, h.sock)
+	if err != nil {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	next := make(map[string]Blocked, len(reqs))
+	for _, p := range reqs {
+		if b, ok := h.pending[p.Request_id]; ok {
+			b.Count = p.Count
+			next[p.Request_id] = b
+		}
+		// A request the relay has not seen yet arrives as its event.
+	}
+	h.pending = next
 }
 
 // hubState asks a hub for its counters and its pending requests.

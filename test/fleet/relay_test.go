@@ -436,3 +436,32 @@ func TestRelayOverMutualTLS(t *testing.T) {
 		t.Errorf("without a client certificate: %d %s", res.code, res.stderr)
 	}
 }
+
+// Requests the hub decides along with another (same destination) leave
+// the fleet's pending list too, though the hub sends no event for them.
+func TestRelayPendingFollowsSupersededRequests(t *testing.T) {
+	s := fleetServer(t)
+	alpha := newHost(t)
+	a := alpha.startHub(t, "ctra00000018")
+	startRelay(t, alpha, "alpha", s.URL("relay-alpha"), "--no-adopt").lines.waitFor(t, 20*time.Second, "NATS connected")
+	alice := operator(t, s, "alice")
+	w := watchFleet(t, alice)
+	a.block(t, "ctra00000018", "sup:1", "198.51.100.80", 443)
+	a.block(t, "ctra00000018", "sup:2", "198.51.100.80", 8443)
+	w.waitBlocked(t, 20*time.Second, func(b relay.Blocked) bool { return b.RequestID == "sup:2" })
+	rep, err := alice.Decide(context.Background(), "alpha", "ctra00000018",
+		relay.DecideRequest{RequestID: "sup:1", Action: "allow", AnyPort: true})
+	if err != nil || !rep.OK {
+		t.Fatalf("allow every port: %v %+v", err, rep)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		pend, err := alice.Pending(context.Background(), 300*time.Millisecond)
+		if err == nil && len(pend) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("still pending in the fleet: %v %+v", err, pend)
+		}
+	}
+}
