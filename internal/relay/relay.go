@@ -292,8 +292,12 @@ func (r *Relay) publishPresence() {
 	r.publish(r.subj.Presence(r.cfg.Host), r.presenceNow())
 }
 
-// seenTTL is how long a verdict id's answer is kept for retries.
-const seenTTL = 10 * time.Minute
+// seenTTL is how long a verdict id's answer is kept for retries, and
+// maxSeen how many are kept at most.
+const (
+	seenTTL = 10 * time.Minute
+	maxSeen = 8192
+)
 
 // onDecide answers one verdict request.
 func (r *Relay) onDecide(ctx context.Context, m *nats.Msg) {
@@ -360,6 +364,13 @@ func (r *Relay) decide(ctx context.Context, container, operator string, data []b
 				return fail(ErrFailed, "relay stopping")
 			}
 			return d.reply
+		}
+		if len(r.seen) >= maxSeen {
+			// Remembering more would let a sender grow the relay without
+			// bound; the hub still applies a request once (a repeat gets
+			// already_decided instead of the first answer).
+			r.mu.Unlock()
+			return r.apply(ctx, container, operator, req)
 		}
 		d := &decision{done: make(chan struct{}), at: now}
 		r.seen[key] = d
