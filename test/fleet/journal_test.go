@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/terok-ai/clearance/internal/hub"
+	"github.com/terok-ai/clearance/internal/managerlab"
 	"github.com/terok-ai/clearance/internal/relay"
 	"github.com/terok-ai/clearance/internal/testutil"
 )
@@ -187,5 +188,96 @@ func TestJournalUploadToRemote(t *testing.T) {
 		if res := ctl(t, base, nil, args...); res.code != 2 || res.stderr == "" {
 			t.Errorf("%v: exit %d, %s", args, res.code, res.stderr)
 		}
+	}
+}
+
+// The same pipeline fed by a real hub's records: a systemd-journald in a
+// private mount namespace (managerlab), the hub logging to it, a blocked
+// request and a verdict; exactly those reach the collector, with the
+// fields the hub wrote, and journald's own records do not.
+func TestJournalFromRealHub(t *testing.T) {
+	testutil.RequireRoot(t)
+	for _, p := range []string{journalRemote, journalUpload, "/lib/systemd/systemd-journald"} {
+		if _, err := os.Stat(p); err != nil {
+			testutil.Unavailable(t, "%s", p)
+		}
+	}
+	bin(t, "clearancectl")
+	managerlab.RunInner(t, "TestInnerJournalFromRealHub", envBin+"="+binaries.dir)
+}
+
+func TestInnerJournalFromRealHub(t *testing.T) {
+	if !managerlab.Inner(t.Name()) {
+		return
+	}
+	run := managerlab.New(t)
+	run.StartJournald(t)
+	base := shortDir(t)
+	coll := filepath.Join(base, "coll")
+	os.Mkdir(coll, 0o700)
+	url := startJournalRemote(t, coll)
+	pipe := exec.Command("sh", "-c", `"$1" log --export --follow --cursor-file "$2" | "$3" --url="$4" -`,
+		"sh", bin(t, "clearancectl"), filepath.Join(base, "cursor"), journalUpload, url)
+	var perr strings.Builder
+	pipe.Stderr = &perr
+	managerlab.Start(t, pipe, nil)
+
+	alpha := newHost(t)
+	alpha.logTo = "journal"
+	a := alpha.startHub(t, "ctra00000019")
+	a.block(t, "ctra00000019", "jr:1", "198.51.100.95", 443)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if res := ctl(t, alpha.rt, nil, "allow", "jr:1"); res.code == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("jr:1 never pending")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	host, _ := os.Hostname()
+	var entries []map[string]any
+	deadline = time.Now().Add(30 * time.Second)
+	for len(entries) < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("collected %v\npipeline: %s\nsource journal:\n%s", entries, perr.String(), run.Journal(t, "-o", "short"))
+		}
+		time.Sleep(100 * time.Millisecond)
+		res := ctl(t, base, nil, "log", "--journal-dir", coll, "--json", "--container", "ctra00000019")
+		json.Unmarshal([]byte(res.stdout), &entries)
+	}
+	got := map[string]map[string]any{}
+	for _, e := range entries {
+		got[e["event"].(string)] = e
+		if e["host"] != host || e["request_id"] != "jr:1" || e["dest"] != "198.51.100.95" {
+			t.Errorf("collected record: %v", e)
+		}
+	}
+	if v := got["verdict"]; v == nil || v["action"] != "allow" || v["channel"] != "clearancectl" || v["operator_uid"] != float64(0) {
+		t.Errorf("verdict record: %v", v)
+	}
+	if got["blocked"] == nil {
+		t.Errorf("no blocked record: %v", entries)
+	}
+	out, err := exec.Command("journalctl", "--directory="+coll, "-o", "json", "--no-pager").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ours := map[string]bool{hub.MsgBlocked: true, hub.MsgVerdict: true, hub.MsgVerdictFailed: true, hub.MsgExpired: true,
+		hub.MsgEngaged: true, hub.MsgDisengaged: true, hub.MsgDenied: true, hub.MsgLearned: true,
+		relay.MsgMirrored: true, relay.MsgAdopted: true}
+	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		var rec struct {
+			MessageID string `json:"MESSAGE_ID"`
+		}
+		if json.Unmarshal([]byte(l), &rec) != nil || !ours[rec.MessageID] {
+			t.Errorf("a record not clearance's left the host: %s", l)
+		}
+	}
+	// There were others to leave behind: journald's own, the hub's
+	// plain log lines.
+	if src := run.Journal(t, "-o", "json"); strings.Count(src, "\n") <= strings.Count(string(out), "\n") {
+		t.Errorf("the source journal holds nothing but what was shipped:\n%s", src)
 	}
 }

@@ -23,19 +23,29 @@ import (
 )
 
 var binaries struct {
-	once sync.Once
-	dir  string
-	err  error
+	once  sync.Once
+	dir   string
+	owned bool // built here (removed at exit), not inherited
+	err   error
 }
+
+// envBin hands an inner test (managerlab.RunInner) the outer one's
+// binaries.
+const envBin = "CLEARANCE_FLEET_BIN"
 
 // bin returns the path of a built program of ./cmd.
 func bin(t *testing.T, name string) string {
 	t.Helper()
 	binaries.once.Do(func() {
+		if d := os.Getenv(envBin); d != "" {
+			binaries.dir = d
+			return
+		}
 		binaries.dir, binaries.err = os.MkdirTemp("", "clearance-fleet-bin-")
 		if binaries.err != nil {
 			return
 		}
+		binaries.owned = true
 		for _, c := range []string{"clearancectl", "clearance-hub", "clearance-relay", "clearance-verdict"} {
 			if _, err := os.Stat("../../cmd/" + c); err != nil {
 				continue
@@ -59,7 +69,7 @@ func bin(t *testing.T, name string) string {
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if binaries.dir != "" {
+	if binaries.owned {
 		os.RemoveAll(binaries.dir)
 	}
 	os.Exit(code)
@@ -83,6 +93,8 @@ type host struct {
 	rt     string // XDG_RUNTIME_DIR
 	shield string // the stand-in's call log
 	hubs   map[string]*hubProc
+	// logTo is the hubs' CLEARANCE_LOG ("stderr" unless set).
+	logTo string
 }
 
 type hubProc struct {
@@ -107,7 +119,11 @@ func newHost(t *testing.T) *host {
 func (h *host) startHub(t *testing.T, id string) *hubProc {
 	t.Helper()
 	cmd := exec.Command(bin(t, "clearance-hub"), "-config", filepath.Join(h.rt, "clearance.yaml"), "-watch", "off", id)
-	cmd.Env = append(os.Environ(), "XDG_RUNTIME_DIR="+h.rt, "CLEARANCE_LOG=stderr")
+	logTo := h.logTo
+	if logTo == "" {
+		logTo = "stderr"
+	}
+	cmd.Env = append(os.Environ(), "XDG_RUNTIME_DIR="+h.rt, "CLEARANCE_LOG="+logTo)
 	logf, _ := os.Create(filepath.Join(h.rt, id+".log"))
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
