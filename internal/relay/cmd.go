@@ -109,22 +109,18 @@ func Command(ctx context.Context, args []string, stderr io.Writer) int {
 		adopter = VerdictAdopter{Socket: sock}
 	}
 	notifier := sd.NewNotifier(log)
-	ready := false
 	r, err := New(Config{Host: rc.Host, URL: nc.URL, Options: opts, Prefix: rc.SubjectPrefix, Bucket: rc.Bucket,
 		HubGlob: []string{cfg.Hub.Dir() + "/*/hub.sock"}, Adopter: adopter, Log: log,
-		OnConnected: func() {
-			if !ready {
-				ready = true
-				notifier.Ready("connected to NATS")
-			} else {
-				notifier.Status("reconnected to NATS")
-			}
-		}})
+		OnConnected:    func() { notifier.Status("connected to NATS") },
+		OnDisconnected: func() { notifier.Status("NATS unreachable, retrying; local prompts unaffected") }})
 	if err != nil {
 		fmt.Fprintf(stderr, "clearance-relay: %v\n", err)
 		return 2
 	}
 	log.Info("relay starting", "host", rc.Host, "url", redact(nc.URL))
+	// Ready at once: the relay follows the hubs whether or not NATS is
+	// reachable, and keeps trying; a start must not fail for an outage.
+	notifier.Ready("waiting for NATS")
 	if err := r.Run(ctx); err != nil {
 		fmt.Fprintf(stderr, "clearance-relay: %v\n", err)
 		return 1

@@ -62,6 +62,8 @@ type Config struct {
 	// is pending was published again. For tests and the readiness
 	// notification.
 	OnConnected func()
+	// OnDisconnected, if set, is called when the connection is lost.
+	OnDisconnected func()
 }
 
 // Adopter applies a mirrored "always" verdict to this host's policy, so
@@ -159,6 +161,9 @@ func (r *Relay) Run(ctx context.Context) error {
 			r.connected = false
 			r.mu.Unlock()
 			r.log.Warn("NATS connection lost; local prompts are unaffected", "err", err)
+			if r.cfg.OnDisconnected != nil {
+				r.cfg.OnDisconnected()
+			}
 		}),
 		nats.ErrorHandler(func(_ *nats.Conn, s *nats.Subscription, err error) {
 			subj := ""
