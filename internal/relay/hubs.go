@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
@@ -296,10 +295,9 @@ func (r *Relay) hubEvent(h *localHub, ev orgterokclearance1.ClearanceEvent) {
 		r.publish(r.subj.Outcome(r.cfg.Host, h.id), Outcome{Host: r.cfg.Host, Container: h.id, Event: ev.Type,
 			RequestID: ev.Request_id, Action: ev.Action, OK: ev.Ok, By: ev.Reason, AtUsec: now})
 	case event.VerdictSaved:
-		// An "always" verdict given on any channel. One given through
-		// this relay (channel nats.<operator>) was mirrored before its
-		// reply already.
-		if strings.Contains(ev.Reason, " via nats.") || h.policy == "" {
+		// An "always" verdict given on any channel. One this relay
+		// applied itself is mirrored before its reply.
+		if r.takeMirroring(h.id+"/"+ev.Request_id) || h.policy == "" {
 			return
 		}
 		b := Blocked{Dest: ev.Dest, Domain: ev.Domain, Port: ev.Port, Proto: ev.Proto}

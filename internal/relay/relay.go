@@ -83,11 +83,15 @@ type Relay struct {
 	// handlers, which nats.go may call before that.
 	nc atomic.Pointer[nats.Conn]
 
-	mu        sync.Mutex
-	hubs      map[string]*localHub
-	presence  chan struct{}
-	wg        sync.WaitGroup
-	seen      map[string]*decision // verdict id → its first answer
+	mu       sync.Mutex
+	hubs     map[string]*localHub
+	presence chan struct{}
+	wg       sync.WaitGroup
+	seen     map[string]*decision // verdict id → its first answer
+	// mirroring holds "<container>/<request id>" of "always" verdicts
+	// this relay mirrors itself (before its reply); their verdict_saved
+	// event is then not mirrored a second time.
+	mirroring map[string]bool
 	kv        jetstream.KeyValue
 	kvReady   chan struct{}
 	connected bool
@@ -138,7 +142,7 @@ func New(cfg Config) (*Relay, error) {
 	var b [8]byte
 	rand.Read(b[:])
 	return &Relay{cfg: cfg, subj: Subjects{Prefix: cfg.Prefix}, log: log, id: hex.EncodeToString(b[:]),
-		hubs: map[string]*localHub{}, presence: make(chan struct{}, 1), seen: map[string]*decision{},
+		hubs: map[string]*localHub{}, presence: make(chan struct{}, 1), seen: map[string]*decision{}, mirroring: map[string]bool{},
 		kvReady: make(chan struct{})}, nil
 }
 
@@ -402,6 +406,17 @@ func (r *Relay) apply(ctx context.Context, container, operator string, req Decid
 	started := h.startedUsec()
 	restarted := req.HubStarted != 0 && started != 0 && req.HubStarted != started
 	blocked, known := h.lookup(req.RequestID)
+	mirrorKey := container + "/" + req.RequestID
+	if known && req.Scope == "always" {
+		r.mu.Lock()
+		r.mirroring[mirrorKey] = true
+		r.mu.Unlock()
+		defer func() {
+			if !reply.OK {
+				r.takeMirroring(mirrorKey)
+			}
+		}()
+	}
 	cctx, cancel := context.WithTimeout(ctx, hubCallTimeout)
 	defer cancel()
 	c, err := varlinkapi.Dial(cctx, h.sock)
@@ -430,6 +445,16 @@ func (r *Relay) apply(ctx context.Context, container, operator string, req Decid
 		}
 	}
 	return reply
+}
+
+// takeMirroring reports whether key was being mirrored by apply, and
+// forgets it.
+func (r *Relay) takeMirroring(key string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	was := r.mirroring[key]
+	delete(r.mirroring, key)
+	return was
 }
 
 func (r *Relay) decideError(reply DecideReply, err error, req DecideRequest, restarted bool, started int64) DecideReply {

@@ -163,6 +163,19 @@ func TestRelayAlwaysAcrossHosts(t *testing.T) {
 	if !strings.Contains(beta.shieldLog(), "allow -- ctrb00000013 198.51.100.61") {
 		t.Errorf("beta's hub did not apply the local allow: %q", beta.shieldLog())
 	}
+	// Audited once, not again for the hub's verdict_saved event.
+	time.Sleep(500 * time.Millisecond)
+	rb.lines.mu.Lock()
+	kept := 0
+	for _, l := range rb.lines.lines {
+		if strings.Contains(l, "always verdict kept out") {
+			kept++
+		}
+	}
+	rb.lines.mu.Unlock()
+	if kept != 1 {
+		t.Errorf("beta's relay audited the kept-out allow %d times", kept)
+	}
 
 	// beta's own deny wins over alpha's allow: beta's file keeps it out.
 	a.block(t, "ctra00000013", "al:3", "203.0.113.70", 443)
