@@ -290,6 +290,10 @@ Runs until interrupted.`)
 		select {
 		case <-ctx.Done():
 			return ExitOK
+		case <-o.Closed():
+			return r.fail(ExitFailure, "the NATS connection closed")
+		case n := <-o.Notes:
+			fmt.Fprintf(r.stderr, "clearancectl: %s\n", cleanLong(n))
 		case m := <-msgs:
 			r.natsLine(*asJSON, m.Subject, m.Data)
 		}

@@ -26,6 +26,10 @@ type Operator struct {
 	mu     sync.Mutex
 	perms  []error       // permission violations the server reported
 	permCh chan struct{} // signalled on each
+	closed chan struct{} // closed when the connection is closed for good
+	// Notes receives the connection's state changes, as lines for a
+	// person ("NATS connection lost, reconnecting"); never blocks.
+	Notes chan string
 }
 
 // DialOperator connects as operator name (the last token of the decide
@@ -37,8 +41,23 @@ func DialOperator(url, prefix, name string, opts ...nats.Option) (*Operator, err
 	if prefix == "" {
 		prefix = DefaultPrefix
 	}
-	o := &Operator{subj: Subjects{Prefix: prefix}, name: name, permCh: make(chan struct{}, 1)}
+	o := &Operator{subj: Subjects{Prefix: prefix}, name: name, permCh: make(chan struct{}, 1),
+		closed: make(chan struct{}), Notes: make(chan string, 16)}
+	note := func(s string) {
+		select {
+		case o.Notes <- s:
+		default:
+		}
+	}
 	opts = append([]nats.Option{nats.Name("clearancectl " + name), nats.Timeout(5 * time.Second),
+		nats.MaxReconnects(-1), nats.ReconnectWait(time.Second),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				note("NATS connection lost (" + err.Error() + "), reconnecting")
+			}
+		}),
+		nats.ReconnectHandler(func(c *nats.Conn) { note("NATS reconnected to " + c.ConnectedUrlRedacted()) }),
+		nats.ClosedHandler(func(*nats.Conn) { close(o.closed) }),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			if errors.Is(err, nats.ErrPermissionViolation) {
 				o.mu.Lock()
@@ -60,6 +79,9 @@ func DialOperator(url, prefix, name string, opts ...nats.Option) (*Operator, err
 
 // Close closes the connection.
 func (o *Operator) Close() { o.nc.Close() }
+
+// Closed is closed when the connection is closed for good.
+func (o *Operator) Closed() <-chan struct{} { return o.closed }
 
 // Conn is the NATS connection.
 func (o *Operator) Conn() *nats.Conn { return o.nc }

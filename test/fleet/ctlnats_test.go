@@ -101,6 +101,14 @@ func TestCtlNATS(t *testing.T) {
 			t.Errorf("%v: exit %d, stderr %q", args, res.code, res.stderr)
 		}
 	}
+	// The server goes away and comes back: watch says so and goes on.
+	s.Stop()
+	errLines.waitFor(t, 20*time.Second, "NATS connection lost", "reconnecting")
+	s.Restart()
+	errLines.waitFor(t, 30*time.Second, "NATS reconnected")
+	a.block(t, "ctra00000014", "n:3", "198.51.100.81", 443)
+	lines.waitFor(t, 30*time.Second, "BLOCKED", "alpha/ctra00000014", "n:3")
+
 	// A server that is not there.
 	res = ctl(t, op, nil, "--nats", "nats://127.0.0.1:1", "pending")
 	if res.code != 1 || !strings.Contains(res.stderr, "NATS") {
