@@ -10,6 +10,7 @@ import (
 
 	"github.com/terok-ai/clearance/internal/hub"
 	"github.com/terok-ai/clearance/internal/ocihook"
+	"github.com/terok-ai/clearance/internal/relay"
 	"github.com/terok-ai/clearance/internal/testutil"
 	"github.com/terok-ai/clearance/internal/verdict"
 )
@@ -84,6 +85,7 @@ func TestCatalog(t *testing.T) {
 		"expired": hub.MsgExpired, "engaged": hub.MsgEngaged, "disengaged": hub.MsgDisengaged,
 		"denied": hub.MsgDenied, "learned": hub.MsgLearned,
 		"connections cut": verdict.MsgFlowsCut, "container refused": ocihook.MsgRefused,
+		"fleet mirrored": relay.MsgMirrored, "fleet adopted": relay.MsgAdopted,
 	}
 	if hub.MsgEngaged != verdict.MsgEngaged || hub.MsgDisengaged != verdict.MsgDisengaged {
 		t.Errorf("hub and verdict service disagree on the engage/disengage MESSAGE_IDs")
@@ -98,8 +100,18 @@ func TestCatalog(t *testing.T) {
 				t.Fatalf("no catalog entry for %s", id)
 			}
 			doc := "man:clearancectl(1)"
-			if id == ocihook.MsgRefused {
+			fields := auditFields
+			switch id {
+			case ocihook.MsgRefused:
 				doc = "man:clearance-oci-hook(1)"
+			case relay.MsgMirrored, relay.MsgAdopted:
+				// The relay's records also name the policy and the
+				// host the verdict was given on.
+				doc = "man:clearance-relay(1)"
+				fields = map[string]bool{"CLEARANCE_POLICY": true, "CLEARANCE_HOST": true}
+				for k := range auditFields {
+					fields[k] = true
+				}
 			}
 			for k, want := range map[string]string{
 				"Defined-By":    "clearance",
@@ -114,7 +126,7 @@ func TestCatalog(t *testing.T) {
 				t.Errorf("empty Subject or text: %+v", e)
 			}
 			for _, m := range substRe.FindAllStringSubmatch(e.headers["Subject"]+e.body, -1) {
-				if !auditFields[m[1]] {
+				if !fields[m[1]] {
 					t.Errorf("substitutes @%s@, which no record carries", m[1])
 				}
 			}
