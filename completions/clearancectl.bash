@@ -15,6 +15,12 @@ _clearancectl_requests()
     clearancectl pending 2>/dev/null | awk 'NR > 1 { print $2 }'
 }
 
+_clearancectl_hosts()
+{
+    # Host aliases of ~/.ssh/config.
+    [[ -r ~/.ssh/config ]] && awk 'tolower($1) == "host" { for (i = 2; i <= NF; i++) if ($i !~ /[*?]/) print $i }' ~/.ssh/config
+}
+
 _clearancectl()
 {
     local cur prev words cword
@@ -25,17 +31,24 @@ _clearancectl()
         cword=$COMP_CWORD
     }
 
-    local commands="watch pending review allow deny status log explain policy help"
+    local commands="watch pending review allow deny status log explain policy bridge help"
+    local globals="--host --local --ssh-command --remote-command --nats --nats-credentials --nats-operator"
     local cmd="" i
     for ((i = 1; i < cword; i++)); do
         case ${words[i]} in
+            --host|--ssh-command|--remote-command|--nats|--nats-credentials|--nats-operator) ((i++)) ;;
             -*) ;;
             *) cmd=${words[i]}; break ;;
         esac
     done
 
     if [[ -z $cmd ]]; then
-        COMPREPLY=($(compgen -W "$commands --help" -- "$cur"))
+        case $prev in
+            --host) COMPREPLY=($(compgen -W "$(_clearancectl_hosts)" -- "$cur")); return ;;
+            --ssh-command|--remote-command|--nats|--nats-operator) return ;;
+            --nats-credentials) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        esac
+        COMPREPLY=($(compgen -W "$commands $globals --help" -- "$cur"))
         return
     fi
 
@@ -70,6 +83,7 @@ _clearancectl()
     local opts="--help"
     case $cmd in
         watch)   opts+=" --container --glob" ;;
+        bridge)  opts+=" --glob" ;;
         pending) opts+=" --container --glob --json" ;;
         review)  opts+=" --container --glob --group --line-mode" ;;
         status)  opts+=" --container --glob --json" ;;
@@ -79,7 +93,7 @@ _clearancectl()
                 COMPREPLY=($(compgen -W "$(_clearancectl_requests)" -- "$cur"))
                 return
             fi ;;
-        log)     opts+=" --container --since --action --lines --json" ;;
+        log)     opts+=" --container --since --action --lines --json --journal-dir --export --follow --cursor-file" ;;
         explain)
             opts+=" --proto --json --socket"
             if [[ $cur != -* && ${words[cword-1]} == explain ]]; then

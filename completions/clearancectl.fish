@@ -12,7 +12,7 @@ function __clearancectl_requests
     clearancectl pending 2>/dev/null | awk 'NR > 1 { print $2 }'
 end
 
-set -l cmds watch pending review allow deny status log explain policy help
+set -l cmds watch pending review allow deny status log explain policy bridge help
 
 complete -c clearancectl -f
 complete -c clearancectl -n "not __fish_seen_subcommand_from $cmds" -a watch -d 'Live prompts; answer them from the terminal'
@@ -24,7 +24,15 @@ complete -c clearancectl -n "not __fish_seen_subcommand_from $cmds" -a status -d
 complete -c clearancectl -n "not __fish_seen_subcommand_from $cmds" -a log -d 'Audit trail from the journal'
 complete -c clearancectl -n "not __fish_seen_subcommand_from $cmds" -a explain -d 'What the firewall does with a destination'
 complete -c clearancectl -n "not __fish_seen_subcommand_from $cmds" -a policy -d 'Show, export or propose a policy'
+complete -c clearancectl -n "not __fish_seen_subcommand_from $cmds" -a bridge -d 'The far side of --host, for ssh to run'
 complete -c clearancectl -n "not __fish_seen_subcommand_from $cmds" -a help -d 'Help on a command'
+complete -c clearancectl -n "not __fish_seen_subcommand_from $cmds" -l host -x -a '(__fish_print_hostnames)' -d 'Also the hubs of HOST, over ssh'
+complete -c clearancectl -n "not __fish_seen_subcommand_from $cmds" -l local -d 'Only this host'
+complete -c clearancectl -n "not __fish_seen_subcommand_from $cmds" -l ssh-command -x -d 'The ssh to run'
+complete -c clearancectl -n "not __fish_seen_subcommand_from $cmds" -l remote-command -x -d 'clearancectl on the far side'
+complete -c clearancectl -n "not __fish_seen_subcommand_from $cmds" -l nats -x -d 'The fleet through NATS: watch, pending, allow, deny'
+complete -c clearancectl -n "not __fish_seen_subcommand_from $cmds" -l nats-credentials -r -F -d 'NATS credentials file'
+complete -c clearancectl -n "not __fish_seen_subcommand_from $cmds" -l nats-operator -x -d 'Your name on the decide subjects'
 complete -c clearancectl -n "__fish_seen_subcommand_from help" -a "$cmds"
 
 complete -c clearancectl -l help -d 'Show help'
@@ -41,6 +49,10 @@ complete -c clearancectl -n "__fish_seen_subcommand_from log" -l container -x -d
 complete -c clearancectl -n "__fish_seen_subcommand_from log" -l since -x -a '10m 1h 1d today yesterday' -d 'Only records newer than TIME'
 complete -c clearancectl -n "__fish_seen_subcommand_from log" -l action -x -a 'allow deny' -d 'Only verdicts with this action'
 complete -c clearancectl -n "__fish_seen_subcommand_from log" -l lines -x -d 'Only the last N records'
+complete -c clearancectl -n "__fish_seen_subcommand_from log" -l journal-dir -x -a '(__fish_complete_directories)' -d 'Read the journal files in DIR'
+complete -c clearancectl -n "__fish_seen_subcommand_from log" -l export -d 'Journal export format, for systemd-journal-upload'
+complete -c clearancectl -n "__fish_seen_subcommand_from log" -l follow -d 'With --export: keep writing new records'
+complete -c clearancectl -n "__fish_seen_subcommand_from log" -l cursor-file -r -F -d 'With --export: resume after the cursor in FILE'
 
 complete -c clearancectl -n "__fish_seen_subcommand_from explain" -l proto -x -a 'tcp udp' -d 'Protocol'
 complete -c clearancectl -n "__fish_seen_subcommand_from explain policy" -l socket -r -d 'Verdict service socket'

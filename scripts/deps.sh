@@ -18,6 +18,7 @@ PACKAGES=(
     busybox-static uidmap             # real containers in test/podman (runc: crun fails on hybrid cgroups)
   rpm lintian                         # make package checks: rpm -qpl, lintian on the .deb
   reuse                               # make lint: licence and copyright of every file
+  openssh-server openssh-client nats-server systemd-journal-remote  # test/fleet: sshd, NATS, journal upload (started by the tests on loopback only)
 )
 
 missing=()

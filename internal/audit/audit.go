@@ -35,6 +35,12 @@ const (
 	// MsgPolicyWritten: a caller's whole policy file was written through
 	// the verdict service's WritePolicy (clearance-verdict).
 	MsgPolicyWritten = "3e8c1d7a5b9f4e2c8a6d0b4f2e1c9a57"
+	// MsgMirrored: an "always" verdict given through this host's
+	// clearance-relay was put in the fleet's bucket (docs/fleet.md).
+	MsgMirrored = "28a6547329de49668c1fe01aff1a93d0"
+	// MsgAdopted: an "always" verdict of another host was applied to this
+	// host's policy by clearance-relay (or refused, deny wins).
+	MsgAdopted = "3d34026f6e2f4cc3935142644bfebbcb"
 )
 
 // Kind is a record's kind by its MESSAGE_ID, as clearancectl log names it.
@@ -60,6 +66,8 @@ var Kinds = []Kind{
 	{MsgObserved, "observed"},
 	{MsgObserveEngaged, "not-enforced"},
 	{MsgPolicyWritten, "policy-written"},
+	{MsgMirrored, "mirrored"},
+	{MsgAdopted, "adopted"},
 }
 
 // KindName names the kind of MESSAGE_ID id, "other" when it is none of
@@ -123,6 +131,8 @@ const (
 	// FieldAskNew is "true" when an ask raised a new request, "false"
 	// when it joined one already pending.
 	FieldAskNew = "CLEARANCE_ASK_NEW"
+	// FieldHost is the host a fleet record is about (clearance-relay).
+	FieldHost = "CLEARANCE_HOST"
 )
 
 // Sides of a verdict.
@@ -155,5 +165,5 @@ var Fields = []string{
 	FieldContainer, FieldContainerID, FieldPolicy, FieldProject, FieldRequestID, FieldDest, FieldDomain,
 	FieldPort, FieldProto, FieldAction, FieldScope, FieldExpires, FieldChannel, FieldOperatorUID,
 	FieldOperator, FieldReason, FieldVerdictID, FieldSide, FieldOutcome, FieldCounters, FieldTable,
-	FieldMode, FieldOwnerUID, FieldAskNew,
+	FieldMode, FieldOwnerUID, FieldAskNew, FieldHost,
 }

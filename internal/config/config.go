@@ -92,6 +92,9 @@ type Config struct {
 	Hook     Hook     `yaml:"hook"`
 	Ask      Ask      `yaml:"ask"`
 	Observe  Observe  `yaml:"observe"`
+	Remote   Remote   `yaml:"remote"`
+	NATS     NATS     `yaml:"nats"`
+	Relay    Relay    `yaml:"relay"`
 }
 
 // Ask configures the container's ask endpoint (docs/ask.md): a small
@@ -137,6 +140,62 @@ type Observe struct {
 	// container's owner annotated, not verified: any user who can start
 	// containers can claim a listed project.
 	Projects []string `yaml:"projects"`
+}
+
+// NATS is the NATS server of a fleet, for clearance-relay and
+// "clearancectl --nats" (docs/fleet.md).
+type NATS struct {
+	// URL is the server, e.g. "tls://nats.example.com:4222" (several
+	// separated by commas). Default none: clearance-relay refuses to
+	// start.
+	URL string `yaml:"url"`
+
+	// Credentials is a NATS credentials file (JWT and nkey seed), the
+	// identity the server authenticates and authorises. Default none.
+	Credentials string `yaml:"credentials"`
+
+	// TLSCA, TLSCert and TLSKey: a CA bundle to verify the server with,
+	// and a client certificate and key for mutual TLS. Default none.
+	TLSCA   string `yaml:"tls_ca"`
+	TLSCert string `yaml:"tls_cert"`
+	TLSKey  string `yaml:"tls_key"`
+}
+
+// Relay configures clearance-relay, which connects this host's hubs to
+// the NATS server of [NATS] (docs/fleet.md). It does nothing until
+// nats.url is set and the user unit is enabled.
+type Relay struct {
+	// Host names this host on the subjects: 1 to 64 letters, digits, '-'
+	// and '_'. Default: the first label of the host name.
+	Host string `yaml:"host"`
+
+	// SubjectPrefix is the first subject token(s). Default "clearance".
+	SubjectPrefix string `yaml:"subject_prefix"`
+
+	// Bucket is the JetStream key-value bucket of "always" verdicts.
+	// Default "clearance-always".
+	Bucket string `yaml:"bucket"`
+
+	// Adopt applies other hosts' "always" verdicts to this host's
+	// policies (through the verdict service). Default true.
+	Adopt bool `yaml:"adopt"`
+}
+
+// Remote configures clearancectl's remote hosts (clearancectl --host):
+// the hubs of each are reached over "ssh HOST clearancectl bridge".
+type Remote struct {
+	// Hosts are included in every clearancectl command that is given no
+	// --host (and not --local), each "[user@]host[:port]". Default none.
+	Hosts []string `yaml:"hosts"`
+
+	// SSHCommand is the ssh to run, split at white space (no shell
+	// quoting), e.g. "ssh -F /home/alice/.ssh/fleet_config". Default
+	// "ssh"; $CLEARANCE_SSH_COMMAND and --ssh-command win over it.
+	SSHCommand string `yaml:"ssh_command"`
+
+	// Command is clearancectl on the far side, as its login shell finds
+	// it. Default "clearancectl".
+	Command string `yaml:"command"`
 }
 
 // Hook configures clearance-oci-hook. The hook reads only the system
@@ -429,6 +488,16 @@ func Default() *Config {
 			Users:    []string{},
 			Projects: []string{},
 		},
+		Relay: Relay{
+			SubjectPrefix: "clearance",
+			Bucket:        "clearance-always",
+			Adopt:         true,
+		},
+		Remote: Remote{
+			Hosts:      []string{},
+			SSHCommand: "ssh",
+			Command:    "clearancectl",
+		},
 		Notifier: Notifier{
 			HubGlob:        DefaultHubGlobs(),
 			AllowFor:       0,
@@ -698,6 +767,15 @@ func (c *Config) validate(p positions) error {
 		if !filepath.IsAbs(expand(v)) {
 			bad(key, "must be an absolute path, got %q", v)
 		}
+	}
+
+	nt := c.NATS
+	absPath("nats.credentials", nt.Credentials, true)
+	absPath("nats.tls_ca", nt.TLSCA, true)
+	absPath("nats.tls_cert", nt.TLSCert, true)
+	absPath("nats.tls_key", nt.TLSKey, true)
+	if (nt.TLSCert == "") != (nt.TLSKey == "") {
+		bad("nats.tls_cert", "tls_cert and tls_key go together")
 	}
 
 	h := c.Hub

@@ -42,6 +42,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/terok-ai/clearance/internal/cli"
@@ -96,6 +97,12 @@ type runner struct {
 	// (<systemHubs>/<id12>/hub.sock, 0660 root:clearance, for rootful
 	// containers when root has no user manager); "" skips them.
 	systemHubs string
+	// remotes are the --host hosts (see remote.go); noRemote keeps a
+	// runner from connecting any (the bridge's own commands).
+	remotes      []*remoteHost
+	noRemote     bool
+	outMu        sync.Mutex
+	remoteFailed bool
 }
 
 // Command runs clearancectl with args (without the program name) and
@@ -143,11 +150,12 @@ func commands() []command {
 		{"log", "the audit trail from the journal", (*runner).cmdLog},
 		{"explain", "what the firewall does with a destination, and why", (*runner).cmdExplain},
 		{"policy", "show or export a container's sets, or propose a policy from the journal", (*runner).cmdPolicy},
+		{"bridge", "the far side of --host, for ssh to run (not interactive)", (*runner).cmdBridge},
 	}
 }
 
 func (r *runner) usage(w io.Writer) {
-	fmt.Fprint(w, `Usage: clearancectl COMMAND [OPTIONS] [ARGS]
+	fmt.Fprint(w, `Usage: clearancectl [--host [USER@]HOST[:PORT]]... COMMAND [OPTIONS] [ARGS]
 
 Operator tool for clearance: live allow/deny prompts for per-container
 egress firewalls.
@@ -158,6 +166,24 @@ Commands:
 		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
 	}
 	fmt.Fprint(w, `
+Global options (before the command):
+  --host [USER@]HOST[:PORT]  also the hubs of HOST, over "ssh HOST clearancectl
+                             bridge" (repeatable; default: remote.hosts of the
+                             configuration); hubs are named HOST/ID
+  --local                    only this host, whatever remote.hosts says
+  --ssh-command CMD          the ssh to run (default $CLEARANCE_SSH_COMMAND,
+                             remote.ssh_command, "ssh")
+  --remote-command CMD       clearancectl on the far side (default
+                             remote.command, "clearancectl")
+  --nats URL                 the fleet through NATS and clearance-relay
+                             instead of local hubs: watch, pending, allow,
+                             deny, status (docs/fleet.md)
+  --nats-credentials FILE    NATS credentials (default nats.credentials; TLS
+                             from nats.tls_*; --nats - uses nats.url)
+  --nats-operator NAME       your name on the decide subjects (default the
+                             login name); the NATS server's permissions
+                             must bind it to you
+
 Run "clearancectl COMMAND --help" for a command's options.
 
 Exit status: 0 ok, 1 failure, 2 usage error, 3 not found (unknown request
@@ -167,6 +193,47 @@ See clearancectl(1).
 }
 
 func (r *runner) run(ctx context.Context, args []string) int {
+	g, args, err := splitGlobal(args)
+	if err != nil {
+		fmt.Fprintf(r.stderr, "clearancectl: %s\n", err)
+		return ExitUsage
+	}
+	if g.nats != "" {
+		if len(g.hosts) > 0 {
+			fmt.Fprintln(r.stderr, "clearancectl: --nats and --host exclude each other")
+			return ExitUsage
+		}
+		return r.runNATS(ctx, g, args)
+	}
+	if (g.natsCreds != "" || g.natsOperator != "") && g.nats == "" {
+		fmt.Fprintln(r.stderr, "clearancectl: --nats-credentials and --nats-operator need --nats URL")
+		return ExitUsage
+	}
+	if len(args) > 0 && !r.noRemote && args[0] != "bridge" && !isHelp(args) {
+		cleanup, code, ok := r.connectRemotes(ctx, g)
+		if !ok {
+			return code
+		}
+		defer cleanup()
+		if code := r.runCommand(ctx, args); code != ExitOK || !r.remoteFailed {
+			return code
+		}
+		return ExitFailure
+	}
+	return r.runCommand(ctx, args)
+}
+
+// isHelp reports whether args ask for help only.
+func isHelp(args []string) bool {
+	for _, a := range args {
+		if a == "-h" || a == "-help" || a == "--help" || a == "help" {
+			return true
+		}
+	}
+	return false
+}
+
+func (r *runner) runCommand(ctx context.Context, args []string) int {
 	if len(args) == 0 {
 		r.usage(r.stderr)
 		return ExitUsage
@@ -174,13 +241,16 @@ func (r *runner) run(ctx context.Context, args []string) int {
 	switch args[0] {
 	case "-h", "-help", "--help", "help":
 		if len(args) > 1 && args[0] == "help" {
-			return r.run(ctx, []string{args[1], "--help"})
+			return r.runCommand(ctx, []string{args[1], "--help"})
 		}
 		r.usage(r.stdout)
 		return ExitOK
 	}
 	for _, c := range commands() {
 		if c.name == args[0] {
+			if code, ok := r.remoteCommand(ctx, c.name, args[1:]); ok {
+				return code
+			}
 			return c.run(r, ctx, args[1:])
 		}
 	}
@@ -326,10 +396,11 @@ func (r *runner) lookedFor() string { return strings.Join(r.defaultGlobs(), ", "
 
 // globs returns the patterns to search: the default layouts plus --glob.
 func (r *runner) globs(h *hubFlags) []string {
+	out := append(r.defaultGlobs(), r.remoteGlobs()...)
 	if h == nil {
-		return r.defaultGlobs()
+		return out
 	}
-	return append(r.defaultGlobs(), h.globs...)
+	return append(out, h.globs...)
 }
 
 // execJournal runs journalctl and returns its output. A missing binary is

@@ -287,6 +287,7 @@ func TestJournalArgs(t *testing.T) {
 		{"absolute since", logQuery{since: "2025-01-31 12:00"}, []string{"--since=2025-01-31 12:00"}},
 		{"filters", logQuery{container: "c1", action: "deny", lines: 20},
 			[]string{"-n", "20", "CLEARANCE_CONTAINER=c1", "CLEARANCE_ACTION=deny"}},
+		{"collected files", logQuery{dir: "/srv/journal"}, []string{"--directory=/srv/journal"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -308,7 +309,8 @@ func TestJournalArgs(t *testing.T) {
 				"MESSAGE_ID=" + audit.MsgDenied, "MESSAGE_ID=" + audit.MsgLearned,
 				"MESSAGE_ID=" + audit.MsgFlowsCut, "MESSAGE_ID=" + audit.MsgRefused, "MESSAGE_ID=" + audit.MsgTampered,
 				"MESSAGE_ID=" + audit.MsgAsked, "MESSAGE_ID=" + audit.MsgObserved, "MESSAGE_ID=" + audit.MsgObserveEngaged,
-				"MESSAGE_ID=" + audit.MsgPolicyWritten}
+				"MESSAGE_ID=" + audit.MsgPolicyWritten,
+				"MESSAGE_ID=" + audit.MsgMirrored, "MESSAGE_ID=" + audit.MsgAdopted}
 			if diff := cmp.Diff(want, ids); diff != "" {
 				t.Errorf("MESSAGE_ID matches (-want +got):\n%s", diff)
 			}

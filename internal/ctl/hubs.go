@@ -72,6 +72,9 @@ func discover(patterns []string) ([]hubRef, error) {
 			}
 			seen[m] = true
 			id := hubID(m)
+			if lbl := remoteLabel(m); lbl != "" && !strings.HasPrefix(id, ".") {
+				id = lbl + "/" + id // a remote hub's local socket (remote.go)
+			}
 			if strings.HasPrefix(id, ".") || strings.HasPrefix(filepath.Base(m), ".") {
 				continue
 			}

@@ -10,6 +10,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -25,7 +29,7 @@ var errNoJournalctl = errors.New("journalctl not found")
 
 // auditFields are the journal fields "log" asks journalctl for
 // (timestamps are always included).
-var auditFields = append([]string{"MESSAGE", "MESSAGE_ID", "PRIORITY", "_UID"}, audit.Fields...)
+var auditFields = append([]string{"MESSAGE", "MESSAGE_ID", "PRIORITY", "_UID", "_HOSTNAME"}, audit.Fields...)
 
 // logQuery is what the operator asked "log" for.
 type logQuery struct {
@@ -33,6 +37,9 @@ type logQuery struct {
 	since     string
 	action    string
 	lines     int
+	// dir reads the journal files of a directory (journalctl -D), e.g.
+	// what systemd-journal-remote collected from a fleet.
+	dir string
 }
 
 // relativeRE matches a bare time span ("30m", "1h", "2d", "1h30m").
@@ -41,6 +48,16 @@ var relativeRE = regexp.MustCompile(`^([0-9]+(s|m|min|h|d|w))+$`)
 // journalArgs builds the journalctl command line for q.
 func journalArgs(q logQuery) []string {
 	args := []string{"-o", "json", "--no-pager", "-q", "--output-fields=" + strings.Join(auditFields, ",")}
+	return append(args, journalMatches(q)...)
+}
+
+// journalMatches are journalctl's options and matches for q: clearance's
+// MESSAGE_IDs (alternatives), narrowed by container and action.
+func journalMatches(q logQuery) []string {
+	var args []string
+	if q.dir != "" {
+		args = append(args, "--directory="+q.dir)
+	}
 	if q.since != "" {
 		since := q.since
 		if relativeRE.MatchString(since) {
@@ -95,6 +112,9 @@ type auditEntry struct {
 	// Mismatch says how the two sides of the verdict disagree ("" when
 	// they agree, or when only one side could be read).
 	Mismatch string `json:"mismatch,omitempty"`
+	// Host is the host that wrote the record (_HOSTNAME), which tells
+	// a fleet's collected records apart.
+	Host string `json:"host"`
 }
 
 // journalValue decodes one field of journalctl's JSON output: a string,
@@ -154,7 +174,7 @@ func parseJournal(out []byte) ([]auditEntry, int) {
 			ExpiresUsec: num("CLEARANCE_EXPIRES_USEC"), Channel: get("CLEARANCE_CHANNEL"),
 			Reason: get("CLEARANCE_REASON"), Message: get("MESSAGE"),
 			Operator: get(audit.FieldOperator), VerdictID: get(audit.FieldVerdictID), Side: get(audit.FieldSide),
-			Outcome: get(audit.FieldOutcome),
+			Outcome: get(audit.FieldOutcome), Host: get("_HOSTNAME"),
 		}
 		if s := strings.TrimSpace(get("CLEARANCE_OPERATOR_UID")); s != "" {
 			if n, err := strconv.ParseInt(s, 10, 64); err == nil {
@@ -171,12 +191,23 @@ func parseJournal(out []byte) ([]auditEntry, int) {
 }
 
 func (r *runner) cmdLog(ctx context.Context, args []string) int {
-	fs := r.newFlags("log", "[--container ID] [--since TIME] [--action allow|deny] [--lines N] [--json]",
+	fs := r.newFlags("log", "[--container ID] [--since TIME] [--action allow|deny] [--lines N] [--journal-dir DIR] [--json | --export [--follow] [--cursor-file FILE]]",
 		`Shows clearance's audit trail from the systemd journal: blocked requests,
-verdicts, failed verdicts, expiries, ruleset engage/disengage. TIME is
-anything journalctl --since accepts ("2025-01-31 12:00", "yesterday",
-"-2h") or a bare span meaning that long ago ("30m", "2h", "1d").`)
+verdicts, failed verdicts, expiries, ruleset engage/disengage, fleet
+verdicts mirrored and adopted. TIME is anything journalctl --since accepts
+("2025-01-31 12:00", "yesterday", "-2h") or a bare span meaning that long
+ago ("30m", "2h", "1d").
+
+--journal-dir reads the journal files of a directory instead, e.g. what
+systemd-journal-remote collected from a fleet; the table then names the
+host of every record. --export writes the records in the journal export
+format instead, for "systemd-journal-upload -": only clearance's records
+leave the host (see docs/fleet.md).`)
 	var q logQuery
+	fs.StringVar(&q.dir, "journal-dir", "", "read the journal files in `DIR` (journalctl --directory)")
+	export := fs.Bool("export", false, "write journal export format (for systemd-journal-upload)")
+	follow := fs.Bool("follow", false, "with --export: keep writing new records")
+	cursorFile := fs.String("cursor-file", "", "with --export: start after the cursor in `FILE` and keep it there (journalctl --cursor-file)")
 	fs.StringVar(&q.container, "container", "", "only records of this container (its id, full or a unique prefix)")
 	fs.StringVar(&q.since, "since", "", "only records newer than `TIME`")
 	fs.StringVar(&q.action, "action", "", "only verdicts with this action (allow or deny)")
@@ -195,12 +226,32 @@ anything journalctl --since accepts ("2025-01-31 12:00", "yesterday",
 	if q.lines < 0 {
 		return r.usageErr(fs, "--lines must not be negative")
 	}
-	if q.container != "" {
+	if (*follow || *cursorFile != "") && !*export {
+		return r.usageErr(fs, "--follow and --cursor-file go with --export")
+	}
+	if *export && *asJSON {
+		return r.usageErr(fs, "--export and --json exclude each other")
+	}
+	if q.dir != "" {
+		if st, err := os.Stat(q.dir); err != nil || !st.IsDir() {
+			return r.usageErr(fs, "--journal-dir %s: not a directory", clean(q.dir))
+		}
+	}
+	if q.container != "" && q.dir == "" {
 		id, err := resolveContainer(q.container, r.knownContainers())
 		if err != nil {
 			return r.usageErr(fs, "%s", clean(err.Error()))
 		}
 		q.container = id
+	}
+	if *export {
+		if err := exportJournal(ctx, q, *follow, *cursorFile, r.stdout); err != nil {
+			if errors.Is(err, errNoJournalctl) {
+				return r.fail(ExitFailure, "journalctl not found")
+			}
+			return r.fail(ExitFailure, "read the journal: %s", cleanLong(err.Error()))
+		}
+		return ExitOK
 	}
 	out, err := r.journal(ctx, journalArgs(q))
 	if errors.Is(err, errNoJournalctl) {
@@ -227,7 +278,7 @@ anything journalctl --since accepts ("2025-01-31 12:00", "yesterday",
 		fmt.Fprintln(r.stdout, "no audit records")
 		return ExitOK
 	}
-	r.auditTable(entries).write(r.stdout, r)
+	r.auditTable(entries, q.dir != "").write(r.stdout, r)
 	return ExitOK
 }
 
@@ -288,8 +339,69 @@ func mismatch(hub, kernel string, seen, readKernel bool) string {
 	return ""
 }
 
-func (r *runner) auditTable(entries []auditEntry) *table {
+// followInterval is how often "log --export --follow" looks for new
+// records.
+const followInterval = time.Second
+
+// exportJournal writes q's records in the export format. With follow it
+// asks journalctl again every followInterval for what came after the
+// cursor (journalctl's own --follow implies --boot=0 in systemd 252: the
+// records of an earlier boot not yet shipped would be left behind).
+func exportJournal(ctx context.Context, q logQuery, follow bool, cursorFile string, w io.Writer) error {
+	if follow && cursorFile == "" {
+		d, err := os.MkdirTemp("", "clearancectl-cursor-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(d)
+		cursorFile = filepath.Join(d, "cursor")
+	}
+	args := []string{"-o", "export", "--no-pager", "-q"}
+	if cursorFile != "" {
+		args = append(args, "--cursor-file="+cursorFile)
+	}
+	args = append(args, journalMatches(q)...)
+	for {
+		if err := streamJournal(ctx, args, w); err != nil {
+			return err
+		}
+		if !follow {
+			return nil
+		}
+		t := time.NewTimer(followInterval)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// streamJournal runs journalctl with args, its output going to w as it
+// comes (until ctx ends, with --follow).
+func streamJournal(ctx context.Context, args []string, w io.Writer) error {
+	path, err := exec.LookPath("journalctl")
+	if err != nil {
+		return errNoJournalctl
+	}
+	cmd := exec.CommandContext(ctx, path, args...)
+	var stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = w, &limitedWriter{w: &stderr, n: 4096}
+	if err := cmd.Run(); err != nil && ctx.Err() == nil {
+		if msg := strings.TrimSpace(stderr.String()); msg != "" {
+			return fmt.Errorf("journalctl: %w: %s", err, msg)
+		}
+		return fmt.Errorf("journalctl: %w", err)
+	}
+	return nil
+}
+
+func (r *runner) auditTable(entries []auditEntry, withHost bool) *table {
 	t := &table{head: []string{"TIME", "EVENT", "CONTAINER", "DESTINATION", "ACTION", "SCOPE", "BY", "DETAIL"}}
+	if withHost {
+		t.head = append([]string{"HOST"}, t.head...)
+	}
 	now := r.now()
 	for _, e := range entries {
 		when := "?"
@@ -364,8 +476,12 @@ func (r *runner) auditTable(entries []auditEntry) *table {
 		case "not-enforced":
 			ev = r.paint(colRed, ev)
 		}
-		t.add(when, ev, orDash(clean(e.Container)), dest, orDash(clean(e.Action)), orDash(clean(e.Scope)),
-			orDash(by), orDash(strings.Join(detail, "; ")))
+		row := []string{when, ev, orDash(clean(e.Container)), dest, orDash(clean(e.Action)), orDash(clean(e.Scope)),
+			orDash(by), orDash(strings.Join(detail, "; "))}
+		if withHost {
+			row = append([]string{orDash(clean(e.Host))}, row...)
+		}
+		t.add(row...)
 	}
 	return t
 }

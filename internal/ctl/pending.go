@@ -138,6 +138,9 @@ func (r *runner) pendingTable(rows []pendingJSON) *table {
 // containerLabel is the event's container name, or the hub's id.
 func containerLabel(container, hub string) string {
 	if container != "" {
+		if h := hostOf(hub); h != "" {
+			return h + "/" + container
+		}
 		return container
 	}
 	return hub

@@ -720,7 +720,12 @@ func cmdFor(res decideResult) string {
 }
 
 // tag is "[N]".
-func (w *watch) tag(p *prompt) string { return "[" + strconv.Itoa(p.n) + "]" }
+func (w *watch) tag(p *prompt) string {
+	if h := hostOf(p.w.ref.ID); h != "" {
+		return "[" + strconv.Itoa(p.n) + " " + clean(h) + "]"
+	}
+	return "[" + strconv.Itoa(p.n) + "]"
+}
 
 // what is "target:port/proto (ip)", inert.
 func (w *watch) what(p *prompt) string {

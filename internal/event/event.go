@@ -25,6 +25,12 @@ const (
 	// VerdictExpired is an event of ours: a "once" verdict's element timed
 	// out. Seed clients ignore event types they do not know.
 	VerdictExpired = "verdict_expired"
+	// VerdictSaved is an event of ours, sent right after the
+	// verdict_applied of an "always" verdict: what was written to the
+	// container's policy (dest, domain, and port and proto unless the
+	// verdict covers every port: 0), action, and in reason who decided.
+	// clearance-relay mirrors it to the fleet.
+	VerdictSaved = "verdict_saved"
 	// ConnectionDenied is an event of ours: the container asked for a name
 	// its policy or a verdict denies (the DNS forwarder answered
 	// NXDOMAIN, REFUSED, or the firewall drops the connection). It is a

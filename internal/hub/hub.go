@@ -610,6 +610,17 @@ func (h *Hub) decide(ctx context.Context, d decision) (time.Time, error) {
 	// "Allowed by alice via clearancectl" instead of closing silently.
 	h.fanOutLocked(event.Event{Type: event.VerdictApplied, Container: d.container,
 		RequestID: d.requestID, Action: d.action, OK: ok, Reason: d.op.Describe(), Dossier: map[string]string{}})
+	if ok && d.scope == ScopeAlways {
+		// What the policy now holds, for clients that share it (the
+		// fleet relay); seed clients ignore the type.
+		port, proto := p.ev.Port, p.ev.Proto
+		if d.anyPort {
+			port, proto = 0, 0
+		}
+		h.fanOutLocked(event.Event{Type: event.VerdictSaved, Container: d.container, RequestID: d.requestID,
+			Dest: p.ev.Dest, Domain: p.ev.Domain, Port: port, Proto: proto, Action: d.action, OK: true,
+			Reason: d.op.Describe(), Dossier: map[string]string{}})
+	}
 	h.mu.Unlock()
 	h.changed()
 

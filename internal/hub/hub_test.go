@@ -684,3 +684,40 @@ func TestVerdictRecordsOutcome(t *testing.T) {
 		t.Errorf("verdict ids %q, want two different ones", ap.ids)
 	}
 }
+
+// An "always" verdict is followed by verdict_saved, saying what the
+// policy now holds and who decided; other scopes and failures are not.
+func TestAlwaysVerdictIsAnnouncedSaved(t *testing.T) {
+	ap := &stubApplier{res: ApplyResult{OK: true}}
+	h := New(Config{Applier: ap})
+	sub := h.Subscribe()
+	defer sub.Close()
+	ctx := WithOperator(context.Background(), Operator{UID: 1000, User: "alice", Channel: "notifier"})
+	h.Publish(blockedEv("c", "c:1", "198.51.100.1", "api.example.org"))
+	h.Publish(blockedEv("c", "c:2", "198.51.100.2", ""))
+	h.Publish(blockedEv("c", "c:3", "198.51.100.3", ""))
+	if _, err := h.Decide(ctx, "c:1", "allow", ScopeAlways, 0, false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.Decide(ctx, "c:2", "deny", ScopeAlways, 0, true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.Decide(ctx, "c:3", "allow", ScopeContainer, 0, false); err != nil {
+		t.Fatal(err)
+	}
+	var saved []event.Event
+	for _, ev := range drain(sub) {
+		if ev.Type == event.VerdictSaved {
+			saved = append(saved, ev)
+		}
+	}
+	want := []event.Event{
+		{Type: event.VerdictSaved, Container: "c", RequestID: "c:1", Dest: "198.51.100.1", Domain: "api.example.org",
+			Port: 443, Proto: 6, Action: "allow", OK: true, Reason: "by alice (uid 1000) via notifier", Dossier: map[string]string{}},
+		{Type: event.VerdictSaved, Container: "c", RequestID: "c:2", Dest: "198.51.100.2",
+			Action: "deny", OK: true, Reason: "by alice (uid 1000) via notifier", Dossier: map[string]string{}},
+	}
+	if diff := cmp.Diff(want, saved); diff != "" {
+		t.Errorf("verdict_saved (-want +got):\n%s", diff)
+	}
+}

@@ -45,14 +45,18 @@ var installedFiles = []string{
 
 // optionalFiles are installed when the tree has their source.
 var optionalFiles = map[string]string{
-	"packaging/oci/clearance.json":          "/usr/share/containers/oci/hooks.d/clearance.json",
-	"units/user/clearance-hub@.socket":      "/usr/lib/systemd/user/clearance-hub@.socket",
-	"units/user/clearance-hub@.service":     "/usr/lib/systemd/user/clearance-hub@.service",
-	"cmd/clearance-oci-hook/main.go":        "/usr/bin/clearance-oci-hook",
-	"completions/_clearancectl":             "/usr/share/zsh/vendor-completions/_clearancectl",
-	"completions/clearancectl.fish":         "/usr/share/fish/vendor_completions.d/clearancectl.fish",
-	"docs/man/clearance-notifier.1":         "/usr/share/man/man1/clearance-notifier.1.gz",
-	"units/user/clearance-notifier.service": "/usr/lib/systemd/user/clearance-notifier.service",
+	"packaging/oci/clearance.json":                  "/usr/share/containers/oci/hooks.d/clearance.json",
+	"units/user/clearance-hub@.socket":              "/usr/lib/systemd/user/clearance-hub@.socket",
+	"units/user/clearance-hub@.service":             "/usr/lib/systemd/user/clearance-hub@.service",
+	"cmd/clearance-oci-hook/main.go":                "/usr/bin/clearance-oci-hook",
+	"completions/_clearancectl":                     "/usr/share/zsh/vendor-completions/_clearancectl",
+	"completions/clearancectl.fish":                 "/usr/share/fish/vendor_completions.d/clearancectl.fish",
+	"docs/man/clearance-notifier.1":                 "/usr/share/man/man1/clearance-notifier.1.gz",
+	"units/user/clearance-notifier.service":         "/usr/lib/systemd/user/clearance-notifier.service",
+	"units/user/clearance-relay.service":            "/usr/lib/systemd/user/clearance-relay.service",
+	"units/system/clearance-journal-upload.service": "/usr/lib/systemd/system/clearance-journal-upload.service",
+	"docs/man/clearance-relay.1":                    "/usr/share/man/man1/clearance-relay.1.gz",
+	"cmd/clearance-relay/main.go":                   "/usr/bin/clearance-relay",
 }
 
 // operatorGroup is the group of rootful containers' hub sockets

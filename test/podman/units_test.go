@@ -69,6 +69,8 @@ func TestUserUnitsSandbox(t *testing.T) {
 		{"clearance-hub@.service", []string{"NoNewPrivs:\t1", "Seccomp:\t2"}},
 		{"clearance-notifier.service", []string{"NoNewPrivs:\t1", "Seccomp:\t2", "CapBnd:\t0000000000000000",
 			"uid_map " + strconv.Itoa(e.UID()) + " " + strconv.Itoa(e.UID()) + " 1"}},
+		{"clearance-relay.service", []string{"NoNewPrivs:\t1", "Seccomp:\t2", "CapBnd:\t0000000000000000",
+			"uid_map " + strconv.Itoa(e.UID()) + " " + strconv.Itoa(e.UID()) + " 1"}},
 	} {
 		t.Run(tc.unit, func(t *testing.T) {
 			b, err := os.ReadFile(filepath.Join("..", "..", "units", "user", tc.unit))

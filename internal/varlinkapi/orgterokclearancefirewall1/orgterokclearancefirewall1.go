@@ -1348,6 +1348,102 @@ func (m WritePolicy_methods) Upgrade(ctx context.Context, c *varlink.Connection,
 	}, nil
 }
 
+// Adds an "always" verdict given on another host of the fleet (by
+// clearance-relay) to the caller's own policy file: <policy_dir>/uid-<uid>/
+// <policy>.yaml, or <policy_dir>/<policy>.yaml for root, the file the
+// caller's next container of that policy starts with. No container is
+// involved and no running ruleset changes. name (a DNS name or wildcard
+// pattern) or else ip is written, narrowed by proto ("tcp", "udp") and port
+// when given; comment (at most 200 printable characters) says where it
+// came from. Deny wins: an allow for what the file already denies is not
+// written (adopted false, reason says why); a deny replaces an allow.
+type Adopt_methods struct{}
+
+func Adopt() Adopt_methods { return Adopt_methods{} }
+
+func (m Adopt_methods) Call(ctx context.Context, c *varlink.Connection, policy_in_ string, action_in_ string, ip_in_ string, name_in_ *string, proto_in_ *string, port_in_ *int64, comment_in_ string) (adopted_out_ bool, reason_out_ string, err_ error) {
+	receive, err_ := m.Send(ctx, c, 0, policy_in_, action_in_, ip_in_, name_in_, proto_in_, port_in_, comment_in_)
+	if err_ != nil {
+		return
+	}
+	adopted_out_, reason_out_, _, err_ = receive(ctx)
+	return
+}
+
+func (m Adopt_methods) Send(ctx context.Context, c *varlink.Connection, flags uint64, policy_in_ string, action_in_ string, ip_in_ string, name_in_ *string, proto_in_ *string, port_in_ *int64, comment_in_ string) (func(ctx context.Context) (bool, string, uint64, error), error) {
+	var in struct {
+		Policy  string  `json:"policy"`
+		Action  string  `json:"action"`
+		Ip      string  `json:"ip"`
+		Name    *string `json:"name,omitempty"`
+		Proto   *string `json:"proto,omitempty"`
+		Port    *int64  `json:"port,omitempty"`
+		Comment string  `json:"comment"`
+	}
+	in.Policy = policy_in_
+	in.Action = action_in_
+	in.Ip = ip_in_
+	in.Name = name_in_
+	in.Proto = proto_in_
+	in.Port = port_in_
+	in.Comment = comment_in_
+	receive, err := c.Send(ctx, "org.terok.ClearanceFirewall1.Adopt", in, flags)
+	if err != nil {
+		return nil, err
+	}
+	return func(context.Context) (adopted_out_ bool, reason_out_ string, flags uint64, err error) {
+		var out struct {
+			Adopted bool   `json:"adopted"`
+			Reason  string `json:"reason"`
+		}
+		flags, err = receive(ctx, &out)
+		if err != nil {
+			err = Dispatch_Error(err)
+			return
+		}
+		adopted_out_ = out.Adopted
+		reason_out_ = out.Reason
+		return
+	}, nil
+}
+
+func (m Adopt_methods) Upgrade(ctx context.Context, c *varlink.Connection, policy_in_ string, action_in_ string, ip_in_ string, name_in_ *string, proto_in_ *string, port_in_ *int64, comment_in_ string) (func(ctx context.Context) (adopted_out_ bool, reason_out_ string, flags uint64, conn varlink.ReadWriterContext, err_ error), error) {
+	var in struct {
+		Policy  string  `json:"policy"`
+		Action  string  `json:"action"`
+		Ip      string  `json:"ip"`
+		Name    *string `json:"name,omitempty"`
+		Proto   *string `json:"proto,omitempty"`
+		Port    *int64  `json:"port,omitempty"`
+		Comment string  `json:"comment"`
+	}
+	in.Policy = policy_in_
+	in.Action = action_in_
+	in.Ip = ip_in_
+	in.Name = name_in_
+	in.Proto = proto_in_
+	in.Port = port_in_
+	in.Comment = comment_in_
+	receive, err := c.Upgrade(ctx, "org.terok.ClearanceFirewall1.Adopt", in)
+	if err != nil {
+		return nil, err
+	}
+	return func(context.Context) (adopted_out_ bool, reason_out_ string, flags uint64, conn varlink.ReadWriterContext, err error) {
+		var out struct {
+			Adopted bool   `json:"adopted"`
+			Reason  string `json:"reason"`
+		}
+		flags, conn, err = receive(ctx, &out)
+		if err != nil {
+			err = Dispatch_Error(err)
+			return
+		}
+		adopted_out_ = out.Adopted
+		reason_out_ = out.Reason
+		return
+	}, nil
+}
+
 // Generated service interface with all methods
 
 type orgterokclearancefirewall1Interface interface {
@@ -1366,6 +1462,7 @@ type orgterokclearancefirewall1Interface interface {
 	Explain(ctx context.Context, c VarlinkCall, container_ string, ip_ string, port_ int64, proto_ string) error
 	Disengage(ctx context.Context, c VarlinkCall, container_ string) error
 	WritePolicy(ctx context.Context, c VarlinkCall, name_ string, content_ string, replace_ bool) error
+	Adopt(ctx context.Context, c VarlinkCall, policy_ string, action_ string, ip_ string, name_ *string, proto_ *string, port_ *int64, comment_ string) error
 }
 
 // Generated service object with all methods
@@ -1570,6 +1667,16 @@ func (c *VarlinkCall) ReplyWritePolicy(ctx context.Context, path_ string, replac
 	return c.Reply(ctx, &out)
 }
 
+func (c *VarlinkCall) ReplyAdopt(ctx context.Context, adopted_ bool, reason_ string) error {
+	var out struct {
+		Adopted bool   `json:"adopted"`
+		Reason  string `json:"reason"`
+	}
+	out.Adopted = adopted_
+	out.Reason = reason_
+	return c.Reply(ctx, &out)
+}
+
 // Generated dummy implementations for all varlink methods
 
 // Installs the container's ruleset, or verifies and repairs it; idempotent.
@@ -1733,6 +1840,19 @@ func (s *VarlinkInterface) Disengage(ctx context.Context, c VarlinkCall, contain
 // A subordinate uid (a process in a user's user namespace) may not write.
 func (s *VarlinkInterface) WritePolicy(ctx context.Context, c VarlinkCall, name_ string, content_ string, replace_ bool) error {
 	return c.ReplyMethodNotImplemented(ctx, "org.terok.ClearanceFirewall1.WritePolicy")
+}
+
+// Adds an "always" verdict given on another host of the fleet (by
+// clearance-relay) to the caller's own policy file: <policy_dir>/uid-<uid>/
+// <policy>.yaml, or <policy_dir>/<policy>.yaml for root, the file the
+// caller's next container of that policy starts with. No container is
+// involved and no running ruleset changes. name (a DNS name or wildcard
+// pattern) or else ip is written, narrowed by proto ("tcp", "udp") and port
+// when given; comment (at most 200 printable characters) says where it
+// came from. Deny wins: an allow for what the file already denies is not
+// written (adopted false, reason says why); a deny replaces an allow.
+func (s *VarlinkInterface) Adopt(ctx context.Context, c VarlinkCall, policy_ string, action_ string, ip_ string, name_ *string, proto_ *string, port_ *int64, comment_ string) error {
+	return c.ReplyMethodNotImplemented(ctx, "org.terok.ClearanceFirewall1.Adopt")
 }
 
 // Generated method call dispatcher
@@ -1909,6 +2029,22 @@ func (s *VarlinkInterface) VarlinkDispatch(ctx context.Context, call varlink.Cal
 			return call.ReplyInvalidParameter(ctx, "parameters")
 		}
 		return s.orgterokclearancefirewall1Interface.WritePolicy(ctx, VarlinkCall{call}, in.Name, in.Content, in.Replace)
+
+	case "Adopt":
+		var in struct {
+			Policy  string  `json:"policy"`
+			Action  string  `json:"action"`
+			Ip      string  `json:"ip"`
+			Name    *string `json:"name,omitempty"`
+			Proto   *string `json:"proto,omitempty"`
+			Port    *int64  `json:"port,omitempty"`
+			Comment string  `json:"comment"`
+		}
+		err := call.GetParameters(&in)
+		if err != nil {
+			return call.ReplyInvalidParameter(ctx, "parameters")
+		}
+		return s.orgterokclearancefirewall1Interface.Adopt(ctx, VarlinkCall{call}, in.Policy, in.Action, in.Ip, in.Name, in.Proto, in.Port, in.Comment)
 
 	default:
 		return call.ReplyMethodNotFound(ctx, methodname)
@@ -2119,6 +2255,17 @@ method Disengage(container: string) -> ()
 # directory. path is the file written; replaced is true when it existed.
 # A subordinate uid (a process in a user's user namespace) may not write.
 method WritePolicy(name: string, content: string, replace: bool) -> (path: string, replaced: bool)
+
+# Adds an "always" verdict given on another host of the fleet (by
+# clearance-relay) to the caller's own policy file: <policy_dir>/uid-<uid>/
+# <policy>.yaml, or <policy_dir>/<policy>.yaml for root, the file the
+# caller's next container of that policy starts with. No container is
+# involved and no running ruleset changes. name (a DNS name or wildcard
+# pattern) or else ip is written, narrowed by proto ("tcp", "udp") and port
+# when given; comment (at most 200 printable characters) says where it
+# came from. Deny wins: an allow for what the file already denies is not
+# written (adopted false, reason says why); a deny replaces an allow.
+method Adopt(policy: string, action: string, ip: string, name: ?string, proto: ?string, port: ?int, comment: string) -> (adopted: bool, reason: string)
 
 # The caller does not own the container's network namespace.
 error PermissionDenied (reason: string)

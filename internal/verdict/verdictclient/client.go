@@ -602,3 +602,44 @@ func (c *Client) Ask(ctx context.Context, container string, ns *os.File) (*AskSo
 	}
 	return &AskSockets{Port: int(out.Port), Sockets: socks}, nil
 }
+
+// AdoptRequest is an "always" verdict of another host for the caller's
+// own policy file (Adopt).
+type AdoptRequest struct {
+	Policy, Action string
+	// IP or Name (a DNS name or pattern; it wins when set).
+	IP, Name string
+	// Proto ("tcp", "udp") and Port narrow it; "" and 0 for every port.
+	Proto   string
+	Port    int
+	Comment string
+}
+
+// Adopt writes r to the caller's policy file. adopted is false, with the
+// reason, when the file keeps it out (deny wins) or cannot be written.
+func (c *Client) Adopt(ctx context.Context, r AdoptRequest) (adopted bool, reason string, err error) {
+	in := struct {
+		Policy  string  `json:"policy"`
+		Action  string  `json:"action"`
+		Ip      string  `json:"ip"`
+		Name    *string `json:"name,omitempty"`
+		Proto   *string `json:"proto,omitempty"`
+		Port    *int64  `json:"port,omitempty"`
+		Comment string  `json:"comment"`
+	}{Policy: r.Policy, Action: r.Action, Ip: r.IP, Comment: r.Comment}
+	if r.Name != "" {
+		in.Name = &r.Name
+	}
+	if r.Proto != "" || r.Port != 0 {
+		port := int64(r.Port)
+		in.Proto, in.Port = &r.Proto, &port
+	}
+	var out struct {
+		Adopted bool   `json:"adopted"`
+		Reason  string `json:"reason"`
+	}
+	if err := c.callNoFDs(ctx, "Adopt", in, &out, nil); err != nil {
+		return false, "", err
+	}
+	return out.Adopted, out.Reason, nil
+}
