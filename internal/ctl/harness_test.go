@@ -15,7 +15,7 @@ import (
 
 	"github.com/terok-ai/clearance/internal/event"
 	"github.com/terok-ai/clearance/internal/hub"
-	"github.com/terok-ai/clearance/internal/hubd/hubtest"
+	"github.com/terok-ai/clearance/internal/testenv/hubtest"
 )
 
 // startHub serves a hub for container id on

@@ -18,9 +18,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/terok-ai/clearance/internal/hub"
-	"github.com/terok-ai/clearance/internal/hubd/hubtest"
-	"github.com/terok-ai/clearance/internal/testutil"
-	"github.com/terok-ai/clearance/internal/testutil/vt"
+	"github.com/terok-ai/clearance/internal/testenv/hubtest"
+	"github.com/terok-ai/clearance/internal/testenv/testutil"
+	"github.com/terok-ai/clearance/internal/testenv/testutil/vt"
 	"github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearancehub1"
 )
 

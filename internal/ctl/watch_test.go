@@ -18,8 +18,8 @@ import (
 
 	"github.com/terok-ai/clearance/internal/cli"
 	"github.com/terok-ai/clearance/internal/hub"
-	"github.com/terok-ai/clearance/internal/hubd/hubtest"
-	"github.com/terok-ai/clearance/internal/testutil"
+	"github.com/terok-ai/clearance/internal/testenv/hubtest"
+	"github.com/terok-ai/clearance/internal/testenv/testutil"
 )
 
 // session is a running "clearancectl watch".

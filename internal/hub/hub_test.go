@@ -18,7 +18,7 @@ import (
 
 	"github.com/terok-ai/clearance/internal/audit"
 	"github.com/terok-ai/clearance/internal/event"
-	"github.com/terok-ai/clearance/internal/testutil"
+	"github.com/terok-ai/clearance/internal/testenv/testutil"
 )
 
 type stubApplier struct {

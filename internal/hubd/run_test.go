@@ -17,8 +17,8 @@ import (
 
 	"github.com/terok-ai/clearance/internal/hub"
 	"github.com/terok-ai/clearance/internal/hubd"
-	"github.com/terok-ai/clearance/internal/hubd/hubtest"
-	"github.com/terok-ai/clearance/internal/testutil"
+	"github.com/terok-ai/clearance/internal/testenv/hubtest"
+	"github.com/terok-ai/clearance/internal/testenv/testutil"
 	"github.com/terok-ai/clearance/internal/varlinkapi"
 	"github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearance1"
 )

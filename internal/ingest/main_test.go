@@ -7,7 +7,7 @@ import (
 	"os"
 	"testing"
 
-	"github.com/terok-ai/clearance/internal/testutil"
+	"github.com/terok-ai/clearance/internal/testenv/testutil"
 )
 
 // TestMain fails the package if its tests leave a goroutine or a file

@@ -14,8 +14,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/terok-ai/clearance/internal/netns"
-	"github.com/terok-ai/clearance/internal/netns/netnstest"
-	"github.com/terok-ai/clearance/internal/testutil"
+	"github.com/terok-ai/clearance/internal/testenv/netnstest"
+	"github.com/terok-ai/clearance/internal/testenv/testutil"
 )
 
 func selfNetNS(t *testing.T) *os.File {

@@ -16,8 +16,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/terok-ai/clearance/internal/netns/netnstest"
 	"github.com/terok-ai/clearance/internal/nft"
+	"github.com/terok-ai/clearance/internal/testenv/netnstest"
 )
 
 // udpEcho serves UDP on addr inside ns and answers every datagram with

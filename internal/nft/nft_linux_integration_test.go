@@ -19,9 +19,9 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/nftables"
 
-	"github.com/terok-ai/clearance/internal/netns/netnstest"
 	"github.com/terok-ai/clearance/internal/nft"
-	"github.com/terok-ai/clearance/internal/testutil"
+	"github.com/terok-ai/clearance/internal/testenv/netnstest"
+	"github.com/terok-ai/clearance/internal/testenv/testutil"
 )
 
 // Test addresses: a private /30 between two anonymous namespaces, no

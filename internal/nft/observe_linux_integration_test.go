@@ -14,10 +14,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/terok-ai/clearance/internal/netns/netnstest"
 	"github.com/terok-ai/clearance/internal/nflog"
 	"github.com/terok-ai/clearance/internal/nft"
-	"github.com/terok-ai/clearance/internal/testutil"
+	"github.com/terok-ai/clearance/internal/testenv/netnstest"
+	"github.com/terok-ai/clearance/internal/testenv/testutil"
 )
 
 // TestIntegrationObserveMode: an observe-mode ruleset lets a connection

@@ -8,8 +8,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/terok-ai/clearance/internal/netns/netnstest"
-	"github.com/terok-ai/clearance/internal/testutil"
+	"github.com/terok-ai/clearance/internal/testenv/netnstest"
+	"github.com/terok-ai/clearance/internal/testenv/testutil"
 )
 
 // TestAttackVerifyNoticesTampering: a process holding CAP_NET_ADMIN in

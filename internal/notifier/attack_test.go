@@ -7,7 +7,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/terok-ai/clearance/internal/notify/notifytest"
+	"github.com/terok-ai/clearance/internal/testenv/notifytest"
 )
 
 // TestAttackSecondHubClaimsContainer (issue 9, item 11): the notifier

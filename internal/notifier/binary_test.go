@@ -20,7 +20,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/terok-ai/clearance/internal/notify/notifytest"
+	"github.com/terok-ai/clearance/internal/testenv/notifytest"
 )
 
 // daemonProcess is the built clearance-notifier running "run" against a

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/terok-ai/clearance/internal/notify/notifytest"
+	"github.com/terok-ai/clearance/internal/testenv/notifytest"
 )
 
 // flusher drives the daemon's flush cycles (Options.flushTick) in tests.

@@ -18,9 +18,9 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/terok-ai/clearance/internal/cli"
-	"github.com/terok-ai/clearance/internal/notify/notifytest"
 	"github.com/terok-ai/clearance/internal/render"
-	"github.com/terok-ai/clearance/internal/testutil"
+	"github.com/terok-ai/clearance/internal/testenv/notifytest"
+	"github.com/terok-ai/clearance/internal/testenv/testutil"
 )
 
 func TestParseNotify(t *testing.T) {

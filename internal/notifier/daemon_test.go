@@ -20,8 +20,8 @@ import (
 	"github.com/terok-ai/clearance/internal/event"
 	"github.com/terok-ai/clearance/internal/hub"
 	"github.com/terok-ai/clearance/internal/hubd"
-	"github.com/terok-ai/clearance/internal/notify/notifytest"
-	"github.com/terok-ai/clearance/internal/testutil"
+	"github.com/terok-ai/clearance/internal/testenv/notifytest"
+	"github.com/terok-ai/clearance/internal/testenv/testutil"
 )
 
 var fullCaps = []string{"actions", "body", "body-markup", "persistence"}

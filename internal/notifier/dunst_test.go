@@ -12,9 +12,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/terok-ai/clearance/internal/desktoplab"
 	"github.com/terok-ai/clearance/internal/notify"
-	"github.com/terok-ai/clearance/internal/testutil"
+	"github.com/terok-ai/clearance/internal/testenv/desktoplab"
+	"github.com/terok-ai/clearance/internal/testenv/testutil"
 )
 
 // TestDunstEndToEnd runs the daemon against a real notification daemon:

@@ -14,10 +14,10 @@ import (
 	"time"
 
 	"github.com/terok-ai/clearance/internal/event"
-	"github.com/terok-ai/clearance/internal/hubd/hubtest"
 	"github.com/terok-ai/clearance/internal/notify"
-	"github.com/terok-ai/clearance/internal/notify/notifytest"
-	"github.com/terok-ai/clearance/internal/testutil"
+	"github.com/terok-ai/clearance/internal/testenv/hubtest"
+	"github.com/terok-ai/clearance/internal/testenv/notifytest"
+	"github.com/terok-ai/clearance/internal/testenv/testutil"
 )
 
 // startHubAt serves a hub for container on path (see hubtest.Serve);

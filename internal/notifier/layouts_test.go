@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"github.com/terok-ai/clearance/internal/config"
-	"github.com/terok-ai/clearance/internal/notify/notifytest"
+	"github.com/terok-ai/clearance/internal/testenv/notifytest"
 )
 
 // TestDefaultGlobsFindEveryLayout runs the daemon on the configuration's

@@ -17,7 +17,7 @@ import (
 
 	"github.com/terok-ai/clearance/internal/event"
 	"github.com/terok-ai/clearance/internal/notify"
-	"github.com/terok-ai/clearance/internal/notify/notifytest"
+	"github.com/terok-ai/clearance/internal/testenv/notifytest"
 )
 
 // TestDaemonForgetsWhatIsGone is a long run of what a desktop sees:

@@ -12,9 +12,9 @@ import (
 	"time"
 
 	"github.com/terok-ai/clearance/internal/hub"
-	"github.com/terok-ai/clearance/internal/hubd/hubtest"
-	"github.com/terok-ai/clearance/internal/notify/notifytest"
 	"github.com/terok-ai/clearance/internal/record"
+	"github.com/terok-ai/clearance/internal/testenv/hubtest"
+	"github.com/terok-ai/clearance/internal/testenv/notifytest"
 )
 
 // countNotify counts the Notify calls with summary.

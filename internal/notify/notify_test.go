@@ -20,9 +20,9 @@ import (
 
 	"github.com/terok-ai/clearance/internal/event"
 	"github.com/terok-ai/clearance/internal/notify"
-	"github.com/terok-ai/clearance/internal/notify/notifytest"
 	"github.com/terok-ai/clearance/internal/render"
-	"github.com/terok-ai/clearance/internal/testutil"
+	"github.com/terok-ai/clearance/internal/testenv/notifytest"
+	"github.com/terok-ai/clearance/internal/testenv/testutil"
 )
 
 // wait is generous: conditions are awaited, never timed.

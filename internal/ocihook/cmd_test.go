@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"github.com/terok-ai/clearance/internal/cli"
-	"github.com/terok-ai/clearance/internal/testutil"
+	"github.com/terok-ai/clearance/internal/testenv/testutil"
 )
 
 func TestCommandUsage(t *testing.T) {

@@ -11,7 +11,7 @@ import (
 	"testing"
 
 	"github.com/terok-ai/clearance/internal/record"
-	"github.com/terok-ai/clearance/internal/testutil"
+	"github.com/terok-ai/clearance/internal/testenv/testutil"
 )
 
 // lockedBuffer is a bytes.Buffer safe for a logger's concurrent writes.

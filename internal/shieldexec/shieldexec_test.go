@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/terok-ai/clearance/internal/testutil"
+	"github.com/terok-ai/clearance/internal/testenv/testutil"
 )
 
 // script writes an executable /bin/sh script with body to dir and returns

@@ -15,7 +15,7 @@ import (
 
 	"github.com/terok-ai/clearance/internal/audit"
 	"github.com/terok-ai/clearance/internal/netns"
-	"github.com/terok-ai/clearance/internal/testutil"
+	"github.com/terok-ai/clearance/internal/testenv/testutil"
 	"github.com/terok-ai/clearance/internal/verdict"
 	"github.com/terok-ai/clearance/internal/verdict/verdictclient"
 )

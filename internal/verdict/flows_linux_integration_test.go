@@ -15,8 +15,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/terok-ai/clearance/internal/lab"
-	"github.com/terok-ai/clearance/internal/testutil"
+	"github.com/terok-ai/clearance/internal/testenv/lab"
+	"github.com/terok-ai/clearance/internal/testenv/testutil"
 	"github.com/terok-ai/clearance/internal/verdict"
 	"github.com/terok-ai/clearance/internal/verdict/verdictclient"
 )

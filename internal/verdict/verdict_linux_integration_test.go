@@ -27,7 +27,7 @@ import (
 	"github.com/terok-ai/clearance/internal/nflog"
 	"github.com/terok-ai/clearance/internal/nft"
 	"github.com/terok-ai/clearance/internal/record"
-	"github.com/terok-ai/clearance/internal/testutil"
+	"github.com/terok-ai/clearance/internal/testenv/testutil"
 	"github.com/terok-ai/clearance/internal/varlinkapi"
 	fw1 "github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearancefirewall1"
 	"github.com/terok-ai/clearance/internal/verdict"

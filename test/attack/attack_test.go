@@ -32,7 +32,7 @@ import (
 	"time"
 
 	"github.com/terok-ai/clearance/internal/netns"
-	"github.com/terok-ai/clearance/internal/testutil"
+	"github.com/terok-ai/clearance/internal/testenv/testutil"
 	"github.com/terok-ai/clearance/internal/verdict"
 	"github.com/terok-ai/clearance/internal/verdict/verdictclient"
 )

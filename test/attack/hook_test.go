@@ -15,10 +15,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/terok-ai/clearance/internal/lab"
 	"github.com/terok-ai/clearance/internal/netns"
 	"github.com/terok-ai/clearance/internal/record"
-	"github.com/terok-ai/clearance/internal/testutil"
+	"github.com/terok-ai/clearance/internal/testenv/lab"
+	"github.com/terok-ai/clearance/internal/testenv/testutil"
 	"github.com/terok-ai/clearance/internal/verdict"
 )
 

@@ -14,8 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/terok-ai/clearance/internal/managerlab"
-	"github.com/terok-ai/clearance/internal/testutil"
+	"github.com/terok-ai/clearance/internal/testenv/managerlab"
+	"github.com/terok-ai/clearance/internal/testenv/testutil"
 )
 
 // TestAttackVerdictSocketUnderManager (item 2, under a real manager):

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/terok-ai/clearance/internal/config"
-	"github.com/terok-ai/clearance/internal/lab"
+	"github.com/terok-ai/clearance/internal/testenv/lab"
 	"github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearancehub1"
 )
 

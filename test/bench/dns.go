@@ -18,9 +18,9 @@ import (
 	"golang.org/x/net/dns/dnsmessage"
 	"golang.org/x/sys/unix"
 
-	"github.com/terok-ai/clearance/internal/lab"
 	"github.com/terok-ai/clearance/internal/netns"
 	"github.com/terok-ai/clearance/internal/nft"
+	"github.com/terok-ai/clearance/internal/testenv/lab"
 )
 
 func init() {

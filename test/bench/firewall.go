@@ -19,7 +19,7 @@ import (
 
 	"github.com/varlink/go/varlink"
 
-	"github.com/terok-ai/clearance/internal/lab"
+	"github.com/terok-ai/clearance/internal/testenv/lab"
 	"github.com/terok-ai/clearance/internal/varlinkapi"
 	"github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearance1"
 	"github.com/terok-ai/clearance/internal/verdict/verdictclient"

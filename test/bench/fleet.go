@@ -19,9 +19,9 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/terok-ai/clearance/internal/lab"
 	"github.com/terok-ai/clearance/internal/record"
 	"github.com/terok-ai/clearance/internal/relay"
+	"github.com/terok-ai/clearance/internal/testenv/lab"
 	"github.com/terok-ai/clearance/internal/verdict/verdictclient"
 )
 

@@ -21,8 +21,8 @@ import (
 
 	"github.com/varlink/go/varlink"
 
-	"github.com/terok-ai/clearance/internal/lab"
-	"github.com/terok-ai/clearance/internal/notify/notifytest"
+	"github.com/terok-ai/clearance/internal/testenv/lab"
+	"github.com/terok-ai/clearance/internal/testenv/notifytest"
 	"github.com/terok-ai/clearance/internal/varlinkapi"
 	"github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearance1"
 )
@@ -66,7 +66,7 @@ func envDuration(name string, def time.Duration) time.Duration {
 
 // soak: memory of the hub and of clearance-notifier over a long steady
 // run. A lab container (real namespaces, the verdict service and the hub,
-// internal/lab) sends one blocked datagram a second, each to a new
+// internal/testenv/lab) sends one blocked datagram a second, each to a new
 // destination; the built clearance-notifier follows the hub on a private
 // dbus-daemon with the recording fake notification server, which answers
 // every prompt in turn with Allow, Deny and "Allow 20 s" (the notifier's

@@ -17,11 +17,11 @@ import (
 	"github.com/varlink/go/varlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/terok-ai/clearance/internal/desktoplab"
 	"github.com/terok-ai/clearance/internal/event"
-	"github.com/terok-ai/clearance/internal/podmanlab"
 	"github.com/terok-ai/clearance/internal/record"
-	"github.com/terok-ai/clearance/internal/testutil"
+	"github.com/terok-ai/clearance/internal/testenv/desktoplab"
+	"github.com/terok-ai/clearance/internal/testenv/podmanlab"
+	"github.com/terok-ai/clearance/internal/testenv/testutil"
 	"github.com/terok-ai/clearance/internal/varlinkapi"
 	"github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearance1"
 	"github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearancehub1"
@@ -41,9 +41,9 @@ func artifactsDir() (string, error) {
 
 // actContainer is act 2: a real podman container with the project's OCI
 // hook and user units under a real systemd --user, in a private mount
-// namespace (internal/podmanlab), and a real desktop prompt: Xvfb, a
+// namespace (internal/testenv/podmanlab), and a real desktop prompt: Xvfb, a
 // private dbus-daemon, dunst and clearance-notifier as a user service
-// (internal/desktoplab). The Allow action is invoked through dunst.
+// (internal/testenv/desktoplab). The Allow action is invoked through dunst.
 // Everything is removed before it returns, also when it fails or ctx
 // ends (Ctrl-C).
 func actContainer(ctx context.Context, bin string) (err error) {

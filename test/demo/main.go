@@ -36,8 +36,8 @@ import (
 	"github.com/varlink/go/varlink"
 
 	"github.com/terok-ai/clearance/internal/event"
-	"github.com/terok-ai/clearance/internal/lab"
 	"github.com/terok-ai/clearance/internal/render"
+	"github.com/terok-ai/clearance/internal/testenv/lab"
 	"github.com/terok-ai/clearance/internal/varlinkapi"
 	"github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearance1"
 	"github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearancefirewall1"

@@ -17,11 +17,14 @@ import (
 	"go/token"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
 	"testing"
+
+	"github.com/terok-ai/clearance/internal/testenv/testutil"
 )
 
 // repoRoot is the directory holding go.mod, found upwards from the test's
@@ -465,5 +468,30 @@ func TestCheckDocNames(t *testing.T) {
 	}
 	if p := checkDocNames("// DESIGN.md names it; reference/test-machine.md too", "internal/nflog", root); len(p) != 2 {
 		t.Errorf("documents outside the repository: %q, want two problems", p)
+	}
+}
+
+// TestProgramsImportNoTestEnvironment: the shipped programs are built
+// from product code only; the test environments under internal/testenv
+// (labs, fakes, harnesses) never end up in a binary.
+func TestProgramsImportNoTestEnvironment(t *testing.T) {
+	goBin := testutil.RequireTool(t, "go")
+	root := repoRoot(t)
+	cmds, err := filepath.Glob(filepath.Join(root, "cmd", "*"))
+	if err != nil || len(cmds) == 0 {
+		t.Fatalf("no programs under cmd/: %v", err)
+	}
+	for _, c := range cmds {
+		cmd := exec.Command(goBin, "list", "-deps", "./cmd/"+filepath.Base(c))
+		cmd.Dir = root
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("go list -deps %s: %v", c, err)
+		}
+		for _, dep := range strings.Fields(string(out)) {
+			if strings.Contains(dep, "/internal/testenv/") || dep == "testing" {
+				t.Errorf("%s depends on %s", filepath.Base(c), dep)
+			}
+		}
 	}
 }

@@ -18,8 +18,8 @@ import (
 
 	"golang.org/x/net/dns/dnsmessage"
 
-	"github.com/terok-ai/clearance/internal/lab"
 	"github.com/terok-ai/clearance/internal/netns"
+	"github.com/terok-ai/clearance/internal/testenv/lab"
 	"github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearancehub1"
 )
 

@@ -16,9 +16,9 @@ import (
 	"github.com/creack/pty"
 	"golang.org/x/sys/unix"
 
-	"github.com/terok-ai/clearance/internal/lab"
-	"github.com/terok-ai/clearance/internal/testutil"
-	"github.com/terok-ai/clearance/internal/testutil/vt"
+	"github.com/terok-ai/clearance/internal/testenv/lab"
+	"github.com/terok-ai/clearance/internal/testenv/testutil"
+	"github.com/terok-ai/clearance/internal/testenv/testutil/vt"
 )
 
 // TestReviewOnATerminal runs the built clearancectl review on a

@@ -13,9 +13,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/terok-ai/clearance/internal/lab"
 	"github.com/terok-ai/clearance/internal/relay"
-	"github.com/terok-ai/clearance/internal/testutil"
+	"github.com/terok-ai/clearance/internal/testenv/lab"
+	"github.com/terok-ai/clearance/internal/testenv/testutil"
 	fw1 "github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearancefirewall1"
 	"github.com/terok-ai/clearance/internal/verdict/verdictclient"
 )

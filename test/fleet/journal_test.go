@@ -16,8 +16,8 @@ import (
 	"time"
 
 	"github.com/terok-ai/clearance/internal/audit"
-	"github.com/terok-ai/clearance/internal/managerlab"
-	"github.com/terok-ai/clearance/internal/testutil"
+	"github.com/terok-ai/clearance/internal/testenv/managerlab"
+	"github.com/terok-ai/clearance/internal/testenv/testutil"
 )
 
 const (

@@ -3,7 +3,7 @@
 
 // Package fleet tests clearance beyond one machine with the real
 // programs: clearancectl --host over a real OpenSSH server on loopback
-// (internal/sshlab), and clearance-relay on a real nats-server.
+// (internal/testenv/sshlab), and clearance-relay on a real nats-server.
 //
 // Each "host" is a runtime directory with real clearance-hub processes
 // (-watch off, fed through their ingest sockets, verdicts applied by a
@@ -24,7 +24,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/terok-ai/clearance/internal/testutil"
+	"github.com/terok-ai/clearance/internal/testenv/testutil"
 )
 
 var binaries struct {

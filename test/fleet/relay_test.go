@@ -18,9 +18,9 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/terok-ai/clearance/internal/natslab"
 	"github.com/terok-ai/clearance/internal/record"
 	"github.com/terok-ai/clearance/internal/relay"
+	"github.com/terok-ai/clearance/internal/testenv/natslab"
 )
 
 // relayProc is one clearance-relay standing in for a host's.

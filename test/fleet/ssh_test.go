@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/terok-ai/clearance/internal/sshlab"
+	"github.com/terok-ai/clearance/internal/testenv/sshlab"
 )
 
 // sshFleet is two hosts behind real sshds, each with one hub and one

@@ -11,7 +11,7 @@ import (
 	"testing"
 
 	"github.com/terok-ai/clearance/internal/audit"
-	"github.com/terok-ai/clearance/internal/testutil"
+	"github.com/terok-ai/clearance/internal/testenv/testutil"
 )
 
 // TestCatalogCompiles builds a catalog database from the file in a

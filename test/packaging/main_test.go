@@ -22,8 +22,8 @@ import (
 	"sort"
 	"testing"
 
-	"github.com/terok-ai/clearance/internal/managerlab"
-	"github.com/terok-ai/clearance/internal/testutil"
+	"github.com/terok-ai/clearance/internal/testenv/managerlab"
+	"github.com/terok-ai/clearance/internal/testenv/testutil"
 )
 
 // repoRoot is the repository's top directory.

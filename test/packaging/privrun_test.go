@@ -7,11 +7,11 @@ import (
 	"os"
 	"testing"
 
-	"github.com/terok-ai/clearance/internal/managerlab"
+	"github.com/terok-ai/clearance/internal/testenv/managerlab"
 )
 
 // The private-mount-namespace world of these tests lives in
-// internal/managerlab (test/attack uses it too); these are its local
+// internal/testenv/managerlab (test/attack uses it too); these are its local
 // names.
 
 // journalDir is where the namespace's journald keeps its (volatile) files.

@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/terok-ai/clearance/internal/desktoplab"
-	"github.com/terok-ai/clearance/internal/testutil"
+	"github.com/terok-ai/clearance/internal/testenv/desktoplab"
+	"github.com/terok-ai/clearance/internal/testenv/testutil"
 	"github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearancehub1"
 )
 

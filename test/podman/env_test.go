@@ -6,7 +6,7 @@
 // `systemd --user` manager that socket-activates the hub from the
 // project's units, and the verdict service, all inside one private mount
 // namespace (tmpfs /run and /tmp) so nothing touches the machine's own
-// /run; internal/podmanlab builds that world (`make demo` uses it too). TestRootful runs podman and the manager as root; TestRootless
+// /run; internal/testenv/podmanlab builds that world (`make demo` uses it too). TestRootful runs podman and the manager as root; TestRootless
 // runs them as a throwaway user (subordinate ids, its manager in a
 // delegated cgroup) with the verdict service as root. The container
 // reaches only a test host on a veth the test wires. See
@@ -26,8 +26,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/terok-ai/clearance/internal/podmanlab"
-	"github.com/terok-ai/clearance/internal/testutil"
+	"github.com/terok-ai/clearance/internal/testenv/podmanlab"
+	"github.com/terok-ai/clearance/internal/testenv/testutil"
 )
 
 // binDir holds the binaries built by TestMain. It lives under /var/tmp:

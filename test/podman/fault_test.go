@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/terok-ai/clearance/internal/audit"
-	"github.com/terok-ai/clearance/internal/podmanlab"
-	"github.com/terok-ai/clearance/internal/testutil"
+	"github.com/terok-ai/clearance/internal/testenv/podmanlab"
+	"github.com/terok-ai/clearance/internal/testenv/testutil"
 	"github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearance1"
 	"github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearancehub1"
 )

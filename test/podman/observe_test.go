@@ -7,8 +7,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/terok-ai/clearance/internal/podmanlab"
-	"github.com/terok-ai/clearance/internal/testutil"
+	"github.com/terok-ai/clearance/internal/testenv/podmanlab"
+	"github.com/terok-ai/clearance/internal/testenv/testutil"
 	"github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearancehub1"
 )
 

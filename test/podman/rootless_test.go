@@ -13,7 +13,7 @@ import (
 	"testing"
 
 	"github.com/terok-ai/clearance/internal/audit"
-	"github.com/terok-ai/clearance/internal/podmanlab"
+	"github.com/terok-ai/clearance/internal/testenv/podmanlab"
 )
 
 // TestRootless is TestRootful's flow with rootless podman: a throwaway

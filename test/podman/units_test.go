@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/terok-ai/clearance/internal/testutil"
+	"github.com/terok-ai/clearance/internal/testenv/testutil"
 )
 
 // TestUserUnitsVerify runs systemd-analyze verify on the user units, as

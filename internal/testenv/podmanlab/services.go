@@ -13,8 +13,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/terok-ai/clearance/internal/lab"
-	"github.com/terok-ai/clearance/internal/testutil"
+	"github.com/terok-ai/clearance/internal/testenv/lab"
+	"github.com/terok-ai/clearance/internal/testenv/testutil"
 )
 
 // startJournald runs systemd-journald in the namespace, on its tmpfs /run

@@ -22,7 +22,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/terok-ai/clearance/internal/testutil"
+	"github.com/terok-ai/clearance/internal/testenv/testutil"
 )
 
 // Password is every lab user's password.

@@ -1,13 +1,13 @@
 // SPDX-FileCopyrightText: 2026 The clearance authors
 // SPDX-License-Identifier: Apache-2.0
 
-package notifytest
+package lab
 
 import (
 	"os"
 	"testing"
 
-	"github.com/terok-ai/clearance/internal/testutil"
+	"github.com/terok-ai/clearance/internal/testenv/testutil"
 )
 
 // TestMain fails the package if its tests leave a goroutine or a file

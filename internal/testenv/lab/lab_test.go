@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/terok-ai/clearance/internal/testutil"
+	"github.com/terok-ai/clearance/internal/testenv/testutil"
 )
 
 // TestLabLinksTwoNamespaces: the lab's promise to the tests built on it —

@@ -37,8 +37,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/terok-ai/clearance/internal/lab"
 	"github.com/terok-ai/clearance/internal/record"
+	"github.com/terok-ai/clearance/internal/testenv/lab"
 )
 
 // The test host's and the container's ends of the veth [Container.Wire]

@@ -8,7 +8,7 @@ import (
 	"os"
 	"testing"
 
-	"github.com/terok-ai/clearance/internal/testutil"
+	"github.com/terok-ai/clearance/internal/testenv/testutil"
 )
 
 // TestNewNetNS: a namespace of its own with loopback up, and the test's

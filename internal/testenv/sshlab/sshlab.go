@@ -35,7 +35,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/terok-ai/clearance/internal/testutil"
+	"github.com/terok-ai/clearance/internal/testenv/testutil"
 )
 
 // Lab is a set of hosts and the client configuration that reaches them.

@@ -36,7 +36,7 @@ import (
 	"time"
 
 	"github.com/terok-ai/clearance/internal/notify"
-	"github.com/terok-ai/clearance/internal/notify/notifytest"
+	"github.com/terok-ai/clearance/internal/testenv/notifytest"
 )
 
 // Tools lists the programs [Start] and the Desktop's methods run.

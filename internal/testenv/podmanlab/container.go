@@ -14,8 +14,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/terok-ai/clearance/internal/lab"
-	"github.com/terok-ai/clearance/internal/testutil"
+	"github.com/terok-ai/clearance/internal/testenv/lab"
+	"github.com/terok-ai/clearance/internal/testenv/testutil"
 )
 
 // Script is the container's command: it waits for the network to be wired
