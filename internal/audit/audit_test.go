@@ -83,8 +83,11 @@ func TestCatalog(t *testing.T) {
 				t.Fatalf("no catalog entry for %s", k.ID)
 			}
 			doc := "man:clearancectl(1)"
-			if k.ID == MsgRefused {
+			switch k.ID {
+			case MsgRefused:
 				doc = "man:clearance-oci-hook(1)"
+			case MsgMirrored, MsgAdopted:
+				doc = "man:clearance-relay(1)"
 			}
 			for h, want := range map[string]string{
 				"Defined-By":    "clearance",
