@@ -14,6 +14,7 @@ import (
 	"github.com/varlink/go/varlink"
 
 	"github.com/terok-ai/clearance/internal/event"
+	"github.com/terok-ai/clearance/internal/hubclient"
 	"github.com/terok-ai/clearance/internal/varlinkapi"
 	"github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearancehub1"
 )
@@ -191,10 +192,10 @@ func (r *runner) verdictCmd(ctx context.Context, action string, args []string) i
 	if target == "" {
 		target = clean(spec.requestID)
 	}
-	p := &rpc{path: h.Path}
-	defer p.close()
+	p := &hubclient.Caller{Path: h.Path, Timeout: callTimeout}
+	defer p.Close()
 	var expires int64
-	err = p.do(ctx, func(ctx context.Context, c *varlink.Connection) error {
+	err = p.Call(ctx, func(ctx context.Context, c *varlink.Connection) error {
 		var err error
 		var anyPort *bool
 		if spec.anyPort {

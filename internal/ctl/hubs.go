@@ -25,6 +25,7 @@ import (
 
 	"github.com/terok-ai/clearance/internal/record"
 
+	"github.com/terok-ai/clearance/internal/hubclient"
 	"github.com/terok-ai/clearance/internal/varlinkapi"
 	"github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearance1"
 	"github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearancehub1"
@@ -301,26 +302,28 @@ func alreadyDecided(err error) string {
 
 // pendingOf asks one hub for its pending requests.
 func pendingOf(ctx context.Context, path string) ([]orgterokclearancehub1.PendingRequest, error) {
-	ctx, cancel := context.WithTimeout(ctx, callTimeout)
-	defer cancel()
-	c, err := varlinkapi.Dial(ctx, path)
-	if err != nil {
-		return nil, err
-	}
+	c := hubclient.Caller{Path: path, Timeout: callTimeout}
 	defer c.Close()
-	return orgterokclearancehub1.Pending().Call(ctx, c)
+	var out []orgterokclearancehub1.PendingRequest
+	err := c.Call(ctx, func(ctx context.Context, conn *varlink.Connection) error {
+		var err error
+		out, err = orgterokclearancehub1.Pending().Call(ctx, conn)
+		return err
+	})
+	return out, err
 }
 
 // statsOf asks one hub for its counters.
 func statsOf(ctx context.Context, path string) (orgterokclearancehub1.HubStats, error) {
-	ctx, cancel := context.WithTimeout(ctx, callTimeout)
-	defer cancel()
-	c, err := varlinkapi.Dial(ctx, path)
-	if err != nil {
-		return orgterokclearancehub1.HubStats{}, err
-	}
+	c := hubclient.Caller{Path: path, Timeout: callTimeout}
 	defer c.Close()
-	return orgterokclearancehub1.Stats().Call(ctx, c)
+	var out orgterokclearancehub1.HubStats
+	err := c.Call(ctx, func(ctx context.Context, conn *varlink.Connection) error {
+		var err error
+		out, err = orgterokclearancehub1.Stats().Call(ctx, conn)
+		return err
+	})
+	return out, err
 }
 
 // hubPending is one hub's answer to Pending.
@@ -344,47 +347,6 @@ func collectPending(ctx context.Context, hubs []hubRef) []hubPending {
 	}
 	wg.Wait()
 	return out
-}
-
-// rpc is a lazily dialled, serialised method-call connection to one hub:
-// the second connection next to a Subscribe stream. It redials after a
-// transport error. Safe for concurrent use; calls run one at a time.
-type rpc struct {
-	path string
-	mu   sync.Mutex
-	conn *varlink.Connection
-}
-
-// do runs f on the connection, dialling it first when needed.
-func (p *rpc) do(ctx context.Context, f func(ctx context.Context, c *varlink.Connection) error) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	ctx, cancel := context.WithTimeout(ctx, callTimeout)
-	defer cancel()
-	if p.conn == nil {
-		c, err := varlinkapi.Dial(ctx, p.path)
-		if err != nil {
-			return err
-		}
-		p.conn = c
-	}
-	err := f(ctx, p.conn)
-	if err != nil && varlinkapi.ErrorName(err) == "" {
-		// Not a reply: the connection is in an unknown state.
-		p.conn.Close()
-		p.conn = nil
-	}
-	return err
-}
-
-// close closes the connection, if any.
-func (p *rpc) close() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.conn != nil {
-		p.conn.Close()
-		p.conn = nil
-	}
 }
 
 // listing parses the options every hub listing shares (--container, the

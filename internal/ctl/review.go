@@ -16,6 +16,7 @@ import (
 	"github.com/varlink/go/varlink"
 
 	"github.com/terok-ai/clearance/internal/event"
+	"github.com/terok-ai/clearance/internal/hubclient"
 	"github.com/terok-ai/clearance/internal/render"
 	"github.com/terok-ai/clearance/internal/varlinkapi"
 	"github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearancehub1"
@@ -314,12 +315,12 @@ func decideBatch(ctx context.Context, items []*reviewItem, d reviewDecision) []r
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			p := &rpc{path: path}
-			defer p.close()
+			p := &hubclient.Caller{Path: path, Timeout: callTimeout}
+			defer p.Close()
 			for _, i := range byHub[path] {
 				it := items[i]
 				res := reviewResult{it: it}
-				res.err = p.do(ctx, func(ctx context.Context, c *varlink.Connection) error {
+				res.err = p.Call(ctx, func(ctx context.Context, c *varlink.Connection) error {
 					var anyPort *bool
 					if d.anyPort {
 						anyPort = &d.anyPort

@@ -20,6 +20,7 @@ import (
 	"github.com/varlink/go/varlink"
 
 	"github.com/terok-ai/clearance/internal/event"
+	"github.com/terok-ai/clearance/internal/hubclient"
 	"github.com/terok-ai/clearance/internal/render"
 	"github.com/terok-ai/clearance/internal/varlinkapi"
 	"github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearance1"
@@ -72,7 +73,7 @@ type hubMsg struct {
 // watch loop.
 type hubWorker struct {
 	ref  hubRef
-	rpc  *rpc
+	rpc  *hubclient.Caller
 	done chan struct{}
 
 	// Owned by the watch loop.
@@ -93,7 +94,7 @@ func send(ctx context.Context, out chan<- hubMsg, m hubMsg) bool {
 // run follows the hub until ctx ends or its socket disappears.
 func (hw *hubWorker) run(ctx context.Context, out chan<- hubMsg) {
 	defer close(hw.done)
-	defer hw.rpc.close()
+	defer hw.rpc.Close()
 	backoff := minBackoff
 	for {
 		connected, err := hw.session(ctx, out)
@@ -149,10 +150,10 @@ func (hw *hubWorker) session(ctx context.Context, out chan<- hubMsg) (connected 
 	}
 	// A fresh method connection per session: the old one may point at a
 	// hub that has restarted.
-	hw.rpc.close()
+	hw.rpc.Close()
 	var reqs []orgterokclearancehub1.PendingRequest
 	compat := false
-	err = hw.rpc.do(sctx, func(ctx context.Context, c *varlink.Connection) error {
+	err = hw.rpc.Call(sctx, func(ctx context.Context, c *varlink.Connection) error {
 		var err error
 		reqs, err = orgterokclearancehub1.Pending().Call(ctx, c)
 		return err
@@ -379,7 +380,7 @@ func (w *watch) scan() int {
 		if _, ok := w.workers[h.Path]; ok {
 			continue
 		}
-		hw := &hubWorker{ref: h, rpc: &rpc{path: h.Path}, done: make(chan struct{})}
+		hw := &hubWorker{ref: h, rpc: &hubclient.Caller{Path: h.Path, Timeout: callTimeout}, done: make(chan struct{})}
 		w.workers[h.Path] = hw
 		go hw.run(w.ctx, w.msgs)
 	}
@@ -873,7 +874,7 @@ func (w *watch) dispatch(c *confirmation) {
 	go func() {
 		defer w.wg.Done()
 		res := decideResult{p: p, action: c.action, scope: c.scope}
-		res.err = hw.rpc.do(w.ctx, func(ctx context.Context, conn *varlink.Connection) error {
+		res.err = hw.rpc.Call(w.ctx, func(ctx context.Context, conn *varlink.Connection) error {
 			if compat {
 				_, err := orgterokclearance1.Verdict().Call(ctx, conn, container, id, target, c.action)
 				return err

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -16,6 +15,7 @@ import (
 	"github.com/varlink/go/varlink"
 
 	"github.com/terok-ai/clearance/internal/event"
+	"github.com/terok-ai/clearance/internal/hubclient"
 	"github.com/terok-ai/clearance/internal/varlinkapi"
 	"github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearance1"
 	"github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearancehub1"
@@ -37,8 +37,8 @@ type hubSink interface {
 // and calls (Pending, Verdict, Decide) on a second one, reconnecting with
 // backoff when the hub restarts.
 //
-// run owns the stream connection; the call connection is shared by run
-// (Pending) and verdict goroutines under rpcMu.
+// run owns the stream connection; the call connection (a
+// hubclient.Caller) is shared by run (Pending) and verdict goroutines.
 type hubConn struct {
 	path string
 	log  *slog.Logger
@@ -50,9 +50,7 @@ type hubConn struct {
 	refused   atomic.Bool // the last attempt found nobody listening (ECONNREFUSED)
 	hub1      atomic.Bool // the hub speaks org.terok.ClearanceHub1 (a seed hub does not)
 
-	rpcMu        sync.Mutex
-	rpc          *varlink.Connection
-	rpcInterrupt func()
+	caller hubclient.Caller
 }
 
 func newHubConn(path string, opts *Options, sink hubSink) *hubConn {
@@ -62,6 +60,8 @@ func newHubConn(path string, opts *Options, sink hubSink) *hubConn {
 		opts: opts,
 		sink: sink,
 		poke: make(chan struct{}, 1),
+
+		caller: hubclient.Caller{Path: path, Timeout: opts.CallTimeout},
 	}
 }
 
@@ -77,7 +77,7 @@ func (h *hubConn) Poke() {
 // BackoffMin, doubling up to BackoffMax, reset after every successful
 // connection and by Poke.
 func (h *hubConn) run(ctx context.Context) {
-	defer h.closeRPC()
+	defer h.caller.Close()
 	backoff := h.opts.BackoffMin
 	everConnected := false
 	for {
@@ -140,7 +140,7 @@ func (h *hubConn) session(ctx context.Context, reconnect bool) (connected bool, 
 	if err != nil {
 		return false, fmt.Errorf("subscribe: %w", err)
 	}
-	h.closeRPC() // a call connection from before the restart is stale
+	h.caller.Close() // a call connection from before the restart is stale
 	pending, err := h.pending(sctx)
 	if err != nil {
 		// A seed hub has no org.terok.ClearanceHub1: go on without the
@@ -202,7 +202,7 @@ func fromWire(w orgterokclearance1.ClearanceEvent) event.Event {
 // pending fetches the hub's backlog on the call connection.
 func (h *hubConn) pending(ctx context.Context) ([]orgterokclearancehub1.PendingRequest, error) {
 	var out []orgterokclearancehub1.PendingRequest
-	err := h.call(ctx, func(ctx context.Context, c *varlink.Connection) error {
+	err := h.caller.Call(ctx, func(ctx context.Context, c *varlink.Connection) error {
 		var err error
 		out, err = orgterokclearancehub1.Pending().Call(ctx, c)
 		return err
@@ -214,7 +214,7 @@ func (h *hubConn) pending(ctx context.Context) ([]orgterokclearancehub1.PendingR
 // the notifier as the channel (the hub audits it and tells the other
 // channels who decided), or the seed's Verdict to a seed hub.
 func (h *hubConn) verdict(ctx context.Context, container, requestID, target, action string, allowFor time.Duration) error {
-	return h.call(ctx, func(ctx context.Context, c *varlink.Connection) error {
+	return h.caller.Call(ctx, func(ctx context.Context, c *varlink.Connection) error {
 		if allowFor > 0 || h.hub1.Load() {
 			_, _, err := orgterokclearancehub1.Decide().Call(ctx, c, requestID, action, "once",
 				int64((allowFor+time.Second-1)/time.Second), nil, &channelNotifier)
@@ -225,72 +225,10 @@ func (h *hubConn) verdict(ctx context.Context, container, requestID, target, act
 	})
 }
 
-// call runs f on the call connection, dialling it when needed, bounded by
-// CallTimeout. A transport failure closes the connection so the next call
-// dials again; a varlink error reply leaves it open.
-func (h *hubConn) call(ctx context.Context, f func(context.Context, *varlink.Connection) error) error {
-	ctx, cancel := context.WithTimeout(ctx, h.opts.CallTimeout)
-	defer cancel()
-	h.rpcMu.Lock()
-	defer h.rpcMu.Unlock()
-	if h.rpc == nil {
-		c, interrupt, err := varlinkapi.DialInterruptible(ctx, h.path)
-		if err != nil {
-			return &notSentError{err}
-		}
-		h.rpc, h.rpcInterrupt = c, interrupt
-	}
-	c := h.rpc
-	stop := context.AfterFunc(ctx, h.rpcInterrupt)
-	err := f(ctx, c)
-	interrupted := !stop()
-	if interrupted || (err != nil && varlinkapi.ErrorName(err) == "") {
-		c.Close() // transport failure or timeout: its framing is unknown now
-		h.rpc, h.rpcInterrupt = nil, nil
-	}
-	if err == nil && interrupted {
-		err = ctx.Err()
-	}
-	return err
-}
-
-func (h *hubConn) closeRPC() {
-	h.rpcMu.Lock()
-	defer h.rpcMu.Unlock()
-	if h.rpc != nil {
-		h.rpc.Close()
-		h.rpc, h.rpcInterrupt = nil, nil
-	}
-}
-
 // denied reports whether err is a refused permission to connect: a hub
 // socket of a group we are not a member of.
 func denied(err error) bool {
 	return errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EPERM)
-}
-
-// notSentError is a call that never reached the hub (it could not be
-// dialled): unlike a connection lost before the reply, its outcome is
-// known.
-type notSentError struct{ err error }
-
-func (e *notSentError) Error() string { return e.err.Error() }
-func (e *notSentError) Unwrap() error { return e.err }
-
-// outcomeUnknown reports whether err leaves open whether the hub got
-// the call: a transport failure after the request may have reached it.
-// A varlink error is the hub's answer; a failed dial, a write the kernel
-// refused (EPIPE) and a reset (the peer closed with our request unread)
-// never reached it.
-func outcomeUnknown(err error) bool {
-	switch {
-	case varlinkapi.ErrorName(err) != "",
-		errors.As(err, new(*notSentError)),
-		errors.Is(err, syscall.EPIPE),
-		errors.Is(err, syscall.ECONNRESET):
-		return false
-	}
-	return true
 }
 
 // channelNotifier is how the notifier names itself to a hub (audited).

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/terok-ai/clearance/internal/event"
+	"github.com/terok-ai/clearance/internal/hubclient"
 	"github.com/terok-ai/clearance/internal/notify"
 	"github.com/terok-ai/clearance/internal/record"
 	"github.com/terok-ai/clearance/internal/render"
@@ -539,7 +540,7 @@ func (d *daemon) onAction(container, requestID, target, action string) {
 		}
 		log.Warn("verdict failed", "err", err)
 		reason := ""
-		if h != nil && outcomeUnknown(err) {
+		if h != nil && hubclient.OutcomeUnknown(err) {
 			reason = render.NoAnswer + ": " + err.Error()
 		}
 		d.popups.HandleEvent(ctx, event.Event{Type: event.VerdictApplied, Container: container,
