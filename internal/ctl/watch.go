@@ -122,63 +122,31 @@ func (hw *hubWorker) run(ctx context.Context, out chan<- hubMsg) {
 	}
 }
 
-// session subscribes, fetches the pending queue and relays events until
-// the stream breaks. connected reports whether it got that far.
+// session follows the hub once (hubclient.Subscribe), relaying the
+// pending queue and the events to the watch loop. connected reports
+// whether the subscription stood.
 func (hw *hubWorker) session(ctx context.Context, out chan<- hubMsg) (connected bool, err error) {
-	sctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	c, err := varlinkapi.Dial(sctx, hw.ref.Path)
-	if err != nil {
-		return false, err
+	return hubclient.Subscribe(ctx, hw.ref.Path, hw.rpc, &workerHandler{hw: hw, out: out})
+}
+
+// workerHandler relays one subscription to the watch loop.
+type workerHandler struct {
+	hw  *hubWorker
+	out chan<- hubMsg
+}
+
+func (h *workerHandler) Connected(ctx context.Context, reqs []orgterokclearancehub1.PendingRequest, hub1 bool) error {
+	if !send(ctx, h.out, hubMsg{w: h.hw, kind: msgConnected, pending: reqs, compat: !hub1}) {
+		return ctx.Err()
 	}
-	// Close the stream when the session ends, from a goroutine that is
-	// already waiting: a read blocked in the varlink library then returns
-	// at once, whatever the library does with the context.
-	closed := make(chan struct{})
-	go func() {
-		<-sctx.Done()
-		c.Close()
-		close(closed)
-	}()
-	defer func() {
-		cancel()
-		<-closed
-	}()
-	recv, err := orgterokclearance1.Subscribe().Send(sctx, c, varlink.More)
-	if err != nil {
-		return false, err
+	return nil
+}
+
+func (h *workerHandler) Event(ctx context.Context, ev orgterokclearance1.ClearanceEvent) error {
+	if !send(ctx, h.out, hubMsg{w: h.hw, kind: msgEvent, ev: ev}) {
+		return ctx.Err()
 	}
-	// A fresh method connection per session: the old one may point at a
-	// hub that has restarted.
-	hw.rpc.Close()
-	var reqs []orgterokclearancehub1.PendingRequest
-	compat := false
-	err = hw.rpc.Call(sctx, func(ctx context.Context, c *varlink.Connection) error {
-		var err error
-		reqs, err = orgterokclearancehub1.Pending().Call(ctx, c)
-		return err
-	})
-	if unsupported(err) {
-		compat, err = true, nil
-	}
-	if err != nil {
-		return false, err
-	}
-	if !send(ctx, out, hubMsg{w: hw, kind: msgConnected, pending: reqs, compat: compat}) {
-		return true, ctx.Err()
-	}
-	for {
-		ev, flags, err := recv(sctx)
-		if err != nil {
-			return true, err
-		}
-		if !send(ctx, out, hubMsg{w: hw, kind: msgEvent, ev: ev}) {
-			return true, ctx.Err()
-		}
-		if flags&varlink.Continues == 0 {
-			return true, errors.New("the hub ended the stream")
-		}
-	}
+	return nil
 }
 
 // prompt is one destination waiting for the operator, numbered for the

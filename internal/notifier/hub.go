@@ -6,7 +6,6 @@ package notifier
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"sync/atomic"
 	"syscall"
@@ -16,7 +15,6 @@ import (
 
 	"github.com/terok-ai/clearance/internal/event"
 	"github.com/terok-ai/clearance/internal/hubclient"
-	"github.com/terok-ai/clearance/internal/varlinkapi"
 	"github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearance1"
 	"github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearancehub1"
 )
@@ -121,93 +119,56 @@ func (h *hubConn) run(ctx context.Context) {
 	}
 }
 
-// session connects, delivers the pending set and then the stream until it
-// ends. connected reports whether the subscription was established.
+// session follows the hub once (hubclient.Subscribe): the pending set
+// as prompts, then the stream. connected reports whether the
+// subscription was established.
 func (h *hubConn) session(ctx context.Context, reconnect bool) (connected bool, err error) {
-	sctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	stream, interrupt, err := varlinkapi.DialInterruptible(sctx, h.path)
-	if err != nil {
-		return false, err
+	defer h.connected.Store(false)
+	return hubclient.Subscribe(ctx, h.path, &h.caller, &sessionHandler{h: h, reconnect: reconnect})
+}
+
+// sessionHandler delivers one subscription's backlog and events to the
+// hub's sink, showing a request that is in both once.
+type sessionHandler struct {
+	h         *hubConn
+	reconnect bool
+	backlog   map[string]bool
+}
+
+func (s *sessionHandler) Connected(ctx context.Context, pending []orgterokclearancehub1.PendingRequest, hub1 bool) error {
+	h := s.h
+	if !hub1 {
+		h.log.Debug("hub has no pending list (a seed hub)")
 	}
-	defer stream.Close()
-	// The receive function keeps the Send context, but the library can
-	// miss a cancellation that races with arriving data; shutting the
-	// read side ends a blocked receive for sure.
-	stop := context.AfterFunc(sctx, interrupt)
-	defer stop()
-	recv, err := orgterokclearance1.Subscribe().Send(sctx, stream, varlink.More)
-	if err != nil {
-		return false, fmt.Errorf("subscribe: %w", err)
-	}
-	h.caller.Close() // a call connection from before the restart is stale
-	pending, err := h.pending(sctx)
-	if err != nil {
-		// A seed hub has no org.terok.ClearanceHub1: go on without the
-		// backlog. A transport failure means the hub is gone again.
-		if varlinkapi.ErrorName(err) == "" {
-			return false, err
-		}
-		h.log.Debug("hub has no pending list", "err", err)
-	}
-	h.hub1.Store(err == nil)
+	h.hub1.Store(hub1)
 	h.connected.Store(true)
 	h.refused.Store(false)
 	h.sink.hubChanged(h)
-	defer h.connected.Store(false)
-	if reconnect {
+	if s.reconnect {
 		h.log.Info("reconnected to hub")
-		h.sink.hubReconnected(sctx, h)
+		h.sink.hubReconnected(ctx, h)
 	} else {
 		h.log.Info("subscribed to hub", "pending", len(pending))
 	}
-	backlog := make(map[string]bool, len(pending))
+	s.backlog = make(map[string]bool, len(pending))
 	for _, p := range pending {
-		backlog[p.Request_id] = true
-		h.sink.hubEvent(sctx, h, event.Event{
-			Type: event.ConnectionBlocked, Container: p.Container, RequestID: p.Request_id,
-			Dest: p.Dest, Port: p.Port, Proto: p.Proto, Domain: p.Domain, Dossier: p.Dossier,
-		})
+		s.backlog[p.Request_id] = true
+		h.sink.hubEvent(ctx, h, hubclient.FromPending(p))
 	}
-	for {
-		w, flags, err := recv(sctx)
-		if err != nil {
-			return true, err
-		}
-		ev := fromWire(w)
-		// The same block may be both in the backlog and in the first
-		// events of the stream: show it once. Later repeats (the hub's
-		// re-announcements) count.
-		if ev.Type == event.ConnectionBlocked && backlog[ev.RequestID] {
-			delete(backlog, ev.RequestID)
-		} else {
-			h.sink.hubEvent(sctx, h, ev)
-		}
-		if flags&varlink.Continues == 0 {
-			return true, errors.New("stream ended")
-		}
-	}
+	return nil
 }
 
-func fromWire(w orgterokclearance1.ClearanceEvent) event.Event {
-	ev := event.Event{
-		Type: w.Type, Container: w.Container, RequestID: w.Request_id, Dest: w.Dest,
-		Port: w.Port, Proto: w.Proto, Domain: w.Domain, Action: w.Action, OK: w.Ok,
-		Reason: w.Reason, Dossier: w.Dossier,
+func (s *sessionHandler) Event(ctx context.Context, w orgterokclearance1.ClearanceEvent) error {
+	ev := hubclient.FromWire(w)
+	// The same block may be both in the backlog and in the first events
+	// of the stream: show it once. Later repeats (the hub's
+	// re-announcements) count.
+	if ev.Type == event.ConnectionBlocked && s.backlog[ev.RequestID] {
+		delete(s.backlog, ev.RequestID)
+		return nil
 	}
-	ev.Normalize()
-	return ev
-}
-
-// pending fetches the hub's backlog on the call connection.
-func (h *hubConn) pending(ctx context.Context) ([]orgterokclearancehub1.PendingRequest, error) {
-	var out []orgterokclearancehub1.PendingRequest
-	err := h.caller.Call(ctx, func(ctx context.Context, c *varlink.Connection) error {
-		var err error
-		out, err = orgterokclearancehub1.Pending().Call(ctx, c)
-		return err
-	})
-	return out, err
+	s.h.sink.hubEvent(ctx, s.h, ev)
+	return nil
 }
 
 // verdict sends the operator's choice: Decide(action, once, ttl) naming

@@ -16,8 +16,8 @@ import (
 	"github.com/varlink/go/varlink"
 
 	"github.com/terok-ai/clearance/internal/event"
+	"github.com/terok-ai/clearance/internal/hubclient"
 	"github.com/terok-ai/clearance/internal/record"
-	"github.com/terok-ai/clearance/internal/varlinkapi"
 	"github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearance1"
 	"github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearancehub1"
 )
@@ -156,30 +156,35 @@ func (r *Relay) follow(ctx context.Context, h *localHub) {
 	}
 }
 
+// session follows h once (hubclient.Subscribe): its state and pending
+// set, then its events, published as they come.
 func (r *Relay) session(ctx context.Context, h *localHub) (connected bool, err error) {
-	sctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	c, err := varlinkapi.Dial(sctx, h.sock)
-	if err != nil {
-		return false, err
+	calls := &hubclient.Caller{Path: h.sock, Timeout: hubCallTimeout}
+	defer calls.Close()
+	return hubclient.Subscribe(ctx, h.sock, calls, &relayHandler{r: r, h: h, calls: calls, resync: make(chan struct{}, 1)})
+}
+
+// relayHandler publishes one subscription of a local hub.
+type relayHandler struct {
+	r      *Relay
+	h      *localHub
+	calls  *hubclient.Caller
+	resync chan struct{}
+}
+
+func (s *relayHandler) Connected(ctx context.Context, reqs []orgterokclearancehub1.PendingRequest, hub1 bool) error {
+	r, h := s.r, s.h
+	if !hub1 {
+		return errors.New("not a clearance hub (no org.terok.ClearanceHub1): a seed hub is not relayed")
 	}
-	closed := make(chan struct{})
-	go func() {
-		<-sctx.Done()
-		c.Close()
-		close(closed)
-	}()
-	defer func() {
-		cancel()
-		<-closed
-	}()
-	recv, err := orgterokclearance1.Subscribe().Send(sctx, c, varlink.More)
+	var st orgterokclearancehub1.HubStats
+	err := s.calls.Call(ctx, func(ctx context.Context, c *varlink.Connection) error {
+		var err error
+		st, err = orgterokclearancehub1.Stats().Call(ctx, c)
+		return err
+	})
 	if err != nil {
-		return false, err
-	}
-	st, reqs, err := hubState(sctx, h.sock)
-	if err != nil {
-		return false, err
+		return err
 	}
 	now := r.cfg.Now().UnixMicro()
 	pending := make(map[string]Blocked, len(reqs))
@@ -198,37 +203,33 @@ func (r *Relay) session(ctx context.Context, h *localHub) (connected bool, err e
 	// The hub says nothing of requests it drops without a verdict of
 	// their own (superseded by a verdict on the same destination, or
 	// purged after hub.pending_ttl): the pending set is fetched again
-	// after each verdict and every resync interval.
-	resync := make(chan struct{}, 1)
+	// after each verdict and every resync interval, until the
+	// subscription ends (ctx).
 	go func() {
 		t := time.NewTicker(resyncInterval)
 		defer t.Stop()
 		for {
 			select {
-			case <-sctx.Done():
+			case <-ctx.Done():
 				return
 			case <-t.C:
-			case <-resync:
+			case <-s.resync:
 			}
-			r.resync(sctx, h)
+			r.resync(ctx, h)
 		}
 	}()
-	for {
-		ev, flags, err := recv(sctx)
-		if err != nil {
-			return true, err
-		}
-		r.hubEvent(h, ev)
-		if ev.Type == event.VerdictApplied && ev.Ok {
-			select {
-			case resync <- struct{}{}:
-			default:
-			}
-		}
-		if flags&varlink.Continues == 0 {
-			return true, errors.New("the hub ended the stream")
+	return nil
+}
+
+func (s *relayHandler) Event(ctx context.Context, ev orgterokclearance1.ClearanceEvent) error {
+	s.r.hubEvent(s.h, ev)
+	if ev.Type == event.VerdictApplied && ev.Ok {
+		select {
+		case s.resync <- struct{}{}:
+		default:
 		}
 	}
+	return nil
 }
 
 // resyncInterval is how often a followed hub's pending set is fetched
@@ -256,19 +257,17 @@ func (r *Relay) resync(ctx context.Context, h *localHub) {
 }
 
 // hubState asks a hub for its counters and its pending requests.
-func hubState(ctx context.Context, sock string) (orgterokclearancehub1.HubStats, []orgterokclearancehub1.PendingRequest, error) {
-	ctx, cancel := context.WithTimeout(ctx, hubCallTimeout)
-	defer cancel()
-	c, err := varlinkapi.Dial(ctx, sock)
-	if err != nil {
-		return orgterokclearancehub1.HubStats{}, nil, err
-	}
-	defer c.Close()
-	st, err := orgterokclearancehub1.Stats().Call(ctx, c)
-	if err != nil {
-		return st, nil, err
-	}
-	reqs, err := orgterokclearancehub1.Pending().Call(ctx, c)
+func hubState(ctx context.Context, sock string) (st orgterokclearancehub1.HubStats, reqs []orgterokclearancehub1.PendingRequest, err error) {
+	calls := hubclient.Caller{Path: sock, Timeout: hubCallTimeout}
+	defer calls.Close()
+	err = calls.Call(ctx, func(ctx context.Context, c *varlink.Connection) error {
+		var err error
+		if st, err = orgterokclearancehub1.Stats().Call(ctx, c); err != nil {
+			return err
+		}
+		reqs, err = orgterokclearancehub1.Pending().Call(ctx, c)
+		return err
+	})
 	return st, reqs, err
 }
 

@@ -22,6 +22,7 @@ import (
 	"github.com/varlink/go/varlink"
 
 	"github.com/terok-ai/clearance/internal/event"
+	"github.com/terok-ai/clearance/internal/hubclient"
 	"github.com/terok-ai/clearance/internal/varlinkapi"
 	"github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearancehub1"
 )
@@ -420,20 +421,24 @@ func (r *Relay) apply(ctx context.Context, container, operator string, req Decid
 			}
 		}()
 	}
-	cctx, cancel := context.WithTimeout(ctx, hubCallTimeout)
-	defer cancel()
-	c, err := varlinkapi.Dial(cctx, h.sock)
-	if err != nil {
-		reply.Error, reply.Message = ErrFailed, fmt.Sprintf("hub of %s on %s not reachable: %v", container, r.cfg.Host, err)
-		return reply
-	}
-	defer c.Close()
 	var anyPort *bool
 	if req.AnyPort {
 		anyPort = &req.AnyPort
 	}
 	channel := "nats." + operator
-	_, expires, err := orgterokclearancehub1.Decide().Call(cctx, c, req.RequestID, req.Action, req.Scope, req.TTLSec, anyPort, &channel)
+	calls := hubclient.Caller{Path: h.sock, Timeout: hubCallTimeout}
+	defer calls.Close()
+	var expires int64
+	err := calls.Call(ctx, func(ctx context.Context, c *varlink.Connection) error {
+		var err error
+		_, expires, err = orgterokclearancehub1.Decide().Call(ctx, c, req.RequestID, req.Action, req.Scope, req.TTLSec, anyPort, &channel)
+		return err
+	})
+	var notSent *hubclient.NotSentError
+	if errors.As(err, &notSent) {
+		reply.Error, reply.Message = ErrFailed, fmt.Sprintf("hub of %s on %s not reachable: %v", container, r.cfg.Host, err)
+		return reply
+	}
 	if err != nil {
 		return r.decideError(reply, err, req, restarted, started)
 	}
