@@ -60,31 +60,17 @@ func hubID(path string) string {
 // connect to (a rootful container's hub, 0660 root:clearance, when the
 // caller is not a member; see [deniedHubs]) are skipped.
 func discover(patterns []string) ([]hubRef, error) {
-	seen := map[string]bool{}
+	paths, err := hubclient.Discover(patterns)
+	if err != nil {
+		return nil, err
+	}
 	var out []hubRef
-	for _, p := range patterns {
-		matches, err := filepath.Glob(p)
-		if err != nil {
-			return nil, fmt.Errorf("glob %q: %w", p, err)
+	for _, m := range paths {
+		id := hubID(m)
+		if lbl := remoteLabel(m); lbl != "" {
+			id = lbl + "/" + id // a remote hub's local socket (remote.go)
 		}
-		for _, m := range matches {
-			if seen[m] {
-				continue
-			}
-			seen[m] = true
-			id := hubID(m)
-			if lbl := remoteLabel(m); lbl != "" && !strings.HasPrefix(id, ".") {
-				id = lbl + "/" + id // a remote hub's local socket (remote.go)
-			}
-			if strings.HasPrefix(id, ".") || strings.HasPrefix(filepath.Base(m), ".") {
-				continue
-			}
-			st, err := os.Stat(m)
-			if err != nil || st.Mode().Type() != fs.ModeSocket || !mayConnect(m) {
-				continue
-			}
-			out = append(out, hubRef{Path: m, ID: id})
-		}
+		out = append(out, hubRef{Path: m, ID: id})
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].ID != out[j].ID {
@@ -93,13 +79,6 @@ func discover(patterns []string) ([]hubRef, error) {
 		return out[i].Path < out[j].Path
 	})
 	return out, nil
-}
-
-// mayConnect reports whether connect(2) to the socket at path would pass
-// the permission check: it needs write access, with the caller's
-// effective ids and groups.
-func mayConnect(path string) bool {
-	return unix.Faccessat(unix.AT_FDCWD, path, unix.W_OK, unix.AT_EACCESS) == nil
 }
 
 // deniedHubs counts the hub directories under dir (the system hubs'
@@ -118,7 +97,7 @@ func deniedHubs(dir string) (n int, group string) {
 		sock := filepath.Join(d, "hub.sock")
 		st, err := os.Stat(sock)
 		switch {
-		case err == nil && st.Mode().Type() == fs.ModeSocket && mayConnect(sock):
+		case err == nil && st.Mode().Type() == fs.ModeSocket && hubclient.Usable(sock):
 			continue // reachable
 		case err != nil && !errors.Is(err, fs.ErrPermission):
 			continue // no hub there (down, or another kind of entry)

@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -107,5 +108,49 @@ func TestCallerInterruptsAHubThatNeverAnswers(t *testing.T) {
 	var notSent *NotSentError
 	if err := call(); !errors.As(err, &notSent) || OutcomeUnknown(err) {
 		t.Errorf("call to a gone hub = %v, want a NotSentError", err)
+	}
+}
+
+// TestDiscover: sockets the patterns match, once each and sorted; not a
+// regular file, not a name being set up (a leading dot), not a socket
+// the caller may not connect to.
+func TestDiscover(t *testing.T) {
+	dir := t.TempDir()
+	mk := func(rel string, mode os.FileMode) string {
+		p := filepath.Join(dir, rel)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		ln, err := net.Listen("unix", p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ln.Close() })
+		if err := os.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	b := mk("b/hub.sock", 0o600)
+	a := mk("a/hub.sock", 0o600)
+	mk(".c/hub.sock", 0o600)
+	os.MkdirAll(filepath.Join(dir, "d"), 0o755)
+	os.WriteFile(filepath.Join(dir, "d", "hub.sock"), nil, 0o600)
+	glob := filepath.Join(dir, "*", "hub.sock")
+	got, err := Discover([]string{glob, glob})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{a, b}; !slices.Equal(got, want) {
+		t.Errorf("Discover = %v, want %v", got, want)
+	}
+	if _, err := Discover([]string{"["}); err == nil {
+		t.Error("a bad pattern is no error")
+	}
+	if os.Geteuid() != 0 {
+		os.Chmod(b, 0o400) // no write: connect(2) would be refused
+		if got, _ := Discover([]string{glob}); !slices.Equal(got, []string{a}) {
+			t.Errorf("Discover with a socket we may not connect to = %v", got)
+		}
 	}
 }

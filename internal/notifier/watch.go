@@ -6,7 +6,6 @@ package notifier
 import (
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -15,6 +14,8 @@ import (
 	"sync"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/terok-ai/clearance/internal/hubclient"
 )
 
 // watchMask is what a watched directory reports: entries appearing and
@@ -234,7 +235,7 @@ func expandPattern(pattern string) (dirs, socks []string) {
 	for _, parent := range level {
 		for _, name := range matchNames(parent, base) {
 			p := filepath.Join(parent, name)
-			if st, err := os.Stat(p); err == nil && st.Mode().Type() == fs.ModeSocket && mayConnect(p) {
+			if hubclient.Usable(p) {
 				socks = append(socks, p)
 			}
 		}
@@ -264,12 +265,6 @@ func matchNames(dir, pat string) []string {
 		}
 	}
 	return out
-}
-
-// mayConnect reports whether connect(2) to the socket at path would pass
-// the permission check (write access, with our effective ids and groups).
-func mayConnect(path string) bool {
-	return unix.Faccessat(unix.AT_FDCWD, path, unix.W_OK, unix.AT_EACCESS) == nil
 }
 
 func hasMeta(s string) bool { return strings.ContainsAny(s, `*?[\`) }

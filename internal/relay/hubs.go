@@ -69,34 +69,31 @@ func (h *localHub) startedUsec() int64 {
 // follower ends when its socket disappears.
 func (r *Relay) scanHubs(ctx context.Context) {
 	seen := map[string]bool{}
-	for _, g := range r.cfg.HubGlob {
-		matches, _ := filepath.Glob(g)
-		for _, m := range matches {
-			st, err := os.Stat(m)
-			if err != nil || st.Mode().Type() != os.ModeSocket {
-				continue
-			}
-			id := filepath.Base(filepath.Dir(m))
-			if !ValidToken(id) || seen[id] {
-				continue
-			}
-			seen[id] = true
-			r.mu.Lock()
-			_, known := r.hubs[id]
-			if !known {
-				h := &localHub{id: id, sock: m, done: make(chan struct{}), pending: map[string]Blocked{}}
-				h.policy = readPolicy(filepath.Dir(m))
-				r.hubs[id] = h
-				r.wg.Add(1)
-				go func() {
-					defer r.wg.Done()
-					r.follow(ctx, h)
-				}()
-			}
-			r.mu.Unlock()
-			if !known {
-				r.presenceChanged()
-			}
+	socks, err := hubclient.Discover(r.cfg.HubGlob)
+	if err != nil {
+		r.log.Warn("hub globs", "err", err)
+	}
+	for _, m := range socks {
+		id := filepath.Base(filepath.Dir(m))
+		if !ValidToken(id) || seen[id] {
+			continue
+		}
+		seen[id] = true
+		r.mu.Lock()
+		_, known := r.hubs[id]
+		if !known {
+			h := &localHub{id: id, sock: m, done: make(chan struct{}), pending: map[string]Blocked{}}
+			h.policy = readPolicy(filepath.Dir(m))
+			r.hubs[id] = h
+			r.wg.Add(1)
+			go func() {
+				defer r.wg.Done()
+				r.follow(ctx, h)
+			}()
+		}
+		r.mu.Unlock()
+		if !known {
+			r.presenceChanged()
 		}
 	}
 }
