@@ -91,42 +91,26 @@ func send(ctx context.Context, out chan<- hubMsg, m hubMsg) bool {
 	}
 }
 
-// run follows the hub until ctx ends or its socket disappears.
+// run follows the hub until ctx ends or its socket disappears
+// (hubclient.Follow), telling the watch loop when the stream is lost.
 func (hw *hubWorker) run(ctx context.Context, out chan<- hubMsg) {
 	defer close(hw.done)
 	defer hw.rpc.Close()
-	backoff := minBackoff
-	for {
-		connected, err := hw.session(ctx, out)
-		if ctx.Err() != nil {
-			return
-		}
-		if _, serr := os.Stat(hw.ref.Path); errors.Is(serr, fs.ErrNotExist) {
-			send(ctx, out, hubMsg{w: hw, kind: msgGone})
-			return
-		}
-		if connected {
-			backoff = minBackoff
-		}
-		if !send(ctx, out, hubMsg{w: hw, kind: msgLost, err: err}) {
-			return
-		}
-		t := time.NewTimer(backoff)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-t.C:
-		}
-		backoff = min(backoff*2, maxBackoff)
-	}
-}
-
-// session follows the hub once (hubclient.Subscribe), relaying the
-// pending queue and the events to the watch loop. connected reports
-// whether the subscription stood.
-func (hw *hubWorker) session(ctx context.Context, out chan<- hubMsg) (connected bool, err error) {
-	return hubclient.Subscribe(ctx, hw.ref.Path, hw.rpc, &workerHandler{hw: hw, out: out})
+	hubclient.Follow(ctx, hw.ref.Path, hw.rpc, hubclient.FollowOptions{
+		BackoffMin: minBackoff,
+		BackoffMax: maxBackoff,
+		Handler:    func(bool) hubclient.Handler { return &workerHandler{hw: hw, out: out} },
+		Ended: func(connected bool, err error, _ time.Duration) hubclient.Next {
+			if _, serr := os.Stat(hw.ref.Path); errors.Is(serr, fs.ErrNotExist) {
+				send(ctx, out, hubMsg{w: hw, kind: msgGone})
+				return hubclient.Stop
+			}
+			if !send(ctx, out, hubMsg{w: hw, kind: msgLost, err: err}) {
+				return hubclient.Stop
+			}
+			return hubclient.Retry
+		},
+	})
 }
 
 // workerHandler relays one subscription to the watch loop.

@@ -154,3 +154,57 @@ func TestDiscover(t *testing.T) {
 		}
 	}
 }
+
+// TestFollowBacksOffPokesAndStops: Follow tries again after the backoff,
+// at once when poked, waits for a poke when told to, and stops when told.
+func TestFollowBacksOffPokesAndStops(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "no-hub.sock")
+	poke := make(chan struct{}, 1)
+	waiting := make(chan struct{}, 1)
+	var waits []time.Duration
+	calls := Caller{Path: path}
+	attempts := 0
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		Follow(context.Background(), path, &calls, FollowOptions{
+			BackoffMin: time.Millisecond, BackoffMax: 4 * time.Millisecond, Poke: poke,
+			Handler: func(bool) Handler { return nil }, // never used: there is no hub
+			Ended: func(connected bool, err error, wait time.Duration) Next {
+				attempts++
+				if connected || err == nil {
+					t.Errorf("attempt %d: connected %v, err %v", attempts, connected, err)
+				}
+				waits = append(waits, wait)
+				switch attempts {
+				case 5:
+					poke <- struct{}{} // the wait is cut short, the backoff reset
+				case 6:
+					waiting <- struct{}{}
+					return WaitForPoke
+				case 7:
+					return Stop
+				}
+				return Retry
+			},
+		})
+	}()
+	select {
+	case <-waiting:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Follow never waited for a poke")
+	}
+	poke <- struct{}{}
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Follow did not stop")
+	}
+	want := []time.Duration{1, 2, 4, 4, 4, 1, 1}
+	for i := range want {
+		want[i] *= time.Millisecond
+	}
+	if !slices.Equal(waits, want) {
+		t.Errorf("waits %v, want %v", waits, want)
+	}
+}

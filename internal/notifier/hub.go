@@ -71,60 +71,37 @@ func (h *hubConn) Poke() {
 	}
 }
 
-// run follows the hub until ctx ends. Waits between attempts are
-// BackoffMin, doubling up to BackoffMax, reset after every successful
-// connection and by Poke.
+// run follows the hub until ctx ends (hubclient.Follow). Waits between
+// attempts are BackoffMin, doubling up to BackoffMax, reset after every
+// successful connection and by Poke; a socket we may not connect to is
+// tried again only when poked (its mode or group changed).
 func (h *hubConn) run(ctx context.Context) {
 	defer h.caller.Close()
-	backoff := h.opts.BackoffMin
-	everConnected := false
-	for {
-		connected, err := h.session(ctx, everConnected)
-		if ctx.Err() != nil {
-			return
-		}
-		if r := !connected && errors.Is(err, syscall.ECONNREFUSED); h.refused.Swap(r) != r {
-			h.sink.hubChanged(h)
-		}
-		if denied(err) {
-			// The socket's group changed under us, or its mode: retrying
-			// cannot help until it changes again (the watcher pokes).
-			h.log.Info("no permission to connect to the hub; waiting until its socket changes", "err", err)
-			select {
-			case <-ctx.Done():
-				return
-			case <-h.poke:
-				backoff = h.opts.BackoffMin
-				continue
-			}
-		}
-		if connected {
-			everConnected = true
-			backoff = h.opts.BackoffMin
-			h.log.Info("hub stream ended; reconnecting", "err", err, "in", backoff)
-		} else {
-			h.log.Info("hub connection failed; retrying", "err", err, "in", backoff)
-		}
-		t := time.NewTimer(backoff)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-h.poke:
-			t.Stop()
-			backoff = h.opts.BackoffMin
-		case <-t.C:
-			backoff = min(2*backoff, h.opts.BackoffMax)
-		}
-	}
-}
-
-// session follows the hub once (hubclient.Subscribe): the pending set
-// as prompts, then the stream. connected reports whether the
-// subscription was established.
-func (h *hubConn) session(ctx context.Context, reconnect bool) (connected bool, err error) {
 	defer h.connected.Store(false)
-	return hubclient.Subscribe(ctx, h.path, &h.caller, &sessionHandler{h: h, reconnect: reconnect})
+	hubclient.Follow(ctx, h.path, &h.caller, hubclient.FollowOptions{
+		BackoffMin: h.opts.BackoffMin,
+		BackoffMax: h.opts.BackoffMax,
+		Poke:       h.poke,
+		Handler: func(reconnect bool) hubclient.Handler {
+			return &sessionHandler{h: h, reconnect: reconnect}
+		},
+		Ended: func(connected bool, err error, wait time.Duration) hubclient.Next {
+			h.connected.Store(false)
+			if r := !connected && errors.Is(err, syscall.ECONNREFUSED); h.refused.Swap(r) != r {
+				h.sink.hubChanged(h)
+			}
+			if denied(err) {
+				h.log.Info("no permission to connect to the hub; waiting until its socket changes", "err", err)
+				return hubclient.WaitForPoke
+			}
+			if connected {
+				h.log.Info("hub stream ended; reconnecting", "err", err, "in", wait)
+			} else {
+				h.log.Info("hub connection failed; retrying", "err", err, "in", wait)
+			}
+			return hubclient.Retry
+		},
+	})
 }
 
 // sessionHandler delivers one subscription's backlog and events to the

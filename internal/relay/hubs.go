@@ -118,47 +118,41 @@ func (r *Relay) follow(ctx context.Context, h *localHub) {
 		r.mu.Unlock()
 		r.presenceChanged()
 	}()
-	backoff := 50 * time.Millisecond
-	warned := false
-	for {
-		connected, err := r.session(ctx, h)
+	defer func() {
 		h.mu.Lock()
 		h.up = false
 		h.mu.Unlock()
-		if ctx.Err() != nil {
-			return
-		}
-		if _, serr := os.Stat(h.sock); errors.Is(serr, os.ErrNotExist) {
-			r.log.Info("hub gone", "container", h.id)
-			return
-		}
-		if connected {
-			backoff, warned = 50*time.Millisecond, false
-			r.log.Warn("hub stream lost", "container", h.id, "err", err)
-			r.presenceChanged()
-		} else if !warned {
-			// A hub that cannot be followed (not up yet, or a seed hub
-			// without org.terok.ClearanceHub1): said once, retried.
-			warned = true
-			r.log.Warn("hub not followed, retrying", "container", h.id, "err", err)
-		}
-		t := time.NewTimer(backoff)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-t.C:
-		}
-		backoff = min(backoff*2, 2*time.Second)
-	}
-}
-
-// session follows h once (hubclient.Subscribe): its state and pending
-// set, then its events, published as they come.
-func (r *Relay) session(ctx context.Context, h *localHub) (connected bool, err error) {
+	}()
+	warned := false
 	calls := &hubclient.Caller{Path: h.sock, Timeout: hubCallTimeout}
 	defer calls.Close()
-	return hubclient.Subscribe(ctx, h.sock, calls, &relayHandler{r: r, h: h, calls: calls, resync: make(chan struct{}, 1)})
+	hubclient.Follow(ctx, h.sock, calls, hubclient.FollowOptions{
+		BackoffMin: 50 * time.Millisecond,
+		BackoffMax: 2 * time.Second,
+		Handler: func(bool) hubclient.Handler {
+			return &relayHandler{r: r, h: h, calls: calls, resync: make(chan struct{}, 1)}
+		},
+		Ended: func(connected bool, err error, _ time.Duration) hubclient.Next {
+			h.mu.Lock()
+			h.up = false
+			h.mu.Unlock()
+			if _, serr := os.Stat(h.sock); errors.Is(serr, os.ErrNotExist) {
+				r.log.Info("hub gone", "container", h.id)
+				return hubclient.Stop
+			}
+			if connected {
+				warned = false
+				r.log.Warn("hub stream lost", "container", h.id, "err", err)
+				r.presenceChanged()
+			} else if !warned {
+				// A hub that cannot be followed (not up yet, or a seed hub
+				// without org.terok.ClearanceHub1): said once, retried.
+				warned = true
+				r.log.Warn("hub not followed, retrying", "container", h.id, "err", err)
+			}
+			return hubclient.Retry
+		},
+	})
 }
 
 // relayHandler publishes one subscription of a local hub.
