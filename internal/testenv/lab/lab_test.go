@@ -22,6 +22,7 @@ func TestLabLinksTwoNamespaces(t *testing.T) {
 	testutil.RequireRoot(t)
 	testutil.RequireTool(t, "unshare", "nsenter", "ip")
 	l := New()
+	t.Cleanup(l.Close) // also when the test fails early (Close is idempotent)
 	ctr, err := l.Namespace("ctr")
 	if err != nil {
 		t.Fatal(err)
