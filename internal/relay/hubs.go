@@ -230,6 +230,7 @@ const resyncInterval = 30 * time.Second
 // resync replaces h's pending set with the hub's, keeping what the relay
 // knew of requests still there.
 func (r *Relay) resync(ctx context.Context, h *localHub) {
+	start := r.cfg.Now().UnixMicro()
 	_, reqs, err := hubState(ctx, h.sock)
 	if err != nil {
 		return
@@ -243,6 +244,14 @@ func (r *Relay) resync(ctx context.Context, h *localHub) {
 			next[p.Request_id] = b
 		}
 		// A request the relay has not seen yet arrives as its event.
+	}
+	// A request whose event came while the set was being fetched may be
+	// missing from it: keep it (dropping it here hid it from the fleet
+	// until the hub announced it again).
+	for id, b := range h.pending {
+		if _, ok := next[id]; !ok && b.AtUsec >= start {
+			next[id] = b
+		}
 	}
 	h.pending = next
 }

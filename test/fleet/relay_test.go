@@ -368,7 +368,10 @@ func TestRelayFailures(t *testing.T) {
 		}
 	}
 	if seen.RequestID == "" {
-		t.Fatal("gone:1 never pending")
+		ra.lines.mu.Lock()
+		log := strings.Join(ra.lines.lines, "\n")
+		ra.lines.mu.Unlock()
+		t.Fatalf("gone:1 never pending; the relay's log:\n%s", log)
 	}
 	a.kill()
 	alpha.startHub(t, "ctra00000012")
