@@ -369,10 +369,10 @@ func (c *Client) accept(id string, ln net.Listener) {
 			return
 		}
 		sid := c.newStream()
-		c.st.attach(sid, conn)
-		if err := c.fw.write(frameOpen, sid, []byte(id)); err != nil {
-			conn.Close()
-		}
+		// The O frame goes out before the connection is first read: a D
+		// frame that overtook it would reach a stream the far side does
+		// not know yet, and be dropped.
+		c.st.open(sid, conn, func() error { return c.fw.write(frameOpen, sid, []byte(id)) })
 	}
 }
 

@@ -48,7 +48,14 @@ type pipe struct {
 
 // attach carries conn on stream id until either side closes it. The
 // session owns conn from now on.
-func (s *streams) attach(id uint32, conn net.Conn) {
+func (s *streams) attach(id uint32, conn net.Conn) { s.open(id, conn, nil) }
+
+// open is attach with announce run in between: after the stream is
+// registered (so the peer's data for it is delivered, not dropped) and
+// before conn is first read (so no D frame of the stream can precede
+// what announce writes, the O frame that opens it on the far side). An
+// announce error closes conn and unregisters the stream.
+func (s *streams) open(id uint32, conn net.Conn, announce func() error) {
 	p := &pipe{s: s, id: id, conn: conn, wake: make(chan struct{}, 1)}
 	s.mu.Lock()
 	if old := s.m[id]; old != nil {
@@ -58,6 +65,15 @@ func (s *streams) attach(id uint32, conn net.Conn) {
 	}
 	s.m[id] = p
 	s.mu.Unlock()
+	if announce != nil {
+		if err := announce(); err != nil {
+			s.mu.Lock()
+			delete(s.m, id)
+			s.mu.Unlock()
+			conn.Close()
+			return
+		}
+	}
 	s.wg.Add(2)
 	go p.readLoop()
 	go p.writeLoop()
