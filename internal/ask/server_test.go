@@ -16,6 +16,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/terok-ai/clearance/internal/testenv/testutil"
 )
 
 // fakeDecider is the hub at the seam: questions become requests
@@ -141,7 +143,8 @@ const form = "application/x-www-form-urlencoded"
 // and GET /ask/ID waits for the same request.
 func TestAskWaitsForTheVerdict(t *testing.T) {
 	f := newFake()
-	addr := serve(t, &Server{Decider: f})
+	s := &Server{Decider: f}
+	addr := serve(t, s)
 
 	type result struct {
 		code int
@@ -152,10 +155,7 @@ func TestAskWaitsForTheVerdict(t *testing.T) {
 		code, a, _ := roundTrip(t, addr, post(form, "dest=api.example.com&port=443&reason=fetching+deps"))
 		got <- result{code, a}
 	}()
-	deadline := time.Now().Add(5 * time.Second)
-	for len(f.questions()) == 0 && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
+	testutil.Within(5*time.Second, func() bool { return len(f.questions()) > 0 })
 	q := f.questions()
 	if len(q) != 1 || q[0].Dest != "api.example.com" || !q[0].IsName || q[0].Port != 443 || q[0].Proto != "tcp" ||
 		q[0].Reason != "fetching deps" || q[0].Wait != DefaultWait {
@@ -177,11 +177,14 @@ func TestAskWaitsForTheVerdict(t *testing.T) {
 		t.Fatalf("wait=0: %d %+v %v", code, a, h)
 	}
 	go func() {
-		time.Sleep(50 * time.Millisecond)
-		f.decide("r2", Answer{Status: StatusDenied, By: "by bob"})
+		code, a, _ := roundTrip(t, addr, "GET /ask/r2?wait=30 HTTP/1.1\r\nHost: x\r\n\r\n")
+		got <- result{code, a}
 	}()
-	code, a, _ = roundTrip(t, addr, "GET /ask/r2?wait=30 HTTP/1.1\r\nHost: x\r\n\r\n")
-	if code != 403 || a.Status != StatusDenied {
+	// Decide once the GET waits for it.
+	testutil.Eventually(t, 5*time.Second, "the GET waiting", func() bool { return s.Stats().Waiting == 1 })
+	f.decide("r2", Answer{Status: StatusDenied, By: "by bob"})
+	r := <-got
+	if code, a = r.code, r.a; code != 403 || a.Status != StatusDenied {
 		t.Errorf("GET /ask/r2: %d %+v", code, a)
 	}
 	code, a, _ = roundTrip(t, addr, "GET /ask/r9?wait=0 HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -321,10 +324,7 @@ func TestAskConnectionLimit(t *testing.T) {
 		conns = append(conns, c)
 		io.WriteString(c, post(form, "dest=a.example&port=1&reason=x"))
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for s.Stats().Waiting < 2 && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
+	testutil.Within(5*time.Second, func() bool { return s.Stats().Waiting >= 2 })
 	if w := s.Stats().Waiting; w != 2 {
 		t.Fatalf("%d waiting, want 2", w)
 	}
@@ -334,10 +334,7 @@ func TestAskConnectionLimit(t *testing.T) {
 	}
 	conns[0].(*net.TCPConn).SetLinger(0)
 	conns[0].Close() // goes away (a reset): its wait ends
-	deadline = time.Now().Add(5 * time.Second)
-	for s.Stats().Waiting > 1 && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
+	testutil.Within(5*time.Second, func() bool { return s.Stats().Waiting <= 1 })
 	if w := s.Stats().Waiting; w != 1 {
 		t.Errorf("%d waiting after a hang-up, want 1", w)
 	}
@@ -366,11 +363,9 @@ func TestAskHalfClosedClientGetsTheVerdict(t *testing.T) {
 	defer c.Close()
 	io.WriteString(c, post(form, "dest=a.example&port=443&reason=x"))
 	c.(*net.TCPConn).CloseWrite()
-	deadline := time.Now().Add(5 * time.Second)
-	for s.Stats().Waiting < 1 && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
-	time.Sleep(50 * time.Millisecond) // the server has seen the end of the stream
+	// The wait must survive the half-close: the verdict below still
+	// reaches this connection as 200.
+	testutil.Within(5*time.Second, func() bool { return s.Stats().Waiting >= 1 })
 	if w := s.Stats().Waiting; w != 1 {
 		t.Fatalf("%d waiting after the half-close, want 1", w)
 	}

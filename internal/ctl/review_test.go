@@ -103,8 +103,10 @@ func (s *screenSession) press(keys ...string) {
 		if _, err := io.WriteString(s.in, k); err != nil {
 			s.t.Fatalf("press %q: %v", k, err)
 		}
-		// One read per key, as a person types: an escape sequence must
-		// not run into the next key.
+		// Keys come apart, as a person types them: an escape sequence
+		// must not run into the next key. This pacing is the input's
+		// timing, not a wait for a state (none says a key was read: the
+		// terminal queues input asynchronously).
 		time.Sleep(20 * time.Millisecond)
 	}
 }
@@ -158,10 +160,7 @@ func (s *screenSession) moveTo(what string) {
 
 // waitChange waits (briefly) for the screen to differ from before.
 func (s *screenSession) waitChange(before string) {
-	deadline := time.Now().Add(2 * time.Second)
-	for time.Now().Before(deadline) && s.vt.Text() == before {
-		time.Sleep(10 * time.Millisecond)
-	}
+	testutil.Within(2*time.Second, func() bool { return s.vt.Text() != before })
 }
 
 func (s *screenSession) wait() int {
@@ -368,20 +367,16 @@ func TestReviewPTYManyAndResize(t *testing.T) {
 	// A narrower terminal: lines are cut, never wrapped.
 	setSize(t, s.tty, 40, 8)
 	s.press("r")
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	fits := func() bool {
 		lines := strings.Split(s.vt.Text(), "\n")
 		long := false
 		for _, l := range lines[:8] {
 			long = long || len([]rune(l)) > 39
 		}
-		if !long && !strings.Contains(strings.Join(lines[8:], ""), "example") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the screen does not fit 40x8:\n%s", s.vt.Text())
-		}
-		time.Sleep(50 * time.Millisecond)
+		return !long && !strings.Contains(strings.Join(lines[8:], ""), "example")
+	}
+	if !testutil.Within(10*time.Second, fits) {
+		t.Fatalf("the screen does not fit 40x8:\n%s", s.vt.Text())
 	}
 	s.press("\x03")
 	if code := s.wait(); code != ExitOK {

@@ -189,18 +189,12 @@ func newUserContainer(t testing.TB, uid int) *userContainer {
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	self := initialNetns
 	path := "/proc/" + strconv.Itoa(cmd.Process.Pid) + "/ns/net"
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		// unshare(1) switches namespaces, then execs sleep: nothing to
-		// wait on but the link.
-		if l, err := os.Readlink(path); err == nil && l != self {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("uid %d's container never got a network namespace of its own", uid)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	// unshare(1) switches namespaces, then execs sleep: nothing to wait
+	// on but the link.
+	testutil.Eventually(t, 10*time.Second, fmt.Sprintf("uid %d's container in a network namespace of its own", uid), func() bool {
+		l, err := os.Readlink(path)
+		return err == nil && l != self
+	})
 	f, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)

@@ -19,10 +19,10 @@
 package sshlab
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -302,18 +302,15 @@ func veth(pid int, outerIf, innerIf, outer, inner string) error {
 	if err != nil {
 		return err
 	}
-	for i := 0; ; i++ {
+	err = testutil.Poll(context.Background(), 10*time.Second, "sshd in a network namespace of its own", func() (bool, string) {
 		theirs, err := os.Readlink("/proc/" + p + "/ns/net")
 		if err != nil {
-			return fmt.Errorf("sshd's namespace: %w", err)
+			return false, err.Error()
 		}
-		if theirs != ours {
-			break
-		}
-		if i > 1000 {
-			return errors.New("sshd never left this network namespace")
-		}
-		time.Sleep(5 * time.Millisecond)
+		return theirs != ours, theirs
+	})
+	if err != nil {
+		return err
 	}
 	for _, args := range [][]string{
 		{"ip", "link", "add", outerIf, "type", "veth", "peer", "name", innerIf, "netns", p},
@@ -330,19 +327,23 @@ func veth(pid int, outerIf, innerIf, outer, inner string) error {
 }
 
 func waitListening(addr string, port int, exited <-chan error) error {
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
+	var gone error
+	err := testutil.Poll(context.Background(), 10*time.Second, fmt.Sprintf("%s port %d listening", addr, port), func() (bool, string) {
 		select {
 		case err := <-exited:
-			return fmt.Errorf("sshd exited: %v", err)
+			gone = fmt.Errorf("sshd exited: %v", err)
+			return true, ""
 		default:
 		}
 		c, err := net.DialTimeout("tcp", net.JoinHostPort(addr, strconv.Itoa(port)), 200*time.Millisecond)
-		if err == nil {
-			c.Close()
-			return nil
+		if err != nil {
+			return false, err.Error()
 		}
-		time.Sleep(20 * time.Millisecond)
+		c.Close()
+		return true, ""
+	})
+	if gone != nil {
+		return gone
 	}
-	return fmt.Errorf("%s port %d not listening after 10 s", addr, port)
+	return err
 }

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"net"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -53,22 +54,30 @@ func TestAttackDialRetriesFullBacklog(t *testing.T) {
 			t.Fatal("the backlog never filled")
 		}
 	}
-	// Room appears a little later.
+	// Room appears once the dialer has been refused: it must try again.
+	refused := make(chan struct{})
+	var refusedOnce sync.Once
+	done := make(chan struct{})
+	defer close(done)
 	go func() {
-		time.Sleep(50 * time.Millisecond)
+		<-refused
 		for i := 0; i < len(fillers)+1; i++ {
 			nfd, _, err := unix.Accept(fd)
 			if err != nil {
-				return
+				break
 			}
 			defer unix.Close(nfd)
 		}
-		time.Sleep(time.Second)
+		<-done // the accepted connections stay open until the test ends
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	c, err := retryDialer(func(ctx context.Context, path string) (net.Conn, error) {
-		return net.Dial("unix", path)
+		c, err := net.Dial("unix", path)
+		if err != nil {
+			refusedOnce.Do(func() { close(refused) })
+		}
+		return c, err
 	}).DialContext(ctx, "unix", path)
 	if err != nil {
 		t.Fatalf("dial with a full backlog: %v", err)
