@@ -144,11 +144,11 @@ func journalValue(raw json.RawMessage) string {
 	return ""
 }
 
-// parseJournal parses journalctl -o json output (one object per line).
-// Lines that are not JSON objects are skipped and counted.
-func parseJournal(out []byte) ([]auditEntry, int) {
-	var entries []auditEntry
-	bad := 0
+// journalLines decodes each non-empty line of journalctl -o json output
+// into a new T and hands it to each; it returns
+// how many lines were not JSON objects (skipped). Records may be large
+// (a disengaged record's counters): lines up to 16 MiB are read.
+func journalLines[T any](out []byte, each func(*T)) (bad int) {
 	sc := bufio.NewScanner(bytes.NewReader(out))
 	sc.Buffer(make([]byte, 0, 64<<10), 16<<20)
 	for sc.Scan() {
@@ -156,11 +156,22 @@ func parseJournal(out []byte) ([]auditEntry, int) {
 		if len(line) == 0 {
 			continue
 		}
-		var m map[string]json.RawMessage
-		if err := json.Unmarshal(line, &m); err != nil {
+		var v T
+		if err := json.Unmarshal(line, &v); err != nil {
 			bad++
 			continue
 		}
+		each(&v)
+	}
+	return bad
+}
+
+// parseJournal parses journalctl -o json output (one object per line).
+// Lines that are not JSON objects are skipped and counted.
+func parseJournal(out []byte) ([]auditEntry, int) {
+	var entries []auditEntry
+	bad := journalLines(out, func(mp *map[string]json.RawMessage) {
+		m := *mp
 		get := func(k string) string { return journalValue(m[k]) }
 		num := func(k string) int64 {
 			n, _ := strconv.ParseInt(strings.TrimSpace(get(k)), 10, 64)
@@ -186,7 +197,7 @@ func parseJournal(out []byte) ([]auditEntry, int) {
 			e.Time = time.UnixMicro(e.TimeUsec).UTC().Format(time.RFC3339Nano)
 		}
 		entries = append(entries, e)
-	}
+	})
 	return entries, bad
 }
 

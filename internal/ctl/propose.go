@@ -4,10 +4,8 @@
 package ctl
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -317,19 +315,8 @@ func (f *journalField) UnmarshalJSON(b []byte) error {
 // not JSON objects are skipped and counted.
 func parseProposeRecords(out []byte) ([]proposeRecord, int) {
 	var recs []proposeRecord
-	bad := 0
-	sc := bufio.NewScanner(bytes.NewReader(out))
-	sc.Buffer(make([]byte, 0, 64<<10), 16<<20)
-	for sc.Scan() {
-		line := bytes.TrimSpace(sc.Bytes())
-		if len(line) == 0 {
-			continue
-		}
-		var j journalRecord
-		if err := json.Unmarshal(line, &j); err != nil {
-			bad++
-			continue
-		}
+	bad := journalLines(out, func(jp *journalRecord) {
+		j := *jp
 		num := func(f journalField) int64 {
 			n, _ := strconv.ParseInt(strings.TrimSpace(string(f)), 10, 64)
 			return n
@@ -344,7 +331,7 @@ func parseProposeRecords(out []byte) ([]proposeRecord, int) {
 			// verification too, saying which with engaged_now.
 			engagedNow: j.EngagedNow != "false",
 		})
-	}
+	})
 	return recs, bad
 }
 

@@ -4,8 +4,6 @@
 package ctl
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -360,24 +358,12 @@ func parseStaleRecords(out []byte) ([]staleRecord, int) {
 // skipped and counted.
 func parseJournalFields(out []byte, fields []string) ([]map[string]string, int) {
 	var records []map[string]string
-	bad := 0
-	sc := bufio.NewScanner(bytes.NewReader(out))
-	sc.Buffer(make([]byte, 0, 64<<10), 16<<20)
-	for sc.Scan() {
-		line := bytes.TrimSpace(sc.Bytes())
-		if len(line) == 0 {
-			continue
-		}
-		var m map[string]json.RawMessage
-		if err := json.Unmarshal(line, &m); err != nil {
-			bad++
-			continue
-		}
+	bad := journalLines(out, func(m *map[string]json.RawMessage) {
 		r := make(map[string]string, len(fields))
 		for _, f := range fields {
-			r[f] = journalValue(m[f])
+			r[f] = journalValue((*m)[f])
 		}
 		records = append(records, r)
-	}
+	})
 	return records, bad
 }
