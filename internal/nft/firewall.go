@@ -96,32 +96,38 @@ func (f *Firewall) Layout() Layout { return f.layout }
 // connections are not interrupted. The resolver sets are replaced by
 // rs.Resolvers.
 func (f *Firewall) Engage(rs Ruleset) error {
+	_, err := f.Repair(rs)
+	return err
+}
+
+// Repair is [Firewall.Engage], and says what it found before ([Verify]'s
+// answer; Intact for a layout the shield owns): a caller that must tell
+// a repaired table from an intact one asks once, not twice.
+func (f *Firewall) Repair(rs Ruleset) (Integrity, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	snap, err := f.read()
 	if err != nil {
-		return err
+		return "", err
 	}
 	if !f.layout.Owned {
-		return snap.complete(f.layout)
+		return Intact, snap.complete(f.layout)
 	}
 	rs, err = rs.withDefaults()
 	if err != nil {
-		return fmt.Errorf("engage: %w", err)
+		return "", fmt.Errorf("engage: %w", err)
 	}
 	if rs.DNSPort == 0 {
 		rs.DNSPort = snap.dnsPort
 	}
-	if snap.fingerprint == fingerprint(rs) && snap.hasNAT && snap.complete(f.layout) == nil {
-		integ, err := f.verify(rs)
-		if err != nil {
-			return fmt.Errorf("engage: %w", err)
-		}
-		if integ == Intact {
-			// The table is the one this ruleset builds: update it in
-			// place, so element counters and established state are kept.
-			return f.engageInPlace(rs, snap)
-		}
+	integ, err := f.verify(rs)
+	if err != nil {
+		return "", fmt.Errorf("engage: %w", err)
+	}
+	if integ == Intact && snap.complete(f.layout) == nil {
+		// The table is the one this ruleset builds: update it in place,
+		// so element counters and established state are kept.
+		return integ, f.engageInPlace(rs, snap)
 	}
 	preserved := make(map[string][]entry)
 	for _, ref := range f.layout.listSets() {
@@ -146,16 +152,16 @@ func (f *Firewall) Engage(rs Ruleset) error {
 	}
 	elems, err := plan(f.layout, rs, preserved)
 	if err != nil {
-		return fmt.Errorf("engage: %w", err)
+		return integ, fmt.Errorf("engage: %w", err)
 	}
 	if err := build(f.conn, f.layout, rs, elems); err != nil {
 		f.conn.Flush() // always clears the queue; ignore its error
-		return fmt.Errorf("engage: %w", err)
+		return integ, fmt.Errorf("engage: %w", err)
 	}
 	if err := f.conn.Flush(); err != nil {
-		return fmt.Errorf("engage table inet %s: %w", f.layout.Table, err)
+		return integ, fmt.Errorf("engage table inet %s: %w", f.layout.Table, err)
 	}
-	return nil
+	return integ, nil
 }
 
 // engageInPlace brings an intact table up to date with rs: the resolver

@@ -27,6 +27,8 @@ type Firewall interface {
 	// Engage installs or repairs the ruleset (built-in) or checks that
 	// the shield's table and sets exist.
 	Engage(rs nft.Ruleset) error
+	// Repair is Engage, and says what it found before (nft.Integrity).
+	Repair(rs nft.Ruleset) (nft.Integrity, error)
 	// Verify reports whether the ruleset is as Engage built it for rs,
 	// without reading the sets' elements.
 	Verify(rs nft.Ruleset) (nft.Integrity, error)

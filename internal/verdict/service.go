@@ -429,16 +429,11 @@ func (s *Service) engage(t *target) (engaged, error) {
 	out := engaged{table: fw.Table(), now: !was}
 	out.observe, out.note = s.observeMode(t)
 	rs.Observe = out.observe
-	integ := nft.Intact
-	if was {
-		if integ, err = fw.Verify(rs); err != nil {
-			return engaged{}, s.failed(t, &firewallError{op: "engage", err: err})
-		}
-	}
-	if err := fw.Engage(rs); err != nil {
+	integ, err := fw.Repair(rs)
+	if err != nil {
 		return engaged{}, s.failed(t, &firewallError{op: "engage", err: err})
 	}
-	if integ == nft.Altered {
+	if was && integ == nft.Altered {
 		// Someone with CAP_NET_ADMIN in the namespace changed the table;
 		// Engage has just rebuilt it (keeping the sets' elements).
 		s.log.Error("ruleset "+fw.Table()+" of "+t.container+" was altered in its namespace; rebuilt",
