@@ -205,20 +205,29 @@ func (m *Monitor) Seen() []Seen {
 // message, returns true, and returns what was seen; it returns an error
 // describing it when timeout passes first.
 func (m *Monitor) WaitFor(pred func([]Seen) bool, timeout time.Duration) ([]Seen, error) {
+	return waitRecorded(func() ([]Seen, <-chan struct{}) {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		return slices.Clone(m.seen), m.changed
+	}, pred, timeout, func(seen []Seen) string { return "seen:" + DescribeSeen(seen) })
+}
+
+// waitRecorded waits until pred holds for what snap returns, taking a
+// new snapshot whenever the channel snap returned with the last one is
+// closed (the recorder's change notification), and returns the last
+// snapshot; after timeout, an error naming what was recorded.
+func waitRecorded[T any](snap func() ([]T, <-chan struct{}), pred func([]T) bool, timeout time.Duration, describe func([]T) string) ([]T, error) {
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
 	for {
-		m.mu.Lock()
-		seen := slices.Clone(m.seen)
-		changed := m.changed
-		m.mu.Unlock()
-		if pred(seen) {
-			return seen, nil
+		got, changed := snap()
+		if pred(got) {
+			return got, nil
 		}
 		select {
 		case <-changed:
 		case <-deadline.C:
-			return seen, fmt.Errorf("condition not met after %v; seen:%s", timeout, DescribeSeen(seen))
+			return got, fmt.Errorf("condition not met after %v; %s", timeout, describe(got))
 		}
 	}
 }

@@ -396,22 +396,11 @@ func (s *Server) SetCapabilities(caps []string) {
 // one, returns true, and returns those calls. It returns an error naming
 // the last calls seen when timeout passes first.
 func (s *Server) WaitFor(pred func([]Call) bool, timeout time.Duration) ([]Call, error) {
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	for {
+	return waitRecorded(func() ([]Call, <-chan struct{}) {
 		s.mu.Lock()
-		calls := slices.Clone(s.calls)
-		changed := s.changed
-		s.mu.Unlock()
-		if pred(calls) {
-			return calls, nil
-		}
-		select {
-		case <-changed:
-		case <-deadline.C:
-			return calls, fmt.Errorf("condition not met after %v; %d calls: %s", timeout, len(calls), Describe(calls))
-		}
-	}
+		defer s.mu.Unlock()
+		return slices.Clone(s.calls), s.changed
+	}, pred, timeout, func(calls []Call) string { return fmt.Sprintf("%d calls: %s", len(calls), Describe(calls)) })
 }
 
 // Describe renders calls compactly for failure messages.
