@@ -415,11 +415,7 @@ func execJournal(ctx context.Context, args []string) ([]byte, error) {
 	cmd.Stderr = &limitedWriter{w: &stderr, n: 4096}
 	out, err := cmd.Output()
 	if err != nil {
-		msg := strings.TrimSpace(stderr.String())
-		if msg != "" {
-			return nil, fmt.Errorf("journalctl: %w: %s", err, msg)
-		}
-		return nil, fmt.Errorf("journalctl: %w", err)
+		return nil, &journalctlError{err: err, msg: strings.TrimSpace(stderr.String())}
 	}
 	return out, nil
 }

@@ -373,7 +373,7 @@ func exportJournal(ctx context.Context, q logQuery, follow bool, cursorFile stri
 	}
 	args = append(args, journalMatches(q)...)
 	for {
-		if err := streamJournal(ctx, args, w); err != nil {
+		if err := streamJournal(ctx, args, w); err != nil && !noEntriesYet(err, cursorFile) {
 			return err
 		}
 		if !follow {
@@ -389,6 +389,38 @@ func exportJournal(ctx context.Context, q logQuery, follow bool, cursorFile stri
 	}
 }
 
+// noEntriesYet tells a journalctl run that failed only because nothing
+// matched yet: journalctl (systemd 252) given a --cursor-file that does
+// not exist exits 1, silently, when no record matches, as it has no
+// cursor to write. Until the first record, that is "nothing to ship",
+// not a failure; a follower would otherwise die before the first
+// verdict.
+func noEntriesYet(err error, cursorFile string) bool {
+	var failed *journalctlError
+	var exit *exec.ExitError
+	if cursorFile == "" || !errors.As(err, &failed) || failed.msg != "" ||
+		!errors.As(err, &exit) || exit.ExitCode() != 1 {
+		return false
+	}
+	_, statErr := os.Stat(cursorFile)
+	return errors.Is(statErr, os.ErrNotExist)
+}
+
+// journalctlError is a journalctl run that failed, with what it said.
+type journalctlError struct {
+	err error
+	msg string
+}
+
+func (e *journalctlError) Error() string {
+	if e.msg == "" {
+		return "journalctl: " + e.err.Error()
+	}
+	return "journalctl: " + e.err.Error() + ": " + e.msg
+}
+
+func (e *journalctlError) Unwrap() error { return e.err }
+
 // streamJournal runs journalctl with args, its output going to w as it
 // comes (until ctx ends, with --follow).
 func streamJournal(ctx context.Context, args []string, w io.Writer) error {
@@ -400,10 +432,7 @@ func streamJournal(ctx context.Context, args []string, w io.Writer) error {
 	var stderr strings.Builder
 	cmd.Stdout, cmd.Stderr = w, &limitedWriter{w: &stderr, n: 4096}
 	if err := cmd.Run(); err != nil && ctx.Err() == nil {
-		if msg := strings.TrimSpace(stderr.String()); msg != "" {
-			return fmt.Errorf("journalctl: %w: %s", err, msg)
-		}
-		return fmt.Errorf("journalctl: %w", err)
+		return &journalctlError{err: err, msg: strings.TrimSpace(stderr.String())}
 	}
 	return nil
 }

@@ -193,6 +193,65 @@ func TestJournalUploadToRemote(t *testing.T) {
 	}
 }
 
+// A follower started before the journal holds any record of clearance's
+// waits for the first one instead of failing: journalctl exits 1 when a
+// --cursor-file it was given does not exist yet and nothing matches.
+func TestExportFollowBeforeFirstRecord(t *testing.T) {
+	if _, err := os.Stat(journalRemote); err != nil {
+		testutil.Unavailable(t, "%s (Debian systemd-journal-remote)", journalRemote)
+	}
+	testutil.RequireTool(t, "journalctl")
+	base := shortDir(t)
+	src := filepath.Join(base, "src")
+	os.Mkdir(src, 0o700)
+	now := time.Now().UnixMicro()
+	writeJournal(t, filepath.Join(src, "a.journal"), exportRecord(now, "_HOSTNAME=alpha", "MESSAGE=not clearance's"))
+	cursor := filepath.Join(base, "cursor")
+
+	// Once, without --follow: nothing to ship is not a failure either.
+	if res := ctl(t, base, nil, "log", "--export", "--journal-dir", src, "--cursor-file", cursor); res.code != 0 || res.stdout != "" {
+		t.Fatalf("export with nothing to ship: exit %d, stdout %q, stderr %q", res.code, res.stdout, res.stderr)
+	}
+
+	out, err := os.Create(filepath.Join(base, "out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	var errb strings.Builder
+	follow := exec.Command(bin(t, "clearancectl"), "log", "--export", "--follow", "--journal-dir", src, "--cursor-file", cursor)
+	follow.Stdout, follow.Stderr = out, &errb
+	if err := follow.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- follow.Wait() }()
+	defer func() {
+		follow.Process.Signal(syscall.SIGTERM)
+		<-exited
+	}()
+
+	// Two rounds of journalctl with nothing to ship; the follower lives.
+	select {
+	case err := <-exited:
+		exited <- err
+		t.Fatalf("the follower ended before any record: %v: %s", err, errb.String())
+	case <-time.After(2*time.Second + 500*time.Millisecond):
+	}
+	writeJournal(t, filepath.Join(src, "b.journal"),
+		exportRecord(now+1, "_HOSTNAME=alpha", "MESSAGE=blocked", "MESSAGE_ID="+audit.MsgBlocked,
+			"CLEARANCE_CONTAINER=ctra00000017", "CLEARANCE_REQUEST_ID=f:1", "CLEARANCE_DEST=198.51.100.91"))
+	if !testutil.Within(20*time.Second, func() bool {
+		b, _ := os.ReadFile(out.Name())
+		return strings.Contains(string(b), "CLEARANCE_REQUEST_ID=f:1")
+	}) {
+		t.Fatalf("the first record was not shipped: %s", errb.String())
+	}
+	if _, err := os.Stat(cursor); err != nil {
+		t.Errorf("no cursor kept after the first record: %v", err)
+	}
+}
+
 // The same pipeline fed by a real hub's records: a systemd-journald in a
 // private mount namespace (managerlab), the hub logging to it, a blocked
 // request and a verdict; exactly those reach the collector, with the
