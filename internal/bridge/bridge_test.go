@@ -17,6 +17,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/terok-ai/clearance/internal/testenv/testutil"
 )
 
 // TestMain doubles as the far side: with BRIDGE_TEST_HUBS set, the test
@@ -50,15 +52,6 @@ func globHubs(dir string) ([]Hub, error) {
 		out = append(out, Hub{ID: filepath.Base(filepath.Dir(p)), Path: p})
 	}
 	return out, err
-}
-
-func tempDir(t *testing.T) string {
-	d, err := os.MkdirTemp("", "brt-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(d) })
-	return d
 }
 
 // echoHub serves an echo on dir/id/hub.sock.
@@ -108,7 +101,7 @@ func TestReadFrameRejects(t *testing.T) {
 }
 
 func TestServeRefusals(t *testing.T) {
-	dir := tempDir(t)
+	dir := testutil.ShortDir(t)
 	inR, inW := io.Pipe()
 	outR, outW := io.Pipe()
 	done := make(chan error, 1)
@@ -161,8 +154,8 @@ func TestServeRefusals(t *testing.T) {
 }
 
 func TestClientCarriesHubsAndCommands(t *testing.T) {
-	hubs := tempDir(t)
-	local := tempDir(t)
+	hubs := testutil.ShortDir(t)
+	local := testutil.ShortDir(t)
 	echoHub(t, hubs, "c1")
 	exe, _ := os.Executable()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -219,12 +212,12 @@ func TestClientCarriesHubsAndCommands(t *testing.T) {
 func TestDialExplainsFailure(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	_, err := Dial(ctx, Config{Command: []string{"sh", "-c", "echo 'clearancectl: unknown command \"bridge\"' >&2; exit 2"}, Dir: tempDir(t)})
+	_, err := Dial(ctx, Config{Command: []string{"sh", "-c", "echo 'clearancectl: unknown command \"bridge\"' >&2; exit 2"}, Dir: testutil.ShortDir(t)})
 	if err == nil || !strings.Contains(err.Error(), `unknown command "bridge"`) || !strings.Contains(err.Error(), "exit status 2") {
 		t.Errorf("got %v", err)
 	}
 	// A far side that prints something else is a protocol error.
-	_, err = Dial(ctx, Config{Command: []string{"sh", "-c", "echo Welcome to the server; sleep 1"}, Dir: tempDir(t)})
+	_, err = Dial(ctx, Config{Command: []string{"sh", "-c", "echo Welcome to the server; sleep 1"}, Dir: testutil.ShortDir(t)})
 	if err == nil || !errors.Is(err, ErrSessionEnded) {
 		t.Errorf("garbage: %v", err)
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/varlink/go/varlink"
 
 	"github.com/terok-ai/clearance/internal/audit"
+	"github.com/terok-ai/clearance/internal/testenv/testutil"
 	fw "github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearancefirewall1"
 	"github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearancehub1"
 )
@@ -106,7 +107,7 @@ func TestParseVerdict(t *testing.T) {
 }
 
 func TestHelpAndUsage(t *testing.T) {
-	rt := shortTempDir(t)
+	rt := testutil.ShortDir(t)
 	for _, c := range commands() {
 		t.Run(c.name, func(t *testing.T) {
 			res := runCtl(t, rt, c.name, "--help")
@@ -145,7 +146,7 @@ func TestHubID(t *testing.T) {
 }
 
 func TestDiscoverSkipsHiddenAndNonSockets(t *testing.T) {
-	rt := shortTempDir(t)
+	rt := testutil.ShortDir(t)
 	startHub(t, rt, "b")
 	startHub(t, rt, "a")
 	startHub(t, rt, ".hidden")

@@ -16,10 +16,11 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/terok-ai/clearance/internal/hub"
+	"github.com/terok-ai/clearance/internal/testenv/testutil"
 )
 
 func TestPendingJSON(t *testing.T) {
-	rt := shortTempDir(t)
+	rt := testutil.ShortDir(t)
 	th := startHub(t, rt, "c1")
 	ev := blockedEv("c1", "198.51.100.7", "api.example.com", 443)
 	ev.Dossier = map[string]string{"project": "proj", "task": "t1"}
@@ -66,7 +67,7 @@ func TestPendingJSON(t *testing.T) {
 }
 
 func TestPendingEmptyAndNoHubs(t *testing.T) {
-	rt := shortTempDir(t)
+	rt := testutil.ShortDir(t)
 	res := runCtl(t, rt, "pending", "--json")
 	if res.code != ExitOK || strings.TrimSpace(res.stdout) != "[]" {
 		t.Errorf("no hubs: exit %d, stdout %q", res.code, res.stdout)
@@ -95,7 +96,7 @@ func TestVerdictScopes(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			rt := shortTempDir(t)
+			rt := testutil.ShortDir(t)
 			th := startHub(t, rt, "c1")
 			startHub(t, rt, "c2") // a second hub that does not hold the id
 			id := th.Hub.Blocked(blockedEv("c1", "198.51.100.7", "api.example.com", 443))
@@ -125,7 +126,7 @@ func TestVerdictScopes(t *testing.T) {
 }
 
 func TestVerdictErrors(t *testing.T) {
-	rt := shortTempDir(t)
+	rt := testutil.ShortDir(t)
 	th := startHub(t, rt, "c1")
 	id := th.Hub.Blocked(blockedEv("c1", "198.51.100.7", "api.example.com", 443))
 
@@ -172,7 +173,7 @@ func TestVerdictErrors(t *testing.T) {
 }
 
 func TestStatusJSON(t *testing.T) {
-	rt := shortTempDir(t)
+	rt := testutil.ShortDir(t)
 	th := startHub(t, rt, "c1")
 	th.Hub.Blocked(blockedEv("c1", "198.51.100.7", "api.example.com", 443))
 	th.Hub.Blocked(blockedEv("c1", "198.51.100.8", "", 80))
@@ -206,7 +207,7 @@ func TestStatusJSON(t *testing.T) {
 }
 
 func TestStatusReportsSilentHub(t *testing.T) {
-	rt := shortTempDir(t)
+	rt := testutil.ShortDir(t)
 	th := startHub(t, rt, "c1")
 	// Stop serving but leave a stale socket file behind (the seed's
 	// hubs do that).
@@ -225,7 +226,7 @@ func TestStatusReportsSilentHub(t *testing.T) {
 }
 
 func TestHostileStringsInPending(t *testing.T) {
-	rt := shortTempDir(t)
+	rt := testutil.ShortDir(t)
 	th := startHub(t, rt, "c1")
 	ev := blockedEv("c1", "198.51.100.7", hostile, 443)
 	ev.Dossier = map[string]string{"project": "\x1b[1mp\u202e", "task": hostile, "name": "n\x1b]8;;http://x\x07"}
@@ -263,7 +264,7 @@ func TestHostileStringsInPending(t *testing.T) {
 // but no hub (down, failed, or its socket gone) is listed, and status
 // exits 1: before, it said "no hubs found" and 0.
 func TestStatusListsContainersWithoutHub(t *testing.T) {
-	rt := shortTempDir(t)
+	rt := testutil.ShortDir(t)
 	th := startHub(t, rt, "c1")
 	rec := record.Record{ID: "0123456789ab" + strings.Repeat("0", 52), ID12: "0123456789ab", PID: 4242, NetnsInode: 1, NetnsDev: 1,
 		OwnerUID: uint32(os.Getuid()), Dossier: map[string]string{}}
@@ -293,7 +294,7 @@ func TestStatusListsContainersWithoutHub(t *testing.T) {
 // caller's own, without --glob. (test/packaging TestOperatorGroup checks
 // a member and a non-member against the real units.)
 func TestStatusFindsSystemHubs(t *testing.T) {
-	rt, sys := shortTempDir(t), shortTempDir(t)
+	rt, sys := testutil.ShortDir(t), testutil.ShortDir(t)
 	own := startHub(t, rt, "c1")
 	root := serveHub(t, filepath.Join(sys, "0123456789ab", "hub.sock"), nil, nil)
 	res := runWith(t, func(r *runner) { r.systemHubs = sys }, rt, "status", "--json")

@@ -6,7 +6,6 @@ package ctl
 import (
 	"bytes"
 	"context"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -128,18 +127,6 @@ func truncateForLog(s string) string {
 		return s[:4000] + "…"
 	}
 	return s
-}
-
-// shortTempDir returns a temp dir with a short path (Unix socket paths
-// are limited to 107 bytes).
-func shortTempDir(t *testing.T) string {
-	t.Helper()
-	d, err := os.MkdirTemp("", "ctl")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(d) })
-	return d
 }
 
 // hostile is a domain an attacker controls: an ANSI colour, an OSC title

@@ -17,6 +17,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/varlink/go/varlink"
 
+	"github.com/terok-ai/clearance/internal/testenv/testutil"
 	"github.com/terok-ai/clearance/internal/varlinkapi"
 	"github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearance1"
 )
@@ -56,7 +57,7 @@ func startSeedHub(t *testing.T, path string) {
 // hub of the seed itself, which has no Pending or Stats, is shown as such
 // without failing the command.
 func TestDefaultGlobsFindEveryLayout(t *testing.T) {
-	rt := shortTempDir(t)
+	rt := testutil.ShortDir(t)
 	layouts := map[string]string{
 		"aaaa00000001": filepath.Join(rt, "clearance", "aaaa00000001", "hub.sock"),
 		"bbbb00000002": filepath.Join(rt, "terok", "clearance", "bbbb00000002.sock"),
@@ -121,7 +122,7 @@ func TestDefaultGlobsFindEveryLayout(t *testing.T) {
 // TestNoHubsNamesEveryDefaultLayout: where no hub is found, the message
 // says where clearancectl looked: all three default layouts.
 func TestNoHubsNamesEveryDefaultLayout(t *testing.T) {
-	rt := shortTempDir(t)
+	rt := testutil.ShortDir(t)
 	res := runCtl(t, rt, "status")
 	for _, want := range []string{
 		filepath.Join(rt, "clearance", "*", "hub.sock"),

@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/terok-ai/clearance/internal/testenv/testutil"
 )
 
 func TestParseHost(t *testing.T) {
@@ -73,7 +75,7 @@ func TestSplitGlobal(t *testing.T) {
 }
 
 func TestRemoteUsageErrors(t *testing.T) {
-	rt := shortTempDir(t)
+	rt := testutil.ShortDir(t)
 	for _, args := range [][]string{
 		{"--host", "-oProxyCommand=x", "pending"},
 		{"--host", "a", "--host", "a", "pending"},

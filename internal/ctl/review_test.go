@@ -204,7 +204,7 @@ func startReviewHubs(t *testing.T, rt string) *reviewHubs {
 }
 
 func TestReviewPTYSelectAllowDeny(t *testing.T) {
-	rt := shortTempDir(t)
+	rt := testutil.ShortDir(t)
 	h := startReviewHubs(t, rt)
 	s := startPTYReview(t, rt, 160, 20, nil)
 
@@ -333,7 +333,7 @@ func tail(s string, n int) string {
 // TestReviewPTYManyAndResize: more requests than lines scroll with the
 // cursor; * selects all; a smaller terminal is followed; Ctrl-C quits.
 func TestReviewPTYManyAndResize(t *testing.T) {
-	rt := shortTempDir(t)
+	rt := testutil.ShortDir(t)
 	th := startHub(t, rt, "c1")
 	for i := 0; i < 30; i++ {
 		th.Hub.Blocked(blockedEv("c1", fmt.Sprintf("192.0.2.%d", i+1), fmt.Sprintf("h%02d.example", i), 443))
@@ -403,7 +403,7 @@ func runReviewLines(t *testing.T, rt, input string, args ...string) ctlResult {
 }
 
 func TestReviewLineMode(t *testing.T) {
-	rt := shortTempDir(t)
+	rt := testutil.ShortDir(t)
 	h := startReviewHubs(t, rt)
 	in := strings.Join([]string{
 		// 1 is the hostile name (its label starts with a space), 2 and 3
@@ -475,7 +475,7 @@ func TestReviewLineMode(t *testing.T) {
 // TestReviewLineModeFailures: a refused verdict and a hub that does not
 // answer make the exit status 1, and are named.
 func TestReviewLineModeFailures(t *testing.T) {
-	rt := shortTempDir(t)
+	rt := testutil.ShortDir(t)
 	fa := &hubtest.Applier{}
 	th := startHubWith(t, rt, "c1", fa, nil)
 	id := th.Hub.Blocked(blockedEv("c1", "198.51.100.7", "api.example.com", 443))
@@ -498,14 +498,14 @@ func TestReviewLineModeFailures(t *testing.T) {
 		t.Errorf("a refused request is no longer pending")
 	}
 	// No hubs at all.
-	res = runReviewLines(t, shortTempDir(t), "")
+	res = runReviewLines(t, testutil.ShortDir(t), "")
 	if res.code != ExitOK || !strings.Contains(res.stdout, "No hubs found (looked for ") {
 		t.Errorf("no hubs: exit %d, %q", res.code, res.stdout)
 	}
 }
 
 func TestReviewUsage(t *testing.T) {
-	rt := shortTempDir(t)
+	rt := testutil.ShortDir(t)
 	for _, args := range [][]string{{"review", "extra"}, {"review", "--group", "port"}, {"review", "--nope"}} {
 		if res := runCtl(t, rt, args...); res.code != ExitUsage || !strings.Contains(res.stderr, "clearancectl") {
 			t.Errorf("%v: exit %d, %q", args, res.code, res.stderr)
@@ -617,7 +617,7 @@ func BenchmarkReviewRender1k(b *testing.B) {
 // TestReviewLineModeContainerAlways: --container keeps one container's
 // requests, and always reaches the hub as scope always.
 func TestReviewLineModeContainerAlways(t *testing.T) {
-	rt := shortTempDir(t)
+	rt := testutil.ShortDir(t)
 	h := startReviewHubs(t, rt)
 	res := runReviewLines(t, rt, "allow all always\ny\n", "--container", "c1", "--group", "container")
 	if res.code != ExitOK {

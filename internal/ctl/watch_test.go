@@ -122,7 +122,7 @@ func startPTYWatch(t *testing.T, rt string, env map[string]string, args ...strin
 }
 
 func TestWatchPTYPromptConfirmVerdict(t *testing.T) {
-	rt := shortTempDir(t)
+	rt := testutil.ShortDir(t)
 	fa := &hubtest.Applier{}
 	h := hub.New(hub.Config{Container: "c1", Applier: fa, Log: testutil.Logger(t), Reemit: time.Nanosecond})
 	th := startHubWith(t, rt, "c1", fa, h)
@@ -215,7 +215,7 @@ func pendingIDs(h *hub.Hub) map[string]bool {
 }
 
 func TestWatchPTYHostileStringsAndFailure(t *testing.T) {
-	rt := shortTempDir(t)
+	rt := testutil.ShortDir(t)
 	th := startHub(t, rt, "c1")
 	s := startPTYWatch(t, rt, map[string]string{"NO_COLOR": "1"})
 	s.waitOut("hub c1: connected")
@@ -258,7 +258,7 @@ func TestWatchPTYHostileStringsAndFailure(t *testing.T) {
 }
 
 func TestWatchColourOnlyOnTerminal(t *testing.T) {
-	rt := shortTempDir(t)
+	rt := testutil.ShortDir(t)
 	th := startHub(t, rt, "c1")
 	s := startPTYWatch(t, rt, nil)
 	s.waitOut("connected")
@@ -298,7 +298,7 @@ func startPipeWatch(t *testing.T, rt string) *session {
 }
 
 func TestWatchDiscoversReconnectsAndForgetsHubs(t *testing.T) {
-	rt := shortTempDir(t)
+	rt := testutil.ShortDir(t)
 	s := startPipeWatch(t, rt)
 	s.waitOut("No hubs yet")
 
@@ -356,7 +356,7 @@ func TestWatchDiscoversReconnectsAndForgetsHubs(t *testing.T) {
 }
 
 func TestWatchEOFQuits(t *testing.T) {
-	rt := shortTempDir(t)
+	rt := testutil.ShortDir(t)
 	s := startPipeWatch(t, rt)
 	s.waitOut("No hubs yet")
 	s.in.(io.Closer).Close()

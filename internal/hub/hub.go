@@ -814,20 +814,31 @@ type PendingRequest struct {
 // Pending returns every request waiting for a verdict, oldest first.
 func (h *Hub) Pending() []PendingRequest {
 	h.mu.Lock()
+	out := h.pendingLocked()
+	h.mu.Unlock()
+	sortPending(out)
+	return out
+}
+
+// pendingLocked copies the pending requests, unsorted. h.mu is held.
+func (h *Hub) pendingLocked() []PendingRequest {
 	out := make([]PendingRequest, 0, len(h.pending))
 	for _, p := range h.pending {
 		ev := p.ev
 		ev.Dossier = cloneMap(ev.Dossier)
 		out = append(out, PendingRequest{Event: ev, Count: p.count, FirstSeen: p.first, LastSeen: p.last})
 	}
-	h.mu.Unlock()
+	return out
+}
+
+// sortPending orders pending requests oldest first, then by request id.
+func sortPending(out []PendingRequest) {
 	sort.Slice(out, func(i, j int) bool {
 		if !out[i].FirstSeen.Equal(out[j].FirstSeen) {
 			return out[i].FirstSeen.Before(out[j].FirstSeen)
 		}
 		return out[i].Event.RequestID < out[j].Event.RequestID
 	})
-	return out
 }
 
 func cloneMap(m map[string]string) map[string]string {

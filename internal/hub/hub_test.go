@@ -721,3 +721,42 @@ func TestAlwaysVerdictIsAnnouncedSaved(t *testing.T) {
 		t.Errorf("verdict_saved (-want +got):\n%s", diff)
 	}
 }
+
+// SubscribePending takes the backlog and starts the subscription at one
+// moment: with requests published concurrently, every one of them is in
+// the backlog or in the stream. Pending then Subscribe (two steps) loses
+// what lands between them; this is what a reconnecting client relies on.
+func TestSubscribePendingLosesNothing(t *testing.T) {
+	const n = 2000
+	h := New(Config{QueueDepth: n, MaxPending: n})
+	started := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; i < n; i++ {
+			if i == n/4 {
+				close(started)
+			}
+			h.Publish(blockedEv("c", fmt.Sprintf("c:%d", i), fmt.Sprintf("198.51.%d.%d", 100+i/250, i%250), ""))
+		}
+	}()
+	<-started
+	sub, pending := h.SubscribePending()
+	defer sub.Close()
+	<-done
+	seen := map[string]bool{}
+	for _, p := range pending {
+		seen[p.Event.RequestID] = true
+	}
+	for _, ev := range drain(sub) {
+		seen[ev.RequestID] = true
+	}
+	for i := 0; i < n; i++ {
+		if id := fmt.Sprintf("c:%d", i); !seen[id] {
+			t.Fatalf("%s is neither in the backlog (%d) nor in the stream", id, len(pending))
+		}
+	}
+	if len(pending) == 0 || len(pending) == n {
+		t.Logf("the subscription started at the edge of the publishing (%d pending)", len(pending))
+	}
+}

@@ -31,8 +31,25 @@ type Subscription struct {
 // from now on (there is no replay; see [Hub.Pending]). The caller must
 // Close it.
 func (h *Hub) Subscribe() *Subscription {
+	s, _ := h.subscribe(false)
+	return s
+}
+
+// SubscribePending is [Hub.Subscribe] and [Hub.Pending] in one step: the
+// requests pending at the moment the subscription starts, and a
+// subscription that receives every event published after that moment.
+// A request blocked concurrently is in one of the two, never in neither.
+func (h *Hub) SubscribePending() (*Subscription, []PendingRequest) {
+	return h.subscribe(true)
+}
+
+func (h *Hub) subscribe(withPending bool) (*Subscription, []PendingRequest) {
 	s := &Subscription{h: h, ready: make(chan struct{}, 1), queue: make([]*Item, h.cfg.QueueDepth)}
+	var pending []PendingRequest
 	h.mu.Lock()
+	if withPending {
+		pending = h.pendingLocked()
+	}
 	h.subs[s] = struct{}{}
 	if h.cfg.Notice != "" {
 		s.push(&Item{Event: event.Event{Type: event.HubNotice, Container: h.cfg.Container, Reason: h.cfg.Notice,
@@ -42,7 +59,10 @@ func (h *Hub) Subscribe() *Subscription {
 	if h.Observing() {
 		s.push(&Item{Event: h.observeNotice()})
 	}
-	return s
+	if withPending {
+		sortPending(pending)
+	}
+	return s, pending
 }
 
 // Item is one queued event. The same Item is queued for every

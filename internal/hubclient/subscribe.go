@@ -33,14 +33,18 @@ type Handler interface {
 	Event(ctx context.Context, ev orgterokclearance1.ClearanceEvent) error
 }
 
-// Subscribe follows the hub at path once: it subscribes on a connection
-// of its own, then fetches the pending backlog on calls (closed first: a
-// connection from before a hub restart is stale), and delivers to h until
-// the stream ends, the hub goes away or ctx ends; a blocked receive is
-// interrupted then, whatever the library does with the context.
-// connected reports whether the subscription stood (Connected was
-// called and accepted it), which callers use to reset their reconnect
-// backoff.
+// Subscribe follows the hub at path once: on a connection of its own it
+// calls org.terok.ClearanceHub1.Follow, which gives the pending backlog
+// and starts the event stream at one moment, so that nothing blocked in
+// between is lost. A hub without Follow (the seed's, or an older one) is
+// subscribed to with org.terok.Clearance1.Subscribe instead and its
+// backlog fetched afterwards on calls (closed first in either case: a
+// connection from before a hub restart is stale). It then delivers to h
+// until the stream ends, the hub goes away or ctx ends; a blocked
+// receive is interrupted then, whatever the library does with the
+// context. connected reports whether the subscription stood (Connected
+// was called and accepted it), which callers use to reset their
+// reconnect backoff.
 func Subscribe(ctx context.Context, path string, calls *Caller, h Handler) (connected bool, err error) {
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -51,13 +55,58 @@ func Subscribe(ctx context.Context, path string, calls *Caller, h Handler) (conn
 	defer stream.Close()
 	stop := context.AfterFunc(sctx, interrupt)
 	defer stop()
-	recv, err := orgterokclearance1.Subscribe().Send(sctx, stream, varlink.More)
+	calls.Close()
+	recv, err := orgterokclearancehub1.Follow().Send(sctx, stream, varlink.More)
+	if err != nil {
+		return false, fmt.Errorf("follow: %w", err)
+	}
+	pending, _, _, err := recv(sctx)
+	switch name := varlinkapi.ErrorName(err); {
+	case err == nil:
+		if pending == nil {
+			return false, errors.New("follow: the hub's first reply carries no backlog")
+		}
+		if err := h.Connected(sctx, *pending, true); err != nil {
+			return false, err
+		}
+		for {
+			_, w, flags, err := recv(sctx)
+			if err != nil {
+				return true, err
+			}
+			if w == nil {
+				return true, errors.New("follow: a reply without an event")
+			}
+			if err := h.Event(sctx, orgterokclearance1.ClearanceEvent(*w)); err != nil {
+				return true, err
+			}
+			if flags&varlink.Continues == 0 {
+				return true, ErrStreamEnded
+			}
+		}
+	case name == errInterfaceNotFound || name == errMethodNotFound:
+		return subscribeCompat(sctx, stream, calls, h)
+	default:
+		return false, fmt.Errorf("follow: %w", err)
+	}
+}
+
+const (
+	errInterfaceNotFound = "org.varlink.service.InterfaceNotFound"
+	errMethodNotFound    = "org.varlink.service.MethodNotFound"
+)
+
+// subscribeCompat is Subscribe for a hub without Follow: subscribe on
+// stream, then fetch the backlog on calls where the hub has one. A
+// request blocked between the two may reach neither (the seed's
+// protocol has no way to close that gap).
+func subscribeCompat(ctx context.Context, stream *varlink.Connection, calls *Caller, h Handler) (bool, error) {
+	recv, err := orgterokclearance1.Subscribe().Send(ctx, stream, varlink.More)
 	if err != nil {
 		return false, fmt.Errorf("subscribe: %w", err)
 	}
-	calls.Close()
 	var pending []orgterokclearancehub1.PendingRequest
-	err = calls.Call(sctx, func(ctx context.Context, c *varlink.Connection) error {
+	err = calls.Call(ctx, func(ctx context.Context, c *varlink.Connection) error {
 		var err error
 		pending, err = orgterokclearancehub1.Pending().Call(ctx, c)
 		return err
@@ -66,15 +115,15 @@ func Subscribe(ctx context.Context, path string, calls *Caller, h Handler) (conn
 	if err != nil && varlinkapi.ErrorName(err) == "" {
 		return false, err // a transport failure: the hub is gone again
 	}
-	if err := h.Connected(sctx, pending, hub1); err != nil {
+	if err := h.Connected(ctx, pending, hub1); err != nil {
 		return false, err
 	}
 	for {
-		w, flags, err := recv(sctx)
+		w, flags, err := recv(ctx)
 		if err != nil {
 			return true, err
 		}
-		if err := h.Event(sctx, w); err != nil {
+		if err := h.Event(ctx, w); err != nil {
 			return true, err
 		}
 		if flags&varlink.Continues == 0 {

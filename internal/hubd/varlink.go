@@ -95,7 +95,7 @@ var ParamCheck = sync.OnceValue(func() *varlinkapi.ParamCheck {
 		new(orgterokclearance1.VarlinkInterface).VarlinkGetDescription(),
 		new(orgterokclearancehub1.VarlinkInterface).VarlinkGetDescription(),
 		new(iosystemdservice.VarlinkInterface).VarlinkGetDescription(),
-	}, "org.terok.Clearance1.Subscribe")
+	}, "org.terok.Clearance1.Subscribe", "org.terok.ClearanceHub1.Follow")
 	if err != nil {
 		// The descriptions are compiled in; every hub test builds this.
 		panic("hubd: " + err.Error())
@@ -117,7 +117,14 @@ func (s *compat) Subscribe(ctx context.Context, c orgterokclearance1.VarlinkCall
 	}
 	sub := s.hub.Subscribe()
 	defer sub.Close()
-	gone := varlinkapi.Hangup(&c.Call)
+	return streamEvents(ctx, &c.Call, sub, nil)
+}
+
+// streamEvents writes first (when set), then sub's events as
+// org.terok.Clearance1.Subscribe replies, until the peer hangs up or
+// ctx ends.
+func streamEvents(ctx context.Context, c *varlink.Call, sub *hub.Subscription, first []byte) error {
+	gone := varlinkapi.Hangup(c)
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() {
@@ -128,6 +135,11 @@ func (s *compat) Subscribe(ctx context.Context, c orgterokclearance1.VarlinkCall
 		}
 	}()
 	c.Continues = true
+	if first != nil {
+		if _, err := c.Conn.Write(wctx, first); err != nil {
+			return nil
+		}
+	}
 	var batch []byte
 	for {
 		select {
@@ -239,7 +251,37 @@ type ours struct {
 
 // Pending lists the requests waiting for a verdict.
 func (s *ours) Pending(ctx context.Context, c orgterokclearancehub1.VarlinkCall) error {
-	ps := s.hub.Pending()
+	return c.ReplyPending(ctx, pendingWire(s.hub.Pending()))
+}
+
+// Follow is Pending, then Subscribe's stream, from one moment: the first
+// reply carries the backlog, every later one an event, encoded as
+// Subscribe encodes it (the parameter is "event" in both interfaces and
+// Event has ClearanceEvent's fields, so the bytes are the same and shared
+// with Subscribe's subscribers).
+func (s *ours) Follow(ctx context.Context, c orgterokclearancehub1.VarlinkCall) error {
+	if !c.WantsMore() {
+		return varlinkapi.ReplyExpectedMore(ctx, &c.Call)
+	}
+	sub, ps := s.hub.SubscribePending()
+	defer sub.Close()
+	pending := pendingWire(ps)
+	first, err := json.Marshal(struct {
+		Continues  bool `json:"continues"`
+		Parameters struct {
+			Pending *[]orgterokclearancehub1.PendingRequest `json:"pending"`
+		} `json:"parameters"`
+	}{Continues: true, Parameters: struct {
+		Pending *[]orgterokclearancehub1.PendingRequest `json:"pending"`
+	}{&pending}})
+	if err != nil {
+		return err
+	}
+	return streamEvents(ctx, &c.Call, sub, append(first, 0))
+}
+
+// pendingWire converts pending requests to the wire.
+func pendingWire(ps []hub.PendingRequest) []orgterokclearancehub1.PendingRequest {
 	out := make([]orgterokclearancehub1.PendingRequest, 0, len(ps))
 	for _, p := range ps {
 		ev := p.Event
@@ -253,7 +295,7 @@ func (s *ours) Pending(ctx context.Context, c orgterokclearancehub1.VarlinkCall)
 			out[len(out)-1].Reason = &r
 		}
 	}
-	return c.ReplyPending(ctx, out)
+	return out
 }
 
 // Stats reports the hub's counters.

@@ -380,6 +380,41 @@ func TestIntrospection(t *testing.T) {
 	}
 }
 
+// Follow: the backlog first, then the events byte for byte as Subscribe
+// sends them; without "more" it is ExpectedMore, as Subscribe.
+func TestFollowBacklogThenSubscribeBytes(t *testing.T) {
+	th := startHub(t, 0)
+	r := dialRaw(t, th.Path)
+	r.send(`{"method":"org.terok.ClearanceHub1.Follow"}`)
+	if got, want := r.recv(), `{"error":"org.varlink.service.ExpectedMore"}`; got != want {
+		t.Fatalf("reply = %s, want %s", got, want)
+	}
+	r.send(`{"method":"org.terok.ClearanceHub1.Follow","more":true}`)
+	if got, want := r.recv(), `{"continues":true,"parameters":{"pending":[]}}`; got != want {
+		t.Fatalf("first reply on an empty hub\n got %s\nwant %s", got, want)
+	}
+	th.Hub.Publish(event.Event{Type: event.ConnectionBlocked, Container: "c", RequestID: "c:1",
+		Dest: "198.51.100.1", Port: 443, Proto: 6, Domain: "registry.example.net"})
+	want := `{"continues":true,"parameters":{"event":{"type":"connection_blocked","container":"c","request_id":"c:1","dest":"198.51.100.1","port":443,"proto":6,"domain":"registry.example.net","action":"","ok":false,"reason":"","dossier":{}}}}`
+	if got := r.recv(); got != want {
+		t.Fatalf("event reply\n got %s\nwant %s", got, want)
+	}
+
+	// A second follower gets c:1 in its backlog, with the generated client.
+	c := dial(t, th.Path)
+	recv, err := orgterokclearancehub1.Follow().Send(context.Background(), c, varlink.More)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pending, ev, flags, err := recv(context.Background())
+	if err != nil || pending == nil || ev != nil || flags&varlink.Continues == 0 {
+		t.Fatalf("first reply: pending %v, event %v, flags %d, err %v", pending, ev, flags, err)
+	}
+	if len(*pending) != 1 || (*pending)[0].Request_id != "c:1" || (*pending)[0].Target != "registry.example.net" {
+		t.Fatalf("backlog %+v", *pending)
+	}
+}
+
 func TestPendingAndStats(t *testing.T) {
 	th := startHub(t, 0)
 	th.Hub.Publish(blocked("c:1", "198.51.100.1", "a.example"))

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/terok-ai/clearance/internal/testenv/notifytest"
+	"github.com/terok-ai/clearance/internal/testenv/testutil"
 )
 
 // TestAttackSecondHubClaimsContainer (issue 9, item 11): the notifier
@@ -19,7 +20,7 @@ import (
 func TestAttackSecondHubClaimsContainer(t *testing.T) {
 	bus := notifytest.NewBus(t)
 	srv := notifytest.NewServer(t, bus.Addr, fullCaps)
-	base := filepath.Join(runtimeDir(t), "clearance")
+	base := filepath.Join(testutil.ShortDir(t), "clearance")
 	real := startHubAt(t, filepath.Join(base, "aaaa00000001", "hub.sock"), "ctr-a")
 	real.Hub.Blocked(blockedEvent("ctr-a", "192.0.2.1", "api.example.com", nil))
 	startDaemon(t, Options{Globs: []string{filepath.Join(base, "*", "hub.sock")}, DialBus: dialBus(t, bus.Addr)})

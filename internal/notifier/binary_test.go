@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/terok-ai/clearance/internal/testenv/notifytest"
+	"github.com/terok-ai/clearance/internal/testenv/testutil"
 )
 
 // daemonProcess is the built clearance-notifier running "run" against a
@@ -139,7 +140,7 @@ func (p *daemonProcess) terminate(tb testing.TB) (time.Duration, int) {
 func TestBinaryDaemon(t *testing.T) {
 	bus := notifytest.NewBus(t)
 	srv := notifytest.NewServer(t, bus.Addr, fullCaps)
-	rt := runtimeDir(t)
+	rt := testutil.ShortDir(t)
 	th := startHubAt(t, filepath.Join(rt, "clearance", "abcdef012345", "hub.sock"), "abcdef012345")
 	p := startBinaryDaemon(t, bus.Addr, rt)
 	ready := p.waitState(t, "READY=1")
@@ -192,7 +193,7 @@ func (p *daemonProcess) statesUntil(tb testing.TB, want string) []string {
 func TestBinaryStatusFollowsBus(t *testing.T) {
 	bus := notifytest.NewBus(t)
 	srv := notifytest.NewServer(t, bus.Addr, fullCaps)
-	rt := runtimeDir(t)
+	rt := testutil.ShortDir(t)
 	th := startHubAt(t, filepath.Join(rt, "clearance", "5a7a5a7a5a7a", "hub.sock"), "5a7a5a7a5a7a")
 	th.Hub.Blocked(blockedEvent("5a7a5a7a5a7a", "192.0.2.91", "status.example", nil))
 	p := startBinaryDaemon(t, bus.Addr, rt)
@@ -251,7 +252,7 @@ var gcGoal = regexp.MustCompile(`(?m)^gc \d+ @.* (\d+) MB goal`)
 func TestBinaryHeapStaysSmall(t *testing.T) {
 	bus := notifytest.NewBus(t)
 	srv := notifytest.NewServer(t, bus.Addr, fullCaps)
-	rt := runtimeDir(t)
+	rt := testutil.ShortDir(t)
 	th := startHubAt(t, filepath.Join(rt, "clearance", "9c9c9c9c9c9c", "hub.sock"), "9c9c9c9c9c9c")
 	if err := os.WriteFile(filepath.Join(rt, "clearance.yaml"), []byte("notifier:\n  rate_per_minute: 100000\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -290,7 +291,7 @@ func TestBinaryHeapStaysSmall(t *testing.T) {
 func BenchmarkBlockToNotify(b *testing.B) {
 	bus := notifytest.NewBus(b)
 	srv := notifytest.NewServer(b, bus.Addr, fullCaps)
-	base := filepath.Join(runtimeDir(b), "clearance")
+	base := filepath.Join(testutil.ShortDir(b), "clearance")
 	th := startHubAt(b, filepath.Join(base, "bench0000001", "hub.sock"), "bench0000001")
 	startDaemon(b, Options{Globs: []string{filepath.Join(base, "*", "hub.sock")}, DialBus: dialBus(b, bus.Addr),
 		MaxVisible: 1 << 30, RatePerMinute: 1 << 30})
@@ -324,7 +325,7 @@ func BenchmarkBlockToNotify(b *testing.B) {
 func BenchmarkIdleRSS(b *testing.B) {
 	bus := notifytest.NewBus(b)
 	srv := notifytest.NewServer(b, bus.Addr, fullCaps)
-	rt := runtimeDir(b)
+	rt := testutil.ShortDir(b)
 	th := startHubAt(b, filepath.Join(rt, "clearance", "rss000000001", "hub.sock"), "rss000000001")
 	p := startBinaryDaemon(b, bus.Addr, rt)
 	p.waitState(b, "READY=1")

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/terok-ai/clearance/internal/testenv/notifytest"
+	"github.com/terok-ai/clearance/internal/testenv/testutil"
 )
 
 // flusher drives the daemon's flush cycles (Options.flushTick) in tests.
@@ -73,7 +74,7 @@ func sinceOwnerChange(seen []notifytest.Seen) (changes int, after []notifytest.S
 func TestDaemonBusBackBeforeServer(t *testing.T) {
 	bus := notifytest.NewBus(t)
 	srv := notifytest.NewServer(t, bus.Addr, fullCaps)
-	base := filepath.Join(runtimeDir(t), "clearance")
+	base := filepath.Join(testutil.ShortDir(t), "clearance")
 	th := startHubAt(t, filepath.Join(base, "b05b05b05b05", "hub.sock"), "ctr-r")
 	th.Hub.Blocked(blockedEvent("ctr-r", "192.0.2.21", "one.example", nil))
 	st := &recordStatus{}

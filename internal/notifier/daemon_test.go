@@ -32,7 +32,7 @@ var fullCaps = []string{"actions", "body", "body-markup", "persistence"}
 func TestDaemonFollowsHubs(t *testing.T) {
 	bus := notifytest.NewBus(t)
 	srv := notifytest.NewServer(t, bus.Addr, fullCaps)
-	base := filepath.Join(runtimeDir(t), "clearance")
+	base := filepath.Join(testutil.ShortDir(t), "clearance")
 
 	// Hub A exists before the daemon, with a request already waiting.
 	hubA := startHubAt(t, filepath.Join(base, "aaaa00000001", "hub.sock"), "ctr-a")
@@ -176,7 +176,7 @@ func nextOfType(t *testing.T, sub *hub.Subscription, typ string) event.Event {
 func TestDaemonTransportFailureShowsAllowFailed(t *testing.T) {
 	bus := notifytest.NewBus(t)
 	srv := notifytest.NewServer(t, bus.Addr, fullCaps)
-	base := filepath.Join(runtimeDir(t), "clearance")
+	base := filepath.Join(testutil.ShortDir(t), "clearance")
 	th := startHubAt(t, filepath.Join(base, "cccc00000003", "hub.sock"), "ctr-c")
 	th.Hub.Blocked(blockedEvent("ctr-c", "192.0.2.9", "gone.example", nil))
 	startDaemon(t, Options{Globs: []string{filepath.Join(base, "*", "hub.sock")}, DialBus: dialBus(t, bus.Addr),
@@ -196,7 +196,7 @@ func TestDaemonTransportFailureShowsAllowFailed(t *testing.T) {
 func TestDaemonAllowFor(t *testing.T) {
 	bus := notifytest.NewBus(t)
 	srv := notifytest.NewServer(t, bus.Addr, fullCaps)
-	base := filepath.Join(runtimeDir(t), "clearance")
+	base := filepath.Join(testutil.ShortDir(t), "clearance")
 	th := startHubAt(t, filepath.Join(base, "dddd00000004", "hub.sock"), "ctr-d")
 	startDaemon(t, Options{Globs: []string{filepath.Join(base, "*", "hub.sock")}, DialBus: dialBus(t, bus.Addr),
 		AllowFor: time.Hour})
@@ -222,7 +222,7 @@ func TestDaemonAllowFor(t *testing.T) {
 func TestDaemonNotificationServerRestart(t *testing.T) {
 	bus := notifytest.NewBus(t)
 	srv := notifytest.NewServer(t, bus.Addr, fullCaps)
-	base := filepath.Join(runtimeDir(t), "clearance")
+	base := filepath.Join(testutil.ShortDir(t), "clearance")
 	th := startHubAt(t, filepath.Join(base, "eeee00000005", "hub.sock"), "ctr-e")
 	th.Hub.Blocked(blockedEvent("ctr-e", "192.0.2.11", "again.example", nil))
 	startDaemon(t, Options{Globs: []string{filepath.Join(base, "*", "hub.sock")}, DialBus: dialBus(t, bus.Addr)})
@@ -241,7 +241,7 @@ func TestDaemonNotificationServerRestart(t *testing.T) {
 // configured so, and otherwise keeps running until stopped.
 func TestDaemonHeadless(t *testing.T) {
 	t.Setenv("DBUS_SESSION_BUS_ADDRESS", "")
-	glob := filepath.Join(runtimeDir(t), "clearance", "*", "hub.sock")
+	glob := filepath.Join(testutil.ShortDir(t), "clearance", "*", "hub.sock")
 	t.Run("headless_exit_ok", func(t *testing.T) {
 		if err := Run(t.Context(), Options{Globs: []string{glob}, HeadlessExitOK: true}); err != nil {
 			t.Fatalf("Run = %v, want nil", err)
@@ -266,7 +266,7 @@ func TestDaemonHeadless(t *testing.T) {
 func TestHostileStringsRenderInert(t *testing.T) {
 	bus := notifytest.NewBus(t)
 	srv := notifytest.NewServer(t, bus.Addr, fullCaps)
-	base := filepath.Join(runtimeDir(t), "clearance")
+	base := filepath.Join(testutil.ShortDir(t), "clearance")
 	th := startHubAt(t, filepath.Join(base, "ffff00000006", "hub.sock"), "ctr-f")
 	startDaemon(t, Options{Globs: []string{filepath.Join(base, "*", "hub.sock")}, DialBus: dialBus(t, bus.Addr)})
 	th.WaitSubscribers(t, 1)
@@ -426,7 +426,7 @@ func TestDaemonBusLost(t *testing.T) {
 		mu.Unlock()
 		return dialBus(t, a)(ctx)
 	}
-	base := filepath.Join(runtimeDir(t), "clearance")
+	base := filepath.Join(testutil.ShortDir(t), "clearance")
 	th := startHubAt(t, filepath.Join(base, "9999aaaa0007", "hub.sock"), "ctr-g")
 	th.Hub.Blocked(blockedEvent("ctr-g", "192.0.2.13", "lost.example", nil))
 	startDaemon(t, Options{Globs: []string{filepath.Join(base, "*", "hub.sock")}, DialBus: dial})
@@ -453,7 +453,7 @@ func TestDaemonBusLost(t *testing.T) {
 func TestDaemonShowsWhoDecidedElsewhere(t *testing.T) {
 	bus := notifytest.NewBus(t)
 	srv := notifytest.NewServer(t, bus.Addr, fullCaps)
-	base := filepath.Join(runtimeDir(t), "clearance")
+	base := filepath.Join(testutil.ShortDir(t), "clearance")
 	h := startHubAt(t, filepath.Join(base, "cccc00000003", "hub.sock"), "ctr-c")
 	startDaemon(t, Options{Globs: []string{filepath.Join(base, "*", "hub.sock")}, DialBus: dialBus(t, bus.Addr)})
 	h.WaitSubscribers(t, 1)

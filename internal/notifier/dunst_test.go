@@ -50,7 +50,7 @@ func TestDunstEndToEnd(t *testing.T) {
 		rec.mu.Unlock()
 		return rec, nil
 	}
-	base := filepath.Join(runtimeDir(t), "clearance")
+	base := filepath.Join(testutil.ShortDir(t), "clearance")
 	th := startHubAt(t, filepath.Join(base, "0123456789ab", "hub.sock"), "0123456789ab")
 	startDaemon(t, Options{Globs: []string{filepath.Join(base, "*", "hub.sock")}, DialBus: dial})
 	th.WaitSubscribers(t, 1)

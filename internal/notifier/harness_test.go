@@ -7,7 +7,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"os"
 	"runtime"
 	"sync"
 	"testing"
@@ -35,18 +34,6 @@ func logFor(tb testing.TB) *slog.Logger {
 		return slog.New(slog.DiscardHandler)
 	}
 	return testutil.Logger(tb)
-}
-
-// runtimeDir returns a short temporary directory standing in for
-// $XDG_RUNTIME_DIR (socket paths must stay under 108 bytes).
-func runtimeDir(tb testing.TB) string {
-	tb.Helper()
-	d, err := os.MkdirTemp("", "cn")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { os.RemoveAll(d) })
-	return d
 }
 
 // dialBus returns a DialBus for the private bus at addr.

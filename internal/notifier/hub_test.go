@@ -11,6 +11,7 @@ import (
 
 	"github.com/varlink/go/varlink"
 
+	"github.com/terok-ai/clearance/internal/testenv/testutil"
 	"github.com/terok-ai/clearance/internal/varlinkapi"
 	"github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearance1"
 )
@@ -19,7 +20,7 @@ import (
 // arrive must end the receive. varlink/go's context handling alone can
 // miss it (seen with GOMAXPROCS=1); DialInterruptible's interrupt makes it certain.
 func TestStreamCancelRacesData(t *testing.T) {
-	th := startHubAt(t, filepath.Join(runtimeDir(t), "x", "hub.sock"), "c")
+	th := startHubAt(t, filepath.Join(testutil.ShortDir(t), "x", "hub.sock"), "c")
 	for i := 0; i < 300; i++ {
 		ctx, cancel := context.WithCancel(context.Background())
 		c, interrupt, err := varlinkapi.DialInterruptible(ctx, th.Path)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/terok-ai/clearance/internal/config"
 	"github.com/terok-ai/clearance/internal/testenv/notifytest"
+	"github.com/terok-ai/clearance/internal/testenv/testutil"
 )
 
 // TestDefaultGlobsFindEveryLayout runs the daemon on the configuration's
@@ -20,7 +21,7 @@ import (
 func TestDefaultGlobsFindEveryLayout(t *testing.T) {
 	bus := notifytest.NewBus(t)
 	srv := notifytest.NewServer(t, bus.Addr, fullCaps)
-	rt := runtimeDir(t)
+	rt := testutil.ShortDir(t)
 	t.Setenv("XDG_RUNTIME_DIR", rt)
 	opts := FromConfig(config.Default().Notifier)
 	opts.DialBus = dialBus(t, bus.Addr)

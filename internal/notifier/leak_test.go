@@ -18,6 +18,7 @@ import (
 	"github.com/terok-ai/clearance/internal/event"
 	"github.com/terok-ai/clearance/internal/notify"
 	"github.com/terok-ai/clearance/internal/testenv/notifytest"
+	"github.com/terok-ai/clearance/internal/testenv/testutil"
 )
 
 // TestDaemonForgetsWhatIsGone is a long run of what a desktop sees:
@@ -30,7 +31,7 @@ import (
 func TestDaemonForgetsWhatIsGone(t *testing.T) {
 	bus := notifytest.NewBus(t)
 	srv := notifytest.NewServer(t, bus.Addr, fullCaps)
-	base := filepath.Join(runtimeDir(t), "clearance")
+	base := filepath.Join(testutil.ShortDir(t), "clearance")
 	st := &recordStatus{}
 	observed := make(chan *daemon, 1)
 	startDaemon(t, Options{Globs: []string{filepath.Join(base, "*", "hub.sock")}, DialBus: dialBus(t, bus.Addr),

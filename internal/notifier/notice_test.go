@@ -15,6 +15,7 @@ import (
 	"github.com/terok-ai/clearance/internal/record"
 	"github.com/terok-ai/clearance/internal/testenv/hubtest"
 	"github.com/terok-ai/clearance/internal/testenv/notifytest"
+	"github.com/terok-ai/clearance/internal/testenv/testutil"
 )
 
 // countNotify counts the Notify calls with summary.
@@ -42,7 +43,7 @@ func closedID(id uint32) func([]notifytest.Call) bool {
 func TestDaemonHubNoticeOnce(t *testing.T) {
 	bus := notifytest.NewBus(t)
 	srv := notifytest.NewServer(t, bus.Addr, fullCaps)
-	base := filepath.Join(runtimeDir(t), "clearance")
+	base := filepath.Join(testutil.ShortDir(t), "clearance")
 	path := filepath.Join(base, "eeee00000005", "hub.sock")
 	const reason = "clearance-hub runs on its default configuration: /home/a/.config/clearance/clearance.yaml:7: \x1b[31munknown key \"hubb\""
 	serve := func() *hubtest.Hub {
@@ -90,7 +91,7 @@ func writeRecord(t *testing.T, dir, id, name string) {
 func TestDaemonHubDownNotice(t *testing.T) {
 	bus := notifytest.NewBus(t)
 	srv := notifytest.NewServer(t, bus.Addr, fullCaps)
-	base := filepath.Join(runtimeDir(t), "clearance")
+	base := filepath.Join(testutil.ShortDir(t), "clearance")
 	const id = "ffff00000006"
 	dir := filepath.Join(base, id)
 	writeRecord(t, dir, id, "web")

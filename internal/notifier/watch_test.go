@@ -48,7 +48,7 @@ func scanUntil(t *testing.T, w *watcher, want []string) {
 }
 
 func TestWatcher(t *testing.T) {
-	rt := runtimeDir(t)
+	rt := testutil.ShortDir(t)
 	base := filepath.Join(rt, "clearance")
 	w, err := newWatcher([]string{filepath.Join(base, "*", "hub.sock"), filepath.Join(rt, "terok", "clearance", "*.sock")},
 		testutil.Logger(t))
@@ -103,7 +103,7 @@ func TestWatcher(t *testing.T) {
 }
 
 func TestExpandPattern(t *testing.T) {
-	rt := runtimeDir(t)
+	rt := testutil.ShortDir(t)
 	listenAt(t, filepath.Join(rt, "x", "a1", "hub.sock"))
 	listenAt(t, filepath.Join(rt, "x", "b2", "hub.sock"))
 	tests := []struct {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/terok-ai/clearance/internal/relay"
+	"github.com/terok-ai/clearance/internal/testenv/testutil"
 )
 
 // clearancectl --nats: the fleet view, pending and verdicts through the
@@ -22,7 +23,7 @@ func TestCtlNATS(t *testing.T) {
 	b := beta.startHub(t, "ctrb00000014")
 	startRelay(t, alpha, "alpha", s.URL("relay-alpha"), "--no-adopt").lines.waitFor(t, 20*time.Second, "NATS connected")
 	startRelay(t, beta, "beta", s.URL("relay-beta"), "--no-adopt").lines.waitFor(t, 20*time.Second, "NATS connected")
-	op := shortDir(t)
+	op := testutil.ShortDir(t)
 	nctl := func(user string, args ...string) ctlResult {
 		t.Helper()
 		return ctl(t, op, nil, append([]string{"--nats", s.URL(user), "--nats-operator", user}, args...)...)

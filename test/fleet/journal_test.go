@@ -91,7 +91,7 @@ func TestJournalUploadToRemote(t *testing.T) {
 		}
 	}
 	testutil.RequireTool(t, "journalctl", "sh")
-	base := shortDir(t)
+	base := testutil.ShortDir(t)
 	src, coll := filepath.Join(base, "src"), filepath.Join(base, "coll")
 	os.Mkdir(src, 0o700)
 	os.Mkdir(coll, 0o700)
@@ -201,7 +201,7 @@ func TestExportFollowBeforeFirstRecord(t *testing.T) {
 		testutil.Unavailable(t, "%s (Debian systemd-journal-remote)", journalRemote)
 	}
 	testutil.RequireTool(t, "journalctl")
-	base := shortDir(t)
+	base := testutil.ShortDir(t)
 	src := filepath.Join(base, "src")
 	os.Mkdir(src, 0o700)
 	now := time.Now().UnixMicro()
@@ -273,7 +273,7 @@ func TestInnerJournalFromRealHub(t *testing.T) {
 	}
 	run := managerlab.New(t)
 	run.StartJournald(t)
-	base := shortDir(t)
+	base := testutil.ShortDir(t)
 	coll := filepath.Join(base, "coll")
 	os.Mkdir(coll, 0o700)
 	url := startJournalRemote(t, coll)

@@ -80,19 +80,6 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// shortDir is a private temporary directory with a short path (unix
-// socket paths are limited to 108 bytes).
-func shortDir(t *testing.T) string {
-	t.Helper()
-	d, err := os.MkdirTemp("", "clf-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	os.Chmod(d, 0o700)
-	t.Cleanup(func() { os.RemoveAll(d) })
-	return d
-}
-
 // host is one machine's runtime directory with its hubs.
 type host struct {
 	rt     string // XDG_RUNTIME_DIR
@@ -111,7 +98,7 @@ type hubProc struct {
 
 func newHost(t *testing.T) *host {
 	t.Helper()
-	h := &host{rt: shortDir(t), hubs: map[string]*hubProc{}}
+	h := &host{rt: testutil.ShortDir(t), hubs: map[string]*hubProc{}}
 	h.shield = filepath.Join(h.rt, "shield.log")
 	script := filepath.Join(h.rt, "shield")
 	os.WriteFile(script, []byte("#!/bin/sh\necho \"$@\" >> "+h.shield+"\n"), 0o755)

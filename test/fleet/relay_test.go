@@ -21,6 +21,7 @@ import (
 	"github.com/terok-ai/clearance/internal/record"
 	"github.com/terok-ai/clearance/internal/relay"
 	"github.com/terok-ai/clearance/internal/testenv/natslab"
+	"github.com/terok-ai/clearance/internal/testenv/testutil"
 )
 
 // relayProc is one clearance-relay standing in for a host's.
@@ -418,7 +419,7 @@ func TestRelayOverMutualTLS(t *testing.T) {
 	startRelay(t, alpha, "alpha", s.URL("relay-alpha"), "--no-adopt").lines.waitFor(t, 20*time.Second, "NATS connected", "tls://")
 	a.block(t, "ctra00000017", "tls:1", "198.51.100.70", 443)
 
-	op := shortDir(t)
+	op := testutil.ShortDir(t)
 	opCfg := filepath.Join(op, "clearance.yaml")
 	// "--nats -": the URL is the configuration's nats.url.
 	os.WriteFile(opCfg, []byte(tlsCfg+"  url: "+s.URL("alice")+"\n"), 0o600)

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/terok-ai/clearance/internal/testenv/sshlab"
+	"github.com/terok-ai/clearance/internal/testenv/testutil"
 )
 
 // sshFleet is two hosts behind real sshds, each with one hub and one
@@ -28,7 +29,7 @@ type sshFleet struct {
 func newSSHFleet(t *testing.T) *sshFleet {
 	t.Helper()
 	lab := sshlab.New(t)
-	f := &sshFleet{lab: lab, alpha: newHost(t), beta: newHost(t), local: shortDir(t)}
+	f := &sshFleet{lab: lab, alpha: newHost(t), beta: newHost(t), local: testutil.ShortDir(t)}
 	for _, h := range []*sshlab.Host{lab.AddHost("alpha", f.alpha.rt), lab.AddHost("beta", f.beta.rt)} {
 		if os.Geteuid() != 0 {
 			continue

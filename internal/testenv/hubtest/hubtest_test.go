@@ -75,22 +75,11 @@ func TestWaitCallsWakesOnApply(t *testing.T) {
 	}
 }
 
-// shortDir is a temporary directory short enough for socket paths.
-func shortDir(t *testing.T) string {
-	t.Helper()
-	d, err := os.MkdirTemp("", "ht")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(d) })
-	return d
-}
-
 func TestServe(t *testing.T) {
 	for _, keep := range []bool{false, true} {
 		name := map[bool]string{false: "socket removed on stop", true: "KeepSocket leaves a stale socket"}[keep]
 		t.Run(name, func(t *testing.T) {
-			path := filepath.Join(shortDir(t), "sub", "hub.sock")
+			path := filepath.Join(testutil.ShortDir(t), "sub", "hub.sock")
 			h := Serve(t, path, Options{Container: "ctr", KeepSocket: keep})
 			c, err := varlinkapi.Dial(context.Background(), path)
 			if err != nil {
@@ -132,7 +121,7 @@ func TestServe(t *testing.T) {
 func TestServeGivenHub(t *testing.T) {
 	a := &Applier{}
 	h := hub.New(hub.Config{Container: "mine", Applier: a})
-	s := Serve(t, filepath.Join(shortDir(t), "hub.sock"), Options{Hub: h, Applier: a, Container: "ignored"})
+	s := Serve(t, filepath.Join(testutil.ShortDir(t), "hub.sock"), Options{Hub: h, Applier: a, Container: "ignored"})
 	if s.Hub != h || s.Applier != a {
 		t.Fatalf("Serve did not serve the given hub and applier")
 	}

@@ -97,3 +97,16 @@ func SystemdAnalyze(args ...string) *exec.Cmd {
 	return exec.Command("unshare", append([]string{"--mount", "--propagation", "private", "sh", "-c",
 		`mount -t tmpfs -o mode=0755 tmpfs /run/systemd && exec systemd-analyze "$@"`, "systemd-analyze"}, args...)...)
 }
+
+// ShortDir is a private (0700) temporary directory with a short path,
+// removed when tb ends: tb.TempDir's paths are too long for Unix socket
+// addresses (108 bytes with the NUL).
+func ShortDir(tb testing.TB) string {
+	tb.Helper()
+	d, err := os.MkdirTemp("", "clt-")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { os.RemoveAll(d) })
+	return d
+}

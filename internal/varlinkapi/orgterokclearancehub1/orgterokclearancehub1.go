@@ -101,6 +101,22 @@ type HubStats struct {
 	Ask             *AskStats `json:"ask,omitempty"`
 }
 
+// One event of Follow's stream: org.terok.Clearance1's ClearanceEvent,
+// field for field.
+type Event struct {
+	Type       string            `json:"type"`
+	Container  string            `json:"container"`
+	Request_id string            `json:"request_id"`
+	Dest       string            `json:"dest"`
+	Port       int64             `json:"port"`
+	Proto      int64             `json:"proto"`
+	Domain     string            `json:"domain"`
+	Action     string            `json:"action"`
+	Ok         bool              `json:"ok"`
+	Reason     string            `json:"reason"`
+	Dossier    map[string]string `json:"dossier"`
+}
+
 // scope is not one of "once", "container", "always".
 type InvalidScope struct {
 	Scope string `json:"scope"`
@@ -233,6 +249,67 @@ func (m Pending_methods) Upgrade(ctx context.Context, c *varlink.Connection) (fu
 			return
 		}
 		requests_out_ = []PendingRequest(out.Requests)
+		return
+	}, nil
+}
+
+// Pending and org.terok.Clearance1.Subscribe in one step, so that nothing
+// is lost between them: the first reply carries pending (what Pending
+// returns at the moment the subscription starts), every later reply one
+// event, byte for byte as Subscribe sends it. A request blocked after the
+// subscription started is in the stream, never only in neither. Must be
+// called with "more": true.
+type Follow_methods struct{}
+
+func Follow() Follow_methods { return Follow_methods{} }
+
+func (m Follow_methods) Call(ctx context.Context, c *varlink.Connection) (pending_out_ *[]PendingRequest, event_out_ *Event, err_ error) {
+	receive, err_ := m.Send(ctx, c, 0)
+	if err_ != nil {
+		return
+	}
+	pending_out_, event_out_, _, err_ = receive(ctx)
+	return
+}
+
+func (m Follow_methods) Send(ctx context.Context, c *varlink.Connection, flags uint64) (func(ctx context.Context) (*[]PendingRequest, *Event, uint64, error), error) {
+	receive, err := c.Send(ctx, "org.terok.ClearanceHub1.Follow", nil, flags)
+	if err != nil {
+		return nil, err
+	}
+	return func(context.Context) (pending_out_ *[]PendingRequest, event_out_ *Event, flags uint64, err error) {
+		var out struct {
+			Pending *[]PendingRequest `json:"pending,omitempty"`
+			Event   *Event            `json:"event,omitempty"`
+		}
+		flags, err = receive(ctx, &out)
+		if err != nil {
+			err = Dispatch_Error(err)
+			return
+		}
+		pending_out_ = out.Pending
+		event_out_ = out.Event
+		return
+	}, nil
+}
+
+func (m Follow_methods) Upgrade(ctx context.Context, c *varlink.Connection) (func(ctx context.Context) (pending_out_ *[]PendingRequest, event_out_ *Event, flags uint64, conn varlink.ReadWriterContext, err_ error), error) {
+	receive, err := c.Upgrade(ctx, "org.terok.ClearanceHub1.Follow", nil)
+	if err != nil {
+		return nil, err
+	}
+	return func(context.Context) (pending_out_ *[]PendingRequest, event_out_ *Event, flags uint64, conn varlink.ReadWriterContext, err error) {
+		var out struct {
+			Pending *[]PendingRequest `json:"pending,omitempty"`
+			Event   *Event            `json:"event,omitempty"`
+		}
+		flags, conn, err = receive(ctx, &out)
+		if err != nil {
+			err = Dispatch_Error(err)
+			return
+		}
+		pending_out_ = out.Pending
+		event_out_ = out.Event
 		return
 	}, nil
 }
@@ -386,6 +463,7 @@ func (m Decide_methods) Upgrade(ctx context.Context, c *varlink.Connection, requ
 
 type orgterokclearancehub1Interface interface {
 	Pending(ctx context.Context, c VarlinkCall) error
+	Follow(ctx context.Context, c VarlinkCall) error
 	Stats(ctx context.Context, c VarlinkCall) error
 	Decide(ctx context.Context, c VarlinkCall, request_id_ string, action_ string, scope_ string, ttl_sec_ int64, any_port_ *bool, channel_ *string) error
 }
@@ -434,6 +512,16 @@ func (c *VarlinkCall) ReplyPending(ctx context.Context, requests_ []PendingReque
 	return c.Reply(ctx, &out)
 }
 
+func (c *VarlinkCall) ReplyFollow(ctx context.Context, pending_ *[]PendingRequest, event_ *Event) error {
+	var out struct {
+		Pending *[]PendingRequest `json:"pending,omitempty"`
+		Event   *Event            `json:"event,omitempty"`
+	}
+	out.Pending = pending_
+	out.Event = event_
+	return c.Reply(ctx, &out)
+}
+
 func (c *VarlinkCall) ReplyStats(ctx context.Context, stats_ HubStats) error {
 	var out struct {
 		Stats HubStats `json:"stats"`
@@ -458,6 +546,16 @@ func (c *VarlinkCall) ReplyDecide(ctx context.Context, ok_ bool, expires_usec_ i
 // that connects late can show it.
 func (s *VarlinkInterface) Pending(ctx context.Context, c VarlinkCall) error {
 	return c.ReplyMethodNotImplemented(ctx, "org.terok.ClearanceHub1.Pending")
+}
+
+// Pending and org.terok.Clearance1.Subscribe in one step, so that nothing
+// is lost between them: the first reply carries pending (what Pending
+// returns at the moment the subscription starts), every later reply one
+// event, byte for byte as Subscribe sends it. A request blocked after the
+// subscription started is in the stream, never only in neither. Must be
+// called with "more": true.
+func (s *VarlinkInterface) Follow(ctx context.Context, c VarlinkCall) error {
+	return c.ReplyMethodNotImplemented(ctx, "org.terok.ClearanceHub1.Follow")
 }
 
 // Counters for status displays and monitoring.
@@ -485,6 +583,9 @@ func (s *VarlinkInterface) VarlinkDispatch(ctx context.Context, call varlink.Cal
 	switch methodname {
 	case "Pending":
 		return s.orgterokclearancehub1Interface.Pending(ctx, VarlinkCall{call})
+
+	case "Follow":
+		return s.orgterokclearancehub1Interface.Follow(ctx, VarlinkCall{call})
 
 	case "Stats":
 		return s.orgterokclearancehub1Interface.Stats(ctx, VarlinkCall{call})
@@ -610,9 +711,33 @@ type HubStats (
   ask: ?AskStats
 )
 
+# One event of Follow's stream: org.terok.Clearance1's ClearanceEvent,
+# field for field.
+type Event (
+  type: string,
+  container: string,
+  request_id: string,
+  dest: string,
+  port: int,
+  proto: int,
+  domain: string,
+  action: string,
+  ok: bool,
+  reason: string,
+  dossier: [string]string
+)
+
 # Everything waiting for a verdict right now, oldest first, so a subscriber
 # that connects late can show it.
 method Pending() -> (requests: []PendingRequest)
+
+# Pending and org.terok.Clearance1.Subscribe in one step, so that nothing
+# is lost between them: the first reply carries pending (what Pending
+# returns at the moment the subscription starts), every later reply one
+# event, byte for byte as Subscribe sends it. A request blocked after the
+# subscription started is in the stream, never only in neither. Must be
+# called with "more": true.
+method Follow() -> (pending: ?[]PendingRequest, event: ?Event)
 
 # Counters for status displays and monitoring.
 method Stats() -> (stats: HubStats)
