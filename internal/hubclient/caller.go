@@ -67,7 +67,10 @@ func (c *Caller) Call(ctx context.Context, f func(context.Context, *varlink.Conn
 		conn.Close() // transport failure or timeout: its framing is unknown now
 		c.conn, c.interrupt = nil, nil
 	}
-	if err == nil && interrupted {
+	if interrupted && (err == nil || varlinkapi.ErrorName(err) == "") {
+		// The call ended because its time was up or its context ended:
+		// what the interrupted read or write said (EOF, a reset, or
+		// nothing when the reply had just arrived) is a consequence.
 		err = ctx.Err()
 	}
 	return err
