@@ -770,7 +770,7 @@ func TestIntegrationSocketActivatedPerConnection(t *testing.T) {
 		cmd.Process.Signal(syscall.SIGTERM)
 		cmd.Wait()
 	})
-	testutil.Eventually(t, 10*time.Second, "condition", func() bool { _, err := os.Stat(sock); return err == nil })
+	testutil.Eventually(t, 10*time.Second, "the service accepts", func() bool { return testutil.Accepts(sock) })
 
 	ctx := testutil.Context(t)
 	for i := range 2 {

@@ -128,7 +128,7 @@ func (h *host) startHub(t *testing.T, id string) *hubProc {
 	t.Cleanup(func() { p.stop() })
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		if _, err := os.Stat(p.ingest); err == nil {
+		if testutil.Accepts(p.sock, p.ingest) {
 			break
 		}
 		select {

@@ -335,9 +335,7 @@ func TestInnerOperatorGroup(t *testing.T) {
 		t.Fatal(err)
 	}
 	testutil.Eventually(t, 20*time.Second, "the hub binds its socket again", func() bool {
-		_, err := os.Stat(hubSock)
-		_, err2 := os.Stat(filepath.Join(dir, "ingest.sock"))
-		return err == nil && err2 == nil
+		return testutil.Accepts(hubSock, filepath.Join(dir, "ingest.sock"))
 	})
 	wantAccess("after the directory was deleted")
 	if out, err := member(filepath.Join(bin, "clearancectl"), "status", "--json").Output(); err != nil || !strings.Contains(string(out), `"answers": true`) {

@@ -6,6 +6,7 @@ package testutil
 import (
 	"context"
 	"fmt"
+	"net"
 	"testing"
 	"time"
 )
@@ -70,4 +71,19 @@ func Poll(ctx context.Context, d time.Duration, what string, cond func() (bool, 
 		case <-time.After(pause):
 		}
 	}
+}
+
+// Accepts reports whether the Unix socket at each path accepts a
+// connection now (closed at once). A socket file exists from bind(2), a
+// moment before listen(2), and refuses connections in between, so a
+// file's existence does not say a server is up.
+func Accepts(paths ...string) bool {
+	for _, p := range paths {
+		c, err := net.Dial("unix", p)
+		if err != nil {
+			return false
+		}
+		c.Close()
+	}
+	return true
 }
