@@ -42,3 +42,34 @@ func RemoveCgroupTree(root string) {
 }
 
 func contains(list []string, s string) bool { return slices.Contains(list, s) }
+
+// labLock is the file every lab of the machine holds a shared lock on
+// while it lives, in any test process.
+const labLock = "/var/tmp/clearance-podmanlab.lock"
+
+// holdLabLock takes a shared lock on labLock; nil if it cannot.
+func holdLabLock() *os.File { return holdShared(labLock) }
+
+// holdShared takes a shared lock on the file at path, created when
+// missing; nil if it cannot.
+func holdShared(path string) *os.File {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_SH); err != nil {
+		f.Close()
+		return nil
+	}
+	return f
+}
+
+// lastLab reports whether no other lab holds labLock: its shared lock
+// is converted to an exclusive one, without waiting. Without a lock
+// (nil) it reports true, as before there was one.
+func lastLab(f *os.File) bool {
+	if f == nil {
+		return true
+	}
+	return syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) == nil
+}

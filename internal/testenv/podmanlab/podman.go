@@ -58,16 +58,26 @@ func (e *Env) finalCleanup() {
 	cgroups := cgroupDirs()
 	_, statErr := os.Stat("/var/lib/containers")
 	hadContainers := statErr == nil
+	alive := holdLabLock()
 	e.defer_(func() error {
 		e.lab.Close()
-		for _, d := range cgroupDirs() {
-			if !contains(cgroups, d) {
-				RemoveCgroupTree(d)
+		// The sweeps remove empty cgroups nobody named: only when no other
+		// lab on the machine is alive, since a lab's cgroups are empty for
+		// a moment after they are made (another suite's manager lost its
+		// cgroup to this sweep before the manager could enter it).
+		if lastLab(alive) {
+			for _, d := range cgroupDirs() {
+				if !contains(cgroups, d) {
+					RemoveCgroupTree(d)
+				}
+			}
+			matches, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", "libpod_parent"))
+			for _, m := range matches {
+				RemoveCgroupTree(m)
 			}
 		}
-		matches, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", "libpod_parent"))
-		for _, m := range matches {
-			RemoveCgroupTree(m)
+		if alive != nil {
+			alive.Close()
 		}
 		if !hadContainers {
 			// podman import writes its blob-info cache there even with a
