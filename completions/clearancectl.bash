@@ -88,7 +88,7 @@ _clearancectl()
         review)  opts+=" --container --glob --group --line-mode" ;;
         status)  opts+=" --container --glob --json" ;;
         allow|deny)
-            opts+=" --container --glob --for --until-exit --always"
+            opts+=" --container --glob --for --until-exit --always --any-port"
             if [[ $cur != -* ]]; then
                 COMPREPLY=($(compgen -W "$(_clearancectl_requests)" -- "$cur"))
                 return
@@ -104,6 +104,8 @@ _clearancectl()
             opts+=" --json --all --socket"
             if [[ " ${words[*]} " == *" propose "* ]]; then
                 opts="--help --container --project --policy --since --runs --stable --json --write --replace --socket"
+            elif [[ " ${words[*]} " == *" stale "* ]]; then
+                opts="--help --since --file --all --json"
             elif [[ $cur != -* ]]; then
                 if [[ ${words[cword-1]} == policy ]]; then
                     COMPREPLY=($(compgen -W "show export propose stale" -- "$cur"))

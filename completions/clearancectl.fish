@@ -44,6 +44,7 @@ complete -c clearancectl -n "__fish_seen_subcommand_from allow deny" -a '(__clea
 complete -c clearancectl -n "__fish_seen_subcommand_from allow deny" -l for -x -a '30s 5m 15m 30m 1h 12h 1d 1w' -d 'Expire after DURATION'
 complete -c clearancectl -n "__fish_seen_subcommand_from allow deny" -l until-exit -d 'Until the container exits'
 complete -c clearancectl -n "__fish_seen_subcommand_from allow deny" -l always -d 'Always, and written to the policy'
+complete -c clearancectl -n "__fish_seen_subcommand_from allow deny" -l any-port -d 'Every port and protocol of the destination'
 
 complete -c clearancectl -n "__fish_seen_subcommand_from log" -l container -x -d 'Only this container'
 complete -c clearancectl -n "__fish_seen_subcommand_from log" -l since -x -a '10m 1h 1d today yesterday' -d 'Only records newer than TIME'
@@ -72,3 +73,7 @@ complete -c clearancectl -n "__fish_seen_subcommand_from propose" -l runs -x -d 
 complete -c clearancectl -n "__fish_seen_subcommand_from propose" -l stable -x -d 'Only what appeared in every one of the last N runs'
 complete -c clearancectl -n "__fish_seen_subcommand_from propose" -l write -x -d 'Save the proposal as policy NAME'
 complete -c clearancectl -n "__fish_seen_subcommand_from propose" -l replace -d 'With --write: replace an existing policy'
+complete -c clearancectl -n "__fish_seen_subcommand_from stale" -l since -x -a '1d 7d 30d today yesterday' -d 'Only containers that ended after TIME'
+complete -c clearancectl -n "__fish_seen_subcommand_from stale" -l file -r -F -d 'Judge this policy file instead of the installed one'
+complete -c clearancectl -n "__fish_seen_subcommand_from stale" -l all -d 'Every entry with what it matched'
+complete -c clearancectl -n "__fish_seen_subcommand_from stale" -l json -d 'Print JSON'

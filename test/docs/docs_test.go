@@ -6,8 +6,10 @@
 // docs/architecture.md lists every Go package and no other, and every
 // section citation (a section sign and an anchor) in Go source or in the Markdown docs
 // names an anchor that a document of the repository defines, so no
-// comment leans on a document that is not shipped. It runs under a plain
-// `go test`, without privileges.
+// comment leans on a document that is not shipped; and every option a
+// program's --help lists is in its man page, and every clearancectl
+// command and option in the shell completions (options_test.go, with the
+// built programs). It runs under a plain `go test`, without privileges.
 package docs
 
 import (
