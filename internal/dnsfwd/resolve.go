@@ -4,6 +4,7 @@
 package dnsfwd
 
 import (
+	"bytes"
 	"context"
 	"time"
 
@@ -12,7 +13,8 @@ import (
 
 // admit validates a client message and decides what to do with it: drop
 // it (nil, nil), reply at once (nil, reply: FORMERR, NOTIMP, a denied
-// name, REFUSED under overload), or resolve it (q, nil). When it returns a
+// name, REFUSED under overload, or an answer from the cache whose
+// addresses the firewall has), or resolve it (q, nil). When it returns a
 // query, it holds an in-flight slot that [Forwarder.resolve] releases.
 func (f *Forwarder) admit(msg []byte, tcp bool) (*query, []byte) {
 	q, reply := parseQuery(msg)
@@ -30,10 +32,21 @@ func (f *Forwarder) admit(msg []byte, tcp bool) (*query, []byte) {
 			}
 		}
 	}
-	select {
-	case f.inflight <- struct{}{}:
-	default:
-		f.st.refused.Add(1)
+	if h := f.cache.lookup(q, f.now(), maxReply(q)); h != nil {
+		f.st.cacheHits.Add(1)
+		// The policy is decided again and the addresses gated as for an
+		// upstream answer; only an answer that need not wait for Learn
+		// goes out from here, on the serving goroutine.
+		if r, done := f.finish(context.Background(), q, h.resp, h.ans, time.Now(), true); done {
+			return nil, r
+		}
+		q.hit = h
+		if !f.takeSlot() {
+			return nil, replyFor(q, nil, dnsmessage.RCodeRefused)
+		}
+		return q, nil // upstream is not asked: no rate token
+	}
+	if !f.takeSlot() {
 		return nil, replyFor(q, nil, dnsmessage.RCodeRefused)
 	}
 	if !f.limiter.allow() {
@@ -41,18 +54,45 @@ func (f *Forwarder) admit(msg []byte, tcp bool) (*query, []byte) {
 		f.st.refused.Add(1)
 		return nil, replyFor(q, nil, dnsmessage.RCodeRefused)
 	}
+	return q, nil
+}
+
+// takeSlot takes an in-flight slot, or counts a refusal.
+func (f *Forwarder) takeSlot() bool {
+	select {
+	case f.inflight <- struct{}{}:
+	default:
+		f.st.refused.Add(1)
+		return false
+	}
 	if n := int64(len(f.inflight)); n > f.st.inflightPeak.Load() {
 		// A lost race only under-reports the peak by a little.
 		f.st.inflightPeak.Store(n)
 	}
-	return q, nil
+	return true
 }
 
-// resolve asks upstream for q, applies the policy to the answer and
-// returns the reply for the client, or nil when ctx ended first. It
-// releases q's in-flight slot.
+// maxReply is the longest reply q's client takes: its EDNS payload size
+// over UDP (512 without EDNS), 64 KiB over TCP.
+func maxReply(q *query) int {
+	switch {
+	case q.tcp:
+		return 0xffff
+	case q.opt != nil:
+		return max(512, int(q.opt.Header.Class))
+	}
+	return 512
+}
+
+// resolve asks upstream for q (or takes its cached answer), applies the
+// policy to the answer and returns the reply for the client, or nil when
+// ctx ended first. It releases q's in-flight slot.
 func (f *Forwarder) resolve(ctx context.Context, q *query) []byte {
 	defer func() { <-f.inflight }()
+	if h := q.hit; h != nil {
+		r, _ := f.finish(ctx, q, h.resp, h.ans, time.Now(), false)
+		return r
+	}
 	resp, err := f.exchange(ctx, q)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -68,6 +108,18 @@ func (f *Forwarder) resolve(ctx context.Context, q *query) []byte {
 		f.logMalformed.warn(f, "reject upstream answer, sent SERVFAIL", "name", q.name, "err", err)
 		return replyFor(q, nil, dnsmessage.RCodeServerFailure)
 	}
+	// Whatever the policy says now: it is decided again on every hit.
+	f.cache.store(q, bytes.Clone(resp), a, f.now())
+	r, _ := f.finish(ctx, q, resp, a, arrived, false)
+	return r
+}
+
+// finish applies the policy to a, the answer resp carries for q, and
+// returns the reply for the client (resp with q's id, or a made-up one),
+// nil when ctx ended first. With nowait, it reports done false instead of
+// waiting for Learn, having changed nothing but queued refreshes; the
+// caller then calls it again without nowait where it may block.
+func (f *Forwarder) finish(ctx context.Context, q *query, resp []byte, a *answer, arrived time.Time, nowait bool) (reply []byte, done bool) {
 	d := q.pre
 	if f.cfg.Policy != nil && len(a.chain) > 1 {
 		d = f.cfg.Policy.Decide(a.chain)
@@ -79,20 +131,26 @@ func (f *Forwarder) resolve(ctx context.Context, q *query) []byte {
 			f.reportDenied(q, d.DenyBy)
 		}
 		if f.cfg.DenyMode != DenyPassAndDrop {
-			return f.denyReply(q, a.opt)
+			return f.denyReply(q, a.opt), true
 		}
 	case len(d.Allow) > 0 && len(a.addrs) > 0:
-		if els := f.elements(q, a, d.Allow, now); len(els) > 0 && !f.gate(ctx, q, els, arrived) {
-			if ctx.Err() != nil {
-				return nil
+		if els := f.elements(q, a, d.Allow, now); len(els) > 0 {
+			ok, blocked := f.gate(ctx, q, els, arrived, nowait)
+			if blocked {
+				return nil, false
 			}
-			return replyFor(q, a.opt, dnsmessage.RCodeServerFailure)
+			if !ok {
+				if ctx.Err() != nil {
+					return nil, true
+				}
+				return replyFor(q, a.opt, dnsmessage.RCodeServerFailure), true
+			}
 		}
 	}
 	if a.rcode == dnsmessage.RCodeSuccess {
 		f.names.observe(q.name, a.addrs, now, f.ttl)
 	}
-	return setID(resp, q.id)
+	return setID(resp, q.id), true
 }
 
 // ttl is how long an address of an answer with DNS TTL secs is learned
