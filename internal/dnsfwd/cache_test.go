@@ -8,12 +8,15 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"net"
 	"net/netip"
 	"strconv"
 	"testing"
 	"time"
 
 	"golang.org/x/net/dns/dnsmessage"
+
+	"github.com/terok-ai/clearance/internal/testenv/testutil"
 )
 
 // upstreamAsked is how many queries the fake upstream received.
@@ -498,4 +501,54 @@ func FuzzRecordTTLs(f *testing.F) {
 			t.Fatalf("min TTL %d, want %d", minTTL, lo)
 		}
 	})
+}
+
+// A UDP query waiting for upstream holds no goroutine; Run still ends it
+// at once when it stops, not at its attempt timer.
+func TestRunEndsQueriesWaitingUpstream(t *testing.T) {
+	testutil.LeakCheck(t)
+	up := newFakeUpstream(t)
+	up.set("a.test", &fakeName{silent: true})
+	cl, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	up4, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := New(Config{UDP: []net.PacketConn{cl}, Log: testutil.Logger(t),
+		Upstream: Upstream{Servers: []netip.AddrPort{up.addr}, UDP4: up4, AttemptTimeout: time.Hour}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- f.Run(ctx) }()
+	c, err := net.DialUDP("udp4", nil, cl.LocalAddr().(*net.UDPAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write(queryMsg(t, 1, "a.test", dnsmessage.TypeA)); err != nil {
+		t.Fatal(err)
+	}
+	for up.n.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	if st := f.Stats(); st.InFlight != 1 {
+		t.Fatalf("in flight %d, want 1", st.InFlight)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return while a query waited for upstream")
+	}
+	if st := f.Stats(); st.InFlight != 0 {
+		t.Errorf("in flight %d after Run returned, want 0", st.InFlight)
+	}
 }

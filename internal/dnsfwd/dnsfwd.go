@@ -511,6 +511,9 @@ func (f *Forwarder) Run(ctx context.Context) error {
 			pc.Close()
 		}
 	}
+	// Queries waiting for upstream without a goroutine end now, not at
+	// their attempt timers.
+	f.up.abortAll()
 	f.wg.Wait()
 	return runErr
 }

@@ -159,6 +159,18 @@
 // is learned for max(TTL, MinTTL) from when its answer arrived, it outlives
 // the cached answer unless removed behind the forwarder's back.
 //
+// # Goroutines
+//
+// A query over UDP asked upstream over UDP holds no goroutine while it
+// waits: its attempt is sent from the serving goroutine, the upstream
+// reader that receives the reply finishes it (policy, learned table,
+// reply to the client) on the spot, and an attempt timer sends the next
+// attempt. Only an answer that must wait for Learn gets a goroutine of
+// its own. Each goroutine hand-off saved is a thread wake-up saved, which
+// on a 2-vCPU VM is a good part of the cost of forwarding a datagram.
+// TCP clients, and queries asked upstream over TCP, get a goroutine per
+// query.
+//
 // # Bounds under load
 //
 // Memory is bounded whatever the container sends: at most MaxInFlight

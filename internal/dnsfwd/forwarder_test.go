@@ -782,7 +782,9 @@ func TestUpstreamFailover(t *testing.T) {
 	t.Run("the next server answers", func(t *testing.T) {
 		up := newFakeUpstream(t)
 		up.set("a.test", &fakeName{sets: [][]dnsmessage.Resource{rrA(t, "a.test", 60, "192.0.2.1")}})
-		e := start(t, Config{Upstream: Upstream{Servers: []netip.AddrPort{deaf, up.addr}, AttemptTimeout: 250 * time.Millisecond}})
+		// No cache: the second query must go upstream too.
+		e := start(t, Config{Upstream: Upstream{Servers: []netip.AddrPort{deaf, up.addr}, AttemptTimeout: 250 * time.Millisecond},
+			CacheEntries: -1})
 		if m := e.ask(t, "a.test", dnsmessage.TypeA); len(m.Answers) != 1 {
 			t.Fatalf("reply %v with %d answers", m.Header.RCode, len(m.Answers))
 		}

@@ -34,8 +34,9 @@ type query struct {
 	pre Decision
 
 	// hit, when set, is the cached answer to resolve the query with
-	// instead of asking upstream (its addresses must be learned first).
-	hit *hit
+	// instead of asking upstream, once held, its elements, are learned.
+	hit  *hit
+	held []Element
 }
 
 var errMalformed = errors.New("malformed message")
