@@ -264,6 +264,12 @@ type DNS struct {
 	// (bursts of twice that pass); beyond it the container gets REFUSED.
 	// Default 500.
 	QueriesPerSecond int `yaml:"queries_per_second"`
+
+	// CacheSize bounds the answers the forwarder caches (at most 1 MiB
+	// of them whatever the count): a question asked again within its
+	// TTL is answered without asking upstream, and still held until the
+	// firewall has its addresses. 0 turns the cache off. Default 1024.
+	CacheSize int `yaml:"cache_size"`
 }
 
 // Hub configures clearance-hub, the per-container hub.
@@ -472,6 +478,7 @@ func Default() *Config {
 			Denied:           DNSDeniedNXDomain,
 			MaxNames:         16384,
 			QueriesPerSecond: 500,
+			CacheSize:        1024,
 		},
 		Hook: Hook{
 			AllowCapabilities:  []string{},
@@ -844,6 +851,9 @@ func (c *Config) validate(p positions) error {
 	}
 	positive("dns.max_names", d.MaxNames)
 	positive("dns.queries_per_second", d.QueriesPerSecond)
+	if d.CacheSize < 0 {
+		bad("dns.cache_size", "must be 0 (no cache) or more, got %d", d.CacheSize)
+	}
 	for i, d := range r.PolicyPath {
 		if !filepath.IsAbs(d) {
 			bad("ruleset.policy_path", "entry %d: must be an absolute path, got %q", i, d)

@@ -130,6 +130,7 @@ dns:
   denied: refused
   max_names: 10
   queries_per_second: 7
+  cache_size: 0
 notifier:
   hub_glob: ["/a/*.sock", "/b/*/hub.sock"]
   allow_for: 1h
@@ -147,7 +148,7 @@ hook:
 				c.Hook = Hook{AllowCapabilities: []string{"CAP_NET_RAW", "net_admin"}, WithoutUserManager: "run"}
 				c.Ruleset = Ruleset{Mode: "terok-shield", NflogGroup: 5, DNSPrefix: "D: ", BlockPrefix: "B: ", TCPReject: "reset", Resolvers: []string{"192.0.2.53"}, PolicyDir: "/srv/policy",
 					PolicyPath: []string{"/srv/shipped", "/opt/clearance/policy.d"}, DNSMark: 0x10}
-				c.DNS = DNS{HoldMax: 500 * time.Millisecond, Hold: true, MinTTL: time.Minute, Denied: "refused", MaxNames: 10, QueriesPerSecond: 7}
+				c.DNS = DNS{HoldMax: 500 * time.Millisecond, Hold: true, MinTTL: time.Minute, Denied: "refused", MaxNames: 10, QueriesPerSecond: 7, CacheSize: 0}
 				c.Notifier = Notifier{HubGlob: []string{"/a/*.sock", "/b/*/hub.sock"}, AllowFor: time.Hour, MaxVisible: 1, RatePerMinute: 60, HeadlessExitOK: true}
 			},
 		},
@@ -243,6 +244,11 @@ func TestLoadErrors(t *testing.T) {
 			name:    "zero dns mark",
 			content: "ruleset:\n  dns_mark: 0\n",
 			want:    []string{`FILE:2: ruleset.dns_mark: must not be 0`},
+		},
+		{
+			name:    "negative dns cache size",
+			content: "dns:\n  cache_size: -1\n",
+			want:    []string{"FILE:2: dns.cache_size: must be 0 (no cache) or more, got -1"},
 		},
 		{
 			name:    "zero queue depth",

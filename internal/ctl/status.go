@@ -75,6 +75,7 @@ type dnsJSON struct {
 	Spoofed          int64 `json:"spoofed"`
 	Malformed        int64 `json:"malformed"`
 	UpstreamFailures int64 `json:"upstream_failures"`
+	CacheHits        int64 `json:"cache_hits"`
 }
 
 func (r *runner) cmdStatus(ctx context.Context, args []string) int {
@@ -120,6 +121,9 @@ func (r *runner) cmdStatus(ctx context.Context, args []string) int {
 					row.DNS = &dnsJSON{Queries: d.Queries, Answers: d.Answers, Held: d.Held, HoldTimeouts: d.Hold_timeouts,
 						LearnErrors: d.Learn_errors, Learned: d.Learned, Denied: d.Denied, RefusedOverload: d.Refused_overload,
 						Spoofed: d.Spoofed, Malformed: d.Malformed, UpstreamFailures: d.Upstream_failures}
+					if d.Cache_hits != nil {
+						row.DNS.CacheHits = *d.Cache_hits
+					}
 				}
 			}
 			rows[i] = row

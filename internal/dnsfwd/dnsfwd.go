@@ -266,6 +266,10 @@ type Config struct {
 	// RefreshTimeout bounds one background refresh Learn (default
 	// DefaultRefreshTimeout).
 	RefreshTimeout time.Duration
+	// CacheEntries bounds the answer cache (default DefaultCacheEntries;
+	// its bytes are bounded by MaxCacheBytes too). A negative value turns
+	// the cache off: every query goes upstream.
+	CacheEntries int
 
 	// OnDenied is called for each query whose answer was denied, with the
 	// question name (canonical, untrusted), the query type (1 A, 28 AAAA,
@@ -311,6 +315,7 @@ type Stats struct {
 	RefusedOverload uint64 // queries refused (in-flight cap, rate) and TCP connections closed (connection cap)
 	Spoofed         uint64 // upstream replies matching no pending query (wrong id, source or question, or late)
 	Malformed       uint64 // client messages dropped or answered FORMERR/NOTIMP, and upstream answers rejected
+	CacheHits       uint64 // queries answered from the answer cache (upstream not asked)
 
 	// gauges
 	InFlight     int // queries being resolved
@@ -318,6 +323,7 @@ type Stats struct {
 	TCPConns     int // open client TCP connections
 	NamesKnown   int // addresses in the name table
 	LearnedKnown int // elements in the learned table
+	CacheKnown   int // answers in the answer cache
 }
 
 // Forwarder is one container's DNS forwarder. Create it with [New], serve
@@ -330,6 +336,7 @@ type Forwarder struct {
 
 	names   *nameTable
 	learned *learnTable
+	cache   *answerCache // nil: off
 	up      *upstream
 	limiter *bucket
 
@@ -359,7 +366,7 @@ type counters struct {
 	queriesUDP, queriesTCP, answers                                atomic.Uint64
 	forwarded, upstreamTCP, upstreamTimeouts, upstreamFailures     atomic.Uint64
 	held, holdTimeouts, learnErrors, learnedEls, refreshes, denied atomic.Uint64
-	refused, spoofed, malformed                                    atomic.Uint64
+	refused, spoofed, malformed, cacheHits                         atomic.Uint64
 	inflightPeak                                                   atomic.Int64
 	tcpConns                                                       atomic.Int64
 }
@@ -433,6 +440,12 @@ func New(cfg Config) (*Forwarder, error) {
 		tcpSlots: make(chan struct{}, cfg.MaxTCPConns),
 		bg:       context.Background(),
 	}
+	switch {
+	case cfg.CacheEntries == 0:
+		f.cache = newAnswerCache(DefaultCacheEntries)
+	case cfg.CacheEntries > 0:
+		f.cache = newAnswerCache(cfg.CacheEntries)
+	}
 	f.up = newUpstream(f)
 	f.exchange = f.up.exchange
 	return f, nil
@@ -498,6 +511,9 @@ func (f *Forwarder) Run(ctx context.Context) error {
 			pc.Close()
 		}
 	}
+	// Queries waiting for upstream without a goroutine end now, not at
+	// their attempt timers.
+	f.up.abortAll()
 	f.wg.Wait()
 	return runErr
 }
@@ -549,10 +565,12 @@ func (f *Forwarder) Stats() Stats {
 		RefusedOverload:  s.refused.Load(),
 		Spoofed:          s.spoofed.Load(),
 		Malformed:        s.malformed.Load(),
+		CacheHits:        s.cacheHits.Load(),
 		InFlight:         len(f.inflight),
 		InFlightPeak:     int(s.inflightPeak.Load()),
 		TCPConns:         int(s.tcpConns.Load()),
 		NamesKnown:       f.names.len(),
 		LearnedKnown:     f.learned.len(),
+		CacheKnown:       f.cache.len(),
 	}
 }

@@ -782,7 +782,9 @@ func TestUpstreamFailover(t *testing.T) {
 	t.Run("the next server answers", func(t *testing.T) {
 		up := newFakeUpstream(t)
 		up.set("a.test", &fakeName{sets: [][]dnsmessage.Resource{rrA(t, "a.test", 60, "192.0.2.1")}})
-		e := start(t, Config{Upstream: Upstream{Servers: []netip.AddrPort{deaf, up.addr}, AttemptTimeout: 250 * time.Millisecond}})
+		// No cache: the second query must go upstream too.
+		e := start(t, Config{Upstream: Upstream{Servers: []netip.AddrPort{deaf, up.addr}, AttemptTimeout: 250 * time.Millisecond},
+			CacheEntries: -1})
 		if m := e.ask(t, "a.test", dnsmessage.TypeA); len(m.Answers) != 1 {
 			t.Fatalf("reply %v with %d answers", m.Header.RCode, len(m.Answers))
 		}
@@ -956,7 +958,8 @@ func TestOverload(t *testing.T) {
 
 func TestNamesAndAddrs(t *testing.T) {
 	clk := newClock()
-	e := start(t, Config{Now: clk.Now, MaxNames: 4})
+	// No cache: the second question must reach upstream's rotated set.
+	e := start(t, Config{Now: clk.Now, MaxNames: 4, CacheEntries: -1})
 	e.up.set("a.test", &fakeName{sets: [][]dnsmessage.Resource{
 		rrA(t, "a.test", 600, "192.0.2.1", "192.0.2.2"),
 		rrA(t, "a.test", 600, "192.0.2.2", "192.0.2.3"),
@@ -1206,6 +1209,8 @@ func TestIPv6(t *testing.T) {
 		Policy:   allowAll(),
 		Learner:  l,
 		Log:      testutil.Logger(t),
+		// No cache: the TCP query must go upstream over TCP too.
+		CacheEntries: -1,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -121,15 +121,16 @@ func (t *learnTable) evict(now time.Time) {
 }
 
 // gate makes sure every element of els is in the kernel before the answer
-// for q is released. It reports false if the answer must be replaced by
-// SERVFAIL (Learn failed, HoldMax passed or ctx ended).
+// for q is released. It reports ok false if the answer must be replaced by
+// SERVFAIL (Learn failed, HoldMax passed or ctx ended). With nowait, it
+// reports blocked instead of starting or waiting for a Learn call.
 //
 // An element is released at once when the kernel has it for at least half
 // its new Timeout more, or for at least HoldMargin more, in which case a
 // background refresh is queued. Otherwise the answer waits for the Learn
 // call in flight for the element, or for one new call made for all such
 // elements of this answer.
-func (f *Forwarder) gate(ctx context.Context, q *query, els []Element, arrived time.Time) bool {
+func (f *Forwarder) gate(ctx context.Context, q *query, els []Element, arrived time.Time, nowait bool) (ok, blocked bool) {
 	t := f.learned
 	now := f.now()
 	var (
@@ -158,6 +159,11 @@ func (f *Forwarder) gate(ctx context.Context, q *query, els []Element, arrived t
 				continue
 			}
 		}
+		if nowait {
+			t.mu.Unlock()
+			f.kickRefresh(kick)
+			return false, true
+		}
 		if e != nil && e.fl != nil {
 			if !slices.Contains(wait, e.fl) {
 				wait = append(wait, e.fl)
@@ -174,20 +180,15 @@ func (f *Forwarder) gate(ctx context.Context, q *query, els []Element, arrived t
 		batch = append(batch, *el)
 	}
 	t.mu.Unlock()
-	if kick {
-		select {
-		case t.kick <- struct{}{}:
-		default:
-		}
-	}
+	f.kickRefresh(kick)
 	if len(wait) == 0 {
-		return true
+		return true, false
 	}
 	if nf != nil {
 		f.startLearn(nf, batch, now, f.cfg.HoldMax, false)
 	}
 	if f.cfg.NoHold {
-		return true // measuring the race the hold closes: learn, but do not wait
+		return true, false // measuring the race the hold closes: learn, but do not wait
 	}
 	f.st.held.Add(1)
 
@@ -197,7 +198,7 @@ func (f *Forwarder) gate(ctx context.Context, q *query, els []Element, arrived t
 		select {
 		case <-fl.done:
 			if fl.err != nil {
-				return false
+				return false, false
 			}
 		case <-timer.C:
 			f.st.holdTimeouts.Add(1)
@@ -205,12 +206,22 @@ func (f *Forwarder) gate(ctx context.Context, q *query, els []Element, arrived t
 			if f.cfg.OnHoldTimeout != nil {
 				f.cfg.OnHoldTimeout(q.name)
 			}
-			return false
+			return false, false
 		case <-ctx.Done():
-			return false
+			return false, false
 		}
 	}
-	return true
+	return true, false
+}
+
+// kickRefresh wakes the refresher if kick is set.
+func (f *Forwarder) kickRefresh(kick bool) {
+	if kick {
+		select {
+		case f.learned.kick <- struct{}{}:
+		default:
+		}
+	}
 }
 
 // startLearn calls Learn for els in the background (ctx ends after

@@ -165,7 +165,9 @@ func roundTrips(b *testing.B, c net.Conn, name string) latencies {
 
 // BenchmarkForward measures a query for an allowed name whose address the
 // firewall has already: the forwarder's whole path, against the same fake
-// upstream asked directly.
+// upstream asked directly. "forwarded" is answered from the cache after
+// the first query; "forwarded-miss" has no cache, so each query goes
+// upstream.
 func BenchmarkForward(b *testing.B) {
 	l := &countingLearner{}
 	e := quietEnv(b, Config{Policy: newPolicy(rule{pattern: "*.github.com"}), Learner: l})
@@ -188,6 +190,14 @@ func BenchmarkForward(b *testing.B) {
 	if n := l.calls.Load(); n != 1 {
 		b.Errorf("%d Learn calls, want 1", n)
 	}
+	b.Run("forwarded-miss", func(b *testing.B) {
+		e := quietEnv(b, Config{Policy: newPolicy(rule{pattern: "*.github.com"}), Learner: &countingLearner{}, CacheEntries: -1})
+		e.up.set("api.github.com", &fakeName{sets: [][]dnsmessage.Resource{rrA(b, "api.github.com", 300, "140.82.112.5", "140.82.112.6")}})
+		roundTrips(b, e.client(b), "api.github.com").report(b)
+		if st := e.fwd.Stats(); st.CacheHits != 0 || st.Forwarded < uint64(b.N) {
+			b.Errorf("%d hits, %d forwarded of %d", st.CacheHits, st.Forwarded, b.N)
+		}
+	})
 }
 
 // BenchmarkNewAddress measures a query whose answer carries an address

@@ -22,6 +22,7 @@ type query struct {
 	name     string               // question name, canonical
 	opt      *dnsmessage.Resource // the client's OPT, nil without EDNS
 	rd, cd   bool
+	ad       bool // the client set AD: it understands the AD bit of the answer
 
 	// wire is the query sent upstream, id zero: header flags, the question
 	// as the client wrote it (case kept) and the client's OPT, UDP size
@@ -31,6 +32,11 @@ type query struct {
 	// pre is the policy's decision on the question name alone, made
 	// before asking upstream (a denial is reported already).
 	pre Decision
+
+	// hit, when set, is the cached answer to resolve the query with
+	// instead of asking upstream, once held, its elements, are learned.
+	hit  *hit
+	held []Element
 }
 
 var errMalformed = errors.New("malformed message")
@@ -99,6 +105,7 @@ func parseQuery(msg []byte) (*query, []byte) {
 		opt:      opt,
 		rd:       h.RecursionDesired,
 		cd:       h.CheckingDisabled,
+		ad:       h.AuthenticData,
 	}
 	if opt != nil && int(opt.Header.Class) > MaxUDPSize {
 		opt.Header.Class = MaxUDPSize

@@ -64,6 +64,10 @@ func (f *Forwarder) serveUDP(ctx context.Context, pc net.PacketConn) error {
 		if q == nil {
 			continue
 		}
+		if q.hit == nil {
+			f.resolveUDP(ctx, q, func(r []byte) { f.sendUDP(pc, uc, src, r) })
+			continue
+		}
 		f.wg.Add(1)
 		go func() {
 			defer f.wg.Done()

@@ -18,7 +18,10 @@ import (
 	"time"
 )
 
-var errTimeout = errors.New("no answer in time")
+var (
+	errTimeout = errors.New("no answer in time")
+	errStopped = errors.New("forwarder stopped")
+)
 
 // upstream sends queries to the resolvers and matches their replies.
 type upstream struct {
@@ -27,16 +30,22 @@ type upstream struct {
 
 	mu      sync.Mutex
 	pending map[uint16]*pendingQuery // UDP attempts waiting, by upstream id
+	stopped bool                     // abortAll ran: no more async attempts
 
 	pref atomic.Uint32 // index of the server asked first
 }
 
-// pendingQuery is one UDP attempt waiting for its reply.
+// pendingQuery is one UDP attempt waiting for its reply: an attempt of
+// exchange, on a goroutine waiting on ch, or of exchangeAsync, whose cb
+// the winner of the attempt calls (the reader with the reply, the timer,
+// or abortAll). Whoever removes it from pending first is the winner.
 type pendingQuery struct {
 	id     uint16
 	server netip.AddrPort
 	q      *query
 	ch     chan []byte // capacity 1: the reader never blocks
+	cb     func(resp []byte, err error)
+	timer  *time.Timer // of an async attempt
 }
 
 func newUpstream(f *Forwarder) *upstream {
@@ -91,19 +100,12 @@ func (u *upstream) conn(s netip.AddrPort) net.PacketConn {
 }
 
 func (u *upstream) exchangeUDP(ctx context.Context, q *query, s netip.AddrPort) ([]byte, error) {
-	pc := u.conn(s)
 	pq := &pendingQuery{server: s, q: q, ch: make(chan []byte, 1)}
 	u.register(pq)
 	defer u.unregister(pq)
 	setID(q.wire, pq.id)
-	var err error
-	if uc, ok := pc.(*net.UDPConn); ok {
-		_, err = uc.WriteToUDPAddrPort(q.wire, s)
-	} else {
-		_, err = pc.WriteTo(q.wire, net.UDPAddrFromAddrPort(s))
-	}
-	if err != nil {
-		return nil, fmt.Errorf("send query to %s: %w", s, err)
+	if err := u.send(q.wire, s); err != nil {
+		return nil, err
 	}
 	t := time.NewTimer(u.f.cfg.Upstream.AttemptTimeout)
 	defer t.Stop()
@@ -135,11 +137,137 @@ func (u *upstream) register(pq *pendingQuery) {
 }
 
 func (u *upstream) unregister(pq *pendingQuery) {
+	u.take(pq)
+}
+
+// take removes pq from pending and reports whether it was there: the
+// caller won the attempt.
+func (u *upstream) take(pq *pendingQuery) bool {
 	u.mu.Lock()
+	defer u.mu.Unlock()
 	if u.pending[pq.id] == pq {
 		delete(u.pending, pq.id)
+		return true
+	}
+	return false
+}
+
+// exchangeAsync is exchange for a query over UDP without a goroutine
+// waiting for it: each attempt is sent from the calling goroutine (or the
+// goroutine of the attempt before), and done is called exactly once, with
+// the reply (its id not rewritten) or an error, on the goroutine that
+// settled it: the upstream reader's with the reply, an attempt timer's,
+// or Run's when it stops (errStopped). It spares the query path two
+// goroutine hand-offs, each a thread wake-up on a VM.
+func (u *upstream) exchangeAsync(q *query, done func([]byte, error)) {
+	f := u.f
+	f.st.forwarded.Add(1)
+	n := len(u.servers)
+	start := int(u.pref.Load()) % n
+	var attempt func(i int, lastErr error)
+	attempt = func(i int, lastErr error) {
+		if i == f.cfg.Upstream.Attempts {
+			f.st.upstreamFailures.Add(1)
+			done(nil, fmt.Errorf("ask upstream for %q: %d attempts: %w", q.name, f.cfg.Upstream.Attempts, lastErr))
+			return
+		}
+		idx := (start + i) % n
+		s := u.servers[idx]
+		failed := func(err error) {
+			f.st.upstreamTimeouts.Add(1)
+			f.log.Debug("upstream attempt", "server", s, "name", q.name, "err", err)
+			u.pref.CompareAndSwap(uint32(idx), uint32((idx+1)%n))
+			attempt(i+1, err)
+		}
+		pq := &pendingQuery{server: s, q: q}
+		pq.cb = func(resp []byte, err error) {
+			switch {
+			case errors.Is(err, errStopped):
+				done(nil, err)
+			case err != nil:
+				failed(err)
+			default:
+				done(resp, nil)
+			}
+		}
+		wire := u.registerAsync(pq)
+		if wire == nil {
+			done(nil, errStopped)
+			return
+		}
+		if err := u.send(wire, s); err != nil {
+			if u.take(pq) {
+				pq.timer.Stop()
+				failed(err)
+			}
+		}
+	}
+	attempt(0, nil)
+}
+
+// registerAsync registers pq with a fresh id and starts its attempt
+// timer, both under u.mu (so whoever wins pq sees its timer), and returns
+// the query to send: a copy of q.wire with the id, its own, since the
+// timer may start the next attempt while this one is being sent. It
+// returns nil once abortAll ran.
+func (u *upstream) registerAsync(pq *pendingQuery) []byte {
+	var b [2]byte
+	wire := bytes.Clone(pq.q.wire)
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.stopped {
+		return nil
+	}
+	for {
+		rand.Read(b[:])
+		id := binary.BigEndian.Uint16(b[:])
+		if _, taken := u.pending[id]; !taken {
+			pq.id = id
+			u.pending[id] = pq
+			break
+		}
+	}
+	pq.timer = time.AfterFunc(u.f.cfg.Upstream.AttemptTimeout, func() {
+		if u.take(pq) {
+			pq.cb(nil, fmt.Errorf("ask %s: %w", pq.server, errTimeout))
+		}
+	})
+	return setID(wire, pq.id)
+}
+
+// abortAll settles every async attempt still pending with errStopped, and
+// every later one at once: Run calls it when it stops, so that no timer
+// outlives it.
+func (u *upstream) abortAll() {
+	u.mu.Lock()
+	u.stopped = true
+	var aborted []*pendingQuery
+	for id, pq := range u.pending {
+		if pq.cb != nil {
+			delete(u.pending, id)
+			aborted = append(aborted, pq)
+		}
 	}
 	u.mu.Unlock()
+	for _, pq := range aborted {
+		pq.timer.Stop()
+		pq.cb(nil, errStopped)
+	}
+}
+
+// send writes msg to s from the upstream socket of its family.
+func (u *upstream) send(msg []byte, s netip.AddrPort) error {
+	pc := u.conn(s)
+	var err error
+	if uc, ok := pc.(*net.UDPConn); ok {
+		_, err = uc.WriteToUDPAddrPort(msg, s)
+	} else {
+		_, err = pc.WriteTo(msg, net.UDPAddrFromAddrPort(s))
+	}
+	if err != nil {
+		return fmt.Errorf("send query to %s: %w", s, err)
+	}
+	return nil
 }
 
 // read receives replies on an upstream socket until it is closed.
@@ -204,6 +332,11 @@ func (u *upstream) deliver(msg []byte, src netip.AddrPort) {
 	u.mu.Unlock()
 	if pq == nil {
 		u.f.st.spoofed.Add(1)
+		return
+	}
+	if pq.cb != nil {
+		pq.timer.Stop()
+		pq.cb(bytes.Clone(msg), nil)
 		return
 	}
 	pq.ch <- bytes.Clone(msg)

@@ -179,7 +179,7 @@ func Command(ctx context.Context, args []string, stdio cli.Stdio) int {
 				return 1
 			}
 			watcher.DNS = &DNS{Firewall: fw, HoldMax: cfg.DNS.HoldMax, NoHold: !cfg.DNS.Hold, MinTTL: cfg.DNS.MinTTL, DenyMode: mode,
-				MaxNames: cfg.DNS.MaxNames, Rate: float64(cfg.DNS.QueriesPerSecond)}
+				MaxNames: cfg.DNS.MaxNames, Rate: float64(cfg.DNS.QueriesPerSecond), CacheSize: cfg.DNS.CacheSize}
 			fw.DNS = watcher.DNS
 		}
 	}

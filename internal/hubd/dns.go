@@ -47,6 +47,8 @@ type DNS struct {
 	DenyMode dnsfwd.DenyMode
 	MaxNames int
 	Rate     float64
+	// CacheSize bounds the forwarder's answer cache; 0 turns it off.
+	CacheSize int
 	// Log receives diagnostics; nil discards.
 	Log *slog.Logger
 
@@ -249,7 +251,7 @@ func (d *DNS) state() dnsState {
 func (d *DNS) config(sock *verdictclient.Forwarder) (dnsfwd.Config, error) {
 	cfg := dnsfwd.Config{
 		Policy: &d.rules, Learner: &d.learner, DenyMode: d.DenyMode,
-		HoldMax: d.HoldMax, NoHold: d.NoHold, MinTTL: d.MinTTL, MaxNames: d.MaxNames,
+		HoldMax: d.HoldMax, NoHold: d.NoHold, MinTTL: d.MinTTL, MaxNames: d.MaxNames, CacheEntries: cacheEntries(d.CacheSize),
 		OnDenied: d.onDenied, OnLearned: d.onLearned, OnHoldTimeout: d.onHoldTimeout,
 		Log: d.log(),
 	}
@@ -300,6 +302,15 @@ func (d *DNS) config(sock *verdictclient.Forwarder) (dnsfwd.Config, error) {
 		return dnsfwd.Config{}, err
 	}
 	return cfg, nil
+}
+
+// cacheEntries maps dns.cache_size to dnsfwd.Config.CacheEntries, where
+// 0 means the default and a negative value no cache.
+func cacheEntries(size int) int {
+	if size <= 0 {
+		return -1
+	}
+	return size
 }
 
 func closeForwarderConfig(cfg dnsfwd.Config) {

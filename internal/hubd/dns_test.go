@@ -71,3 +71,13 @@ func TestNameRulesDecide(t *testing.T) {
 		t.Errorf("after removeVerdict: %+v", d)
 	}
 }
+
+// dns.cache_size 0 turns the forwarder's cache off; dnsfwd reads 0 as its
+// default size, so the hub must pass a negative value.
+func TestCacheEntries(t *testing.T) {
+	for _, tt := range []struct{ size, want int }{{0, -1}, {1, 1}, {1024, 1024}} {
+		if got := cacheEntries(tt.size); got != tt.want {
+			t.Errorf("cacheEntries(%d) = %d, want %d", tt.size, got, tt.want)
+		}
+	}
+}

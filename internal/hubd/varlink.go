@@ -331,6 +331,8 @@ func (s *ours) Stats(ctx context.Context, c orgterokclearancehub1.VarlinkCall) e
 			Denied: int64(d.Denied), Refused_overload: int64(d.RefusedOverload), Spoofed: int64(d.Spoofed),
 			Malformed: int64(d.Malformed), Upstream_failures: int64(d.UpstreamFailures),
 		}
+		hits := int64(d.CacheHits)
+		out.Dns.Cache_hits = &hits
 	}
 	return c.ReplyStats(ctx, out)
 }

@@ -40,8 +40,8 @@
 // request for [RunOptions.IdleTimeout] is closed, and one user's calls run
 // [MaxCallsPerOwner] at a time. A caller-filled ruleset larger than
 // [GuardMaxTables], [GuardMaxSets], [GuardMaxElements] or [GuardMaxRules]
-// is refused before a call reads it, and List answers at most
-// [MaxListElements].
+// is refused before a call reads it (Learn, which reads nothing of it,
+// is not counted), and List answers at most [MaxListElements].
 //
 // # Namespaces
 //

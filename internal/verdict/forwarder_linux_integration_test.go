@@ -9,9 +9,12 @@ import (
 	"net/netip"
 	"os"
 	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/google/nftables"
 	"github.com/varlink/go/varlink"
 	"golang.org/x/sys/unix"
 
@@ -226,4 +229,63 @@ func socketNetns(t *testing.T, f *os.File) uint64 {
 		t.Fatal(err)
 	}
 	return st.Ino
+}
+
+// TestIntegrationGuardSparesLearn fills the container's namespace past
+// the guard's table bound: calls that read the ruleset (List, Engage) are
+// refused before they read it, while Learn, which reads nothing, still
+// adds its element (the guard's dumps are not on the path of every DNS
+// answer with a new address).
+func TestIntegrationGuardSparesLearn(t *testing.T) {
+	ctr := startContainer(t)
+	e := startService(t, "")
+	const id = "f0f0f0000002"
+	writeRecord(t, e.root, 0, ctr.rec(id))
+	ctx := testutil.Context(t)
+	c := e.dial(t)
+	if _, _, err := c.Engage(ctx, id, nil); err != nil {
+		t.Fatal(err)
+	}
+
+	f := ctr.nsFile(t)
+	conn, err := nft.Dial(int(f.Fd()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.CloseLasting()
+	for i := range verdict.GuardMaxTables + 1 {
+		conn.AddTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: "filler" + strconv.Itoa(i)})
+		if i%32 == 31 || i == verdict.GuardMaxTables { // batches the socket's buffer takes the acks of
+			if err := conn.Flush(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+
+	if _, err := c.List(ctx, id, nil); errName(err) != "FirewallFailed" || !strings.Contains(err.Error(), "larger than") {
+		t.Errorf("List with %d tables = %v, want FirewallFailed: larger than the service reads", verdict.GuardMaxTables+1, err)
+	}
+	l := verdictclient.Learned{IP: peerAddr.String(), Proto: "tcp", Port: 443, TTL: time.Minute, Comment: "api.example.com"}
+	if err := c.Learn(ctx, id, []verdictclient.Learned{l}, nil); err != nil {
+		t.Fatalf("Learn with a ruleset past the guard: %v", err)
+	}
+	// The element is in the kernel: read the learned set directly.
+	sets, err := conn.GetSets(&nftables.Table{Family: nftables.TableFamilyINet, Name: nft.Builtin.Table})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, s := range sets {
+		if !strings.HasPrefix(s.Name, "dns4") {
+			continue
+		}
+		els, err := conn.GetSetElements(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n += len(els)
+	}
+	if n == 0 {
+		t.Errorf("no learned element in the kernel after Learn (sets %d)", len(sets))
+	}
 }

@@ -488,7 +488,8 @@ func (h *firewall1) Learn(ctx context.Context, c fw1.VarlinkCall, container stri
 		closeFDs(&c.Call)
 		return c.ReplyInvalidParameter(ctx, bad)
 	}
-	err := h.s.withFirewall(&c.Call, container, func(t *target, fw Firewall) error {
+	// Learn reads nothing of the ruleset: no guard (see openFirewallFor).
+	err := h.s.withFirewallFor(&c.Call, container, false, func(t *target, fw Firewall) error {
 		if h.s.cfg.Mode != ModeBuiltin {
 			return &firewallError{op: "learn", err: errors.New("learned addresses need the built-in ruleset")}
 		}
@@ -540,12 +541,18 @@ func (h *firewall1) Disengage(ctx context.Context, c fw1.VarlinkCall, container 
 
 // withFirewall resolves container and runs fn with its open firewall.
 func (s *Service) withFirewall(call *varlink.Call, container string, fn func(*target, Firewall) error) error {
+	return s.withFirewallFor(call, container, true, fn)
+}
+
+// withFirewallFor is [Service.withFirewall] for an operation that reads
+// the ruleset or not (see [Service.openFirewallFor]).
+func (s *Service) withFirewallFor(call *varlink.Call, container string, reads bool, fn func(*target, Firewall) error) error {
 	t, err := s.resolve(call, container)
 	if err != nil {
 		return err
 	}
 	defer t.Close()
-	fw, release, err := s.openFirewall(t)
+	fw, release, err := s.openFirewallFor(t, reads)
 	if err != nil {
 		return err
 	}

@@ -282,9 +282,22 @@ func (s *Service) Varlink() (*varlink.Service, error) {
 func (s *Service) Close() { s.cache.closeAll() }
 
 // openFirewall returns t's firewall (cached between calls, see fwCache)
-// and the func that releases it.
+// and the func that releases it, for an operation that reads the
+// ruleset: the guard counts it first.
 func (s *Service) openFirewall(t *target) (Firewall, func(), error) {
-	if s.guard != nil {
+	return s.openFirewallFor(t, true)
+}
+
+// openFirewallFor is [Service.openFirewall]; reads false is for an
+// operation that reads nothing of the ruleset (Learn: it sends its
+// elements and takes the kernel's acknowledgements, whatever else the
+// owner put in the namespace). The guard is then skipped in the built-in
+// mode, where opening a firewall reads nothing either: its dumps would
+// cost more than the operation (a netns-switched thread, one dump per
+// table, set and element list), and Learn is on the path of every DNS
+// answer with a new address.
+func (s *Service) openFirewallFor(t *target, reads bool) (Firewall, func(), error) {
+	if s.guard != nil && (reads || s.cfg.Mode != ModeBuiltin) {
 		// The owner may have filled its ruleset since the last call.
 		if err := s.guard.check(int(t.ns.Fd())); err != nil {
 			return nil, nil, &firewallError{op: "read ruleset", err: err}

@@ -39,7 +39,11 @@ func init() {
 //     namespace on a socket carrying the forwarder's mark (not redirected):
 //     what the container would see without clearance.
 //   - dns_forward: the same query through the forwarder, for a name whose
-//     address the firewall already has (nothing to learn).
+//     address the firewall already has (nothing to learn): after the
+//     first, each is answered from the forwarder's cache.
+//   - dns_forward_miss: a query through the forwarder for a name never
+//     asked before (m<i>.fixed.test, the same address, so nothing to
+//     learn either): each goes to the resolver. A cache miss.
 //   - dns_new_address: every answer a new address of an allowed name, so
 //     each is held until the verdict service's netlink batch is
 //     acknowledged.
@@ -55,15 +59,15 @@ func (b *bench) dns() error {
 	l := lab.New()
 	defer l.Close()
 	rot := &lab.Rotor{Zone: "rot.test"}
-	s, err := l.NewStack(ctx, lab.StackOptions{Bin: b.bin, DNS: func(name string, qtype dnsmessage.Type) ([]netip.Addr, bool) {
-		if name == "fixed.test" {
+	s, err := l.NewStack(ctx, lab.StackOptions{Bin: b.bin, DNS: func(name string, qtype dnsmessage.Type) ([]netip.Addr, uint32, bool) {
+		if name == "fixed.test" || strings.HasSuffix(name, ".fixed.test") {
 			if qtype == dnsmessage.TypeA {
-				return []netip.Addr{lab.HostAddr}, true
+				return []netip.Addr{lab.HostAddr}, 300, true
 			}
-			return nil, true
+			return nil, 300, true
 		}
 		return rot.Answer(name, qtype)
-	}, ExtraConfig: "dns:\n  queries_per_second: 100000\n", PolicyYAML: "allow:\n  - fixed.test\n  - rot.test:8082/tcp\n  - '*.many.rot.test:8082/tcp'\n"})
+	}, ExtraConfig: "dns:\n  queries_per_second: 100000\n", PolicyYAML: "allow:\n  - fixed.test\n  - '*.fixed.test'\n  - rot.test:8082/tcp\n  - '*.many.rot.test:8082/tcp'\n"})
 	if err != nil {
 		return err
 	}
@@ -104,12 +108,20 @@ func (b *bench) dns() error {
 	}
 	defer viaFwd.Close()
 
+	// measure asks name n times on c; a name ending in "#" gets a fresh
+	// label each time instead (m<i>.fixed.test: never asked before).
+	miss := 0
 	measure := func(c net.Conn, name string, n int) ([]time.Duration, error) {
 		var ds []time.Duration
 		for i := 0; i < n; i++ {
 			c.SetDeadline(time.Now().Add(5 * time.Second))
+			q := name
+			if rest, ok := strings.CutPrefix(name, "#"); ok {
+				miss++
+				q = "m" + strconv.Itoa(miss) + rest
+			}
 			t0 := time.Now()
-			addrs, rcode, err := lab.Exchange(c, "udp", name, dnsmessage.TypeA)
+			addrs, rcode, err := lab.Exchange(c, "udp", q, dnsmessage.TypeA)
 			if err != nil || len(addrs) == 0 {
 				return nil, fmt.Errorf("query %s: %v %v %v", name, addrs, rcode, err)
 			}
@@ -138,6 +150,15 @@ func (b *bench) dns() error {
 	report("dns_forward_p50_us", us(percentile(f, 50)), "µs")
 	report("dns_forward_p99_us", us(percentile(f, 99)), "µs")
 	report("dns_forward_added_p50_us", us(percentile(f, 50)-percentile(d, 50)), "µs")
+	cpu0 = cpuTime(s.HubPID())
+	fm, err := measure(viaFwd, "#.fixed.test", 2000)
+	if err != nil {
+		return err
+	}
+	report("dns_forward_miss_hub_cpu_us_per_query", us((cpuTime(s.HubPID())-cpu0)/2000), "µs")
+	report("dns_forward_miss_p50_us", us(percentile(fm, 50)), "µs")
+	report("dns_forward_miss_p99_us", us(percentile(fm, 99)), "µs")
+	report("dns_forward_miss_added_p50_us", us(percentile(fm, 50)-percentile(d, 50)), "µs")
 
 	na, err := measure(viaFwd, "rot.test", 1000)
 	if err != nil {

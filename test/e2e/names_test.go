@@ -282,3 +282,47 @@ func TestDNSWithoutHubFailsFast(t *testing.T) {
 	}
 	t.Fatalf("resolve without the hub: %v; want ECONNREFUSED (port unreachable)", errs)
 }
+
+// TestCachedAnswer: a question asked again within its TTL is answered from
+// the forwarder's cache (Stats counts it), and its address still lets the
+// container connect.
+func TestCachedAnswer(t *testing.T) {
+	requireLab(t)
+	answer := func(name string, qtype dnsmessage.Type) ([]netip.Addr, uint32, bool) {
+		if name != "cached.test" {
+			return nil, 0, false
+		}
+		if qtype != dnsmessage.TypeA {
+			return nil, 300, true
+		}
+		return []netip.Addr{lab.HostAddr}, 300, true
+	}
+	hits := func(s *lab.Stack) int64 {
+		t.Helper()
+		st := subscribe(t, s)
+		for i := range 3 {
+			if refused, err := resolveAndConnect(t, s, "cached.test", 1); refused != 0 || err != nil {
+				t.Fatalf("query %d: refused %d, %v", i, refused, err)
+			}
+		}
+		stats, err := orgterokclearancehub1.Stats().Call(context.Background(), st.rpc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := stats.Dns
+		if d == nil || d.Queries != 3 || d.Cache_hits == nil {
+			t.Fatalf("dns stats %+v, want 3 queries and cache hits", d)
+		}
+		return *d.Cache_hits
+	}
+	s := newStack(t, lab.StackOptions{PolicyYAML: "allow:\n  - cached.test\n", DNS: answer})
+	if n := hits(s); n != 2 {
+		t.Errorf("%d of 3 queries answered from the cache, want 2", n)
+	}
+	// dns.cache_size 0: every question goes upstream.
+	s2 := newStack(t, lab.StackOptions{PolicyYAML: "allow:\n  - cached.test\n", DNS: answer, ID: "labctr000002",
+		ExtraConfig: "dns:\n  cache_size: 0\n"})
+	if n := hits(s2); n != 0 {
+		t.Errorf("cache_size 0: %d queries answered from the cache, want 0", n)
+	}
+}

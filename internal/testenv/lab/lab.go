@@ -264,27 +264,29 @@ func Exchange(c net.Conn, network, name string, qtype dnsmessage.Type) ([]netip.
 }
 
 // ServeDNS answers A queries for the names in zone on addr (UDP and TCP)
-// inside the namespace, until the lab closes; other names get NXDOMAIN.
+// inside the namespace (TTL 300), until the lab closes; other names get
+// NXDOMAIN.
 func (l *Lab) ServeDNS(ns *NS, addr netip.AddrPort, zone map[string]netip.Addr) error {
-	return l.ServeDNSFunc(ns, addr, func(name string, qtype dnsmessage.Type) ([]netip.Addr, bool) {
+	return l.ServeDNSFunc(ns, addr, func(name string, qtype dnsmessage.Type) ([]netip.Addr, uint32, bool) {
 		ip, ok := zone[name]
 		if !ok {
-			return nil, false
+			return nil, 0, false
 		}
 		if qtype != dnsmessage.TypeA || !ip.Is4() {
-			return nil, true
+			return nil, 300, true
 		}
-		return []netip.Addr{ip}, true
+		return []netip.Addr{ip}, 300, true
 	})
 }
 
 // DNSAnswer answers one question: the addresses for name (without the
-// trailing dot) and qtype, and whether the name exists (false: NXDOMAIN).
-// It is called from the server's goroutines, one at a time per transport.
-type DNSAnswer func(name string, qtype dnsmessage.Type) (addrs []netip.Addr, exists bool)
+// trailing dot) and qtype, the TTL of their records, and whether the
+// name exists (false: NXDOMAIN). It is called from the server's
+// goroutines, one at a time per transport.
+type DNSAnswer func(name string, qtype dnsmessage.Type) (addrs []netip.Addr, ttl uint32, exists bool)
 
 // ServeDNSFunc serves DNS on addr (UDP and TCP) inside the namespace,
-// answering with answer (TTL 300), until the lab closes.
+// answering with answer, until the lab closes.
 func (l *Lab) ServeDNSFunc(ns *NS, addr netip.AddrPort, answer DNSAnswer) error {
 	pc, err := ns.ListenPacket("udp", addr.String())
 	if err != nil {
@@ -348,12 +350,12 @@ func dnsReply(msg []byte, answer DNSAnswer) []byte {
 	r := dnsmessage.Message{Header: dnsmessage.Header{ID: q.ID, Response: true, Authoritative: true,
 		RecursionDesired: q.RecursionDesired}, Questions: q.Questions}
 	name := strings.TrimSuffix(strings.ToLower(qq.Name.String()), ".")
-	addrs, ok := answer(name, qq.Type)
+	addrs, ttl, ok := answer(name, qq.Type)
 	if !ok {
 		r.RCode = dnsmessage.RCodeNameError
 	}
 	for _, a := range addrs {
-		h := dnsmessage.ResourceHeader{Name: qq.Name, Class: dnsmessage.ClassINET, TTL: 300}
+		h := dnsmessage.ResourceHeader{Name: qq.Name, Class: dnsmessage.ClassINET, TTL: ttl}
 		if a.Is4() {
 			h.Type = dnsmessage.TypeA
 			r.Answers = append(r.Answers, dnsmessage.Resource{Header: h, Body: &dnsmessage.AResource{A: a.As4()}})

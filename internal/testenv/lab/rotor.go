@@ -25,13 +25,16 @@ type Rotor struct {
 	next netip.Addr
 }
 
-// Answer implements [DNSAnswer].
-func (r *Rotor) Answer(name string, qtype dnsmessage.Type) ([]netip.Addr, bool) {
+// Answer implements [DNSAnswer]. Its records have TTL 0: a name that
+// answers every question with another address is one no resolver may
+// cache (the forwarder's cache included), or the next question would
+// not see the next address.
+func (r *Rotor) Answer(name string, qtype dnsmessage.Type) ([]netip.Addr, uint32, bool) {
 	if name != r.Zone && !strings.HasSuffix(name, "."+r.Zone) {
-		return nil, false
+		return nil, 0, false
 	}
 	if qtype != dnsmessage.TypeA {
-		return nil, true
+		return nil, 0, true
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -40,5 +43,5 @@ func (r *Rotor) Answer(name string, qtype dnsmessage.Type) ([]netip.Addr, bool) 
 	}
 	a := r.next
 	r.next = r.next.Next()
-	return []netip.Addr{a}, true
+	return []netip.Addr{a}, 0, true
 }

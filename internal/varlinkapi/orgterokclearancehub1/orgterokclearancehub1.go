@@ -39,20 +39,22 @@ type PendingRequest struct {
 // firewall learned their addresses, held answers replaced by SERVFAIL
 // because that took longer than dns.hold_max (the misses), failed learn
 // calls, addresses learned, answers for denied names, queries refused
-// under load, upstream replies dropped as spoofed, malformed messages, and
-// queries no resolver answered.
+// under load, upstream replies dropped as spoofed, malformed messages,
+// queries no resolver answered, and queries answered from the forwarder's
+// cache (upstream not asked; absent from hubs older than the cache).
 type DNSStats struct {
-	Queries           int64 `json:"queries"`
-	Answers           int64 `json:"answers"`
-	Held              int64 `json:"held"`
-	Hold_timeouts     int64 `json:"hold_timeouts"`
-	Learn_errors      int64 `json:"learn_errors"`
-	Learned           int64 `json:"learned"`
-	Denied            int64 `json:"denied"`
-	Refused_overload  int64 `json:"refused_overload"`
-	Spoofed           int64 `json:"spoofed"`
-	Malformed         int64 `json:"malformed"`
-	Upstream_failures int64 `json:"upstream_failures"`
+	Queries           int64  `json:"queries"`
+	Answers           int64  `json:"answers"`
+	Held              int64  `json:"held"`
+	Hold_timeouts     int64  `json:"hold_timeouts"`
+	Learn_errors      int64  `json:"learn_errors"`
+	Learned           int64  `json:"learned"`
+	Denied            int64  `json:"denied"`
+	Refused_overload  int64  `json:"refused_overload"`
+	Spoofed           int64  `json:"spoofed"`
+	Malformed         int64  `json:"malformed"`
+	Upstream_failures int64  `json:"upstream_failures"`
+	Cache_hits        *int64 `json:"cache_hits,omitempty"`
 }
 
 // The container's ask endpoint (docs/ask.md) since the hub started:
@@ -649,8 +651,9 @@ type PendingRequest (
 # firewall learned their addresses, held answers replaced by SERVFAIL
 # because that took longer than dns.hold_max (the misses), failed learn
 # calls, addresses learned, answers for denied names, queries refused
-# under load, upstream replies dropped as spoofed, malformed messages, and
-# queries no resolver answered.
+# under load, upstream replies dropped as spoofed, malformed messages,
+# queries no resolver answered, and queries answered from the forwarder's
+# cache (upstream not asked; absent from hubs older than the cache).
 type DNSStats (
   queries: int,
   answers: int,
@@ -662,7 +665,8 @@ type DNSStats (
   refused_overload: int,
   spoofed: int,
   malformed: int,
-  upstream_failures: int
+  upstream_failures: int,
+  cache_hits: ?int
 )
 
 # The container's ask endpoint (docs/ask.md) since the hub started:
