@@ -28,8 +28,13 @@ const (
 	// GuardMaxSets bounds the sets of clearance's (or the shield's) table.
 	GuardMaxSets = 256
 	// GuardMaxElements bounds the set elements of that table (an
-	// interval element counts twice: start and end).
-	GuardMaxElements = 32768
+	// interval element counts twice: start and end). It leaves room for
+	// everything clearance itself puts there: the DNS forwarder's whole
+	// learned table (dnsfwd.DefaultMaxLearned, 65 536 addresses) and as
+	// many again for the policy's sets. Below that, a container that
+	// merely resolved many names would have its own ruleset refused to
+	// Verify, Engage and Disengage.
+	GuardMaxElements = 1 << 17
 	// GuardMaxRules bounds the rules of its DNS redirect chain.
 	GuardMaxRules = 1024
 )

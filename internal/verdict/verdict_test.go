@@ -17,6 +17,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/terok-ai/clearance/internal/dnsfwd"
 	"github.com/terok-ai/clearance/internal/netns"
 	"github.com/terok-ai/clearance/internal/nft"
 	"github.com/terok-ai/clearance/internal/record"
@@ -291,5 +292,13 @@ func TestAttackCallSlots(t *testing.T) {
 	c.acquire(0, owners)() // root never waits
 	if len(c.m) != 0 {
 		t.Errorf("%d owners left in the map", len(c.m))
+	}
+}
+
+// The ruleset guard reads what clearance itself writes: the forwarder's
+// full learned table and a policy as large again fit under its bound.
+func TestGuardBoundFitsWhatClearanceWrites(t *testing.T) {
+	if GuardMaxElements < 2*dnsfwd.DefaultMaxLearned {
+		t.Errorf("GuardMaxElements %d < 2 × the forwarder's %d learned addresses", GuardMaxElements, dnsfwd.DefaultMaxLearned)
 	}
 }
