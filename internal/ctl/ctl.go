@@ -181,8 +181,8 @@ Global options (before the command):
   --nats-credentials FILE    NATS credentials (default nats.credentials; TLS
                              from nats.tls_*; --nats - uses nats.url)
   --nats-operator NAME       your name on the decide subjects (default the
-                             login name); the NATS server's permissions
-                             must bind it to you
+                             credentials' user, else the login name); the
+                             NATS server's permissions must bind it to you
 
 Run "clearancectl COMMAND --help" for a command's options.
 

@@ -24,7 +24,8 @@ import (
 // host through a NATS server instead of to local hubs: watch (a live,
 // read-only view of every host), pending, allow, deny and status. Who may answer
 // for which host is the NATS server's decision; the operator's name on
-// the subjects is --nats-operator (default: the login name).
+// the subjects is --nats-operator (default: the user of the credentials
+// file, else the login name).
 
 // natsCommands are the commands that work with --nats.
 var natsCommands = []string{"watch", "pending", "allow", "deny", "status"}
@@ -56,7 +57,25 @@ func (r *runner) runNATS(ctx context.Context, g globalOptions, args []string) in
 	} else {
 		fmt.Fprintf(r.stderr, "clearancectl: %s (its nats and relay sections are not used)\n", cleanLong(err.Error()))
 	}
+	if g.natsCreds != "" {
+		nc.Credentials = g.natsCreds
+	}
+	if isHelp(args) {
+		return r.natsCommand(ctx, nil, args)
+	}
+	// The name on the decide subjects: --nats-operator, else the user
+	// the credentials file names (the one its permissions bind), else
+	// the login name.
 	name := g.natsOperator
+	if nc.Credentials != "" {
+		creds, err := relay.LoadCredentials(nc.Credentials)
+		if err != nil {
+			return r.fail(ExitFailure, "%s", cleanLong(err.Error()))
+		}
+		if name == "" && relay.ValidOperator(creds.Name) {
+			name = creds.Name
+		}
+	}
 	if name == "" {
 		name = r.env("USER")
 		if name == "" {
@@ -65,21 +84,16 @@ func (r *runner) runNATS(ctx context.Context, g globalOptions, args []string) in
 			}
 		}
 	}
-	if g.natsCreds != "" {
-		nc.Credentials = g.natsCreds
-	}
 	opts := relay.NATSOptions(nc)
-	if isHelp(args) {
-		return r.natsCommand(ctx, nil, args)
-	}
 	url := g.nats
 	if url == "-" {
 		url = nc.URL // "--nats -": the configuration's nats.url
 	}
 	o, err := relay.DialOperator(url, rc.SubjectPrefix, name, opts...)
 	if err != nil {
-		return r.fail(ExitFailure, "%s", cleanLong(err.Error()))
+		return r.fail(ExitFailure, "%s", cleanLong(relay.ExplainRefusal(err, nc.Credentials)))
 	}
+	o.Credentials = nc.Credentials
 	defer o.Close()
 	return r.natsCommand(ctx, o, args)
 }
@@ -294,6 +308,11 @@ Runs until interrupted.`)
 		case <-ctx.Done():
 			return ExitOK
 		case <-o.Closed():
+			// nats.go gives up only when the server refuses the
+			// credentials twice (e.g. the JWT expired meanwhile).
+			if err := o.Conn().LastError(); err != nil {
+				return r.fail(ExitFailure, "the NATS connection closed: %s", cleanLong(relay.ExplainRefusal(err, o.Credentials)))
+			}
 			return r.fail(ExitFailure, "the NATS connection closed")
 		case n := <-o.Notes:
 			fmt.Fprintf(r.stderr, "clearancectl: %s\n", cleanLong(n))

@@ -104,6 +104,17 @@ func Command(ctx context.Context, args []string, stdio cli.Stdio) int {
 		fmt.Fprintln(stderr, "clearance-relay: no NATS server: set nats.url in the configuration or pass --url")
 		return 2
 	}
+	user := ""
+	if nc.Credentials != "" {
+		// Checked now: nats.go reads the file only when it connects, and
+		// the relay's endless reconnects would hide what is wrong with it.
+		creds, err := LoadCredentials(nc.Credentials)
+		if err != nil {
+			fmt.Fprintf(stderr, "clearance-relay: %v\n", err)
+			return 1
+		}
+		user = creds.Name
+	}
 	opts := NATSOptions(nc)
 	sock := cfg.Verdict.Socket
 	if *verdictSock != "" {
@@ -122,12 +133,12 @@ func Command(ctx context.Context, args []string, stdio cli.Stdio) int {
 		fmt.Fprintf(stderr, "clearance-relay: %v\n", err)
 		return 2
 	}
-	log.Info("relay starting", "host", rc.Host, "url", redact(nc.URL))
+	log.Info("relay starting", "host", rc.Host, "url", redact(nc.URL), "nats_user", user)
 	// Ready at once: the relay follows the hubs whether or not NATS is
 	// reachable, and keeps trying; a start must not fail for an outage.
 	notifier.Ready("waiting for NATS")
 	if err := r.Run(ctx); err != nil {
-		fmt.Fprintf(stderr, "clearance-relay: %v\n", err)
+		fmt.Fprintf(stderr, "clearance-relay: %s\n", ExplainRefusal(err, nc.Credentials))
 		return 1
 	}
 	notifier.Stopping()

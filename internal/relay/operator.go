@@ -33,6 +33,9 @@ type Operator struct {
 	// Notes receives the connection's state changes, as lines for a
 	// person ("NATS connection lost, reconnecting"); never blocks.
 	Notes chan string
+	// Credentials is the credentials file the connection uses, if any,
+	// to explain the server's refusals with (ExplainRefusal).
+	Credentials string
 }
 
 // DialOperator connects as operator name (the last token of the decide

@@ -155,7 +155,16 @@ func New(cfg Config) (*Relay, error) {
 // after every (re)connect what is still pending is published again
 // (marked replay).
 func (r *Relay) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	r.runCtx = ctx
+	// closed is closed when nats.go gives up on the connection for good,
+	// which it does only when the server refuses the same credentials
+	// twice in a row (an unknown account, an expired or revoked JWT, a
+	// wrong password): an outage is retried for ever, a refusal is not
+	// (nats.go's default; systemd restarts the unit, which reads the
+	// credentials again).
+	closed := make(chan struct{})
 	opts := append([]nats.Option{
 		nats.Name("clearance-relay " + r.cfg.Host),
 		nats.RetryOnFailedConnect(true),
@@ -173,6 +182,7 @@ func (r *Relay) Run(ctx context.Context) error {
 				r.cfg.OnDisconnected()
 			}
 		}),
+		nats.ClosedHandler(func(*nats.Conn) { close(closed) }),
 		nats.ErrorHandler(func(_ *nats.Conn, s *nats.Subscription, err error) {
 			subj := ""
 			if s != nil {
@@ -228,6 +238,14 @@ func (r *Relay) Run(ctx context.Context) error {
 			nc.Close()
 			r.wg.Wait()
 			return nil
+		case <-closed:
+			stopped := ctx.Err() != nil
+			cancel()
+			r.wg.Wait()
+			if stopped {
+				return nil
+			}
+			return &RefusedError{Err: nc.LastError()}
 		case <-scan.C:
 			r.scanHubs(ctx)
 		case <-pres.C:

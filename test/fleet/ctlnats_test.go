@@ -29,17 +29,7 @@ func TestCtlNATS(t *testing.T) {
 		return ctl(t, op, nil, append([]string{"--nats", s.URL(user), "--nats-operator", user}, args...)...)
 	}
 
-	watch := exec.Command(bin(t, "clearancectl"), "--nats", s.URL("alice"), "--nats-operator", "alice", "watch")
-	watch.Env = append(watch.Environ(), "XDG_RUNTIME_DIR="+op, "NO_COLOR=1")
-	out, _ := watch.StdoutPipe()
-	errp, _ := watch.StderrPipe()
-	if err := watch.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { watch.Process.Kill(); watch.Wait() })
-	lines := newLineReader(out)
-	errLines := newLineReader(errp)
-	errLines.waitFor(t, 20*time.Second, "watching the fleet")
+	lines, errLines := natsWatch(t, op, "--nats", s.URL("alice"), "--nats-operator", "alice")
 
 	a.block(t, "ctra00000014", "n:1", "198.51.100.80", 443)
 	b.block(t, "ctrb00000014", "n:2", "203.0.113.80", 8080)
@@ -118,4 +108,22 @@ func TestCtlNATS(t *testing.T) {
 	if res.code != 1 || !strings.Contains(res.stderr, "NATS") {
 		t.Errorf("no server: %d %s", res.code, res.stderr)
 	}
+}
+
+// natsWatch runs "clearancectl GLOBAL... watch" with XDG_RUNTIME_DIR=rt
+// until the test ends, and returns its stdout and stderr lines once it
+// watches.
+func natsWatch(t *testing.T, rt string, global ...string) (stdout, stderr *lineReader) {
+	t.Helper()
+	watch := exec.Command(bin(t, "clearancectl"), append(global, "watch")...)
+	watch.Env = append(watch.Environ(), "XDG_RUNTIME_DIR="+rt, "NO_COLOR=1")
+	out, _ := watch.StdoutPipe()
+	errp, _ := watch.StderrPipe()
+	if err := watch.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { watch.Process.Kill(); watch.Wait() })
+	stdout, stderr = newLineReader(out), newLineReader(errp)
+	stderr.waitFor(t, 20*time.Second, "watching the fleet")
+	return stdout, stderr
 }

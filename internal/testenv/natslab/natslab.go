@@ -4,10 +4,16 @@
 // Package natslab starts a real nats-server (Debian's nats-server package)
 // for tests: on a free loopback port, JetStream stored in a temporary
 // directory, and users with the permissions a clearance fleet gives its
-// relays and operators (docs/fleet.md). Nothing of the machine's own NATS
-// configuration is read. The server is stopped by pid in tb.Cleanup, and
-// can be stopped and started again on the same port and store to test
-// outages.
+// relays and operators (docs/fleet.md). The users are the server's own
+// password users ([Start], [StartTLS] with mutual TLS), or, with
+// [StartJWT], the production setup: operator mode with an operator, an
+// account with JetStream and a system account (resolver MEMORY with the
+// accounts preloaded), each user a JWT signed by the account in a
+// credentials file ([Server.Creds]; [Server.WriteCreds] and
+// [Server.WriteStrangerCreds] write expiring or foreign ones). Nothing of
+// the machine's own NATS configuration is read. The server is stopped by
+// pid in tb.Cleanup, and can be stopped and started again on the same port
+// and store to test outages.
 package natslab
 
 import (
@@ -25,10 +31,11 @@ import (
 	"github.com/terok-ai/clearance/internal/testenv/testutil"
 )
 
-// Password is every lab user's password.
+// Password is every lab user's password (not in operator mode).
 const Password = "natslab-pw"
 
-// User is one account of the lab.
+// User is one user of the lab, with its permissions: a password user, or
+// in operator mode (StartJWT) a user JWT carrying the same permissions.
 type User struct {
 	Name string
 	// Publish and Subscribe are the subjects the user may use; the
@@ -72,6 +79,7 @@ type Server struct {
 	exit  chan struct{}
 	users []User
 	tls   bool
+	jwt   *jwtLab // operator mode (StartJWT)
 
 	// With TLS: the CA that signed the server's and the client's
 	// certificates, and a client certificate and key (mutual TLS).
@@ -80,13 +88,13 @@ type Server struct {
 
 // Start starts a server with users. It fails (skips outside CI) without
 // /usr/sbin/nats-server.
-func Start(tb testing.TB, users ...User) *Server { return start(tb, false, users) }
+func Start(tb testing.TB, users ...User) *Server { return startMode(tb, false, false, users) }
 
 // StartTLS is Start with TLS required and client certificates verified
 // (mutual TLS), from a throwaway CA.
-func StartTLS(tb testing.TB, users ...User) *Server { return start(tb, true, users) }
+func StartTLS(tb testing.TB, users ...User) *Server { return startMode(tb, true, false, users) }
 
-func start(tb testing.TB, withTLS bool, users []User) *Server {
+func startMode(tb testing.TB, withTLS, withJWT bool, users []User) *Server {
 	tb.Helper()
 	bin := "/usr/sbin/nats-server"
 	if _, err := os.Stat(bin); err != nil {
@@ -100,6 +108,10 @@ func start(tb testing.TB, withTLS bool, users []User) *Server {
 	s := &Server{tb: tb, dir: dir, conf: filepath.Join(dir, "nats.conf"), log: filepath.Join(dir, "nats.log"), users: users, tls: withTLS}
 	if withTLS {
 		s.writeCerts()
+	}
+	if withJWT {
+		s.jwt = newJWTLab(tb)
+		s.writeAllCreds()
 	}
 	var lastErr error
 	for attempt := 0; attempt < 5; attempt++ {
@@ -123,6 +135,13 @@ func (s *Server) writeConf() {
 	if s.tls {
 		fmt.Fprintf(&b, "tls {\n  cert_file: %q\n  key_file: %q\n  ca_file: %q\n  verify: true\n}\n",
 			filepath.Join(s.dir, "server.pem"), filepath.Join(s.dir, "server.key"), s.CA)
+	}
+	if s.jwt != nil {
+		b.WriteString(s.writeJWTConf())
+		if err := os.WriteFile(s.conf, []byte(b.String()), 0o600); err != nil {
+			s.tb.Fatal(err)
+		}
+		return
 	}
 	b.WriteString("authorization {\n  users = [\n")
 	for _, u := range s.users {
@@ -186,11 +205,16 @@ func (s *Server) start() error {
 // Addr is host:port.
 func (s *Server) Addr() string { return "127.0.0.1:" + strconv.Itoa(s.Port) }
 
-// URL is the server's URL for user.
+// URL is the server's URL for user: with its password, or in operator
+// mode (StartJWT) without, the user being whoever the credentials file
+// (Creds) says.
 func (s *Server) URL(user string) string {
 	scheme := "nats://"
 	if s.tls {
 		scheme = "tls://"
+	}
+	if s.jwt != nil {
+		return scheme + s.Addr()
 	}
 	return scheme + user + ":" + Password + "@" + s.Addr()
 }
