@@ -185,8 +185,8 @@ func (b *bench) soak() (err error) {
 	// Both processes, sampled alike: the notifier first, then the hub.
 	names := [2]string{"notifier", "hub"}
 	procs := [2]*profiled{
-		{pid: notifier, dir: profDir, heap: *soakProfile != ""},
-		{pid: s.HubPID(), dir: profDir, heap: *soakProfile != ""},
+		{pid: notifier, prog: "clearance-notifier", dir: profDir, heap: *soakProfile != ""},
+		{pid: s.HubPID(), prog: "clearance-hub", dir: profDir, heap: *soakProfile != ""},
 	}
 	type sample struct {
 		at  time.Duration
@@ -327,6 +327,7 @@ func (r runtimeSample) String() string {
 // profiled is a process started with CLEARANCE_DEBUG_MEMPROFILE=dir.
 type profiled struct {
 	pid, n int
+	prog   string // its executable's name, which names its files
 	dir    string
 	heap   bool // ask for heap profiles too
 }
@@ -343,12 +344,9 @@ func (p *profiled) sample() (runtimeSample, error) {
 	if err := syscall.Kill(p.pid, sig); err != nil {
 		return runtimeSample{}, fmt.Errorf("ask pid %d for its memory profile: %w", p.pid, err)
 	}
-	prog, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", p.pid))
-	if err != nil {
-		return runtimeSample{}, err
-	}
-	base := filepath.Join(p.dir, fmt.Sprintf("%s-%d-%d", filepath.Base(prog), p.pid, p.n))
+	base := filepath.Join(p.dir, fmt.Sprintf("%s-%d-%d", p.prog, p.pid, p.n))
 	var b []byte
+	var err error
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
 		if b, err = os.ReadFile(base + ".metrics"); err == nil {
 			break
