@@ -139,9 +139,13 @@ func (h *host) startHub(t *testing.T, id string) *hubProc {
 		ingest: filepath.Join(h.rt, "clearance", id, "ingest.sock"), exited: make(chan struct{})}
 	go func() { cmd.Wait(); close(p.exited) }()
 	t.Cleanup(func() { p.stop() })
+	// Up when its ingest socket accepts: the socket file appears at
+	// bind, a moment before listen, and a connection in that moment is
+	// refused.
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		if _, err := os.Stat(p.ingest); err == nil {
+		if c, err := net.Dial("unix", p.ingest); err == nil {
+			c.Close()
 			break
 		}
 		select {
