@@ -93,7 +93,9 @@ func envDuration(name string, def time.Duration) time.Duration {
 // hub's 10-minute memory of decided requests: the least-squares slopes of
 // RSS and of the live heap, how much the RSS peak of the second half of
 // the measured samples exceeds that of the first half (about 0 when RSS
-// is bounded), goroutines and fds at the warm-up's end and at the end;
+// is bounded), the same two for the memory the Go runtime holds from the
+// OS (mapped less released: its anonymous RSS cannot exceed it),
+// goroutines and fds at the warm-up's end and at the end;
 // also RSS at the start and end, and what the run lost (blocks without a
 // prompt, prompts without a verdict).
 //
@@ -264,7 +266,7 @@ loop:
 		fmt.Fprintf(os.Stderr, "soak: a %v run has only %v of warm-up, less than the hub's 10-minute memory of decided requests: its slopes include that filling (run 25m or more)\n", dur, warm)
 	}
 	var xs []float64
-	var rss, heap [2][]float64
+	var rss, heap, retained [2][]float64
 	var afterWarm *sample
 	for i, sm := range samples {
 		if sm.at < warm {
@@ -277,6 +279,7 @@ loop:
 		for p := range procs {
 			rss[p] = append(rss[p], sm.rss[p])
 			heap[p] = append(heap[p], sm.rt[p].heapLive/1024)
+			retained[p] = append(retained[p], sm.rt[p].retained/1024)
 		}
 	}
 	if len(xs) < 3 {
@@ -302,6 +305,9 @@ loop:
 		report(name+"_rss_peak_growth_kib", peakGrowth(rss[p]), "KiB")
 		report(name+"_heap_live_slope_kib_per_h", slope(xs, heap[p]), "KiB/h")
 		report(name+"_heap_live_end_kib", last.rt[p].heapLive/1024, "KiB")
+		report(name+"_go_retained_slope_kib_per_h", slope(xs, retained[p]), "KiB/h")
+		report(name+"_go_retained_peak_growth_kib", peakGrowth(retained[p]), "KiB")
+		report(name+"_go_retained_end_mib", last.rt[p].retained/1024/1024, "MiB")
 		report(name+"_goroutines_warm_end", afterWarm.rt[p].goroutines, "goroutines")
 		report(name+"_goroutines_end", last.rt[p].goroutines, "goroutines")
 		report(name+"_fds_warm_end", afterWarm.rt[p].fds, "fds")
@@ -315,13 +321,15 @@ loop:
 type runtimeSample struct {
 	heapLive   float64 // /gc/heap/live:bytes: live heap as of the last GC
 	heapGoal   float64 // /gc/heap/goal:bytes
+	retained   float64 // /memory/classes/total:bytes less heap/released: what the runtime holds from the OS
 	goroutines float64 // /sched/goroutines:goroutines
 	fds        float64 // entries of /proc/PID/fd
 	profile    string  // the heap profile written with it
 }
 
 func (r runtimeSample) String() string {
-	return fmt.Sprintf("live=%.0f goal=%.0f g=%.0f fds=%.0f", r.heapLive/1024, r.heapGoal/1024, r.goroutines, r.fds)
+	return fmt.Sprintf("live=%.0f goal=%.0f retained=%.0f g=%.0f fds=%.0f",
+		r.heapLive/1024, r.heapGoal/1024, r.retained/1024, r.goroutines, r.fds)
 }
 
 // profiled is a process started with CLEARANCE_DEBUG_MEMPROFILE=dir.
@@ -364,6 +372,10 @@ func (p *profiled) sample() (runtimeSample, error) {
 			r.heapLive = f
 		case "/gc/heap/goal:bytes":
 			r.heapGoal = f
+		case "/memory/classes/total:bytes":
+			r.retained += f
+		case "/memory/classes/heap/released:bytes":
+			r.retained -= f
 		case "/sched/goroutines:goroutines":
 			r.goroutines = f
 		}
