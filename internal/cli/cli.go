@@ -8,9 +8,11 @@ package cli
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 )
 
@@ -41,10 +43,19 @@ func OS() Stdio {
 type CommandFunc func(ctx context.Context, args []string, stdio Stdio) int
 
 // Main runs command with the process's arguments and streams, ends its
-// context on SIGTERM or SIGINT, and exits with its status.
+// context on SIGTERM or SIGINT, and exits with its status. With
+// $CLEARANCE_DEBUG_MEMPROFILE set, SIGUSR2 writes memory profiles
+// ([EnvMemProfile]).
 func Main(command CommandFunc) {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	stopProfile := func() {}
+	if dir := os.Getenv(EnvMemProfile); dir != "" {
+		stopProfile = watchMemProfile(dir, func(err error) {
+			fmt.Fprintf(os.Stderr, "%s: %s: %v\n", filepath.Base(os.Args[0]), EnvMemProfile, err)
+		})
+	}
 	code := command(ctx, os.Args[1:], OS())
+	stopProfile()
 	stop()
 	os.Exit(code)
 }

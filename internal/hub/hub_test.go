@@ -760,3 +760,62 @@ func TestSubscribePendingLosesNothing(t *testing.T) {
 		t.Logf("the subscription started at the edge of the publishing (%d pending)", len(pending))
 	}
 }
+
+// ttlApplier applies every verdict, timed ones until now+TTL (30 s for
+// scope once without a TTL, like verdict.once_ttl in the soak).
+type ttlApplier struct{ now func() time.Time }
+
+func (a ttlApplier) Apply(_ context.Context, req ApplyRequest) (ApplyResult, error) {
+	ttl := req.TTL
+	if ttl == 0 && req.Scope == ScopeOnce {
+		ttl = 30 * time.Second
+	}
+	res := ApplyResult{OK: true}
+	if ttl > 0 {
+		res.Expires = a.now().Add(ttl)
+	}
+	return res, nil
+}
+
+func (ttlApplier) Revoke(context.Context, ApplyRequest) error { return nil }
+
+// TestStateBoundedUnderSteadyTraffic is the soak's traffic on a fake
+// clock: a block a second, each to a new destination, decided in turn
+// Allow, Deny (scope once, 30 s) and allow for 20 s, with the daemon's
+// once-a-second Expire and ExpireVerdicts, for three times the 10 minutes
+// decided requests are remembered. What the hub keeps must then be what
+// its windows hold (decided ids of the last 10 minutes, verdicts of the
+// last 30 s, destinations of the last 2 s), not the run's history.
+// Counts, not memory: the soak (test/bench) measures memory.
+func TestStateBoundedUnderSteadyTraffic(t *testing.T) {
+	clk := newClock()
+	h := New(Config{Container: "c", Applier: ttlApplier{clk.now}, Now: clk.now})
+	sub := h.Subscribe()
+	defer sub.Close()
+	const seconds = int(3 * doneKept / time.Second)
+	for i := range seconds {
+		id := fmt.Sprintf("c:%d", i)
+		h.Publish(event.Event{Type: event.ConnectionBlocked, Container: "c", RequestID: id,
+			Dest: fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255), Port: 443, Proto: 6})
+		action, ttl := []string{"allow", "deny", "allow"}[i%3], []time.Duration{0, 0, 20 * time.Second}[i%3]
+		if _, err := h.Decide(context.Background(), id, action, ScopeOnce, ttl, false); err != nil {
+			t.Fatalf("decide %s: %v", id, err)
+		}
+		clk.add(time.Second)
+		h.Expire()
+		h.ExpireVerdicts(context.Background())
+		drain(sub)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	got := map[string]int{"pending": len(h.pending), "order": len(h.order), "flows": len(h.flows),
+		"inflight": len(h.inflight), "decided": len(h.decided), "expiry": len(h.expiry), "done": len(h.done)}
+	limit := map[string]int{"pending": 0, "order": 64, "flows": 0, "inflight": 0,
+		"decided": int(decidedGrace / time.Second), "expiry": 30, "done": int(doneKept/time.Second) + 1}
+	for k, n := range got {
+		if n > limit[k] {
+			t.Errorf("after %d decided requests the hub keeps %d %s, want at most %d", seconds, n, k, limit[k])
+		}
+	}
+	t.Logf("kept after %d requests: %v", seconds, got)
+}

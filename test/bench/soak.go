@@ -14,6 +14,8 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -21,6 +23,7 @@ import (
 
 	"github.com/varlink/go/varlink"
 
+	"github.com/terok-ai/clearance/internal/cli"
 	"github.com/terok-ai/clearance/internal/testenv/lab"
 	"github.com/terok-ai/clearance/internal/testenv/notifytest"
 	"github.com/terok-ai/clearance/internal/varlinkapi"
@@ -35,14 +38,19 @@ func init() {
 }
 
 // soakDuration is how long the soak drives traffic: -soak-duration, else
-// $CLEARANCE_SOAK_DURATION, else 10 minutes.
-var soakDuration = flag.Duration("soak-duration", envDuration("CLEARANCE_SOAK_DURATION", 10*time.Minute),
+// $CLEARANCE_SOAK_DURATION, else 25 minutes (12 of warm-up, 13 measured).
+var soakDuration = flag.Duration("soak-duration", envDuration("CLEARANCE_SOAK_DURATION", 25*time.Minute),
 	"how long the soak group drives blocks and verdicts (env CLEARANCE_SOAK_DURATION)")
 
 // soakTrace prints every RSS sample (VmRSS, RssAnon, RssFile of both
 // processes) to stderr.
 var soakTrace = flag.Bool("soak-trace", os.Getenv("CLEARANCE_SOAK_TRACE") != "",
 	"print every RSS sample of the soak to stderr (env CLEARANCE_SOAK_TRACE)")
+
+// soakProfile keeps the processes' heap profiles and runtime metrics
+// snapshots (one per sample) in a directory, for go tool pprof -base.
+var soakProfile = flag.String("soak-profile", os.Getenv("CLEARANCE_SOAK_PROFILE"),
+	"keep the soak's heap profiles and runtime metrics of both processes in this directory (env CLEARANCE_SOAK_PROFILE)")
 
 // Soak timing: one block a second, RSS every few seconds, and the timed
 // verdicts short enough to expire many times within the run.
@@ -51,7 +59,11 @@ const (
 	soakSampleEvery = 5 * time.Second
 	soakOnceTTL     = 30 * time.Second // Allow and Deny: scope once, expiring
 	soakAllowFor    = 20 * time.Second // the third button: Decide with this TTL
-	soakWarmupMax   = 2 * time.Minute
+	// soakWarmup covers the longest window of state the processes keep
+	// by design: the hub remembers decided requests for 10 minutes
+	// (AlreadyDecided, docs/varlink.md), so at one block a second its heap
+	// grows for the first 10 minutes and then holds ~600 of them.
+	soakWarmup = 12 * time.Minute
 )
 
 func envDuration(name string, def time.Duration) time.Duration {
@@ -73,16 +85,31 @@ func envDuration(name string, def time.Duration) time.Duration {
 // allow_for button). Allow and Deny are scope once with a 30 s TTL, so
 // verdicts keep expiring (verdict_expired) all through the run.
 //
-// VmRSS of both processes is sampled every 5 s; the reported slopes are
-// the least-squares fit over the samples after a warm-up (the first 2
-// minutes, or the first 20 % of a shorter run). Also reported: RSS at the
-// start (first sample) and end, and what the run lost (blocks without a
+// Every 5 s both processes are sampled: VmRSS from /proc, and their Go
+// runtime's view through CLEARANCE_DEBUG_MEMPROFILE (SIGUSR1 writes a
+// runtime/metrics snapshot; internal/cli): the live heap as of the last
+// collection, the goroutines, and the open fds from /proc. Reported after
+// a warm-up of 12 minutes (half of a shorter run), which covers the
+// hub's 10-minute memory of decided requests: the least-squares slopes of
+// RSS and of the live heap, how much the RSS peak of the second half of
+// the measured samples exceeds that of the first half (about 0 when RSS
+// is bounded), the same two for the memory the Go runtime holds from the
+// OS (mapped less released: its anonymous RSS cannot exceed it),
+// goroutines and fds at the warm-up's end and at the end;
+// also RSS at the start and end, and what the run lost (blocks without a
 // prompt, prompts without a verdict).
 //
+// -soak-profile DIR (or $CLEARANCE_SOAK_PROFILE) keeps the snapshots and
+// adds a heap profile to each (SIGUSR2, sampled every 4 KiB with
+// GODEBUG=memprofilerate=4096), and prints the go tool pprof -base line
+// that diffs the warm-up's end against the end. Profiling costs memory of
+// its own (profile buckets, the writer's buffers): take RSS numbers from
+// runs without it.
+//
 // The duration is -soak-duration or $CLEARANCE_SOAK_DURATION (default
-// 10m). Needs root (namespaces). Everything started is stopped, also on
+// 25m). Needs root (namespaces). Everything started is stopped, also on
 // SIGINT/SIGTERM, which end the run early.
-func (b *bench) soak() error {
+func (b *bench) soak() (err error) {
 	if os.Geteuid() != 0 {
 		return errors.New("needs root")
 	}
@@ -92,6 +119,28 @@ func (b *bench) soak() error {
 
 	l := lab.New()
 	defer l.Close()
+	// The hub and the notifier inherit CLEARANCE_DEBUG_MEMPROFILE: every
+	// sample asks both for their runtime metrics (SIGUSR1), with a heap
+	// profile when -soak-profile asks (SIGUSR2), written there.
+	profDir := *soakProfile
+	if profDir == "" {
+		if profDir, err = l.TempDir(); err != nil {
+			return err
+		}
+	} else if err := os.MkdirAll(profDir, 0o755); err != nil {
+		return err
+	}
+	if profDir, err = filepath.Abs(profDir); err != nil {
+		return err
+	}
+	os.Setenv(cli.EnvMemProfile, profDir)
+	defer os.Unsetenv(cli.EnvMemProfile)
+	if *soakProfile != "" {
+		// Heap profiles that mean something for heaps of a few MiB.
+		godebug := os.Getenv("GODEBUG")
+		os.Setenv("GODEBUG", strings.TrimPrefix(godebug+",memprofilerate=4096", ","))
+		defer os.Setenv("GODEBUG", godebug)
+	}
 	s, err := l.NewStack(ctx, lab.StackOptions{Bin: b.bin, ID: "soakctr00001", OnceTTL: soakOnceTTL})
 	if err != nil {
 		return err
@@ -135,12 +184,18 @@ func (b *bench) soak() error {
 	}
 	defer pc.Close()
 
+	// Both processes, sampled alike: the notifier first, then the hub.
+	names := [2]string{"notifier", "hub"}
+	procs := [2]*profiled{
+		{pid: notifier, prog: "clearance-notifier", dir: profDir, heap: *soakProfile != ""},
+		{pid: s.HubPID(), prog: "clearance-hub", dir: profDir, heap: *soakProfile != ""},
+	}
 	type sample struct {
-		at            time.Duration
-		notifier, hub float64 // KiB
+		at  time.Duration
+		rss [2]float64 // VmRSS, KiB
+		rt  [2]runtimeSample
 	}
 	var samples []sample
-	rss := func(pid int) float64 { return rssMiB(pid) * 1024 }
 	start := time.Now()
 	blocks := time.NewTicker(soakBlockEvery)
 	defer blocks.Stop()
@@ -148,14 +203,27 @@ func (b *bench) soak() error {
 	defer sampler.Stop()
 	end := time.NewTimer(dur)
 	defer end.Stop()
-	take := func() {
-		samples = append(samples, sample{time.Since(start), rss(notifier), rss(s.HubPID())})
-		if *soakTrace {
-			fmt.Fprintf(os.Stderr, "soak %4.0fs  notifier %s  hub %s\n", time.Since(start).Seconds(),
-				memLine(notifier), memLine(s.HubPID()))
+	take := func() error {
+		sm := sample{at: time.Since(start)}
+		line := fmt.Sprintf("soak %4.0fs", sm.at.Seconds())
+		for i, p := range procs {
+			sm.rss[i] = rssMiB(p.pid) * 1024
+			rt, err := p.sample()
+			if err != nil {
+				return err
+			}
+			sm.rt[i] = rt
+			line += fmt.Sprintf("  %s %s %s", names[i], memLine(p.pid), rt)
 		}
+		samples = append(samples, sm)
+		if *soakTrace {
+			fmt.Fprintln(os.Stderr, line)
+		}
+		return nil
 	}
-	take()
+	if err := take(); err != nil {
+		return err
+	}
 	sent := 0
 	fmt.Fprintf(os.Stderr, "soak: %v of one block a second (CLEARANCE_SOAK_DURATION or -soak-duration to change)\n", dur)
 loop:
@@ -173,14 +241,18 @@ loop:
 			}
 			sent++
 		case <-sampler.C:
-			take()
+			if err := take(); err != nil {
+				return err
+			}
 			if !alive(notifier) || !alive(s.HubPID()) {
 				return fmt.Errorf("a process died during the soak (notifier alive %v, hub alive %v; hub log: %s)",
 					alive(notifier), alive(s.HubPID()), s.Tail("hub"))
 			}
 		}
 	}
-	take()
+	if err := take(); err != nil {
+		return err
+	}
 	// The last block's prompt and answer are a few milliseconds behind.
 	for settle := time.Now(); time.Since(settle) < 3*time.Second; time.Sleep(10 * time.Millisecond) {
 		if counts.blocked.Load() >= int64(sent) && counts.applied.Load() >= counts.blocked.Load() {
@@ -188,15 +260,27 @@ loop:
 		}
 	}
 
-	warm := min(soakWarmupMax, dur/5)
-	var xs, ns, hs []float64
-	for _, sm := range samples {
+	warm := soakWarmup
+	if dur < 2*soakWarmup {
+		warm = dur / 2
+		fmt.Fprintf(os.Stderr, "soak: a %v run has only %v of warm-up, less than the hub's 10-minute memory of decided requests: its slopes include that filling (run 25m or more)\n", dur, warm)
+	}
+	var xs []float64
+	var rss, heap, retained [2][]float64
+	var afterWarm *sample
+	for i, sm := range samples {
 		if sm.at < warm {
 			continue
 		}
+		if afterWarm == nil {
+			afterWarm = &samples[i]
+		}
 		xs = append(xs, sm.at.Hours())
-		ns = append(ns, sm.notifier)
-		hs = append(hs, sm.hub)
+		for p := range procs {
+			rss[p] = append(rss[p], sm.rss[p])
+			heap[p] = append(heap[p], sm.rt[p].heapLive/1024)
+			retained[p] = append(retained[p], sm.rt[p].retained/1024)
+		}
 	}
 	if len(xs) < 3 {
 		return fmt.Errorf("only %d samples after the %v warm-up: run longer", len(xs), warm)
@@ -210,13 +294,95 @@ loop:
 	report("soak_verdicts_expired", float64(counts.expired.Load()), "verdict_expired")
 	report("soak_blocks_without_prompt", float64(max(0, int64(sent)-counts.blocked.Load())), "blocks")
 	report("soak_prompts_unanswered", float64(max(0, counts.blocked.Load()-answers.given.Load())), "prompts")
-	report("notifier_rss_start_mib", first.notifier/1024, "MiB")
-	report("notifier_rss_end_mib", last.notifier/1024, "MiB")
-	report("notifier_rss_slope_kib_per_h", slope(xs, ns), "KiB/h")
-	report("hub_rss_start_mib", first.hub/1024, "MiB")
-	report("hub_rss_end_mib", last.hub/1024, "MiB")
-	report("hub_rss_slope_kib_per_h", slope(xs, hs), "KiB/h")
+	for p, name := range names {
+		if *soakProfile != "" {
+			fmt.Fprintf(os.Stderr, "soak: %s heap growth after warm-up: go tool pprof -base %s %s\n",
+				name, afterWarm.rt[p].profile, last.rt[p].profile)
+		}
+		report(name+"_rss_start_mib", first.rss[p]/1024, "MiB")
+		report(name+"_rss_end_mib", last.rss[p]/1024, "MiB")
+		report(name+"_rss_slope_kib_per_h", slope(xs, rss[p]), "KiB/h")
+		report(name+"_rss_peak_growth_kib", peakGrowth(rss[p]), "KiB")
+		report(name+"_heap_live_slope_kib_per_h", slope(xs, heap[p]), "KiB/h")
+		report(name+"_heap_live_end_kib", last.rt[p].heapLive/1024, "KiB")
+		report(name+"_go_retained_slope_kib_per_h", slope(xs, retained[p]), "KiB/h")
+		report(name+"_go_retained_peak_growth_kib", peakGrowth(retained[p]), "KiB")
+		report(name+"_go_retained_end_mib", last.rt[p].retained/1024/1024, "MiB")
+		report(name+"_goroutines_warm_end", afterWarm.rt[p].goroutines, "goroutines")
+		report(name+"_goroutines_end", last.rt[p].goroutines, "goroutines")
+		report(name+"_fds_warm_end", afterWarm.rt[p].fds, "fds")
+		report(name+"_fds_end", last.rt[p].fds, "fds")
+	}
 	return nil
+}
+
+// runtimeSample is what a process said about its Go runtime at one
+// sample (runtime/metrics), and its open file descriptors.
+type runtimeSample struct {
+	heapLive   float64 // /gc/heap/live:bytes: live heap as of the last GC
+	heapGoal   float64 // /gc/heap/goal:bytes
+	retained   float64 // /memory/classes/total:bytes less heap/released: what the runtime holds from the OS
+	goroutines float64 // /sched/goroutines:goroutines
+	fds        float64 // entries of /proc/PID/fd
+	profile    string  // the heap profile written with it
+}
+
+func (r runtimeSample) String() string {
+	return fmt.Sprintf("live=%.0f goal=%.0f retained=%.0f g=%.0f fds=%.0f",
+		r.heapLive/1024, r.heapGoal/1024, r.retained/1024, r.goroutines, r.fds)
+}
+
+// profiled is a process started with CLEARANCE_DEBUG_MEMPROFILE=dir.
+type profiled struct {
+	pid, n int
+	prog   string // its executable's name, which names its files
+	dir    string
+	heap   bool // ask for heap profiles too
+}
+
+// sample asks the process for its runtime metrics (SIGUSR1), and its
+// heap profile with them when p.heap (SIGUSR2; see cli.EnvMemProfile),
+// and reads the metrics it wrote.
+func (p *profiled) sample() (runtimeSample, error) {
+	p.n++
+	sig := syscall.SIGUSR1
+	if p.heap {
+		sig = syscall.SIGUSR2
+	}
+	if err := syscall.Kill(p.pid, sig); err != nil {
+		return runtimeSample{}, fmt.Errorf("ask pid %d for its memory profile: %w", p.pid, err)
+	}
+	base := filepath.Join(p.dir, fmt.Sprintf("%s-%d-%d", p.prog, p.pid, p.n))
+	var b []byte
+	var err error
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if b, err = os.ReadFile(base + ".metrics"); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			return runtimeSample{}, fmt.Errorf("pid %d wrote no %s.metrics within 5 s: %w", p.pid, base, err)
+		}
+	}
+	r := runtimeSample{profile: base + ".heap.pprof"}
+	for _, line := range strings.Split(string(b), "\n") {
+		name, v, _ := strings.Cut(line, " ")
+		f, _ := strconv.ParseFloat(v, 64)
+		switch name {
+		case "/gc/heap/live:bytes":
+			r.heapLive = f
+		case "/gc/heap/goal:bytes":
+			r.heapGoal = f
+		case "/memory/classes/total:bytes":
+			r.retained += f
+		case "/memory/classes/heap/released:bytes":
+			r.retained -= f
+		case "/sched/goroutines:goroutines":
+			r.goroutines = f
+		}
+	}
+	fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", p.pid))
+	r.fds = float64(len(fds))
+	return r, nil
 }
 
 // startSoakNotifier starts the built clearance-notifier for the stack's
@@ -365,6 +531,16 @@ func answerPrompts(ctx context.Context, srv *notifytest.Server) *promptAnswers {
 		}
 	}()
 	return a
+}
+
+// peakGrowth is the highest of the second half of ys less the highest of
+// the first half: about 0 (or below) when the values are bounded, however
+// they swing between collections; what a leak adds in half the run
+// otherwise. It complements the slope, which the swings of a small Go
+// heap (hundreds of KiB between collections) make noisy on short runs.
+func peakGrowth(ys []float64) float64 {
+	half := len(ys) / 2
+	return slices.Max(ys[half:]) - slices.Max(ys[:half])
 }
 
 // slope is the least-squares slope of ys over xs.

@@ -126,6 +126,9 @@ func (h *host) startHub(t *testing.T, id string) *hubProc {
 		ingest: filepath.Join(h.rt, "clearance", id, "ingest.sock"), exited: make(chan struct{})}
 	go func() { cmd.Wait(); close(p.exited) }()
 	t.Cleanup(func() { p.stop() })
+	// Up when both sockets accept: a socket file appears at
+	// bind, a moment before listen, and a connection in that moment is
+	// refused.
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		if testutil.Accepts(p.sock, p.ingest) {
