@@ -5,10 +5,14 @@ package relay
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/terok-ai/clearance/internal/cli"
 )
@@ -41,6 +45,28 @@ func TestCommandRefusesBadInput(t *testing.T) {
 		code := Command(context.Background(), c.args, cli.Stdio{Err: &stderr})
 		if code != c.code || !strings.Contains(stderr.String(), c.want) {
 			t.Errorf("%s: exit %d, stderr %q", c.name, code, stderr.String())
+		}
+	}
+}
+
+// The server's refusals count as such whether nats.go hands them on as
+// its sentinels or in the server's own words (a refused reconnect).
+func TestIsAuthError(t *testing.T) {
+	for _, tt := range []struct {
+		err  error
+		want bool
+	}{
+		{nats.ErrAuthExpired, true},
+		{fmt.Errorf("connect: %w", nats.ErrAuthorization), true},
+		{errors.New("nats: User Authentication Expired"), true},
+		{errors.New("nats: Authorization Violation"), true},
+		{errors.New("nats: User Authentication Revoked"), true},
+		{nats.ErrNoServers, false},
+		{errors.New("EOF"), false},
+		{nil, false},
+	} {
+		if got := IsAuthError(tt.err); got != tt.want {
+			t.Errorf("IsAuthError(%v) = %v, want %v", tt.err, got, tt.want)
 		}
 	}
 }

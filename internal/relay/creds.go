@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/nats-io/jwt/v2"
@@ -113,8 +114,20 @@ func (e *RefusedError) Unwrap() error { return e.Err }
 // authenticate or authorise a connection (unknown account or user, an
 // expired or revoked JWT, a wrong password).
 func IsAuthError(err error) bool {
+	if err == nil {
+		return false
+	}
 	for _, e := range []error{nats.ErrAuthorization, nats.ErrAuthExpired, nats.ErrAuthRevoked, nats.ErrAccountAuthExpired} {
 		if errors.Is(err, e) {
+			return true
+		}
+	}
+	// nats.go passes some of the server's -ERR lines on as new errors
+	// with the server's words ("nats: User Authentication Expired"
+	// when a reconnect was refused), not as its sentinels.
+	msg := strings.ToLower(err.Error())
+	for _, s := range []string{"authorization violation", "authentication expired", "authentication revoked"} {
+		if strings.Contains(msg, s) {
 			return true
 		}
 	}

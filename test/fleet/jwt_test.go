@@ -226,12 +226,14 @@ func tamperJWT(t *testing.T, creds, old, new string) string {
 func TestJWTCredentialsExpireWhileConnected(t *testing.T) {
 	s := natslab.StartJWT(t, jwtFleetUsers()...)
 	dir := testutil.ShortDir(t)
-	until := time.Now().Add(4 * time.Second)
+	h := newHost(t)
+	h.startHub(t, "ctra00000031")
+	// Long enough for both to connect on a loaded machine (a JWT's
+	// expiry is in whole seconds, so up to one less).
+	until := time.Now().Add(8 * time.Second)
 	relayCreds, aliceCreds := filepath.Join(dir, "relay.creds"), filepath.Join(dir, "alice.creds")
 	s.WriteCreds(relayCreds, natslab.RelayUser("alpha"), until)
 	s.WriteCreds(aliceCreds, natslab.OperatorUser("alice", "*"), until)
-	h := newHost(t)
-	h.startHub(t, "ctra00000031")
 	r := startRelay(t, h, "alpha", s.URL(""), "--credentials", relayCreds, "--no-adopt")
 	r.lines.waitFor(t, 20*time.Second, "NATS connected")
 
