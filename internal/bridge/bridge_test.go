@@ -225,12 +225,8 @@ func TestDialExplainsFailure(t *testing.T) {
 
 func waitFile(t *testing.T, path string, exist bool) {
 	t.Helper()
-	for i := 0; i < 500; i++ {
+	testutil.Eventually(t, 5*time.Second, fmt.Sprintf("%s: exist=%v", path, exist), func() bool {
 		_, err := os.Stat(path)
-		if (err == nil) == exist {
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("%s: exist=%v not reached", path, exist)
+		return (err == nil) == exist
+	})
 }

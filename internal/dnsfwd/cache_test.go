@@ -533,9 +533,7 @@ func TestRunEndsQueriesWaitingUpstream(t *testing.T) {
 	if _, err := c.Write(queryMsg(t, 1, "a.test", dnsmessage.TypeA)); err != nil {
 		t.Fatal(err)
 	}
-	for up.n.Load() == 0 {
-		time.Sleep(time.Millisecond)
-	}
+	testutil.Eventually(t, 0, "the query upstream", func() bool { return up.n.Load() > 0 })
 	if st := f.Stats(); st.InFlight != 1 {
 		t.Fatalf("in flight %d, want 1", st.InFlight)
 	}

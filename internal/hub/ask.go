@@ -138,17 +138,26 @@ func (h *Hub) outcome(id string) Outcome {
 // waiters is a broadcast: every change of the hub's state closes the
 // current channel.
 type waiters struct {
-	mu sync.Mutex
-	ch chan struct{}
+	mu    sync.Mutex
+	ch    chan struct{}
+	takes uint64 // channel calls: a test waits for a waiter to be there
 }
 
 func (w *waiters) channel() <-chan struct{} {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	w.takes++
 	if w.ch == nil {
 		w.ch = make(chan struct{})
 	}
 	return w.ch
+}
+
+// taken is how many times channel was called.
+func (w *waiters) taken() uint64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.takes
 }
 
 func (w *waiters) wake() {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/terok-ai/clearance/internal/event"
+	"github.com/terok-ai/clearance/internal/testenv/testutil"
 )
 
 func askEv(dest, domain, reason string) event.Event {
@@ -53,8 +54,7 @@ func TestAskIsARequest(t *testing.T) {
 	cancel()
 
 	got := make(chan Outcome, 1)
-	go func() { got <- h.Await(context.Background(), id) }()
-	time.Sleep(10 * time.Millisecond)
+	awaiting(t, h, func() { got <- h.Await(context.Background(), id) })
 	dctx := WithOperator(context.Background(), Operator{UID: 1000, User: "alice", Channel: "notifier"})
 	if _, err := h.Decide(dctx, id, event.ActionAllow, ScopeOnce, 0, false); err != nil {
 		t.Fatal(err)
@@ -111,8 +111,7 @@ func TestAwaitGone(t *testing.T) {
 		t.Errorf("after a failed verdict = %+v, want pending", o)
 	}
 	got := make(chan Outcome, 1)
-	go func() { got <- h.Await(context.Background(), id) }()
-	time.Sleep(10 * time.Millisecond)
+	awaiting(t, h, func() { got <- h.Await(context.Background(), id) })
 	clk.add(2 * time.Minute)
 	h.Expire()
 	select {
@@ -168,4 +167,14 @@ func TestObserved(t *testing.T) {
 	if !h.Stats().Observing {
 		t.Error("Stats does not say observing")
 	}
+}
+
+// awaiting runs await on a goroutine of its own and returns once it has
+// taken the hub's change channel, so what the test does next happens
+// while it waits.
+func awaiting(t *testing.T, h *Hub, await func()) {
+	t.Helper()
+	before := h.waiters.taken()
+	go await()
+	testutil.Eventually(t, 0, "Await waiting", func() bool { return h.waiters.taken() > before })
 }

@@ -40,19 +40,16 @@ func readLog(t *testing.T, s *lab.Stack, name string) string {
 // waitAskServing waits until the hub serves the ask endpoint.
 func waitAskServing(t *testing.T, st *stream) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	var ask *orgterokclearancehub1.AskStats
+	if !testutil.Within(testutil.WaitTimeout, func() bool {
 		s, err := orgterokclearancehub1.Stats().Call(context.Background(), st.rpc)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if s.Ask != nil && s.Ask.Serving {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the ask endpoint is not served: %+v", s.Ask)
-		}
-		time.Sleep(20 * time.Millisecond)
+		ask = s.Ask
+		return ask != nil && ask.Serving
+	}) {
+		t.Fatalf("the ask endpoint is not served: %+v", ask)
 	}
 }
 

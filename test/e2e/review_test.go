@@ -104,6 +104,9 @@ func TestReviewOnATerminal(t *testing.T) {
 			if _, err := io.WriteString(ptmx, k); err != nil {
 				t.Fatal(err)
 			}
+			// The input's pacing, as in internal/ctl's review test: an
+			// escape sequence must not run into the next key, and no
+			// state says a key was read.
 			time.Sleep(20 * time.Millisecond)
 		}
 	}

@@ -53,17 +53,11 @@ func startVerdict(t *testing.T, h *host) *verdictProc {
 			<-exited
 		}
 	})
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		if testutil.Accepts(v.sock) {
-			return v
-		}
-		if time.Now().After(deadline) {
-			b, _ := os.ReadFile(filepath.Join(h.rt, "verdict.log"))
-			t.Fatalf("verdict service did not come up: %s", b)
-		}
-		time.Sleep(10 * time.Millisecond)
+	if !testutil.Within(20*time.Second, func() bool { return testutil.Accepts(v.sock) }) {
+		b, _ := os.ReadFile(filepath.Join(h.rt, "verdict.log"))
+		t.Fatalf("verdict service did not come up: %s", b)
 	}
+	return v
 }
 
 func (v *verdictProc) policy(name string) string {
@@ -74,21 +68,19 @@ func (v *verdictProc) policy(name string) string {
 // waitPolicy waits until policy name's file contains every one of subs.
 func (v *verdictProc) waitPolicy(t *testing.T, name string, timeout time.Duration, subs ...string) string {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		p := v.policy(name)
-		ok := true
+	var p string
+	if !testutil.Within(timeout, func() bool {
+		p = v.policy(name)
 		for _, s := range subs {
-			ok = ok && strings.Contains(p, s)
+			if !strings.Contains(p, s) {
+				return false
+			}
 		}
-		if ok {
-			return p
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("policy %s lacks %q after %v:\n%s", name, subs, timeout, p)
-		}
-		time.Sleep(20 * time.Millisecond)
+		return true
+	}) {
+		t.Fatalf("policy %s lacks %q after %v:\n%s", name, subs, timeout, p)
 	}
+	return p
 }
 
 // An "always" verdict given through NATS on alpha reaches beta's policy

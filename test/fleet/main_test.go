@@ -284,18 +284,15 @@ func freeTCPPort(t *testing.T) int {
 // waitTCP waits until port accepts connections, false when the process
 // exited or 10 s passed.
 func waitTCP(port int, exited <-chan struct{}) bool {
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
+	up := false
+	testutil.Within(10*time.Second, func() bool {
 		select {
 		case <-exited:
-			return false
+			return true // it will not come up
 		default:
 		}
-		if c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), 200*time.Millisecond); err == nil {
-			c.Close()
-			return true
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return false
+		up = testutil.AcceptsTCP(fmt.Sprintf("127.0.0.1:%d", port))
+		return up
+	})
+	return up
 }

@@ -184,18 +184,20 @@ func (s *Server) start() error {
 	s.exit = make(chan struct{})
 	cmd, exit := s.cmd, s.exit
 	go func() { cmd.Wait(); close(exit) }()
-	deadline := time.Now().Add(15 * time.Second)
-	for time.Now().Before(deadline) {
+	exited := false
+	if testutil.Within(15*time.Second, func() bool {
 		select {
 		case <-exit:
-			return fmt.Errorf("exited: %v", cmd.ProcessState)
+			exited = true
+			return true
 		default:
 		}
-		if c, err := net.DialTimeout("tcp", s.Addr(), 200*time.Millisecond); err == nil {
-			c.Close()
-			return nil
+		return testutil.AcceptsTCP(s.Addr())
+	}) {
+		if exited {
+			return fmt.Errorf("exited: %v", cmd.ProcessState)
 		}
-		time.Sleep(20 * time.Millisecond)
+		return nil
 	}
 	cmd.Process.Kill()
 	<-exit

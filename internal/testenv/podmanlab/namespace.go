@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"syscall"
 	"time"
+
+	"github.com/terok-ai/clearance/internal/testenv/testutil"
 )
 
 // startHolder starts the process that holds the private mount namespace.
@@ -70,9 +72,9 @@ func (e *Env) sweepNamespace() error {
 	if e.mntNS == "" {
 		return nil
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		var left []int
+	var left []int
+	if testutil.Within(10*time.Second, func() bool {
+		left = left[:0]
 		entries, _ := os.ReadDir("/proc")
 		for _, en := range entries {
 			pid, err := strconv.Atoi(en.Name())
@@ -83,17 +85,14 @@ func (e *Env) sweepNamespace() error {
 				left = append(left, pid)
 			}
 		}
-		if len(left) == 0 {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("processes left in the mount namespace: %v", left)
-		}
 		for _, pid := range left {
 			syscall.Kill(pid, syscall.SIGKILL)
 		}
-		time.Sleep(20 * time.Millisecond)
+		return len(left) == 0
+	}) {
+		return nil
 	}
+	return fmt.Errorf("processes left in the mount namespace: %v", left)
 }
 
 // NSCmd returns a command running argv inside the private mount

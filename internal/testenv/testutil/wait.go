@@ -87,3 +87,14 @@ func Accepts(paths ...string) bool {
 	}
 	return true
 }
+
+// AcceptsTCP reports whether addr (host:port) accepts a TCP connection
+// now (closed at once).
+func AcceptsTCP(addr string) bool {
+	c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
+}
