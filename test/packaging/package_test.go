@@ -69,8 +69,9 @@ const enableLink = "/etc/systemd/system/sockets.target.wants/clearance-verdict.s
 
 // TestPackages builds the .deb and .rpm with scripts/package.sh, checks
 // the .rpm's contents and scripts, the licence both name (checkLicence)
-// and runs lintian on the .deb (no errors allowed). It then installs the .deb with dpkg -i in a private mount
-// namespace whose /usr, /etc and /var are overlays over the machine's
+// and runs lintian on the .deb (no errors allowed). It then installs the
+// .deb with dpkg -i, never on the machine's root: only inside a private
+// mount namespace whose /usr, /etc and /var are overlays over the machine's
 // (TestInnerDebInstall): dpkg's database, the units, /etc/clearance and
 // the journal catalog it writes are the namespace's own and vanish with
 // it. There it checks the installed files, the postinst's work and
