@@ -59,18 +59,18 @@ type cacheEntry struct {
 	stored time.Time // when it arrived
 	// expires is stored plus the smallest TTL of its records (capped):
 	// no record of it is served at or after it.
-	expires    time.Time
-	prev, next *cacheEntry // LRU list, most recent first
+	expires time.Time
+	lruLink[cacheEntry]
 }
 
 // answerCache is a bounded LRU cache of upstream answers, one per
 // forwarder (so per container). Safe for concurrent use.
 type answerCache struct {
-	mu         sync.Mutex
-	max        int
-	bytes      int
-	m          map[cacheKey]*cacheEntry
-	head, tail *cacheEntry
+	mu    sync.Mutex
+	max   int
+	bytes int
+	m     map[cacheKey]*cacheEntry
+	lru   lruList[cacheEntry, *cacheEntry] // most recent first
 }
 
 func newAnswerCache(max int) *answerCache {
@@ -143,7 +143,7 @@ func (c *answerCache) lookup(q *query, now time.Time, maxSize int) *hit {
 		c.mu.Unlock()
 		return nil
 	}
-	c.touch(e)
+	c.lru.moveToFront(e)
 	c.mu.Unlock()
 	// e.msg, e.ttls and e.ans are never modified: no lock needed.
 	if len(e.msg) > maxSize {
@@ -205,9 +205,9 @@ func (c *answerCache) store(q *query, resp []byte, a *answer, now time.Time) {
 	}
 	c.m[k] = e
 	c.bytes += len(e.msg)
-	c.pushFront(e)
+	c.lru.pushFront(e)
 	for len(c.m) > c.max || c.bytes > MaxCacheBytes {
-		c.remove(c.tail)
+		c.remove(c.lru.tail)
 	}
 }
 
@@ -219,46 +219,14 @@ func (c *answerCache) flush() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.m = make(map[cacheKey]*cacheEntry)
-	c.head, c.tail, c.bytes = nil, nil, 0
+	c.lru, c.bytes = lruList[cacheEntry, *cacheEntry]{}, 0
 }
 
-// remove unlinks e. The caller holds c.mu.
+// remove forgets e. The caller holds c.mu.
 func (c *answerCache) remove(e *cacheEntry) {
 	delete(c.m, e.key)
 	c.bytes -= len(e.msg)
-	if e.prev != nil {
-		e.prev.next = e.next
-	} else {
-		c.head = e.next
-	}
-	if e.next != nil {
-		e.next.prev = e.prev
-	} else {
-		c.tail = e.prev
-	}
-	e.prev, e.next = nil, nil
-}
-
-func (c *answerCache) pushFront(e *cacheEntry) {
-	e.prev, e.next = nil, c.head
-	if c.head != nil {
-		c.head.prev = e
-	}
-	c.head = e
-	if c.tail == nil {
-		c.tail = e
-	}
-}
-
-// touch makes e the most recently used. The caller holds c.mu.
-func (c *answerCache) touch(e *cacheEntry) {
-	if c.head == e {
-		return
-	}
-	c.remove(e)
-	c.m[e.key] = e
-	c.bytes += len(e.msg)
-	c.pushFront(e)
+	c.lru.unlink(e)
 }
 
 // recordTTLs walks a DNS message and returns the offsets of the TTL field

@@ -22,15 +22,14 @@ type nameTable struct {
 	max    int
 	byAddr map[netip.Addr]*addrEntry
 	byName map[string]*nameEntry
-	head   *addrEntry // most recently used
-	tail   *addrEntry
+	lru    lruList[addrEntry, *addrEntry]
 }
 
 type addrEntry struct {
-	addr       netip.Addr
-	refs       [maxNamesPerAddr]nameRef
-	nrefs      int
-	prev, next *addrEntry
+	addr  netip.Addr
+	refs  [maxNamesPerAddr]nameRef
+	nrefs int
+	lruLink[addrEntry]
 }
 
 type nameRef struct {
@@ -78,12 +77,12 @@ func (t *nameTable) observe(name string, addrs []addrTTL, now time.Time, ttl fun
 		if ae == nil {
 			ae = &addrEntry{addr: a.addr}
 			t.byAddr[a.addr] = ae
-			t.pushFront(ae)
+			t.lru.pushFront(ae)
 			for len(t.byAddr) > t.max {
-				t.remove(t.tail)
+				t.remove(t.lru.tail)
 			}
 		} else {
-			t.moveToFront(ae)
+			t.lru.moveToFront(ae)
 		}
 		t.purge(ae, nowNs)
 		idx := -1
@@ -124,7 +123,7 @@ func (t *nameTable) lookup(addr netip.Addr, now time.Time) []string {
 	if ae == nil {
 		return nil
 	}
-	t.moveToFront(ae)
+	t.lru.moveToFront(ae)
 	nowNs := now.UnixNano()
 	var out []string
 	for i := 0; i < ae.nrefs; i++ {
@@ -196,40 +195,7 @@ func (t *nameTable) remove(ae *addrEntry) {
 		t.dropRef(ae, ae.nrefs-1)
 	}
 	delete(t.byAddr, ae.addr)
-	t.unlink(ae)
-}
-
-func (t *nameTable) pushFront(ae *addrEntry) {
-	ae.prev, ae.next = nil, t.head
-	if t.head != nil {
-		t.head.prev = ae
-	}
-	t.head = ae
-	if t.tail == nil {
-		t.tail = ae
-	}
-}
-
-func (t *nameTable) unlink(ae *addrEntry) {
-	if ae.prev != nil {
-		ae.prev.next = ae.next
-	} else {
-		t.head = ae.next
-	}
-	if ae.next != nil {
-		ae.next.prev = ae.prev
-	} else {
-		t.tail = ae.prev
-	}
-	ae.prev, ae.next = nil, nil
-}
-
-func (t *nameTable) moveToFront(ae *addrEntry) {
-	if t.head == ae {
-		return
-	}
-	t.unlink(ae)
-	t.pushFront(ae)
+	t.lru.unlink(ae)
 }
 
 func (ne *nameEntry) add(a netip.Addr) {

@@ -147,7 +147,7 @@ func TestNameTableExpiry(t *testing.T) {
 func checkNameTable(t *testing.T, nt *nameTable) {
 	t.Helper()
 	n := 0
-	for ae := nt.head; ae != nil; ae = ae.next {
+	for ae := nt.lru.head; ae != nil; ae = ae.next {
 		n++
 		if nt.byAddr[ae.addr] != ae {
 			t.Errorf("lru entry %s not indexed", ae.addr)
