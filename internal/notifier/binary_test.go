@@ -4,7 +4,6 @@
 package notifier
 
 import (
-	"bytes"
 	"errors"
 	"net"
 	"os"
@@ -15,7 +14,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -29,7 +27,7 @@ import (
 // pointing at a datagram socket the test reads.
 type daemonProcess struct {
 	cmd    *exec.Cmd
-	out    *syncBuffer
+	out    *testutil.Buffer
 	notify *net.UnixConn
 	exited chan error
 }
@@ -58,7 +56,7 @@ func startBinaryDaemon(tb testing.TB, busAddr, rt string, env ...string) *daemon
 		"GOGC", "GODEBUG"),
 		"DBUS_SESSION_BUS_ADDRESS="+busAddr, "XDG_RUNTIME_DIR="+rt, "CLEARANCE_CONFIG="+cfg, "NOTIFY_SOCKET="+nsPath)
 	cmd.Env = append(cmd.Env, env...)
-	out := &syncBuffer{}
+	out := &testutil.Buffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		tb.Fatal(err)
@@ -73,25 +71,6 @@ func startBinaryDaemon(tb testing.TB, busAddr, rt string, env ...string) *daemon
 		}
 	})
 	return p
-}
-
-// syncBuffer collects a process's output; the test reads it while the
-// process writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // waitState reads sd_notify datagrams until one contains want.

@@ -4,33 +4,13 @@
 package ocihook
 
 import (
-	"bytes"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/terok-ai/clearance/internal/record"
 	"github.com/terok-ai/clearance/internal/testenv/testutil"
 )
-
-// lockedBuffer is a bytes.Buffer safe for a logger's concurrent writes.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestCreateRuntimeMode: io.clearance.mode=observe goes into the record
 // for the verdict service to judge; the hook says loudly when it was
@@ -58,7 +38,7 @@ func TestCreateRuntimeMode(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			e := newEnv(t, "0 0 4294967295\n")
 			e.bus(t, 0)
-			var logs lockedBuffer
+			var logs testutil.Buffer
 			e.hook.Log = slog.New(slog.NewTextHandler(&logs, nil))
 			e.eng.grantObserve, e.eng.modeNote = tt.grant, tt.note
 			st := e.state()

@@ -4,7 +4,6 @@
 package verdict_test
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -12,33 +11,15 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 
 	"github.com/terok-ai/clearance/internal/audit"
 	"github.com/terok-ai/clearance/internal/policy"
+	"github.com/terok-ai/clearance/internal/testenv/testutil"
 	fw1 "github.com/terok-ai/clearance/internal/varlinkapi/orgterokclearancefirewall1"
 	"github.com/terok-ai/clearance/internal/verdict"
 )
-
-// lockedBuffer is a bytes.Buffer for a logger and a reader.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestIntegrationWritePolicy writes policies through the real service, as
 // root and as another uid (a re-executed client with that uid's
@@ -55,7 +36,7 @@ func TestIntegrationWritePolicy(t *testing.T) {
 	subuid := filepath.Join(dir, "subuid")
 	// 70000..70009 are uid 4242's subordinate uids.
 	os.WriteFile(subuid, []byte("4242:70000:10\n"), 0o644)
-	var records lockedBuffer
+	var records testutil.Buffer
 	e := startServiceWith(t, dir, func(c *verdict.Config) {
 		c.SubUIDFile = subuid
 		c.PolicyPath = []string{}

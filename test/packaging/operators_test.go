@@ -15,7 +15,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -350,7 +349,7 @@ func TestInnerOperatorGroup(t *testing.T) {
 // when want is ""), stops it with SIGTERM and returns its log.
 func notifierLog(t *testing.T, cmd *exec.Cmd, want string) string {
 	t.Helper()
-	var log syncBuffer
+	var log testutil.Buffer
 	cmd.Stdout, cmd.Stderr = &log, &log
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -367,24 +366,6 @@ func notifierLog(t *testing.T, cmd *exec.Cmd, want string) string {
 		t.Errorf("notifier: %v", err)
 	}
 	return log.String()
-}
-
-// syncBuffer is a bytes.Buffer safe for a writer and a reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // addAccounts adds the member (in group gid) and the non-member to the

@@ -43,7 +43,7 @@ type Bus struct {
 	Addr string
 
 	bin, conf string
-	stderr    *syncBuffer
+	stderr    *testutil.Buffer
 
 	mu  sync.Mutex
 	cmd *exec.Cmd // nil while stopped
@@ -89,7 +89,7 @@ func LaunchBus(dir string) (*Bus, error) {
 	if err := os.WriteFile(conf, BusConfig(sock), 0o600); err != nil {
 		return nil, fmt.Errorf("write bus config: %w", err)
 	}
-	b := &Bus{Addr: "unix:path=" + sock, bin: bin, conf: conf, stderr: &syncBuffer{}}
+	b := &Bus{Addr: "unix:path=" + sock, bin: bin, conf: conf, stderr: &testutil.Buffer{}}
 	return b, b.start()
 }
 
@@ -135,23 +135,6 @@ func (b *Bus) Stop() {
 func (b *Bus) Restart() error {
 	b.Stop()
 	return b.start()
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // Call is one method call the fake server received.

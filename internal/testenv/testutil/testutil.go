@@ -7,11 +7,13 @@
 package testutil
 
 import (
+	"bytes"
 	"context"
 	"log/slog"
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 )
@@ -109,4 +111,25 @@ func ShortDir(tb testing.TB) string {
 	}
 	tb.Cleanup(func() { os.RemoveAll(d) })
 	return d
+}
+
+// Buffer is a bytes.Buffer safe for one writer and any readers at once:
+// a child process's output read by the test while it runs.
+type Buffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+// Write appends p.
+func (s *Buffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+// String returns what was written so far.
+func (s *Buffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
