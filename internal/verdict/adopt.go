@@ -5,8 +5,9 @@ package verdict
 
 import (
 	"context"
-	"math"
 	"os"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/terok-ai/clearance/internal/dnsname"
 	"github.com/terok-ai/clearance/internal/event"
@@ -97,24 +98,13 @@ func adoptEntry(policyName, action, ip string, name, proto *string, port *int64,
 		}
 		e.Dest = p
 	}
-	var ps string
-	var pn int64
-	if proto != nil {
-		ps = *proto
-	}
-	if port != nil {
-		pn = *port
-	}
+	p, n, bad := service(proto, port)
 	switch {
-	case ps == "" && pn == 0:
-	case pn <= 0 || pn > math.MaxUint16:
-		return e, "", "port"
-	case ps == "tcp":
-		e.Proto, e.Port = policy.ProtoTCP, uint16(pn)
-	case ps == "udp":
-		e.Proto, e.Port = policy.ProtoUDP, uint16(pn)
-	default:
-		return e, "", "proto"
+	case bad != "":
+		return e, "", bad
+	case p == unix.IPPROTO_SCTP:
+		return e, "", "proto" // a policy has tcp and udp ports
 	}
+	e.Proto, e.Port = policy.Proto(p), n
 	return e, list, ""
 }

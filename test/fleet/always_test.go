@@ -230,6 +230,8 @@ func TestVerdictAdoptRefusesBadInput(t *testing.T) {
 		{"bad name", verdictclient.AdoptRequest{Policy: "p", Action: "allow", Name: "a..b"}},
 		{"port without protocol", verdictclient.AdoptRequest{Policy: "p", Action: "allow", IP: "192.0.2.1", Port: 443}},
 		{"port out of range", verdictclient.AdoptRequest{Policy: "p", Action: "allow", IP: "192.0.2.1", Proto: "tcp", Port: 70000}},
+		{"sctp (a policy has tcp and udp ports)", verdictclient.AdoptRequest{Policy: "p", Action: "allow", IP: "192.0.2.1", Proto: "sctp", Port: 443}},
+		{"unknown protocol", verdictclient.AdoptRequest{Policy: "p", Action: "allow", IP: "192.0.2.1", Proto: "icmp", Port: 1}},
 		{"control characters in the comment", verdictclient.AdoptRequest{Policy: "p", Action: "allow", IP: "192.0.2.1", Comment: "a\nb"}},
 	} {
 		vc, err := verdictclient.Dial(ctx, v.sock)

@@ -154,21 +154,9 @@ func startTime(pid int) (string, error) {
 // all the container can reach). The test host and the veth go with
 // Close (the veth also with the container).
 func (c *Container) Wire() error {
-	l := c.env.lab
-	host, err := l.Namespace("testhost-" + c.Name)
-	if err != nil {
-		return err
-	}
-	f, err := os.Open(fmt.Sprintf("/proc/%d/ns/net", c.Pid))
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	ns := &lab.NS{Name: c.Name, Pid: c.Pid, File: f}
-	if err := l.Link(ns, host, netip.PrefixFrom(ContainerAddr, 30), netip.PrefixFrom(HostAddr, 30)); err != nil {
-		return err
-	}
-	return l.Echo(host, fmt.Sprintf("%s:%d", HostAddr, EchoPort))
+	return c.wire(func(l *lab.Lab, _, host *lab.NS) error {
+		return l.Echo(host, fmt.Sprintf("%s:%d", HostAddr, EchoPort))
+	})
 }
 
 // WireNames is [Container.Wire] plus what a test of names needs on the
@@ -177,6 +165,23 @@ func (c *Container) Wire() error {
 // and routed there from the container, and "hello" on [lab.RangePort] of
 // every address of it.
 func (c *Container) WireNames(answer lab.DNSAnswer) error {
+	return c.wire(func(l *lab.Lab, ns, host *lab.NS) error {
+		if err := ns.IP("route", "add", lab.HostRange.String(), "via", HostAddr.String()); err != nil {
+			return err
+		}
+		if err := host.IP("route", "add", "local", lab.HostRange.String(), "dev", "lo"); err != nil {
+			return err
+		}
+		if err := l.Echo(host, fmt.Sprintf("0.0.0.0:%d", lab.RangePort)); err != nil {
+			return err
+		}
+		return l.ServeDNSFunc(host, netip.AddrPortFrom(HostAddr, 53), answer)
+	})
+}
+
+// wire links the container's netns (ns) to a new test host and runs
+// then while ns is open.
+func (c *Container) wire(then func(l *lab.Lab, ns, host *lab.NS) error) error {
 	l := c.env.lab
 	host, err := l.Namespace("testhost-" + c.Name)
 	if err != nil {
@@ -191,16 +196,7 @@ func (c *Container) WireNames(answer lab.DNSAnswer) error {
 	if err := l.Link(ns, host, netip.PrefixFrom(ContainerAddr, 30), netip.PrefixFrom(HostAddr, 30)); err != nil {
 		return err
 	}
-	if err := ns.IP("route", "add", lab.HostRange.String(), "via", HostAddr.String()); err != nil {
-		return err
-	}
-	if err := host.IP("route", "add", "local", lab.HostRange.String(), "dev", "lo"); err != nil {
-		return err
-	}
-	if err := l.Echo(host, fmt.Sprintf("0.0.0.0:%d", lab.RangePort)); err != nil {
-		return err
-	}
-	return l.ServeDNSFunc(host, netip.AddrPortFrom(HostAddr, 53), answer)
+	return then(l, ns, host)
 }
 
 // Touch creates a file in the container's root. In a rootless container
