@@ -60,8 +60,11 @@ func startRelay(t *testing.T, h *host, name, url string, extra ...string) *relay
 		for _, l := range p.lines.lines {
 			if strings.Contains(l, "DATA RACE") || strings.HasPrefix(l, "panic:") {
 				t.Errorf("clearance-relay %s:\n%s", name, strings.Join(p.lines.lines, "\n"))
-				break
+				return
 			}
+		}
+		if t.Failed() {
+			t.Logf("clearance-relay %s's log:\n%s", name, strings.Join(p.lines.lines, "\n"))
 		}
 	})
 	return p
